@@ -1,0 +1,5 @@
+"""``python -m gitmirror``: the same as the ``gitmirror`` command (tests and hooks use it)."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,259 @@
+"""The git metadata repository, read and written through dulwich's object database.
+
+The repository is bare: nothing needs a checkout, readers see whole commits only, and a writer's
+last step is one compare-and-swap of ``refs/heads/<branch>``. Objects are written before the ref
+moves, so a crash at any point leaves the branch at either the old or the new commit.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from dulwich.errors import NotGitRepository
+from dulwich.objects import Blob, Commit, ShaFile, Tag, Tree
+from dulwich.repo import Repo
+
+from .manifest import PROJECTS_DIR, ProjectManifest, loads, manifest_path, project_of_path
+
+DEFAULT_BRANCH = "main"
+_DEFAULT_IDENTITY = "gitmirror <gitmirror@localhost>"
+_HEX = re.compile(r"^[0-9a-f]{4,40}$")
+
+
+class RepoError(RuntimeError):
+    """The repository is missing, locked, or a revision does not resolve."""
+
+
+class MetadataRepo:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.git = Repo(str(self.path))
+        except NotGitRepository as exc:
+            raise RepoError(f"{self.path} is not a gitmirror repository (run `gitmirror init`)") from exc
+
+    @classmethod
+    def init(cls, path: Path, branch: str = DEFAULT_BRANCH) -> MetadataRepo:
+        """Create the bare repository if needed; running it again changes nothing."""
+        path = Path(path)
+        if not (path / "HEAD").exists():
+            path.mkdir(parents=True, exist_ok=True)
+            repo = Repo.init_bare(str(path), default_branch=branch.encode())
+            repo.close()
+        return cls(path)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def branch_ref(self, branch: str = DEFAULT_BRANCH) -> bytes:
+        return f"refs/heads/{branch}".encode()
+
+    def tip(self, branch: str = DEFAULT_BRANCH) -> bytes | None:
+        """The commit id a branch points at, or None for a branch with no commits yet."""
+        try:
+            return self.git.refs[self.branch_ref(branch)]
+        except KeyError:
+            return None
+
+    def resolve(self, rev: str) -> bytes:
+        """A commit id from a branch, tag or (abbreviated) commit id."""
+        refs = self.git.refs
+        for candidate in (f"refs/heads/{rev}", f"refs/tags/{rev}", rev):
+            ref = candidate.encode()
+            if ref in refs:
+                return self._peel(refs[ref])
+        if _HEX.match(rev):
+            if len(rev) == 40 and rev.encode() in self.git.object_store:
+                return self._peel(rev.encode())
+            matches = {sha for sha in self.git.object_store if sha.decode().startswith(rev)}
+            commits = [sha for sha in matches if isinstance(self.git[sha], Commit | Tag)]
+            if len(commits) == 1:
+                return self._peel(commits[0])
+            if len(commits) > 1:
+                raise RepoError(f"revision {rev!r} is ambiguous")
+        raise RepoError(f"unknown revision {rev!r}")
+
+    def _peel(self, sha: bytes) -> bytes:
+        obj = self.git[sha]
+        while isinstance(obj, Tag):
+            obj = self.git[obj.object[1]]
+        if not isinstance(obj, Commit):
+            raise RepoError(f"{sha.decode()} is not a commit")
+        return obj.id
+
+    def commit(self, sha: bytes) -> Commit:
+        obj = self.git[sha]
+        assert isinstance(obj, Commit)
+        return obj
+
+    def read_path(self, commit_id: bytes | None, path: str) -> bytes | None:
+        """The bytes at ``path`` in a commit, or None when absent."""
+        if commit_id is None:
+            return None
+        tree: ShaFile = self.git[self.commit(commit_id).tree]
+        for part in path.split("/"):
+            if not isinstance(tree, Tree):
+                return None
+            try:
+                _mode, sha = tree[part.encode()]
+            except KeyError:
+                return None
+            tree = self.git[sha]
+        return tree.data if isinstance(tree, Blob) else None
+
+    def manifest(self, commit_id: bytes | None, name: str) -> ProjectManifest | None:
+        path = manifest_path(name)
+        data = self.read_path(commit_id, path)
+        return None if data is None else loads(data, path)
+
+    def manifest_blobs(self, commit_id: bytes | None) -> Iterator[tuple[str, bytes]]:
+        """(project, blob id) for every manifest of a commit, without reading the manifests."""
+        if commit_id is None:
+            return
+        root = self.git[self.commit(commit_id).tree]
+        assert isinstance(root, Tree)
+        if PROJECTS_DIR.encode() not in root:
+            return
+        yield from self._walk(root[PROJECTS_DIR.encode()][1], PROJECTS_DIR)
+
+    def _walk(self, tree_id: bytes, prefix: str) -> Iterator[tuple[str, bytes]]:
+        tree = self.git[tree_id]
+        assert isinstance(tree, Tree)
+        for item in tree.iteritems():
+            path = f"{prefix}/{item.path.decode()}"
+            if item.mode & 0o040000:
+                yield from self._walk(item.sha, path)
+            else:
+                name = project_of_path(path)
+                if name is not None:
+                    yield name, item.sha
+
+    def projects(self, commit_id: bytes | None) -> list[str]:
+        return sorted(name for name, _ in self.manifest_blobs(commit_id))
+
+    def manifests(self, commit_id: bytes | None) -> Iterator[ProjectManifest]:
+        for name, blob_id in self.manifest_blobs(commit_id):
+            yield loads(self.git[blob_id].data, manifest_path(name))
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def identity(self) -> bytes:
+        """Who commits: the git environment variables, then git config, then a fixed default."""
+        name = os.environ.get("GIT_AUTHOR_NAME")
+        email = os.environ.get("GIT_AUTHOR_EMAIL")
+        if not (name and email):
+            config = self.git.get_config_stack()
+            try:
+                name = name or config.get((b"user",), b"name").decode()
+                email = email or config.get((b"user",), b"email").decode()
+            except KeyError:
+                return _DEFAULT_IDENTITY.encode()
+        return f"{name} <{email}>".encode()
+
+    def write_commit(
+        self,
+        changes: dict[str, bytes | None],
+        message: str,
+        branch: str = DEFAULT_BRANCH,
+        parent: bytes | None = None,
+    ) -> bytes:
+        """Commit path changes (None deletes) on top of ``parent`` and move the branch there.
+
+        The branch moves only if it still points at ``parent``: a concurrent writer makes this
+        fail instead of silently dropping its commit.
+        """
+        base_tree = self.commit(parent).tree if parent else None
+        new_objects: list[ShaFile] = []
+        tree_id = self._update_tree(base_tree, _split(changes), new_objects)
+        if tree_id is None:
+            empty = Tree()
+            new_objects.append(empty)
+            tree_id = empty.id
+        commit = Commit()
+        commit.tree = tree_id
+        commit.parents = [parent] if parent else []
+        commit.author = commit.committer = self.identity()
+        commit.author_time = commit.commit_time = int(time.time())
+        commit.author_timezone = commit.commit_timezone = 0
+        commit.encoding = b"UTF-8"
+        commit.message = message.encode()
+        new_objects.append(commit)
+        self.git.object_store.add_objects([(obj, None) for obj in new_objects])
+        ref = self.branch_ref(branch)
+        moved = (
+            self.git.refs.set_if_equals(ref, parent, commit.id)
+            if parent
+            else self.git.refs.add_if_new(ref, commit.id)
+        )
+        if not moved:
+            raise RepoError(f"branch {branch} moved while this commit was being written; run again")
+        return commit.id
+
+    def _update_tree(
+        self, tree_id: bytes | None, changes: dict[str, object], out: list[ShaFile]
+    ) -> bytes | None:
+        """Rebuild only the trees on the changed paths; returns None for a tree left empty."""
+        tree = Tree()
+        if tree_id is not None:
+            old = self.git[tree_id]
+            assert isinstance(old, Tree)
+            for item in old.iteritems():
+                tree.add(item.path, item.mode, item.sha)
+        for name, change in changes.items():
+            key = name.encode()
+            if isinstance(change, dict):
+                sub = tree[key][1] if key in tree and tree[key][0] & 0o040000 else None
+                new_sub = self._update_tree(sub, change, out)
+                if new_sub is None:
+                    if key in tree:
+                        del tree[key]
+                else:
+                    tree.add(key, 0o040000, new_sub)
+            elif change is None:
+                if key in tree:
+                    del tree[key]
+            else:
+                assert isinstance(change, bytes)
+                blob = Blob.from_string(change)
+                out.append(blob)
+                tree.add(key, 0o100644, blob.id)
+        if not len(tree):
+            return None
+        out.append(tree)
+        return tree.id
+
+    @contextmanager
+    def writer_lock(self, wait: bool = False) -> Iterator[None]:
+        """One writer at a time: sync, yank, approve and friends all take this lock."""
+        lock_path = self.path / "gitmirror.lock"
+        with open(lock_path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError as exc:
+                raise RepoError(f"another gitmirror process is writing to {self.path}; try again later") from exc
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        self.git.close()
+
+
+def _split(changes: dict[str, bytes | None]) -> dict[str, object]:
+    """Turn ``{"a/b/c": data}`` into nested ``{"a": {"b": {"c": data}}}``."""
+    nested: dict[str, object] = {}
+    for path, data in changes.items():
+        parts = path.split("/")
+        if any(part in ("", ".", "..", ".git") for part in parts):
+            raise RepoError(f"refusing unsafe repository path {path!r}")
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})  # type: ignore[assignment]
+        node[parts[-1]] = data
+    return nested

@@ -1,0 +1,216 @@
+"""The HTTP face of the mirror: simple-API pages rendered from git commits, files from the store.
+
+Every request resolves the branch tip once and then reads only that commit, so a sync that commits
+meanwhile is seen whole or not at all. Pages of a commit never change, which makes them safe to
+cache by commit id in memory; blobs are immutable by construction and say so to HTTP caches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from . import index
+from .manifest import FileEntry, ProjectManifest
+from .names import UnsafeNameError, check_filename, normalize
+from .repo import MetadataRepo
+from .store import BlobStore
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+TIP_MAX_AGE = "public, max-age=60"
+
+
+@dataclass(frozen=True)
+class Page:
+    body: bytes
+    media_type: str
+    etag: str
+
+
+class _LRU(OrderedDict[tuple[object, ...], object]):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def remember(self, key: tuple[object, ...], value: object) -> object:
+        self[key] = value
+        self.move_to_end(key)
+        if len(self) > self.size:
+            self.popitem(last=False)
+        return value
+
+
+class MirrorView:
+    """Pages and files of one repository at any commit; shared by live and snapshot routes."""
+
+    def __init__(self, repo: MetadataRepo, store: BlobStore, branch: str = "main") -> None:
+        self.repo = repo
+        self.store = store
+        self.branch = branch
+        self._cache = _LRU(8192)
+
+    def tip(self) -> bytes | None:
+        return self.repo.tip(self.branch)
+
+    def manifest(self, commit: bytes | None, name: str) -> ProjectManifest | None:
+        key = ("manifest", commit, name)
+        if key not in self._cache:
+            return self._cache.remember(key, self.repo.manifest(commit, name))  # type: ignore[return-value]
+        return self._cache[key]  # type: ignore[return-value]
+
+    def projects(self, commit: bytes | None) -> list[str]:
+        key = ("projects", commit)
+        if key not in self._cache:
+            return self._cache.remember(key, self.repo.projects(commit))  # type: ignore[return-value]
+        return self._cache[key]  # type: ignore[return-value]
+
+    def root_page(self, commit: bytes | None, media_type: str) -> Page:
+        key = ("root", commit, media_type)
+        if key not in self._cache:
+            names = self.projects(commit)
+            body = index.root_json(names) if media_type == index.JSON_TYPE else index.root_html(names)
+            return self._cache.remember(key, _page(body, media_type))  # type: ignore[return-value]
+        return self._cache[key]  # type: ignore[return-value]
+
+    def project_page(self, commit: bytes | None, name: str, media_type: str) -> Page | None:
+        key = ("project", commit, name, media_type)
+        if key not in self._cache:
+            manifest = self.manifest(commit, name)
+            if manifest is None:
+                return None
+            body = index.project_json(manifest) if media_type == index.JSON_TYPE else index.project_html(manifest)
+            return self._cache.remember(key, _page(body, media_type))  # type: ignore[return-value]
+        return self._cache[key]  # type: ignore[return-value]
+
+    def file_entry(self, commit: bytes | None, project: str, filename: str) -> tuple[FileEntry, bool] | None:
+        """The entry a file URL refers to, and whether the URL asks for its core metadata."""
+        manifest = self.manifest(commit, project)
+        if manifest is None:
+            return None
+        entry = manifest.files.get(filename)
+        if entry is not None:
+            return entry, False
+        if filename.endswith(".metadata"):
+            entry = manifest.files.get(filename[: -len(".metadata")])
+            if entry is not None and entry.core_metadata:
+                return entry, True
+        return None
+
+
+def _page(body: bytes, media_type: str) -> Page:
+    return Page(body=body, media_type=media_type, etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"')
+
+
+def page_response(request: Request, page: Page, cache_control: str) -> Response:
+    headers = {"ETag": page.etag, "Vary": "Accept", "Cache-Control": cache_control}
+    if page.etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    media_type = page.media_type + ("; charset=utf-8" if page.media_type == index.TEXT_HTML else "")
+    return Response(page.body, media_type=media_type, headers=headers)
+
+
+class SimpleRoutes:
+    """Request handlers over a ``MirrorView``; ``commit_of`` picks the commit a request reads."""
+
+    def __init__(self, view: MirrorView) -> None:
+        self.view = view
+
+    def commit_of(self, request: Request) -> tuple[bytes | None, str]:
+        """The commit to serve and the Cache-Control its pages get (the tip changes: short)."""
+        return self.view.tip(), TIP_MAX_AGE
+
+    async def root(self, request: Request) -> Response:
+        media_type = index.choose_format(request.headers.get("accept"))
+        if media_type is None:
+            return PlainTextResponse("not acceptable: ask for PEP 691 JSON or HTML", status_code=406)
+        commit, cache_control = self.commit_of(request)
+        return page_response(request, self.view.root_page(commit, media_type), cache_control)
+
+    async def project(self, request: Request) -> Response:
+        raw = request.path_params["project"]
+        try:
+            name = normalize(raw)
+        except UnsafeNameError:
+            return PlainTextResponse("no such project", status_code=404)
+        if name != raw or not request.url.path.endswith("/"):
+            return RedirectResponse(_sibling_url(request, raw, name), status_code=301)
+        media_type = index.choose_format(request.headers.get("accept"))
+        if media_type is None:
+            return PlainTextResponse("not acceptable: ask for PEP 691 JSON or HTML", status_code=406)
+        commit, cache_control = self.commit_of(request)
+        page = self.view.project_page(commit, name, media_type)
+        if page is None:
+            return PlainTextResponse(f"no project {name} in this mirror", status_code=404)
+        return page_response(request, page, cache_control)
+
+    async def file(self, request: Request) -> Response:
+        project, filename = request.path_params["project"], request.path_params["filename"]
+        try:
+            normalize(project)
+            check_filename(filename.removesuffix(".metadata"))
+        except UnsafeNameError:
+            return PlainTextResponse("no such file", status_code=404)
+        commit, _ = self.commit_of(request)
+        found = self.view.file_entry(commit, project, filename)
+        if found is None:
+            return PlainTextResponse("no such file in this mirror", status_code=404)
+        entry, is_metadata = found
+        if entry.tombstone is not None:
+            reason = f"{entry.filename} was taken down on {entry.tombstone.time}: {entry.tombstone.reason}"
+            return PlainTextResponse(reason, status_code=410)
+        digest = entry.core_metadata if is_metadata else entry.sha256
+        assert digest is not None
+        path = self.view.store.path(digest)
+        if not path.is_file():
+            return PlainTextResponse(f"{filename} is recorded but its blob is not in this store", status_code=404)
+        headers = {"ETag": f'"{digest}"', "Cache-Control": IMMUTABLE}
+        if digest in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers=headers)
+        return FileResponse(path, media_type="application/octet-stream", headers=headers)
+
+
+def _sibling_url(request: Request, raw: str, name: str) -> str:
+    path = request.url.path
+    prefix = path[: path.rindex(raw)] if raw in path else "/simple/"
+    return prefix + name + "/"
+
+
+def routes_for(handlers: SimpleRoutes, prefix: str = "") -> list[Route]:
+    return [
+        Route(prefix + "/simple/", handlers.root),
+        Route(prefix + "/simple/{project}/", handlers.project),
+        Route(prefix + "/simple/{project}", handlers.project),
+        Route(prefix + "/files/{project}/{filename}", handlers.file),
+    ]
+
+
+async def _home(request: Request) -> Response:
+    return RedirectResponse("/simple/", status_code=302)
+
+
+def create_app(repo_path: Path, store_path: Path, branch: str = "main") -> Starlette:
+    view = MirrorView(MetadataRepo(repo_path), BlobStore(store_path), branch)
+    routes = [Route("/", _home), *routes_for(SimpleRoutes(view))]
+    app = Starlette(routes=routes)
+    app.state.view = view
+    return app
+
+
+def serve(repo_path: Path, store_path: Path, host: str, port: int, branch: str = "main") -> None:
+    import uvicorn
+
+    uvicorn.run(
+        create_app(repo_path, store_path, branch),
+        host=host,
+        port=port,
+        log_level="warning",
+        backlog=2048,
+        timeout_keep_alive=30,
+    )

@@ -1,0 +1,283 @@
+"""Talking to the upstream index: project pages in, verified blobs out.
+
+Pages are asked for as PEP 691 JSON and parsed by ``pypi_simple`` whichever serialization comes
+back (an HTML-only upstream just works). Every request goes through one bounded pool with retries
+on timeouts, resets, 429 and 5xx, honouring ``Retry-After``. Downloads stream into a
+``BlobWriter``, so bytes are hashed as they arrive and memory stays flat whatever the file size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import TypeVar
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
+from pypi_simple import ACCEPT_JSON_PREFERRED, ProjectPage
+
+from . import __version__
+from .manifest import format_time
+from .names import UnsafeNameError, check_filename, normalize
+from .store import BlobWriter, IntegrityError
+
+MAX_PAGE_BYTES = 64 * 1024 * 1024
+_RETRY_STATUSES = {429, 500, 502, 503, 504}
+T = TypeVar("T")
+
+
+class UpstreamError(RuntimeError):
+    """A failure talking to upstream, phrased as one line for the per-project report."""
+
+
+class ProjectNotFound(UpstreamError):
+    pass
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    filename: str
+    url: str
+    version: str
+    sha256: str
+    size: int | None
+    requires_python: str | None
+    upload_time: str | None
+    yanked: bool | str
+    core_metadata: str | None
+    metadata_url: str | None
+
+
+@dataclass
+class RemoteProject:
+    name: str
+    files: list[RemoteFile]
+    status: str = "active"
+    status_reason: str | None = None
+    etag: str | None = None
+    last_serial: str | None = None
+    rejected: list[str] = field(default_factory=list)
+
+
+class Upstream:
+    """An upstream simple index; use as ``async with Upstream(...) as upstream``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        concurrency: int = 8,
+        timeout: float = 30.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+    ) -> None:
+        self.base_url = base_url if base_url.endswith("/") else base_url + "/"
+        self.retries = retries
+        self.backoff = backoff
+        self._slots = asyncio.Semaphore(concurrency)
+        self._client = httpx.AsyncClient(
+            http2=True,
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+            follow_redirects=True,
+            max_redirects=5,
+            headers={"User-Agent": f"gitmirror/{__version__}"},
+            trust_env=False,
+        )
+
+    async def __aenter__(self) -> Upstream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._client.aclose()
+
+    async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run ``attempt`` with retries; transient failures wait with jittered exponential backoff."""
+        for tries in range(self.retries + 1):
+            try:
+                async with self._slots:
+                    return await attempt()
+            except _Transient as exc:
+                if tries == self.retries:
+                    raise UpstreamError(f"{what}: {exc.reason} (after {tries + 1} attempts)") from None
+                delay = exc.retry_after if exc.retry_after is not None else self.backoff * 2**tries
+                await asyncio.sleep(min(delay, 60.0) * (1 + random.random() / 4))
+        raise AssertionError("unreachable")
+
+    async def project(self, name: str, etag: str | None = None) -> RemoteProject | None:
+        """The project's page, or None when ``etag`` still matches (HTTP 304)."""
+        url = urljoin(self.base_url, f"{name}/")
+
+        async def attempt() -> RemoteProject | None:
+            headers = {"Accept": ACCEPT_JSON_PREFERRED}
+            if etag:
+                headers["If-None-Match"] = etag
+            try:
+                async with self._client.stream("GET", url, headers=headers) as response:
+                    _raise_for_transient(response)
+                    if response.status_code == 304:
+                        return None
+                    if response.status_code == 404:
+                        raise ProjectNotFound(f"{name}: not found upstream")
+                    if response.status_code != 200:
+                        raise UpstreamError(f"{name}: upstream answered HTTP {response.status_code}")
+                    body = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        if len(body) > MAX_PAGE_BYTES:
+                            raise UpstreamError(f"{name}: project page larger than {MAX_PAGE_BYTES} bytes")
+                    return _parse_page(name, response, bytes(body))
+            except httpx.TooManyRedirects:
+                raise UpstreamError(f"{name}: too many redirects") from None
+            except (httpx.TransportError, httpx.DecodingError) as exc:
+                raise _Transient(_describe(exc)) from None
+
+        return await self._retrying(name, attempt)
+
+    async def download(self, url: str, open_writer: Callable[[], BlobWriter], label: str) -> None:
+        """Stream ``url`` into a fresh writer per attempt and commit it (verifying hash and size)."""
+        _check_url(url)
+
+        async def attempt() -> None:
+            writer = open_writer()
+            try:
+                async with self._client.stream("GET", url) as response:
+                    _raise_for_transient(response)
+                    if response.status_code != 200:
+                        raise UpstreamError(f"{label}: upstream answered HTTP {response.status_code}")
+                    declared = response.headers.get("Content-Length")
+                    async for chunk in response.aiter_bytes():
+                        writer.write(chunk)
+                    encoded = "Content-Encoding" in response.headers
+                    if declared and declared.isdigit() and not encoded and int(declared) != writer.size:
+                        raise _Transient(f"truncated body ({writer.size} of {declared} bytes)")
+                writer.commit()
+            except IntegrityError as exc:
+                raise UpstreamError(f"{label}: rejected, {exc}") from None
+            except httpx.TooManyRedirects:
+                raise UpstreamError(f"{label}: too many redirects") from None
+            except (httpx.TransportError, httpx.DecodingError) as exc:
+                raise _Transient(_describe(exc)) from None
+            finally:
+                writer.abort()
+
+        await self._retrying(label, attempt)
+
+
+class _Transient(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _raise_for_transient(response: httpx.Response) -> None:
+    if response.status_code in _RETRY_STATUSES:
+        raise _Transient(f"HTTP {response.status_code}", _retry_after(response.headers.get("Retry-After")))
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value)
+    try:
+        from datetime import UTC, datetime
+
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def _check_url(url: str) -> None:
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise UpstreamError(f"refusing non-HTTP file URL {url!r}")
+
+
+def _parse_page(name: str, response: httpx.Response, body: bytes) -> RemoteProject:
+    content_type = response.headers.get("Content-Type", "text/html").split(";")[0].strip().lower()
+    base_url = str(response.url)
+    try:
+        if content_type == "application/vnd.pypi.simple.v1+json":
+            import json
+
+            page = ProjectPage.from_json_data(json.loads(body), base_url=base_url)
+        elif content_type in ("text/html", "application/vnd.pypi.simple.v1+html"):
+            page = ProjectPage.from_html(name, body, base_url=base_url, from_encoding=response.charset_encoding)
+        else:
+            raise UpstreamError(f"{name}: unsupported page content type {content_type!r}")
+    except UpstreamError:
+        raise
+    except Exception as exc:  # pypi_simple raises many kinds on garbage; all mean "invalid page"
+        raise UpstreamError(f"{name}: invalid project page ({type(exc).__name__})") from None
+    project = RemoteProject(
+        name=name,
+        files=[],
+        status=str(page.status.value) if page.status else "active",
+        status_reason=page.status_reason,
+        etag=response.headers.get("ETag"),
+        last_serial=str(page.last_serial or response.headers.get("X-PyPI-Last-Serial") or "") or None,
+    )
+    for package in page.packages:
+        try:
+            project.files.append(_remote_file(name, package))
+        except (UpstreamError, UnsafeNameError) as exc:
+            project.rejected.append(str(exc))
+    return project
+
+
+def _remote_file(project: str, package: object) -> RemoteFile:
+    filename = check_filename(package.filename)  # type: ignore[attr-defined]
+    version = _version_of(project, filename)
+    sha256 = (package.digests or {}).get("sha256")  # type: ignore[attr-defined]
+    if not sha256:
+        raise UpstreamError(f"{filename}: upstream gives no sha256, cannot mirror it immutably")
+    url = package.url.split("#", 1)[0]  # type: ignore[attr-defined]
+    _check_url(url)
+    metadata_sha = None
+    metadata_url = None
+    if package.has_metadata:  # type: ignore[attr-defined]
+        metadata_sha = (package.metadata_digests or {}).get("sha256")  # type: ignore[attr-defined]
+        metadata_url = url + ".metadata" if metadata_sha else None
+    upload = package.upload_time  # type: ignore[attr-defined]
+    yanked: bool | str = False
+    if package.is_yanked:  # type: ignore[attr-defined]
+        yanked = package.yanked_reason or True  # type: ignore[attr-defined]
+    return RemoteFile(
+        filename=filename,
+        url=url,
+        version=version,
+        sha256=sha256.lower(),
+        size=package.size,  # type: ignore[attr-defined]
+        requires_python=package.requires_python or None,  # type: ignore[attr-defined]
+        upload_time=format_time(upload) if upload else None,
+        yanked=yanked,
+        core_metadata=metadata_sha.lower() if metadata_sha else None,
+        metadata_url=metadata_url,
+    )
+
+
+def _version_of(project: str, filename: str) -> str:
+    """The version a file claims, refusing files that claim to belong to another project."""
+    try:
+        if filename.endswith(".whl"):
+            dist, version, *_ = parse_wheel_filename(filename)
+        elif filename.endswith((".tar.gz", ".zip")):
+            dist, version = parse_sdist_filename(filename)
+        else:
+            raise UpstreamError(f"{filename}: not a wheel or sdist, skipped")
+    except (InvalidWheelFilename, InvalidSdistFilename) as exc:
+        raise UpstreamError(f"{filename}: unparseable distribution filename") from exc
+    if normalize(str(dist)) != project:
+        raise UpstreamError(f"{filename}: belongs to project {dist}, not {project}")
+    return str(version)

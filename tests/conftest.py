@@ -1,0 +1,219 @@
+"""Shared fixtures: a fake upstream on 127.0.0.1, a mirror directory, a running server, venvs.
+
+Everything here is hermetic: the only hosts ever contacted are servers these fixtures start on
+the loopback interface, and pip/uv run with the machine's own configuration switched off.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fakeupstream import FakeUpstream, make_sample_index  # noqa: E402
+
+GITMIRROR = [sys.executable, "-m", "gitmirror"]
+
+
+def isolated_env(**extra: str) -> dict[str, str]:
+    """The environment for pip, uv and git without this machine's own configuration."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PIP_", "UV_", "GIT_", "PYTHON"))
+    }
+    env.update(
+        PIP_CONFIG_FILE="/dev/null",
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+        PIP_NO_INPUT="1",
+        UV_NO_CONFIG="1",
+        UV_CACHE_DIR=env.get("UV_CACHE_DIR_FOR_TESTS", "/tmp/gitmirror-test-uv-cache"),
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_AUTHOR_NAME="Test Mirror",
+        GIT_AUTHOR_EMAIL="mirror@example.invalid",
+        GIT_COMMITTER_NAME="Test Mirror",
+        GIT_COMMITTER_EMAIL="mirror@example.invalid",
+    )
+    env.update(extra)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as server:
+        yield server
+
+
+@pytest.fixture
+def sample(upstream: FakeUpstream) -> dict:
+    return make_sample_index(upstream)
+
+
+@dataclass
+class Mirror:
+    """A mirror directory with its ``mirror.yaml``; ``run`` invokes the real CLI in a subprocess."""
+
+    root: Path
+    upstream: FakeUpstream
+
+    @property
+    def repo(self) -> Path:
+        return self.root / "mirror" / "repo"
+
+    @property
+    def store(self) -> Path:
+        return self.root / "mirror" / "store"
+
+    def configure(self, text: str = "") -> None:
+        (self.root / "mirror.yaml").write_text(f"upstream: {self.upstream.url}\nretries: 1\ntimeout: 5\n{text}")
+
+    def run(self, *args: str, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [*GITMIRROR, *args],
+            cwd=self.root,
+            env=isolated_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"gitmirror {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+        return result
+
+    def git(self, *args: str) -> str:
+        return subprocess.run(
+            ["git", "--git-dir", str(self.repo), *args],
+            env=isolated_env(),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+
+@pytest.fixture
+def mirror(tmp_path: Path, upstream: FakeUpstream) -> Mirror:
+    root = tmp_path / "site"
+    root.mkdir()
+    result = Mirror(root=root, upstream=upstream)
+    result.configure("projects:\n  - demo-pkg\n  - other_lib\n")
+    return result
+
+
+@dataclass
+class RunningServer:
+    url: str
+    process: subprocess.Popen[bytes]
+
+    @property
+    def index_url(self) -> str:
+        return self.url + "/simple/"
+
+
+def start_server(root: Path, *args: str) -> RunningServer:
+    """Start ``gitmirror serve`` and wait until it answers; the caller stops it."""
+    port = free_port()
+    process = subprocess.Popen(
+        [*GITMIRROR, "serve", "--port", str(port), *args],
+        cwd=root,
+        env=isolated_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited: {process.stderr.read().decode() if process.stderr else ''}")
+        try:
+            httpx.get(url + "/simple/", timeout=1)
+            return RunningServer(url=url, process=process)
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise AssertionError("server did not start within 30 s")
+
+
+def stop_server(server: RunningServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+
+
+@pytest.fixture
+def serve(mirror: Mirror) -> Iterator[RunningServer]:
+    """``gitmirror serve`` over the ``mirror`` fixture (sync before using it)."""
+    servers: list[RunningServer] = []
+
+    def start(*args: str) -> RunningServer:
+        server = start_server(mirror.root, *args)
+        servers.append(server)
+        return server
+
+    yield start  # type: ignore[misc]
+    for server in servers:
+        stop_server(server)
+
+
+@dataclass
+class Venv:
+    path: Path
+
+    @property
+    def python(self) -> str:
+        return str(self.path / "bin" / "python")
+
+    def pip_install(self, index_url: str, *requirements: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [self.python, "-m", "pip", "install", "--no-cache-dir", "--index-url", index_url, *requirements],
+            env=isolated_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    def uv_install(self, index_url: str, *requirements: str) -> subprocess.CompletedProcess[str]:
+        uv = Path(sys.executable).parent / "uv"
+        return subprocess.run(
+            [str(uv) if uv.exists() else "uv", "pip", "install", "--python", self.python, "--no-cache",
+             "--index-url", index_url, *requirements],
+            env=isolated_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    def run(self, code: str) -> str:
+        return subprocess.run(
+            [self.python, "-c", code], env=isolated_env(), capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+
+@pytest.fixture
+def make_venv(tmp_path: Path):
+    """Fresh virtualenvs (with pip) on demand: ``make_venv("name")``."""
+    counter = iter(range(1000))
+
+    def create(name: str = "") -> Venv:
+        path = tmp_path / f"venv-{name or next(counter)}"
+        subprocess.run([sys.executable, "-m", "venv", str(path)], env=isolated_env(), check=True)
+        return Venv(path)
+
+    return create
