@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import gzip
 import hashlib
 import io
 import json
@@ -37,7 +36,7 @@ from fakeupstream import (
 from packaging.metadata import Metadata
 from packaging.requirements import InvalidRequirement
 from packaging.utils import parse_sdist_filename, parse_wheel_filename
-from pypi_simple import IndexPage, ProjectPage
+from pypi_simple import IndexPage, ProjectPage, ProjectStatus
 
 JSON = "application/vnd.pypi.simple.v1+json"
 HTML_V1 = "application/vnd.pypi.simple.v1+html"
@@ -225,9 +224,10 @@ def test_wheel_tags_payload_and_validation() -> None:
 
 def test_sdist_is_deterministic_and_buildable_layout() -> None:
     art = build_sdist("demo-pkg", "1.0", requires_python=">=3.8", requires_dist=["attrs"], payload_size=1000)
-    assert art.data == build_sdist(
-        "demo-pkg", "1.0", requires_python=">=3.8", requires_dist=["attrs"], payload_size=1000
-    ).data
+    assert (
+        art.data
+        == build_sdist("demo-pkg", "1.0", requires_python=">=3.8", requires_dist=["attrs"], payload_size=1000).data
+    )
     assert art.filename == "demo_pkg-1.0.tar.gz"
     assert parse_sdist_filename(art.filename)[0] == "demo-pkg"
     assert art.metadata is None and art.requires_python == ">=3.8"
@@ -394,9 +394,7 @@ def test_html_only_and_json_only(up: FakeUpstream, client: httpx.Client) -> None
     assert len(r.json()["files"]) == 6
 
 
-def test_redirects_and_not_found(
-    sample: tuple[FakeUpstream, dict[str, list[Artifact]]], client: httpx.Client
-) -> None:
+def test_redirects_and_not_found(sample: tuple[FakeUpstream, dict[str, list[Artifact]]], client: httpx.Client) -> None:
     up, added = sample
     for path in ("Demo_Pkg/", "demo.pkg/", "demo-pkg", "OTHER_LIB"):
         r = client.get(up.url + path)
@@ -499,7 +497,7 @@ def test_project_status(up: FakeUpstream, client: httpx.Client, status: str) -> 
     pj = ProjectPage.from_json_data(get_json(client, up, "demo-pkg").json())
     rh = get_html(client, up, "demo-pkg")
     ph = ProjectPage.from_html("demo-pkg", rh.content)
-    assert str(pj.status) == str(ph.status) == status or (pj.status.value == ph.status.value == status)  # type: ignore[union-attr]
+    assert pj.status == ph.status == ProjectStatus(status)
     assert pj.status_reason == ph.status_reason == "see <elsewhere> & more"
     assert 'content="see &lt;elsewhere&gt; &amp; more"' in rh.text
     if status == "quarantined":
@@ -660,17 +658,14 @@ def test_fault_redirect_loop(up: FakeUpstream, client: httpx.Client) -> None:
 
 @pytest.mark.parametrize("accept", [JSON, "text/html"])
 def test_fault_huge_page(up: FakeUpstream, client: httpx.Client, accept: str) -> None:
-    up.fault("/simple/demo-pkg/", "huge_page", entries=25_000)
+    entries = 25_000 if accept == JSON else 8_000  # HTML parsing is the slow part
+    up.fault("/simple/demo-pkg/", "huge_page", entries=entries)
     r = client.get(up.page_url("demo-pkg"), headers={"Accept": accept})
     assert r.status_code == 200
     assert r.headers["transfer-encoding"] == "chunked" and "content-length" not in r.headers
-    page = (
-        ProjectPage.from_json_data(r.json())
-        if accept == JSON
-        else ProjectPage.from_html("demo-pkg", r.content)
-    )
-    assert len(page.packages) == 25_000
-    assert page.packages[-1].filename == "demo_pkg-0.0.24999.tar.gz"
+    page = ProjectPage.from_json_data(r.json()) if accept == JSON else ProjectPage.from_html("demo-pkg", r.content)
+    assert len(page.packages) == entries
+    assert page.packages[-1].filename == f"demo_pkg-0.0.{entries - 1}.tar.gz"
     assert len(get_json(client, up, "demo-pkg").json()["files"]) == 6  # consumed
 
 
@@ -697,9 +692,7 @@ def test_stop_does_not_wait_for_delayed_handlers() -> None:
 # --------------------------------------------------------------------------
 
 
-def test_pip_installs_pinned_wheel(
-    sample: tuple[FakeUpstream, dict[str, list[Artifact]]], venv_python: Path
-) -> None:
+def test_pip_installs_pinned_wheel(sample: tuple[FakeUpstream, dict[str, list[Artifact]]], venv_python: Path) -> None:
     up, _ = sample
     up.clear_requests()
     pip_install(venv_python, up.url, "--no-deps", "demo-pkg==1.0")
@@ -771,7 +764,7 @@ def test_pip_builds_and_installs_sdist(venv_python: Path) -> None:
         up.add("sdist-only", build_sdist("sdist-only", "0.3", requires_python=">=3.8"))
         pip_install(venv_python, up.url, "--no-deps", "sdist-only")
         assert installed_version(venv_python, "sdist_only") == "0.3"
-        assert downloads(up) == [
-            f"/files/setuptools/{setuptools_wheel.name}",
-            "/files/sdist-only/sdist_only-0.3.tar.gz",
-        ] or sorted(downloads(up)) == sorted([f"/files/setuptools/{setuptools_wheel.name}", "/files/sdist-only/sdist_only-0.3.tar.gz"])
+        assert sorted(downloads(up)) == [
+            "/files/sdist-only/sdist_only-0.3.tar.gz",  # built from source, not a wheel
+            f"/files/setuptools/{setuptools_wheel.name}",  # the isolated build env's backend
+        ]

@@ -1,0 +1,81 @@
+"""Core metadata (``METADATA`` / ``PKG-INFO``) of a release: dependencies and who published it.
+
+Read from the PEP 658 file when upstream offered one (it is a blob in the store), else from
+inside the wheel. Dependency closures, review reports and status pages all need the same few
+fields, parsed the same way.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import compat32
+from pathlib import Path
+
+from .manifest import FileEntry
+from .store import BlobStore
+
+
+@dataclass(frozen=True)
+class CoreMetadata:
+    name: str
+    version: str
+    requires_dist: tuple[str, ...] = ()
+    requires_python: str | None = None
+    provides_extra: tuple[str, ...] = ()
+    author: str | None = None
+    author_email: str | None = None
+    home_page: str | None = None
+    project_urls: tuple[str, ...] = field(default=())
+    summary: str | None = None
+
+
+def parse(data: bytes) -> CoreMetadata:
+    """Parse METADATA bytes; RFC 822 style headers, tolerant of what real uploads contain."""
+    message = BytesParser(policy=compat32).parsebytes(data, headersonly=True)
+
+    def one(key: str) -> str | None:
+        value = message.get(key)
+        return str(value).strip() if value not in (None, "", "UNKNOWN") else None
+
+    def many(key: str) -> tuple[str, ...]:
+        return tuple(str(value).strip() for value in message.get_all(key) or [])
+
+    return CoreMetadata(
+        name=one("Name") or "",
+        version=one("Version") or "",
+        requires_dist=many("Requires-Dist"),
+        requires_python=one("Requires-Python"),
+        provides_extra=many("Provides-Extra"),
+        author=one("Author"),
+        author_email=one("Author-email"),
+        home_page=one("Home-page"),
+        project_urls=many("Project-URL"),
+        summary=one("Summary"),
+    )
+
+
+def from_wheel(wheel: Path | bytes) -> bytes | None:
+    """The METADATA bytes inside a wheel, or None when it has none (or is not a zip)."""
+    source = io.BytesIO(wheel) if isinstance(wheel, bytes) else wheel
+    try:
+        with zipfile.ZipFile(source) as archive:
+            for member in archive.namelist():
+                parts = member.split("/")
+                if len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] == "METADATA":
+                    return archive.read(member)
+    except (zipfile.BadZipFile, OSError):
+        return None
+    return None
+
+
+def for_entry(store: BlobStore, entry: FileEntry) -> CoreMetadata | None:
+    """The metadata of a recorded file, from the store; None when it cannot be known offline."""
+    if entry.core_metadata and store.has(entry.core_metadata):
+        return parse(store.path(entry.core_metadata).read_bytes())
+    if entry.filename.endswith(".whl") and store.has(entry.sha256):
+        data = from_wheel(store.path(entry.sha256))
+        return parse(data) if data is not None else None
+    return None
