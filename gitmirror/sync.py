@@ -224,7 +224,19 @@ class Syncer:
             retries=self.config.retries,
         ) as upstream:
             tasks = [self._project(upstream, selection, parent, seen_at) for selection in selections]
-            return list(await asyncio.gather(*tasks))
+            outcomes = list(await asyncio.gather(*tasks))
+        for outcome in outcomes:
+            self._report(outcome)
+        return outcomes
+
+    def _report(self, outcome: ProjectOutcome) -> None:
+        for conflict in outcome.conflicts:
+            self.log(
+                f"CONFLICT {conflict.project}: {conflict.filename} is {conflict.upstream_sha256} upstream, "
+                f"the mirror keeps {conflict.recorded_sha256}"
+            )
+        for error in outcome.errors:
+            self.log(f"error: {error}")
 
     async def _project(
         self, upstream: Upstream, selection: Selection, parent: bytes | None, seen_at: str
@@ -260,13 +272,6 @@ class Syncer:
                 outcome.added.append(remote_file.filename)
         if manifest.files or old is not None:
             outcome.new = manifest
-        for conflict in outcome.conflicts:
-            self.log(
-                f"CONFLICT {conflict.project}: {conflict.filename} is {conflict.upstream_sha256} upstream, "
-                f"the mirror keeps {conflict.recorded_sha256}"
-            )
-        for error in outcome.errors:
-            self.log(f"error: {error}")
         return outcome
 
     async def _fetch(self, upstream: Upstream, remote_file: RemoteFile) -> tuple[bool, bool, list[str]]:

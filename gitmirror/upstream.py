@@ -9,7 +9,9 @@ on timeouts, resets, 429 and 5xx, honouring ``Retry-After``. Downloads stream in
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -86,7 +88,7 @@ class Upstream:
             follow_redirects=True,
             max_redirects=5,
             headers={"User-Agent": f"gitmirror/{__version__}"},
-            trust_env=False,
+            verify=_system_trust(),
         )
 
     async def __aenter__(self) -> Upstream:
@@ -166,6 +168,15 @@ class Upstream:
                 writer.abort()
 
         await self._retrying(label, attempt)
+
+
+def _system_trust() -> ssl.SSLContext:
+    """Verify TLS against the operating system's CA store (or ``SSL_CERT_FILE``), not a bundled one.
+
+    Corporate networks install their own roots in the system store; a mirror that only trusts a
+    bundled list cannot reach upstream there.
+    """
+    return ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE") or None)
 
 
 class _Transient(Exception):

@@ -31,6 +31,7 @@ def isolated_env(**extra: str) -> dict[str, str]:
         key: value
         for key, value in os.environ.items()
         if not key.startswith(("PIP_", "UV_", "GIT_", "PYTHON"))
+        and key.lower() not in ("http_proxy", "https_proxy", "all_proxy")
     }
     env.update(
         PIP_CONFIG_FILE="/dev/null",

@@ -274,9 +274,7 @@ def build_sdist(
     dist = _escaped_name(name)
     ver = str(Version(version))
     top = f"{dist}-{ver}"
-    pkg_info = _core_metadata(
-        name, ver, requires_python=requires_python, requires_dist=requires_dist, extras=()
-    )
+    pkg_info = _core_metadata(name, ver, requires_python=requires_python, requires_dist=requires_dist, extras=())
     pyproject = [
         "[build-system]",
         'requires = ["setuptools>=61"]',
@@ -309,9 +307,7 @@ def build_sdist(
             tf.addfile(_tarinfo(directory, 0, tarfile.DIRTYPE, 0o755))
         for path, content in members:
             tf.addfile(_tarinfo(path, len(content), tarfile.REGTYPE, 0o644), io.BytesIO(content))
-    return Artifact(
-        filename=f"{top}.tar.gz", data=raw.getvalue(), metadata=None, requires_python=requires_python
-    )
+    return Artifact(filename=f"{top}.tar.gz", data=raw.getvalue(), metadata=None, requires_python=requires_python)
 
 
 def _tarinfo(path: str, size: int, kind: bytes, mode: int) -> tarfile.TarInfo:
@@ -738,9 +734,7 @@ class FakeUpstream:
         with self._lock:
             self.requests.clear()
 
-    def count(
-        self, path_substring: str | None = None, status: int | None = None, method: str | None = None
-    ) -> int:
+    def count(self, path_substring: str | None = None, status: int | None = None, method: str | None = None) -> int:
         """How many recorded requests match all the given filters."""
         with self._lock:
             return sum(
@@ -850,9 +844,7 @@ class FakeUpstream:
                 "versions": [str(v) for v in versions],
             }
             if status is not None:
-                doc["project-status"] = {"status": status} | (
-                    {"reason": reason} if reason is not None else {}
-                )
+                doc["project-status"] = {"status": status} | ({"reason": reason} if reason is not None else {})
             body = json.dumps(doc, indent=1).encode()
         else:
             metas = []
@@ -909,9 +901,7 @@ class FakeUpstream:
                 for i in indexes:
                     name, url, sha = entry(i)
                     items.append(
-                        {"name": name}
-                        if key is None
-                        else {"filename": name, "url": url, "hashes": {"sha256": sha}}
+                        {"name": name} if key is None else {"filename": name, "url": url, "hashes": {"sha256": sha}}
                     )
                 yield ("," if n else "").encode() + ",".join(json.dumps(it) for it in items).encode()
             yield b"]}"
@@ -974,8 +964,7 @@ def _page(fmt: str, body: bytes, serial: int) -> _Response:
 def _html_document(title: str, metas: list[tuple[str, str]], links: str) -> bytes:
     head = f'    <meta name="pypi:repository-version" content="{API_VERSION}">\n'
     head += "".join(
-        f'    <meta name="{html.escape(n, quote=True)}" content="{html.escape(c, quote=True)}">\n'
-        for n, c in metas
+        f'    <meta name="{html.escape(n, quote=True)}" content="{html.escape(c, quote=True)}">\n' for n, c in metas
     )
     return (
         "<!DOCTYPE html>\n<html>\n  <head>\n"

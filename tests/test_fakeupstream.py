@@ -25,6 +25,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from packaging.metadata import Metadata
+from packaging.requirements import InvalidRequirement
+from packaging.utils import parse_sdist_filename, parse_wheel_filename
+from pypi_simple import DistributionPackage, IndexPage, ProjectPage, ProjectStatus
+
 from fakeupstream import (
     Artifact,
     FakeUpstream,
@@ -33,10 +38,6 @@ from fakeupstream import (
     make_sample_index,
     negotiate,
 )
-from packaging.metadata import Metadata
-from packaging.requirements import InvalidRequirement
-from packaging.utils import parse_sdist_filename, parse_wheel_filename
-from pypi_simple import IndexPage, ProjectPage, ProjectStatus
 
 JSON = "application/vnd.pypi.simple.v1+json"
 HTML_V1 = "application/vnd.pypi.simple.v1+html"
@@ -83,7 +84,7 @@ def get_html(client: httpx.Client, up: FakeUpstream, project: str) -> httpx.Resp
     return client.get(up.page_url(project), headers={"Accept": "text/html"})
 
 
-def by_filename(page: ProjectPage) -> dict[str, object]:
+def by_filename(page: ProjectPage) -> dict[str, DistributionPackage]:
     return {p.filename: p for p in page.packages}
 
 
@@ -222,6 +223,12 @@ def test_wheel_tags_payload_and_validation() -> None:
         build_wheel("x", "1", requires_dist=["not a requirement!!"])
 
 
+def read_member(tf: tarfile.TarFile, name: str) -> bytes:
+    member = tf.extractfile(name)
+    assert member is not None, name
+    return member.read()
+
+
 def test_sdist_is_deterministic_and_buildable_layout() -> None:
     art = build_sdist("demo-pkg", "1.0", requires_python=">=3.8", requires_dist=["attrs"], payload_size=1000)
     assert (
@@ -244,9 +251,9 @@ def test_sdist_is_deterministic_and_buildable_layout() -> None:
         }
         assert len({m.mtime for m in members.values()}) == 1
         assert {(m.uid, m.gid, m.uname) for m in members.values()} == {(0, 0, "")}
-        pkg_info = tf.extractfile("demo_pkg-1.0/PKG-INFO").read()  # type: ignore[union-attr]
-        pyproject = tomllib.loads(tf.extractfile("demo_pkg-1.0/pyproject.toml").read().decode())  # type: ignore[union-attr]
-        init = tf.extractfile("demo_pkg-1.0/demo_pkg/__init__.py").read()  # type: ignore[union-attr]
+        pkg_info = read_member(tf, "demo_pkg-1.0/PKG-INFO")
+        pyproject = tomllib.loads(read_member(tf, "demo_pkg-1.0/pyproject.toml").decode())
+        init = read_member(tf, "demo_pkg-1.0/demo_pkg/__init__.py")
         assert members["demo_pkg-1.0/demo_pkg/payload.bin"].size == 1000
     meta = Metadata.from_email(pkg_info)
     assert (meta.name, str(meta.version), str(meta.requires_python)) == ("demo-pkg", "1.0", ">=3.8")
@@ -286,16 +293,16 @@ def test_json_and_html_pages_agree(
     assert pj.repository_version == ph.repository_version == "1.4"
     assert pj.last_serial == rj.headers["x-pypi-last-serial"]
 
-    def key(p: object) -> tuple[object, ...]:
+    def key(p: DistributionPackage) -> tuple[object, ...]:
         return (
-            p.filename,  # type: ignore[attr-defined]
-            p.url,  # type: ignore[attr-defined]
-            p.digests,  # type: ignore[attr-defined]
-            p.is_yanked,  # type: ignore[attr-defined]
-            p.yanked_reason,  # type: ignore[attr-defined]
-            p.requires_python,  # type: ignore[attr-defined]
-            bool(p.has_metadata),  # type: ignore[attr-defined]
-            p.metadata_digests or None,  # type: ignore[attr-defined]
+            p.filename,
+            p.url,
+            p.digests,
+            p.is_yanked,
+            p.yanked_reason,
+            p.requires_python,
+            bool(p.has_metadata),
+            p.metadata_digests or None,
         )
 
     assert [key(p) for p in pj.packages] == [key(p) for p in ph.packages]
@@ -602,16 +609,16 @@ def test_fault_wrong_hash(up: FakeUpstream, client: httpx.Client) -> None:
     assert client.get(up.file_url("demo-pkg", WHEEL_10)).status_code == 200  # downloads don't consume it
     assert fault.remaining == 1
     bad = by_filename(ProjectPage.from_json_data(get_json(client, up, "demo-pkg").json()))
-    assert bad[WHEEL_10].digests["sha256"] != art.sha256  # type: ignore[attr-defined]
-    assert bad["demo_pkg-1.0.tar.gz"].digests["sha256"] == up.artifact("demo-pkg", "demo_pkg-1.0.tar.gz").sha256  # type: ignore[attr-defined]
+    assert bad[WHEEL_10].digests["sha256"] != art.sha256
+    assert bad["demo_pkg-1.0.tar.gz"].digests["sha256"] == up.artifact("demo-pkg", "demo_pkg-1.0.tar.gz").sha256
     assert client.get(up.file_url("demo-pkg", WHEEL_10)).content == art.data
     good = by_filename(ProjectPage.from_html("demo-pkg", get_html(client, up, "demo-pkg").content))
-    assert good[WHEEL_10].digests["sha256"] == art.sha256  # type: ignore[attr-defined]
+    assert good[WHEEL_10].digests["sha256"] == art.sha256
 
     up.fault("demo_pkg-1.0", "wrong_hash")
     page = by_filename(ProjectPage.from_html("demo-pkg", get_html(client, up, "demo-pkg").content))
-    assert page[WHEEL_10].digests["sha256"] != art.sha256  # type: ignore[attr-defined]
-    assert page["demo_pkg-1.0.tar.gz"].digests["sha256"] != up.artifact("demo-pkg", "demo_pkg-1.0.tar.gz").sha256  # type: ignore[attr-defined]
+    assert page[WHEEL_10].digests["sha256"] != art.sha256
+    assert page["demo_pkg-1.0.tar.gz"].digests["sha256"] != up.artifact("demo-pkg", "demo_pkg-1.0.tar.gz").sha256
 
 
 def test_fault_longer(up: FakeUpstream, client: httpx.Client) -> None:
