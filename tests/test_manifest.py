@@ -13,7 +13,9 @@ SHA = "a" * 64
 
 
 def entry(filename: str, version: str, **extra) -> FileEntry:
-    return FileEntry(filename=filename, version=version, sha256=SHA, size=10, first_seen="2026-01-01T00:00:00Z", **extra)
+    return FileEntry(
+        filename=filename, version=version, sha256=SHA, size=10, first_seen="2026-01-01T00:00:00Z", **extra
+    )
 
 
 def test_same_state_same_bytes_whatever_the_insertion_order() -> None:
