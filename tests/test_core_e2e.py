@@ -113,3 +113,23 @@ def test_init_is_idempotent(mirror: Mirror) -> None:
     assert mirror.run("init").returncode == 0
     assert (mirror.repo / "HEAD").read_text().strip() == "ref: refs/heads/main"
     assert Path(mirror.store / "blobs").is_dir()
+
+
+def test_html_only_upstream_gives_the_same_manifest(mirror: Mirror, sample, upstream, tmp_path: Path) -> None:
+    mirror.run("sync", check=True)
+    json_manifest = mirror.git("show", "main:projects/de/mo/demo-pkg.jsonl")
+    upstream.html_only = True
+    other = Mirror(root=tmp_path / "html", upstream=upstream)
+    other.root.mkdir()
+    other.configure("projects: [demo-pkg]\n")
+    other.run("sync", check=True)
+    html_manifest = other.git("show", "main:projects/de/mo/demo-pkg.jsonl")
+    assert any("text/html" in r.headers.get("Accept", "") for r in upstream.requests)
+
+    def facts(text: str) -> list[tuple]:
+        rows = [json.loads(line) for line in text.splitlines()[1:]]
+        return [(r["filename"], r["sha256"], r["size"], r["requires-python"], r["yanked"], r["core-metadata"])
+                for r in rows]
+
+    # HTML carries no sizes or upload times (PEP 700 is JSON-only): sizes come from the stored bytes.
+    assert facts(html_manifest) == facts(json_manifest)
