@@ -6,7 +6,9 @@ one line naming the key before anything is fetched or written.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,6 +17,7 @@ import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 from pypi_simple import PYPI_SIMPLE_ENDPOINT
 
+from .hosts import check_entry as check_host_entry
 from .names import UnsafeNameError, normalize
 
 CONFIG_NAME = "mirror.yaml"
@@ -36,6 +39,19 @@ class Selection:
             return True
         return self.requirement.specifier.contains(version, prereleases=True)
 
+    def wants_file(self, remote_file: Any) -> bool:
+        return self.wants(remote_file.version)
+
+
+@dataclass(frozen=True)
+class ReviewSettings:
+    """``review:``: sync into a branch nobody installs from; only approved changes reach ``main``."""
+
+    enabled: bool = False
+    branch: str = "incoming"
+    cooldown: timedelta = timedelta(days=7)
+    auto_approve: tuple[str, ...] = ()
+
 
 @dataclass(frozen=True)
 class Config:
@@ -46,7 +62,19 @@ class Config:
     concurrency: int = 8
     timeout: float = 30.0
     retries: int = 3
+    allowed_hosts: tuple[str, ...] | None = None  # None: see gitmirror/hosts.py for the default
+    # what to mirror beyond ``projects`` (see gitmirror/selection.py)
+    requirements: tuple[Path, ...] = ()
+    lockfiles: tuple[Path, ...] = ()
+    dependencies: bool = True
+    pythons: tuple[str, ...] = ()
+    platforms: tuple[str, ...] = ()
+    sdists: bool = True
+    versions: int | None = None
+    exclude: tuple[str, ...] = ()
+    max_file_size: int | None = None
     branch: str = "main"
+    review: ReviewSettings = field(default_factory=ReviewSettings)
     source: Path | None = field(default=None, compare=False)
 
 
@@ -59,6 +87,16 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "concurrency": (int, "a positive integer"),
     "timeout": ((int, float), "a number of seconds"),
     "retries": (int, "a non-negative integer"),
+    "allowed_hosts": (list, "a list of host names files may be downloaded from"),
+    "requirements": (list, "a list of requirements file paths"),
+    "lockfiles": (list, "a list of pylock.toml paths"),
+    "dependencies": (bool, "true or false"),
+    "environments": (dict, "a mapping with python and platforms lists"),
+    "sdists": (bool, "true or false"),
+    "versions": ((str, int), "'all', 'latest' or a number of latest versions"),
+    "exclude": (list, "a list of glob patterns"),
+    "max_file_size": ((str, int), "a size like 104857600 or '100MB'"),
+    "review": (dict, "a mapping with enabled, branch, cooldown, auto_approve"),
 }
 
 
@@ -103,7 +141,7 @@ def from_mapping(data: dict[str, Any], base: Path = Path("."), source: Path | No
         if key not in _FIELDS:
             raise ConfigError(f"{where}unknown key {key!r} (known: {', '.join(_FIELDS)})")
         expected, description = _FIELDS[key]
-        if not isinstance(value, expected) or isinstance(value, bool):
+        if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
             raise ConfigError(f"{where}{key} must be {description}, got {type(value).__name__}")
     upstream = data.get("upstream", PYPI_SIMPLE_ENDPOINT)
     parts = urlsplit(upstream)
@@ -129,5 +167,108 @@ def from_mapping(data: dict[str, Any], base: Path = Path("."), source: Path | No
         concurrency=concurrency,
         timeout=timeout,
         retries=retries,
+        allowed_hosts=parse_allowed_hosts(data, where),
+        **parse_selection_settings(data, base, where),
+        review=parse_review(data.get("review", {}), where),
         source=source,
     )
+
+
+_DURATION = re.compile(r"^(\d+)\s*([wdhms])$")
+_DURATION_UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+_BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+_REVIEW_KEYS = ("enabled", "branch", "cooldown", "auto_approve")
+
+
+def parse_duration(value: object, where: str) -> timedelta:
+    """``7d``, ``12h``, ``30m``, ``2w``, ``45s`` or a plain number of seconds."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return timedelta(seconds=value)
+    match = _DURATION.match(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise ConfigError(f"{where} must be a duration like 7d, 12h, 30m or 2w, got {value!r}")
+    return timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def parse_review(data: dict[str, Any], where: str = "") -> ReviewSettings:
+    for key in data:
+        if key not in _REVIEW_KEYS:
+            raise ConfigError(f"{where}unknown key 'review.{key}' (known: {', '.join(_REVIEW_KEYS)})")
+    enabled = data.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{where}review.enabled must be true or false, got {type(enabled).__name__}")
+    branch = data.get("branch", "incoming")
+    if (
+        not isinstance(branch, str)
+        or not _BRANCH.match(branch)
+        or ".." in branch
+        or branch.endswith(".lock")
+        or branch == "main"
+    ):
+        raise ConfigError(f"{where}review.branch must be a git branch name other than main, got {branch!r}")
+    cooldown = parse_duration(data.get("cooldown", "7d"), f"{where}review.cooldown")
+    auto = data.get("auto_approve", [])
+    if not isinstance(auto, list):
+        raise ConfigError(f"{where}review.auto_approve must be a list of project names, got {type(auto).__name__}")
+    names = []
+    for entry in auto:
+        if not isinstance(entry, str):
+            raise ConfigError(f"{where}review.auto_approve: entries must be project names, got {entry!r}")
+        try:
+            names.append(normalize(entry))
+        except UnsafeNameError as exc:
+            raise ConfigError(f"{where}review.auto_approve: invalid project name {entry!r}") from exc
+    return ReviewSettings(enabled=enabled, branch=branch, cooldown=cooldown, auto_approve=tuple(names))
+
+
+def parse_selection_settings(data: dict[str, Any], base: Path, where: str) -> dict[str, Any]:
+    """The selection keys (requirements, lockfiles, environments, filters), checked up front."""
+    from . import selection
+
+    def paths(key: str) -> tuple[Path, ...]:
+        entries = data.get(key, [])
+        if not all(isinstance(entry, str) and entry for entry in entries):
+            raise ConfigError(f"{where}{key}: entries must be file paths")
+        return tuple(base / entry for entry in entries)
+
+    environments = data.get("environments", {})
+    for key in environments:
+        if key not in ("python", "platforms"):
+            raise ConfigError(f"{where}unknown key 'environments.{key}' (known: python, platforms)")
+    settings: dict[str, Any] = {"requirements": paths("requirements"), "lockfiles": paths("lockfiles")}
+    for key, parse in (("python", selection.parse_python), ("platforms", selection.parse_platform)):
+        values = environments.get(key, [])
+        if not isinstance(values, list):
+            raise ConfigError(f"{where}environments.{key} must be a list")
+        try:
+            settings["pythons" if key == "python" else key] = tuple(dict.fromkeys(parse(value) for value in values))
+        except selection.SelectionError as exc:
+            raise ConfigError(f"{where}environments.{key}: {exc}") from None
+    if settings["platforms"] and not settings["pythons"]:
+        raise ConfigError(f"{where}environments.platforms needs environments.python too (e.g. ['3.12'])")
+    try:
+        settings["versions"] = selection.parse_versions(data.get("versions", "all"))
+    except selection.SelectionError as exc:
+        raise ConfigError(f"{where}versions {exc}") from None
+    try:
+        size = data.get("max_file_size")
+        settings["max_file_size"] = None if size is None else selection.parse_size(size)
+    except selection.SelectionError as exc:
+        raise ConfigError(f"{where}max_file_size {exc}") from None
+    exclude = data.get("exclude", [])
+    if not all(isinstance(pattern, str) and pattern for pattern in exclude):
+        raise ConfigError(f"{where}exclude: entries must be glob patterns like '*-win32.whl'")
+    settings["exclude"] = tuple(exclude)
+    settings["dependencies"] = data.get("dependencies", True)
+    settings["sdists"] = data.get("sdists", True)
+    return settings
+
+
+def parse_allowed_hosts(data: dict[str, Any], where: str) -> tuple[str, ...] | None:
+    """``allowed_hosts:`` checked entry by entry; absent means the default policy of ``hosts.py``."""
+    if "allowed_hosts" not in data:
+        return None
+    try:
+        return tuple(check_host_entry(entry) for entry in data["allowed_hosts"])
+    except ValueError as exc:
+        raise ConfigError(f"{where}{exc}") from None

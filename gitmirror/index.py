@@ -21,17 +21,17 @@ HTML_TYPE = "application/vnd.pypi.simple.v1+html"
 TEXT_HTML = "text/html"
 
 
-def file_url(project: str, entry: FileEntry) -> str:
-    """Where a file is served, relative to its project page."""
-    return f"../../files/{project}/{entry.filename}"
+def file_url(project: str, entry: FileEntry, files_base: str = "../../") -> str:
+    """Where a file is served: relative to its project page, or under ``files_base`` (static renders)."""
+    return f"{files_base}files/{project}/{entry.filename}"
 
 
-def project_json(manifest: ProjectManifest) -> bytes:
+def project_json(manifest: ProjectManifest, files_base: str = "../../") -> bytes:
     files = []
     for entry in manifest.served_files():
         item: dict[str, Any] = {
             "filename": entry.filename,
-            "url": file_url(manifest.name, entry),
+            "url": file_url(manifest.name, entry, files_base),
             "hashes": {"sha256": entry.sha256},
         }
         if entry.requires_python:
@@ -58,7 +58,7 @@ def project_json(manifest: ProjectManifest) -> bytes:
     return json.dumps(page, separators=(",", ":")).encode()
 
 
-def project_html(manifest: ProjectManifest) -> bytes:
+def project_html(manifest: ProjectManifest, files_base: str = "../../") -> bytes:
     name = escape(manifest.name)
     head = [f'<meta name="pypi:repository-version" content="{API_VERSION}">']
     if manifest.status != "active" or manifest.status_reason:
@@ -67,7 +67,7 @@ def project_html(manifest: ProjectManifest) -> bytes:
             head.append(f'<meta name="pypi:project-status-reason" content="{escape(manifest.status_reason)}">')
     links = []
     for entry in manifest.served_files():
-        attributes = [f'href="{escape(file_url(manifest.name, entry))}#sha256={entry.sha256}"']
+        attributes = [f'href="{escape(file_url(manifest.name, entry, files_base))}#sha256={entry.sha256}"']
         if entry.requires_python:
             attributes.append(f'data-requires-python="{escape(entry.requires_python)}"')
         if entry.is_yanked:

@@ -7,15 +7,19 @@ the rule that protects users is the same wherever it is enforced.
 Allowed: adding a project or a release file; setting or clearing ``yanked``; setting the PEP 792
 project status; marking or unmarking ``upstream-removed``; backfilling a missing core-metadata hash
 or upload time; turning a file into a tombstone with a non-empty reason. Everything else is a
-violation.
+violation. The audit logs beside the manifests (``conflicts/`` and ``marks/``) may only grow by
+added lines: removing the record of a conflict or of a mirror decision would hide history.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from .manifest import FileEntry, ManifestError, ProjectManifest, loads, project_of_path
 
+# Repository folders holding append-only JSON Lines audit logs.
+AUDIT_LOG_DIRS = ("conflicts", "marks")
 # Facts about a file that never change once recorded.
 _FROZEN_FIELDS = ("version", "sha256", "size", "requires_python", "first_seen")
 # Facts that may be filled in later when upstream did not know them yet, but never changed.
@@ -80,9 +84,11 @@ def check_change(path: str, old: bytes | None, new: bytes | None) -> list[Violat
     """The policy for one repository path, from raw blob bytes (as a hook or verify sees them).
 
     Manifests must parse and sit at their canonical path; other paths under ``projects/`` are
-    refused so nothing can hide beside the manifests. Paths outside ``projects/`` (conflict
-    records, README, pages) carry no served state and are not judged here.
+    refused so nothing can hide beside the manifests. Audit logs only grow. Other paths (README,
+    pages) carry no served state and are not judged here.
     """
+    if path.split("/", 1)[0] in AUDIT_LOG_DIRS:
+        return _check_audit_log(path, old, new)
     if not path.startswith("projects/"):
         return []
     if project_of_path(path) is None:
@@ -98,3 +104,24 @@ def check_change(path: str, old: bytes | None, new: bytes | None) -> list[Violat
     if new_manifest is not None and project_of_path(path) != new_manifest.name:
         return [Violation(path, f"manifest names project {new_manifest.name}, path says otherwise")]
     return check(old_manifest, new_manifest, path)
+
+
+def check_mode(path: str, mode: int) -> list[Violation]:
+    """Manifests and audit logs must be plain files: a symlink or submodule could point anywhere."""
+    guarded = path.startswith("projects/") or path.split("/", 1)[0] in AUDIT_LOG_DIRS
+    if guarded and mode not in (0o100644, 0o100755):
+        return [Violation(path, f"must be a regular file, not mode {mode:o}")]
+    return []
+
+
+def _check_audit_log(path: str, old: bytes | None, new: bytes | None) -> list[Violation]:
+    if old is None:
+        return []
+    if new is None:
+        return [Violation(path, "audit log removed")]
+    # Every old line must survive; merges may interleave lines both sides appended.
+    kept = Counter(new.splitlines())
+    kept.subtract(old.splitlines())
+    if any(count < 0 for count in kept.values()):
+        return [Violation(path, "audit log rewritten (lines may be added, never changed or removed)")]
+    return []

@@ -10,6 +10,8 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,9 +21,11 @@ from dulwich.errors import NotGitRepository
 from dulwich.objects import Blob, Commit, ShaFile, Tag, Tree
 from dulwich.repo import Repo
 
+from . import crashpoints
 from .manifest import PROJECTS_DIR, ProjectManifest, loads, manifest_path, project_of_path
 
 DEFAULT_BRANCH = "main"
+LOOSE_OBJECT_LIMIT = 1000
 _DEFAULT_IDENTITY = "gitmirror <gitmirror@localhost>"
 _HEX = re.compile(r"^[0-9a-f]{4,40}$")
 
@@ -43,9 +47,20 @@ class MetadataRepo:
         """Create the bare repository if needed; running it again changes nothing."""
         path = Path(path)
         if not (path / "HEAD").exists():
-            path.mkdir(parents=True, exist_ok=True)
-            repo = Repo.init_bare(str(path), default_branch=branch.encode())
-            repo.close()
+            # Build it beside the target and rename it into place: two first runs started together
+            # then race on one atomic rename instead of interleaving half-made repositories.
+            path.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-init-", dir=path.parent))
+            try:
+                Repo.init_bare(str(staging), default_branch=branch.encode()).close()
+                if path.is_dir() and not any(path.iterdir()):
+                    path.rmdir()
+                os.rename(staging, path)
+            except OSError:
+                if not (path / "HEAD").exists():
+                    raise
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
         return cls(path)
 
     # -- reading -----------------------------------------------------------------------------
@@ -161,8 +176,11 @@ class MetadataRepo:
         message: str,
         branch: str = DEFAULT_BRANCH,
         parent: bytes | None = None,
+        merged: tuple[bytes, ...] = (),
     ) -> bytes:
         """Commit path changes (None deletes) on top of ``parent`` and move the branch there.
+
+        ``merged`` commits become further parents: the commit records that their history is merged.
 
         The branch moves only if it still points at ``parent``: a concurrent writer makes this
         fail instead of silently dropping its commit.
@@ -176,14 +194,23 @@ class MetadataRepo:
             tree_id = empty.id
         commit = Commit()
         commit.tree = tree_id
-        commit.parents = [parent] if parent else []
+        commit.parents = ([parent] if parent else []) + list(merged)
         commit.author = commit.committer = self.identity()
         commit.author_time = commit.commit_time = int(time.time())
         commit.author_timezone = commit.commit_timezone = 0
         commit.encoding = b"UTF-8"
         commit.message = message.encode()
         new_objects.append(commit)
-        self.git.object_store.add_objects([(obj, None) for obj in new_objects])
+        crashpoints.reached("repo.trees-built")
+        packing = crashpoints.CountingSequence([(obj, None) for obj in new_objects], "repo.object-packing")
+        if len(new_objects) <= LOOSE_OBJECT_LIMIT:
+            # Small commits (yanks, approvals, a quiet sync) as loose objects, like git itself: one
+            # pack per commit would make every later object lookup scan thousands of packs.
+            for obj, _path in packing:
+                self.git.object_store.add_object(obj)
+        else:
+            self.git.object_store.add_objects(packing)
+        crashpoints.reached("repo.objects-written")
         ref = self.branch_ref(branch)
         moved = (
             self.git.refs.set_if_equals(ref, parent, commit.id)
@@ -192,6 +219,7 @@ class MetadataRepo:
         )
         if not moved:
             raise RepoError(f"branch {branch} moved while this commit was being written; run again")
+        crashpoints.reached("repo.ref-moved")
         return commit.id
 
     def _update_tree(
@@ -237,9 +265,26 @@ class MetadataRepo:
             except BlockingIOError as exc:
                 raise RepoError(f"another gitmirror process is writing to {self.path}; try again later") from exc
             try:
+                self._remove_stale_git_locks()
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _remove_stale_git_locks(self) -> None:
+        """Drop what a writer killed mid-commit left behind: ``*.lock`` ref files and unindexed packs.
+
+        Called only while holding the writer lock, so no live gitmirror writer owns them; a stale
+        ``refs/heads/main.lock`` would otherwise refuse every later commit. Objects in a pack without
+        its index were never referenced by any ref (the ref moves only after the index exists).
+        """
+        refs = self.path / "refs"
+        for stale in [*refs.rglob("*.lock"), self.path / "packed-refs.lock", self.path / "HEAD.lock"]:
+            stale.unlink(missing_ok=True)
+        pack_dir = self.path / "objects" / "pack"
+        if pack_dir.is_dir():
+            for pack in pack_dir.glob("*.pack"):
+                if not pack.with_suffix(".idx").exists():
+                    pack.unlink(missing_ok=True)
 
     def close(self) -> None:
         self.git.close()

@@ -8,11 +8,14 @@ cache by commit id in memory; blobs are immutable by construction and say so to 
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -21,10 +24,12 @@ from . import index
 from .manifest import FileEntry, ProjectManifest
 from .names import UnsafeNameError, check_filename, normalize
 from .repo import MetadataRepo
+from .snapshot import Resolver, RevisionError
 from .store import BlobStore
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 TIP_MAX_AGE = "public, max-age=60"
+SNAPSHOT_MAX_AGE = "public, max-age=300"  # tags and dates: stable in practice, not by construction
 
 
 @dataclass(frozen=True)
@@ -55,9 +60,19 @@ class MirrorView:
         self.store = store
         self.branch = branch
         self._cache = _LRU(8192)
+        self._tip: tuple[tuple[object, ...], float, bytes | None] | None = None
 
     def tip(self) -> bytes | None:
-        return self.repo.tip(self.branch)
+        """The branch tip, re-read when a ref file changed (a ref moves by rename: new inode) or after 1 s.
+
+        Two stats instead of dulwich's open-read-parse on every request; the 1 s bound covers the
+        theoretical reuse of an inode within one mtime tick.
+        """
+        stamp = tuple(_stat_key(self.repo.path / name) for name in (f"refs/heads/{self.branch}", "packed-refs"))
+        now = time.monotonic()
+        if self._tip is None or self._tip[0] != stamp or now - self._tip[1] > 1.0:
+            self._tip = (stamp, now, self.repo.tip(self.branch))
+        return self._tip[2]
 
     def manifest(self, commit: bytes | None, name: str) -> ProjectManifest | None:
         key = ("manifest", commit, name)
@@ -102,6 +117,14 @@ class MirrorView:
             if entry is not None and entry.core_metadata:
                 return entry, True
         return None
+
+
+def _stat_key(path: Path) -> tuple[int, int, int] | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_ino, status.st_mtime_ns, status.st_size
 
 
 def _page(body: bytes, media_type: str) -> Page:
@@ -191,21 +214,47 @@ def routes_for(handlers: SimpleRoutes, prefix: str = "") -> list[Route]:
     ]
 
 
+class SnapshotRoutes(SimpleRoutes):
+    """``/snapshot/<rev>/...``: the same handlers, reading the commit the path names."""
+
+    def __init__(self, view: MirrorView) -> None:
+        super().__init__(view)
+        self.resolve = Resolver(view.repo, view.branch)
+
+    def commit_of(self, request: Request) -> tuple[bytes | None, str]:
+        try:
+            snapshot = self.resolve(request.path_params["rev"])
+        except RevisionError as exc:
+            raise HTTPException(404, str(exc)) from None
+        return snapshot.commit, IMMUTABLE if snapshot.pinned else SNAPSHOT_MAX_AGE
+
+
 async def _home(request: Request) -> Response:
     return RedirectResponse("/simple/", status_code=302)
 
 
 def create_app(repo_path: Path, store_path: Path, branch: str = "main") -> Starlette:
     view = MirrorView(MetadataRepo(repo_path), BlobStore(store_path), branch)
-    routes = [Route("/", _home), *routes_for(SimpleRoutes(view))]
+    routes = [Route("/", _home), *routes_for(SimpleRoutes(view)), *routes_for(SnapshotRoutes(view), "/snapshot/{rev}")]
     app = Starlette(routes=routes)
     app.state.view = view
     return app
 
 
+def raise_open_file_limit(wanted: int = 65536) -> None:
+    """Each open connection is a file descriptor; a common soft limit of 1024 would refuse the 1,000th client."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 def serve(repo_path: Path, store_path: Path, host: str, port: int, branch: str = "main") -> None:
     import uvicorn
 
+    raise_open_file_limit()
     uvicorn.run(
         create_app(repo_path, store_path, branch),
         host=host,

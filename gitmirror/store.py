@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from . import crashpoints
 from .names import check_sha256
 
 
@@ -33,6 +34,7 @@ class BlobWriter:
         fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix="blob-")
         self._file = os.fdopen(fd, "wb")
         self._tmp = Path(name)
+        crashpoints.reached("store.tmp-created")
 
     def write(self, chunk: bytes) -> None:
         self._hash.update(chunk)
@@ -40,6 +42,7 @@ class BlobWriter:
         if self.expected_size is not None and self.size > self.expected_size:
             raise IntegrityError(f"body longer than the announced {self.expected_size} bytes")
         self._file.write(chunk)
+        crashpoints.reached("store.chunk-written")
 
     def commit(self) -> Path:
         """Check size and hash, then make the blob visible; raises IntegrityError and keeps nothing."""
@@ -49,13 +52,17 @@ class BlobWriter:
                 raise IntegrityError(f"got {self.size} bytes, announced {self.expected_size}")
             if digest != self.expected_sha256:
                 raise IntegrityError(f"sha256 mismatch: announced {self.expected_sha256}, got {digest}")
+            crashpoints.reached("store.verified")
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
+            crashpoints.reached("store.fsynced")
             target = self._store.path(digest)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(self._tmp, 0o444)
+            crashpoints.reached("store.read-only")
             os.replace(self._tmp, target)
+            crashpoints.reached("store.published")
             return target
         except BaseException:
             self.abort()

@@ -12,10 +12,17 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from . import crashpoints
+from .closure import choose
 from .config import Config, Selection
 from .manifest import FileEntry, ProjectManifest, manifest_path, now
+from .marks import LocalDecisions, local_decisions
 from .policy import check
+from .progress import Progress
 from .repo import MetadataRepo
+from .selection import Roots
+from .selection import roots as selection_roots
+from .state import Pages, SyncState
 from .store import BlobStore
 from .upstream import ProjectNotFound, RemoteFile, RemoteProject, Upstream, UpstreamError
 
@@ -101,8 +108,12 @@ def merge(
     remote: RemoteProject,
     selection: Selection,
     seen_at: str,
+    local: LocalDecisions | None = None,
 ) -> tuple[ProjectManifest, list[RemoteFile], ProjectOutcome]:
     """Fold an upstream page into the recorded manifest, as the immutability policy allows.
+
+    ``local`` holds this mirror's own yanks and status (``gitmirror yank``/``deprecate``): they win
+    over upstream's state, so the next sync does not undo an operator's decision.
 
     Returns the manifest without the new files (they are added only once their blobs are safely
     stored), the new files to download, and what changed. Pure: no I/O, so every rule is testable.
@@ -112,16 +123,17 @@ def merge(
     if manifest.upstream_removed:
         manifest = replace(manifest, upstream_removed=None)
         outcome.changes.append("back upstream")
-    if (remote.status, remote.status_reason) != (manifest.status, manifest.status_reason):
-        manifest = replace(manifest, status=remote.status, status_reason=remote.status_reason)
-        reason = f" ({remote.status_reason})" if remote.status_reason else ""
-        outcome.changes.append(f"status {remote.status}{reason}")
+    status, status_reason = local.status if local and local.status else (remote.status, remote.status_reason)
+    if (status, status_reason) != (manifest.status, manifest.status_reason):
+        manifest = replace(manifest, status=status, status_reason=status_reason)
+        reason = f" ({status_reason})" if status_reason else ""
+        outcome.changes.append(f"status {status}{reason}")
     upstream_names = {remote_file.filename for remote_file in remote.files}
     wanted: list[RemoteFile] = []
     for remote_file in remote.files:
         recorded = manifest.files.get(remote_file.filename)
         if recorded is None:
-            if selection.wants(remote_file.version):
+            if selection.wants_file(remote_file):
                 wanted.append(remote_file)
             continue
         if recorded.sha256 != remote_file.sha256:
@@ -138,6 +150,8 @@ def merge(
             )
             continue
         updated = _follow_upstream(recorded, remote_file)
+        if local and recorded.filename in local.yanked:
+            updated = replace(updated, yanked=local.yanked[recorded.filename])
         if updated != recorded:
             outcome.changes.append(_describe_change(recorded, updated))
             manifest = manifest.with_file(updated)
@@ -198,33 +212,87 @@ def _entry(remote_file: RemoteFile, seen_at: str, has_metadata: bool, size: int)
 
 
 class Syncer:
-    def __init__(self, config: Config, repo: MetadataRepo, store: BlobStore, log: Log = print) -> None:
+    def __init__(
+        self, config: Config, repo: MetadataRepo, store: BlobStore, log: Log = print, progress: Progress | None = None
+    ) -> None:
         self.config = config
         self.repo = repo
         self.store = store
         self.log = log
+        self.progress = progress or Progress()
+        self.pages: Pages | None = None
+        self.metadata_stash: dict[str, bytes] = {}  # PEP 658 files read while choosing, by sha256
+        self._manifests: dict[tuple[bytes | None, str], ProjectManifest | None] = {}
 
-    def run(self, selections: list[Selection], branch: str | None = None) -> SyncResult:
+    def run(self, selections: list[Selection], branch: str | None = None, with_files: bool | None = None) -> SyncResult:
+        """Sync ``selections`` (plus, by default when they are the configured ones, requirements and lockfiles)."""
         branch = branch or self.config.branch
+        if with_files is None:
+            with_files = list(selections) == list(self.config.projects)
+        roots = selection_roots(self.config, selections, with_files=with_files)
+        for warning in roots.warnings:
+            self.log(f"warning: {warning}")
         with self.repo.writer_lock():
+            crashpoints.reached("sync.locked")
             self.store.init()
             self.store.clean_tmp()
+            crashpoints.reached("sync.tmp-cleaned")
             parent = self.repo.tip(branch)
             seen_at = now()
-            outcomes = asyncio.run(self._gather(selections, parent, seen_at))
-            result = SyncResult(outcomes=outcomes)
-            result.commit = self._commit(outcomes, parent, branch)
+            state = SyncState(self.store.root, branch, self.config.upstream)
+            state.load(parent)
+            try:
+                outcomes = asyncio.run(self._gather(roots, parent, seen_at, state))
+                result = SyncResult(outcomes=outcomes)
+                crashpoints.reached("sync.downloads-done")
+                result.commit = self._commit(outcomes, parent, branch)
+                crashpoints.reached("sync.committed")
+                if self.pages is not None:
+                    state.save(result.commit or parent, self.pages.fresh)
+            finally:
+                state.close()
         return result
 
-    async def _gather(self, selections: list[Selection], parent: bytes | None, seen_at: str) -> list[ProjectOutcome]:
+    def _old_manifest(self, parent: bytes | None, name: str) -> ProjectManifest | None:
+        """The recorded manifest at ``parent``, read once per run (healing checks and merges share it)."""
+        key = (parent, name)
+        if key not in self._manifests:
+            self._manifests[key] = self.repo.manifest(parent, name)
+        return self._manifests[key]
+
+    def _needs_healing(self, parent: bytes | None, name: str) -> bool:
+        """A recorded file whose blob is gone: its page must be fetched even if upstream says 304."""
+        old = self._old_manifest(parent, name)
+        return old is not None and any(
+            entry.served and not self.store.has(entry.sha256) for entry in old.files.values()
+        )
+
+    async def _gather(
+        self, roots: Roots, parent: bytes | None, seen_at: str, state: SyncState | None = None
+    ) -> list[ProjectOutcome]:
         async with Upstream(
             self.config.upstream,
             concurrency=self.config.concurrency,
             timeout=self.config.timeout,
             retries=self.config.retries,
+            allowed_hosts=self.config.allowed_hosts,
         ) as upstream:
-            tasks = [self._project(upstream, selection, parent, seen_at) for selection in selections]
-            outcomes = list(await asyncio.gather(*tasks))
+            self.pages, choices = await choose(
+                self.config, roots, upstream, self.store, state,
+                must_refetch=lambda name: self._needs_healing(parent, name),
+                on_project=self.progress.project_found,
+                stash=self.metadata_stash,
+            )
+            for choice in choices.values():
+                for warning in choice.warnings:
+                    self.progress.note(f"warning: {warning}")
+
+            async def tracked(selection: Selection) -> ProjectOutcome:
+                outcome = await self._project(upstream, selection, parent, seen_at, self.pages)
+                self.progress.project_done(outcome.name, len(outcome.added), len(outcome.errors))
+                return outcome
+
+            outcomes = list(await asyncio.gather(*(tracked(choice) for choice in choices.values())))
         for outcome in outcomes:
             self._report(outcome)
         return outcomes
@@ -239,21 +307,25 @@ class Syncer:
             self.log(f"error: {error}")
 
     async def _project(
-        self, upstream: Upstream, selection: Selection, parent: bytes | None, seen_at: str
+        self, upstream: Upstream, selection: Selection, parent: bytes | None, seen_at: str, pages: Pages | None = None
     ) -> ProjectOutcome:
-        old = self.repo.manifest(parent, selection.name)
+        old = self._old_manifest(parent, selection.name)
+        choice_errors: list[str] = list(getattr(selection, "errors", []))
         try:
-            remote = await upstream.project(selection.name)
+            remote = await (pages.get(selection.name) if pages else upstream.project(selection.name))
         except ProjectNotFound as exc:
             if old is None:
-                return ProjectOutcome(name=selection.name, errors=[str(exc)])
+                return ProjectOutcome(name=selection.name, errors=choice_errors or [str(exc)])
             manifest, outcome = removed_upstream(old, seen_at)
             outcome.new = manifest
             return outcome
         except UpstreamError as exc:
-            return ProjectOutcome(name=selection.name, old=old, errors=[str(exc)])
+            return ProjectOutcome(name=selection.name, old=old, errors=choice_errors or [str(exc)])
         assert remote is not None
-        manifest, wanted, outcome = merge(old, remote, selection, seen_at)
+        crashpoints.reached("sync.page-fetched")
+        local = local_decisions(self.repo, self.repo.tip(self.config.branch), selection.name)
+        manifest, wanted, outcome = merge(old, remote, selection, seen_at, local)
+        outcome.errors += choice_errors
         healing = [
             remote_file
             for remote_file in remote.files
@@ -262,14 +334,17 @@ class Syncer:
             and recorded.served
             and not self.store.has(recorded.sha256)
         ]
+        self.progress.files_queued(len(wanted + healing), sum(item.size or 0 for item in wanted + healing))
         results = await asyncio.gather(*(self._fetch(upstream, remote_file) for remote_file in wanted + healing))
         for remote_file, (ok, has_metadata, errors) in zip(wanted + healing, results, strict=True):
+            self.progress.file_done()
             outcome.errors += errors
             if ok and remote_file.filename not in manifest.files:
                 # Upstream need not announce sizes (PEP 700 is optional): record what was stored.
                 size = self.store.path(remote_file.sha256).stat().st_size
                 manifest = manifest.with_file(_entry(remote_file, seen_at, has_metadata, size))
                 outcome.added.append(remote_file.filename)
+        crashpoints.reached("sync.project-merged")
         if manifest.files or old is not None:
             outcome.new = manifest
         return outcome
@@ -279,9 +354,10 @@ class Syncer:
         errors: list[str] = []
         try:
             if not self.store.has(remote_file.sha256):
+                crashpoints.reached("sync.download-start")
                 await upstream.download(
                     remote_file.url,
-                    lambda: self.store.writer(remote_file.sha256, remote_file.size),
+                    lambda: self.progress.counting(self.store.writer(remote_file.sha256, remote_file.size)),
                     remote_file.filename,
                 )
         except UpstreamError as exc:
@@ -289,6 +365,9 @@ class Syncer:
         has_metadata = False
         if remote_file.core_metadata and remote_file.metadata_url:
             try:
+                stashed = self.metadata_stash.get(remote_file.core_metadata)
+                if stashed is not None and not self.store.has(remote_file.core_metadata):
+                    self.store.put_bytes(stashed, remote_file.core_metadata)
                 if not self.store.has(remote_file.core_metadata):
                     await upstream.download(
                         remote_file.metadata_url,
@@ -298,6 +377,7 @@ class Syncer:
                 has_metadata = True
             except UpstreamError as exc:
                 errors.append(str(exc))
+        crashpoints.reached("sync.file-stored")
         return True, has_metadata, errors
 
     def _commit(self, outcomes: list[ProjectOutcome], parent: bytes | None, branch: str) -> bytes | None:
@@ -312,6 +392,10 @@ class Syncer:
                 if outcome.old is None or outcome.old.dumps() != data:
                     changes[path] = data
             if outcome.conflicts:
+                # Known conflicts were warned about again; only new ones are recorded and exit 3.
+                known = self._known_conflicts(parent, outcome.name)
+                outcome.conflicts = [c for c in outcome.conflicts if (c.filename, c.upstream_sha256) not in known]
+            if outcome.conflicts:
                 path, data = self._conflict_record(parent, outcome.name, outcome.conflicts)
                 if data is not None:
                     changes[path] = data
@@ -319,16 +403,21 @@ class Syncer:
             return None
         return self.repo.write_commit(changes, commit_message(outcomes), branch=branch, parent=parent)
 
+    def _known_conflicts(self, parent: bytes | None, name: str) -> set[tuple[str, str]]:
+        """(filename, upstream sha256) pairs ``conflicts/<project>.jsonl`` already records."""
+        existing = self.repo.read_path(parent, f"{CONFLICTS_DIR}/{name}.jsonl") or b""
+        return {
+            (record["filename"], record["upstream-sha256"])
+            for record in (json.loads(line) for line in existing.decode().splitlines() if line)
+        }
+
     def _conflict_record(
         self, parent: bytes | None, name: str, conflicts: list[Conflict]
     ) -> tuple[str, bytes | None]:
         """Append each conflict once to ``conflicts/<project>.jsonl`` (re-syncs add nothing)."""
         path = f"{CONFLICTS_DIR}/{name}.jsonl"
         existing = self.repo.read_path(parent, path) or b""
-        known = {
-            (record["filename"], record["upstream-sha256"])
-            for record in (json.loads(line) for line in existing.decode().splitlines() if line)
-        }
+        known = self._known_conflicts(parent, name)
         lines = [
             json.dumps(conflict.to_json(), separators=(",", ":"))
             for conflict in conflicts

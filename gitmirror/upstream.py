@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,8 +24,9 @@ from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sd
 from pypi_simple import ACCEPT_JSON_PREFERRED, ProjectPage
 
 from . import __version__
+from .hosts import HostNotAllowed, HostPolicy
 from .manifest import format_time
-from .names import UnsafeNameError, check_filename, normalize
+from .names import UnsafeNameError, check_filename, check_sha256, normalize
 from .store import BlobWriter, IntegrityError
 
 MAX_PAGE_BYTES = 64 * 1024 * 1024
@@ -76,8 +78,10 @@ class Upstream:
         timeout: float = 30.0,
         retries: int = 3,
         backoff: float = 0.5,
+        allowed_hosts: tuple[str, ...] | None = None,
     ) -> None:
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
+        self.hosts = HostPolicy(self.base_url, allowed_hosts)
         self.retries = retries
         self.backoff = backoff
         self._slots = asyncio.Semaphore(concurrency)
@@ -89,7 +93,15 @@ class Upstream:
             max_redirects=5,
             headers={"User-Agent": f"gitmirror/{__version__}"},
             verify=_system_trust(),
+            event_hooks={"request": [self._check_host]},
         )
+
+    async def _check_host(self, request: httpx.Request) -> None:
+        """Runs before every request, redirect hops included: a redirect cannot lead past the policy."""
+        try:
+            self.hosts.check(str(request.url))
+        except HostNotAllowed as exc:
+            raise UpstreamError(str(exc)) from None
 
     async def __aenter__(self) -> Upstream:
         return self
@@ -143,6 +155,10 @@ class Upstream:
     async def download(self, url: str, open_writer: Callable[[], BlobWriter], label: str) -> None:
         """Stream ``url`` into a fresh writer per attempt and commit it (verifying hash and size)."""
         _check_url(url)
+        try:
+            self.hosts.check(url)
+        except HostNotAllowed as exc:
+            raise UpstreamError(f"{label}: {exc}") from None
 
         async def attempt() -> None:
             writer = open_writer()
@@ -157,7 +173,8 @@ class Upstream:
                     encoded = "Content-Encoding" in response.headers
                     if declared and declared.isdigit() and not encoded and int(declared) != writer.size:
                         raise _Transient(f"truncated body ({writer.size} of {declared} bytes)")
-                writer.commit()
+                # fsync blocks for milliseconds: in a thread, the other downloads keep streaming meanwhile.
+                await asyncio.to_thread(writer.commit)
             except IntegrityError as exc:
                 raise UpstreamError(f"{label}: rejected, {exc}") from None
             except httpx.TooManyRedirects:
@@ -224,6 +241,7 @@ def _parse_page(name: str, response: httpx.Response, body: bytes) -> RemoteProje
 
             page = ProjectPage.from_json_data(json.loads(body), base_url=base_url)
         elif content_type in ("text/html", "application/vnd.pypi.simple.v1+html"):
+            _check_html_text(name, body, response.charset_encoding)
             page = ProjectPage.from_html(name, body, base_url=base_url, from_encoding=response.charset_encoding)
         else:
             raise UpstreamError(f"{name}: unsupported page content type {content_type!r}")
@@ -247,6 +265,23 @@ def _parse_page(name: str, response: httpx.Response, body: bytes) -> RemoteProje
     return project
 
 
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+
+
+def _check_html_text(name: str, body: bytes, charset: str | None) -> None:
+    """Refuse bytes that are no HTML text: the HTML parser reads garbage as a page without files.
+
+    A page without files is legitimate (upstream deleted them) and marks every recorded file as
+    removed upstream, so an unreadable answer must fail loudly instead of looking like that.
+    """
+    try:
+        text = body.decode(charset or "utf-8")
+    except (UnicodeDecodeError, LookupError):
+        raise UpstreamError(f"{name}: invalid project page (not {charset or 'utf-8'} text)") from None
+    if _CONTROL_CHARACTERS.search(text):
+        raise UpstreamError(f"{name}: invalid project page (control characters in HTML)")
+
+
 def _remote_file(project: str, package: object) -> RemoteFile:
     filename = check_filename(package.filename)  # type: ignore[attr-defined]
     version = _version_of(project, filename)
@@ -268,12 +303,12 @@ def _remote_file(project: str, package: object) -> RemoteFile:
         filename=filename,
         url=url,
         version=version,
-        sha256=sha256.lower(),
+        sha256=check_sha256(str(sha256).lower()),  # digests become store paths: checked per file
         size=package.size,  # type: ignore[attr-defined]
         requires_python=package.requires_python or None,  # type: ignore[attr-defined]
         upload_time=format_time(upload) if upload else None,
         yanked=yanked,
-        core_metadata=metadata_sha.lower() if metadata_sha else None,
+        core_metadata=check_sha256(str(metadata_sha).lower()) if metadata_sha else None,
         metadata_url=metadata_url,
     )
 

@@ -65,7 +65,7 @@ def test_cli_reports_bad_config_in_one_line_and_writes_nothing(mirror: Mirror) -
 def test_explicit_config_path(mirror: Mirror, sample, tmp_path: Path) -> None:
     other = tmp_path / "elsewhere"
     other.mkdir()
-    (other / "conf.yaml").write_text(f"upstream: {mirror.upstream.url}\nprojects: [other-lib]\n")
+    (other / "conf.yaml").write_text(f"upstream: {mirror.upstream.url}\nprojects: [other-lib]\ndependencies: false\n")
     result = mirror.run("sync", "--config", str(other / "conf.yaml"), check=True)
     assert "2 files added" in result.stdout
     assert (other / "mirror" / "repo" / "HEAD").exists()

@@ -1,0 +1,156 @@
+"""What every benchmark stage shares: timing, subprocesses that must stop, peers, result tables.
+
+A benchmark that leaves a server running or waits forever is worse than none, so every process
+started here is tracked and stopped by its own id, and every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+GITMIRROR = [PYTHON, "-m", "gitmirror"]
+PEERS_VENV = Path(os.environ.get("GITMIRROR_BENCH_PEERS", "/tmp/bench-peers"))
+INSTALL_HINT = {
+    "bandersnatch": f"python3 -m venv {PEERS_VENV} && {PEERS_VENV}/bin/pip install bandersnatch",
+    "pypi-server": f"python3 -m venv {PEERS_VENV} && {PEERS_VENV}/bin/pip install pypiserver waitress",
+    "nginx": "apt-get update && apt-get install -y nginx",
+    "wrk": "apt-get update && apt-get install -y wrk",
+}
+
+
+def quiet_env(**extra: str) -> dict[str, str]:
+    """The environment for tools under test, without this machine's pip/uv/git configuration."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_", "GIT_"))}
+    env.update(GIT_CONFIG_NOSYSTEM="1", GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@example.invalid",
+               PIP_CONFIG_FILE="/dev/null")
+    env.update(extra)
+    return env
+
+
+def peer(name: str) -> str | None:
+    """The executable of a peer tool, from the peers venv or PATH; None when it is not installed."""
+    candidate = PEERS_VENV / "bin" / name
+    if candidate.exists():
+        return str(candidate)
+    return shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
+
+
+def missing(name: str) -> str:
+    return f"{name} not installed: {INSTALL_HINT.get(name, 'install it')}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def timed(command: list[str], *, cwd: Path | None = None, timeout: float = 1800, env: dict | None = None,
+          ok_codes: tuple[int, ...] = (0,)) -> float:
+    """Wall seconds of one command; a failing command stops the benchmark with its stderr."""
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=cwd, env=env or quiet_env(), capture_output=True, text=True,
+                            timeout=timeout)
+    elapsed = time.perf_counter() - start
+    if result.returncode not in ok_codes:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
+        raise RuntimeError(f"{' '.join(command[:3])}... exited {result.returncode}: {' | '.join(tail)}")
+    return elapsed
+
+
+@contextmanager
+def running(command: list[str], url: str, *, cwd: Path | None = None, deadline: float = 60,
+            env: dict | None = None) -> Iterator[subprocess.Popen]:
+    """Start a server, wait (bounded) until ``url`` answers, and always stop it afterwards."""
+    process = subprocess.Popen(command, cwd=cwd, env=env or quiet_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    try:
+        end = time.monotonic() + deadline
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{command[0]} exited: {process.stderr.read().decode()[-500:]}")
+            try:
+                httpx.get(url, timeout=2, trust_env=False)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > end:
+                    raise RuntimeError(f"{command[0]} did not answer {url} within {deadline} s") from None
+                time.sleep(0.1)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@contextmanager
+def upstream_server(root: Path) -> Iterator[str]:
+    """The generated upstream (bench/upstream.py) on a free loopback port; yields its base URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [PYTHON, str(Path(__file__).parent / "upstream.py"), "serve", str(root), "--port", str(port)]
+    with running(command, url + "/simple/"):
+        yield url
+
+
+# -- results -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    measure: str
+    peer: str
+    peer_value: float | None
+    ours: float | None
+    unit: str
+    lower_is_better: bool = True
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.peer_value in (None, 0) or self.ours is None:
+            return None
+        return self.ours / self.peer_value
+
+
+@dataclass
+class Table:
+    title: str
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        lines = [f"### {self.title}", "",
+                 "| measure | peer | peer figure | gitmirror | ratio (gitmirror / peer) | note |",
+                 "| --- | --- | ---: | ---: | ---: | --- |"]
+        for row in self.rows:
+            better = "lower is better" if row.lower_is_better else "higher is better"
+            ratio = f"{row.ratio:.2f}" if row.ratio is not None else "n/a"
+            lines.append(f"| {row.measure} ({row.unit}, {better}) | {row.peer} | {_fmt(row.peer_value)} | "
+                         f"{_fmt(row.ours)} | {ratio} | {row.note} |")
+        lines += [""] + [f"- {note}" for note in self.notes]
+        return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if value >= 0.01 else f"{value:.2e}"

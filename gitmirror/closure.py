@@ -1,0 +1,357 @@
+"""The transitive closure of a selection: which files of which projects a sync must mirror.
+
+Starting from the user's requirements, each chosen release's core metadata is read (from the
+store when already mirrored, else the PEP 658 file, else the wheel itself) and its
+``Requires-Dist`` followed for every configured target environment, markers and extras evaluated
+with ``packaging``. This is deliberately not a resolver: a mirror must hold every release any
+installer in those environments could pick under the configured ``versions`` policy, so the walk
+takes the union. A requirement nothing satisfies is reported with the chain that led to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from . import metadata as core_metadata
+from .names import UnsafeNameError, normalize
+from .selection import ANY, Pin, Roots, Rules, rules_from
+from .state import Pages, SyncState
+from .store import BlobStore, IntegrityError
+from .upstream import ProjectNotFound, RemoteFile, RemoteProject, Upstream, UpstreamError
+
+if TYPE_CHECKING:
+    from .config import Config
+
+@dataclass
+class ProjectChoice:
+    """The files of one project a run should hold, and what went wrong choosing them."""
+
+    name: str
+    files: set[str] = field(default_factory=set)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def wants_file(self, remote_file: RemoteFile) -> bool:
+        return remote_file.filename in self.files
+
+    def error(self, message: str) -> None:
+        if message not in self.errors:
+            self.errors.append(message)
+
+
+@dataclass(frozen=True)
+class _Demand:
+    name: str
+    specifier: SpecifierSet
+    extras: frozenset[str]
+    targets: frozenset[int]
+    chain: tuple[str, ...]
+    exact: bool = False
+
+
+def _chain_text(chain: tuple[str, ...]) -> str:
+    return f" (required by {' -> '.join(chain)})" if chain else ""
+
+
+class _MemoryWriter:
+    """A ``BlobWriter`` look-alike for ``gitmirror plan``: verifies the hash, keeps bytes off the store."""
+
+    def __init__(self, expected_sha256: str, expected_size: int | None) -> None:
+        self.expected_sha256 = expected_sha256
+        self.expected_size = expected_size
+        self.size = 0
+        self._hash = hashlib.sha256()
+        self.file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115
+
+    def write(self, chunk: bytes) -> None:
+        self._hash.update(chunk)
+        self.size += len(chunk)
+        if self.expected_size is not None and self.size > self.expected_size:
+            raise IntegrityError(f"body longer than the announced {self.expected_size} bytes")
+        self.file.write(chunk)
+
+    def commit(self) -> None:
+        if self.expected_size is not None and self.size != self.expected_size:
+            raise IntegrityError(f"got {self.size} bytes, announced {self.expected_size}")
+        if self._hash.hexdigest() != self.expected_sha256:
+            raise IntegrityError(f"sha256 mismatch: announced {self.expected_sha256}, got {self._hash.hexdigest()}")
+        self.file.seek(0)
+
+    def abort(self) -> None:
+        pass
+
+
+class MetadataSource:
+    """Core metadata of a release; ``persist`` keeps what it downloads in the store (sync) or not (plan)."""
+
+    def __init__(
+        self, upstream: Upstream, store: BlobStore, persist: bool, stash: dict[str, bytes] | None = None
+    ) -> None:
+        self.upstream = upstream
+        self.store = store
+        self.persist = persist
+        #: verified PEP 658 files by sha256: sync stores them only with their release file
+        self.stash: dict[str, bytes] = {} if stash is None else stash
+        self._tasks: dict[tuple[str, str], asyncio.Task[core_metadata.CoreMetadata | None]] = {}
+
+    async def get(
+        self, project: str, version: str, files: list[RemoteFile], chosen: set[str]
+    ) -> core_metadata.CoreMetadata | None:
+        key = (project, version)
+        task = self._tasks.get(key)
+        if task is None:
+            task = self._tasks[key] = asyncio.ensure_future(self._read(files, chosen))
+        return await asyncio.shield(task)
+
+    async def _read(self, files: list[RemoteFile], chosen: set[str]) -> core_metadata.CoreMetadata | None:
+        ordered = sorted(files, key=lambda item: (item.filename not in chosen, item.size or 0))
+        for remote_file in ordered:  # offline first: what earlier runs stored
+            if remote_file.core_metadata and self.store.has(remote_file.core_metadata):
+                return core_metadata.parse(self.store.path(remote_file.core_metadata).read_bytes())
+            if remote_file.filename.endswith(".whl") and self.store.has(remote_file.sha256):
+                data = core_metadata.from_wheel(self.store.path(remote_file.sha256))
+                if data is not None:
+                    return core_metadata.parse(data)
+        for remote_file in ordered:  # PEP 658: a few hundred bytes
+            if remote_file.core_metadata and remote_file.metadata_url:
+                data = self.stash.get(remote_file.core_metadata) or await self._download(
+                    remote_file.metadata_url, remote_file.core_metadata, None, remote_file.filename + ".metadata", False
+                )
+                self.stash[remote_file.core_metadata] = data
+                return core_metadata.parse(data)
+        for remote_file in ordered:  # the wheel itself, preferably one the mirror keeps anyway
+            if remote_file.filename.endswith(".whl"):
+                keep = self.persist and remote_file.filename in chosen
+                data = await self._download(remote_file.url, remote_file.sha256, remote_file.size, None, keep)
+                wheel_metadata = core_metadata.from_wheel(data) if data else None
+                if wheel_metadata is not None:
+                    return core_metadata.parse(wheel_metadata)
+        return None
+
+    async def _download(self, url: str, sha256: str, size: int | None, label: str | None, keep: bool) -> bytes:
+        label = label or url.rsplit("/", 1)[-1]
+        if keep and self.persist:
+            await self.upstream.download(url, lambda: self.store.writer(sha256, size), label)
+            return self.store.path(sha256).read_bytes()
+        writers: list[_MemoryWriter] = []
+
+        def open_writer() -> _MemoryWriter:
+            writers.append(_MemoryWriter(sha256, size))
+            return writers[-1]
+
+        await self.upstream.download(url, open_writer, label)  # type: ignore[arg-type]
+        return writers[-1].file.read()
+
+
+class Resolver:
+    """Walks requirements to the set of files to mirror per project."""
+
+    def __init__(self, rules: Rules, pages: object, metadata: MetadataSource | None, follow: bool) -> None:
+        self.rules = rules
+        self.pages = pages  # anything with ``async get(name) -> RemoteProject`` (state.Pages)
+        self.metadata = metadata
+        self.follow = follow and metadata is not None
+        self.choices: dict[str, ProjectChoice] = {}
+        self._seen: set[tuple[str, str, frozenset[str], frozenset[int]]] = set()
+        self._expanded: set[tuple[str, str, frozenset[str], frozenset[int]]] = set()
+        self._constraints: dict[str, SpecifierSet] = {}
+        self._group: asyncio.TaskGroup | None = None
+        self.on_project: Callable[[str], None] = lambda name: None
+
+    def choice(self, name: str) -> ProjectChoice:
+        if name not in self.choices:
+            self.choices[name] = ProjectChoice(name)
+            self.on_project(name)
+        return self.choices[name]
+
+    async def resolve(self, roots: Roots) -> dict[str, ProjectChoice]:
+        self._constraints = roots.constraints
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            for root in roots.requirements:
+                targets = self._applicable(root.requirement, self.rules.target_ids, frozenset())
+                if not targets:
+                    continue  # e.g. ``pywin32; sys_platform == "win32"`` with no Windows target
+                self._spawn(
+                    _Demand(
+                        name=root.name,
+                        specifier=root.requirement.specifier,
+                        extras=frozenset(root.requirement.extras),
+                        targets=targets,
+                        chain=(root.origin,),
+                        exact=_is_exact(root.requirement.specifier),
+                    )
+                )
+            for name, pins in roots.pins.items():
+                group.create_task(self._pin(name, pins))
+        return dict(sorted(self.choices.items()))
+
+    def _applicable(self, requirement: Requirement, targets: frozenset[int], extras: frozenset[str]) -> frozenset[int]:
+        return frozenset(target for target in targets if self.rules.marker_holds(requirement.marker, target, extras))
+
+    def _spawn(self, demand: _Demand) -> None:
+        key = (demand.name, str(demand.specifier), demand.extras, demand.targets)
+        if key in self._seen or self.rules.project_excluded(demand.name):
+            return
+        self._seen.add(key)
+        self.choice(demand.name)
+        assert self._group is not None
+        self._group.create_task(self._visit(demand))
+
+    async def _page(self, name: str, chain: tuple[str, ...]) -> RemoteProject | None:
+        try:
+            return await self.pages.get(name)  # type: ignore[attr-defined, no-any-return]
+        except ProjectNotFound as exc:
+            self.choice(name).error(f"{exc}{_chain_text(chain)}")
+        except UpstreamError as exc:
+            self.choice(name).error(f"{exc}{_chain_text(chain)}")
+        return None
+
+    async def _pin(self, name: str, pins: list[Pin]) -> None:
+        """Lockfile entries: exactly the pinned files, found upstream by hash."""
+        choice = self.choice(name)
+        remote = await self._page(name, (pins[0].lockfile,))
+        if remote is None:
+            return
+        by_hash = {remote_file.sha256: remote_file for remote_file in remote.files}
+        for pin in pins:
+            found = by_hash.get(pin.sha256)
+            if found is None:
+                choice.error(
+                    f"{pin.lockfile}: {pin.filename or name} (sha256 {pin.sha256[:16]}...) not offered upstream"
+                )
+            else:
+                choice.files.add(found.filename)
+
+    async def _visit(self, demand: _Demand) -> None:
+        remote = await self._page(demand.name, demand.chain)
+        if remote is None:
+            return
+        choice = self.choice(demand.name)
+        specifier = demand.specifier & self._constraints.get(demand.name, SpecifierSet())
+        selected = self._select(remote, specifier, demand)
+        if not selected:
+            wanted = str(specifier) or "any version"
+            choice.error(
+                f"{demand.name}: no release matches {wanted} for {self.rules.label(demand.targets)}"
+                f"{_chain_text(demand.chain)}"
+            )
+            return
+        for version, (files, targets) in selected.items():
+            choice.files.update(remote_file.filename for remote_file in files)
+            if self.follow:
+                assert self._group is not None
+                self._group.create_task(self._expand(demand, remote, version, targets))
+
+    def _select(
+        self, remote: RemoteProject, specifier: SpecifierSet, demand: _Demand
+    ) -> dict[str, tuple[list[RemoteFile], frozenset[int]]]:
+        """version -> (files to mirror, targets it serves), under the ``versions`` policy."""
+        by_version: dict[Version, list[tuple[RemoteFile, frozenset[int]]]] = {}
+        for remote_file in remote.files:
+            if self.rules.excluded(remote.name, remote_file):
+                continue
+            targets = self.rules.installable_in(remote_file) & demand.targets
+            if not targets:
+                continue
+            try:
+                by_version.setdefault(Version(remote_file.version), []).append((remote_file, targets))
+            except InvalidVersion:
+                continue
+        limit = self.rules.versions
+        if limit is None:
+            matching = set(specifier.filter(by_version, prereleases=True))
+        else:
+            matching = set(specifier.filter(by_version))
+        result: dict[str, tuple[list[RemoteFile], frozenset[int]]] = {}
+        for target in demand.targets:
+            candidates = [
+                version
+                for version in sorted(matching, reverse=True)
+                if any(target in targets for _, targets in by_version[version])
+                and (limit is None or demand.exact or not all(item.yanked for item, _ in by_version[version]))
+            ]
+            for version in candidates if limit is None else candidates[:limit]:
+                files = [item for item, targets in by_version[version] if target in targets]
+                previous_files, previous_targets = result.get(str(version), ([], frozenset()))
+                merged = {item.filename: item for item in previous_files + files}
+                result[str(version)] = (list(merged.values()), previous_targets | {target})
+        return result
+
+    async def _expand(self, demand: _Demand, remote: RemoteProject, version: str, targets: frozenset[int]) -> None:
+        key = (demand.name, version, demand.extras, targets)
+        if key in self._expanded:
+            return
+        self._expanded.add(key)
+        assert self.metadata is not None
+        choice = self.choice(demand.name)
+        files = [remote_file for remote_file in remote.files if remote_file.version == version]
+        try:
+            metadata = await self.metadata.get(demand.name, version, files, choice.files)
+        except (UpstreamError, UnsafeNameError) as exc:
+            choice.error(f"{demand.name} {version}: cannot read its dependencies: {exc}{_chain_text(demand.chain)}")
+            return
+        if metadata is None:
+            warning = f"{demand.name} {version}: dependencies unknown (no wheel or PEP 658 metadata), not followed"
+            if warning not in choice.warnings:
+                choice.warnings.append(warning)
+            return
+        for text in metadata.requires_dist:
+            try:
+                requirement = Requirement(text)
+                name = normalize(requirement.name)
+            except (InvalidRequirement, UnsafeNameError):
+                choice.warnings.append(f"{demand.name} {version}: unparseable requirement {text!r} skipped")
+                continue
+            if requirement.url:
+                continue
+            applicable = self._applicable(requirement, targets, demand.extras)
+            if not applicable:
+                continue
+            link = f"{demand.name} {version} requires {requirement}"
+            self._spawn(
+                _Demand(
+                    name=name,
+                    specifier=requirement.specifier,
+                    extras=frozenset(requirement.extras),
+                    targets=applicable,
+                    chain=demand.chain + (link,),
+                    exact=_is_exact(requirement.specifier),
+                )
+            )
+
+
+async def choose(
+    config: Config,
+    roots: Roots,
+    upstream: Upstream,
+    store: BlobStore,
+    state: SyncState | None = None,
+    must_refetch: Callable[[str], bool] = lambda name: False,
+    persist: bool = True,
+    on_project: Callable[[str], None] = lambda name: None,
+    stash: dict[str, bytes] | None = None,
+) -> tuple[Pages, dict[str, ProjectChoice]]:
+    """Fetch the pages the selection needs (conditionally) and decide every file to mirror."""
+    pages = Pages(upstream, state, must_refetch)
+    metadata = MetadataSource(upstream, store, persist=persist, stash=stash)
+    resolver = Resolver(rules_from(config), pages, metadata, follow=config.dependencies)
+    resolver.on_project = on_project
+    return pages, await resolver.resolve(roots)
+
+
+def _is_exact(specifier: SpecifierSet) -> bool:
+    """``==1.2`` pins may pick yanked releases (PEP 592); ranges may not."""
+    return any(spec.operator in ("==", "===") and "*" not in spec.version for spec in specifier)
+
+
+__all__ = ["ANY", "MetadataSource", "ProjectChoice", "Resolver"]

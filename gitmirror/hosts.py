@@ -1,0 +1,95 @@
+"""Which hosts a sync may fetch from: upstream pages choose file URLs, the operator chooses hosts.
+
+A project page is data from the network; if any URL on it were followed, a hostile or compromised
+upstream could point the mirror at ``http://127.0.0.1:6379/`` or a cloud metadata address and use
+it to probe the private network (server-side request forgery). The sha256 check keeps the *bytes*
+honest whatever the host, so this rule is about where requests go, not about what is stored.
+
+The rule, applied to every request including each redirect hop:
+
+- the upstream's own origin (scheme, host and port of ``upstream:``) is always allowed;
+- without ``allowed_hosts:``, any other host only over ``https`` on the default port and only by
+  DNS name: no IP literals, no ``localhost``. That admits the usual split of an index and its file
+  host (``pypi_simple.PYPI_SIMPLE_ENDPOINT`` pages point at a separate file host) and refuses the
+  usual SSRF targets;
+- with ``allowed_hosts:``, exactly the listed hosts: ``name`` (any port), ``name:port``,
+  ``*.domain`` (any subdomain), or ``"*"`` for any host at all.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+_HOST_ENTRY = re.compile(
+    r"^(\*|(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?)$"
+)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class HostNotAllowed(ValueError):
+    """A URL whose host this mirror's configuration does not allow."""
+
+
+def check_entry(entry: object) -> str:
+    """Validate one ``allowed_hosts`` entry (raises ValueError with the reason)."""
+    if not isinstance(entry, str) or not _HOST_ENTRY.match(entry.strip()):
+        raise ValueError(f"allowed_hosts entries are host names like 'files.example.org', got {entry!r}")
+    return entry.strip().lower()
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise HostNotAllowed(f"refusing non-HTTP URL {url!r}")
+    try:
+        port = parts.port or _DEFAULT_PORTS[scheme]
+    except ValueError:
+        raise HostNotAllowed(f"refusing URL with an invalid port {url!r}") from None
+    return scheme, parts.hostname.lower(), port
+
+
+def _is_ip_or_local(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class HostPolicy:
+    upstream: str
+    allowed: tuple[str, ...] | None = None
+
+    def check(self, url: str) -> None:
+        """Raise HostNotAllowed unless ``url`` may be requested."""
+        scheme, host, port = _origin(url)
+        if (scheme, host, port) == _origin(self.upstream):
+            return
+        if self.allowed is None:
+            if scheme == "https" and port == 443 and not _is_ip_or_local(host):
+                return
+            raise HostNotAllowed(
+                f"refusing {url!r}: only the upstream's own host and https host names are followed "
+                "by default (list hosts under allowed_hosts: to allow more)"
+            )
+        for entry in self.allowed:
+            if entry == "*" or _matches(entry, host, port):
+                return
+        raise HostNotAllowed(f"refusing {url!r}: host {host} is not in allowed_hosts")
+
+
+def _matches(entry: str, host: str, port: int) -> bool:
+    name, _, entry_port = entry.rpartition(":") if not entry.endswith("]") and ":" in entry else (entry, "", "")
+    if entry_port and int(entry_port) != port:
+        return False
+    name = name.strip("[]")
+    if name.startswith("*."):
+        return host.endswith(name[1:])
+    return host == name

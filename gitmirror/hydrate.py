@@ -1,0 +1,313 @@
+"""Filling a blob store from another mirror: ``hydrate`` after a ``git clone``, ``export-store`` for sneakernet.
+
+The metadata repository travels by git (clone, fetch, bundle); the blobs it references travel
+here. Whatever the source, a blob reaches the store only through ``BlobStore.writer``, which checks
+the sha256 (and size) the manifest recorded: a source can withhold a blob, never substitute one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from . import __version__
+from .repo import MetadataRepo, RepoError
+from .store import BlobStore, BlobWriter, IntegrityError
+
+Log = Callable[[str], None]
+OpenWriter = Callable[[], BlobWriter]
+CHUNK = 1 << 20
+EXIT_OK, EXIT_INCOMPLETE = 0, 1
+
+
+class SourceError(RepoError):
+    """SOURCE is not something blobs can be read from; one line for the user."""
+
+
+class BlobUnavailable(Exception):
+    """The source does not have this blob (or could not be reached for it)."""
+
+
+@dataclass(frozen=True)
+class NeededBlob:
+    """A blob a snapshot references, with the URL path it is served under."""
+
+    sha256: str
+    size: int | None
+    project: str
+    filename: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.project}/{self.filename}"
+
+
+def needed_blobs(repo: MetadataRepo, commit: bytes | None) -> dict[str, NeededBlob]:
+    """Every blob the served files of ``commit`` need (files and core metadata), by sha256.
+
+    Tombstoned files are left out: their bytes were taken down on purpose.
+    """
+    needed: dict[str, NeededBlob] = {}
+    for manifest in repo.manifests(commit):
+        for entry in manifest.served_files():
+            needed.setdefault(entry.sha256, NeededBlob(entry.sha256, entry.size, manifest.name, entry.filename))
+            if entry.core_metadata:
+                blob = NeededBlob(entry.core_metadata, None, manifest.name, entry.filename + ".metadata")
+                needed.setdefault(entry.core_metadata, blob)
+    return dict(sorted(needed.items(), key=lambda item: item[1].label))
+
+
+# -- sources -----------------------------------------------------------------------------------
+
+
+class DirectorySource:
+    """A directory holding a store layout (``blobs/aa/bb/<sha256>``): a store, a disk, an export."""
+
+    def __init__(self, root: Path) -> None:
+        self.store = BlobStore(root)
+
+    def __str__(self) -> str:
+        return str(self.store.root)
+
+    async def fetch(self, blob: NeededBlob, open_writer: OpenWriter) -> BlobWriter:
+        path = self.store.path(blob.sha256)
+        try:
+            handle = path.open("rb")
+        except FileNotFoundError:
+            raise BlobUnavailable("not in the source store") from None
+        except OSError as exc:
+            raise BlobUnavailable(f"unreadable in the source ({exc.strerror})") from None
+        writer = open_writer()
+        try:
+            with handle:
+                while chunk := handle.read(CHUNK):
+                    writer.write(chunk)
+        except BaseException:
+            writer.abort()
+            raise
+        return writer
+
+    async def close(self) -> None:
+        return None
+
+
+class ServerSource:
+    """Another gitmirror (or a static render of one): blobs are at ``<base>files/<project>/<filename>``."""
+
+    def __init__(self, base_url: str, concurrency: int = 8, timeout: float = 60.0, retries: int = 2) -> None:
+        self.base_url = base_url
+        self.retries = retries
+        self._slots = asyncio.Semaphore(concurrency)
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=concurrency),
+            follow_redirects=True,
+            max_redirects=5,
+            headers={"User-Agent": f"gitmirror/{__version__} hydrate"},
+            trust_env=False,
+        )
+
+    def __str__(self) -> str:
+        return self.base_url
+
+    def url_of(self, blob: NeededBlob) -> str:
+        return f"{self.base_url}files/{quote(blob.project)}/{quote(blob.filename)}"
+
+    async def fetch(self, blob: NeededBlob, open_writer: OpenWriter) -> BlobWriter:
+        """Stream the blob into a fresh writer per attempt (a partial body never mixes with a retry)."""
+        for attempt in range(self.retries + 1):
+            writer = open_writer()
+            try:
+                async with self._slots, self._client.stream("GET", self.url_of(blob)) as response:
+                    if response.status_code != 200:
+                        raise BlobUnavailable(f"source answered HTTP {response.status_code}")
+                    async for chunk in response.aiter_bytes():
+                        writer.write(chunk)
+                return writer
+            except httpx.TooManyRedirects:
+                writer.abort()
+                raise BlobUnavailable("too many redirects") from None
+            except (httpx.TransportError, httpx.DecodingError) as exc:
+                writer.abort()
+                if attempt == self.retries:
+                    raise BlobUnavailable(f"source unreachable ({type(exc).__name__})") from None
+            except BaseException:
+                writer.abort()
+                raise
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+Source = DirectorySource | ServerSource
+
+
+def open_source(text: str, concurrency: int = 8) -> Source:
+    """SOURCE as given on the command line: an http(s) URL of a mirror, or a directory with a store."""
+    parts = urlsplit(text)
+    if parts.scheme in ("http", "https"):
+        if not parts.netloc:
+            raise SourceError(f"invalid source URL {text!r}")
+        base = text if text.endswith("/") else text + "/"
+        if base.endswith("/simple/"):  # people paste the index URL; files live beside it
+            base = base[: -len("simple/")]
+        return ServerSource(base, concurrency=concurrency)
+    if parts.scheme == "file":
+        text = parts.path
+    elif parts.scheme and len(parts.scheme) > 1:
+        raise SourceError(f"unsupported source {text!r}: give an http(s) URL or a directory")
+    root = Path(text)
+    for candidate in (root, root / "store", root / "mirror" / "store"):
+        if (candidate / "blobs").is_dir():
+            return DirectorySource(candidate)
+    raise SourceError(f"{text} holds no blob store (no blobs/ directory in it, its store/ or mirror/store/)")
+
+
+# -- hydrate -----------------------------------------------------------------------------------
+
+
+@dataclass
+class HydrateResult:
+    needed: int = 0
+    present: int = 0
+    fetched: int = 0
+    bytes_fetched: int = 0
+    missing: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_INCOMPLETE if self.missing or self.refused else EXIT_OK
+
+    def summary(self) -> str:
+        text = (
+            f"{self.needed} blobs needed: {self.present} already present, "
+            f"{self.fetched} fetched ({self.bytes_fetched} bytes)"
+        )
+        if self.missing:
+            text += f", {len(self.missing)} missing at the source"
+        if self.refused:
+            text += f", {len(self.refused)} REFUSED (failed verification)"
+        return text
+
+
+def hydrate(
+    repo: MetadataRepo, store: BlobStore, commit: bytes | None, source: Source, log: Log = print
+) -> HydrateResult:
+    """Fetch every blob ``commit`` needs and ``store`` lacks; report what could not be had."""
+    store.init()
+    store.clean_tmp()
+    needed = needed_blobs(repo, commit)
+    result = HydrateResult(needed=len(needed))
+    wanted = [blob for blob in needed.values() if not store.has(blob.sha256)]
+    result.present = result.needed - len(wanted)
+    asyncio.run(_hydrate_all(wanted, store, source, result, log))
+    return result
+
+
+async def _hydrate_all(
+    wanted: list[NeededBlob], store: BlobStore, source: Source, result: HydrateResult, log: Log
+) -> None:
+    try:
+        await asyncio.gather(*(_hydrate_one(blob, store, source, result, log) for blob in wanted))
+    finally:
+        await source.close()
+
+
+async def _hydrate_one(blob: NeededBlob, store: BlobStore, source: Source, result: HydrateResult, log: Log) -> None:
+    try:
+        writer = await source.fetch(blob, lambda: store.writer(blob.sha256, blob.size))
+        writer.commit()  # checks sha256 and size; a wrong blob is deleted, never made visible
+    except BlobUnavailable as exc:
+        result.missing.append(f"{blob.label}: {exc}")
+        log(f"missing {blob.label} ({blob.sha256[:12]}): {exc}")
+        return
+    except IntegrityError as exc:
+        result.refused.append(f"{blob.label}: {exc}")
+        log(f"REFUSED {blob.label}: {exc}; not stored")
+        return
+    result.fetched += 1
+    result.bytes_fetched += writer.size
+
+
+# -- export-store ------------------------------------------------------------------------------
+
+
+@dataclass
+class ExportResult:
+    needed: int = 0
+    written: int = 0
+    present: int = 0
+    skipped: int = 0
+    bytes_written: int = 0
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_INCOMPLETE if self.missing else EXIT_OK
+
+    def summary(self) -> str:
+        text = (
+            f"{self.needed} blobs needed: {self.written} written ({self.bytes_written} bytes), "
+            f"{self.present} already in the export"
+        )
+        if self.skipped:
+            text += f", {self.skipped} left out (already in the --since snapshot)"
+        if self.missing:
+            text += f", {len(self.missing)} MISSING or damaged in the local store"
+        return text
+
+
+def export_store(
+    repo: MetadataRepo,
+    store: BlobStore,
+    commit: bytes,
+    out: Path,
+    since: bytes | None = None,
+    log: Log = print,
+) -> ExportResult:
+    """Write the blobs of one snapshot (minus those of ``since``) to ``out`` in the store layout.
+
+    Each blob is re-verified on the way out, so a damaged local copy is reported, not exported.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SourceError(f"{out} exists and is not a directory")
+    target = BlobStore(out)
+    target.init()
+    needed = needed_blobs(repo, commit)
+    result = ExportResult(needed=len(needed))
+    if since is not None:
+        earlier = needed_blobs(repo, since)
+        result.skipped = sum(1 for sha in needed if sha in earlier)
+        needed = {sha: blob for sha, blob in needed.items() if sha not in earlier}
+    for blob in needed.values():
+        if target.has(blob.sha256):
+            result.present += 1
+            continue
+        path = store.path(blob.sha256)
+        try:
+            with path.open("rb") as handle, target.writer(blob.sha256, blob.size) as writer:
+                while chunk := handle.read(CHUNK):
+                    writer.write(chunk)
+                writer.commit()
+        except FileNotFoundError:
+            result.missing.append(f"{blob.label}: not in the local store")
+            log(f"missing {blob.label} ({blob.sha256[:12]}): not in the local store")
+            continue
+        except IntegrityError as exc:
+            result.missing.append(f"{blob.label}: damaged in the local store ({exc})")
+            log(f"DAMAGED {blob.label}: {exc}; not exported")
+            continue
+        result.written += 1
+        result.bytes_written += writer.size
+    if target.tmp_dir.is_dir() and not any(target.tmp_dir.iterdir()):
+        os.rmdir(target.tmp_dir)
+    return result

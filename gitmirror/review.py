@@ -1,0 +1,434 @@
+"""The review report of ``BASE..HEAD`` (default ``main..incoming``): what approving would let in.
+
+A reviewer pastes the Markdown into a pull request, a machine reads the JSON. Per project it shows
+the new releases with their files, each release's dependency changes against the release before
+it (read from the core metadata the sync already stored), the marks upstream set, conflicts, and
+flags worth a human look. Everything is read offline from git and the store: the report of a
+commit pair is the same wherever and whenever it is produced, except for the ages it states.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from . import metadata
+from .config import Config
+from .incoming import Change, ProjectPending, pending, uploaded_at
+from .manifest import FileEntry, ProjectManifest, format_time
+from .repo import MetadataRepo, RepoError
+from .store import BlobStore
+
+SIZE_JUMP_RATIO = 2.0
+SIZE_JUMP_MIN_BYTES = 100_000
+_MAX_PKG_INFO = 1_000_000
+_WATCHED_FIELDS = (("author", "Author"), ("author_email", "Author-email"), ("home_page", "Home-page"))
+
+
+@dataclass
+class FileRow:
+    filename: str
+    size: int
+    python: str
+    platform: str
+    upload_time: str | None
+    yanked: bool | str
+
+
+@dataclass
+class DependencyChanges:
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    repinned: list[tuple[str, str]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.repinned)
+
+
+@dataclass
+class ReleaseReport:
+    version: str
+    previous: str | None
+    files: list[FileRow]
+    requires_dist: list[str] | None  # None: the metadata is not in the store
+    dependencies: DependencyChanges
+    flags: list[str] = field(default_factory=list)
+    needs_reviewer: bool = False  # a flag beyond age: ``approve --policy`` leaves it to a human
+
+
+@dataclass
+class ProjectReport:
+    name: str
+    new_project: bool
+    releases: list[ReleaseReport] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def approve_command(self) -> str:
+        return f"gitmirror approve {self.name}"
+
+
+@dataclass
+class Report:
+    base: str
+    head: str
+    base_commit: str | None
+    head_commit: str | None
+    generated: str
+    cooldown: str
+    projects: list[ProjectReport]
+    new_projects: dict[str, list[str]]  # project -> the new releases that require it
+
+    @property
+    def flag_count(self) -> int:
+        return sum(len(p.flags) + sum(len(r.flags) for r in p.releases) for p in self.projects)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+
+
+def format_duration(span: timedelta) -> str:
+    seconds = int(span.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def needing_reviewer(report: Report) -> set[tuple[str, str]]:
+    """(project, version) of new releases with flags a human should look at before they are served."""
+    return {(p.name, r.version) for p in report.projects for r in p.releases if r.needs_reviewer}
+
+
+def parse_range(text: str | None, cfg: Config) -> tuple[str, str]:
+    """``BASE..HEAD`` (``...`` works too); a lone ``HEAD`` means ``main..HEAD``."""
+    if not text:
+        return cfg.branch, cfg.review.branch
+    separator = "..." if "..." in text else ".."
+    if separator not in text:
+        return cfg.branch, text
+    base, _, head = text.partition(separator)
+    if not base or not head:
+        raise RepoError(f"expected a range like main..incoming, got {text!r}")
+    return base, head
+
+
+def build(
+    repo: MetadataRepo, store: BlobStore, cfg: Config, base: str, head: str, now: datetime | None = None
+) -> Report:
+    now = now or datetime.now(UTC)
+    base_commit, head_commit = _resolve(repo, base, cfg), _resolve(repo, head, cfg)
+    items = pending(repo, base_commit, head_commit)
+    served = set(repo.projects(base_commit))
+    projects = [_project(item, store, cfg.review.cooldown, now, served) for item in items]
+    new_projects: dict[str, list[str]] = {p.name: [] for p in projects if p.new_project}
+    for project in projects:
+        for release in project.releases:
+            for requirement in release.dependencies.added + [new for _, new in release.dependencies.repinned]:
+                name = _requirement_name(requirement)
+                if name in new_projects:
+                    new_projects[name].append(f"{project.name} {release.version}")
+    return Report(
+        base=base,
+        head=head,
+        base_commit=base_commit.decode() if base_commit else None,
+        head_commit=head_commit.decode() if head_commit else None,
+        generated=format_time(now.replace(microsecond=0)),
+        cooldown=format_duration(cfg.review.cooldown),
+        projects=projects,
+        new_projects=new_projects,
+    )
+
+
+def _resolve(repo: MetadataRepo, rev: str, cfg: Config) -> bytes | None:
+    """A branch without commits yet (main before the first approval) is the empty state."""
+    if rev in (cfg.branch, cfg.review.branch) and repo.tip(rev) is None:
+        if rev == cfg.review.branch and repo.tip(cfg.branch) is None:
+            raise RepoError(f"there is no branch {rev}: enable review in mirror.yaml and run sync")
+        return None if rev == cfg.branch else repo.tip(cfg.branch)
+    return repo.resolve(rev)
+
+
+def _project(
+    item: ProjectPending, store: BlobStore, cooldown: timedelta, now: datetime, served: set[str]
+) -> ProjectReport:
+    report = ProjectReport(name=item.name, new_project=item.main is None)
+    head = item.head or item.main
+    for version in item.new_versions:
+        new_files = [c.entry for c in item.changes if c.kind == "new-file" and c.version == version and c.entry]
+        report.releases.append(_release(version, new_files, head, store, cooldown, now, served))
+    for change in item.changes:
+        if change.kind == "new-file":
+            continue
+        if change.kind == "conflict":
+            report.conflicts.append(change.after)
+            report.flags.append(f"conflict: upstream re-published {change.filename} with other bytes")
+            continue
+        report.changes.append(change.describe())
+        flag = _change_flag(change)
+        if flag:
+            report.flags.append(flag)
+    return report
+
+
+def _change_flag(change: Change) -> str | None:
+    if change.kind == "rewrite":
+        return f"{change.describe()} (the immutability policy refuses this)"
+    if change.kind == "unyank":
+        return f"{change.filename} un-yanked upstream: installable again once approved"
+    if change.kind == "status" and change.after[0] != "active":
+        return f"project marked {change.after[0]} upstream"
+    if change.kind == "status":
+        return f"project back to active from {change.before[0]}"
+    if change.kind in ("upstream-removed", "project-upstream-removed"):
+        return f"{change.filename or 'project'} removed upstream (the mirror keeps serving it)"
+    return None
+
+
+def _release(
+    version: str,
+    new_files: list[FileEntry],
+    head: ProjectManifest | None,
+    store: BlobStore,
+    cooldown: timedelta,
+    now: datetime,
+    served: set[str],
+) -> ReleaseReport:
+    previous = _previous_version(head, version)
+    old_files = [e for e in head.files.values() if e.version == previous and e.served] if head and previous else []
+    new_meta = release_metadata(store, new_files)
+    old_meta = release_metadata(store, old_files) if old_files else None
+    old_deps = list(old_meta.requires_dist) if old_meta else []
+    release = ReleaseReport(
+        version=version,
+        previous=previous,
+        files=[_row(entry) for entry in new_files],
+        requires_dist=list(new_meta.requires_dist) if new_meta else None,
+        dependencies=dependency_changes(old_deps, list(new_meta.requires_dist)) if new_meta else DependencyChanges(),
+    )
+    flags = release.flags
+    moments = [uploaded_at(entry) for entry in new_files]
+    youngest = max((m for m in moments if m is not None), default=None)
+    if youngest is None:
+        flags.append("upload time unknown")
+    elif now - youngest < cooldown:
+        flags.append(f"uploaded {_age(now - youngest)} ago, within the {format_duration(cooldown)} cooldown")
+    if new_meta is None:
+        flags.append("core metadata not available: dependencies unknown")
+    has_wheel = any(entry.filename.endswith(".whl") for entry in new_files)
+    if not has_wheel and any(entry.filename.endswith(".whl") for entry in old_files):
+        flags.append(f"sdist only, while {previous} shipped wheels (installing it runs a build)")
+        release.needs_reviewer = True
+    if new_meta and old_meta:
+        for attribute, label in _WATCHED_FIELDS:
+            before, after = getattr(old_meta, attribute), getattr(new_meta, attribute)
+            if before != after:
+                flags.append(f"{label} changed since {previous}: {before!r} -> {after!r}")
+                release.needs_reviewer = True
+    for entry in new_files:
+        match = _comparable(entry, old_files)
+        if match and entry.size >= match.size * SIZE_JUMP_RATIO and entry.size - match.size >= SIZE_JUMP_MIN_BYTES:
+            flags.append(
+                f"size jump: {entry.filename} is {_size(entry.size)}, {match.filename} was {_size(match.size)}"
+            )
+            release.needs_reviewer = True
+    for requirement in release.dependencies.added:
+        name = _requirement_name(requirement)
+        if name and name not in served:
+            flags.append(f"new dependency {name} is not served by this mirror yet")
+    return release
+
+
+def _previous_version(head: ProjectManifest | None, version: str) -> str | None:
+    """The highest other version below ``version`` (new releases count: each is diffed against its predecessor)."""
+    if head is None:
+        return None
+    try:
+        current = Version(version)
+    except InvalidVersion:
+        return None
+    best: tuple[Version, str] | None = None
+    for entry in head.files.values():
+        try:
+            candidate = Version(entry.version)
+        except InvalidVersion:
+            continue
+        if candidate < current and entry.served and (best is None or candidate > best[0]):
+            best = (candidate, entry.version)
+    return best[1] if best else None
+
+
+def release_metadata(store: BlobStore, files: list[FileEntry]) -> metadata.CoreMetadata | None:
+    """A release's core metadata: PEP 658 file or wheel first, then the sdist's PKG-INFO."""
+    ordered = sorted(files, key=lambda entry: (not entry.filename.endswith(".whl"), entry.filename))
+    for entry in ordered:
+        found = metadata.for_entry(store, entry)
+        if found is not None:
+            return found
+    for entry in ordered:
+        if entry.filename.endswith(".tar.gz") and store.has(entry.sha256):
+            data = _sdist_pkg_info(store.path(entry.sha256).read_bytes())
+            if data is not None:
+                return metadata.parse(data)
+    return None
+
+
+def _sdist_pkg_info(data: bytes) -> bytes | None:
+    """The top-level PKG-INFO of an sdist, read without extracting anything to disk."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+            for member in archive:
+                parts = member.name.split("/")
+                if len(parts) == 2 and parts[1] == "PKG-INFO" and member.isfile() and member.size < _MAX_PKG_INFO:
+                    handle = archive.extractfile(member)
+                    return handle.read() if handle else None
+    except (tarfile.TarError, OSError, EOFError):
+        return None
+    return None
+
+
+def dependency_changes(old: list[str], new: list[str]) -> DependencyChanges:
+    """Requires-Dist added, removed, or re-pinned (same project and marker, other specifier or extras)."""
+    before, after = _keyed(old), _keyed(new)
+    return DependencyChanges(
+        added=[after[key] for key in after if key not in before],
+        removed=[before[key] for key in before if key not in after],
+        repinned=[(before[key], after[key]) for key in after if key in before and before[key] != after[key]],
+    )
+
+
+def _keyed(requirements: list[str]) -> dict[tuple[str, str], str]:
+    result = {}
+    for text in requirements:
+        try:
+            parsed = Requirement(text)
+            key = (canonicalize_name(parsed.name), str(parsed.marker or ""))
+            result[key] = str(parsed)
+        except InvalidRequirement:
+            result[(text, "")] = text
+    return result
+
+
+def _requirement_name(text: str) -> str | None:
+    try:
+        return canonicalize_name(Requirement(text).name)
+    except InvalidRequirement:
+        return None
+
+
+def _row(entry: FileEntry) -> FileRow:
+    python, platform = file_kind(entry.filename)
+    return FileRow(entry.filename, entry.size, python, platform, entry.upload_time, entry.yanked)
+
+
+def file_kind(filename: str) -> tuple[str, str]:
+    """(python tag, platform tag) of a wheel; ("source", "any") for an sdist."""
+    if filename.endswith(".whl"):
+        parts = filename[: -len(".whl")].split("-")
+        if len(parts) >= 5:
+            return parts[-3], parts[-1]
+    return "source", "any"
+
+
+def _comparable(entry: FileEntry, old_files: list[FileEntry]) -> FileEntry | None:
+    """The previous release's file of the same kind (same wheel tags, or the sdist)."""
+    kind = file_kind(entry.filename)
+    for old in old_files:
+        if file_kind(old.filename) == kind:
+            return old
+    return None
+
+
+def _size(size: int) -> str:
+    for unit, scale in (("MB", 1_000_000), ("kB", 1_000)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
+def _age(span: timedelta) -> str:
+    hours = span.total_seconds() / 3600
+    if hours < 48:
+        return f"{max(hours, 0):.0f} hours"
+    return f"{hours / 24:.0f} days"
+
+
+# -- Markdown ------------------------------------------------------------------------------------
+
+
+def to_markdown(report: Report) -> str:
+    lines = [f"# gitmirror review: `{report.base}..{report.head}`", ""]
+    base = (report.base_commit or "empty")[:12]
+    head = (report.head_commit or "empty")[:12]
+    releases = sum(len(p.releases) for p in report.projects)
+    files = sum(len(r.files) for p in report.projects for r in p.releases)
+    lines.append(
+        f"{len(report.projects)} projects with pending changes, {releases} new releases, {files} new files, "
+        f"{report.flag_count} flags (`{base}..{head}`, cooldown {report.cooldown}, generated {report.generated})."
+    )
+    if not report.projects:
+        lines += ["", "Nothing is pending: everything on the review branch is already served."]
+        return "\n".join(lines) + "\n"
+    flagged = [
+        (p.name, r.version, flag) for p in report.projects for r in p.releases for flag in r.flags
+    ] + [(p.name, None, flag) for p in report.projects for flag in p.flags]
+    if flagged:
+        lines += ["", "## Flags", ""]
+        lines += [f"- **{name}{' ' + version if version else ''}**: {flag}" for name, version, flag in flagged]
+    if report.new_projects:
+        lines += ["", "## New projects", ""]
+        for name, dependents in report.new_projects.items():
+            why = f" (required by {', '.join(dependents)})" if dependents else ""
+            lines.append(f"- `{name}`{why}")
+    for project in report.projects:
+        lines += ["", f"## {project.name}{' (new project)' if project.new_project else ''}"]
+        for release in project.releases:
+            lines += _release_markdown(release)
+        if project.changes:
+            lines += ["", "### Other changes", ""] + [f"- {change}" for change in project.changes]
+        if project.conflicts:
+            lines += ["", "### Conflicts", ""]
+            for record in project.conflicts:
+                lines.append(
+                    f"- `{record.get('filename')}`: the mirror keeps `{str(record.get('recorded-sha256'))[:16]}`, "
+                    f"upstream now has `{str(record.get('upstream-sha256'))[:16]}` (detected {record.get('detected')})"
+                )
+        lines += ["", f"Approve: `{project.approve_command}`"]
+    return "\n".join(lines) + "\n"
+
+
+def _release_markdown(release: ReleaseReport) -> list[str]:
+    against = f"previous {release.previous}" if release.previous else "first release in the mirror"
+    lines = ["", f"### {release.version} ({against})", "", "| file | size | python | platform | uploaded |",
+             "| --- | --- | --- | --- | --- |"]
+    for row in release.files:
+        yanked = " (yanked)" if row.yanked is not False else ""
+        cells = [f"`{row.filename}`{yanked}", _size(row.size), row.python, row.platform, row.upload_time or "?"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    deps = release.dependencies
+    if release.requires_dist is None:
+        lines.append("Dependencies: unknown (no core metadata in the store).")
+    elif not release.previous:
+        listed = ", ".join(f"`{r}`" for r in release.requires_dist) or "none"
+        lines.append(f"Requires-Dist: {listed}")
+    elif not deps:
+        lines.append(f"Dependencies: unchanged since {release.previous}.")
+    else:
+        lines.append(f"Dependency changes since {release.previous}:")
+        lines += [f"- added `{r}`" for r in deps.added]
+        lines += [f"- removed `{r}`" for r in deps.removed]
+        lines += [f"- re-pinned `{old}` -> `{new}`" for old, new in deps.repinned]
+    if release.flags:
+        lines += [""] + [f"- **flag**: {flag}" for flag in release.flags]
+    return lines

@@ -1,0 +1,151 @@
+"""The incremental sync cache: upstream ETags, ``_last-serial`` and the last page of each project.
+
+It lives next to the blob store, never in the git repository: it is a private speed-up, not part
+of what the mirror publishes. With it an unchanged project costs one conditional request (HTTP
+304) and the page is taken from the cache. The cache is never trusted over the repository: it
+records the branch tip it was written for, and when the tip has moved (another tool committed, a
+run crashed between commit and cache write) or the upstream changed, it is ignored and rebuilt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from .upstream import RemoteFile, RemoteProject, Upstream
+
+SCHEMA = "1"
+STATE_DIR = "state"
+
+
+def _encode(page: RemoteProject) -> str:
+    return json.dumps(dataclasses.asdict(page), separators=(",", ":"))
+
+
+def _decode(text: str) -> RemoteProject:
+    data = json.loads(text)
+    data["files"] = [RemoteFile(**item) for item in data["files"]]
+    return RemoteProject(**data)
+
+
+class SyncState:
+    """Per branch and upstream: ``<store>/state/sync-<id>.sqlite3`` (one SQLite file, atomic saves)."""
+
+    def __init__(self, store_root: Path, branch: str, upstream: str) -> None:
+        key = hashlib.sha256(f"{branch}\n{upstream}".encode()).hexdigest()[:16]
+        self.path = Path(store_root) / STATE_DIR / f"sync-{key}.sqlite3"
+        self.branch = branch
+        self.upstream = upstream
+        self.valid = False
+        self._db: sqlite3.Connection | None = None
+
+    def _connect(self, create: bool) -> sqlite3.Connection | None:
+        if self._db is None:
+            if not create and not self.path.exists():
+                return None
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path)
+            self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS pages (name TEXT PRIMARY KEY, etag TEXT, last_serial TEXT, page TEXT)"
+            )
+        return self._db
+
+    def load(self, tip: bytes | None) -> bool:
+        """Trust the cache only if it was written for exactly this branch tip and upstream."""
+        db = self._connect(create=False)
+        if db is None:
+            self.valid = False
+            return False
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        self.valid = meta == {
+            "schema": SCHEMA,
+            "commit": tip.decode() if tip else "",
+            "upstream": self.upstream,
+            "branch": self.branch,
+        }
+        return self.valid
+
+    def cached(self, name: str) -> tuple[str, RemoteProject] | None:
+        """(ETag, page) recorded for a project, when the cache is valid and has one."""
+        if not self.valid or self._db is None:
+            return None
+        row = self._db.execute("SELECT etag, page FROM pages WHERE name = ?", (name,)).fetchone()
+        if row is None or not row[0] or not row[1]:
+            return None
+        return row[0], _decode(row[1])
+
+    def save(self, commit: bytes | None, fresh: dict[str, RemoteProject]) -> None:
+        """Record the pages fetched this run, for the tip the run left the branch at."""
+        db = self._connect(create=True)
+        assert db is not None
+        with db:
+            if not self.valid:
+                db.execute("DELETE FROM pages")
+            db.executemany(
+                "INSERT OR REPLACE INTO pages (name, etag, last_serial, page) VALUES (?, ?, ?, ?)",
+                [(name, page.etag, page.last_serial, _encode(page)) for name, page in fresh.items()],
+            )
+            db.execute("DELETE FROM meta")
+            db.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?)",
+                [
+                    ("schema", SCHEMA),
+                    ("commit", commit.decode() if commit else ""),
+                    ("upstream", self.upstream),
+                    ("branch", self.branch),
+                ],
+            )
+        self.valid = True
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+class Pages:
+    """Project pages for one run: each fetched once, conditionally when the cache allows.
+
+    ``must_refetch(name)`` says a project needs healing (a recorded blob is missing from the
+    store), so its page is fetched unconditionally whatever the cache holds.
+    """
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        state: SyncState | None = None,
+        must_refetch: Callable[[str], bool] = lambda name: False,
+    ) -> None:
+        self.upstream = upstream
+        self.state = state
+        self.must_refetch = must_refetch
+        self.fresh: dict[str, RemoteProject] = {}
+        self.not_modified = 0
+        self.fetched = 0
+        self._tasks: dict[str, asyncio.Task[RemoteProject]] = {}
+
+    async def get(self, name: str) -> RemoteProject:
+        """The page; raises ``ProjectNotFound`` / ``UpstreamError`` like ``Upstream.project``."""
+        task = self._tasks.get(name)
+        if task is None:
+            task = self._tasks[name] = asyncio.ensure_future(self._fetch(name))
+        return await asyncio.shield(task)
+
+    async def _fetch(self, name: str) -> RemoteProject:
+        cached = self.state.cached(name) if self.state else None
+        if cached is not None and self.must_refetch(name):
+            cached = None
+        page = await self.upstream.project(name, etag=cached[0] if cached else None)
+        if page is None:
+            assert cached is not None
+            self.not_modified += 1
+            return cached[1]
+        self.fetched += 1
+        self.fresh[name] = page
+        return page

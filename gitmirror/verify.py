@@ -1,0 +1,159 @@
+"""``gitmirror verify``: prove that a repository's history and store keep the immutability promise.
+
+Anyone holding a clone can run it. Every commit is diffed against its parents only (dulwich
+skips unchanged subtrees), and only the changed paths go through ``policy.check_change``, so the
+cost grows with the size of the history, not with history times repository size. The pre-receive
+hook uses the same per-commit check on the commits of a push.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from dulwich.diff_tree import tree_changes
+from dulwich.object_store import BaseObjectStore
+from dulwich.objects import Commit
+from dulwich.walk import ORDER_TOPO, Walker
+
+from .manifest import ProjectManifest
+from .policy import Violation, check_change, check_mode
+from .repo import MetadataRepo
+from .store import BlobStore
+
+MAX_LISTED = 20
+
+
+def _text(path: bytes) -> str:
+    return path.decode("utf-8", errors="replace")
+
+
+def commit_violations(store: BaseObjectStore, commit: Commit) -> list[Violation]:
+    """What a commit breaks relative to each of its parents (a root commit: relative to nothing).
+
+    A merge must keep every parent's promises, so it is judged against each parent in turn.
+    """
+    found: dict[Violation, None] = {}
+    for parent in commit.parents or [None]:
+        parent_tree = store[parent].tree if parent else None  # type: ignore[attr-defined]
+        for change in tree_changes(store, parent_tree, commit.tree):
+            old, new = change.old, change.new
+            path = _text((new.path if new and new.path else old.path) or b"")  # type: ignore[union-attr]
+            old_bytes = _blob(store, old.sha, old.mode) if old and old.sha else None
+            new_bytes = None
+            if new and new.sha:
+                mode_problems = check_mode(path, new.mode or 0)
+                if mode_problems:
+                    found.update(dict.fromkeys(mode_problems))
+                    continue
+                new_bytes = store[new.sha].data  # type: ignore[attr-defined]
+            found.update(dict.fromkeys(check_change(path, old_bytes, new_bytes)))
+    return list(found)
+
+
+def _blob(store: BaseObjectStore, sha: bytes, mode: int | None) -> bytes | None:
+    """An old entry's bytes; an earlier non-file entry counts as absent (it was reported then)."""
+    if mode not in (0o100644, 0o100755):
+        return None
+    return store[sha].data  # type: ignore[attr-defined]
+
+
+def history(store: BaseObjectStore, include: Iterable[bytes], exclude: Iterable[bytes] = ()) -> Iterator[Commit]:
+    """Commits reachable from ``include`` but not from ``exclude``, parents before children."""
+    include = list(include)
+    if not include:
+        return
+    walker = Walker(store, include, exclude=list(exclude), order=ORDER_TOPO, reverse=True)
+    for entry in walker:
+        yield entry.commit
+
+
+def subject(commit: Commit) -> str:
+    return commit.message.decode("utf-8", errors="replace").strip().split("\n", 1)[0][:72]
+
+
+@dataclass
+class Report:
+    rev: str
+    commit: bytes | None = None
+    commits: int = 0
+    projects: int = 0
+    files: int = 0
+    blobs_checked: int = 0
+    bytes_checked: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        if self.commit is None:
+            return f"{self.rev}: no commits yet, nothing to verify"
+        text = (
+            f"{self.rev} at {self.commit.decode()[:12]}: {self.commits} commits checked against the policy, "
+            f"{self.projects} projects, {self.files} files"
+        )
+        if self.blobs_checked:
+            text += f", {self.blobs_checked} blobs re-hashed ({self.bytes_checked / 1e6:.1f} MB)"
+        if self.ok:
+            return text + ": OK"
+        return text + f": {len(self.problems)} PROBLEMS"
+
+    def listing(self, limit: int = MAX_LISTED) -> list[str]:
+        lines = self.problems[:limit]
+        if len(self.problems) > limit:
+            lines.append(f"... and {len(self.problems) - limit} more")
+        return lines
+
+
+def verify(repo: MetadataRepo, store: BlobStore | None, rev: str = "main", workers: int = 4) -> Report:
+    """Check every commit reachable from ``rev``, then the store against the manifests at ``rev``.
+
+    ``store=None`` checks the history only (a clone without the blob store).
+    """
+    report = Report(rev=rev)
+    if repo.tip(rev) is None and not any(ref.startswith(b"refs/") for ref in repo.git.refs.allkeys()):
+        return report  # a fresh repository: nothing recorded, nothing promised yet
+    tip = repo.resolve(rev)
+    report.commit = tip
+    object_store = repo.git.object_store
+    for commit in history(object_store, [tip]):
+        report.commits += 1
+        for violation in commit_violations(object_store, commit):
+            report.problems.append(f"commit {commit.id.decode()[:12]} ({subject(commit)}): {violation}")
+    manifests = list(repo.manifests(tip))
+    report.projects = len(manifests)
+    report.files = sum(len(manifest.files) for manifest in manifests)
+    if store is not None:
+        _check_store(manifests, store, report, workers)
+    return report
+
+
+def _check_store(manifests: list[ProjectManifest], store: BlobStore, report: Report, workers: int) -> None:
+    """Re-hash every blob a served file needs; taken-down blobs must be gone unless still needed."""
+    wanted: dict[str, tuple[int | None, str]] = {}
+    taken_down: dict[str, str] = {}
+    for manifest in manifests:
+        for entry in manifest.sorted_files():
+            label = f"{manifest.name}/{entry.filename}"
+            if entry.served:
+                wanted.setdefault(entry.sha256, (entry.size, label))
+                if entry.core_metadata:
+                    wanted.setdefault(entry.core_metadata, (None, label + ".metadata"))
+            else:
+                taken_down.setdefault(entry.sha256, label)
+    digests = sorted(wanted)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = list(pool.map(lambda digest: store.verify(digest, wanted[digest][0]), digests))
+    for digest, problem in zip(digests, results, strict=True):
+        size, label = wanted[digest]
+        if problem is None:
+            report.blobs_checked += 1
+            report.bytes_checked += store.path(digest).stat().st_size
+        else:
+            report.problems.append(f"store: {label} ({digest}): {problem}")
+    for digest, label in sorted(taken_down.items(), key=lambda item: item[1]):
+        if digest not in wanted and store.has(digest):
+            report.problems.append(f"store: {label} was taken down but its blob is still stored (run takedown again)")

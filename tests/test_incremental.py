@@ -1,0 +1,108 @@
+"""Incremental sync: an unchanged project costs one conditional request; the cache never outranks git."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from conftest import Mirror
+from fakeupstream import FakeUpstream, build_wheel
+
+
+def header(record, name: str) -> str | None:
+    return next((value for key, value in record.headers.items() if key.lower() == name.lower()), None)
+
+
+def since(upstream: FakeUpstream, mark: int) -> list:
+    return list(upstream.requests[mark:])
+
+
+def test_second_sync_sends_only_conditional_requests(mirror: Mirror, sample, upstream: FakeUpstream) -> None:
+    mirror.run("sync", check=True)
+    first = mirror.git("rev-parse", "main").strip()
+    mark = len(upstream.requests)
+    result = mirror.run("sync", "--json", check=True)
+    requests = since(upstream, mark)
+    assert sorted(record.path for record in requests) == ["/simple/demo-pkg/", "/simple/other-lib/"]
+    assert all(header(record, "If-None-Match") and record.status == 304 for record in requests)
+    summary = json.loads(result.stdout)
+    assert summary["pages_not_modified"] == 2 and summary["pages_fetched"] == 0
+    assert summary["files_added"] == 0 and summary["bytes_downloaded"] == 0 and summary["commit"] is None
+    assert mirror.git("rev-parse", "main").strip() == first
+    assert list((mirror.store / "state").glob("sync-*.sqlite3"))  # the cache lives beside the store
+    assert "state" not in mirror.git("ls-tree", "-r", "--name-only", "main")
+
+
+def test_changed_project_is_fetched_and_only_its_new_file_downloaded(
+    mirror: Mirror, sample, upstream: FakeUpstream
+) -> None:
+    mirror.run("sync", check=True)
+    upstream.add("other_lib", build_wheel("other_lib", "0.3", requires_dist=["demo-pkg>=1.0"]))
+    mark = len(upstream.requests)
+    mirror.run("sync", check=True)
+    requests = since(upstream, mark)
+    pages = {record.path: record.status for record in requests if record.path.startswith("/simple/")}
+    assert pages == {"/simple/demo-pkg/": 304, "/simple/other-lib/": 200}
+    files = sorted(record.path for record in requests if record.path.startswith("/files/"))
+    assert files == [
+        "/files/other-lib/other_lib-0.3-py3-none-any.whl",
+        "/files/other-lib/other_lib-0.3-py3-none-any.whl.metadata",
+    ]
+
+
+def test_missing_blob_is_healed_despite_a_matching_etag(mirror: Mirror, sample, upstream: FakeUpstream) -> None:
+    mirror.run("sync", check=True)
+    wheel = next(a for a in sample["demo-pkg"] if a.filename == "demo_pkg-1.0-py3-none-any.whl")
+    blob = mirror.store / "blobs" / wheel.sha256[:2] / wheel.sha256[2:4] / wheel.sha256
+    os.chmod(blob, 0o644)
+    blob.unlink()
+    mark = len(upstream.requests)
+    mirror.run("sync", check=True)
+    requests = since(upstream, mark)
+    page = next(record for record in requests if record.path == "/simple/demo-pkg/")
+    assert header(page, "If-None-Match") is None and page.status == 200
+    assert any(record.path.endswith(wheel.filename) for record in requests)
+    assert blob.is_file()
+
+
+def test_cache_is_ignored_when_the_branch_moved(mirror: Mirror, sample, upstream: FakeUpstream) -> None:
+    mirror.run("sync", check=True)
+    tree = mirror.git("rev-parse", "main^{tree}").strip()
+    other = mirror.git("commit-tree", tree, "-p", "main", "-m", "someone else committed").strip()
+    mirror.git("update-ref", "refs/heads/main", other)
+    mark = len(upstream.requests)
+    mirror.run("sync", check=True)
+    pages = [record for record in since(upstream, mark) if record.path.startswith("/simple/")]
+    assert len(pages) == 2 and all(header(record, "If-None-Match") is None for record in pages)
+    mark = len(upstream.requests)
+    mirror.run("sync", check=True)  # rebuilt: conditional again
+    pages = [record for record in since(upstream, mark) if record.path.startswith("/simple/")]
+    assert len(pages) == 2 and all(record.status == 304 for record in pages)
+
+
+def test_config_change_takes_effect_on_unchanged_pages(mirror: Mirror, upstream: FakeUpstream) -> None:
+    """A 304 reuses the cached page, so widening the selection still adds files without refetching."""
+    upstream.add("native", build_wheel("native", "1.0", tag="cp312-cp312-manylinux_2_17_x86_64"))
+    upstream.add("native", build_wheel("native", "1.0", tag="cp312-cp312-win_amd64"))
+    base = "projects: [native]\nenvironments:\n  python: ['3.12']\n  platforms: [{}]\n"
+    mirror.configure(base.format("manylinux_2_28_x86_64"))
+    mirror.run("sync", check=True)
+    mirror.configure(base.format("manylinux_2_28_x86_64, win_amd64"))
+    mark = len(upstream.requests)
+    mirror.run("sync", check=True)
+    requests = since(upstream, mark)
+    assert [record.status for record in requests if record.path.startswith("/simple/")] == [304]
+    files = {record.path for record in requests if record.path.startswith("/files/")}
+    assert "/files/native/native-1.0-cp312-cp312-win_amd64.whl" in files
+    assert not any("manylinux" in path for path in files)
+
+def test_quiet_prints_nothing_on_success(mirror: Mirror, sample) -> None:
+    result = mirror.run("sync", "--quiet", check=True)
+    assert result.stdout == "" and result.stderr == ""
+    assert mirror.git("rev-list", "--count", "main").strip() == "1"
+
+
+def test_plain_progress_when_not_a_terminal(mirror: Mirror, sample) -> None:
+    result = mirror.run("sync", check=True)
+    assert "demo-pkg: 6 new files" in result.stderr  # a log line, no terminal escape codes
+    assert "\x1b[" not in result.stderr
