@@ -17,6 +17,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from . import __version__
+from .manifest import NeededBlob, blobs_needed_by
 from .repo import MetadataRepo, RepoError
 from .store import BlobStore, BlobWriter, IntegrityError
 
@@ -34,32 +35,9 @@ class BlobUnavailable(Exception):
     """The source does not have this blob (or could not be reached for it)."""
 
 
-@dataclass(frozen=True)
-class NeededBlob:
-    """A blob a snapshot references, with the URL path it is served under."""
-
-    sha256: str
-    size: int | None
-    project: str
-    filename: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.project}/{self.filename}"
-
-
 def needed_blobs(repo: MetadataRepo, commit: bytes | None) -> dict[str, NeededBlob]:
-    """Every blob the served files of ``commit`` need (files and core metadata), by sha256.
-
-    Tombstoned files are left out: their bytes were taken down on purpose.
-    """
-    needed: dict[str, NeededBlob] = {}
-    for manifest in repo.manifests(commit):
-        for entry in manifest.served_files():
-            needed.setdefault(entry.sha256, NeededBlob(entry.sha256, entry.size, manifest.name, entry.filename))
-            if entry.core_metadata:
-                blob = NeededBlob(entry.core_metadata, None, manifest.name, entry.filename + ".metadata")
-                needed.setdefault(entry.core_metadata, blob)
+    """Every blob the served files of ``commit`` need, by sha256, in a stable (label) order."""
+    needed = blobs_needed_by(repo.manifests(commit))
     return dict(sorted(needed.items(), key=lambda item: item[1].label))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -155,6 +156,36 @@ class ProjectManifest:
         lines = [_dump_line(self.header())]
         lines += [_dump_line(entry.to_json()) for entry in self.sorted_files()]
         return ("\n".join(lines) + "\n").encode()
+
+
+@dataclass(frozen=True)
+class NeededBlob:
+    """A blob that a served file needs, with the URL path (project/filename) it is served under."""
+
+    sha256: str
+    size: int | None
+    project: str
+    filename: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.project}/{self.filename}"
+
+
+def blobs_needed_by(manifests: Iterable[ProjectManifest]) -> dict[str, NeededBlob]:
+    """Every blob the served files need (release files and core metadata), by sha256.
+
+    Tombstoned files are left out: their bytes were taken down on purpose. The store is
+    content-addressed, so one blob may serve several files; the first one names it.
+    """
+    needed: dict[str, NeededBlob] = {}
+    for manifest in manifests:
+        for entry in manifest.served_files():
+            needed.setdefault(entry.sha256, NeededBlob(entry.sha256, entry.size, manifest.name, entry.filename))
+            if entry.core_metadata:
+                blob = NeededBlob(entry.core_metadata, None, manifest.name, entry.filename + ".metadata")
+                needed.setdefault(entry.core_metadata, blob)
+    return needed
 
 
 def _dump_line(data: dict[str, Any]) -> str:

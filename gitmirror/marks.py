@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from .manifest import PROJECT_STATUSES, FileEntry, ProjectManifest, Tombstone, manifest_path, now
+from .manifest import PROJECT_STATUSES, FileEntry, ProjectManifest, Tombstone, blobs_needed_by, manifest_path, now
 from .names import normalize
 from .policy import check
 from .repo import DEFAULT_BRANCH, MetadataRepo, RepoError
@@ -183,17 +183,6 @@ def _find_file(repo: MetadataRepo, commit: bytes | None, filename: str, project:
     raise MarkError(f"{filename} is not in {where}")
 
 
-def _needed_blobs(repo: MetadataRepo, commit: bytes | None) -> set[str]:
-    """Blobs some served file still needs (the store is content-addressed: files can share bytes)."""
-    needed: set[str] = set()
-    for manifest in repo.manifests(commit):
-        for entry in manifest.served_files():
-            needed.add(entry.sha256)
-            if entry.core_metadata:
-                needed.add(entry.core_metadata)
-    return needed
-
-
 def takedown(
     repo: MetadataRepo,
     store: BlobStore,
@@ -218,7 +207,7 @@ def takedown(
             message = f"takedown: {old.name} {filename}\n\nreason: {reason}\nsha256: {entry.sha256}\n"
             record = {"action": "takedown", "files": [filename], "sha256": entry.sha256, "reason": reason}
             commit = _commit(repo, parent, branch, old, new, record, message)
-        needed = _needed_blobs(repo, commit or parent)
+        needed = blobs_needed_by(repo.manifests(commit or parent))
         removed = [
             digest
             for digest in (entry.sha256, entry.core_metadata)

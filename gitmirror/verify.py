@@ -17,7 +17,7 @@ from dulwich.object_store import BaseObjectStore
 from dulwich.objects import Commit
 from dulwich.walk import ORDER_TOPO, Walker
 
-from .manifest import ProjectManifest
+from .manifest import ProjectManifest, blobs_needed_by
 from .policy import Violation, check_change, check_mode
 from .repo import MetadataRepo
 from .store import BlobStore
@@ -133,17 +133,12 @@ def verify(repo: MetadataRepo, store: BlobStore | None, rev: str = "main", worke
 
 def _check_store(manifests: list[ProjectManifest], store: BlobStore, report: Report, workers: int) -> None:
     """Re-hash every blob a served file needs; taken-down blobs must be gone unless still needed."""
-    wanted: dict[str, tuple[int | None, str]] = {}
+    wanted = {digest: (blob.size, blob.label) for digest, blob in blobs_needed_by(manifests).items()}
     taken_down: dict[str, str] = {}
     for manifest in manifests:
         for entry in manifest.sorted_files():
-            label = f"{manifest.name}/{entry.filename}"
-            if entry.served:
-                wanted.setdefault(entry.sha256, (entry.size, label))
-                if entry.core_metadata:
-                    wanted.setdefault(entry.core_metadata, (None, label + ".metadata"))
-            else:
-                taken_down.setdefault(entry.sha256, label)
+            if not entry.served:
+                taken_down.setdefault(entry.sha256, f"{manifest.name}/{entry.filename}")
     digests = sorted(wanted)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(pool.map(lambda digest: store.verify(digest, wanted[digest][0]), digests))
