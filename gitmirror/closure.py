@@ -38,7 +38,20 @@ class ProjectChoice:
     name: str
     files: set[str] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    without_metadata: list[str] = field(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Notes, plus one line for all releases whose dependencies could not be read (old sdists)."""
+        if not self.without_metadata:
+            return list(self.notes)
+        versions = ", ".join(self.without_metadata[:5]) + (", ..." if len(self.without_metadata) > 5 else "")
+        summary = (
+            f"{self.name}: dependencies of {len(self.without_metadata)} release(s) unknown "
+            f"(no wheel or PEP 658 metadata), not followed: {versions}"
+        )
+        return [*self.notes, summary]
 
     def wants_file(self, remote_file: RemoteFile) -> bool:
         return remote_file.filename in self.files
@@ -301,16 +314,15 @@ class Resolver:
             choice.error(f"{demand.name} {version}: cannot read its dependencies: {exc}{_chain_text(demand.chain)}")
             return
         if metadata is None:
-            warning = f"{demand.name} {version}: dependencies unknown (no wheel or PEP 658 metadata), not followed"
-            if warning not in choice.warnings:
-                choice.warnings.append(warning)
+            if version not in choice.without_metadata:
+                choice.without_metadata.append(version)
             return
         for text in metadata.requires_dist:
             try:
                 requirement = Requirement(text)
                 name = normalize(requirement.name)
             except (InvalidRequirement, UnsafeNameError):
-                choice.warnings.append(f"{demand.name} {version}: unparseable requirement {text!r} skipped")
+                choice.notes.append(f"{demand.name} {version}: unparseable requirement {text!r} skipped")
                 continue
             if requirement.url:
                 continue

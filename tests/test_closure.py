@@ -200,3 +200,17 @@ def test_bad_selection_files_are_one_line_errors(mirror: Mirror, files: dict, te
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not mirror.repo.exists() or not mirror.git("for-each-ref").strip()
+
+
+def test_releases_without_metadata_give_one_warning_line(mirror: Mirror, upstream: FakeUpstream) -> None:
+    for version in ("0.1", "0.2", "0.3"):
+        upstream.add("oldie", build_sdist("oldie", version))
+    upstream.add("oldie", build_wheel("oldie", "1.0", requires_dist=["deep"]))
+    upstream.add("deep", build_wheel("deep", "1.0"))
+    mirror.configure("projects: [oldie]\nversions: all\n")
+    result = mirror.run("sync", check=True)
+    warnings = [line for line in result.stderr.splitlines() if "not followed" in line]
+    assert len(warnings) == 1, result.stderr
+    assert "oldie: dependencies of 3 release(s) unknown" in warnings[0]
+    assert all(version in warnings[0] for version in ("0.1", "0.2", "0.3"))
+    assert "deep" in mirrored(mirror)  # the wheel's dependencies are still followed
