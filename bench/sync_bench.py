@@ -92,6 +92,6 @@ def run(workdir: Path, quick: bool) -> tuple[Table, Path]:
                               size / ours_cold / 1e6, "MB/s", lower_is_better=False))
     table.notes.append(f"local copy of the same {size / 1e6:,.0f} MB: {copy_seconds:.2f} s "
                        "(files hot in the page cache for every contestant)")
-    table.notes.append("bandersnatch's warm run asks XML-RPC changelog_since_serial once; gitmirror re-reads "
-                       "every selected project page")
+    table.notes.append("bandersnatch's warm run asks XML-RPC changelog_since_serial once; gitmirror asks for "
+                       "every selected project page conditionally (If-None-Match; the upstream answers 304)")
     return table, gitmirror_dir

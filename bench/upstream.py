@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import html
 import json
 import random
@@ -217,8 +218,13 @@ async def _answer(index: Index, loop: asyncio.AbstractEventLoop, writer: asyncio
             as_json = JSON_TYPE in headers.get("accept", "")
             page = index.simple[key][0 if as_json else 1]
             serial = str(index.serials.get(key, index.last_serial))
-            send("200 OK", page, JSON_TYPE.encode() if as_json else b"text/html",
-                 {"X-PyPI-Last-Serial": serial})
+            # a real index tags pages (per representation) and answers a matching If-None-Match with 304
+            etag = f'"{hashlib.sha256(page).hexdigest()[:32]}"'
+            extra = {"X-PyPI-Last-Serial": serial, "ETag": etag, "Vary": "Accept"}
+            if etag in (tag.strip() for tag in headers.get("if-none-match", "").split(",")):
+                send("304 Not Modified", b"", JSON_TYPE.encode() if as_json else b"text/html", extra)
+            else:
+                send("200 OK", page, JSON_TYPE.encode() if as_json else b"text/html", extra)
     elif path in index.pages:
         payload, content_type, extra = index.pages[path]
         send("200 OK", payload, content_type, extra)

@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 
 import yaml
 from packaging.requirements import InvalidRequirement, Requirement
-from pypi_simple import PYPI_SIMPLE_ENDPOINT
 
 from .hosts import check_entry as check_host_entry
 from .names import UnsafeNameError, normalize
@@ -53,9 +52,15 @@ class ReviewSettings:
     auto_approve: tuple[str, ...] = ()
 
 
+def _default_upstream() -> str:
+    from pypi_simple import PYPI_SIMPLE_ENDPOINT  # imported when needed: pypi_simple takes ~0.2 s to import
+
+    return PYPI_SIMPLE_ENDPOINT
+
+
 @dataclass(frozen=True)
 class Config:
-    upstream: str = PYPI_SIMPLE_ENDPOINT
+    upstream: str = field(default_factory=_default_upstream)
     repo: Path = Path("mirror/repo")
     store: Path = Path("mirror/store")
     projects: tuple[Selection, ...] = ()
@@ -143,7 +148,7 @@ def from_mapping(data: dict[str, Any], base: Path = Path("."), source: Path | No
         expected, description = _FIELDS[key]
         if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
             raise ConfigError(f"{where}{key} must be {description}, got {type(value).__name__}")
-    upstream = data.get("upstream", PYPI_SIMPLE_ENDPOINT)
+    upstream = data["upstream"] if "upstream" in data else _default_upstream()
     parts = urlsplit(upstream)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"{where}upstream must be an http(s) URL, got {upstream!r}")

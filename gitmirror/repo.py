@@ -37,6 +37,8 @@ class RepoError(RuntimeError):
 class MetadataRepo:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        #: parsed commits and trees read by ``read_path``, by id (immutable, so never stale); bounded
+        self._read_cache: dict[bytes, ShaFile] = {}
         try:
             self.git = Repo(str(self.path))
         except NotGitRepository as exc:
@@ -110,7 +112,9 @@ class MetadataRepo:
         """The bytes at ``path`` in a commit, or None when absent."""
         if commit_id is None:
             return None
-        tree: ShaFile = self.git[self.commit(commit_id).tree]
+        commit = self._cached(commit_id)
+        assert isinstance(commit, Commit)
+        tree: ShaFile = self._cached(commit.tree)
         for part in path.split("/"):
             if not isinstance(tree, Tree):
                 return None
@@ -118,8 +122,19 @@ class MetadataRepo:
                 _mode, sha = tree[part.encode()]
             except KeyError:
                 return None
-            tree = self.git[sha]
+            tree = self._cached(sha)
         return tree.data if isinstance(tree, Blob) else None
+
+    def _cached(self, sha: bytes) -> ShaFile:
+        """``self.git[sha]``, keeping commits and trees (a sync reads each project's path twice)."""
+        obj = self._read_cache.get(sha)
+        if obj is None:
+            obj = self.git[sha]
+            if isinstance(obj, Commit | Tree):
+                if len(self._read_cache) >= 4096:
+                    self._read_cache.clear()
+                self._read_cache[sha] = obj
+        return obj
 
     def manifest(self, commit_id: bytes | None, name: str) -> ProjectManifest | None:
         path = manifest_path(name)

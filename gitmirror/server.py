@@ -13,6 +13,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -131,12 +132,19 @@ def _page(body: bytes, media_type: str) -> Page:
     return Page(body=body, media_type=media_type, etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"')
 
 
+def page_answer(page: Page, cache_control: str, if_none_match: str | None) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body for a page: the one definition both the router and the fast path use."""
+    headers = {"etag": page.etag, "vary": "Accept", "cache-control": cache_control}
+    if page.etag in (if_none_match or ""):
+        return 304, headers, b""
+    headers["content-type"] = page.media_type + ("; charset=utf-8" if page.media_type == index.TEXT_HTML else "")
+    headers["content-length"] = str(len(page.body))
+    return 200, headers, page.body
+
+
 def page_response(request: Request, page: Page, cache_control: str) -> Response:
-    headers = {"ETag": page.etag, "Vary": "Accept", "Cache-Control": cache_control}
-    if page.etag in request.headers.get("if-none-match", ""):
-        return Response(status_code=304, headers=headers)
-    media_type = page.media_type + ("; charset=utf-8" if page.media_type == index.TEXT_HTML else "")
-    return Response(page.body, media_type=media_type, headers=headers)
+    status, headers, body = page_answer(page, cache_control, request.headers.get("if-none-match"))
+    return Response(body, status_code=status, headers=headers)
 
 
 class SimpleRoutes:
@@ -233,10 +241,55 @@ async def _home(request: Request) -> Response:
     return RedirectResponse("/simple/", status_code=302)
 
 
+class _App(Starlette):
+    """Starlette, plus a direct answer for ``GET /simple/<normalized-name>/`` of the tip when the page
+    is known: the same status, headers and body ``SimpleRoutes.project`` gives, without the router,
+    middleware and Request/Response objects (most of a cached page's cost). Anything else (redirects,
+    406, 404, errors, snapshots, files) goes through Starlette as before.
+    """
+
+    view: MirrorView
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"].startswith("/simple/"):
+            answer = self._fast_page(scope)
+            if answer is not None:
+                status, headers, body = answer
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await super().__call__(scope, receive, send)
+
+    def _fast_page(self, scope: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        raw = scope["path"][len("/simple/") : -1]
+        if not raw or "/" in raw or not scope["path"].endswith("/"):
+            return None
+        accept = if_none_match = None
+        for key, value in scope["headers"]:
+            if key == b"accept":
+                accept = value.decode("latin-1")
+            elif key == b"if-none-match":
+                if_none_match = value.decode("latin-1")
+        try:
+            if normalize(raw) != raw:
+                return None
+            media_type = index.choose_format(accept)
+            if media_type is None:
+                return None
+            page = self.view.project_page(self.view.tip(), raw, media_type)
+        except Exception:  # Starlette's route answers (and reports) it as before
+            return None
+        if page is None:
+            return None
+        status, headers, body = page_answer(page, TIP_MAX_AGE, if_none_match)
+        return status, [(key.encode(), value.encode("latin-1")) for key, value in headers.items()], body
+
+
 def create_app(repo_path: Path, store_path: Path, branch: str = "main") -> Starlette:
     view = MirrorView(MetadataRepo(repo_path), BlobStore(store_path), branch)
     routes = [Route("/", _home), *routes_for(SimpleRoutes(view)), *routes_for(SnapshotRoutes(view), "/snapshot/{rev}")]
-    app = Starlette(routes=routes)
+    app = _App(routes=routes)
+    app.view = view
     app.state.view = view
     return app
 

@@ -367,7 +367,8 @@ class Syncer:
             try:
                 stashed = self.metadata_stash.get(remote_file.core_metadata)
                 if stashed is not None and not self.store.has(remote_file.core_metadata):
-                    self.store.put_bytes(stashed, remote_file.core_metadata)
+                    # create, fsync and rename off the event loop: the other downloads keep streaming
+                    await asyncio.to_thread(self.store.put_bytes, stashed, remote_file.core_metadata)
                 if not self.store.has(remote_file.core_metadata):
                     await upstream.download(
                         remote_file.metadata_url,

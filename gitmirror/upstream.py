@@ -9,10 +9,12 @@ on timeouts, resets, 429 and 5xx, honouring ``Retry-After``. Downloads stream in
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import random
 import re
 import ssl
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -20,8 +22,13 @@ from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import httpx
+
+if importlib.util.find_spec("sniffio") is None:
+    # httpcore runs ``import sniffio`` on every request and falls back to asyncio when it fails; not
+    # installed (anyio 4 no longer needs it), each attempt searched sys.path again (7 % of a sync's
+    # event loop). A failed import recorded once gives the same answer at once.
+    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
 from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
-from pypi_simple import ACCEPT_JSON_PREFERRED, ProjectPage
 
 from . import __version__
 from .hosts import HostNotAllowed, HostPolicy
@@ -30,7 +37,12 @@ from .names import UnsafeNameError, check_filename, check_sha256, normalize
 from .store import BlobWriter, IntegrityError
 
 MAX_PAGE_BYTES = 64 * 1024 * 1024
+# pypi_simple.ACCEPT_JSON_PREFERRED, spelled out so that a run of 304s never imports pypi_simple
+ACCEPT_JSON_PREFERRED = (
+    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.5, text/html;q=0.01"
+)
 _RETRY_STATUSES = {429, 500, 502, 503, 504}
+WRITE_BATCH_BYTES = 1 << 20  # streamed bytes are hashed and written off the event loop in batches this big
 T = TypeVar("T")
 
 
@@ -161,20 +173,29 @@ class Upstream:
             raise UpstreamError(f"{label}: {exc}") from None
 
         async def attempt() -> None:
-            writer = open_writer()
+            writer = await asyncio.to_thread(open_writer)  # creating the temporary file can block too
             try:
                 async with self._client.stream("GET", url) as response:
                     _raise_for_transient(response)
                     if response.status_code != 200:
                         raise UpstreamError(f"{label}: upstream answered HTTP {response.status_code}")
                     declared = response.headers.get("Content-Length")
+                    # Hashing and writing release the GIL: done in a thread, a batch at a time, while the
+                    # event loop keeps streaming the other downloads (it was the busiest thread of a sync).
+                    pending: list[bytes] = []
+                    buffered = 0
                     async for chunk in response.aiter_bytes():
-                        writer.write(chunk)
+                        pending.append(chunk)
+                        buffered += len(chunk)
+                        if buffered >= WRITE_BATCH_BYTES:
+                            await asyncio.to_thread(_write_all, writer, pending)
+                            pending, buffered = [], 0
+                    received = writer.size + buffered
                     encoded = "Content-Encoding" in response.headers
-                    if declared and declared.isdigit() and not encoded and int(declared) != writer.size:
-                        raise _Transient(f"truncated body ({writer.size} of {declared} bytes)")
+                    if declared and declared.isdigit() and not encoded and int(declared) != received:
+                        raise _Transient(f"truncated body ({received} of {declared} bytes)")
                 # fsync blocks for milliseconds: in a thread, the other downloads keep streaming meanwhile.
-                await asyncio.to_thread(writer.commit)
+                await asyncio.to_thread(_write_all, writer, pending, commit=True)
             except IntegrityError as exc:
                 raise UpstreamError(f"{label}: rejected, {exc}") from None
             except httpx.TooManyRedirects:
@@ -185,6 +206,13 @@ class Upstream:
                 writer.abort()
 
         await self._retrying(label, attempt)
+
+
+def _write_all(writer: BlobWriter, chunks: list[bytes], commit: bool = False) -> None:
+    for chunk in chunks:
+        writer.write(chunk)
+    if commit:
+        writer.commit()
 
 
 def _system_trust() -> ssl.SSLContext:
@@ -235,6 +263,8 @@ def _check_url(url: str) -> None:
 def _parse_page(name: str, response: httpx.Response, body: bytes) -> RemoteProject:
     content_type = response.headers.get("Content-Type", "text/html").split(";")[0].strip().lower()
     base_url = str(response.url)
+    from pypi_simple import ProjectPage  # imported when a page is parsed: ~0.2 s, not needed for 304s
+
     try:
         if content_type == "application/vnd.pypi.simple.v1+json":
             import json
