@@ -394,39 +394,24 @@ class Syncer:
                     changes[path] = data
             if outcome.conflicts:
                 # Known conflicts were warned about again; only new ones are recorded and exit 3.
-                known = self._known_conflicts(parent, outcome.name)
+                path = f"{CONFLICTS_DIR}/{outcome.name}.jsonl"
+                existing = self.repo.read_path(parent, path) or b""
+                known = _recorded_conflicts(existing)
                 outcome.conflicts = [c for c in outcome.conflicts if (c.filename, c.upstream_sha256) not in known]
-            if outcome.conflicts:
-                path, data = self._conflict_record(parent, outcome.name, outcome.conflicts)
-                if data is not None:
-                    changes[path] = data
+                if outcome.conflicts:
+                    lines = [json.dumps(c.to_json(), separators=(",", ":")) for c in outcome.conflicts]
+                    changes[path] = existing + ("\n".join(lines) + "\n").encode()
         if not changes:
             return None
         return self.repo.write_commit(changes, commit_message(outcomes), branch=branch, parent=parent)
 
-    def _known_conflicts(self, parent: bytes | None, name: str) -> set[tuple[str, str]]:
-        """(filename, upstream sha256) pairs ``conflicts/<project>.jsonl`` already records."""
-        existing = self.repo.read_path(parent, f"{CONFLICTS_DIR}/{name}.jsonl") or b""
-        return {
-            (record["filename"], record["upstream-sha256"])
-            for record in (json.loads(line) for line in existing.decode().splitlines() if line)
-        }
 
-    def _conflict_record(
-        self, parent: bytes | None, name: str, conflicts: list[Conflict]
-    ) -> tuple[str, bytes | None]:
-        """Append each conflict once to ``conflicts/<project>.jsonl`` (re-syncs add nothing)."""
-        path = f"{CONFLICTS_DIR}/{name}.jsonl"
-        existing = self.repo.read_path(parent, path) or b""
-        known = self._known_conflicts(parent, name)
-        lines = [
-            json.dumps(conflict.to_json(), separators=(",", ":"))
-            for conflict in conflicts
-            if (conflict.filename, conflict.upstream_sha256) not in known
-        ]
-        if not lines:
-            return path, None
-        return path, existing + ("\n".join(lines) + "\n").encode()
+def _recorded_conflicts(log: bytes) -> set[tuple[str, str]]:
+    """(filename, upstream sha256) pairs a ``conflicts/<project>.jsonl`` log already records."""
+    return {
+        (record["filename"], record["upstream-sha256"])
+        for record in (json.loads(line) for line in log.decode().splitlines() if line)
+    }
 
 
 def commit_message(outcomes: list[ProjectOutcome]) -> str:
