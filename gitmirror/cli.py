@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
@@ -36,6 +36,9 @@ ConfigOption = Annotated[
 EXIT_USAGE = 2
 F = TypeVar("F", bound=Callable[..., object])
 
+if TYPE_CHECKING:
+    from .marks import MarkResult
+
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     typer.echo(f"gitmirror: error: {message}", err=True)
@@ -53,6 +56,11 @@ def friendly_errors(command: F) -> F:
             raise fail(str(exc)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def echo_decision(result: MarkResult) -> None:
+    """One line for a yank/deprecate/takedown: what happened and the commit that records it."""
+    typer.echo(result.message + (f"; commit {result.commit.decode()[:12]}" if result.commit else ""))
 
 
 def load_config(path: Path | None) -> Config:
@@ -278,7 +286,7 @@ def yank(
 
     cfg = load_config(config)
     result = run_yank(open_repo(cfg), project, version, reason, undo=undo, branch=cfg.branch)
-    typer.echo(result.message + (f"; commit {result.commit.decode()[:12]}" if result.commit else ""))
+    echo_decision(result)
 
 
 @app.command()
@@ -296,7 +304,7 @@ def deprecate(
 
     cfg = load_config(config)
     result = set_status(open_repo(cfg), project, status, reason, branch=cfg.branch)
-    typer.echo(result.message + (f"; commit {result.commit.decode()[:12]}" if result.commit else ""))
+    echo_decision(result)
 
 
 @app.command()
@@ -312,7 +320,7 @@ def takedown(
 
     cfg = load_config(config)
     result = run_takedown(open_repo(cfg), BlobStore(cfg.store), filename, reason, project=project, branch=cfg.branch)
-    typer.echo(result.message + (f"; commit {result.commit.decode()[:12]}" if result.commit else ""))
+    echo_decision(result)
 
 
 RevOption = Annotated[

@@ -137,17 +137,23 @@ def start_server(root: Path, *args: str) -> RunningServer:
         stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited: {process.stderr.read().decode() if process.stderr else ''}")
+    wait_until_answering(url + "/simple/", process, "gitmirror serve")
+    return RunningServer(url=url, process=process)
+
+
+def wait_until_answering(url: str, process: subprocess.Popen[bytes], what: str, seconds: float = 30) -> None:
+    """Poll ``url`` until the server started as ``process`` answers; kill it and fail if it never does."""
+    deadline = time.monotonic() + seconds
+    while True:
         try:
-            httpx.get(url + "/simple/", timeout=1)
-            return RunningServer(url=url, process=process)
+            httpx.get(url, timeout=1)
+            return
         except httpx.TransportError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                output = process.stderr.read().decode() if process.stderr else ""
+                raise AssertionError(f"{what} did not start: {output}") from None
             time.sleep(0.1)
-    process.kill()
-    raise AssertionError("server did not start within 30 s")
 
 
 def stop_server(server: RunningServer) -> None:

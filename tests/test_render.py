@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import Mirror, free_port, isolated_env
+from conftest import Mirror, free_port, isolated_env, wait_until_answering
 from fakeupstream import build_wheel
 
 NEW_WHEEL = "demo_pkg-1.5-py3-none-any.whl"
@@ -37,15 +36,7 @@ def static_server(directory: Path) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url + "/", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise AssertionError("http.server did not start") from None
-                time.sleep(0.1)
+        wait_until_answering(url + "/", process, "http.server")
         yield url
     finally:
         process.terminate()
@@ -259,15 +250,7 @@ def test_readme_nginx_config_chooses_json_or_html(mirror: Mirror, sample, tmp_pa
     process = subprocess.Popen(["nginx", "-p", str(nginx_root), "-c", str(conf)], stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(url + "/simple/", timeout=1)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"nginx did not start: {process.stderr.read().decode()}") from None
-                time.sleep(0.1)
+        wait_until_answering(url + "/simple/", process, "nginx")
         as_json = httpx.get(f"{url}/simple/demo-pkg/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
         assert as_json.headers["content-type"].startswith("application/vnd.pypi.simple.v1+json")
         assert as_json.json()["name"] == "demo-pkg"
