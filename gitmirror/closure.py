@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING
 
@@ -30,6 +30,9 @@ from .upstream import ProjectNotFound, RemoteFile, RemoteProject, Upstream, Upst
 
 if TYPE_CHECKING:
     from .config import Config
+
+#: stores a project's release file in the blob store; returns False when the file may not be stored
+StoreFile = Callable[[str, RemoteFile], Awaitable[bool]]
 
 @dataclass
 class ProjectChoice:
@@ -104,16 +107,29 @@ class _MemoryWriter:
 
 
 class MetadataSource:
-    """Core metadata of a release; ``persist`` keeps what it downloads in the store (sync) or not (plan)."""
+    """Core metadata of a release; ``persist`` keeps what it downloads in the store (sync) or not (plan).
+
+    A sync that will store a release's wheel anyway reads the metadata out of it instead of asking
+    for the PEP 658 file: one request per release instead of two, and the download starts while the
+    closure is still being walked. PEP 658 requires the two to be the same bytes, and the announced
+    sha256 is checked, so the ``.metadata`` file the mirror serves is still exactly upstream's.
+    """
 
     def __init__(
-        self, upstream: Upstream, store: BlobStore, persist: bool, stash: dict[str, bytes] | None = None
+        self,
+        upstream: Upstream,
+        store: BlobStore,
+        persist: bool,
+        stash: dict[str, bytes] | None = None,
+        store_file: StoreFile | None = None,
     ) -> None:
         self.upstream = upstream
         self.store = store
         self.persist = persist
         #: verified PEP 658 files by sha256: sync stores them only with their release file
         self.stash: dict[str, bytes] = {} if stash is None else stash
+        #: the sync's own download of a release file (once per run); False when it may not store it
+        self.store_file = store_file if persist else None
         self._tasks: dict[tuple[str, str], asyncio.Task[core_metadata.CoreMetadata | None]] = {}
 
     async def get(
@@ -122,10 +138,10 @@ class MetadataSource:
         key = (project, version)
         task = self._tasks.get(key)
         if task is None:
-            task = self._tasks[key] = asyncio.ensure_future(self._read(files, chosen))
+            task = self._tasks[key] = asyncio.ensure_future(self._read(project, files, chosen))
         return await asyncio.shield(task)
 
-    async def _read(self, files: list[RemoteFile], chosen: set[str]) -> core_metadata.CoreMetadata | None:
+    async def _read(self, project: str, files: list[RemoteFile], chosen: set[str]) -> core_metadata.CoreMetadata | None:
         ordered = sorted(files, key=lambda item: (item.filename not in chosen, item.size or 0))
         for remote_file in ordered:  # offline first: what earlier runs stored
             if remote_file.core_metadata and self.store.has(remote_file.core_metadata):
@@ -134,6 +150,21 @@ class MetadataSource:
                 data = core_metadata.from_wheel(self.store.path(remote_file.sha256))
                 if data is not None:
                     return core_metadata.parse(data)
+        for remote_file in ordered:  # a wheel this sync stores anyway
+            if self.store_file and remote_file.filename in chosen and remote_file.filename.endswith(".whl"):
+                try:
+                    if not await self.store_file(project, remote_file):
+                        continue
+                except UpstreamError:
+                    break  # the sync reports it with the file; the PEP 658 file may still tell
+                inside = core_metadata.from_wheel(self.store.path(remote_file.sha256))
+                if inside is None:
+                    continue
+                if remote_file.core_metadata is None or hashlib.sha256(inside).hexdigest() == remote_file.core_metadata:
+                    if remote_file.core_metadata:
+                        self.stash[remote_file.core_metadata] = inside
+                    return core_metadata.parse(inside)
+                break  # upstream's PEP 658 file differs from the wheel's: the mirror must serve upstream's
         for remote_file in ordered:  # PEP 658: a few hundred bytes
             if remote_file.core_metadata and remote_file.metadata_url:
                 data = self.stash.get(remote_file.core_metadata) or await self._download(
@@ -352,10 +383,11 @@ async def choose(
     persist: bool = True,
     on_project: Callable[[str], None] = lambda name: None,
     stash: dict[str, bytes] | None = None,
+    store_file: StoreFile | None = None,
 ) -> tuple[Pages, dict[str, ProjectChoice]]:
     """Fetch the pages the selection needs (conditionally) and decide every file to mirror."""
     pages = Pages(upstream, state, must_refetch)
-    metadata = MetadataSource(upstream, store, persist=persist, stash=stash)
+    metadata = MetadataSource(upstream, store, persist=persist, stash=stash, store_file=store_file)
     resolver = Resolver(rules_from(config), pages, metadata, follow=config.dependencies)
     resolver.on_project = on_project
     return pages, await resolver.resolve(roots)

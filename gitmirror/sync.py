@@ -223,6 +223,7 @@ class Syncer:
         self.pages: Pages | None = None
         self.metadata_stash: dict[str, bytes] = {}  # PEP 658 files read while choosing, by sha256
         self._manifests: dict[tuple[bytes | None, str], ProjectManifest | None] = {}
+        self._blob_tasks: dict[str, asyncio.Future[None]] = {}
 
     def run(self, selections: list[Selection], branch: str | None = None, with_files: bool | None = None) -> SyncResult:
         """Sync ``selections`` (plus, by default when they are the configured ones, requirements and lockfiles)."""
@@ -260,6 +261,38 @@ class Syncer:
             self._manifests[key] = self.repo.manifest(parent, name)
         return self._manifests[key]
 
+    async def _store_for_closure(
+        self, upstream: Upstream, parent: bytes | None, name: str, remote_file: RemoteFile
+    ) -> bool:
+        """The closure reads a release's dependencies out of a wheel this run stores anyway.
+
+        Not a file recorded with other bytes: that is a conflict, and its bytes are not wanted.
+        """
+        old = self._old_manifest(parent, name)
+        recorded = old.files.get(remote_file.filename) if old else None
+        if recorded is not None and recorded.sha256 != remote_file.sha256:
+            return False
+        await self._store_blob(upstream, remote_file)
+        return True
+
+    async def _store_blob(self, upstream: Upstream, remote_file: RemoteFile) -> None:
+        """Download a release file into the store once per run, whichever asks first (closure or merge);
+        a failure is shared too, so a lying upstream is asked once."""
+        task = self._blob_tasks.get(remote_file.sha256)
+        if task is None:
+            task = self._blob_tasks[remote_file.sha256] = asyncio.ensure_future(self._download(upstream, remote_file))
+        await asyncio.shield(task)
+
+    async def _download(self, upstream: Upstream, remote_file: RemoteFile) -> None:
+        if self.store.has(remote_file.sha256):
+            return
+        crashpoints.reached("sync.download-start")
+        await upstream.download(
+            remote_file.url,
+            lambda: self.progress.counting(self.store.writer(remote_file.sha256, remote_file.size)),
+            remote_file.filename,
+        )
+
     def _needs_healing(self, parent: bytes | None, name: str) -> bool:
         """A recorded file whose blob is gone: its page must be fetched even if upstream says 304."""
         old = self._old_manifest(parent, name)
@@ -282,6 +315,7 @@ class Syncer:
                 must_refetch=lambda name: self._needs_healing(parent, name),
                 on_project=self.progress.project_found,
                 stash=self.metadata_stash,
+                store_file=lambda name, remote_file: self._store_for_closure(upstream, parent, name, remote_file),
             )
             for choice in choices.values():
                 for warning in choice.warnings:
@@ -353,13 +387,7 @@ class Syncer:
         """Download a file and its core metadata; returns (file ok, metadata ok, errors)."""
         errors: list[str] = []
         try:
-            if not self.store.has(remote_file.sha256):
-                crashpoints.reached("sync.download-start")
-                await upstream.download(
-                    remote_file.url,
-                    lambda: self.progress.counting(self.store.writer(remote_file.sha256, remote_file.size)),
-                    remote_file.filename,
-                )
+            await self._store_blob(upstream, remote_file)
         except UpstreamError as exc:
             return False, False, [str(exc)]
         has_metadata = False

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+
+from gitmirror.manifest import manifest_path
 
 from conftest import Mirror
 from fakeupstream import FakeUpstream, build_wheel
@@ -37,17 +40,22 @@ def test_changed_project_is_fetched_and_only_its_new_file_downloaded(
     mirror: Mirror, sample, upstream: FakeUpstream
 ) -> None:
     mirror.run("sync", check=True)
-    upstream.add("other_lib", build_wheel("other_lib", "0.3", requires_dist=["demo-pkg>=1.0"]))
+    wheel = build_wheel("other_lib", "0.3", requires_dist=["demo-pkg>=1.0"])
+    upstream.add("other_lib", wheel)
     mark = len(upstream.requests)
     mirror.run("sync", check=True)
     requests = since(upstream, mark)
     pages = {record.path: record.status for record in requests if record.path.startswith("/simple/")}
     assert pages == {"/simple/demo-pkg/": 304, "/simple/other-lib/": 200}
     files = sorted(record.path for record in requests if record.path.startswith("/files/"))
-    assert files == [
-        "/files/other-lib/other_lib-0.3-py3-none-any.whl",
-        "/files/other-lib/other_lib-0.3-py3-none-any.whl.metadata",
-    ]
+    # one request for the release: its PEP 658 file is read out of the wheel, checked against the hash
+    assert files == ["/files/other-lib/other_lib-0.3-py3-none-any.whl"]
+    manifest = mirror.git("show", "main:" + manifest_path("other-lib"))
+    entry = next(json.loads(line) for line in manifest.splitlines() if wheel.filename in line)
+    metadata_sha = hashlib.sha256(wheel.metadata).hexdigest()
+    assert entry["core-metadata"] == metadata_sha
+    stored = mirror.store / "blobs" / metadata_sha[:2] / metadata_sha[2:4] / metadata_sha
+    assert stored.read_bytes() == wheel.metadata
 
 
 def test_missing_blob_is_healed_despite_a_matching_etag(mirror: Mirror, sample, upstream: FakeUpstream) -> None:
