@@ -7,6 +7,7 @@ cache by commit id in memory; blobs are immutable by construction and say so to 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import time
@@ -23,7 +24,7 @@ from starlette.routing import Route
 
 from . import index
 from .manifest import FileEntry, ProjectManifest
-from .names import UnsafeNameError, check_filename, normalize
+from .names import UnsafeNameError, check_filename, is_normalized, normalize
 from .repo import MetadataRepo
 from .snapshot import Resolver, RevisionError
 from .store import BlobStore
@@ -62,6 +63,7 @@ class MirrorView:
         self.branch = branch
         self._cache = _LRU(8192)
         self._tip: tuple[tuple[object, ...], float, bytes | None] | None = None
+        self._ref_files = tuple(str(repo.path / name) for name in (f"refs/heads/{branch}", "packed-refs"))
 
     def tip(self) -> bytes | None:
         """The branch tip, re-read when a ref file changed (a ref moves by rename: new inode) or after 1 s.
@@ -69,7 +71,7 @@ class MirrorView:
         Two stats instead of dulwich's open-read-parse on every request; the 1 s bound covers the
         theoretical reuse of an inode within one mtime tick.
         """
-        stamp = tuple(_stat_key(self.repo.path / name) for name in (f"refs/heads/{self.branch}", "packed-refs"))
+        stamp = (_stat_key(self._ref_files[0]), _stat_key(self._ref_files[1]))
         now = time.monotonic()
         if self._tip is None or self._tip[0] != stamp or now - self._tip[1] > 1.0:
             self._tip = (stamp, now, self.repo.tip(self.branch))
@@ -120,7 +122,7 @@ class MirrorView:
         return None
 
 
-def _stat_key(path: Path) -> tuple[int, int, int] | None:
+def _stat_key(path: str) -> tuple[int, int, int] | None:
     try:
         status = os.stat(path)
     except OSError:
@@ -245,7 +247,9 @@ class _App(Starlette):
     """Starlette, plus a direct answer for ``GET /simple/<normalized-name>/`` of the tip when the page
     is known: the same status, headers and body ``SimpleRoutes.project`` gives, without the router,
     middleware and Request/Response objects (most of a cached page's cost). Anything else (redirects,
-    406, 404, errors, snapshots, files) goes through Starlette as before.
+    406, 404, errors, snapshots, files) goes through Starlette as before. ``gitmirror serve`` answers
+    most of these requests even earlier, in the HTTP protocol (``fastpath``); this path covers the rest
+    (a request pipelined behind a slow one, a client that is not reading, other servers).
     """
 
     view: MirrorView
@@ -261,31 +265,50 @@ class _App(Starlette):
         await super().__call__(scope, receive, send)
 
     def _fast_page(self, scope: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
-        raw = scope["path"][len("/simple/") : -1]
-        if not raw or "/" in raw or not scope["path"].endswith("/"):
+        path = scope["path"]
+        if not path.endswith("/"):
             return None
         accept = if_none_match = None
         for key, value in scope["headers"]:
-            if key == b"accept":
+            if key == b"accept" and accept is None:  # the first one, as Starlette's headers.get
                 accept = value.decode("latin-1")
-            elif key == b"if-none-match":
+            elif key == b"if-none-match" and if_none_match is None:
                 if_none_match = value.decode("latin-1")
-        try:
-            if normalize(raw) != raw:
-                return None
-            media_type = index.choose_format(accept)
-            if media_type is None:
-                return None
-            page = self.view.project_page(self.view.tip(), raw, media_type)
-        except Exception:  # Starlette's route answers (and reports) it as before
-            return None
+        page = tip_page(self.view, path[len("/simple/") : -1], accept)
         if page is None:
             return None
         status, headers, body = page_answer(page, TIP_MAX_AGE, if_none_match)
         return status, [(key.encode(), value.encode("latin-1")) for key, value in headers.items()], body
 
 
-def create_app(repo_path: Path, store_path: Path, branch: str = "main") -> Starlette:
+def tip_page(view: MirrorView, raw: str, accept: str | None) -> Page | None:
+    """The cached tip page ``GET /simple/<raw>/`` gets from ``SimpleRoutes.project``, or None when that
+    route must answer itself (a name to redirect, 406, an unknown project, an error to report).
+
+    Shared by both direct paths so that what they may answer is decided in one place.
+    """
+    try:
+        media_type = _direct_format(raw, accept)
+        if media_type is None:
+            return None
+        return view.project_page(view.tip(), raw, media_type)
+    except Exception:  # Starlette's route answers (and reports) it as before
+        return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _direct_format(raw: str, accept: str | None) -> str | None:
+    """The media type to answer for an already-normalized ``raw`` and this Accept header, else None.
+
+    Pure, and clients send few distinct (name, Accept) pairs, so it is cached (bounded) instead of
+    running the name check and the q-value parsing on every request.
+    """
+    if not raw or "/" in raw or not is_normalized(raw):
+        return None
+    return index.choose_format(accept)
+
+
+def create_app(repo_path: Path, store_path: Path, branch: str = "main") -> _App:
     view = MirrorView(MetadataRepo(repo_path), BlobStore(store_path), branch)
     routes = [Route("/", _home), *routes_for(SimpleRoutes(view)), *routes_for(SnapshotRoutes(view), "/snapshot/{rev}")]
     app = _App(routes=routes)
@@ -308,11 +331,15 @@ def serve(repo_path: Path, store_path: Path, host: str, port: int, branch: str =
     import uvicorn
 
     raise_open_file_limit()
-    uvicorn.run(
-        create_app(repo_path, store_path, branch),
-        host=host,
-        port=port,
-        log_level="warning",
-        backlog=2048,
-        timeout_keep_alive=30,
-    )
+    app = create_app(repo_path, store_path, branch)
+    uvicorn.run(app, host=host, port=port, log_level="warning", backlog=2048, timeout_keep_alive=30, http=_http(app))
+
+
+def _http(app: _App) -> Any:
+    """The HTTP protocol: uvicorn's httptools one with tip pages answered directly (``fastpath``), or
+    uvicorn's own choice if that subclass cannot be built on the installed uvicorn/httptools."""
+    try:
+        from .fastpath import TipPageProtocol
+    except ImportError:
+        return "auto"
+    return TipPageProtocol.serving(app.view)
