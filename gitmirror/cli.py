@@ -101,8 +101,15 @@ def sync(
     config: ConfigOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no summary; errors only.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead.")] = False,
+    full: Annotated[
+        bool, typer.Option("--full", help="Ask for every page even when upstream's serial says nothing changed.")
+    ] = False,
 ) -> None:
     """Fetch new releases from upstream into the store and commit their manifests (one commit per run).
+
+    When upstream's serial, the configuration, the refs and the store are as the last complete run
+    left them, the run is answered from that run's record with one request (see gitmirror/unchanged.py);
+    this command itself always does the full run (``--full`` only keeps the launcher from answering).
 
     Exit codes: 0 done, 1 some projects or files failed, 3 upstream conflicts were recorded.
     """

@@ -28,6 +28,7 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from .names import UnsafeNameError, normalize
+from .unchanged import text_digest
 
 if TYPE_CHECKING:
     from .config import Config, Selection
@@ -299,10 +300,15 @@ class Roots:
     constraints: dict[str, SpecifierSet] = field(default_factory=dict)
     pins: dict[str, list[Pin]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: every file read, by resolved path, with the sha256 of its bytes (``gitmirror.unchanged``)
+    sources: dict[str, str] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
         return sorted({root.name for root in self.requirements} | set(self.pins))
+
+    def read(self, path: Path, text: str) -> None:
+        self.sources[str(path.resolve())] = text_digest(text)
 
 
 def roots(config: Config, selections: Sequence[Selection], with_files: bool = True) -> Roots:
@@ -353,6 +359,7 @@ def read_requirements(path: Path, into: Roots, seen: set[Path], constraint: bool
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SelectionError(f"cannot read requirements file {path}: {exc.strerror}") from None
+    into.read(path, text)
     for number, line in _logical_lines(text):
         where = f"{path}:{number}"
         option = re.match(r"^(-r|--requirement|-c|--constraint)(?:\s*=\s*|\s+|(?=\S))(\S+)$", line)
@@ -390,7 +397,9 @@ def read_requirements(path: Path, into: Roots, seen: set[Path], constraint: bool
 def read_lockfile(path: Path, into: Roots) -> None:
     """Pins from a PEP 751 ``pylock.toml``: every wheel and sdist by sha256."""
     try:
-        data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        into.read(path, text)
+        data: dict[str, Any] = tomllib.loads(text)
     except OSError as exc:
         raise SelectionError(f"cannot read lockfile {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:

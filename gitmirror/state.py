@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+from .unchanged import STATE_DIR, state_key
 from .upstream import RemoteFile, RemoteProject, Upstream
 
 SCHEMA = "1"
-STATE_DIR = "state"
 
 
 def _encode(page: RemoteProject) -> str:
@@ -37,8 +36,7 @@ class SyncState:
     """Per branch and upstream: ``<store>/state/sync-<id>.sqlite3`` (one SQLite file, atomic saves)."""
 
     def __init__(self, store_root: Path, branch: str, upstream: str) -> None:
-        key = hashlib.sha256(f"{branch}\n{upstream}".encode()).hexdigest()[:16]
-        self.path = Path(store_root) / STATE_DIR / f"sync-{key}.sqlite3"
+        self.path = Path(store_root) / STATE_DIR / f"sync-{state_key(branch, upstream)}.sqlite3"
         self.branch = branch
         self.upstream = upstream
         self.valid = False

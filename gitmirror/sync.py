@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from . import crashpoints
+from . import crashpoints, unchanged
 from .closure import choose
 from .config import Config, Selection
 from .manifest import FileEntry, ProjectManifest, manifest_path, now
@@ -224,17 +224,20 @@ class Syncer:
         self.metadata_stash: dict[str, bytes] = {}  # PEP 658 files read while choosing, by sha256
         self._manifests: dict[tuple[bytes | None, str], ProjectManifest | None] = {}
         self._blob_tasks: dict[str, asyncio.Future[None]] = {}
+        self.warnings: list[str] = []  # printed again by a warm run that repeats this run's outcome
 
     def run(self, selections: list[Selection], branch: str | None = None, with_files: bool | None = None) -> SyncResult:
         """Sync ``selections`` (plus, by default when they are the configured ones, requirements and lockfiles)."""
         branch = branch or self.config.branch
         if with_files is None:
             with_files = list(selections) == list(self.config.projects)
+        whole_config = with_files and list(selections) == list(self.config.projects)
         roots = selection_roots(self.config, selections, with_files=with_files)
         for warning in roots.warnings:
-            self.log(f"warning: {warning}")
+            self._warn(f"warning: {warning}", self.log)
         with self.repo.writer_lock():
             crashpoints.reached("sync.locked")
+            unchanged.forget(self.config, branch)
             self.store.init()
             self.store.clean_tmp()
             crashpoints.reached("sync.tmp-cleaned")
@@ -242,6 +245,8 @@ class Syncer:
             seen_at = now()
             state = SyncState(self.store.root, branch, self.config.upstream)
             state.load(parent)
+            # read before the first page: a change upstream during this run moves it past the record's
+            serial = unchanged.upstream_serial(self.config) if whole_config else None
             try:
                 outcomes = asyncio.run(self._gather(roots, parent, seen_at, state))
                 result = SyncResult(outcomes=outcomes)
@@ -250,9 +255,28 @@ class Syncer:
                 crashpoints.reached("sync.committed")
                 if self.pages is not None:
                     state.save(result.commit or parent, self.pages.fresh)
+                if serial is not None and result.exit_code == EXIT_OK:
+                    self._record(serial, roots, outcomes, branch)
             finally:
                 state.close()
         return result
+
+    def _warn(self, line: str, show: Log) -> None:
+        self.warnings.append(line)
+        show(line)
+
+    def _record(self, serial: str, roots: Roots, outcomes: list[ProjectOutcome], branch: str) -> None:
+        """Leave what lets the next run prove it would change nothing (``gitmirror.unchanged``)."""
+        manifests = [manifest for outcome in outcomes if (manifest := outcome.new or outcome.old) is not None]
+        unchanged.Record(
+            serial=serial,
+            config=unchanged.config_digest(self.config),
+            inputs=dict(roots.sources),
+            refs=unchanged.refs_digest(self.repo.path, {self.config.branch, branch}),
+            blobs=sorted({entry.sha256 for manifest in manifests for entry in manifest.served_files()}),
+            projects=len(outcomes),
+            warnings=self.warnings,
+        ).save(unchanged.record_path(self.config, branch))
 
     def _old_manifest(self, parent: bytes | None, name: str) -> ProjectManifest | None:
         """The recorded manifest at ``parent``, read once per run (healing checks and merges share it)."""
@@ -266,11 +290,12 @@ class Syncer:
     ) -> bool:
         """The closure reads a release's dependencies out of a wheel this run stores anyway.
 
-        Not a file recorded with other bytes: that is a conflict, and its bytes are not wanted.
+        Not a file recorded with other bytes (a conflict: its bytes are not wanted), nor one taken
+        down (its blob was deleted on purpose and must stay gone).
         """
         old = self._old_manifest(parent, name)
         recorded = old.files.get(remote_file.filename) if old else None
-        if recorded is not None and recorded.sha256 != remote_file.sha256:
+        if recorded is not None and (recorded.sha256 != remote_file.sha256 or not recorded.served):
             return False
         await self._store_blob(upstream, remote_file)
         return True
@@ -319,7 +344,7 @@ class Syncer:
             )
             for choice in choices.values():
                 for warning in choice.warnings:
-                    self.progress.note(f"warning: {warning}")
+                    self._warn(f"warning: {warning}", self.progress.note)
 
             async def tracked(selection: Selection) -> ProjectOutcome:
                 outcome = await self._project(upstream, selection, parent, seen_at, self.pages)

@@ -84,11 +84,13 @@ class Mirror:
     def configure(self, text: str = "") -> None:
         (self.root / "mirror.yaml").write_text(f"upstream: {self.upstream.url}\nretries: 1\ntimeout: 5\n{text}")
 
-    def run(self, *args: str, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, check: bool = False, timeout: float = 120, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [*GITMIRROR, *args],
             cwd=self.root,
-            env=isolated_env(),
+            env=isolated_env(**(env or {})),
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -486,6 +486,8 @@ class FakeUpstream:
         self.json_only = False
         #: Answer ``text/html`` whatever the client accepts (for fallback tests).
         self.html_only = False
+        #: the index root's ``X-PyPI-Last-Serial`` (the warm sync path needs it); False: an index without one
+        self.send_serial = True
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -800,7 +802,7 @@ class FakeUpstream:
                 f'    <a href="/simple/{canonicalize_name(n)}/">{html.escape(n)}</a><br />\n' for n in names
             )
             body = _html_document("Simple index", [], links)
-        return _page(fmt, body, serial)
+        return _page(fmt, body, serial if self.send_serial else None)
 
     def _project_page(self, key: str, fmt: str) -> _Response:
         with self._lock:
@@ -947,18 +949,12 @@ def _content_type(fmt: str) -> str:
     return "text/html; charset=utf-8" if fmt == TEXT_HTML_TYPE else fmt
 
 
-def _page(fmt: str, body: bytes, serial: int) -> _Response:
+def _page(fmt: str, body: bytes, serial: int | None) -> _Response:
     etag = '"' + hashlib.sha256(fmt.encode() + b"\n" + body).hexdigest()[:32] + '"'
-    return _Response(
-        200,
-        [
-            ("Content-Type", _content_type(fmt)),
-            ("ETag", etag),
-            ("Vary", "Accept"),
-            ("X-PyPI-Last-Serial", str(serial)),
-        ],
-        body,
-    )
+    headers = [("Content-Type", _content_type(fmt)), ("ETag", etag), ("Vary", "Accept")]
+    if serial is not None:
+        headers.append(("X-PyPI-Last-Serial", str(serial)))
+    return _Response(200, headers, body)
 
 
 def _html_document(title: str, metas: list[tuple[str, str]], links: str) -> bytes:

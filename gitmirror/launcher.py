@@ -1,0 +1,21 @@
+"""The ``gitmirror`` executable: a warm ``sync`` is answered before the command line machinery loads.
+
+Most runs of a mirror are cron's ``gitmirror sync`` finding nothing new; ``gitmirror.unchanged``
+proves that with one request, so importing typer, rich, httpx and dulwich first would be most of
+the run. Everything else goes to ``gitmirror.cli`` untouched.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    from .unchanged import warm_sync
+
+    code = warm_sync(sys.argv[1:])
+    if code is not None:
+        sys.exit(code)
+    from .cli import main as cli_main
+
+    cli_main()

@@ -1,0 +1,231 @@
+"""Proving with one request that a sync would change nothing: the warm path of a mirror run from cron.
+
+A sync that finds nothing new still asks upstream for every selected project page (conditionally),
+re-reads manifests for the dependency closure and pays for importing an HTTP stack: about a second
+for a few hundred projects, every few minutes, forever. Yet an index that keeps a changelog says in
+one header whether anything at all changed: ``X-PyPI-Last-Serial`` on the index root, the serial a
+PEP 691 index exposes as ``meta._last-serial`` (the changelog position bandersnatch follows).
+
+So a sync of the whole configuration that ended cleanly (exit 0) leaves a *record*: the serial
+upstream announced **before** the run read its first page, the configuration and the input files it
+read, the branch refs it left, the blobs the chosen files need, and the warnings it printed. The
+next ``gitmirror sync`` repeats that run's outcome without doing it when every one of them still
+holds: same gitmirror, same configuration and requirements/lockfile bytes, refs untouched (no
+commit, yank, approval or push since), every needed blob still in the store (else the full run
+heals it), and upstream's serial where it was. Anything else, or any doubt (no serial header, a
+proxy, an error), takes the full path, which deletes the record before it starts: a record never
+outlives the state it describes.
+
+This module imports nothing heavier than the configuration (no typer, httpx or dulwich), because
+``gitmirror.launcher`` calls it before the command line is even parsed by typer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from http.client import HTTPConnection, HTTPSConnection
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from . import __version__
+from .config import Config
+
+SCHEMA = 1
+SERIAL_HEADER = "X-PyPI-Last-Serial"
+STATE_DIR = "state"
+_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
+
+
+def state_key(branch: str, upstream: str) -> str:
+    """Names the per-branch, per-upstream files under ``<store>/state/`` (shared with ``state.py``)."""
+    return hashlib.sha256(f"{branch}\n{upstream}".encode()).hexdigest()[:16]
+
+
+def record_path(config: Config, branch: str) -> Path:
+    return Path(config.store) / STATE_DIR / f"unchanged-{state_key(branch, config.upstream)}.json"
+
+
+def config_digest(config: Config) -> str:
+    """Every setting, defaults and resolved paths included (``Config`` is a frozen dataclass)."""
+    return hashlib.sha256(repr(config).encode()).hexdigest()
+
+
+def refs_digest(repo: Path, branches: Iterable[str]) -> str:
+    """The bytes of the refs a sync reads or moves: any commit, yank, approval or push changes them.
+
+    Raw bytes, not parsed refs: a ref that moved and came back, or was merely packed, reads as a
+    change, which only costs a full run.
+    """
+    digest = hashlib.sha256()
+    for name in [*(f"refs/heads/{branch}" for branch in sorted(set(branches))), "packed-refs"]:
+        try:
+            content = (Path(repo) / name).read_bytes()
+        except FileNotFoundError:
+            content = b"-"
+        digest.update(f"{name}\0{len(content)}\0".encode() + content)
+    return digest.hexdigest()
+
+
+def text_digest(text: str) -> str:
+    """Of a requirements file or lockfile as the selection reads it (text, universal newlines)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def file_digest(path: Path) -> str | None:
+    try:
+        return text_digest(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def upstream_serial(config: Config) -> str | None:
+    """Upstream's changelog serial from a ``HEAD`` of the index root, or None when it cannot say.
+
+    Plain ``http.client``: one request, no redirects followed (the root is the configured URL, so
+    the host policy holds), TLS verified against the system store like every other request. A
+    proxy is not spoken to here: with one configured, there is no warm path.
+    """
+    if any(os.environ.get(name) or os.environ.get(name.upper()) for name in _PROXY_VARIABLES):
+        return None
+    url = urlsplit(config.upstream)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        return None
+    timeout = min(config.timeout, 10.0)
+    if url.scheme == "https":
+        from .tls import system_trust
+
+        connection: HTTPConnection = HTTPSConnection(url.hostname, url.port, timeout=timeout, context=system_trust())
+    else:
+        connection = HTTPConnection(url.hostname, url.port, timeout=timeout)
+    try:
+        connection.request(
+            "HEAD",
+            url.path or "/",
+            headers={"Accept": "application/vnd.pypi.simple.v1+json", "User-Agent": f"gitmirror/{__version__}"},
+        )
+        response = connection.getresponse()
+        serial = response.getheader(SERIAL_HEADER)
+        response.read()
+    except (OSError, ValueError):
+        return None
+    finally:
+        connection.close()
+    if response.status != 200 or not serial or not serial.strip().isdigit():
+        return None
+    return serial.strip()
+
+
+@dataclass
+class Record:
+    """What a clean run of the whole configuration leaves, for the next run to compare against."""
+
+    serial: str
+    config: str
+    inputs: dict[str, str | None]
+    refs: str
+    blobs: list[str]
+    projects: int
+    warnings: list[str] = field(default_factory=list)
+    version: str = __version__
+    schema: int = SCHEMA
+
+    def save(self, path: Path) -> None:
+        """Atomically (temporary file, rename): a reader sees the whole record or none."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(json.dumps(self.__dict__, separators=(",", ":")))
+        os.replace(temporary, path)
+
+    @classmethod
+    def load(cls, path: Path) -> Record | None:
+        try:
+            data = json.loads(path.read_text())
+            record = cls(**data)
+        except (OSError, ValueError, TypeError):
+            return None
+        return record if record.schema == SCHEMA and record.version == __version__ else None
+
+
+def forget(config: Config, branch: str) -> None:
+    """Called as a full sync starts: from here on the record may no longer describe the state."""
+    record_path(config, branch).unlink(missing_ok=True)
+
+
+def still_holds(config: Config, branch: str, branches: Iterable[str]) -> Record | None:
+    """The record, when the last clean run's outcome provably still holds; None for a full run."""
+    record = Record.load(record_path(config, branch))
+    if record is None or record.config != config_digest(config):
+        return None
+    if any(file_digest(Path(path)) != digest for path, digest in record.inputs.items()):
+        return None
+    if record.refs != refs_digest(Path(config.repo), branches):
+        return None
+    blobs = Path(config.store) / "blobs"
+    if not all(os.path.isfile(blobs / sha[:2] / sha[2:4] / sha) for sha in record.blobs):
+        return None  # the full run re-fetches (heals) what is missing
+    if upstream_serial(config) != record.serial:
+        return None
+    return record
+
+
+def sync_arguments(argv: list[str]) -> tuple[Path | None, bool] | None:
+    """``(config path, quiet)`` for a plain ``sync [--config PATH] [--quiet]``; None for anything else.
+
+    Deliberately narrow: project arguments, ``--full``, ``--json``, ``--help`` or anything unknown
+    go to the full command line, which also reports usage errors.
+    """
+    if not argv or argv[0] != "sync":
+        return None
+    config_path: Path | None = None
+    quiet = False
+    rest = argv[1:]
+    while rest:
+        word = rest.pop(0)
+        if word in ("--quiet", "-q"):
+            quiet = True
+        elif word in ("--config", "-c") and rest and not rest[0].startswith("-"):
+            config_path = Path(rest.pop(0))
+        elif word.startswith("--config=") and len(word) > len("--config="):
+            config_path = Path(word[len("--config=") :])
+        else:
+            return None
+    return config_path, quiet
+
+
+def warm_sync(argv: list[str]) -> int | None:
+    """Answer ``gitmirror sync`` from the record when it still holds; None: run the full command."""
+    if os.environ.get("GITMIRROR_CRASH_AT") or os.environ.get("GITMIRROR_PAUSE_AT"):
+        return None  # tests that stop a run at a named point want that run
+    parsed = sync_arguments(argv)
+    if parsed is None:
+        return None
+    config_path, quiet = parsed
+    from . import config as config_module
+
+    try:
+        config = config_module.load(config_path)
+    except Exception:  # the full command reports it, as one line
+        return None
+    if not config.projects and not config.requirements and not config.lockfiles:
+        return None
+    branches = [config.branch]
+    branch = config.branch
+    if config.review.enabled:
+        branch = config.review.branch
+        branches.append(branch)
+    record = still_holds(config, branch, branches)
+    if record is None:
+        return None
+    for warning in record.warnings:
+        print(warning, file=sys.stderr)
+    if not quiet:
+        print(
+            f"{record.projects} projects checked, 0 changed, 0 files added; nothing to commit "
+            f"(upstream serial {record.serial} unchanged since the last complete sync)"
+        )
+    return 0

@@ -1,0 +1,157 @@
+"""The warm path (``gitmirror.unchanged``): a sync that provably changes nothing costs one request.
+
+Each test first runs a clean full sync, then changes one thing the record covers and checks that
+the next ``gitmirror sync`` notices it (full run, right outcome) or, when nothing changed, that it
+asked upstream exactly one ``HEAD /simple/`` and left everything as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from gitmirror.unchanged import sync_arguments
+
+from conftest import Mirror
+from fakeupstream import FakeUpstream, build_wheel
+
+
+def requests_since(upstream: FakeUpstream, mark: int) -> list[tuple[str, str]]:
+    return [(record.method, record.path) for record in upstream.requests[mark:]]
+
+
+def record_files(mirror: Mirror) -> list[Path]:
+    return list((mirror.store / "state").glob("unchanged-*.json"))
+
+
+def synced(mirror: Mirror, upstream: FakeUpstream) -> tuple[str, int]:
+    """A clean full sync; returns the tip and the request-log position after it."""
+    result = mirror.run("sync", check=True)
+    assert "nothing changed upstream" not in result.stdout
+    assert len(record_files(mirror)) == 1
+    return mirror.git("rev-parse", "main").strip(), len(upstream.requests)
+
+
+def assert_warm(mirror: Mirror, upstream: FakeUpstream, tip: str, mark: int) -> None:
+    result = mirror.run("sync", check=True)
+    assert "nothing to commit" in result.stdout and "unchanged since the last complete sync" in result.stdout
+    assert "2 projects checked" in result.stdout
+    assert requests_since(upstream, mark) == [("HEAD", "/simple/")]
+    assert mirror.git("rev-parse", "main").strip() == tip
+
+
+def assert_full(mirror: Mirror, upstream: FakeUpstream, mark: int, *args: str) -> str:
+    result = mirror.run("sync", *args, check=True)
+    assert "unchanged since the last complete sync" not in result.stdout
+    paths = {path for _, path in requests_since(upstream, mark)}
+    assert {"/simple/demo-pkg/", "/simple/other-lib/"} <= paths  # every selected page was asked for
+    return result.stdout
+
+
+def test_nothing_changed_costs_one_head_request(mirror: Mirror, sample, upstream: FakeUpstream) -> None:
+    tip, mark = synced(mirror, upstream)
+    record = json.loads(record_files(mirror)[0].read_text())
+    assert record["serial"] == str(upstream.serial) and record["projects"] == 2
+    served = {entry["sha256"] for line in mirror.git("show", "main:projects/de/mo/demo-pkg.jsonl").splitlines()[1:]
+              if (entry := json.loads(line))}
+    assert served <= set(record["blobs"])
+    assert_warm(mirror, upstream, tip, mark)
+    assert_warm(mirror, upstream, tip, len(upstream.requests))  # and again: the record is kept
+    quiet = mirror.run("sync", "--quiet", check=True)
+    assert quiet.stdout == "" and quiet.stderr == ""
+    # --json always runs in full (its counters describe a real run)
+    mark = len(upstream.requests)
+    summary = json.loads(mirror.run("sync", "--json", check=True).stdout)
+    assert summary["pages_not_modified"] == 2 and summary["commit"] is None
+    assert ("HEAD", "/simple/") in requests_since(upstream, mark)
+
+
+def test_upstream_change_moves_the_serial_and_is_synced(mirror: Mirror, sample, upstream: FakeUpstream) -> None:
+    tip, mark = synced(mirror, upstream)
+    upstream.add("demo-pkg", build_wheel("demo-pkg", "3.0"))
+    assert "1 files added" in assert_full(mirror, upstream, mark)
+    assert "demo_pkg-3.0-py3-none-any.whl" in mirror.git("show", "main:projects/de/mo/demo-pkg.jsonl")
+    assert mirror.git("rev-parse", "main").strip() != tip
+    tip, mark = mirror.git("rev-parse", "main").strip(), len(upstream.requests)
+    assert_warm(mirror, upstream, tip, mark)  # the new run left a new record
+    upstream.yank("demo-pkg", "demo_pkg-3.0-py3-none-any.whl", "broken")
+    assert_full(mirror, upstream, len(upstream.requests))
+    assert '"yanked":"broken"' in mirror.git("show", "main:projects/de/mo/demo-pkg.jsonl")
+
+
+def test_a_missing_blob_is_healed_by_a_full_run(mirror: Mirror, sample, upstream: FakeUpstream) -> None:
+    tip, mark = synced(mirror, upstream)
+    wheel = next(a for a in sample["demo-pkg"] if a.filename.endswith(".whl"))
+    blob = mirror.store / "blobs" / wheel.sha256[:2] / wheel.sha256[2:4] / wheel.sha256
+    os.chmod(blob, 0o644)
+    blob.unlink()
+    assert_full(mirror, upstream, mark)
+    assert blob.read_bytes() == wheel.data
+    assert mirror.git("rev-parse", "main").strip() == tip
+
+
+def test_local_decisions_and_config_edits_take_the_full_path(mirror: Mirror, sample, upstream: FakeUpstream) -> None:
+    _, mark = synced(mirror, upstream)
+    mirror.run("yank", "demo-pkg", "1.0", "--reason", "local decision", check=True)  # the ref moves
+    assert_full(mirror, upstream, mark)
+    assert_warm(mirror, upstream, mirror.git("rev-parse", "main").strip(), len(upstream.requests))
+
+    mirror.configure("projects:\n  - demo-pkg\n  - other_lib\nconcurrency: 3\n")  # any setting counts
+    assert_full(mirror, upstream, len(upstream.requests))
+
+    requirements = mirror.root / "requirements.txt"
+    requirements.write_text("demo-pkg\n")
+    mirror.configure("projects:\n  - demo-pkg\n  - other_lib\nrequirements: [requirements.txt]\n")
+    assert_full(mirror, upstream, len(upstream.requests))
+    assert_warm(mirror, upstream, mirror.git("rev-parse", "main").strip(), len(upstream.requests))
+    requirements.write_text("demo-pkg\nother-lib\n")  # an input file's bytes count too
+    assert_full(mirror, upstream, len(upstream.requests))
+
+
+def test_no_record_after_a_failed_run_or_a_partial_one(mirror: Mirror, sample, upstream: FakeUpstream) -> None:
+    upstream.fault("/simple/other-lib/", "status", code=500, retry_after=0, times=-1)
+    assert mirror.run("sync").returncode == 1
+    assert record_files(mirror) == []
+    upstream.clear_faults()
+    _, mark = synced(mirror, upstream)
+    mirror.run("sync", "demo-pkg", check=True)  # a run of part of the configuration forgets the record
+    assert record_files(mirror) == []
+    assert_full(mirror, upstream, len(upstream.requests))
+
+
+def test_a_crashed_run_leaves_no_record(mirror: Mirror, sample, upstream: FakeUpstream) -> None:
+    synced(mirror, upstream)
+    upstream.add("demo-pkg", build_wheel("demo-pkg", "3.0"))
+    crashed = mirror.run("sync", env={"GITMIRROR_CRASH_AT": "sync.downloads-done"})
+    assert crashed.returncode != 0 and record_files(mirror) == []
+    mark = len(upstream.requests)
+    assert_full(mirror, upstream, mark)
+    assert "demo_pkg-3.0-py3-none-any.whl" in mirror.git("show", "main:projects/de/mo/demo-pkg.jsonl")
+
+
+def test_without_a_serial_header_every_run_is_full(mirror: Mirror, sample, upstream: FakeUpstream) -> None:
+    upstream.send_serial = False
+    mirror.run("sync", check=True)
+    assert record_files(mirror) == []
+    assert_full(mirror, upstream, len(upstream.requests))
+
+
+@pytest.mark.parametrize(
+    ("argv", "parsed"),
+    [
+        (["sync"], (None, False)),
+        (["sync", "-q", "--config", "m.yaml"], (Path("m.yaml"), True)),
+        (["sync", "--config=m.yaml", "--quiet"], (Path("m.yaml"), True)),
+        (["sync", "demo-pkg"], None),
+        (["sync", "--json"], None),
+        (["sync", "--help"], None),
+        (["sync", "--config"], None),
+        (["status"], None),
+        ([], None),
+    ],
+)
+def test_only_a_plain_sync_takes_the_warm_path(argv: list[str], parsed: object) -> None:
+    assert sync_arguments(argv) == parsed
