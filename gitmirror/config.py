@@ -20,6 +20,8 @@ from .hosts import check_entry as check_host_entry
 from .names import UnsafeNameError, normalize
 
 CONFIG_NAME = "mirror.yaml"
+# libyaml's safe loader when PyYAML was built with it: same documents, same errors, ten times faster
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class ConfigError(ValueError):
@@ -128,7 +130,7 @@ def load(path: Path | None = None) -> Config:
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=SAFE_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

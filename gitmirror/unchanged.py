@@ -165,8 +165,9 @@ def still_holds(config: Config, branch: str, branches: Iterable[str]) -> Record 
         return None
     if record.refs != refs_digest(Path(config.repo), branches):
         return None
-    blobs = Path(config.store) / "blobs"
-    if not all(os.path.isfile(blobs / sha[:2] / sha[2:4] / sha) for sha in record.blobs):
+    blobs = os.path.join(config.store, "blobs")  # plain strings: thousands of checks, no Path objects
+    isfile, join = os.path.isfile, os.path.join
+    if not all(isfile(join(blobs, sha[:2], sha[2:4], sha)) for sha in record.blobs):
         return None  # the full run re-fetches (heals) what is missing
     if upstream_serial(config) != record.serial:
         return None

@@ -247,6 +247,24 @@ def test_a_new_sync_is_served_at_once(mirror: Mirror, served, upstream) -> None:
     assert "other_lib-0.3-py3-none-any.whl" in html
 
 
+def test_the_tip_is_followed_into_packed_refs_and_back(mirror: Mirror, served, upstream) -> None:
+    """The server stats only the loose ref while it exists; packing it (git gc) must not lose the branch."""
+    from fakeupstream import build_wheel
+
+    server, commit = served
+    before = fetch(server, request("/simple/other-lib/", JSON))
+    mirror.git("pack-refs", "--all")
+    assert not (mirror.repo / "refs" / "heads" / "main").exists()
+    assert commit in (mirror.repo / "packed-refs").read_text()
+    packed = fetch(server, request("/simple/other-lib/", JSON))
+    assert packed.status == 200 and packed.body == before.body
+    upstream.add("other_lib", build_wheel("other_lib", "0.3"))
+    mirror.run("sync", check=True)  # writes a loose ref again, which wins over packed-refs
+    assert (mirror.repo / "refs" / "heads" / "main").exists()
+    after = fetch(server, request("/simple/other-lib/", JSON))
+    assert b'"0.3"' in after.body and after.header(b"etag") != before.header(b"etag")
+
+
 class _Recording:
     """An ASGI app that records the paths of the requests reaching it."""
 
