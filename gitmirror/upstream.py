@@ -194,7 +194,7 @@ class Upstream:
                     if response.status_code != 200:
                         raise UpstreamError(f"{label}: upstream answered HTTP {response.status_code}")
                     declared = response.headers.get("Content-Length")
-                    for chunk in response.iter_bytes(READ_BYTES):
+                    for chunk in response.iter_bytes():
                         writer.write(chunk)
                     encoded = "Content-Encoding" in response.headers
                     if declared and declared.isdigit() and not encoded and int(declared) != writer.size:
