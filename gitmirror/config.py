@@ -6,8 +6,9 @@ one line naming the key before anything is fetched or written.
 
 from __future__ import annotations
 
+import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,7 @@ class Config:
     branch: str = "main"
     review: ReviewSettings = field(default_factory=ReviewSettings)
     source: Path | None = field(default=None, compare=False)
+    source_sha256: str | None = field(default=None, compare=False)  # of the bytes read (gitmirror.unchanged)
 
 
 # key -> (type check, description used in the error message)
@@ -126,9 +128,12 @@ def load(path: Path | None = None) -> Config:
             return Config()
         path = default
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
+        text = raw.decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
     try:
         data = yaml.load(text, Loader=SAFE_LOADER)
     except yaml.YAMLError as exc:
@@ -139,7 +144,8 @@ def load(path: Path | None = None) -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of settings")
-    return from_mapping(data, base=Path(path).parent, source=Path(path))
+    config = from_mapping(data, base=Path(path).parent, source=Path(path))
+    return replace(config, source_sha256=hashlib.sha256(raw).hexdigest())
 
 
 def from_mapping(data: dict[str, Any], base: Path = Path("."), source: Path | None = None) -> Config:

@@ -246,7 +246,8 @@ class Syncer:
             state = SyncState(self.store.root, branch, self.config.upstream)
             state.load(parent)
             # read before the first page: a change upstream during this run moves it past the record's
-            serial = unchanged.upstream_serial(self.config) if whole_config else None
+            whole_config = whole_config and self.config.source is not None and self.config.source_sha256 is not None
+            serial = unchanged.upstream_serial(self.config.upstream, self.config.timeout) if whole_config else None
             try:
                 outcomes = asyncio.run(self._gather(roots, parent, seen_at, state))
                 result = SyncResult(outcomes=outcomes)
@@ -268,11 +269,19 @@ class Syncer:
     def _record(self, serial: str, roots: Roots, outcomes: list[ProjectOutcome], branch: str) -> None:
         """Leave what lets the next run prove it would change nothing (``gitmirror.unchanged``)."""
         manifests = [manifest for outcome in outcomes if (manifest := outcome.new or outcome.old) is not None]
+        assert self.config.source is not None and self.config.source_sha256 is not None
+        branches = sorted({self.config.branch, branch})
         unchanged.Record(
             serial=serial,
-            config=unchanged.config_digest(self.config),
+            config_file=str(self.config.source.resolve()),
+            config_sha256=self.config.source_sha256,
+            upstream=self.config.upstream,
+            timeout=self.config.timeout,
+            repo=str(self.repo.path.resolve()),
+            store=str(self.store.root.resolve()),
+            branches=branches,
             inputs=dict(roots.sources),
-            refs=unchanged.refs_digest(self.repo.path, {self.config.branch, branch}),
+            refs=unchanged.refs_digest(self.repo.path, branches),
             blobs=sorted({entry.sha256 for manifest in manifests for entry in manifest.served_files()}),
             projects=len(outcomes),
             warnings=self.warnings,

@@ -16,12 +16,17 @@ heals it), and upstream's serial where it was. Anything else, or any doubt (no s
 proxy, an error), takes the full path, which deletes the record before it starts: a record never
 outlives the state it describes.
 
-This module imports nothing heavier than the configuration (no typer, httpx or dulwich), because
-``gitmirror.launcher`` calls it before the command line is even parsed by typer.
+``gitmirror.launcher`` calls this before anything else is imported, so the check needs neither
+typer, httpx, dulwich nor even the configuration parser: the record keeps the settings the check
+uses, and the bytes of ``mirror.yaml`` stand for the rest (any edit takes the full path). The
+record lives beside the store it describes; a *pointer* from the configuration file to it lives
+in the user's cache directory (``$XDG_CACHE_HOME/gitmirror/warm/``, else ``~/.cache/...``), keyed
+by the file's absolute path, since the store's location is only known after parsing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -30,10 +35,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.client import HTTPConnection, HTTPSConnection
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from . import __version__
-from .config import Config
+
+if TYPE_CHECKING:
+    from .config import Config
 
 SCHEMA = 1
 SERIAL_HEADER = "X-PyPI-Last-Serial"
@@ -50,9 +58,16 @@ def record_path(config: Config, branch: str) -> Path:
     return Path(config.store) / STATE_DIR / f"unchanged-{state_key(branch, config.upstream)}.json"
 
 
-def config_digest(config: Config) -> str:
-    """Every setting, defaults and resolved paths included (``Config`` is a frozen dataclass)."""
-    return hashlib.sha256(repr(config).encode()).hexdigest()
+def config_file(argument: Path | None) -> Path | None:
+    """The configuration file a command reads (``--config``, else ``./mirror.yaml``), absolute."""
+    path = argument if argument is not None else Path("mirror.yaml")
+    return path.resolve() if path.is_file() else None
+
+
+def pointer_path(config_path: Path) -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    key = hashlib.sha256(str(config_path).encode()).hexdigest()[:32]
+    return Path(cache) / "gitmirror" / "warm" / key
 
 
 def refs_digest(repo: Path, branches: Iterable[str]) -> str:
@@ -83,7 +98,7 @@ def file_digest(path: Path) -> str | None:
         return None
 
 
-def upstream_serial(config: Config) -> str | None:
+def upstream_serial(upstream: str, timeout: float) -> str | None:
     """Upstream's changelog serial from a ``HEAD`` of the index root, or None when it cannot say.
 
     Plain ``http.client``: one request, no redirects followed (the root is the configured URL, so
@@ -92,10 +107,10 @@ def upstream_serial(config: Config) -> str | None:
     """
     if any(os.environ.get(name) or os.environ.get(name.upper()) for name in _PROXY_VARIABLES):
         return None
-    url = urlsplit(config.upstream)
+    url = urlsplit(upstream)
     if url.scheme not in ("http", "https") or not url.hostname:
         return None
-    timeout = min(config.timeout, 10.0)
+    timeout = min(timeout, 10.0)
     if url.scheme == "https":
         from .tls import system_trust
 
@@ -125,7 +140,13 @@ class Record:
     """What a clean run of the whole configuration leaves, for the next run to compare against."""
 
     serial: str
-    config: str
+    config_file: str  # absolute path of mirror.yaml
+    config_sha256: str  # of its bytes as the run read them
+    upstream: str
+    timeout: float
+    repo: str
+    store: str
+    branches: list[str]
     inputs: dict[str, str | None]
     refs: str
     blobs: list[str]
@@ -135,11 +156,10 @@ class Record:
     schema: int = SCHEMA
 
     def save(self, path: Path) -> None:
-        """Atomically (temporary file, rename): a reader sees the whole record or none."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(json.dumps(self.__dict__, separators=(",", ":")))
-        os.replace(temporary, path)
+        """Beside the store, then the pointer to it (best effort: a cache directory may be read-only)."""
+        _write_atomically(path, json.dumps(self.__dict__, separators=(",", ":")))
+        with contextlib.suppress(OSError):
+            _write_atomically(pointer_path(Path(self.config_file)), str(path.resolve()))
 
     @classmethod
     def load(cls, path: Path) -> Record | None:
@@ -151,25 +171,39 @@ class Record:
         return record if record.schema == SCHEMA and record.version == __version__ else None
 
 
+def _write_atomically(path: Path, text: str) -> None:
+    """Temporary file, rename: a reader sees the whole file or none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
 def forget(config: Config, branch: str) -> None:
     """Called as a full sync starts: from here on the record may no longer describe the state."""
     record_path(config, branch).unlink(missing_ok=True)
 
 
-def still_holds(config: Config, branch: str, branches: Iterable[str]) -> Record | None:
+def still_holds(config_path: Path) -> Record | None:
     """The record, when the last clean run's outcome provably still holds; None for a full run."""
-    record = Record.load(record_path(config, branch))
-    if record is None or record.config != config_digest(config):
+    try:
+        record = Record.load(Path(pointer_path(config_path).read_text()))
+        config_bytes = config_path.read_bytes()
+    except OSError:
+        return None
+    if record is None or record.config_file != str(config_path):
+        return None
+    if record.config_sha256 != hashlib.sha256(config_bytes).hexdigest():
         return None
     if any(file_digest(Path(path)) != digest for path, digest in record.inputs.items()):
         return None
-    if record.refs != refs_digest(Path(config.repo), branches):
+    if record.refs != refs_digest(Path(record.repo), record.branches):
         return None
-    blobs = os.path.join(config.store, "blobs")  # plain strings: thousands of checks, no Path objects
+    blobs = os.path.join(record.store, "blobs")  # plain strings: thousands of checks, no Path objects
     isfile, join = os.path.isfile, os.path.join
     if not all(isfile(join(blobs, sha[:2], sha[2:4], sha)) for sha in record.blobs):
         return None  # the full run re-fetches (heals) what is missing
-    if upstream_serial(config) != record.serial:
+    if upstream_serial(record.upstream, record.timeout) != record.serial:
         return None
     return record
 
@@ -206,20 +240,10 @@ def warm_sync(argv: list[str]) -> int | None:
     if parsed is None:
         return None
     config_path, quiet = parsed
-    from . import config as config_module
-
-    try:
-        config = config_module.load(config_path)
-    except Exception:  # the full command reports it, as one line
+    resolved = config_file(config_path)
+    if resolved is None:
         return None
-    if not config.projects and not config.requirements and not config.lockfiles:
-        return None
-    branches = [config.branch]
-    branch = config.branch
-    if config.review.enabled:
-        branch = config.review.branch
-        branches.append(branch)
-    record = still_holds(config, branch, branches)
+    record = still_holds(resolved)
     if record is None:
         return None
     for warning in record.warnings:

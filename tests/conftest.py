@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fakeupstream import FakeUpstream, make_sample_index  # noqa: E402
 
 GITMIRROR = [sys.executable, "-m", "gitmirror"]
+
+
+_CACHE_HOME = tempfile.mkdtemp(prefix="gitmirror-test-cache-")
 
 
 def isolated_env(**extra: str) -> dict[str, str]:
@@ -44,6 +48,7 @@ def isolated_env(**extra: str) -> dict[str, str]:
         GIT_AUTHOR_EMAIL="mirror@example.invalid",
         GIT_COMMITTER_NAME="Test Mirror",
         GIT_COMMITTER_EMAIL="mirror@example.invalid",
+        XDG_CACHE_HOME=_CACHE_HOME,  # the warm-sync pointers (gitmirror/unchanged.py), never the user's
     )
     env.update(extra)
     return env

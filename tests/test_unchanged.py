@@ -15,7 +15,7 @@ import pytest
 
 from gitmirror.unchanged import sync_arguments
 
-from conftest import Mirror
+from conftest import Mirror, isolated_env
 from fakeupstream import FakeUpstream, build_wheel
 
 
@@ -55,6 +55,9 @@ def test_nothing_changed_costs_one_head_request(mirror: Mirror, sample, upstream
     tip, mark = synced(mirror, upstream)
     record = json.loads(record_files(mirror)[0].read_text())
     assert record["serial"] == str(upstream.serial) and record["projects"] == 2
+    assert record["config_file"] == str((mirror.root / "mirror.yaml").resolve())
+    pointers = list((Path(isolated_env()["XDG_CACHE_HOME"]) / "gitmirror" / "warm").iterdir())
+    assert str(record_files(mirror)[0].resolve()) in [pointer.read_text() for pointer in pointers]
     served = {entry["sha256"] for line in mirror.git("show", "main:projects/de/mo/demo-pkg.jsonl").splitlines()[1:]
               if (entry := json.loads(line))}
     assert served <= set(record["blobs"])
