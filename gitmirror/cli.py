@@ -108,8 +108,8 @@ def sync(
     """Fetch new releases from upstream into the store and commit their manifests (one commit per run).
 
     When upstream's serial, the configuration, the refs and the store are as the last complete run
-    left them, the run is answered from that run's record with one request (see gitmirror/unchanged.py);
-    this command itself always does the full run (``--full`` only keeps the launcher from answering).
+    left them, a plain ``sync`` is answered from that run's record with one request; ``--full``
+    always does the whole run.
 
     Exit codes: 0 done, 1 some projects or files failed, 3 upstream conflicts were recorded.
     """
