@@ -20,6 +20,7 @@ from email.utils import parsedate_to_datetime
 from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
 
+import httpcore
 import httpx
 
 if importlib.util.find_spec("sniffio") is None:
@@ -42,8 +43,14 @@ ACCEPT_JSON_PREFERRED = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.5, text/html;q=0.01"
 )
 _RETRY_STATUSES = {429, 500, 502, 503, 504}
-READ_BYTES = 1 << 20  # a file is hashed and written in pieces this big: few Python steps per MB
+SOCKET_READ_BYTES = 256 * 1024
 T = TypeVar("T")
+
+if isinstance(getattr(httpcore.HTTP11Connection, "READ_NUM_BYTES", None), int):
+    # httpcore reads a body 64 KiB at a time, and each read is a round of Python work in httpcore, h11,
+    # httpx and the blob writer, on 8 threads sharing the GIL. 256 KiB reads made a cold sync of 2 GB
+    # 13 % faster (13.1-13.5 s -> 11.5-11.7 s; 1 MiB reads were slower again: larger allocations).
+    httpcore.HTTP11Connection.READ_NUM_BYTES = SOCKET_READ_BYTES
 
 
 class UpstreamError(RuntimeError):
