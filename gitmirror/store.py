@@ -98,6 +98,7 @@ class BlobStore:
         self.blobs_dir = self.root / "blobs"
         self.tmp_dir = self.root / "tmp"
         self._parents: set[Path] = set()
+        self._blobs = str(self.blobs_dir)
 
     def init(self) -> None:
         self.blobs_dir.mkdir(parents=True, exist_ok=True)
@@ -136,7 +137,9 @@ class BlobStore:
         return self.blobs_dir / sha256[:2] / sha256[2:4] / sha256
 
     def has(self, sha256: str) -> bool:
-        return self.path(sha256).is_file()
+        """Asked several times per file by a sync, on its event loop: strings, not Path objects."""
+        check_sha256(sha256)
+        return os.path.isfile(os.path.join(self._blobs, sha256[:2], sha256[2:4], sha256))
 
     def writer(self, sha256: str, size: int | None = None) -> BlobWriter:
         return BlobWriter(self, sha256, size)

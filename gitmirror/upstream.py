@@ -16,7 +16,6 @@ import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
 
@@ -31,6 +30,7 @@ if importlib.util.find_spec("sniffio") is None:
 from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
 
 from . import __version__
+from .fetch import RETRY_STATUSES, FetchError, FileFetcher, Transient, describe, proxy_configured, retry_after
 from .hosts import HostNotAllowed, HostPolicy
 from .manifest import format_time
 from .names import UnsafeNameError, check_filename, check_sha256, normalize
@@ -42,7 +42,6 @@ MAX_PAGE_BYTES = 64 * 1024 * 1024
 ACCEPT_JSON_PREFERRED = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.5, text/html;q=0.01"
 )
-_RETRY_STATUSES = {429, 500, 502, 503, 504}
 SOCKET_READ_BYTES = 256 * 1024
 T = TypeVar("T")
 
@@ -110,7 +109,6 @@ class Upstream:
         self.hosts = HostPolicy(self.base_url, allowed_hosts)
         self.retries = retries
         self.backoff = backoff
-        self._slots = asyncio.Semaphore(concurrency)
         self._threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="gitmirror-upstream")
         self._client = httpx.Client(
             http2=True,
@@ -122,6 +120,8 @@ class Upstream:
             verify=system_trust(),
             event_hooks={"request": [self._check_host]},
         )
+        user_agent = f"gitmirror/{__version__}"
+        self._files = None if proxy_configured() else FileFetcher(self.hosts, timeout, user_agent)
 
     def _check_host(self, request: httpx.Request) -> None:
         """Runs before every request, redirect hops included: a redirect cannot lead past the policy."""
@@ -139,16 +139,22 @@ class Upstream:
     def _close(self) -> None:
         self._threads.shutdown(wait=True, cancel_futures=True)
         self._client.close()
+        if self._files is not None:
+            self._files.close()
 
     async def _retrying(self, what: str, attempt: Callable[[], T]) -> T:
         """Run the blocking ``attempt`` in the pool with retries; transient failures wait with jittered
-        exponential backoff (on the event loop, so a waiting retry holds no thread)."""
+        exponential backoff (on the event loop, so a waiting retry holds no thread).
+
+        The pool's own queue bounds the concurrency: a thread that finishes takes the next request at
+        once, where a semaphore on the event loop left it idle until the loop came round (workers sat
+        idle 47 % of a cold sync).
+        """
         loop = asyncio.get_running_loop()
         for tries in range(self.retries + 1):
             try:
-                async with self._slots:
-                    return await loop.run_in_executor(self._threads, attempt)
-            except _Transient as exc:
+                return await loop.run_in_executor(self._threads, attempt)
+            except Transient as exc:
                 if tries == self.retries:
                     raise UpstreamError(f"{what}: {exc.reason} (after {tries + 1} attempts)") from None
                 delay = exc.retry_after if exc.retry_after is not None else self.backoff * 2**tries
@@ -181,7 +187,7 @@ class Upstream:
             except httpx.TooManyRedirects:
                 raise UpstreamError(f"{name}: too many redirects") from None
             except (httpx.TransportError, httpx.DecodingError) as exc:
-                raise _Transient(_describe(exc)) from None
+                raise Transient(_describe(exc)) from None
 
         return await self._retrying(name, attempt)
 
@@ -193,61 +199,50 @@ class Upstream:
         except HostNotAllowed as exc:
             raise UpstreamError(f"{label}: {exc}") from None
 
+        stream = self._files.fetch if self._files is not None else self._stream_with_httpx
+
         def attempt() -> None:
             writer = open_writer()
             try:
-                with self._client.stream("GET", url) as response:
-                    _raise_for_transient(response)
-                    if response.status_code != 200:
-                        raise UpstreamError(f"{label}: upstream answered HTTP {response.status_code}")
-                    declared = response.headers.get("Content-Length")
-                    for chunk in response.iter_bytes():
-                        writer.write(chunk)
-                    encoded = "Content-Encoding" in response.headers
-                    if declared and declared.isdigit() and not encoded and int(declared) != writer.size:
-                        raise _Transient(f"truncated body ({writer.size} of {declared} bytes)")
+                stream(url, writer)
                 writer.commit()
             except IntegrityError as exc:
                 raise UpstreamError(f"{label}: rejected, {exc}") from None
-            except httpx.TooManyRedirects:
-                raise UpstreamError(f"{label}: too many redirects") from None
-            except (httpx.TransportError, httpx.DecodingError) as exc:
-                raise _Transient(_describe(exc)) from None
+            except FetchError as exc:
+                raise UpstreamError(f"{label}: {exc}") from None
             finally:
                 writer.abort()
 
         await self._retrying(label, attempt)
 
-
-class _Transient(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
+    def _stream_with_httpx(self, url: str, writer: BlobWriter) -> None:
+        """``FileFetcher.fetch`` through httpx, which speaks to proxies: same failures, same checks."""
+        try:
+            with self._client.stream("GET", url) as response:
+                _raise_for_transient(response)
+                if response.status_code != 200:
+                    raise FetchError(f"upstream answered HTTP {response.status_code}")
+                declared = response.headers.get("Content-Length")
+                for chunk in response.iter_bytes():
+                    writer.write(chunk)
+                encoded = "Content-Encoding" in response.headers
+                if declared and declared.isdigit() and not encoded and int(declared) != writer.size:
+                    raise Transient(f"truncated body ({writer.size} of {declared} bytes)")
+        except httpx.TooManyRedirects:
+            raise FetchError("too many redirects") from None
+        except (httpx.TransportError, httpx.DecodingError) as exc:
+            raise Transient(_describe(exc)) from None
 
 
 def _describe(exc: Exception) -> str:
     if isinstance(exc, httpx.TimeoutException):
         return "timed out"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return describe(exc)
 
 
 def _raise_for_transient(response: httpx.Response) -> None:
-    if response.status_code in _RETRY_STATUSES:
-        raise _Transient(f"HTTP {response.status_code}", _retry_after(response.headers.get("Retry-After")))
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return float(value)
-    try:
-        from datetime import UTC, datetime
-
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-    except (TypeError, ValueError):
-        return None
+    if response.status_code in RETRY_STATUSES:
+        raise Transient(f"HTTP {response.status_code}", retry_after(response.headers.get("Retry-After")))
 
 
 def _check_url(url: str) -> None:

@@ -16,7 +16,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from gitmirror.upstream import _retry_after
+from gitmirror.fetch import retry_after
 
 from conftest import GITMIRROR, Mirror, isolated_env
 from fakeupstream import FakeUpstream
@@ -208,9 +208,9 @@ def test_huge_page_is_refused_with_bounded_memory(mirror: Mirror, sample, upstre
 
 
 def test_retry_after_accepts_seconds_and_http_dates() -> None:
-    assert _retry_after("7") == 7.0
-    assert _retry_after(None) is None and _retry_after("soon") is None
+    assert retry_after("7") == 7.0
+    assert retry_after(None) is None and retry_after("soon") is None
     later = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
-    assert 20 <= (_retry_after(later) or 0) <= 31
+    assert 20 <= (retry_after(later) or 0) <= 31
     earlier = format_datetime(datetime.now(UTC) - timedelta(seconds=30), usegmt=True)
-    assert _retry_after(earlier) == 0.0
+    assert retry_after(earlier) == 0.0

@@ -1,0 +1,164 @@
+"""``gitmirror.fetch``: release files over ``http.client``, at the level of connections and framing.
+
+The sync-level behaviour (retries, messages, nothing unverified stored) is covered against the fake
+upstream in tests/test_upstream_faults.py and tests/test_hostile.py; here a scripted server on
+127.0.0.1 shows what only the wire reveals: kept-alive connections are reused, one the server closed
+meanwhile is replaced at once, an early close is a truncation, and redirect hops obey the host policy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from gitmirror.fetch import MAX_REDIRECTS, FetchError, FileFetcher, Transient
+from gitmirror.hosts import HostPolicy
+from gitmirror.store import BlobStore
+
+BODY = b"wheel bytes " * 1000
+
+# path -> (raw answer, close the connection after it)
+Script = Callable[[str], tuple[bytes, bool]]
+
+
+def answer(status: str, body: bytes = b"", headers: str = "", length: int | None = None) -> bytes:
+    size = len(body) if length is None else length
+    return f"HTTP/1.1 {status}\r\nContent-Length: {size}\r\n{headers}\r\n".encode() + body
+
+
+class ScriptedServer:
+    """Answers each request line with ``script(path)``; counts connections and requests."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.paths: list[str] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._connection, args=(client,), daemon=True).start()
+
+    def _connection(self, client: socket.socket) -> None:
+        with client:
+            buffer = b""
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    chunk = client.recv(65536)
+                    if not chunk:
+                        return
+                    buffer += chunk
+                head, buffer = buffer.split(b"\r\n\r\n", 1)
+                path = head.split(b"\r\n")[0].split()[1].decode()
+                self.paths.append(path)
+                data, close = self.script(path)
+                client.sendall(data)
+                if close:
+                    return
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def server_for() -> Iterator[Callable[[Script], ScriptedServer]]:
+    started: list[ScriptedServer] = []
+
+    def start(script: Script) -> ScriptedServer:
+        started.append(ScriptedServer(script))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.close()
+
+
+def fetch(server: ScriptedServer, store: BlobStore, fetcher: FileFetcher, path: str = "/f.whl") -> bytes:
+    digest = hashlib.sha256(BODY).hexdigest()
+    with store.writer(digest, len(BODY)) as writer:
+        fetcher.fetch(server.url + path, writer)
+        return store.path(digest).read_bytes() if writer.commit() else b""
+
+
+def test_kept_alive_connection_is_reused(server_for, tmp_path: Path) -> None:
+    server = server_for(lambda path: (answer("200 OK", BODY), False))
+    fetcher = FileFetcher(HostPolicy(server.url + "/simple/"), 5.0, "test")
+    store = BlobStore(tmp_path)
+    for _ in range(5):
+        assert fetch(server, store, fetcher) == BODY
+    fetcher.close()
+    assert server.connections == 1 and len(server.paths) == 5
+
+
+def test_a_connection_the_server_closed_is_replaced_at_once(server_for, tmp_path: Path) -> None:
+    """The server closes after each answer without saying so: the next request reconnects, no retry."""
+    server = server_for(lambda path: (answer("200 OK", BODY), True))
+    fetcher = FileFetcher(HostPolicy(server.url + "/simple/"), 5.0, "test")
+    store = BlobStore(tmp_path)
+    for _ in range(3):
+        assert fetch(server, store, fetcher) == BODY
+    fetcher.close()
+    assert server.connections == 3 and len(server.paths) == 3
+
+
+def test_an_early_close_is_a_truncation_and_nothing_is_kept(server_for, tmp_path: Path) -> None:
+    server = server_for(lambda path: (answer("200 OK", BODY[:500], length=len(BODY)), True))
+    fetcher = FileFetcher(HostPolicy(server.url + "/simple/"), 5.0, "test")
+    store = BlobStore(tmp_path)
+    with pytest.raises(Transient, match=r"truncated body \(500 of 12000 bytes\)"):
+        fetch(server, store, fetcher)
+    assert list(store) == [] and list(store.tmp_dir.iterdir()) == []
+
+
+def test_retryable_statuses_carry_retry_after(server_for, tmp_path: Path) -> None:
+    server = server_for(lambda path: (answer("503 Service Unavailable", b"busy", "Retry-After: 7\r\n"), False))
+    fetcher = FileFetcher(HostPolicy(server.url + "/simple/"), 5.0, "test")
+    with pytest.raises(Transient) as raised:
+        fetch(server, BlobStore(tmp_path), fetcher)
+    assert raised.value.reason == "HTTP 503" and raised.value.retry_after == 7.0
+    server404 = server_for(lambda path: (answer("404 Not Found", b"no"), False))
+    with pytest.raises(FetchError, match="upstream answered HTTP 404"):
+        fetch(server404, BlobStore(tmp_path), FileFetcher(HostPolicy(server404.url + "/simple/"), 5.0, "test"))
+
+
+def test_redirect_hops_obey_the_host_policy(server_for, tmp_path: Path) -> None:
+    elsewhere = server_for(lambda path: (answer("200 OK", BODY), False))
+
+    def script(path: str) -> tuple[bytes, bool]:
+        if path == "/moved.whl":
+            return answer("302 Found", b"", "Location: /f.whl\r\n"), False
+        if path == "/away.whl":
+            return answer("302 Found", b"", f"Location: {elsewhere.url}/f.whl\r\n"), False
+        if path == "/loop.whl":
+            return answer("302 Found", b"", "Location: /loop.whl\r\n"), False
+        return answer("200 OK", BODY), False
+
+    server = server_for(script)
+    fetcher = FileFetcher(HostPolicy(server.url + "/simple/"), 5.0, "test")
+    store = BlobStore(tmp_path)
+    assert fetch(server, store, fetcher, "/moved.whl") == BODY  # same origin: followed
+    with pytest.raises(FetchError, match=rf"refusing '{elsewhere.url}/f.whl'"):
+        fetch(server, store, fetcher, "/away.whl")  # another port on loopback: a classic SSRF target
+    assert elsewhere.paths == []
+    with pytest.raises(FetchError, match="too many redirects"):
+        fetch(server, store, fetcher, "/loop.whl")
+    assert server.paths.count("/loop.whl") == MAX_REDIRECTS + 1
+    allowed = FileFetcher(HostPolicy(server.url + "/simple/", (f"127.0.0.1:{elsewhere.port}",)), 5.0, "test")
+    assert fetch(server, store, allowed, "/away.whl") == BODY  # listed in allowed_hosts: followed
