@@ -152,3 +152,23 @@ def test_server_never_serves_a_file_outside_the_store(served) -> None:
     for path in (f"/files/demo-pkg/{outside}", "/files/demo-pkg/secret.txt", "/files/secret.txt"):
         status, body = raw_get(server, path)
         assert status == 404 and b"TOP SECRET" not in body
+
+
+def test_files_larger_than_one_read_step_are_served_whole_and_in_ranges(mirror: Mirror, upstream, serve) -> None:
+    """A blob is read in 256 KiB steps (server.BlobResponse): bodies and ranges across steps stay exact."""
+    from fakeupstream import build_wheel
+
+    wheel = build_wheel("big-pkg", "1.0", payload_size=700_000)
+    upstream.add("big-pkg", wheel)
+    mirror.configure("projects:\n  - big-pkg\n")
+    mirror.run("sync", check=True)
+    server = serve()
+    url = f"{server.url}/files/big-pkg/{wheel.filename}"
+    assert len(wheel.data) > 2 * 256 * 1024
+    whole = httpx.get(url)
+    assert whole.status_code == 200 and whole.content == wheel.data
+    assert int(whole.headers["content-length"]) == len(wheel.data)
+    for start, end in ((262_000, 262_300), (100_000, 600_000), (0, len(wheel.data) - 1)):
+        part = httpx.get(url, headers={"Range": f"bytes={start}-{end}"})
+        assert part.status_code == 206 and part.content == wheel.data[start : end + 1]
+        assert part.headers["content-range"] == f"bytes {start}-{end}/{len(wheel.data)}"
