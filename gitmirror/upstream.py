@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
 
-import httpcore
 import httpx
 
 if importlib.util.find_spec("sniffio") is None:
@@ -42,14 +41,7 @@ MAX_PAGE_BYTES = 64 * 1024 * 1024
 ACCEPT_JSON_PREFERRED = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.5, text/html;q=0.01"
 )
-SOCKET_READ_BYTES = 256 * 1024
 T = TypeVar("T")
-
-if isinstance(getattr(httpcore.HTTP11Connection, "READ_NUM_BYTES", None), int):
-    # httpcore reads a body 64 KiB at a time, and each read is a round of Python work in httpcore, h11,
-    # httpx and the blob writer, on 8 threads sharing the GIL. 256 KiB reads made a cold sync of 2 GB
-    # 13 % faster (13.1-13.5 s -> 11.5-11.7 s; 1 MiB reads were slower again: larger allocations).
-    httpcore.HTTP11Connection.READ_NUM_BYTES = SOCKET_READ_BYTES
 
 
 class UpstreamError(RuntimeError):
@@ -88,11 +80,11 @@ class RemoteProject:
 class Upstream:
     """An upstream simple index; use as ``async with Upstream(...) as upstream``.
 
-    The run is orchestrated on an event loop, but each request runs as blocking httpx in a bounded
-    pool of threads: a file streams socket -> sha256 -> temporary file in 1 MiB reads, and socket
-    reads, hashing and writes all release the GIL. The same requests through httpx's asyncio stack
-    kept the event-loop thread 90 % busy with per-chunk and per-request bookkeeping; it was the
-    limit of a cold sync's throughput.
+    The run is orchestrated on an event loop, but each request runs blocking in a bounded pool of
+    threads (pages through httpx, release files through ``fetch.FileFetcher``): a file streams
+    socket -> sha256 -> temporary file, and socket reads, hashing and writes all release the GIL.
+    The same requests through httpx's asyncio stack kept the event-loop thread 90 % busy with
+    per-chunk and per-request bookkeeping; it was the limit of a cold sync's throughput.
     """
 
     def __init__(
