@@ -97,25 +97,21 @@ def fetch(server: ScriptedServer, store: BlobStore, fetcher: FileFetcher, path: 
         return store.path(digest).read_bytes() if writer.commit() else b""
 
 
-def test_kept_alive_connection_is_reused(server_for, tmp_path: Path) -> None:
-    server = server_for(lambda path: (answer("200 OK", BODY), False))
+@pytest.mark.parametrize(
+    ("server_closes", "connections"),
+    [(False, 1), (True, 4)],
+    ids=["kept-alive-and-reused", "closed-by-the-server-replaced-at-once"],
+)
+def test_connections_are_reused_or_replaced(server_for, tmp_path: Path, server_closes: bool, connections: int) -> None:
+    """One connection for every file; when the server closes it after an answer without saying so,
+    the next request reconnects at once instead of failing into the retry loop."""
+    server = server_for(lambda path: (answer("200 OK", BODY), server_closes))
     fetcher = FileFetcher(HostPolicy(server.url + "/simple/"), 5.0, "test")
     store = BlobStore(tmp_path)
-    for _ in range(5):
+    for _ in range(4):
         assert fetch(server, store, fetcher) == BODY
     fetcher.close()
-    assert server.connections == 1 and len(server.paths) == 5
-
-
-def test_a_connection_the_server_closed_is_replaced_at_once(server_for, tmp_path: Path) -> None:
-    """The server closes after each answer without saying so: the next request reconnects, no retry."""
-    server = server_for(lambda path: (answer("200 OK", BODY), True))
-    fetcher = FileFetcher(HostPolicy(server.url + "/simple/"), 5.0, "test")
-    store = BlobStore(tmp_path)
-    for _ in range(3):
-        assert fetch(server, store, fetcher) == BODY
-    fetcher.close()
-    assert server.connections == 3 and len(server.paths) == 3
+    assert server.connections == connections and len(server.paths) == 4
 
 
 def test_an_early_close_is_a_truncation_and_nothing_is_kept(server_for, tmp_path: Path) -> None:
