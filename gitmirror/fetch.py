@@ -166,6 +166,9 @@ class FileFetcher:
         for origin, kept in list(worker.connections.items()):
             if kept is connection:
                 del worker.connections[origin]
+        with self._lock:
+            if connection in self._all:
+                self._all.remove(connection)
 
     def _worker(self) -> _Worker:
         worker = getattr(self._local, "worker", None)

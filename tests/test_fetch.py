@@ -91,6 +91,20 @@ def server_for() -> Iterator[Callable[[Script], ScriptedServer]]:
         server.close()
 
 
+@pytest.fixture
+def fetcher_for() -> Iterator[Callable[..., FileFetcher]]:
+    """``fetcher_for(server, allowed_hosts=None)``: a fetcher whose upstream is ``server``, closed afterwards."""
+    made: list[FileFetcher] = []
+
+    def make(server: ScriptedServer, allowed_hosts: tuple[str, ...] | None = None) -> FileFetcher:
+        made.append(FileFetcher(HostPolicy(server.url + "/simple/", allowed_hosts), 5.0, "test"))
+        return made[-1]
+
+    yield make
+    for fetcher in made:
+        fetcher.close()
+
+
 def fetch(server: ScriptedServer, store: BlobStore, fetcher: FileFetcher, path: str = "/f.whl") -> bytes:
     digest = hashlib.sha256(BODY).hexdigest()
     with store.writer(digest, len(BODY)) as writer:
@@ -103,39 +117,40 @@ def fetch(server: ScriptedServer, store: BlobStore, fetcher: FileFetcher, path: 
     [(False, 1), (True, 4)],
     ids=["kept-alive-and-reused", "closed-by-the-server-replaced-at-once"],
 )
-def test_connections_are_reused_or_replaced(server_for, tmp_path: Path, server_closes: bool, connections: int) -> None:
+def test_connections_are_reused_or_replaced(
+    server_for, fetcher_for, tmp_path: Path, server_closes: bool, connections: int
+) -> None:
     """One connection for every file; when the server closes it after an answer without saying so,
     the next request reconnects at once instead of failing into the retry loop."""
     server = server_for(lambda path: (answer("200 OK", BODY), server_closes))
-    fetcher = FileFetcher(HostPolicy(server.url + "/simple/"), 5.0, "test")
+    fetcher = fetcher_for(server)
     store = BlobStore(tmp_path)
     for _ in range(4):
         assert fetch(server, store, fetcher) == BODY
-    fetcher.close()
     assert server.connections == connections and len(server.paths) == 4
 
 
-def test_an_early_close_is_a_truncation_and_nothing_is_kept(server_for, tmp_path: Path) -> None:
+def test_an_early_close_is_a_truncation_and_nothing_is_kept(server_for, fetcher_for, tmp_path: Path) -> None:
     server = server_for(lambda path: (answer("200 OK", BODY[:500], length=len(BODY)), True))
-    fetcher = FileFetcher(HostPolicy(server.url + "/simple/"), 5.0, "test")
+    fetcher = fetcher_for(server)
     store = BlobStore(tmp_path)
     with pytest.raises(Transient, match=r"truncated body \(500 of 12000 bytes\)"):
         fetch(server, store, fetcher)
     assert list(store) == [] and list(store.tmp_dir.iterdir()) == []
 
 
-def test_retryable_statuses_carry_retry_after(server_for, tmp_path: Path) -> None:
+def test_retryable_statuses_carry_retry_after(server_for, fetcher_for, tmp_path: Path) -> None:
     server = server_for(lambda path: (answer("503 Service Unavailable", b"busy", "Retry-After: 7\r\n"), False))
-    fetcher = FileFetcher(HostPolicy(server.url + "/simple/"), 5.0, "test")
+    fetcher = fetcher_for(server)
     with pytest.raises(Transient) as raised:
         fetch(server, BlobStore(tmp_path), fetcher)
     assert raised.value.reason == "HTTP 503" and raised.value.retry_after == 7.0
     server404 = server_for(lambda path: (answer("404 Not Found", b"no"), False))
     with pytest.raises(FetchError, match="upstream answered HTTP 404"):
-        fetch(server404, BlobStore(tmp_path), FileFetcher(HostPolicy(server404.url + "/simple/"), 5.0, "test"))
+        fetch(server404, BlobStore(tmp_path), fetcher_for(server404))
 
 
-def test_redirect_hops_obey_the_host_policy(server_for, tmp_path: Path) -> None:
+def test_redirect_hops_obey_the_host_policy(server_for, fetcher_for, tmp_path: Path) -> None:
     elsewhere = server_for(lambda path: (answer("200 OK", BODY), False))
 
     def script(path: str) -> tuple[bytes, bool]:
@@ -148,7 +163,7 @@ def test_redirect_hops_obey_the_host_policy(server_for, tmp_path: Path) -> None:
         return answer("200 OK", BODY), False
 
     server = server_for(script)
-    fetcher = FileFetcher(HostPolicy(server.url + "/simple/"), 5.0, "test")
+    fetcher = fetcher_for(server)
     store = BlobStore(tmp_path)
     assert fetch(server, store, fetcher, "/moved.whl") == BODY  # same origin: followed
     with pytest.raises(FetchError, match=rf"refusing '{elsewhere.url}/f.whl'"):
@@ -157,5 +172,5 @@ def test_redirect_hops_obey_the_host_policy(server_for, tmp_path: Path) -> None:
     with pytest.raises(FetchError, match="too many redirects"):
         fetch(server, store, fetcher, "/loop.whl")
     assert server.paths.count("/loop.whl") == MAX_REDIRECTS + 1
-    allowed = FileFetcher(HostPolicy(server.url + "/simple/", (f"127.0.0.1:{elsewhere.port}",)), 5.0, "test")
+    allowed = fetcher_for(server, (f"127.0.0.1:{elsewhere.port}",))
     assert fetch(server, store, allowed, "/away.whl") == BODY  # listed in allowed_hosts: followed
