@@ -284,7 +284,7 @@ class Syncer:
             refs=unchanged.refs_digest(self.repo.path, branches),
             blobs=sorted({entry.sha256 for manifest in manifests for entry in manifest.served_files()}),
             projects=len(outcomes),
-            warnings=self.warnings,
+            warnings=tuple(self.warnings),
         ).save(unchanged.record_path(self.config, branch))
 
     def _old_manifest(self, parent: bytes | None, name: str) -> ProjectManifest | None:

@@ -32,10 +32,9 @@ import json
 import os
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from http.client import HTTPConnection, HTTPSConnection
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlsplit
 
 from . import __version__
@@ -135,9 +134,11 @@ def upstream_serial(upstream: str, timeout: float) -> str | None:
     return serial.strip()
 
 
-@dataclass
-class Record:
-    """What a clean run of the whole configuration leaves, for the next run to compare against."""
+class Record(NamedTuple):
+    """What a clean run of the whole configuration leaves, for the next run to compare against.
+
+    A named tuple rather than a dataclass: ``dataclasses`` (and ``inspect``) cost 5 ms of a 60 ms run.
+    """
 
     serial: str
     config_file: str  # absolute path of mirror.yaml
@@ -151,13 +152,13 @@ class Record:
     refs: str
     blobs: list[str]
     projects: int
-    warnings: list[str] = field(default_factory=list)
+    warnings: tuple[str, ...] = ()
     version: str = __version__
     schema: int = SCHEMA
 
     def save(self, path: Path) -> None:
         """Beside the store, then the pointer to it (best effort: a cache directory may be read-only)."""
-        _write_atomically(path, json.dumps(self.__dict__, separators=(",", ":")))
+        _write_atomically(path, json.dumps(self._asdict(), separators=(",", ":")))
         with contextlib.suppress(OSError):
             _write_atomically(pointer_path(Path(self.config_file)), str(path.resolve()))
 
