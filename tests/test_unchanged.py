@@ -158,3 +158,21 @@ def test_without_a_serial_header_every_run_is_full(mirror: Mirror, sample, upstr
 )
 def test_only_a_plain_sync_takes_the_warm_path(argv: list[str], parsed: object) -> None:
     assert sync_arguments(argv) == parsed
+
+
+def test_review_mode_watches_both_branches(mirror: Mirror, sample, upstream: FakeUpstream) -> None:
+    """In review mode a sync commits to ``incoming`` after catching up with ``main``: both refs count."""
+    mirror.configure("projects:\n  - demo-pkg\n  - other_lib\nreview:\n  enabled: true\n  cooldown: 1s\n")
+    mirror.run("sync", check=True)
+    upstream.add("demo-pkg", build_wheel("demo-pkg", "3.0"))
+    mirror.run("sync", check=True)
+    incoming = mirror.git("rev-parse", "incoming").strip()
+    mark = len(upstream.requests)
+    result = mirror.run("sync", check=True)
+    assert "unchanged since the last complete sync" in result.stdout
+    assert requests_since(upstream, mark) == [("HEAD", "/simple/")]
+    assert mirror.git("rev-parse", "incoming").strip() == incoming
+    mirror.run("approve", "--all", check=True)  # main moves: the next sync must catch incoming up
+    assert_full(mirror, upstream, len(upstream.requests))
+    assert "demo_pkg-3.0-py3-none-any.whl" in mirror.git("show", "main:projects/de/mo/demo-pkg.jsonl")
+    assert_warm(mirror, upstream, mirror.git("rev-parse", "main").strip(), len(upstream.requests))
