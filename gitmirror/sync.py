@@ -284,6 +284,7 @@ class Syncer:
             refs=unchanged.refs_digest(self.repo.path, branches),
             blobs=sorted({entry.sha256 for manifest in manifests for entry in manifest.served_files()}),
             projects=len(outcomes),
+            names=sorted(outcome.name for outcome in outcomes),
             warnings=tuple(self.warnings),
         ).save(unchanged.record_path(self.config, branch))
 

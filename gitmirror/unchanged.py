@@ -152,6 +152,7 @@ class Record(NamedTuple):
     refs: str
     blobs: list[str]
     projects: int
+    names: list[str]  # normalized names of every project the run checked (its closure)
     warnings: tuple[str, ...] = ()
     version: str = __version__
     schema: int = SCHEMA
@@ -185,10 +186,55 @@ def forget(config: Config, branch: str) -> None:
     record_path(config, branch).unlink(missing_ok=True)
 
 
-def still_holds(config_path: Path) -> Record | None:
-    """The record, when the last clean run's outcome provably still holds; None for a full run."""
+def changed_projects(upstream: str, timeout: float, since: str, until: str) -> set[str] | None:
+    """Normalized names of the projects upstream changed after serial ``since``, from its changelog
+    (XML-RPC ``changelog_since_serial`` at ``/pypi`` of the index's origin, as Warehouse and
+    bandersnatch speak it); None when the index has no such changelog, or it does not reach
+    ``until`` (a truncated answer must not pass for "nothing of ours changed").
+    """
+    import xmlrpc.client  # only when the serial moved
+
+    from .names import UnsafeNameError, normalize
+
+    url = urlsplit(upstream)
+    secure = url.scheme == "https"
+    base = xmlrpc.client.SafeTransport if secure else xmlrpc.client.Transport
+
+    class Transport(base):  # type: ignore[misc, valid-type]
+        def make_connection(self, host):  # type: ignore[no-untyped-def]
+            connection = super().make_connection(host)
+            connection.timeout = min(timeout, 10.0)
+            return connection
+
+    if secure:
+        from .tls import system_trust
+
+        transport = Transport(context=system_trust())
+    else:
+        transport = Transport()
+    proxy = xmlrpc.client.ServerProxy(f"{url.scheme}://{url.netloc}/pypi", transport=transport)
     try:
-        record = Record.load(Path(pointer_path(config_path).read_text()))
+        rows = proxy.changelog_since_serial(int(since))
+        reached = max((int(row[4]) for row in rows), default=int(since))
+        names = set()
+        for row in rows:
+            with contextlib.suppress(UnsafeNameError):
+                names.add(normalize(str(row[0])))
+    except (OSError, ValueError, TypeError, IndexError, xmlrpc.client.Error):
+        return None
+    return names if reached >= int(until) else None
+
+
+def still_holds(config_path: Path) -> tuple[Record, str] | None:
+    """The record and why it holds, when the last clean run's outcome provably still holds; None for
+    a full run.
+
+    When upstream's serial moved, its changelog says whether any project of this mirror was among
+    the changes; if none was, the record holds, and is moved to the new serial.
+    """
+    try:
+        record_file = Path(pointer_path(config_path).read_text())
+        record = Record.load(record_file)
         config_bytes = config_path.read_bytes()
     except OSError:
         return None
@@ -204,9 +250,17 @@ def still_holds(config_path: Path) -> Record | None:
     isfile, join = os.path.isfile, os.path.join
     if not all(isfile(join(blobs, sha[:2], sha[2:4], sha)) for sha in record.blobs):
         return None  # the full run re-fetches (heals) what is missing
-    if upstream_serial(record.upstream, record.timeout) != record.serial:
+    serial = upstream_serial(record.upstream, record.timeout)
+    if serial is None:
         return None
-    return record
+    if serial == record.serial:
+        return record, f"upstream serial {serial} unchanged since the last complete sync"
+    changed = changed_projects(record.upstream, record.timeout, record.serial, serial)
+    if changed is None or not changed.isdisjoint(record.names):
+        return None
+    with contextlib.suppress(OSError):
+        record._replace(serial=serial).save(record_file)
+    return record, f"upstream serial {record.serial} -> {serial}: its changelog names none of these projects"
 
 
 def sync_arguments(argv: list[str]) -> tuple[Path | None, bool] | None:
@@ -244,14 +298,12 @@ def warm_sync(argv: list[str]) -> int | None:
     resolved = config_file(config_path)
     if resolved is None:
         return None
-    record = still_holds(resolved)
-    if record is None:
+    holding = still_holds(resolved)
+    if holding is None:
         return None
+    record, why = holding
     for warning in record.warnings:
         print(warning, file=sys.stderr)
     if not quiet:
-        print(
-            f"{record.projects} projects checked, 0 changed, 0 files added; nothing to commit "
-            f"(upstream serial {record.serial} unchanged since the last complete sync)"
-        )
+        print(f"{record.projects} projects checked, 0 changed, 0 files added; nothing to commit ({why})")
     return 0

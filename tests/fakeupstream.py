@@ -29,6 +29,7 @@ import struct
 import sys
 import tarfile
 import threading
+import xmlrpc.client
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -488,6 +489,9 @@ class FakeUpstream:
         self.html_only = False
         #: the index root's ``X-PyPI-Last-Serial`` (the warm sync path needs it); False: an index without one
         self.send_serial = True
+        #: answer XML-RPC ``changelog_since_serial`` at ``POST /pypi`` like the public index; False: 404
+        self.xmlrpc = True
+        self._journal: list[tuple[str, int]] = []  # (project name, serial) of every mutation
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -573,10 +577,16 @@ class FakeUpstream:
         except KeyError:
             raise KeyError(f"{project!r} has no file {filename!r}") from None
 
-    def _bump(self, proj: _Project | None) -> None:
+    def _bump(self, proj: _Project | None, name: str | None = None) -> None:
         self._serial += 1
         if proj is not None:
             proj.last_serial = self._serial
+        self._journal.append((proj.name if proj is not None else name or "", self._serial))
+
+    def changelog_since(self, serial: int) -> list[list[object]]:
+        """XML-RPC ``changelog_since_serial``: [name, version, timestamp, action, serial] rows."""
+        with self._lock:
+            return [[name, "", 0, "changed", number] for name, number in self._journal if number > serial]
 
     def add(
         self,
@@ -619,8 +629,8 @@ class FakeUpstream:
     def remove_project(self, project: str) -> None:
         with self._lock:
             self._project(project)
-            del self._projects[canonicalize_name(project)]
-            self._bump(None)
+            removed = self._projects.pop(canonicalize_name(project))
+            self._bump(None, removed.name)
 
     def yank(self, project: str, filename: str, reason: str | bool = True) -> None:
         """PEP 592 yank; ``reason=True`` yanks without a reason."""
@@ -1021,6 +1031,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_HEAD(self) -> None:
         self._dispatch(head=True)
+
+    def do_POST(self) -> None:
+        """XML-RPC at ``/pypi``: ``changelog_since_serial`` only (what a mirror asks)."""
+        up = self.server.upstream
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if urlsplit(self.path).path.rstrip("/") != "/pypi" or not up.xmlrpc:
+            self._send(_text(404, "Not Found\n"), head=False, fault=None)
+            return
+        params, method = xmlrpc.client.loads(body)
+        if method == "changelog_since_serial":
+            payload = xmlrpc.client.dumps((up.changelog_since(int(params[0])),), methodresponse=True)
+        else:
+            payload = xmlrpc.client.dumps(xmlrpc.client.Fault(1, f"no method {method}"))
+        self._send(_Response(200, [("Content-Type", "text/xml")], payload.encode()), head=False, fault=None)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass  # keep test output clean; see FakeUpstream.requests instead

@@ -176,3 +176,29 @@ def test_review_mode_watches_both_branches(mirror: Mirror, sample, upstream: Fak
     assert_full(mirror, upstream, len(upstream.requests))
     assert "demo_pkg-3.0-py3-none-any.whl" in mirror.git("show", "main:projects/de/mo/demo-pkg.jsonl")
     assert_warm(mirror, upstream, mirror.git("rev-parse", "main").strip(), len(upstream.requests))
+
+
+def test_changes_to_other_projects_are_read_from_the_changelog(mirror: Mirror, sample, upstream: FakeUpstream) -> None:
+    """A busy index moves its serial between most runs: its changelog says whether any of ours moved."""
+    tip, mark = synced(mirror, upstream)
+    upstream.add("unrelated", build_wheel("unrelated", "1.0"))
+    upstream.add("Another.Project", build_wheel("another-project", "1.0"))
+    before = json.loads(record_files(mirror)[0].read_text())["serial"]
+    result = mirror.run("sync", check=True)
+    assert "nothing to commit" in result.stdout
+    assert f"upstream serial {before} -> {upstream.serial}: its changelog names none of these projects" in result.stdout
+    assert requests_since(upstream, mark) == [("HEAD", "/simple/"), ("POST", "/pypi")]
+    record = json.loads(record_files(mirror)[0].read_text())
+    assert record["serial"] == str(upstream.serial)  # moved on: the next run asks from there
+    assert_warm(mirror, upstream, tip, len(upstream.requests))
+
+    upstream.add("other_lib", build_wheel("other_lib", "0.3"))  # one of ours: the full run
+    assert "1 files added" in assert_full(mirror, upstream, len(upstream.requests))
+
+
+def test_without_a_changelog_a_moved_serial_means_a_full_run(mirror: Mirror, sample, upstream: FakeUpstream) -> None:
+    _, mark = synced(mirror, upstream)
+    upstream.xmlrpc = False
+    upstream.add("unrelated", build_wheel("unrelated", "1.0"))
+    assert_full(mirror, upstream, mark)
+    assert ("POST", "/pypi") in requests_since(upstream, mark)
