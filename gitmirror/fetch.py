@@ -17,7 +17,6 @@ Pages, and every request when a proxy is configured, stay with httpx (``upstream
 from __future__ import annotations
 
 import http.client
-import os
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,7 +31,6 @@ MAX_REDIRECTS = 5
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 BUFFER_BYTES = 1 << 20
 _REDIRECTS = {301, 302, 303, 307, 308}
-_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
 
 
 class FetchError(Exception):
@@ -61,11 +59,6 @@ def retry_after(value: str | None) -> float | None:
         return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
     except (TypeError, ValueError):
         return None
-
-
-def proxy_configured() -> bool:
-    """A proxy in the environment: then httpx, which speaks to proxies, does the downloads."""
-    return any(os.environ.get(name) or os.environ.get(name.upper()) for name in _PROXY_VARIABLES)
 
 
 @dataclass

@@ -13,7 +13,10 @@ import sys
 def main() -> None:
     from .unchanged import warm_sync
 
-    code = warm_sync(sys.argv[1:])
+    try:
+        code = warm_sync(sys.argv[1:])
+    except Exception:  # a shortcut, never a failure of its own: the full command runs and reports
+        code = None
     if code is not None:
         sys.exit(code)
     from .cli import main as cli_main

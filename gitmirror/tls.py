@@ -1,4 +1,4 @@
-"""The TLS trust every upstream request uses, in a module light enough for the warm path to import."""
+"""Network settings every upstream request shares (TLS trust, proxies), light enough for the warm path."""
 
 from __future__ import annotations
 
@@ -13,3 +13,9 @@ def system_trust() -> ssl.SSLContext:
     bundled list cannot reach upstream there.
     """
     return ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE") or None)
+
+
+def proxy_configured() -> bool:
+    """A proxy in the environment: then only httpx, which speaks to proxies, talks to upstream."""
+    names = ("http_proxy", "https_proxy", "all_proxy")
+    return any(os.environ.get(name) or os.environ.get(name.upper()) for name in names)

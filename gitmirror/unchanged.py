@@ -32,7 +32,7 @@ import json
 import os
 import sys
 from collections.abc import Iterable
-from http.client import HTTPConnection, HTTPSConnection
+from http.client import HTTPConnection, HTTPException, HTTPSConnection
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlsplit
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 SCHEMA = 1
 SERIAL_HEADER = "X-PyPI-Last-Serial"
 STATE_DIR = "state"
-_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
 
 
 def state_key(branch: str, upstream: str) -> str:
@@ -104,15 +103,15 @@ def upstream_serial(upstream: str, timeout: float) -> str | None:
     the host policy holds), TLS verified against the system store like every other request. A
     proxy is not spoken to here: with one configured, there is no warm path.
     """
-    if any(os.environ.get(name) or os.environ.get(name.upper()) for name in _PROXY_VARIABLES):
+    from .tls import proxy_configured, system_trust
+
+    if proxy_configured():
         return None
     url = urlsplit(upstream)
     if url.scheme not in ("http", "https") or not url.hostname:
         return None
     timeout = min(timeout, 10.0)
     if url.scheme == "https":
-        from .tls import system_trust
-
         connection: HTTPConnection = HTTPSConnection(url.hostname, url.port, timeout=timeout, context=system_trust())
     else:
         connection = HTTPConnection(url.hostname, url.port, timeout=timeout)
@@ -125,7 +124,7 @@ def upstream_serial(upstream: str, timeout: float) -> str | None:
         response = connection.getresponse()
         serial = response.getheader(SERIAL_HEADER)
         response.read()
-    except (OSError, ValueError):
+    except (OSError, ValueError, HTTPException):
         return None
     finally:
         connection.close()

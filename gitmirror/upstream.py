@@ -29,12 +29,12 @@ if importlib.util.find_spec("sniffio") is None:
 from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
 
 from . import __version__
-from .fetch import RETRY_STATUSES, FetchError, FileFetcher, Transient, describe, proxy_configured, retry_after
+from .fetch import RETRY_STATUSES, FetchError, FileFetcher, Transient, describe, retry_after
 from .hosts import HostNotAllowed, HostPolicy
 from .manifest import format_time
 from .names import UnsafeNameError, check_filename, check_sha256, normalize
 from .store import BlobWriter, IntegrityError
-from .tls import system_trust
+from .tls import proxy_configured, system_trust
 
 MAX_PAGE_BYTES = 64 * 1024 * 1024
 # pypi_simple.ACCEPT_JSON_PREFERRED, spelled out so that a run of 304s never imports pypi_simple

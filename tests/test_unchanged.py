@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gitmirror.unchanged import sync_arguments
+from gitmirror.unchanged import pointer_path, sync_arguments
 
 from conftest import Mirror, isolated_env
 from fakeupstream import FakeUpstream, build_wheel
@@ -202,3 +202,16 @@ def test_without_a_changelog_a_moved_serial_means_a_full_run(mirror: Mirror, sam
     upstream.add("unrelated", build_wheel("unrelated", "1.0"))
     assert_full(mirror, upstream, mark)
     assert ("POST", "/pypi") in requests_since(upstream, mark)
+
+
+def test_a_damaged_record_or_pointer_only_costs_a_full_run(
+    mirror: Mirror, sample, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, mark = synced(mirror, upstream)
+    record_files(mirror)[0].write_text('{"serial": "1", "blobs": [')  # cut short
+    assert_full(mirror, upstream, mark)
+    monkeypatch.setenv("XDG_CACHE_HOME", isolated_env()["XDG_CACHE_HOME"])
+    pointer = pointer_path((mirror.root / "mirror.yaml").resolve())
+    assert pointer.is_file()
+    pointer.write_bytes(b"\xff\xfe not a path \x00")
+    assert_full(mirror, upstream, len(upstream.requests))
