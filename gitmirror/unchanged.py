@@ -192,6 +192,7 @@ def changed_projects(upstream: str, timeout: float, since: str, until: str) -> s
     ``until`` (a truncated answer must not pass for "nothing of ours changed").
     """
     import xmlrpc.client  # only when the serial moved
+    from xml.parsers.expat import ExpatError
 
     from .names import UnsafeNameError, normalize
 
@@ -219,8 +220,8 @@ def changed_projects(upstream: str, timeout: float, since: str, until: str) -> s
         for row in rows:
             with contextlib.suppress(UnsafeNameError):
                 names.add(normalize(str(row[0])))
-    except (OSError, ValueError, TypeError, IndexError, xmlrpc.client.Error):
-        return None
+    except (OSError, ValueError, TypeError, IndexError, OverflowError, HTTPException, ExpatError, xmlrpc.client.Error):
+        return None  # no changelog to be had (or not one that reads): the full run decides
     return names if reached >= int(until) else None
 
 
