@@ -75,7 +75,12 @@ class ScriptedServer:
                     return
 
     def close(self) -> None:
+        """Stop listening for real: a bare close() leaves a socket that a thread blocks in accept() on
+        listening, and a later test's server bound to the same port then shares its connections."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
+        self._thread.join(timeout=5)
 
 
 @pytest.fixture
