@@ -17,20 +17,28 @@ Pages, and every request when a proxy is configured, stay with httpx (``upstream
 from __future__ import annotations
 
 import http.client
+import ssl
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 from .hosts import HostNotAllowed, HostPolicy
-from .store import BlobWriter
-from .tls import system_trust
+from .tls import open_connection, system_trust
+
+if TYPE_CHECKING:
+    from .store import BlobWriter
+
+Origin = tuple[str, str, int]  # scheme, host, port
 
 MAX_REDIRECTS = 5
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 BUFFER_BYTES = 1 << 20
 _REDIRECTS = {301, 302, 303, 307, 308}
+# what a kept-alive connection the server has closed raises on its next request
+_CLOSED_MEANWHILE = (http.client.RemoteDisconnected, http.client.BadStatusLine, BrokenPipeError, ConnectionResetError)
 
 
 class FetchError(Exception):
@@ -65,7 +73,7 @@ def retry_after(value: str | None) -> float | None:
 class _Worker:
     """What one thread keeps between downloads: its keep-alive connections and its read buffer."""
 
-    connections: dict[tuple[str, str, int], http.client.HTTPConnection]
+    connections: dict[Origin, http.client.HTTPConnection]
     buffer: memoryview
 
 
@@ -77,9 +85,9 @@ class FileFetcher:
         self.timeout = timeout
         self.headers = {"User-Agent": user_agent, "Accept-Encoding": "identity"}
         self._local = threading.local()
-        self._all: list[http.client.HTTPConnection] = []
+        self._open: set[http.client.HTTPConnection] = set()  # every thread's, for close()
         self._lock = threading.Lock()
-        self._tls = system_trust() if urlsplit(hosts.upstream).scheme == "https" else None
+        self._tls: ssl.SSLContext | None = None  # loading the CA store costs: once, when https is first used
 
     def fetch(self, url: str, writer: BlobWriter) -> None:
         """Stream ``url`` into ``writer`` (which hashes and checks the size as bytes arrive)."""
@@ -89,7 +97,7 @@ class FileFetcher:
                 self.hosts.check(url)
             except HostNotAllowed as exc:
                 raise FetchError(str(exc)) from None
-            response, connection = self._request(worker, url)
+            response, origin = self._request(worker, url)
             try:
                 if response.status in _REDIRECTS and response.getheader("Location"):
                     response.read()  # small; leaves the connection ready for the next request
@@ -106,62 +114,47 @@ class FileFetcher:
                     raise Transient(f"truncated body ({writer.size} of {writer.size + response.length} bytes)")
                 return
             except (OSError, http.client.HTTPException) as exc:
-                self._drop(worker, connection)
+                self._drop(worker, origin)
                 raise Transient(describe(exc)) from None
             except BaseException:
-                self._drop(worker, connection)  # the body was not read to its end: the connection is spent
+                self._drop(worker, origin)  # the body was not read to its end: the connection is spent
                 raise
         raise FetchError("too many redirects")
 
-    def _request(
-        self, worker: _Worker, url: str
-    ) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection]:
+    def _request(self, worker: _Worker, url: str) -> tuple[http.client.HTTPResponse, Origin]:
         """Send a GET; a kept-alive connection the server closed meanwhile is replaced once, at once."""
         parts = urlsplit(url)
         origin = (parts.scheme, parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
-        target = parts.path or "/"
-        if parts.query:
-            target += "?" + parts.query
-        for fresh in (False, True):
-            connection = worker.connections.get(origin)
-            reused = connection is not None and not fresh
-            if connection is None or fresh:
-                if connection is not None:
-                    self._drop(worker, connection)
-                connection = self._connect(worker, origin)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        while True:  # at most twice: a reused connection that fails this way is dropped, a new one is not retried
+            reused = origin in worker.connections
+            connection = worker.connections.get(origin) or self._connect(worker, origin)
             try:
                 connection.request("GET", target, headers=self.headers)
-                return connection.getresponse(), connection
-            except (http.client.RemoteDisconnected, http.client.BadStatusLine, BrokenPipeError, ConnectionResetError):
+                return connection.getresponse(), origin
+            except _CLOSED_MEANWHILE:
+                self._drop(worker, origin)
                 if not reused:
-                    self._drop(worker, connection)
                     raise Transient("connection closed by upstream") from None
             except (OSError, http.client.HTTPException) as exc:
-                self._drop(worker, connection)
+                self._drop(worker, origin)
                 raise Transient(describe(exc)) from None
-        raise AssertionError("unreachable")
 
-    def _connect(self, worker: _Worker, origin: tuple[str, str, int]) -> http.client.HTTPConnection:
+    def _connect(self, worker: _Worker, origin: Origin) -> http.client.HTTPConnection:
         scheme, host, port = origin
-        connection: http.client.HTTPConnection
-        if scheme == "https":
-            context = self._tls or system_trust()
-            connection = http.client.HTTPSConnection(host, port, timeout=self.timeout, context=context)
-        else:
-            connection = http.client.HTTPConnection(host, port, timeout=self.timeout)
-        worker.connections[origin] = connection
+        if scheme == "https" and self._tls is None:
+            self._tls = system_trust()
+        connection = worker.connections[origin] = open_connection(scheme, host, port, self.timeout, self._tls)
         with self._lock:
-            self._all.append(connection)
+            self._open.add(connection)
         return connection
 
-    def _drop(self, worker: _Worker, connection: http.client.HTTPConnection) -> None:
-        connection.close()
-        for origin, kept in list(worker.connections.items()):
-            if kept is connection:
-                del worker.connections[origin]
-        with self._lock:
-            if connection in self._all:
-                self._all.remove(connection)
+    def _drop(self, worker: _Worker, origin: Origin) -> None:
+        connection = worker.connections.pop(origin, None)
+        if connection is not None:
+            connection.close()
+            with self._lock:
+                self._open.discard(connection)
 
     def _worker(self) -> _Worker:
         worker = getattr(self._local, "worker", None)
@@ -171,7 +164,7 @@ class FileFetcher:
 
     def close(self) -> None:
         with self._lock:
-            connections, self._all = self._all, []
+            connections, self._open = self._open, set()
         for connection in connections:
             connection.close()
 

@@ -11,12 +11,14 @@ import sys
 
 
 def main() -> None:
-    from .unchanged import warm_sync
+    code = None
+    if sys.argv[1:2] == ["sync"]:  # the check's imports (http.client among them) are for sync alone
+        from .unchanged import warm_sync
 
-    try:
-        code = warm_sync(sys.argv[1:])
-    except Exception:  # a shortcut, never a failure of its own: the full command runs and reports
-        code = None
+        try:
+            code = warm_sync(sys.argv[1:])
+        except Exception:  # a shortcut, never a failure of its own: the full command runs and reports
+            code = None
     if code is not None:
         sys.exit(code)
     from .cli import main as cli_main

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import crashpoints
+from .layout import BLOBS_DIR, blob_path
 from .names import check_sha256
 
 
@@ -95,7 +96,7 @@ class BlobWriter:
 class BlobStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self.blobs_dir = self.root / "blobs"
+        self.blobs_dir = self.root / BLOBS_DIR
         self.tmp_dir = self.root / "tmp"
         self._parents: set[Path] = set()
         self._blobs = str(self.blobs_dir)
@@ -133,13 +134,11 @@ class BlobStore:
         return removed
 
     def path(self, sha256: str) -> Path:
-        check_sha256(sha256)
-        return self.blobs_dir / sha256[:2] / sha256[2:4] / sha256
+        return Path(blob_path(self._blobs, check_sha256(sha256)))
 
     def has(self, sha256: str) -> bool:
         """Asked several times per file by a sync, on its event loop: strings, not Path objects."""
-        check_sha256(sha256)
-        return os.path.isfile(os.path.join(self._blobs, sha256[:2], sha256[2:4], sha256))
+        return os.path.isfile(blob_path(self._blobs, check_sha256(sha256)))
 
     def writer(self, sha256: str, size: int | None = None) -> BlobWriter:
         return BlobWriter(self, sha256, size)

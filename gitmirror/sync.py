@@ -229,9 +229,11 @@ class Syncer:
     def run(self, selections: list[Selection], branch: str | None = None, with_files: bool | None = None) -> SyncResult:
         """Sync ``selections`` (plus, by default when they are the configured ones, requirements and lockfiles)."""
         branch = branch or self.config.branch
+        configured = list(selections) == list(self.config.projects)
         if with_files is None:
-            with_files = list(selections) == list(self.config.projects)
-        whole_config = with_files and list(selections) == list(self.config.projects)
+            with_files = configured
+        # only a run of everything mirror.yaml (read from a file) selects may vouch for the next one
+        whole_config = with_files and configured and self.config.source_sha256 is not None
         roots = selection_roots(self.config, selections, with_files=with_files)
         for warning in roots.warnings:
             self._warn(f"warning: {warning}", self.log)
@@ -246,7 +248,6 @@ class Syncer:
             state = SyncState(self.store.root, branch, self.config.upstream)
             state.load(parent)
             # read before the first page: a change upstream during this run moves it past the record's
-            whole_config = whole_config and self.config.source is not None and self.config.source_sha256 is not None
             serial = unchanged.upstream_serial(self.config.upstream, self.config.timeout) if whole_config else None
             try:
                 outcomes = asyncio.run(self._gather(roots, parent, seen_at, state))

@@ -1,9 +1,15 @@
-"""Network settings every upstream request shares (TLS trust, proxies), light enough for the warm path."""
+"""Network settings every upstream request shares (TLS trust, proxies, plain connections), light
+enough for the warm path to import."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import ssl
+
+from . import __version__
+
+USER_AGENT = f"gitmirror/{__version__}"
 
 
 def system_trust() -> ssl.SSLContext:
@@ -19,3 +25,13 @@ def proxy_configured() -> bool:
     """A proxy in the environment: then only httpx, which speaks to proxies, talks to upstream."""
     names = ("http_proxy", "https_proxy", "all_proxy")
     return any(os.environ.get(name) or os.environ.get(name.upper()) for name in names)
+
+
+def open_connection(
+    scheme: str, host: str, port: int | None, timeout: float, context: ssl.SSLContext | None = None
+) -> http.client.HTTPConnection:
+    """An ``http.client`` connection (not yet connected): https verified against ``context``, else
+    the system store; ``timeout`` applies to every socket operation."""
+    if scheme == "https":
+        return http.client.HTTPSConnection(host, port, timeout=timeout, context=context or system_trust())
+    return http.client.HTTPConnection(host, port, timeout=timeout)

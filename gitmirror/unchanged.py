@@ -32,18 +32,20 @@ import json
 import os
 import sys
 from collections.abc import Iterable
-from http.client import HTTPConnection, HTTPException, HTTPSConnection
+from http.client import HTTPException
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlsplit
 
 from . import __version__
+from .layout import BLOBS_DIR, blob_path
 
 if TYPE_CHECKING:
     from .config import Config
 
 SCHEMA = 1
 SERIAL_HEADER = "X-PyPI-Last-Serial"
+CHECK_TIMEOUT = 10.0  # at most, per request of the check: a slow upstream gets the full run sooner
 STATE_DIR = "state"
 
 
@@ -103,23 +105,19 @@ def upstream_serial(upstream: str, timeout: float) -> str | None:
     the host policy holds), TLS verified against the system store like every other request. A
     proxy is not spoken to here: with one configured, there is no warm path.
     """
-    from .tls import proxy_configured, system_trust
+    from .tls import USER_AGENT, open_connection, proxy_configured
 
     if proxy_configured():
         return None
     url = urlsplit(upstream)
     if url.scheme not in ("http", "https") or not url.hostname:
         return None
-    timeout = min(timeout, 10.0)
-    if url.scheme == "https":
-        connection: HTTPConnection = HTTPSConnection(url.hostname, url.port, timeout=timeout, context=system_trust())
-    else:
-        connection = HTTPConnection(url.hostname, url.port, timeout=timeout)
+    connection = open_connection(url.scheme, url.hostname, url.port, min(timeout, CHECK_TIMEOUT))
     try:
         connection.request(
             "HEAD",
             url.path or "/",
-            headers={"Accept": "application/vnd.pypi.simple.v1+json", "User-Agent": f"gitmirror/{__version__}"},
+            headers={"Accept": "application/vnd.pypi.simple.v1+json", "User-Agent": USER_AGENT},
         )
         response = connection.getresponse()
         serial = response.getheader(SERIAL_HEADER)
@@ -195,29 +193,23 @@ def changed_projects(upstream: str, timeout: float, since: str, until: str) -> s
     from xml.parsers.expat import ExpatError
 
     from .names import UnsafeNameError, normalize
+    from .tls import open_connection
 
     url = urlsplit(upstream)
-    secure = url.scheme == "https"
-    base = xmlrpc.client.SafeTransport if secure else xmlrpc.client.Transport
 
-    class Transport(base):  # type: ignore[misc, valid-type]
+    class Transport(xmlrpc.client.Transport):
+        """xmlrpc's transport over the connections every other request uses (TLS trust, timeout)."""
+
         def make_connection(self, host):  # type: ignore[no-untyped-def]
-            connection = super().make_connection(host)
-            connection.timeout = min(timeout, 10.0)
+            connection = open_connection(url.scheme, url.hostname or "", url.port, min(timeout, CHECK_TIMEOUT))
+            self._connection = host, connection  # what Transport.close() closes
             return connection
 
-    if secure:
-        from .tls import system_trust
-
-        transport = Transport(context=system_trust())
-    else:
-        transport = Transport()
-    proxy = xmlrpc.client.ServerProxy(f"{url.scheme}://{url.netloc}/pypi", transport=transport)
+    proxy = xmlrpc.client.ServerProxy(f"{url.scheme}://{url.netloc}/pypi", transport=Transport())
     try:
-        rows = proxy.changelog_since_serial(int(since))
-        reached = max((int(row[4]) for row in rows), default=int(since))
-        names = set()
-        for row in rows:
+        reached, names = int(since), set()
+        for row in proxy.changelog_since_serial(int(since)):
+            reached = max(reached, int(row[4]))
             with contextlib.suppress(UnsafeNameError):
                 names.add(normalize(str(row[0])))
     except (OSError, ValueError, TypeError, IndexError, OverflowError, HTTPException, ExpatError, xmlrpc.client.Error):
@@ -246,9 +238,8 @@ def still_holds(config_path: Path) -> tuple[Record, str] | None:
         return None
     if record.refs != refs_digest(Path(record.repo), record.branches):
         return None
-    blobs = os.path.join(record.store, "blobs")  # plain strings: thousands of checks, no Path objects
-    isfile, join = os.path.isfile, os.path.join
-    if not all(isfile(join(blobs, sha[:2], sha[2:4], sha)) for sha in record.blobs):
+    blobs = os.path.join(record.store, BLOBS_DIR)  # plain strings: thousands of checks, no Path objects
+    if not all(os.path.isfile(blob_path(blobs, sha)) for sha in record.blobs):
         return None  # the full run re-fetches (heals) what is missing
     serial = upstream_serial(record.upstream, record.timeout)
     if serial is None:

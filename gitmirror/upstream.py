@@ -28,13 +28,12 @@ if importlib.util.find_spec("sniffio") is None:
     sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
 from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
 
-from . import __version__
 from .fetch import RETRY_STATUSES, FetchError, FileFetcher, Transient, describe, retry_after
 from .hosts import HostNotAllowed, HostPolicy
 from .manifest import format_time
 from .names import UnsafeNameError, check_filename, check_sha256, normalize
 from .store import BlobWriter, IntegrityError
-from .tls import proxy_configured, system_trust
+from .tls import USER_AGENT, proxy_configured, system_trust
 
 MAX_PAGE_BYTES = 64 * 1024 * 1024
 # pypi_simple.ACCEPT_JSON_PREFERRED, spelled out so that a run of 304s never imports pypi_simple
@@ -108,12 +107,11 @@ class Upstream:
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
             follow_redirects=True,
             max_redirects=5,
-            headers={"User-Agent": f"gitmirror/{__version__}"},
+            headers={"User-Agent": USER_AGENT},
             verify=system_trust(),
             event_hooks={"request": [self._check_host]},
         )
-        user_agent = f"gitmirror/{__version__}"
-        self._files = None if proxy_configured() else FileFetcher(self.hosts, timeout, user_agent)
+        self._files = None if proxy_configured() else FileFetcher(self.hosts, timeout, USER_AGENT)
 
     def _check_host(self, request: httpx.Request) -> None:
         """Runs before every request, redirect hops included: a redirect cannot lead past the policy."""
