@@ -157,13 +157,11 @@ class MetadataSource:
                         continue
                 except UpstreamError:
                     break  # the sync reports it with the file; the PEP 658 file may still tell
-                # unzipping on the event loop held up every other download (a quarter of its time)
-                inside = await asyncio.to_thread(core_metadata.from_wheel, self.store.path(remote_file.sha256))
+                # off the event loop: unzipping there held up every other download (a quarter of its time)
+                inside, upstreams = await asyncio.to_thread(self._unpack_stored_wheel, remote_file)
                 if inside is None:
                     continue
-                if remote_file.core_metadata is None or hashlib.sha256(inside).hexdigest() == remote_file.core_metadata:
-                    if remote_file.core_metadata:
-                        self.stash[remote_file.core_metadata] = inside
+                if upstreams:
                     return core_metadata.parse(inside)
                 break  # upstream's PEP 658 file differs from the wheel's: the mirror must serve upstream's
         for remote_file in ordered:  # PEP 658: a few hundred bytes
@@ -181,6 +179,21 @@ class MetadataSource:
                 if wheel_metadata is not None:
                     return core_metadata.parse(wheel_metadata)
         return None
+
+    def _unpack_stored_wheel(self, remote_file: RemoteFile) -> tuple[bytes | None, bool]:
+        """(METADATA inside a wheel this sync stored, whether it is upstream's PEP 658 file).
+
+        When it is, its blob is stored in the same step, while the other downloads go on: left
+        to the end of the run, 2,700 small stores with their fsyncs were a tail of their own.
+        """
+        inside = core_metadata.from_wheel(self.store.path(remote_file.sha256))
+        if inside is None or remote_file.core_metadata is None:
+            return inside, inside is not None
+        if hashlib.sha256(inside).hexdigest() != remote_file.core_metadata:
+            return inside, False
+        self.stash[remote_file.core_metadata] = inside
+        self.store.put_bytes(inside, remote_file.core_metadata)
+        return inside, True
 
     async def _download(self, url: str, sha256: str, size: int | None, label: str | None, keep: bool) -> bytes:
         label = label or url.rsplit("/", 1)[-1]
@@ -211,6 +224,8 @@ class Resolver:
         self._constraints: dict[str, SpecifierSet] = {}
         self._group: asyncio.TaskGroup | None = None
         self.on_project: Callable[[str], None] = lambda name: None
+        #: called as files join a project's choice (choices only grow): a sync starts their downloads
+        self.on_chosen: Callable[[str, list[RemoteFile]], None] = lambda name, files: None
 
     def choice(self, name: str) -> ProjectChoice:
         if name not in self.choices:
@@ -276,6 +291,7 @@ class Resolver:
                 )
             else:
                 choice.files.add(found.filename)
+                self.on_chosen(name, [found])
 
     async def _visit(self, demand: _Demand) -> None:
         remote = await self._page(demand.name, demand.chain)
@@ -293,6 +309,7 @@ class Resolver:
             return
         for version, (files, targets) in selected.items():
             choice.files.update(remote_file.filename for remote_file in files)
+            self.on_chosen(demand.name, files)
             if self.follow:
                 assert self._group is not None
                 self._group.create_task(self._expand(demand, remote, version, targets))
@@ -385,12 +402,14 @@ async def choose(
     on_project: Callable[[str], None] = lambda name: None,
     stash: dict[str, bytes] | None = None,
     store_file: StoreFile | None = None,
+    on_chosen: Callable[[str, list[RemoteFile]], None] = lambda name, files: None,
 ) -> tuple[Pages, dict[str, ProjectChoice]]:
     """Fetch the pages the selection needs (conditionally) and decide every file to mirror."""
     pages = Pages(upstream, state, must_refetch)
     metadata = MetadataSource(upstream, store, persist=persist, stash=stash, store_file=store_file)
     resolver = Resolver(rules_from(config), pages, metadata, follow=config.dependencies)
     resolver.on_project = on_project
+    resolver.on_chosen = on_chosen
     return pages, await resolver.resolve(roots)
 
 

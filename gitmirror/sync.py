@@ -8,6 +8,7 @@ run leaves only unreferenced, complete blobs, which the next run reuses instead 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -311,6 +312,11 @@ class Syncer:
         await self._store_blob(upstream, remote_file)
         return True
 
+    async def _store_early(self, upstream: Upstream, parent: bytes | None, name: str, remote_file: RemoteFile) -> None:
+        """A chosen file's download, started while the walk goes on; its outcome reports a failure."""
+        with contextlib.suppress(UpstreamError):
+            await self._store_for_closure(upstream, parent, name, remote_file)
+
     async def _store_blob(self, upstream: Upstream, remote_file: RemoteFile) -> None:
         """Download a release file into the store once per run, whichever asks first (closure or merge);
         a failure is shared too, so a lying upstream is asked once."""
@@ -323,11 +329,15 @@ class Syncer:
         if self.store.has(remote_file.sha256):
             return
         crashpoints.reached("sync.download-start")
-        await upstream.download(
-            remote_file.url,
-            lambda: self.progress.counting(self.store.writer(remote_file.sha256, remote_file.size)),
-            remote_file.filename,
-        )
+        self.progress.files_queued(1, remote_file.size or 0)
+        try:
+            await upstream.download(
+                remote_file.url,
+                lambda: self.progress.counting(self.store.writer(remote_file.sha256, remote_file.size)),
+                remote_file.filename,
+            )
+        finally:
+            self.progress.file_done()
 
     def _needs_healing(self, parent: bytes | None, name: str) -> bool:
         """A recorded file whose blob is gone: its page must be fetched even if upstream says 304."""
@@ -346,12 +356,20 @@ class Syncer:
             retries=self.config.retries,
             allowed_hosts=self.config.allowed_hosts,
         ) as upstream:
+            early: set[asyncio.Task[None]] = set()
+
+            def start_downloads(name: str, files: list[RemoteFile]) -> None:
+                """Files join a choice for good: download them now, not after the whole walk."""
+                for remote_file in files:
+                    early.add(asyncio.ensure_future(self._store_early(upstream, parent, name, remote_file)))
+
             self.pages, choices = await choose(
                 self.config, roots, upstream, self.store, state,
                 must_refetch=lambda name: self._needs_healing(parent, name),
                 on_project=self.progress.project_found,
                 stash=self.metadata_stash,
                 store_file=lambda name, remote_file: self._store_for_closure(upstream, parent, name, remote_file),
+                on_chosen=start_downloads,
             )
             for choice in choices.values():
                 for warning in choice.warnings:
@@ -363,6 +381,7 @@ class Syncer:
                 return outcome
 
             outcomes = list(await asyncio.gather(*(tracked(choice) for choice in choices.values())))
+            await asyncio.gather(*early)  # done by now: each file's outcome waited for its download
         for outcome in outcomes:
             self._report(outcome)
         return outcomes
@@ -404,10 +423,8 @@ class Syncer:
             and recorded.served
             and not self.store.has(recorded.sha256)
         ]
-        self.progress.files_queued(len(wanted + healing), sum(item.size or 0 for item in wanted + healing))
         results = await asyncio.gather(*(self._fetch(upstream, remote_file) for remote_file in wanted + healing))
         for remote_file, (ok, has_metadata, errors) in zip(wanted + healing, results, strict=True):
-            self.progress.file_done()
             outcome.errors += errors
             if ok and remote_file.filename not in manifest.files:
                 # Upstream need not announce sizes (PEP 700 is optional): record what was stored.
