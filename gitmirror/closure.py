@@ -198,7 +198,7 @@ class MetadataSource:
     async def _download(self, url: str, sha256: str, size: int | None, label: str | None, keep: bool) -> bytes:
         label = label or url.rsplit("/", 1)[-1]
         if keep and self.persist:
-            await self.upstream.download(url, lambda: self.store.writer(sha256, size), label)
+            await self.upstream.store_file(self.store, url, sha256, size, label)
             return self.store.path(sha256).read_bytes()
         writers: list[_MemoryWriter] = []
 

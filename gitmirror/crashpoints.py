@@ -17,7 +17,7 @@ import os
 import signal
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 CRASH_VARIABLE = "GITMIRROR_CRASH_AT"
 PAUSE_VARIABLE = "GITMIRROR_PAUSE_AT"
@@ -61,12 +61,49 @@ def _parse(variable: str, signum: int) -> None:
     _TARGETS[point] = (variable, int(occurrence or "1"), signum)
 
 
+_shared: Any = None  # hit counts shared with download processes (``share``), index = POINTS order
+_owner: int | None = None  # in a download process: the sync it works for
+
+
+def share() -> object | None:
+    """Hit counts a sync shares with its download processes (``gitmirror.workers``); None in production.
+
+    ``<point>#<n>`` means the n-th time in the whole sync, whichever process gets there.
+    """
+    global _shared
+    if _TARGETS and _shared is None:
+        import multiprocessing
+
+        _shared = multiprocessing.get_context("forkserver").Array("i", [_hits[point] for point in POINTS])
+    return _shared
+
+
+def adopt(shared: object | None, owner: int) -> None:
+    """In a download process: count with the sync's counts, and kill or pause the sync itself.
+
+    A crash there is the sync's crash (both die, like a power cut); a pause stops the sync, which a
+    test inspects and resumes as if the point had been reached in it.
+    """
+    global _shared, _owner
+    _shared, _owner = shared, owner
+
+
 def _act(point: str) -> None:
     target = _TARGETS.get(point)
     if target is None:
         return
-    _hits[point] += 1
-    if _hits[point] == target[1]:
+    if _shared is not None:
+        with _shared.get_lock():
+            _shared[POINTS.index(point)] += 1
+            hits = _shared[POINTS.index(point)]
+    else:
+        _hits[point] += 1
+        hits = _hits[point]
+    if hits == target[1]:
+        if _owner is not None:
+            os.kill(_owner, target[2])
+            if target[2] != signal.SIGKILL:
+                return
         os.kill(os.getpid(), target[2])
 
 

@@ -58,6 +58,9 @@ class Transient(Exception):
         self.reason = reason
         self.retry_after = retry_after
 
+    def __reduce__(self) -> tuple[type[Transient], tuple[str, float | None]]:
+        return Transient, (self.reason, self.retry_after)  # from a download process, wait included
+
 
 def retry_after(value: str | None) -> float | None:
     """``Retry-After`` in seconds, given as seconds or as an HTTP date."""

@@ -58,10 +58,6 @@ class Progress:
             self.bytes_done += size
         self._refresh(bytes_only=True)
 
-    def counting(self, writer: Any) -> Any:
-        """Wrap a ``BlobWriter`` so streamed bytes move the bars as they arrive."""
-        return _CountingWriter(writer, self)
-
     # -- output ------------------------------------------------------------------------------------
 
     def log(self, line: str) -> None:
@@ -153,19 +149,6 @@ class RichProgress(Progress):
     def close(self) -> None:
         self._refresh()
         self.bars.stop()
-
-
-class _CountingWriter:
-    def __init__(self, writer: Any, progress: Progress) -> None:
-        self._writer = writer
-        self._progress = progress
-
-    def write(self, chunk: bytes) -> None:
-        self._writer.write(chunk)
-        self._progress.advance(len(chunk))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._writer, name)
 
 
 def make_progress(quiet: bool = False, as_json: bool = False, stream: TextIO | None = None) -> Progress:

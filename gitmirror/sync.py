@@ -331,11 +331,10 @@ class Syncer:
         crashpoints.reached("sync.download-start")
         self.progress.files_queued(1, remote_file.size or 0)
         try:
-            await upstream.download(
-                remote_file.url,
-                lambda: self.progress.counting(self.store.writer(remote_file.sha256, remote_file.size)),
-                remote_file.filename,
+            stored = await upstream.store_file(
+                self.store, remote_file.url, remote_file.sha256, remote_file.size, remote_file.filename
             )
+            self.progress.advance(stored)
         finally:
             self.progress.file_done()
 
@@ -451,9 +450,8 @@ class Syncer:
                     # create, fsync and rename off the event loop: the other downloads keep streaming
                     await asyncio.to_thread(self.store.put_bytes, stashed, remote_file.core_metadata)
                 if not self.store.has(remote_file.core_metadata):
-                    await upstream.download(
-                        remote_file.metadata_url,
-                        lambda: self.store.writer(remote_file.core_metadata or "", None),
+                    await upstream.store_file(
+                        self.store, remote_file.metadata_url, remote_file.core_metadata, None,
                         remote_file.filename + ".metadata",
                     )
                 has_metadata = True

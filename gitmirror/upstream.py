@@ -13,8 +13,9 @@ import importlib.util
 import random
 import re
 import sys
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
@@ -28,11 +29,12 @@ if importlib.util.find_spec("sniffio") is None:
     sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
 from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
 
+from . import workers
 from .fetch import RETRY_STATUSES, FetchError, FileFetcher, Transient, describe, retry_after
 from .hosts import HostNotAllowed, HostPolicy
 from .manifest import format_time
 from .names import UnsafeNameError, check_filename, check_sha256, normalize
-from .store import BlobWriter, IntegrityError
+from .store import BlobStore, BlobWriter, IntegrityError
 from .tls import USER_AGENT, proxy_configured, system_trust
 
 MAX_PAGE_BYTES = 64 * 1024 * 1024
@@ -95,6 +97,7 @@ class Upstream:
         retries: int = 3,
         backoff: float = 0.5,
         allowed_hosts: tuple[str, ...] | None = None,
+        processes: int | None = None,
     ) -> None:
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.hosts = HostPolicy(self.base_url, allowed_hosts)
@@ -112,6 +115,9 @@ class Upstream:
             event_hooks={"request": [self._check_host]},
         )
         self._files = None if proxy_configured() else FileFetcher(self.hosts, timeout, USER_AGENT)
+        self._timeout = timeout
+        self._processes_wanted = concurrency if processes is None else processes
+        self._processes: ProcessPoolExecutor | None = None  # started by the first store_file
 
     def _check_host(self, request: httpx.Request) -> None:
         """Runs before every request, redirect hops included: a redirect cannot lead past the policy."""
@@ -128,6 +134,8 @@ class Upstream:
 
     def _close(self) -> None:
         self._threads.shutdown(wait=True, cancel_futures=True)
+        if self._processes is not None:
+            self._processes.shutdown(wait=True, cancel_futures=True)
         self._client.close()
         if self._files is not None:
             self._files.close()
@@ -141,9 +149,12 @@ class Upstream:
         idle 47 % of a cold sync).
         """
         loop = asyncio.get_running_loop()
+        return await self._retrying_async(what, lambda: loop.run_in_executor(self._threads, attempt))
+
+    async def _retrying_async(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
         for tries in range(self.retries + 1):
             try:
-                return await loop.run_in_executor(self._threads, attempt)
+                return await attempt()
             except Transient as exc:
                 if tries == self.retries:
                     raise UpstreamError(f"{what}: {exc.reason} (after {tries + 1} attempts)") from None
@@ -183,27 +194,53 @@ class Upstream:
 
     async def download(self, url: str, open_writer: Callable[[], BlobWriter], label: str) -> None:
         """Stream ``url`` into a fresh writer per attempt and commit it (verifying hash and size)."""
-        _check_url(url)
-        try:
-            self.hosts.check(url)
-        except HostNotAllowed as exc:
-            raise UpstreamError(f"{label}: {exc}") from None
-
+        self._check_file_url(url, label)
         stream = self._files.fetch if self._files is not None else self._stream_with_httpx
 
         def attempt() -> None:
             writer = open_writer()
             try:
-                stream(url, writer)
-                writer.commit()
-            except IntegrityError as exc:
-                raise UpstreamError(f"{label}: rejected, {exc}") from None
-            except FetchError as exc:
-                raise UpstreamError(f"{label}: {exc}") from None
+                with _one_line(label):
+                    stream(url, writer)
+                    writer.commit()
             finally:
                 writer.abort()
 
         await self._retrying(label, attempt)
+
+    async def store_file(self, store: BlobStore, url: str, sha256: str, size: int | None, label: str) -> int:
+        """Download ``url`` into ``store`` as blob ``sha256``; returns the bytes stored.
+
+        In the download processes (``gitmirror.workers``) when there may be some, else in this
+        process's threads (through httpx when a proxy is configured: the processes do not speak to it).
+        """
+        if self._files is None or self._processes_wanted < 1:
+            writers: list[BlobWriter] = []
+
+            def open_writer() -> BlobWriter:
+                writers.append(store.writer(sha256, size))
+                return writers[-1]
+
+            await self.download(url, open_writer, label)
+            return writers[-1].size
+        self._check_file_url(url, label)
+        if self._processes is None:
+            self._processes = workers.pool(self._processes_wanted, self.hosts, self._timeout)
+        loop = asyncio.get_running_loop()
+        processes, root = self._processes, str(store.root)
+
+        def attempt() -> asyncio.Future[int]:
+            return loop.run_in_executor(processes, workers.store_file, root, url, sha256, size)
+
+        with _one_line(label):
+            return await self._retrying_async(label, attempt)
+
+    def _check_file_url(self, url: str, label: str) -> None:
+        _check_url(url)
+        try:
+            self.hosts.check(url)
+        except HostNotAllowed as exc:
+            raise UpstreamError(f"{label}: {exc}") from None
 
     def _stream_with_httpx(self, url: str, writer: BlobWriter) -> None:
         """``FileFetcher.fetch`` through httpx, which speaks to proxies: same failures, same checks."""
@@ -233,6 +270,17 @@ def _describe(exc: Exception) -> str:
 def _raise_for_transient(response: httpx.Response) -> None:
     if response.status_code in RETRY_STATUSES:
         raise Transient(f"HTTP {response.status_code}", retry_after(response.headers.get("Retry-After")))
+
+
+@contextmanager
+def _one_line(label: str) -> Iterator[None]:
+    """What a rejected or refused file becomes: one line of the per-project report."""
+    try:
+        yield
+    except IntegrityError as exc:
+        raise UpstreamError(f"{label}: rejected, {exc}") from None
+    except FetchError as exc:
+        raise UpstreamError(f"{label}: {exc}") from None
 
 
 def _check_url(url: str) -> None:

@@ -1,0 +1,75 @@
+"""Release files are downloaded in worker processes, which never outlive their sync.
+
+A point reached inside a worker acts on the sync itself (``crashpoints.adopt``): a pause stops the
+sync, a crash kills both. A sync killed from outside leaves no worker behind: an orphan would hold
+the sync's output pipes open and could write into the store under the next run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from conftest import GITMIRROR, Mirror, isolated_env
+from test_locking import paused_sync, process_state
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def gone(pid: int) -> bool:
+    try:
+        return process_state(pid) in ("Z", "X")
+    except OSError:
+        return True
+
+
+def test_a_pause_inside_a_download_process_stops_the_sync(mirror: Mirror, sample) -> None:
+    with paused_sync(mirror, "store.chunk-written") as sync:
+        fork_servers = children(sync.pid)
+        workers = [pid for server in fork_servers for pid in children(server)]
+        assert workers, "the release files were not downloaded in worker processes"
+        assert all(process_state(pid) != "T" for pid in workers)  # the worker paused the sync, not itself
+    assert sync.returncode == 0, sync.stderr
+    assert mirror.run("verify").returncode == 0
+
+
+def test_download_processes_leave_when_the_sync_is_killed(mirror: Mirror, sample) -> None:
+    with paused_sync(mirror, "store.chunk-written") as sync:
+        workers = [pid for server in children(sync.pid) for pid in children(server)]
+        assert workers
+        sync.kill()
+        sync.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while not all(gone(pid) for pid in workers):
+            assert time.monotonic() < deadline, "a download process outlived its killed sync"
+            time.sleep(0.05)
+    rerun = mirror.run("sync")
+    assert rerun.returncode == 0, rerun.stderr
+    assert mirror.run("verify").returncode == 0
+    assert not list((mirror.store / "tmp").iterdir())
+
+
+def test_a_crash_inside_a_download_process_kills_the_sync(mirror: Mirror, sample) -> None:
+    killed = subprocess.run(
+        [*GITMIRROR, "sync"], cwd=mirror.root, env=isolated_env(GITMIRROR_CRASH_AT="store.fsynced"),
+        capture_output=True, text=True, timeout=120,
+    )
+    assert killed.returncode == -signal.SIGKILL
+    assert not (mirror.repo / "refs" / "heads" / "main").exists()
+    assert mirror.run("sync").returncode == 0
+    assert mirror.run("verify").returncode == 0
+    assert os.listdir(mirror.store / "tmp") == []
