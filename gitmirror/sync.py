@@ -360,7 +360,8 @@ class Syncer:
             def start_downloads(name: str, files: list[RemoteFile]) -> None:
                 """Files join a choice for good: download them now, not after the whole walk."""
                 for remote_file in files:
-                    early.add(asyncio.ensure_future(self._store_early(upstream, parent, name, remote_file)))
+                    if not self.store.has(remote_file.sha256):  # a warm run stops here, 3,000 times
+                        early.add(asyncio.ensure_future(self._store_early(upstream, parent, name, remote_file)))
 
             self.pages, choices = await choose(
                 self.config, roots, upstream, self.store, state,

@@ -14,10 +14,10 @@ import random
 import re
 import sys
 from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -36,6 +36,9 @@ from .manifest import format_time
 from .names import UnsafeNameError, check_filename, check_sha256, normalize
 from .store import BlobStore, BlobWriter, IntegrityError
 from .tls import USER_AGENT, proxy_configured, system_trust
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
 
 MAX_PAGE_BYTES = 64 * 1024 * 1024
 # pypi_simple.ACCEPT_JSON_PREFERRED, spelled out so that a run of 304s never imports pypi_simple
@@ -117,7 +120,7 @@ class Upstream:
         self._files = None if proxy_configured() else FileFetcher(self.hosts, timeout, USER_AGENT)
         self._timeout = timeout
         self._processes_wanted = concurrency if processes is None else processes
-        self._processes: ProcessPoolExecutor | None = None  # started by the first store_file
+        self._processes: Executor | None = None  # started by the first store_file
 
     def _check_host(self, request: httpx.Request) -> None:
         """Runs before every request, redirect hops included: a redirect cannot lead past the policy."""
@@ -224,16 +227,19 @@ class Upstream:
             await self.download(url, open_writer, label)
             return writers[-1].size
         self._check_file_url(url, label)
-        if self._processes is None:
-            self._processes = workers.pool(self._processes_wanted, self.hosts, self._timeout)
-        loop = asyncio.get_running_loop()
-        processes, root = self._processes, str(store.root)
+        processes, root, loop = self._download_processes(), str(store.root), asyncio.get_running_loop()
 
         def attempt() -> asyncio.Future[int]:
             return loop.run_in_executor(processes, workers.store_file, root, url, sha256, size)
 
         with _one_line(label):
             return await self._retrying_async(label, attempt)
+
+    def _download_processes(self) -> Executor:
+        """Started by the first file to download: a run without downloads starts none."""
+        if self._processes is None:
+            self._processes = workers.pool(self._processes_wanted, self.hosts, self._timeout)
+        return self._processes
 
     def _check_file_url(self, url: str, label: str) -> None:
         _check_url(url)

@@ -15,12 +15,11 @@ threads, locks or event loop), and only once a run has something to download.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import select
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from typing import TYPE_CHECKING
 
 from . import crashpoints
 from .fetch import FileFetcher
@@ -28,12 +27,18 @@ from .hosts import HostPolicy
 from .store import BlobStore
 from .tls import USER_AGENT
 
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
+
 _fetcher: FileFetcher | None = None
 _stores: dict[str, BlobStore] = {}
 
 
 def pool(processes: int, hosts: HostPolicy, timeout: float) -> ProcessPoolExecutor:
     """Up to ``processes`` workers, started as downloads need them."""
+    import multiprocessing  # with concurrent.futures.process: 0.1 s a run without downloads need not pay
+    from concurrent.futures import ProcessPoolExecutor
+
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
     return ProcessPoolExecutor(

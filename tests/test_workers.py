@@ -13,8 +13,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import GITMIRROR, Mirror, isolated_env
 from test_locking import paused_sync, process_state
+
+from conftest import GITMIRROR, Mirror, isolated_env
 
 
 def children(pid: int) -> list[int]:
