@@ -135,6 +135,7 @@ class BlobStore:
         self._parents: set[Path] = set()
         self._blobs = str(self.blobs_dir)
         self._direct_io = hasattr(os, "O_DIRECT")
+        self._present: set[str] = set()  # blobs known to be stored (``has``)
 
     def init(self) -> None:
         self.blobs_dir.mkdir(parents=True, exist_ok=True)
@@ -184,8 +185,14 @@ class BlobStore:
         return Path(blob_path(self._blobs, check_sha256(sha256)))
 
     def has(self, sha256: str) -> bool:
-        """Asked several times per file by a sync, on its event loop: strings, not Path objects."""
-        return os.path.isfile(blob_path(self._blobs, check_sha256(sha256)))
+        """Asked several times per file by a sync, on its event loop: a blob seen once is not looked
+        up again (blobs never change, and only ``remove`` deletes one, which forgets it)."""
+        if sha256 in self._present:
+            return True
+        if os.path.isfile(blob_path(self._blobs, check_sha256(sha256))):
+            self._present.add(sha256)
+            return True
+        return False
 
     def writer(self, sha256: str, size: int | None = None) -> BlobWriter:
         return BlobWriter(self, sha256, size)
@@ -220,6 +227,7 @@ class BlobStore:
     def remove(self, sha256: str) -> bool:
         """Delete a blob (takedown only); returns whether it existed."""
         path = self.path(sha256)
+        self._present.discard(sha256)
         if path.exists():
             os.chmod(path, 0o644)
             path.unlink()

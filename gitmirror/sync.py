@@ -8,7 +8,6 @@ run leaves only unreferenced, complete blobs, which the next run reuses instead 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -297,33 +296,37 @@ class Syncer:
             self._manifests[key] = self.repo.manifest(parent, name)
         return self._manifests[key]
 
-    async def _store_for_closure(
+    def _chosen_download(
         self, upstream: Upstream, parent: bytes | None, name: str, remote_file: RemoteFile
-    ) -> bool:
-        """The closure reads a release's dependencies out of a wheel this run stores anyway.
-
-        Not a file recorded with other bytes (a conflict: its bytes are not wanted), nor one taken
-        down (its blob was deleted on purpose and must stay gone).
-        """
+    ) -> asyncio.Future[None] | None:
+        """The run's download of a file the walk chose (started now if need be); None when its
+        bytes may not be stored: recorded with other bytes (a conflict), or taken down (its blob
+        was deleted on purpose and must stay gone)."""
         old = self._old_manifest(parent, name)
         recorded = old.files.get(remote_file.filename) if old else None
         if recorded is not None and (recorded.sha256 != remote_file.sha256 or not recorded.served):
+            return None
+        return self._blob_download(upstream, remote_file)
+
+    async def _store_for_closure(
+        self, upstream: Upstream, parent: bytes | None, name: str, remote_file: RemoteFile
+    ) -> bool:
+        """The closure reads a release's dependencies out of a wheel this run stores anyway."""
+        download = self._chosen_download(upstream, parent, name, remote_file)
+        if download is None:
             return False
-        await self._store_blob(upstream, remote_file)
+        await asyncio.shield(download)
         return True
 
-    async def _store_early(self, upstream: Upstream, parent: bytes | None, name: str, remote_file: RemoteFile) -> None:
-        """A chosen file's download, started while the walk goes on; its outcome reports a failure."""
-        with contextlib.suppress(UpstreamError):
-            await self._store_for_closure(upstream, parent, name, remote_file)
-
-    async def _store_blob(self, upstream: Upstream, remote_file: RemoteFile) -> None:
-        """Download a release file into the store once per run, whichever asks first (closure or merge);
-        a failure is shared too, so a lying upstream is asked once."""
+    def _blob_download(self, upstream: Upstream, remote_file: RemoteFile) -> asyncio.Future[None]:
+        """Download a release file into the store once per run, whichever asks first (the walk, the
+        closure or the merge); a failure is shared too, so a lying upstream is asked once."""
         task = self._blob_tasks.get(remote_file.sha256)
         if task is None:
             task = self._blob_tasks[remote_file.sha256] = asyncio.ensure_future(self._download(upstream, remote_file))
-        await asyncio.shield(task)
+            # a failure is reported with the file (``_fetch``); a download nobody awaited is not an error
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return task
 
     async def _download(self, upstream: Upstream, remote_file: RemoteFile) -> None:
         if self.store.has(remote_file.sha256):
@@ -355,13 +358,11 @@ class Syncer:
             retries=self.config.retries,
             allowed_hosts=self.config.allowed_hosts,
         ) as upstream:
-            early: set[asyncio.Task[None]] = set()
-
             def start_downloads(name: str, files: list[RemoteFile]) -> None:
                 """Files join a choice for good: download them now, not after the whole walk."""
                 for remote_file in files:
                     if not self.store.has(remote_file.sha256):  # a warm run stops here, 3,000 times
-                        early.add(asyncio.ensure_future(self._store_early(upstream, parent, name, remote_file)))
+                        self._chosen_download(upstream, parent, name, remote_file)
 
             self.pages, choices = await choose(
                 self.config, roots, upstream, self.store, state,
@@ -381,7 +382,8 @@ class Syncer:
                 return outcome
 
             outcomes = list(await asyncio.gather(*(tracked(choice) for choice in choices.values())))
-            await asyncio.gather(*early)  # done by now: each file's outcome waited for its download
+            # done by now (each file's outcome waited for its download); none may outlive ``upstream``
+            await asyncio.gather(*self._blob_tasks.values(), return_exceptions=True)
         for outcome in outcomes:
             self._report(outcome)
         return outcomes
@@ -440,7 +442,7 @@ class Syncer:
         """Download a file and its core metadata; returns (file ok, metadata ok, errors)."""
         errors: list[str] = []
         try:
-            await self._store_blob(upstream, remote_file)
+            await asyncio.shield(self._blob_download(upstream, remote_file))
         except UpstreamError as exc:
             return False, False, [str(exc)]
         has_metadata = False

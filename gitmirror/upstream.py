@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -36,9 +36,6 @@ from .manifest import format_time
 from .names import UnsafeNameError, check_filename, check_sha256, normalize
 from .store import BlobStore, BlobWriter, IntegrityError
 from .tls import USER_AGENT, proxy_configured, system_trust
-
-if TYPE_CHECKING:
-    from concurrent.futures import Executor
 
 MAX_PAGE_BYTES = 64 * 1024 * 1024
 # pypi_simple.ACCEPT_JSON_PREFERRED, spelled out so that a run of 304s never imports pypi_simple
@@ -120,7 +117,7 @@ class Upstream:
         self._files = None if proxy_configured() else FileFetcher(self.hosts, timeout, USER_AGENT)
         self._timeout = timeout
         self._processes_wanted = concurrency if processes is None else processes
-        self._processes: Executor | None = None  # started by the first store_file
+        self._processes: workers.DownloadProcesses | None = None
 
     def _check_host(self, request: httpx.Request) -> None:
         """Runs before every request, redirect hops included: a redirect cannot lead past the policy."""
@@ -133,12 +130,12 @@ class Upstream:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._processes is not None:
+            self._processes.close()  # on the loop's thread: it reads their pipes
         await asyncio.get_running_loop().run_in_executor(None, self._close)
 
     def _close(self) -> None:
         self._threads.shutdown(wait=True, cancel_futures=True)
-        if self._processes is not None:
-            self._processes.shutdown(wait=True, cancel_futures=True)
         self._client.close()
         if self._files is not None:
             self._files.close()
@@ -227,19 +224,11 @@ class Upstream:
             await self.download(url, open_writer, label)
             return writers[-1].size
         self._check_file_url(url, label)
-        processes, root, loop = self._download_processes(), str(store.root), asyncio.get_running_loop()
-
-        def attempt() -> asyncio.Future[int]:
-            return loop.run_in_executor(processes, workers.store_file, root, url, sha256, size)
-
+        if self._processes is None:  # started by the first file to download: a run without starts none
+            self._processes = workers.DownloadProcesses(self._processes_wanted, self.hosts, self._timeout)
+        processes, root = self._processes, str(store.root)
         with _one_line(label):
-            return await self._retrying_async(label, attempt)
-
-    def _download_processes(self) -> Executor:
-        """Started by the first file to download: a run without downloads starts none."""
-        if self._processes is None:
-            self._processes = workers.pool(self._processes_wanted, self.hosts, self._timeout)
-        return self._processes
+            return await self._retrying_async(label, lambda: processes.store_file(root, url, sha256, size))
 
     def _check_file_url(self, url: str, label: str) -> None:
         _check_url(url)
