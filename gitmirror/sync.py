@@ -251,6 +251,7 @@ class Syncer:
             serial = unchanged.upstream_serial(self.config.upstream, self.config.timeout) if whole_config else None
             try:
                 outcomes = asyncio.run(self._gather(roots, parent, seen_at, state))
+                self.store.clean_tmp()  # what a download process killed mid-file left; every writer is done
                 result = SyncResult(outcomes=outcomes)
                 crashpoints.reached("sync.downloads-done")
                 result.commit = self._commit(outcomes, parent, branch)

@@ -74,3 +74,14 @@ def test_a_crash_inside_a_download_process_kills_the_sync(mirror: Mirror, sample
     assert mirror.run("sync").returncode == 0
     assert mirror.run("verify").returncode == 0
     assert os.listdir(mirror.store / "tmp") == []
+
+
+def test_a_download_process_that_dies_is_replaced_and_its_file_retried(mirror: Mirror, sample) -> None:
+    with paused_sync(mirror, "store.chunk-written") as sync:
+        workers = [pid for server in children(sync.pid) for pid in children(server)]
+        assert workers
+        for pid in workers:  # the OOM killer's choice, say: the sync itself lives on
+            os.kill(pid, signal.SIGKILL)
+    assert sync.returncode == 0, sync.stderr  # the files of the killed workers were fetched again
+    assert not list((mirror.store / "tmp").iterdir())  # and their partial files removed
+    assert mirror.run("verify").returncode == 0
