@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -61,50 +62,63 @@ def _parse(variable: str, signum: int) -> None:
     _TARGETS[point] = (variable, int(occurrence or "1"), signum)
 
 
-_shared: Any = None  # hit counts shared with download processes (``share``), index = POINTS order
+SLOTS = 64  # processes that count a point: the sync (slot 0) and its download processes
+_shared: Any = None  # hit counts shared with download processes (``share``): slot-major, then "acted" flags
+_slot = 0
 _owner: int | None = None  # in a download process: the sync it works for
+_counting = threading.Lock()  # the threads of one process
 
 
 def share() -> object | None:
     """Hit counts a sync shares with its download processes (``gitmirror.workers``); None in production.
 
-    ``<point>#<n>`` means the n-th time in the whole sync, whichever process gets there.
+    ``<point>#<n>`` means the n-th time in the whole sync, whichever process gets there. Each
+    process adds to its own slot and reads the sum: no lock between processes, because a process
+    killed while holding one (a test kills download processes mid-file) would stop all the others.
     """
     global _shared
     if _TARGETS and _shared is None:
         import multiprocessing
 
-        _shared = multiprocessing.get_context("forkserver").Array("i", [_hits[point] for point in POINTS])
+        _shared = multiprocessing.get_context("forkserver").RawArray("q", (SLOTS + 1) * len(POINTS))
+        for index, point in enumerate(POINTS):
+            _shared[index] = _hits[point]
     return _shared
 
 
-def adopt(shared: object | None, owner: int) -> None:
+def adopt(shared: object | None, owner: int, slot: int) -> None:
     """In a download process: count with the sync's counts, and kill or pause the sync itself.
 
     A crash there is the sync's crash (both die, like a power cut); a pause stops the sync, which a
     test inspects and resumes as if the point had been reached in it.
     """
-    global _shared, _owner
-    _shared, _owner = shared, owner
+    global _shared, _owner, _slot
+    _shared, _owner, _slot = shared, owner, slot
+
+
+def _due(point: str, wanted: int) -> bool:
+    with _counting:
+        if _shared is None:
+            _hits[point] += 1
+            return _hits[point] == wanted
+        width, index = len(POINTS), POINTS.index(point)
+        _shared[_slot * width + index] += 1
+        hits = sum(_shared[slot * width + index] for slot in range(SLOTS))
+        if hits < wanted or _shared[SLOTS * width + index]:
+            return False
+        _shared[SLOTS * width + index] = 1  # two processes may both get here: acting twice is harmless
+        return True
 
 
 def _act(point: str) -> None:
     target = _TARGETS.get(point)
-    if target is None:
+    if target is None or not _due(point, target[1]):
         return
-    if _shared is not None:
-        with _shared.get_lock():
-            _shared[POINTS.index(point)] += 1
-            hits = _shared[POINTS.index(point)]
-    else:
-        _hits[point] += 1
-        hits = _hits[point]
-    if hits == target[1]:
-        if _owner is not None:
-            os.kill(_owner, target[2])
-            if target[2] != signal.SIGKILL:
-                return
-        os.kill(os.getpid(), target[2])
+    if _owner is not None:
+        os.kill(_owner, target[2])
+        if target[2] != signal.SIGKILL:
+            return
+    os.kill(os.getpid(), target[2])
 
 
 def _noop(point: str) -> None:

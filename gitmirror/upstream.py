@@ -97,7 +97,6 @@ class Upstream:
         retries: int = 3,
         backoff: float = 0.5,
         allowed_hosts: tuple[str, ...] | None = None,
-        processes: int | None = None,
     ) -> None:
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.hosts = HostPolicy(self.base_url, allowed_hosts)
@@ -116,7 +115,7 @@ class Upstream:
         )
         self._files = None if proxy_configured() else FileFetcher(self.hosts, timeout, USER_AGENT)
         self._timeout = timeout
-        self._processes_wanted = concurrency if processes is None else processes
+        self._concurrency = concurrency
         self._processes: workers.DownloadProcesses | None = None
 
     def _check_host(self, request: httpx.Request) -> None:
@@ -211,10 +210,10 @@ class Upstream:
     async def store_file(self, store: BlobStore, url: str, sha256: str, size: int | None, label: str) -> int:
         """Download ``url`` into ``store`` as blob ``sha256``; returns the bytes stored.
 
-        In the download processes (``gitmirror.workers``) when there may be some, else in this
-        process's threads (through httpx when a proxy is configured: the processes do not speak to it).
+        In the download processes (``gitmirror.workers``), or in this process's threads through
+        httpx when a proxy is configured (the processes do not speak to proxies).
         """
-        if self._files is None or self._processes_wanted < 1:
+        if self._files is None:
             writers: list[BlobWriter] = []
 
             def open_writer() -> BlobWriter:
@@ -225,7 +224,7 @@ class Upstream:
             return writers[-1].size
         self._check_file_url(url, label)
         if self._processes is None:  # started by the first file to download: a run without starts none
-            self._processes = workers.DownloadProcesses(self._processes_wanted, self.hosts, self._timeout)
+            self._processes = workers.DownloadProcesses(self._concurrency, self.hosts, self._timeout)
         processes, root = self._processes, str(store.root)
         with _one_line(label):
             return await self._retrying_async(label, lambda: processes.store_file(root, url, sha256, size))

@@ -61,6 +61,7 @@ class DownloadProcesses:
         self._idle: list[_Worker] = []
         self._queue: deque[tuple[Job, asyncio.Future[int]]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._started = 0
 
     async def store_file(self, store_root: str, url: str, sha256: str, size: int | None) -> int:
         """Have a worker download ``url`` into the store; returns the bytes stored."""
@@ -88,7 +89,9 @@ class DownloadProcesses:
     def _start(self) -> _Worker:
         assert self._loop is not None
         ours, theirs = self._context.Pipe()
-        process = self._context.Process(target=_serve, args=(theirs, *self._start_args), daemon=True)
+        self._started += 1
+        slot = 1 + (self._started - 1) % (crashpoints.SLOTS - 1)
+        process = self._context.Process(target=_serve, args=(theirs, *self._start_args, slot), daemon=True)
         process.start()
         theirs.close()
         worker = _Worker(process, ours)
@@ -141,9 +144,11 @@ class DownloadProcesses:
 _stores: dict[str, BlobStore] = {}
 
 
-def _serve(pipe: Connection, hosts: HostPolicy, timeout: float, owner: int, crash_counts: object) -> None:
+def _serve(
+    pipe: Connection, hosts: HostPolicy, timeout: float, owner: int, crash_counts: object, slot: int
+) -> None:
     _exit_with(owner)
-    crashpoints.adopt(crash_counts, owner)
+    crashpoints.adopt(crash_counts, owner, slot)
     fetcher = FileFetcher(hosts, timeout, USER_AGENT)
     while True:
         try:
