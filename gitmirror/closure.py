@@ -191,7 +191,6 @@ class MetadataSource:
             return inside, inside is not None
         if hashlib.sha256(inside).hexdigest() != remote_file.core_metadata:
             return inside, False
-        self.stash[remote_file.core_metadata] = inside
         self.store.put_bytes(inside, remote_file.core_metadata)
         return inside, True
 

@@ -86,14 +86,15 @@ def share() -> object | None:
     return _shared
 
 
-def adopt(shared: object | None, owner: int, slot: int) -> None:
-    """In a download process: count with the sync's counts, and kill or pause the sync itself.
+def adopt(shared: object | None, owner: int, number: int) -> None:
+    """In the sync's ``number``-th download process: count with the sync's counts, and kill or
+    pause the sync itself.
 
     A crash there is the sync's crash (both die, like a power cut); a pause stops the sync, which a
     test inspects and resumes as if the point had been reached in it.
     """
     global _shared, _owner, _slot
-    _shared, _owner, _slot = shared, owner, slot
+    _shared, _owner, _slot = shared, owner, 1 + (number - 1) % (SLOTS - 1)  # slot 0 is the sync's
 
 
 def _due(point: str, wanted: int) -> bool:

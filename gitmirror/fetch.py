@@ -21,6 +21,7 @@ import http.client
 import mmap
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -112,14 +113,10 @@ class FileFetcher:
                     raise Transient(f"HTTP {response.status}", retry_after(response.getheader("Retry-After")))
                 if response.status != 200:
                     raise FetchError(f"upstream answered HTTP {response.status}")
-                buffer, size = worker.buffer, len(worker.buffer)
-                while True:  # whole buffers: the store writes them around the page cache (O_DIRECT)
-                    filled = 0
-                    while filled < size and (count := response.readinto(buffer[filled:])):
-                        filled += count
-                    if filled:
-                        writer.write(buffer[:filled])
-                    if filled < size:
+                buffer = worker.buffer
+                while filled := _fill(response, buffer):
+                    writer.write(buffer[:filled])
+                    if filled < len(buffer):
                         break
                 if response.length:  # http.client reads an early close as the end: the framing says not
                     raise Transient(f"truncated body ({writer.size} of {writer.size + response.length} bytes)")
@@ -179,6 +176,28 @@ class FileFetcher:
             connections, self._open = self._open, set()
         for connection in connections:
             connection.close()
+
+
+def _fill(response: http.client.HTTPResponse, buffer: memoryview) -> int:
+    """Read until ``buffer`` is full or the body ends: whole buffers are what the store writes
+    around the page cache (``O_DIRECT``); one socket read returns any amount."""
+    filled = 0
+    while filled < len(buffer) and (count := response.readinto(buffer[filled:])):
+        filled += count
+    return filled
+
+
+def store_with(stream: Callable[[str, BlobWriter], None], url: str, writer: BlobWriter) -> int:
+    """Stream ``url`` into ``writer`` and publish it (hash and size checked); returns the size.
+
+    The writer is discarded whatever happens: a failed attempt leaves nothing behind.
+    """
+    try:
+        stream(url, writer)
+        writer.commit()
+        return writer.size
+    finally:
+        writer.abort()
 
 
 def describe(exc: BaseException) -> str:

@@ -30,7 +30,7 @@ if importlib.util.find_spec("sniffio") is None:
 from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
 
 from . import workers
-from .fetch import RETRY_STATUSES, FetchError, FileFetcher, Transient, describe, retry_after
+from .fetch import RETRY_STATUSES, FetchError, FileFetcher, Transient, describe, retry_after, store_with
 from .hosts import HostNotAllowed, HostPolicy
 from .manifest import format_time
 from .names import UnsafeNameError, check_filename, check_sha256, normalize
@@ -191,21 +191,17 @@ class Upstream:
 
         return await self._retrying(name, attempt)
 
-    async def download(self, url: str, open_writer: Callable[[], BlobWriter], label: str) -> None:
-        """Stream ``url`` into a fresh writer per attempt and commit it (verifying hash and size)."""
+    async def download(self, url: str, open_writer: Callable[[], BlobWriter], label: str) -> int:
+        """Stream ``url`` into a fresh writer per attempt and commit it (verifying hash and size);
+        returns the size."""
         self._check_file_url(url, label)
         stream = self._files.fetch if self._files is not None else self._stream_with_httpx
 
-        def attempt() -> None:
-            writer = open_writer()
-            try:
-                with _one_line(label):
-                    stream(url, writer)
-                    writer.commit()
-            finally:
-                writer.abort()
+        def attempt() -> int:
+            with _one_line(label):
+                return store_with(stream, url, open_writer())
 
-        await self._retrying(label, attempt)
+        return await self._retrying(label, attempt)
 
     async def store_file(self, store: BlobStore, url: str, sha256: str, size: int | None, label: str) -> int:
         """Download ``url`` into ``store`` as blob ``sha256``; returns the bytes stored.
@@ -214,14 +210,7 @@ class Upstream:
         httpx when a proxy is configured (the processes do not speak to proxies).
         """
         if self._files is None:
-            writers: list[BlobWriter] = []
-
-            def open_writer() -> BlobWriter:
-                writers.append(store.writer(sha256, size))
-                return writers[-1]
-
-            await self.download(url, open_writer, label)
-            return writers[-1].size
+            return await self.download(url, lambda: store.writer(sha256, size), label)
         self._check_file_url(url, label)
         if self._processes is None:  # started by the first file to download: a run without starts none
             self._processes = workers.DownloadProcesses(self._concurrency, self.hosts, self._timeout)

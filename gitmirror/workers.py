@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import crashpoints
-from .fetch import FileFetcher, Transient
+from .fetch import FileFetcher, Transient, store_with
 from .hosts import HostPolicy
 from .store import BlobStore
 from .tls import USER_AGENT
@@ -90,8 +90,7 @@ class DownloadProcesses:
         assert self._loop is not None
         ours, theirs = self._context.Pipe()
         self._started += 1
-        slot = 1 + (self._started - 1) % (crashpoints.SLOTS - 1)
-        process = self._context.Process(target=_serve, args=(theirs, *self._start_args, slot), daemon=True)
+        process = self._context.Process(target=_serve, args=(theirs, *self._start_args, self._started), daemon=True)
         process.start()
         theirs.close()
         worker = _Worker(process, ours)
@@ -145,10 +144,10 @@ _stores: dict[str, BlobStore] = {}
 
 
 def _serve(
-    pipe: Connection, hosts: HostPolicy, timeout: float, owner: int, crash_counts: object, slot: int
+    pipe: Connection, hosts: HostPolicy, timeout: float, owner: int, crash_counts: object, number: int
 ) -> None:
     _exit_with(owner)
-    crashpoints.adopt(crash_counts, owner, slot)
+    crashpoints.adopt(crash_counts, owner, number)
     fetcher = FileFetcher(hosts, timeout, USER_AGENT)
     while True:
         try:
@@ -170,13 +169,7 @@ def _serve(
 
 def _store_file(fetcher: FileFetcher, store_root: str, url: str, sha256: str, size: int | None) -> int:
     store = _stores.get(store_root) or _stores.setdefault(store_root, BlobStore(store_root))
-    writer = store.writer(sha256, size)
-    try:
-        fetcher.fetch(url, writer)
-        writer.commit()
-        return writer.size
-    finally:
-        writer.abort()
+    return store_with(fetcher.fetch, url, store.writer(sha256, size))
 
 
 def _exit_with(owner: int) -> None:

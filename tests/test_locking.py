@@ -30,10 +30,10 @@ def process_state(pid: int) -> str:
 
 
 @contextmanager
-def paused_sync(mirror: Mirror, point: str, *args: str) -> Iterator[subprocess.Popen[str]]:
+def paused_sync(mirror: Mirror, point: str, *args: str, **env: str) -> Iterator[subprocess.Popen[str]]:
     """A real ``gitmirror sync`` stopped at ``point``; continued (and awaited) when the block ends."""
     process = subprocess.Popen(
-        [*GITMIRROR, "sync", *args], cwd=mirror.root, env=isolated_env(GITMIRROR_PAUSE_AT=point),
+        [*GITMIRROR, "sync", *args], cwd=mirror.root, env=isolated_env(GITMIRROR_PAUSE_AT=point, **env),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:

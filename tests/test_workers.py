@@ -89,23 +89,8 @@ def test_a_download_process_that_dies_is_replaced_and_its_file_retried(mirror: M
 
 def test_with_a_proxy_configured_files_download_in_the_syncs_own_threads(mirror: Mirror, sample) -> None:
     """The workers speak plain HTTP only; httpx, which speaks to proxies, does the work instead."""
-    env = isolated_env(
-        GITMIRROR_PAUSE_AT="store.chunk-written",
-        http_proxy="http://127.0.0.1:9",  # never reached: NO_PROXY covers the test upstream
-        NO_PROXY="127.0.0.1,localhost",
-    )
-    sync = subprocess.Popen(
-        [*GITMIRROR, "sync"], cwd=mirror.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while process_state(sync.pid) != "T":
-            assert sync.poll() is None, sync.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+    proxy = {"http_proxy": "http://127.0.0.1:9", "NO_PROXY": "127.0.0.1,localhost"}  # proxy never reached
+    with paused_sync(mirror, "store.chunk-written", **proxy) as sync:
         assert children(sync.pid) == []  # the sync paused itself: no fork server, no workers
-    finally:
-        sync.send_signal(signal.SIGCONT)
-        sync.communicate(timeout=120)
     assert sync.returncode == 0
     assert mirror.run("verify").returncode == 0
