@@ -31,8 +31,8 @@ from .upstream import ProjectNotFound, RemoteFile, RemoteProject, Upstream, Upst
 if TYPE_CHECKING:
     from .config import Config
 
-#: stores a project's release file in the blob store; returns False when the file may not be stored
-StoreFile = Callable[[str, RemoteFile], Awaitable[bool]]
+#: stores a project's wheel in the blob store and reads its core metadata; None when it may not be stored
+StoreFile = Callable[[str, RemoteFile], Awaitable["core_metadata.WheelMetadata | None"]]
 
 @dataclass
 class ProjectChoice:
@@ -153,16 +153,13 @@ class MetadataSource:
         for remote_file in ordered:  # a wheel this sync stores anyway
             if self.store_file and remote_file.filename in chosen and remote_file.filename.endswith(".whl"):
                 try:
-                    if not await self.store_file(project, remote_file):
-                        continue
+                    wheel = await self.store_file(project, remote_file)
                 except UpstreamError:
                     break  # the sync reports it with the file; the PEP 658 file may still tell
-                # off the event loop: unzipping there held up every other download (a quarter of its time)
-                inside, upstreams = await asyncio.to_thread(self._unpack_stored_wheel, remote_file)
-                if inside is None:
+                if wheel is None or wheel.metadata is None:
                     continue
-                if upstreams:
-                    return core_metadata.parse(inside)
+                if wheel.upstreams:
+                    return wheel.metadata
                 break  # upstream's PEP 658 file differs from the wheel's: the mirror must serve upstream's
         for remote_file in ordered:  # PEP 658: a few hundred bytes
             if remote_file.core_metadata and remote_file.metadata_url:
@@ -179,20 +176,6 @@ class MetadataSource:
                 if wheel_metadata is not None:
                     return core_metadata.parse(wheel_metadata)
         return None
-
-    def _unpack_stored_wheel(self, remote_file: RemoteFile) -> tuple[bytes | None, bool]:
-        """(METADATA inside a wheel this sync stored, whether it is upstream's PEP 658 file).
-
-        When it is, its blob is stored in the same step, while the other downloads go on: left
-        to the end of the run, 2,700 small stores with their fsyncs were a tail of their own.
-        """
-        inside = core_metadata.from_wheel(self.store.path(remote_file.sha256))
-        if inside is None or remote_file.core_metadata is None:
-            return inside, inside is not None
-        if hashlib.sha256(inside).hexdigest() != remote_file.core_metadata:
-            return inside, False
-        self.store.put_bytes(inside, remote_file.core_metadata)
-        return inside, True
 
     async def _download(self, url: str, sha256: str, size: int | None, label: str | None, keep: bool) -> bytes:
         label = label or url.rsplit("/", 1)[-1]

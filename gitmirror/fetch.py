@@ -21,6 +21,7 @@ import http.client
 import mmap
 import ssl
 import threading
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 from .hosts import HostNotAllowed, HostPolicy
+from .page import PageAnswer
 from .tls import open_connection, system_trust
 
 if TYPE_CHECKING:
@@ -98,12 +100,64 @@ class FileFetcher:
     def fetch(self, url: str, writer: BlobWriter) -> None:
         """Stream ``url`` into ``writer`` (which hashes and checks the size as bytes arrive)."""
         worker = self._worker()
+        response, origin, _url = self._follow(worker, url, self.headers)
+        try:
+            if response.status != 200:
+                raise FetchError(f"upstream answered HTTP {response.status}")
+            buffer = worker.buffer
+            while filled := _fill(response, buffer):
+                writer.write(buffer[:filled])
+                if filled < len(buffer):
+                    break
+            if response.length:  # http.client reads an early close as the end: the framing says not
+                raise Transient(f"truncated body ({writer.size} of {writer.size + response.length} bytes)")
+        except (OSError, http.client.HTTPException) as exc:
+            self._drop(worker, origin)
+            raise Transient(describe(exc)) from None
+        except BaseException:
+            self._drop(worker, origin)  # the body was not read to its end: the connection is spent
+            raise
+
+    def get_page(self, url: str, headers: dict[str, str], limit: int) -> PageAnswer:
+        """A project page's answer, whatever its status (but those worth a retry: ``Transient``).
+
+        Pages may come compressed (a large project's JSON shrinks tenfold); ``limit`` bounds the
+        body as sent and as decompressed.
+        """
+        worker = self._worker()
+        response, origin, url = self._follow(worker, url, {**self.headers, "Accept-Encoding": "gzip", **headers})
+        try:
+            body = response.read(limit + 1)
+            if len(body) > limit:
+                raise FetchError(f"project page larger than {limit} bytes")
+            if response.length:
+                raise Transient(f"truncated body ({len(body)} of {len(body) + response.length} bytes)")
+            answer = {name.lower(): value for name, value in response.getheaders()}
+            if answer.get("content-encoding", "").strip().lower() == "gzip":
+                body = _gunzip(body, limit)
+            if not response.isclosed():
+                self._drop(worker, origin)  # a body longer than the limit was left unread
+        except (OSError, http.client.HTTPException, zlib.error) as exc:
+            self._drop(worker, origin)
+            raise Transient(describe(exc)) from None
+        except BaseException:
+            self._drop(worker, origin)
+            raise
+        return PageAnswer(response.status, url, answer, body)
+
+    def _follow(
+        self, worker: _Worker, url: str, headers: dict[str, str]
+    ) -> tuple[http.client.HTTPResponse, Origin, str]:
+        """GET ``url``, following redirects under the host policy; (response, its origin, its URL).
+
+        Statuses a retry may fix are raised as ``Transient``; the response's body is the caller's.
+        """
         for _hop in range(MAX_REDIRECTS + 1):
             try:
                 self.hosts.check(url)
             except HostNotAllowed as exc:
                 raise FetchError(str(exc)) from None
-            response, origin = self._request(worker, url)
+            response, origin = self._request(worker, url, headers)
             try:
                 if response.status in _REDIRECTS and response.getheader("Location"):
                     response.read()  # small; leaves the connection ready for the next request
@@ -111,25 +165,18 @@ class FileFetcher:
                     continue
                 if response.status in RETRY_STATUSES:
                     raise Transient(f"HTTP {response.status}", retry_after(response.getheader("Retry-After")))
-                if response.status != 200:
-                    raise FetchError(f"upstream answered HTTP {response.status}")
-                buffer = worker.buffer
-                while filled := _fill(response, buffer):
-                    writer.write(buffer[:filled])
-                    if filled < len(buffer):
-                        break
-                if response.length:  # http.client reads an early close as the end: the framing says not
-                    raise Transient(f"truncated body ({writer.size} of {writer.size + response.length} bytes)")
-                return
             except (OSError, http.client.HTTPException) as exc:
                 self._drop(worker, origin)
                 raise Transient(describe(exc)) from None
             except BaseException:
-                self._drop(worker, origin)  # the body was not read to its end: the connection is spent
+                self._drop(worker, origin)
                 raise
+            return response, origin, url
         raise FetchError("too many redirects")
 
-    def _request(self, worker: _Worker, url: str) -> tuple[http.client.HTTPResponse, Origin]:
+    def _request(
+        self, worker: _Worker, url: str, headers: dict[str, str]
+    ) -> tuple[http.client.HTTPResponse, Origin]:
         """Send a GET; a kept-alive connection the server closed meanwhile is replaced once, at once."""
         parts = urlsplit(url)
         origin = (parts.scheme, parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
@@ -138,7 +185,7 @@ class FileFetcher:
             reused = origin in worker.connections
             connection = worker.connections.get(origin) or self._connect(worker, origin)
             try:
-                connection.request("GET", target, headers=self.headers)
+                connection.request("GET", target, headers=headers)
                 return connection.getresponse(), origin
             except _CLOSED_MEANWHILE:
                 self._drop(worker, origin)
@@ -198,6 +245,16 @@ def store_with(stream: Callable[[str, BlobWriter], None], url: str, writer: Blob
         return writer.size
     finally:
         writer.abort()
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    inflated = inflater.decompress(body, limit + 1)
+    if len(inflated) > limit:
+        raise FetchError(f"project page larger than {limit} bytes")
+    if not inflater.eof:
+        raise zlib.error("truncated gzip body")
+    return inflated
 
 
 def describe(exc: BaseException) -> str:

@@ -7,6 +7,7 @@ fields, parsed the same way.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import zipfile
 from dataclasses import dataclass, field
@@ -69,6 +70,31 @@ def from_wheel(wheel: Path | bytes) -> bytes | None:
     except (zipfile.BadZipFile, OSError):
         return None
     return None
+
+
+@dataclass(frozen=True)
+class WheelMetadata:
+    """The core metadata inside a wheel just stored (``read_stored_wheel``)."""
+
+    metadata: CoreMetadata | None  # None: the wheel has no METADATA (or is no zip)
+    upstreams: bool  # the same bytes as upstream's PEP 658 file, or upstream offers none
+
+
+def read_stored_wheel(store: BlobStore, sha256: str, metadata_sha256: str | None) -> WheelMetadata:
+    """Read a stored wheel's METADATA; when it is upstream's PEP 658 file, store that blob too.
+
+    Done where the wheel was downloaded (a download process) as soon as it is stored: a sync
+    needs the dependencies of every release it walks, and stores each wheel's PEP 658 file; read
+    again in the sync process, 1,500 wheels' unzipping and small fsynced stores in its threads
+    held the event loop's interpreter lock for a second (bench/RESULTS.md).
+    """
+    inside = from_wheel(store.path(sha256))
+    if inside is None:
+        return WheelMetadata(None, False)
+    upstreams = metadata_sha256 is None or hashlib.sha256(inside).hexdigest() == metadata_sha256
+    if upstreams and metadata_sha256 is not None:
+        store.put_bytes(inside, metadata_sha256)
+    return WheelMetadata(parse(inside), upstreams)
 
 
 def for_entry(store: BlobStore, entry: FileEntry) -> CoreMetadata | None:

@@ -1,15 +1,19 @@
-"""Release files downloaded in worker processes: the bytes of a cold sync off the sync's interpreter lock.
+"""Pages and release files fetched in worker processes: a cold sync's work off the sync's interpreter lock.
 
 A cold sync's downloads ran in threads of the sync process, which share one interpreter lock with
 the event loop, the page parsing and the dependency walk. Measured on 3,000 files / 2 GB from a
 loopback index, each download took 2.5 times as long inside a sync as alone, the threads mostly
-waiting for the lock (bench/RESULTS.md).
+waiting for the lock (bench/RESULTS.md). The pages (fetched and parsed) and the unzipping of each
+stored wheel's METADATA moved here too: in the sync's threads they made every system call of its
+event loop wait for the lock, and the first downloads started a second late.
 
 A worker does what a thread did: fetch (``fetch.FileFetcher``: host policy, redirects, framing),
-hash and check as the bytes arrive, fsync, publish by rename (``store.BlobWriter``). It answers
-with the size stored or the same ``Transient``/``FetchError``/``IntegrityError`` the sync turns
-into one line per file. Workers start from a fork server that imported only this module (not the
-sync's threads, locks or event loop), and only once a run has something to download.
+hash and check as the bytes arrive, fsync, publish by rename (``store.BlobWriter``); or fetch and
+parse a project page (``page.project_from``). It answers with the result or the same
+``Transient``/``FetchError``/``IntegrityError``/``UpstreamError`` the sync turns into one line per
+file or project. Workers start from a fork server that imported only this module and
+``pypi_simple`` (not the sync's threads, locks or event loop), and only once a run asks for a page
+or a file.
 
 Each worker has one pipe, read by the event loop itself (``add_reader``): no helper threads. The
 standard ``ProcessPoolExecutor`` needs two in the sync process (queue manager and feeder), and
@@ -19,17 +23,21 @@ their hand-offs cost a second of the sync's interpreter lock per 3,000 files.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import select
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import crashpoints
-from .fetch import FileFetcher, Transient, store_with
+from .fetch import FetchError, FileFetcher, Transient, store_with
 from .hosts import HostPolicy
+from .metadata import WheelMetadata, read_stored_wheel
+from .page import MAX_PAGE_BYTES, RemoteProject, UpstreamError, project_from
 from .store import BlobStore
 from .tls import USER_AGENT
 
@@ -37,37 +45,65 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection
     from multiprocessing.process import BaseProcess
 
-Job = tuple[str, str, str, "int | None"]  # store root, url, sha256, announced size
-
 
 @dataclass
 class _Worker:
     process: BaseProcess
     pipe: Connection
-    waiting: asyncio.Future[int] | None = None
+    waiting: asyncio.Future[Any] | None = None
 
 
 class DownloadProcesses:
-    """Up to ``processes`` workers, started as downloads need them; use from one event loop."""
+    """``processes`` workers for one event loop; create it on that loop, when a run first needs one.
+
+    The workers are started by a helper thread: the fork server's start (a new interpreter that
+    imports this module and ``pypi_simple``) took 0.2-0.4 s, during which the event loop could
+    not hand out or collect any work. Jobs queue meanwhile; each worker takes them as it joins.
+    """
 
     def __init__(self, processes: int, hosts: HostPolicy, timeout: float) -> None:
         import multiprocessing  # 0.05 s that a run without downloads need not pay
 
         self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload([__name__])
+        self._context.set_forkserver_preload([__name__, "pypi_simple"])  # each worker parses pages
         self._limit = processes
         self._start_args = (hosts, timeout, os.getpid(), crashpoints.share())
         self._workers: list[_Worker] = []
         self._idle: list[_Worker] = []
-        self._queue: deque[tuple[Job, asyncio.Future[int]]] = deque()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: deque[tuple[tuple[str, tuple[Any, ...]], asyncio.Future[Any]]] = deque()
+        self._loop = asyncio.get_running_loop()
         self._started = 0
+        self._starting = processes
+        self._failed: BaseException | None = None
+        self._closed = False
+        self._spawned: list[_Worker] = []  # every worker started, joined or not, for close()
+        self._spawn_lock = threading.Lock()
+        self._starter = threading.Thread(target=self._start_all, name="gitmirror-workers-start", daemon=True)
+        self._starter.start()
 
     async def store_file(self, store_root: str, url: str, sha256: str, size: int | None) -> int:
         """Have a worker download ``url`` into the store; returns the bytes stored."""
-        self._loop = asyncio.get_running_loop()
-        future: asyncio.Future[int] = self._loop.create_future()
-        self._queue.append(((store_root, url, sha256, size), future))
+        return await self._run("file", (store_root, url, sha256, size))
+
+    async def store_wheel(
+        self, store_root: str, url: str, sha256: str, size: int | None, metadata_sha256: str | None
+    ) -> tuple[int, WheelMetadata]:
+        """``store_file``, then the wheel's core metadata read where its bytes are (``read_stored_wheel``)."""
+        return await self._run("wheel", (store_root, url, sha256, size, metadata_sha256))
+
+    async def project(self, name: str, url: str, headers: dict[str, str]) -> RemoteProject | None:
+        """A worker's fetch and parse of a project page (``Upstream.project``); ahead of every file,
+        as the walk that chooses the files waits for pages."""
+        return await self._run("page", (name, url, headers), first=True)
+
+    async def _run(self, kind: str, args: tuple[Any, ...], first: bool = False) -> Any:
+        if self._failed is not None:
+            raise self._failed
+        future: asyncio.Future[Any] = self._loop.create_future()
+        if first:
+            self._queue.appendleft(((kind, args), future))
+        else:
+            self._queue.append(((kind, args), future))
         self._dispatch()
         return await future
 
@@ -75,34 +111,72 @@ class DownloadProcesses:
         while self._queue:
             if self._idle:
                 worker = self._idle.pop()
-            elif len(self._workers) < self._limit:
-                worker = self._start()
+            elif len(self._workers) + self._starting < self._limit and not self._closed:
+                worker = self._join(self._spawn())  # replaces one that died: the fork server is up
             else:
                 return
             job, future = self._queue.popleft()
             if future.done():  # cancelled meanwhile
                 self._idle.append(worker)
                 continue
+            try:
+                worker.pipe.send(job)
+            except OSError:  # died while idle, its end-of-file not read yet: the job waits for another
+                self._forget(worker)
+                self._queue.appendleft((job, future))
+                continue
             worker.waiting = future
-            worker.pipe.send(job)
 
-    def _start(self) -> _Worker:
-        assert self._loop is not None
-        ours, theirs = self._context.Pipe()
-        self._started += 1
-        process = self._context.Process(target=_serve, args=(theirs, *self._start_args, self._started), daemon=True)
-        process.start()
-        theirs.close()
-        worker = _Worker(process, ours)
+    def _start_all(self) -> None:
+        """In the helper thread: start the workers; each joins on the loop's thread."""
+        for _ in range(self._limit):
+            try:
+                worker = self._spawn()
+            except BaseException as exc:  # noqa: BLE001 - reported to every waiting job
+                self._loop.call_soon_threadsafe(self._start_failed, exc)
+                return
+            self._loop.call_soon_threadsafe(self._joined, worker)
+
+    def _spawn(self) -> _Worker:
+        with self._spawn_lock:  # the helper thread, and the loop's thread replacing a dead worker
+            ours, theirs = self._context.Pipe()
+            self._started += 1
+            args = (theirs, *self._start_args, self._started)
+            process = self._context.Process(target=_serve, args=args, daemon=True)
+            process.start()
+            theirs.close()
+            worker = _Worker(process, ours)
+            self._spawned.append(worker)
+            return worker
+
+    def _joined(self, worker: _Worker) -> None:
+        self._starting -= 1
+        if self._closed:
+            return
+        self._join(worker)
+        self._idle.append(worker)
+        self._dispatch()
+
+    def _join(self, worker: _Worker) -> _Worker:
         self._workers.append(worker)
-        self._loop.add_reader(ours.fileno(), self._answered, worker)
+        self._loop.add_reader(worker.pipe.fileno(), self._answered, worker)
         return worker
+
+    def _start_failed(self, exc: BaseException) -> None:
+        self._starting = 0
+        if self._workers:
+            return  # fewer workers than asked for, but working ones
+        self._failed = RuntimeError(f"cannot start download processes: {exc}")
+        for _job, future in self._queue:
+            if not future.done():
+                future.set_exception(self._failed)
+        self._queue.clear()
 
     def _answered(self, worker: _Worker) -> None:
         future, worker.waiting = worker.waiting, None
         try:
             ok, value = worker.pipe.recv()
-        except (EOFError, OSError):  # the worker is gone (killed): its file is tried again elsewhere
+        except (EOFError, OSError):  # the worker is gone (killed): its job is tried again elsewhere
             self._forget(worker)
             if future is not None and not future.done():
                 future.set_exception(Transient("download process ended"))
@@ -116,7 +190,6 @@ class DownloadProcesses:
         self._dispatch()
 
     def _forget(self, worker: _Worker) -> None:
-        assert self._loop is not None
         self._loop.remove_reader(worker.pipe.fileno())
         worker.pipe.close()
         self._workers.remove(worker)
@@ -125,15 +198,18 @@ class DownloadProcesses:
 
     def close(self) -> None:
         """Stop every worker (on the loop's thread): a closed pipe is their signal to leave."""
+        self._closed = True
         for _job, future in self._queue:
             future.cancel()
         self._queue.clear()
-        processes = [worker.process for worker in self._workers]
+        self._starter.join()
         for worker in list(self._workers):
             self._forget(worker)
-        for process in processes:
+        for worker in self._spawned:
+            worker.pipe.close()  # also those whose joining was still on its way
+        for process in (worker.process for worker in self._spawned):
             process.join(timeout=5)
-            if process.is_alive():  # still inside a download nobody waits for
+            if process.is_alive():  # still inside a download nobody waits for, or never given a pipe's end
                 process.terminate()
                 process.join(timeout=5)
 
@@ -148,15 +224,18 @@ def _serve(
 ) -> None:
     _exit_with(owner)
     crashpoints.adopt(crash_counts, owner, number)
+    gc.freeze()  # the modules the fork server imported: never garbage (each worker collected 100 times)
+    gc.set_threshold(50_000, *gc.get_threshold()[1:])
     fetcher = FileFetcher(hosts, timeout, USER_AGENT)
     while True:
         try:
-            job: Job = pipe.recv()
+            job: tuple[str, tuple[Any, ...]] = pipe.recv()
         except (EOFError, OSError):
             return
         answer: tuple[bool, Any]
+        kind, args = job
         try:
-            answer = (True, _store_file(fetcher, *job))
+            answer = (True, _JOBS[kind](fetcher, *args))
         except Exception as exc:  # noqa: BLE001 - every failure goes back to the sync, which words it
             answer = (False, exc)
         try:
@@ -170,6 +249,24 @@ def _serve(
 def _store_file(fetcher: FileFetcher, store_root: str, url: str, sha256: str, size: int | None) -> int:
     store = _stores.get(store_root) or _stores.setdefault(store_root, BlobStore(store_root))
     return store_with(fetcher.fetch, url, store.writer(sha256, size))
+
+
+def _store_wheel(
+    fetcher: FileFetcher, store_root: str, url: str, sha256: str, size: int | None, metadata_sha256: str | None
+) -> tuple[int, WheelMetadata]:
+    stored = _store_file(fetcher, store_root, url, sha256, size)
+    return stored, read_stored_wheel(_stores[store_root], sha256, metadata_sha256)
+
+
+def _project(fetcher: FileFetcher, name: str, url: str, headers: dict[str, str]) -> RemoteProject | None:
+    try:
+        answer = fetcher.get_page(url, headers, MAX_PAGE_BYTES)
+    except FetchError as exc:
+        raise UpstreamError(f"{name}: {exc}") from None
+    return project_from(name, answer)
+
+
+_JOBS: dict[str, Callable[..., Any]] = {"file": _store_file, "wheel": _store_wheel, "page": _project}
 
 
 def _exit_with(owner: int) -> None:

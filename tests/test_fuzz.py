@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import string
 
-import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gitmirror.manifest import FileEntry, ManifestError, ProjectManifest, Tombstone, loads, manifest_path
 from gitmirror.names import SHA256_HEX, check_filename, is_normalized
-from gitmirror.upstream import RemoteProject, UpstreamError, _parse_page
+from gitmirror.page import PageAnswer, RemoteProject, UpstreamError, parse_page
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 HOSTILE_TEXT = st.lists(
@@ -109,9 +108,8 @@ def test_manifest_round_trip_is_exact(manifest: ProjectManifest) -> None:
     assert data.isascii() and data.endswith(b"\n")
 
 
-def page_response(body: bytes, content_type: str) -> httpx.Response:
-    request = httpx.Request("GET", "http://127.0.0.1:9/simple/demo-pkg/")
-    return httpx.Response(200, headers={"Content-Type": content_type}, content=body, request=request)
+def page_answer(body: bytes, content_type: str) -> PageAnswer:
+    return PageAnswer(200, "http://127.0.0.1:9/simple/demo-pkg/", {"content-type": content_type}, body)
 
 
 def assert_safe_project(project: RemoteProject) -> None:
@@ -132,7 +130,7 @@ CONTENT_TYPES = st.sampled_from(
 @given(body=st.binary(max_size=800), content_type=CONTENT_TYPES)
 def test_page_parser_on_arbitrary_bytes(body: bytes, content_type: str) -> None:
     try:
-        project = _parse_page("demo-pkg", page_response(body, content_type), body)
+        project = parse_page("demo-pkg", page_answer(body, content_type))
     except UpstreamError:
         return
     assert_safe_project(project)
@@ -155,7 +153,7 @@ def test_page_parser_on_arbitrary_bytes(body: bytes, content_type: str) -> None:
 def test_page_parser_on_structured_json_pages(files: list[dict], meta: dict) -> None:
     body = json.dumps({"meta": meta, "name": "demo-pkg", "files": files}).encode()
     try:
-        project = _parse_page("demo-pkg", page_response(body, "application/vnd.pypi.simple.v1+json"), body)
+        project = parse_page("demo-pkg", page_answer(body, "application/vnd.pypi.simple.v1+json"))
     except UpstreamError:
         return
     assert_safe_project(project)
@@ -168,7 +166,7 @@ def test_page_parser_on_html_pages(links: list[tuple[str, str]]) -> None:
     anchors = "".join(f'<a href="http://127.0.0.1:9/f/{href}#sha256={digest}">{href}</a>\n' for href, digest in links)
     body = f"<!DOCTYPE html><html><body>{anchors}</body></html>".encode()
     try:
-        project = _parse_page("demo-pkg", page_response(body, "text/html"), body)
+        project = parse_page("demo-pkg", page_answer(body, "text/html"))
     except UpstreamError:
         return
     assert_safe_project(project)

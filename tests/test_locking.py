@@ -31,7 +31,10 @@ def process_state(pid: int) -> str:
 
 @contextmanager
 def paused_sync(mirror: Mirror, point: str, *args: str, **env: str) -> Iterator[subprocess.Popen[str]]:
-    """A real ``gitmirror sync`` stopped at ``point``; continued (and awaited) when the block ends."""
+    """A real ``gitmirror sync`` stopped at ``point``; continued (and awaited) when the block ends.
+
+    Its output is then in ``process.output`` (stdout, stderr): the pipes are read to their end.
+    """
     process = subprocess.Popen(
         [*GITMIRROR, "sync", *args], cwd=mirror.root, env=isolated_env(GITMIRROR_PAUSE_AT=point, **env),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -45,7 +48,7 @@ def paused_sync(mirror: Mirror, point: str, *args: str, **env: str) -> Iterator[
         yield process
     finally:
         process.send_signal(signal.SIGCONT)
-        process.communicate(timeout=120)
+        process.output = process.communicate(timeout=120)  # type: ignore[attr-defined]
 
 
 def test_second_sync_and_yank_fail_fast_while_a_sync_writes(mirror: Mirror, sample) -> None:
@@ -57,7 +60,7 @@ def test_second_sync_and_yank_fail_fast_while_a_sync_writes(mirror: Mirror, samp
         yank = mirror.run("yank", "demo-pkg", "1.0", "--reason", "testing the lock", timeout=30)
         assert yank.returncode == 2 and "another gitmirror process is writing" in yank.stderr
         assert not (mirror.repo / "refs" / "heads" / "main").exists()  # nobody committed meanwhile
-    assert first.returncode == 0, first.stderr
+    assert first.returncode == 0, first.output
     assert mirror.git("rev-list", "--count", "main").strip() == "1"
     # And with the first writer gone, the lock is free again.
     assert mirror.run("yank", "demo-pkg", "1.0", "--reason", "after the sync").returncode == 0

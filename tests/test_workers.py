@@ -44,7 +44,7 @@ def test_a_pause_inside_a_download_process_stops_the_sync(mirror: Mirror, sample
         workers = [pid for server in fork_servers for pid in children(server)]
         assert workers, "the release files were not downloaded in worker processes"
         assert all(process_state(pid) != "T" for pid in workers)  # the worker paused the sync, not itself
-    assert sync.returncode == 0, sync.stderr
+    assert sync.returncode == 0, sync.output
     assert mirror.run("verify").returncode == 0
 
 
@@ -82,7 +82,7 @@ def test_a_download_process_that_dies_is_replaced_and_its_file_retried(mirror: M
         assert workers
         for pid in workers:  # the OOM killer's choice, say: the sync itself lives on
             os.kill(pid, signal.SIGKILL)
-    assert sync.returncode == 0, sync.stderr  # the files of the killed workers were fetched again
+    assert sync.returncode == 0, sync.output  # the files of the killed workers were fetched again
     assert not list((mirror.store / "tmp").iterdir())  # and their partial files removed
     assert mirror.run("verify").returncode == 0
 

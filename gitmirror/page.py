@@ -1,0 +1,192 @@
+"""A project page as upstream answered it, parsed into what a sync needs: ``RemoteProject``.
+
+Apart from the HTTP client that fetched it: pages are fetched and parsed in the download processes
+(``gitmirror.workers``), which must not import httpx, and through httpx when a proxy is configured;
+both hand the same ``PageAnswer`` to ``parse_page``. Every name and digest is checked here, file by
+file: a hostile entry is rejected with a reason, the rest of the page stays usable.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
+
+from .manifest import format_time
+from .names import UnsafeNameError, check_filename, check_sha256, normalize
+
+MAX_PAGE_BYTES = 64 * 1024 * 1024
+# pypi_simple.ACCEPT_JSON_PREFERRED, spelled out so that a run of 304s never imports pypi_simple
+ACCEPT_JSON_PREFERRED = (
+    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.5, text/html;q=0.01"
+)
+
+
+class UpstreamError(RuntimeError):
+    """A failure talking to upstream, phrased as one line for the per-project report."""
+
+
+class ProjectNotFound(UpstreamError):
+    pass
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    filename: str
+    url: str
+    version: str
+    sha256: str
+    size: int | None
+    requires_python: str | None
+    upload_time: str | None
+    yanked: bool | str
+    core_metadata: str | None
+    metadata_url: str | None
+
+
+@dataclass
+class RemoteProject:
+    name: str
+    files: list[RemoteFile]
+    status: str = "active"
+    status_reason: str | None = None
+    etag: str | None = None
+    last_serial: str | None = None
+    rejected: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PageAnswer:
+    """An upstream answer to a page request, redirects followed; ``headers`` with lower-case names."""
+
+    status: int
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+
+    @property
+    def charset(self) -> str | None:
+        for parameter in self.headers.get("content-type", "").split(";")[1:]:
+            key, _, value = parameter.partition("=")
+            if key.strip().lower() == "charset":
+                return value.strip().strip('"') or None
+        return None
+
+
+def check_url(url: str) -> None:
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise UpstreamError(f"refusing non-HTTP file URL {url!r}")
+
+
+def project_from(name: str, answer: PageAnswer) -> RemoteProject | None:
+    """What a page answer says: the project, None for 304 (the recorded page stands), or an error."""
+    if answer.status == 304:
+        return None
+    if answer.status == 404:
+        raise ProjectNotFound(f"{name}: not found upstream")
+    if answer.status != 200:
+        raise UpstreamError(f"{name}: upstream answered HTTP {answer.status}")
+    return parse_page(name, answer)
+
+
+def parse_page(name: str, answer: PageAnswer) -> RemoteProject:
+    """A 200 answer's page; raises UpstreamError when it is no valid page."""
+    content_type = answer.headers.get("content-type", "text/html").split(";")[0].strip().lower()
+    base_url, body = answer.url, answer.body
+    from pypi_simple import ProjectPage  # imported when a page is parsed: ~0.2 s, not needed for 304s
+
+    try:
+        if content_type == "application/vnd.pypi.simple.v1+json":
+            import json
+
+            page = ProjectPage.from_json_data(json.loads(body), base_url=base_url)
+        elif content_type in ("text/html", "application/vnd.pypi.simple.v1+html"):
+            _check_html_text(name, body, answer.charset)
+            page = ProjectPage.from_html(name, body, base_url=base_url, from_encoding=answer.charset)
+        else:
+            raise UpstreamError(f"{name}: unsupported page content type {content_type!r}")
+    except UpstreamError:
+        raise
+    except Exception as exc:  # pypi_simple raises many kinds on garbage; all mean "invalid page"
+        raise UpstreamError(f"{name}: invalid project page ({type(exc).__name__})") from None
+    project = RemoteProject(
+        name=name,
+        files=[],
+        status=str(page.status.value) if page.status else "active",
+        status_reason=page.status_reason,
+        etag=answer.headers.get("etag"),
+        last_serial=str(page.last_serial or answer.headers.get("x-pypi-last-serial") or "") or None,
+    )
+    for package in page.packages:
+        try:
+            project.files.append(_remote_file(name, package))
+        except (UpstreamError, UnsafeNameError) as exc:
+            project.rejected.append(str(exc))
+    return project
+
+
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+
+
+def _check_html_text(name: str, body: bytes, charset: str | None) -> None:
+    """Refuse bytes that are no HTML text: the HTML parser reads garbage as a page without files.
+
+    A page without files is legitimate (upstream deleted them) and marks every recorded file as
+    removed upstream, so an unreadable answer must fail loudly instead of looking like that.
+    """
+    try:
+        text = body.decode(charset or "utf-8")
+    except (UnicodeDecodeError, LookupError):
+        raise UpstreamError(f"{name}: invalid project page (not {charset or 'utf-8'} text)") from None
+    if _CONTROL_CHARACTERS.search(text):
+        raise UpstreamError(f"{name}: invalid project page (control characters in HTML)")
+
+
+def _remote_file(project: str, package: object) -> RemoteFile:
+    filename = check_filename(package.filename)  # type: ignore[attr-defined]
+    version = _version_of(project, filename)
+    sha256 = (package.digests or {}).get("sha256")  # type: ignore[attr-defined]
+    if not sha256:
+        raise UpstreamError(f"{filename}: upstream gives no sha256, cannot mirror it immutably")
+    url = package.url.split("#", 1)[0]  # type: ignore[attr-defined]
+    check_url(url)
+    metadata_sha = None
+    metadata_url = None
+    if package.has_metadata:  # type: ignore[attr-defined]
+        metadata_sha = (package.metadata_digests or {}).get("sha256")  # type: ignore[attr-defined]
+        metadata_url = url + ".metadata" if metadata_sha else None
+    upload = package.upload_time  # type: ignore[attr-defined]
+    yanked: bool | str = False
+    if package.is_yanked:  # type: ignore[attr-defined]
+        yanked = package.yanked_reason or True  # type: ignore[attr-defined]
+    return RemoteFile(
+        filename=filename,
+        url=url,
+        version=version,
+        sha256=check_sha256(str(sha256).lower()),  # digests become store paths: checked per file
+        size=package.size,  # type: ignore[attr-defined]
+        requires_python=package.requires_python or None,  # type: ignore[attr-defined]
+        upload_time=format_time(upload) if upload else None,
+        yanked=yanked,
+        core_metadata=check_sha256(str(metadata_sha).lower()) if metadata_sha else None,
+        metadata_url=metadata_url,
+    )
+
+
+def _version_of(project: str, filename: str) -> str:
+    """The version a file claims, refusing files that claim to belong to another project."""
+    try:
+        if filename.endswith(".whl"):
+            dist, version, *_ = parse_wheel_filename(filename)
+        elif filename.endswith((".tar.gz", ".zip")):
+            dist, version = parse_sdist_filename(filename)
+        else:
+            raise UpstreamError(f"{filename}: not a wheel or sdist, skipped")
+    except (InvalidWheelFilename, InvalidSdistFilename) as exc:
+        raise UpstreamError(f"{filename}: unparseable distribution filename") from exc
+    if normalize(str(dist)) != project:
+        raise UpstreamError(f"{filename}: belongs to project {dist}, not {project}")
+    return str(version)
