@@ -135,11 +135,14 @@ class FileFetcher:
             answer = {name.lower(): value for name, value in response.getheaders()}
             if answer.get("content-encoding", "").strip().lower() == "gzip":
                 body = _gunzip(body, limit)
-            if not response.isclosed():
-                self._drop(worker, origin)  # a body longer than the limit was left unread
-        except (OSError, http.client.HTTPException, zlib.error) as exc:
+            if not response.isclosed():  # not read to its end (the framing checks say it was): spent
+                self._drop(worker, origin)
+        except (OSError, http.client.HTTPException) as exc:
             self._drop(worker, origin)
             raise Transient(describe(exc)) from None
+        except zlib.error:
+            self._drop(worker, origin)
+            raise Transient("undecodable gzip body") from None
         except BaseException:
             self._drop(worker, origin)
             raise
@@ -253,7 +256,7 @@ def _gunzip(body: bytes, limit: int) -> bytes:
     if len(inflated) > limit:
         raise FetchError(f"project page larger than {limit} bytes")
     if not inflater.eof:
-        raise zlib.error("truncated gzip body")
+        raise zlib.error("the gzip stream ends early")
     return inflated
 
 

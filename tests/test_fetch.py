@@ -9,7 +9,9 @@ meanwhile is replaced at once, an early close is a truncation, and redirect hops
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
+import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -179,3 +181,56 @@ def test_redirect_hops_obey_the_host_policy(server_for, fetcher_for, tmp_path: P
     assert server.paths.count("/loop.whl") == MAX_REDIRECTS + 1
     allowed = fetcher_for(server, (f"127.0.0.1:{elsewhere.port}",))
     assert fetch(server, store, allowed, "/away.whl") == BODY  # listed in allowed_hosts: followed
+
+
+PAGE = json.dumps({"meta": {"api-version": "1.1"}, "name": "demo-pkg", "files": []}).encode()
+
+
+def test_pages_come_compressed_or_not_and_keep_their_headers(server_for, fetcher_for) -> None:
+    """A large project's JSON page shrinks tenfold with gzip, so pages ask for it; the answer
+    carries the URL after redirects (links are relative to it) and the headers, lower-cased."""
+
+    def script(path: str) -> tuple[bytes, bool]:
+        if path == "/simple/old-name/":
+            return answer("301 Moved Permanently", b"", "Location: /simple/demo-pkg/\r\n"), False
+        if path == "/simple/demo-pkg/":
+            headers = "Content-Encoding: gzip\r\nETag: \"v1\"\r\nContent-Type: application/vnd.pypi.simple.v1+json\r\n"
+            return answer("200 OK", gzip.compress(PAGE), headers), False
+        return answer("200 OK", PAGE, "Content-Type: application/vnd.pypi.simple.v1+json\r\n"), False
+
+    server = server_for(script)
+    fetcher = fetcher_for(server)
+    plain = fetcher.get_page(server.url + "/simple/plain/", {}, 1 << 20)
+    assert (plain.status, plain.body) == (200, PAGE)
+    page = fetcher.get_page(server.url + "/simple/old-name/", {"If-None-Match": '"v0"'}, 1 << 20)
+    assert (page.status, page.body, page.url) == (200, PAGE, server.url + "/simple/demo-pkg/")
+    assert page.headers["etag"] == '"v1"' and page.charset is None
+    assert server.connections == 1  # redirects and pages on the one kept-alive connection
+
+
+def test_a_page_over_the_limit_is_refused_compressed_or_not(server_for, fetcher_for) -> None:
+    """A gzip bomb (a few KiB that inflate to a gigabyte) is stopped at the limit, not in memory."""
+    bomb = gzip.compress(b" " * (64 << 20))
+    big = b"x" * 5000
+
+    def script(path: str) -> tuple[bytes, bool]:
+        if path == "/simple/bomb/":
+            return answer("200 OK", bomb, "Content-Encoding: gzip\r\n"), False
+        if path == "/simple/cut/":
+            return answer("200 OK", PAGE[:10], length=len(PAGE)), True
+        if path == "/simple/garbled/":
+            return answer("200 OK", b"not gzip at all", "Content-Encoding: gzip\r\n"), False
+        return answer("200 OK", big), False
+
+    server = server_for(script)
+    fetcher = fetcher_for(server)
+    assert len(bomb) < 100_000
+    with pytest.raises(FetchError, match="project page larger than 4096 bytes"):
+        fetcher.get_page(server.url + "/simple/bomb/", {}, 4096)
+    with pytest.raises(FetchError, match="project page larger than 4096 bytes"):
+        fetcher.get_page(server.url + "/simple/big/", {}, 4096)
+    with pytest.raises(Transient, match=r"truncated body \(10 of"):
+        fetcher.get_page(server.url + "/simple/cut/", {}, 4096)
+    with pytest.raises(Transient, match="undecodable gzip body"):
+        fetcher.get_page(server.url + "/simple/garbled/", {}, 4096)
+    assert fetcher.get_page(server.url + "/simple/big/", {}, 5000).body == big  # the limit itself is fine
