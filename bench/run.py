@@ -1,6 +1,6 @@
 """Run gitmirror's benchmarks against its peers and print one table per stage.
 
-    python bench/run.py [--quick] [--only sync,serve,git] [--record]
+    python bench/run.py [--quick] [--only sync,serve,git,store] [--record]
 
 ``--quick`` (under 2 minutes) is for before/after comparisons of a change; the full run is what
 bench/RESULTS.md records (``--record`` rewrites its results section with this run's tables).
@@ -24,11 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import git_bench  # noqa: E402
 import serve_bench  # noqa: E402
+import store_bench  # noqa: E402
 import sync_bench  # noqa: E402
 from common import Table  # noqa: E402
 from upstream import ONE_MB_PROJECT  # noqa: E402
 
-STAGES = ("sync", "serve", "git")
+STAGES = ("sync", "serve", "git", "store")
 RESULTS = Path(__file__).parent / "RESULTS.md"
 MARKER = "<!-- results below are written by `python bench/run.py --record` -->"
 
@@ -70,7 +71,7 @@ def record(tables: list[Table], header: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small data set, short runs: under 2 minutes")
-    parser.add_argument("--only", default=",".join(STAGES), help="comma-separated stages: sync,serve,git")
+    parser.add_argument("--only", default=",".join(STAGES), help="comma-separated stages: sync,serve,git,store")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/gitmirror-bench"),
                         help="scratch space (the generated upstream is kept here and reused)")
     parser.add_argument("--record", action="store_true", help="write the tables into bench/RESULTS.md")
@@ -101,6 +102,10 @@ def main() -> int:
         print(table.markdown(), flush=True)
     if "git" in stages:
         table = git_bench.run(args.workdir, args.quick)
+        tables.append(table)
+        print(table.markdown(), flush=True)
+    if "store" in stages:
+        table = store_bench.run(args.workdir, args.quick)
         tables.append(table)
         print(table.markdown(), flush=True)
     elapsed = time.perf_counter() - began
