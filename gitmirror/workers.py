@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import queue
 import select
 import threading
 import time
@@ -56,9 +57,11 @@ class _Worker:
 class DownloadProcesses:
     """``processes`` workers for one event loop; create it on that loop, when a run first needs one.
 
-    The workers are started by a helper thread: the fork server's start (a new interpreter that
-    imports this module and ``pypi_simple``) took 0.2-0.4 s, during which the event loop could
-    not hand out or collect any work. Jobs queue meanwhile; each worker takes them as it joins.
+    Workers are started as jobs wait for them (a run that asks for three pages starts three), by a
+    helper thread: the fork server's start (a new interpreter that imports this module and
+    ``pypi_simple``) took 0.2-0.4 s, during which the event loop could not hand out or collect any
+    work. Jobs queue meanwhile; each worker takes them as it joins. A worker that dies is replaced
+    the same way.
     """
 
     def __init__(self, processes: int, hosts: HostPolicy, timeout: float) -> None:
@@ -73,12 +76,12 @@ class DownloadProcesses:
         self._queue: deque[tuple[tuple[str, tuple[Any, ...]], asyncio.Future[Any]]] = deque()
         self._loop = asyncio.get_running_loop()
         self._started = 0
-        self._starting = processes
+        self._starting = 0  # asked of the helper thread, not joined yet
         self._failed: BaseException | None = None
         self._closed = False
         self._spawned: list[_Worker] = []  # every worker started, joined or not, for close()
-        self._spawn_lock = threading.Lock()
-        self._starter = threading.Thread(target=self._start_all, name="gitmirror-workers-start", daemon=True)
+        self._start_requests: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        self._starter = threading.Thread(target=self._start_workers, name="gitmirror-workers-start", daemon=True)
         self._starter.start()
 
     async def store_file(self, store_root: str, url: str, sha256: str, size: int | None) -> int:
@@ -108,13 +111,8 @@ class DownloadProcesses:
         return await future
 
     def _dispatch(self) -> None:
-        while self._queue:
-            if self._idle:
-                worker = self._idle.pop()
-            elif len(self._workers) + self._starting < self._limit and not self._closed:
-                worker = self._join(self._spawn())  # replaces one that died: the fork server is up
-            else:
-                return
+        while self._queue and self._idle:
+            worker = self._idle.pop()
             job, future = self._queue.popleft()
             if future.done():  # cancelled meanwhile
                 self._idle.append(worker)
@@ -126,45 +124,43 @@ class DownloadProcesses:
                 self._queue.appendleft((job, future))
                 continue
             worker.waiting = future
+        wanted = min(len(self._queue), self._limit - len(self._workers) - self._starting)
+        for _ in range(wanted if not self._closed else 0):
+            self._starting += 1
+            self._start_requests.put(True)
 
-    def _start_all(self) -> None:
-        """In the helper thread: start the workers; each joins on the loop's thread."""
-        for _ in range(self._limit):
+    def _start_workers(self) -> None:
+        """In the helper thread: start a worker per request; each joins on the loop's thread."""
+        while self._start_requests.get() and not self._closed:
             try:
                 worker = self._spawn()
-            except BaseException as exc:  # noqa: BLE001 - reported to every waiting job
+            except BaseException as exc:  # noqa: BLE001 - reported to the waiting jobs
                 self._loop.call_soon_threadsafe(self._start_failed, exc)
-                return
-            self._loop.call_soon_threadsafe(self._joined, worker)
+            else:
+                self._loop.call_soon_threadsafe(self._joined, worker)
 
     def _spawn(self) -> _Worker:
-        with self._spawn_lock:  # the helper thread, and the loop's thread replacing a dead worker
-            ours, theirs = self._context.Pipe()
-            self._started += 1
-            args = (theirs, *self._start_args, self._started)
-            process = self._context.Process(target=_serve, args=args, daemon=True)
-            process.start()
-            theirs.close()
-            worker = _Worker(process, ours)
-            self._spawned.append(worker)
-            return worker
+        ours, theirs = self._context.Pipe()
+        self._started += 1
+        process = self._context.Process(target=_serve, args=(theirs, *self._start_args, self._started), daemon=True)
+        process.start()
+        theirs.close()
+        worker = _Worker(process, ours)
+        self._spawned.append(worker)
+        return worker
 
     def _joined(self, worker: _Worker) -> None:
         self._starting -= 1
         if self._closed:
             return
-        self._join(worker)
+        self._workers.append(worker)
+        self._loop.add_reader(worker.pipe.fileno(), self._answered, worker)
         self._idle.append(worker)
         self._dispatch()
 
-    def _join(self, worker: _Worker) -> _Worker:
-        self._workers.append(worker)
-        self._loop.add_reader(worker.pipe.fileno(), self._answered, worker)
-        return worker
-
     def _start_failed(self, exc: BaseException) -> None:
-        self._starting = 0
-        if self._workers:
+        self._starting -= 1
+        if self._workers or self._starting:
             return  # fewer workers than asked for, but working ones
         self._failed = RuntimeError(f"cannot start download processes: {exc}")
         for _job, future in self._queue:
@@ -202,6 +198,7 @@ class DownloadProcesses:
         for _job, future in self._queue:
             future.cancel()
         self._queue.clear()
+        self._start_requests.put(False)
         self._starter.join()
         for worker in list(self._workers):
             self._forget(worker)
