@@ -21,6 +21,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from gitmirror.store import BlobStore  # noqa: E402
+
 from fakeupstream import FakeUpstream, make_sample_index  # noqa: E402
 
 GITMIRROR = [sys.executable, "-m", "gitmirror"]
@@ -112,6 +114,14 @@ class Mirror:
             text=True,
             check=True,
         ).stdout
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> BlobStore:
+    """An empty blob store of its own, for tests of the store alone."""
+    blob_store = BlobStore(tmp_path / "store")
+    blob_store.init()
+    return blob_store
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import os
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
@@ -30,13 +29,6 @@ BIG = os.urandom(3 * DIRECT_MIN_BYTES + 123)  # three whole buffers and an unali
 
 def direct_flag(fd: int) -> bool:
     return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> BlobStore:
-    blob_store = BlobStore(tmp_path / "store")
-    blob_store.init()
-    return blob_store
 
 
 @pytest.fixture

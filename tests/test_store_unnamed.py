@@ -11,7 +11,6 @@ import errno
 import hashlib
 import os
 import stat
-from pathlib import Path
 
 import pytest
 
@@ -20,13 +19,6 @@ from gitmirror.store import BlobStore, IntegrityError
 
 DATA = b"release file bytes " * 300
 DIGEST = hashlib.sha256(DATA).hexdigest()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> BlobStore:
-    blob_store = BlobStore(tmp_path / "store")
-    blob_store.init()
-    return blob_store
 
 
 @pytest.fixture
