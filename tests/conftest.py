@@ -6,7 +6,9 @@ the loopback interface, and pip/uv run with the machine's own configuration swit
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -29,6 +31,7 @@ GITMIRROR = [sys.executable, "-m", "gitmirror"]
 
 
 _CACHE_HOME = tempfile.mkdtemp(prefix="gitmirror-test-cache-")
+atexit.register(shutil.rmtree, _CACHE_HOME, ignore_errors=True)  # one per test run, gone with it
 
 
 def isolated_env(**extra: str) -> dict[str, str]:
