@@ -23,10 +23,11 @@ from packaging.version import InvalidVersion, Version
 
 from . import metadata as core_metadata
 from .names import UnsafeNameError, normalize
+from .page import ProjectNotFound, RemoteFile, RemoteProject, UpstreamError
 from .selection import ANY, Pin, Roots, Rules, rules_from
 from .state import Pages, SyncState
 from .store import BlobStore, IntegrityError
-from .upstream import ProjectNotFound, RemoteFile, RemoteProject, Upstream, UpstreamError
+from .upstream import Upstream
 
 if TYPE_CHECKING:
     from .config import Config

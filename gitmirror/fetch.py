@@ -135,8 +135,6 @@ class FileFetcher:
             answer = {name.lower(): value for name, value in response.getheaders()}
             if answer.get("content-encoding", "").strip().lower() == "gzip":
                 body = _gunzip(body, limit)
-            if not response.isclosed():  # not read to its end (the framing checks say it was): spent
-                self._drop(worker, origin)
         except (OSError, http.client.HTTPException) as exc:
             self._drop(worker, origin)
             raise Transient(describe(exc)) from None

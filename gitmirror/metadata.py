@@ -85,7 +85,7 @@ def read_stored_wheel(store: BlobStore, sha256: str, metadata_sha256: str | None
 
     Done where the wheel was downloaded (a download process) as soon as it is stored: a sync
     needs the dependencies of every release it walks, and stores each wheel's PEP 658 file; read
-    again in the sync process, 1,500 wheels' unzipping and small fsynced stores in its threads
+    again in the sync process, 2,700 wheels' unzipping and small fsynced stores in its threads
     held the event loop's interpreter lock for a second (bench/RESULTS.md).
     """
     inside = from_wheel(store.path(sha256))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.message import Message
 from urllib.parse import urlsplit
 
 from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
@@ -69,11 +70,10 @@ class PageAnswer:
 
     @property
     def charset(self) -> str | None:
-        for parameter in self.headers.get("content-type", "").split(";")[1:]:
-            key, _, value = parameter.partition("=")
-            if key.strip().lower() == "charset":
-                return value.strip().strip('"') or None
-        return None
+        """The ``charset`` parameter of ``Content-Type``, read by the parser ``http.client`` uses."""
+        message = Message()
+        message["content-type"] = self.headers.get("content-type", "")
+        return message.get_content_charset()
 
 
 def check_url(url: str) -> None:

@@ -17,12 +17,13 @@ from typing import Any
 from .closure import choose
 from .config import Config, Selection
 from .manifest import now
+from .page import RemoteFile, UpstreamError
 from .repo import MetadataRepo, RepoError
 from .selection import roots as selection_roots
 from .state import SyncState
 from .store import BlobStore
 from .sync import merge
-from .upstream import RemoteFile, Upstream, UpstreamError
+from .upstream import Upstream
 
 
 @dataclass

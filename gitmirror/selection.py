@@ -32,7 +32,7 @@ from .unchanged import text_digest
 
 if TYPE_CHECKING:
     from .config import Config, Selection
-    from .upstream import RemoteFile
+    from .page import RemoteFile
 
 #: Marker evaluation when no environments are configured: a dependency is followed when its marker
 #: holds on at least one of these, so the mirror stays a superset of what any installer needs.

@@ -16,8 +16,9 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+from .page import RemoteFile, RemoteProject
 from .unchanged import STATE_DIR, state_key
-from .upstream import RemoteFile, RemoteProject, Upstream
+from .upstream import Upstream
 
 SCHEMA = "1"
 

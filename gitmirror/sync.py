@@ -20,6 +20,7 @@ from .config import Config, Selection
 from .manifest import FileEntry, ProjectManifest, manifest_path, now
 from .marks import LocalDecisions, local_decisions
 from .metadata import WheelMetadata, read_stored_wheel
+from .page import ProjectNotFound, RemoteFile, RemoteProject, UpstreamError
 from .policy import check
 from .progress import Progress
 from .repo import MetadataRepo
@@ -27,7 +28,7 @@ from .selection import Roots
 from .selection import roots as selection_roots
 from .state import Pages, SyncState
 from .store import BlobStore
-from .upstream import ProjectNotFound, RemoteFile, RemoteProject, Upstream, UpstreamError
+from .upstream import Upstream
 
 CONFLICTS_DIR = "conflicts"
 EXIT_OK, EXIT_ERRORS, EXIT_CONFLICTS = 0, 1, 3

@@ -34,7 +34,6 @@ from .page import (
     ACCEPT_JSON_PREFERRED,
     MAX_PAGE_BYTES,
     PageAnswer,
-    ProjectNotFound,
     RemoteFile,
     RemoteProject,
     UpstreamError,
@@ -44,7 +43,6 @@ from .page import (
 from .store import BlobStore, BlobWriter, IntegrityError
 from .tls import USER_AGENT, proxy_configured, system_trust
 
-__all__ = ["ProjectNotFound", "RemoteFile", "RemoteProject", "Upstream", "UpstreamError"]
 T = TypeVar("T")
 
 
@@ -179,10 +177,8 @@ class Upstream:
         """
         if self._files is None:
             return await self.download(url, lambda: store.writer(sha256, size), label)
-        self._check_file_url(url, label)
-        processes, root = self._processes_started(), str(store.root)
-        with _one_line(label):
-            return await self._retrying_async(label, lambda: processes.store_file(root, url, sha256, size))
+        root = str(store.root)
+        return await self._in_processes(url, label, lambda processes: processes.store_file(root, url, sha256, size))
 
     async def store_wheel(self, store: BlobStore, remote_file: RemoteFile) -> tuple[int, WheelMetadata]:
         """``store_file`` of a wheel, and its core metadata (``metadata.read_stored_wheel``)."""
@@ -190,12 +186,19 @@ class Upstream:
         if self._files is None:
             stored = await self.store_file(store, url, sha256, size, label)
             return stored, await asyncio.to_thread(read_stored_wheel, store, sha256, remote_file.core_metadata)
+        root, metadata_sha256 = str(store.root), remote_file.core_metadata
+        return await self._in_processes(
+            url, label, lambda processes: processes.store_wheel(root, url, sha256, size, metadata_sha256)
+        )
+
+    async def _in_processes(
+        self, url: str, label: str, job: Callable[[workers.DownloadProcesses], Awaitable[T]]
+    ) -> T:
+        """A file's job for the download processes: its URL checked first, retried, failures in one line."""
         self._check_file_url(url, label)
-        processes, root = self._processes_started(), str(store.root)
+        processes = self._processes_started()
         with _one_line(label):
-            return await self._retrying_async(
-                label, lambda: processes.store_wheel(root, url, sha256, size, remote_file.core_metadata)
-            )
+            return await self._retrying_async(label, lambda: job(processes))
 
     def _processes_started(self) -> workers.DownloadProcesses:
         """Started by the first page or file a run asks for: a run that asks for nothing starts none."""

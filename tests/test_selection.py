@@ -8,6 +8,7 @@ import pytest
 from packaging.tags import Tag
 
 from gitmirror.config import ConfigError, from_mapping
+from gitmirror.page import RemoteFile
 from gitmirror.selection import (
     Roots,
     SelectionError,
@@ -20,7 +21,6 @@ from gitmirror.selection import (
     roots,
     rules_from,
 )
-from gitmirror.upstream import RemoteFile
 
 from conftest import Mirror
 
