@@ -21,6 +21,18 @@ def main() -> None:
             code = None
     if code is not None:
         sys.exit(code)
+    if sys.argv[1:2] == ["sync"]:
+        _prestart_workers()
     from .cli import main as cli_main
 
     cli_main()
+
+
+def _prestart_workers() -> None:
+    """The download processes' fork server, started beside the rest of the sync's start-up."""
+    try:
+        from .workers import prestart
+
+        prestart()
+    except Exception:  # noqa: BLE001 - a head start only: the sync starts it itself and reports failures
+        pass

@@ -40,11 +40,32 @@ from .hosts import HostPolicy
 from .metadata import WheelMetadata, read_stored_wheel
 from .page import MAX_PAGE_BYTES, RemoteProject, UpstreamError, project_from
 from .store import BlobStore
-from .tls import USER_AGENT
+from .tls import USER_AGENT, proxy_configured
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
     from multiprocessing.process import BaseProcess
+
+
+#: what the fork server imports once for every worker: this module, and pypi_simple to parse pages
+PRELOAD = [__name__, "pypi_simple"]
+
+
+def prestart() -> None:
+    """Start the fork server now, for a sync that is about to run and will want workers.
+
+    Its start (a new interpreter importing this module and ``pypi_simple``) took 0.5 s before the
+    first worker could fork, with the machine's other core idle: the sync's own start-up (typer,
+    httpx, dulwich, the config, the repository) takes as long and can run beside it. Nothing waits
+    here: the fork server's socket exists at once and answers the first worker's request when its
+    imports are done. No fork server where the workers are not used (a proxy is configured).
+    """
+    if proxy_configured():
+        return
+    from multiprocessing import forkserver
+
+    forkserver.set_forkserver_preload(PRELOAD)
+    forkserver.ensure_running()
 
 
 @dataclass
@@ -68,7 +89,7 @@ class DownloadProcesses:
         import multiprocessing  # 0.05 s that a run without downloads need not pay
 
         self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload([__name__, "pypi_simple"])  # each worker parses pages
+        self._context.set_forkserver_preload(PRELOAD)
         self._limit = processes
         self._start_args = (hosts, timeout, os.getpid(), crashpoints.share())
         self._workers: list[_Worker] = []

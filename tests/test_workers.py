@@ -38,6 +38,29 @@ def gone(pid: int) -> bool:
         return True
 
 
+def fork_servers(pid: int) -> list[int]:
+    return [child for child in children(pid)
+            if b"multiprocessing.forkserver" in Path(f"/proc/{child}/cmdline").read_bytes()]
+
+
+def test_the_fork_server_starts_beside_the_syncs_own_start_up(mirror: Mirror, sample) -> None:
+    """Started by the launcher before the sync has asked upstream for anything (``workers.prestart``)."""
+    with paused_sync(mirror, "sync.locked") as sync:
+        assert fork_servers(sync.pid), "no fork server yet when the sync took its lock"
+    assert sync.returncode == 0, sync.output
+    assert mirror.run("verify").returncode == 0
+
+
+def test_a_sync_that_fails_before_any_download_still_says_one_line(mirror: Mirror, sample) -> None:
+    """The fork server started for it leaves with it, silently."""
+    (mirror.root / "mirror.yaml").write_text("upstream: [not, a, url]\n")
+    failed = subprocess.run([*GITMIRROR, "sync"], cwd=mirror.root, env=isolated_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert failed.returncode == 2
+    assert len(failed.stderr.strip().splitlines()) == 1, failed.stderr
+    assert failed.stderr.startswith("gitmirror: error:"), failed.stderr
+
+
 def test_a_pause_inside_a_download_process_stops_the_sync(mirror: Mirror, sample) -> None:
     with paused_sync(mirror, "store.chunk-written") as sync:
         fork_servers = children(sync.pid)
