@@ -7,25 +7,34 @@ the run. Everything else goes to ``gitmirror.cli`` untouched.
 
 from __future__ import annotations
 
+import gc
 import sys
 
 
 def main() -> None:
-    code = None
-    if sys.argv[1:2] == ["sync"]:  # the check's imports (http.client among them) are for sync alone
-        from .unchanged import warm_sync
+    if sys.argv[1:2] != ["sync"]:
+        from .cli import main as cli_main
 
-        try:
-            code = warm_sync(sys.argv[1:])
-        except Exception:  # a shortcut, never a failure of its own: the full command runs and reports
-            code = None
+        cli_main()
+        return
+    from .unchanged import warm_sync  # the check's imports (http.client among them) are for sync alone
+
+    try:
+        code = warm_sync(sys.argv[1:])
+    except Exception:  # a shortcut, never a failure of its own: the full command runs and reports
+        code = None
     if code is not None:
         sys.exit(code)
-    if sys.argv[1:2] == ["sync"]:
-        _prestart_workers()
+    _prestart_workers()
     from .cli import main as cli_main
 
-    cli_main()
+    try:
+        cli_main()
+    finally:
+        # The exit's last garbage collection would walk every object the sync made (pages,
+        # manifests, the dependency walk) only for the process to end: 0.1-0.17 s of a cold sync.
+        # Frozen, they are left to the exit; nothing of the sync's output waits on a collection.
+        gc.freeze()
 
 
 def _prestart_workers() -> None:

@@ -58,7 +58,7 @@ def parse(data: bytes) -> CoreMetadata:
     )
 
 
-def from_wheel(wheel: Path | bytes) -> bytes | None:
+def from_wheel(wheel: str | Path | bytes) -> bytes | None:
     """The METADATA bytes inside a wheel, or None when it has none (or is not a zip)."""
     source = io.BytesIO(wheel) if isinstance(wheel, bytes) else wheel
     try:
@@ -88,7 +88,7 @@ def read_stored_wheel(store: BlobStore, sha256: str, metadata_sha256: str | None
     again in the sync process, 2,700 wheels' unzipping and small fsynced stores in its threads
     held the event loop's interpreter lock for a second (bench/RESULTS.md).
     """
-    inside = from_wheel(store.path(sha256))
+    inside = from_wheel(store.file(sha256))
     if inside is None:
         return WheelMetadata(None, False)
     upstreams = metadata_sha256 is None or hashlib.sha256(inside).hexdigest() == metadata_sha256

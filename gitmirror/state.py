@@ -10,7 +10,6 @@ run crashed between commit and cache write) or the upstream changed, it is ignor
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import sqlite3
 from collections.abc import Callable
@@ -24,7 +23,10 @@ SCHEMA = "1"
 
 
 def _encode(page: RemoteProject) -> str:
-    return json.dumps(dataclasses.asdict(page), separators=(",", ":"))
+    """Every field is a plain value, the files a list of flat records: no ``dataclasses.asdict``,
+    whose deep copy of 300 pages was 0.35 s at the end of a cold sync."""
+    data = {**vars(page), "files": [vars(item) for item in page.files]}
+    return json.dumps(data, separators=(",", ":"))
 
 
 def _decode(text: str) -> RemoteProject:

@@ -101,7 +101,7 @@ class BlobWriter:
                 self._publish_named(digest)
             self._published = True
             crashpoints.reached("store.published")
-            return self._store.path(digest)
+            return Path(self._store.file(digest))
         except BaseException:
             self.abort()
             raise
@@ -111,7 +111,7 @@ class BlobWriter:
         crashpoints.reached("store.fsynced")
         os.fchmod(self._fd, 0o444)
         crashpoints.reached("store.read-only")
-        target = self._store.path(digest)
+        target = self._store.file(digest)
         self._store.make_parent(target)
         with contextlib.suppress(FileExistsError):  # the same verified bytes, published meanwhile
             os.link(str(self._fd), target, src_dir_fd=_own_descriptors(), follow_symlinks=True)
@@ -120,7 +120,7 @@ class BlobWriter:
     def _publish_named(self, digest: str) -> None:
         self._close()
         crashpoints.reached("store.fsynced")
-        target = self._store.path(digest)
+        target = self._store.file(digest)
         self._store.make_parent(target)
         os.chmod(self._tmp, 0o444)
         crashpoints.reached("store.read-only")
@@ -163,7 +163,7 @@ class BlobStore:
         self.root = Path(root)
         self.blobs_dir = self.root / BLOBS_DIR
         self.tmp_dir = self.root / "tmp"
-        self._parents: set[Path] = set()
+        self._parents: set[str] = set()
         self._blobs = str(self.blobs_dir)
         self._direct_io = hasattr(os, "O_DIRECT")
         self._unnamed = hasattr(os, "O_TMPFILE") and os.path.isdir(_OWN_DESCRIPTORS)
@@ -213,11 +213,11 @@ class BlobStore:
                     os.unlink(path)  # created before the flag was refused
             raise
 
-    def make_parent(self, blob: Path) -> None:
+    def make_parent(self, blob: str) -> None:
         """``blobs/aa/bb/``, created once per process: a mkdir that finds it there costs an exception."""
-        parent = blob.parent
+        parent = os.path.dirname(blob)
         if parent not in self._parents:
-            parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(parent, exist_ok=True)
             self._parents.add(parent)
 
     def clean_tmp(self) -> int:
@@ -230,14 +230,18 @@ class BlobStore:
         return removed
 
     def path(self, sha256: str) -> Path:
-        return Path(blob_path(self._blobs, check_sha256(sha256)))
+        return Path(self.file(sha256))
+
+    def file(self, sha256: str) -> str:
+        """``path`` as a plain string, for the hot paths: a ``Path`` costs more than the lookup it names."""
+        return blob_path(self._blobs, check_sha256(sha256))
 
     def has(self, sha256: str) -> bool:
         """Asked several times per file by a sync, on its event loop: a blob seen once is not looked
         up again (blobs never change, and only ``remove`` deletes one, which forgets it)."""
         if sha256 in self._present:
             return True
-        if os.path.isfile(blob_path(self._blobs, check_sha256(sha256))):
+        if os.path.isfile(self.file(sha256)):
             self._present.add(sha256)
             return True
         return False
