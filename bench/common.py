@@ -100,13 +100,32 @@ def running(command: list[str], url: str, *, cwd: Path | None = None, deadline: 
 
 
 @contextmanager
-def upstream_server(root: Path) -> Iterator[str]:
-    """The generated upstream (bench/upstream.py) on a free loopback port; yields its base URL."""
+def upstream_server(root: Path) -> Iterator[tuple[str, int]]:
+    """The generated upstream (bench/upstream.py) on a free loopback port; yields (base URL, pid)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [PYTHON, str(Path(__file__).parent / "upstream.py"), "serve", str(root), "--port", str(port)]
-    with running(command, url + "/simple/"):
-        yield url
+    with running(command, url + "/simple/") as process:
+        yield url, process.pid
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def busy_cpu() -> float:
+    """Core-seconds the whole machine has spent busy since boot (``/proc/stat``: all but idle and
+    iowait), so a contestant's processes count however they were started and reaped."""
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:8]]
+    user, nice, system, _idle, _iowait, irq, softirq = fields
+    return (user + nice + system + irq + softirq) / _TICKS
+
+
+def process_cpu(pid: int) -> float:
+    """Core-seconds one process has spent (user + system), from ``/proc/<pid>/stat``."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 # -- results -----------------------------------------------------------------------------------

@@ -14,9 +14,10 @@ import shutil
 import statistics
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
-from common import GITMIRROR, Row, Table, missing, peer, timed, upstream_server
+from common import GITMIRROR, Row, Table, busy_cpu, missing, peer, process_cpu, timed, upstream_server
 from upstream import FULL_MIX, QUICK_MIX, generate, total_bytes
 
 CONCURRENCY = 8
@@ -93,6 +94,23 @@ def cpu_probe() -> float:
     return time.perf_counter() - start
 
 
+@dataclass
+class ColdRun:
+    """One contestant's cold sync: wall seconds, the machine's busy core-seconds meanwhile, and how
+    many of those the shared upstream server spent (on this machine, not across a network)."""
+
+    wall: float
+    cpu: float
+    upstream_cpu: float
+
+
+def cold_run(command: list[str], cwd: Path, upstream_pid: int) -> ColdRun:
+    settled()
+    cpu, upstream_cpu = busy_cpu(), process_cpu(upstream_pid)
+    wall = timed(command, cwd=cwd)
+    return ColdRun(wall, busy_cpu() - cpu, process_cpu(upstream_pid) - upstream_cpu)
+
+
 def run(workdir: Path, quick: bool) -> tuple[Table, Path]:
     """Returns the table and the synced gitmirror directory (the serve stage reuses it)."""
     root, catalog = prepare(workdir, quick)
@@ -109,36 +127,40 @@ def run(workdir: Path, quick: bool) -> tuple[Table, Path]:
     bander = peer("bandersnatch")
     if not bander:
         table.notes.append(missing("bandersnatch"))
-    rounds: list[tuple[float, float, float, float | None]] = []  # probe, copy, gitmirror, bandersnatch
-    with upstream_server(root) as url:
+    rounds: list[tuple[float, float, ColdRun, ColdRun | None]] = []  # probe, copy, gitmirror, bandersnatch
+    with upstream_server(root) as (url, upstream_pid):
         for _ in range(1 if quick else COLD_ROUNDS):
             for directory in (gitmirror_dir, bander_dir, copy_dir):
                 set_aside(directory, trash)
             probe = cpu_probe()
             copy_seconds = copy_limit(root / "packages", copy_dir)
             config = gitmirror_config(gitmirror_dir, url, names)
-            settled()
-            ours = timed([*GITMIRROR, "sync", "--config", str(config)], cwd=gitmirror_dir)
+            ours = cold_run([*GITMIRROR, "sync", "--config", str(config)], gitmirror_dir, upstream_pid)
             theirs = None
             if bander:
                 bconfig = bandersnatch_config(bander_dir, url, names)
-                settled()
-                theirs = timed([bander, "-c", str(bconfig), "mirror"], cwd=bander_dir)
+                theirs = cold_run([bander, "-c", str(bconfig), "mirror"], bander_dir, upstream_pid)
             rounds.append((probe, copy_seconds, ours, theirs))
         ours_warm = median_of(WARM_RUNS, [*GITMIRROR, "sync", "--config", str(config)], gitmirror_dir)
         ours_full = median_of(WARM_RUNS, [*GITMIRROR, "sync", "--full", "--config", str(config)], gitmirror_dir)
         bander_warm = median_of(WARM_RUNS, [bander, "-c", str(bconfig), "mirror"], bander_dir) if bander else None
 
     copy_seconds = statistics.median(copy for _, copy, _, _ in rounds)
-    ours_cold = statistics.median(ours for _, _, ours, _ in rounds)
-    bander_cold = statistics.median(theirs for *_, theirs in rounds) if bander else None
+    ours_cold = statistics.median(ours.wall for _, _, ours, _ in rounds)
+    ours_cpu = statistics.median(ours.cpu for _, _, ours, _ in rounds)
+    bander_cold = statistics.median(theirs.wall for *_, theirs in rounds if theirs) if bander else None
+    bander_cpu = statistics.median(theirs.cpu for *_, theirs in rounds if theirs) if bander else None
     for number, (probe, copy, ours, theirs) in enumerate(rounds, 1):
-        versus = f", bandersnatch {theirs:.2f} s (ratio {ours / theirs:.2f})" if theirs else ""
+        versus = (f", bandersnatch {theirs.wall:.2f} s (ratio {ours.wall / theirs.wall:.2f}; {theirs.cpu:.1f} "
+                  f"core-s busy, upstream {theirs.upstream_cpu:.1f})" if theirs else "")
         table.notes.append(f"cold round {number}: CPU probe {probe:.2f} s; local copy {copy:.2f} s (throughput ratio "
-                           f"{copy / ours:.2f}), gitmirror {ours:.2f} s{versus}")
+                           f"{copy / ours.wall:.2f}), gitmirror {ours.wall:.2f} s ({ours.cpu:.1f} core-s busy, "
+                           f"upstream {ours.upstream_cpu:.1f}){versus}")
     shutil.rmtree(trash, ignore_errors=True)
     table.rows += [
         Row("cold sync wall time", "bandersnatch", bander_cold, ours_cold, "s", note="target ratio <= 0.5"),
+        Row("cold sync, busy CPU of the whole machine", "bandersnatch", bander_cpu, ours_cpu, "core-s",
+            note="upstream server included (notes); 2 cores"),
         Row("warm re-sync, nothing changed", "bandersnatch", bander_warm, ours_warm, "s",
             note="target ratio <= 0.2"),
         Row("warm re-sync with --full (every page, 304)", "bandersnatch", bander_warm, ours_full, "s",
