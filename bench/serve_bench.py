@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from common import GITMIRROR, Row, Table, free_port, missing, peer, quiet_env, running
+from common import GITMIRROR, Row, Table, free_port, missing, nginx_running, peer, quiet_env, running
 
 from gitmirror import index
 from gitmirror.repo import MetadataRepo
@@ -149,19 +149,7 @@ def render_static(mirror_dir: Path, out: Path) -> tuple[int, str]:
     return len(names), "the bench's own render with gitmirror.index (no `gitmirror render` in the CLI)"
 
 
-NGINX_CONF = """
-daemon off;
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    client_body_temp_path {prefix}/tmp; proxy_temp_path {prefix}/tmp; fastcgi_temp_path {prefix}/tmp;
-    uwsgi_temp_path {prefix}/tmp; scgi_temp_path {prefix}/tmp;
+SITE_SERVER = """
     map $http_accept $simple_page {{
         default index.html;
         "~application/vnd\\.pypi\\.simple\\.v1\\+json" index.json;
@@ -176,20 +164,13 @@ http {{
         }}
         location /files/ {{ types {{ }} default_type application/octet-stream; }}
     }}
-}}
 """
 
 
 @contextmanager
 def nginx(site: Path, workdir: Path) -> Iterator[str]:
-    prefix = workdir / "nginx"
-    shutil.rmtree(prefix, ignore_errors=True)
-    (prefix / "tmp").mkdir(parents=True)
     port = free_port()
-    conf = prefix / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(prefix=prefix, port=port, site=site))
-    url = f"http://127.0.0.1:{port}"
-    with running([peer("nginx") or "nginx", "-c", str(conf), "-p", str(prefix)], url + "/simple/"):
+    with nginx_running(workdir / "nginx", port, SITE_SERVER.format(port=port, site=site), "/simple/") as (url, _):
         yield url
 
 

@@ -104,11 +104,11 @@ class ColdRun:
     upstream_cpu: float
 
 
-def cold_run(command: list[str], cwd: Path, upstream_pid: int) -> ColdRun:
+def cold_run(command: list[str], cwd: Path, upstream_pids: list[int]) -> ColdRun:
     settled()
-    cpu, upstream_cpu = busy_cpu(), process_cpu(upstream_pid)
+    cpu, upstream_cpu = busy_cpu(), process_cpu(upstream_pids)
     wall = timed(command, cwd=cwd)
-    return ColdRun(wall, busy_cpu() - cpu, process_cpu(upstream_pid) - upstream_cpu)
+    return ColdRun(wall, busy_cpu() - cpu, process_cpu(upstream_pids) - upstream_cpu)
 
 
 def run(workdir: Path, quick: bool) -> tuple[Table, Path]:
@@ -128,18 +128,18 @@ def run(workdir: Path, quick: bool) -> tuple[Table, Path]:
     if not bander:
         table.notes.append(missing("bandersnatch"))
     rounds: list[tuple[float, float, ColdRun, ColdRun | None]] = []  # probe, copy, gitmirror, bandersnatch
-    with upstream_server(root) as (url, upstream_pid):
+    with upstream_server(root, workdir) as (url, upstream_pids):
         for _ in range(1 if quick else COLD_ROUNDS):
             for directory in (gitmirror_dir, bander_dir, copy_dir):
                 set_aside(directory, trash)
             probe = cpu_probe()
             copy_seconds = copy_limit(root / "packages", copy_dir)
             config = gitmirror_config(gitmirror_dir, url, names)
-            ours = cold_run([*GITMIRROR, "sync", "--config", str(config)], gitmirror_dir, upstream_pid)
+            ours = cold_run([*GITMIRROR, "sync", "--config", str(config)], gitmirror_dir, upstream_pids)
             theirs = None
             if bander:
                 bconfig = bandersnatch_config(bander_dir, url, names)
-                theirs = cold_run([bander, "-c", str(bconfig), "mirror"], bander_dir, upstream_pid)
+                theirs = cold_run([bander, "-c", str(bconfig), "mirror"], bander_dir, upstream_pids)
             rounds.append((probe, copy_seconds, ours, theirs))
         ours_warm = median_of(WARM_RUNS, [*GITMIRROR, "sync", "--config", str(config)], gitmirror_dir)
         ours_full = median_of(WARM_RUNS, [*GITMIRROR, "sync", "--full", "--config", str(config)], gitmirror_dir)

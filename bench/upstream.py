@@ -248,9 +248,10 @@ async def _answer(index: Index, loop: asyncio.AbstractEventLoop, writer: asyncio
     await writer.drain()
 
 
-async def serve(root: Path, port: int) -> None:
+async def serve(root: Path, port: int, base: str | None = None) -> None:
+    """``base``: the address clients use, when a front server (bench/common.py) stands before this one."""
     catalog = json.loads((root / CATALOG).read_text())
-    base = f"http://127.0.0.1:{port}"
+    base = base or f"http://127.0.0.1:{port}"
     index = Index(root, catalog, base)
     server = await asyncio.start_server(lambda r, w: _handle(index, r, w), "127.0.0.1", port, backlog=1024)
     print(base, flush=True)
@@ -275,12 +276,13 @@ def main() -> None:
     srv = commands.add_parser("serve")
     srv.add_argument("root", type=Path)
     srv.add_argument("--port", type=int, default=0)
+    srv.add_argument("--base", help="the base URL clients reach it at (default: its own address)")
     args = parser.parse_args()
     if args.command == "generate":
         catalog = generate(args.root, args.projects, args.files, QUICK_MIX if args.quick else FULL_MIX)
         print(f"{len(catalog['projects'])} projects, {total_bytes(catalog) / 1e6:.1f} MB")
     else:
-        asyncio.run(serve(args.root, args.port or free_port()))
+        asyncio.run(serve(args.root, args.port or free_port(), args.base))
 
 
 if __name__ == "__main__":
