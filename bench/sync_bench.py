@@ -25,8 +25,15 @@ COLD_ROUNDS = 3  # full mode: gitmirror and bandersnatch alternate, medians repo
 WARM_RUNS = 5  # a warm run takes tens of milliseconds: the median of several, for both mirrors
 
 
-def median_of(runs: int, command: list[str], cwd: Path) -> float:
-    return statistics.median(timed(command, cwd=cwd) for _ in range(runs))
+def alternating_medians(runs: int, commands: list[tuple[list[str], Path] | None]) -> list[float | None]:
+    """Each command's median over ``runs``, taking turns: a slow minute of this shared machine then
+    falls on every contestant alike (run one after the other, the same warm runs gave 0.11-0.24)."""
+    times: list[list[float]] = [[] for _ in commands]
+    for _ in range(runs):
+        for seconds, entry in zip(times, commands, strict=True):
+            if entry is not None:
+                seconds.append(timed(entry[0], cwd=entry[1]))
+    return [statistics.median(seconds) if seconds else None for seconds in times]
 
 
 def prepare(workdir: Path, quick: bool) -> tuple[Path, dict]:
@@ -141,9 +148,11 @@ def run(workdir: Path, quick: bool) -> tuple[Table, Path]:
                 bconfig = bandersnatch_config(bander_dir, url, names)
                 theirs = cold_run([bander, "-c", str(bconfig), "mirror"], bander_dir, upstream_pids)
             rounds.append((probe, copy_seconds, ours, theirs))
-        ours_warm = median_of(WARM_RUNS, [*GITMIRROR, "sync", "--config", str(config)], gitmirror_dir)
-        ours_full = median_of(WARM_RUNS, [*GITMIRROR, "sync", "--full", "--config", str(config)], gitmirror_dir)
-        bander_warm = median_of(WARM_RUNS, [bander, "-c", str(bconfig), "mirror"], bander_dir) if bander else None
+        ours_warm, ours_full, bander_warm = alternating_medians(WARM_RUNS, [
+            ([*GITMIRROR, "sync", "--config", str(config)], gitmirror_dir),
+            ([*GITMIRROR, "sync", "--full", "--config", str(config)], gitmirror_dir),
+            ([bander, "-c", str(bconfig), "mirror"], bander_dir) if bander else None,
+        ])
 
     copy_seconds = statistics.median(copy for _, copy, _, _ in rounds)
     ours_cold = statistics.median(ours.wall for _, _, ours, _ in rounds)
