@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -224,8 +224,12 @@ def _serves(url: str, target: Target) -> bool:
     return target.accept != JSON or response.headers.get("content-type", "").startswith(JSON)
 
 
+def _run_one(url: str, target: Target, seconds: float) -> Load | None:
+    return measure(url + target.path, seconds, target.accept) if _serves(url, target) else None
+
+
 def _run_all(url: str, targets: list[Target], seconds: float) -> dict[str, Load | None]:
-    return {t.label: measure(url + t.path, seconds, t.accept) if _serves(url, t) else None for t in targets}
+    return {target.label: _run_one(url, target, seconds) for target in targets}
 
 
 def run(mirror_dir: Path, workdir: Path, quick: bool, one_mb: tuple[str, str]) -> Table:
@@ -237,23 +241,31 @@ def run(mirror_dir: Path, workdir: Path, quick: bool, one_mb: tuple[str, str]) -
         table.notes.append(missing("wrk"))
     one_mb_project, one_mb_file = one_mb
     ours_targets = _targets(project, one_mb_project, one_mb_file, "/files/")
-    with gitmirror_serve(mirror_dir) as url:
-        ours = _run_all(url, ours_targets, seconds)
+    peers: dict[str, dict[str, Load | None]] = {}
+    site_url = None
+    with ExitStack() as servers:
+        url = servers.enter_context(gitmirror_serve(mirror_dir))
+        if peer("nginx"):
+            site = workdir / "static-site"
+            count, how = render_static(mirror_dir, site)
+            table.notes.append(f"nginx serves a static site of {count} projects rendered by {how}; 1 worker "
+                               "process, sendfile on, access log off, JSON or HTML chosen from Accept; each case "
+                               "measured on gitmirror, then at once on nginx (a slow minute falls on both)")
+            site_url = servers.enter_context(nginx(site, workdir))
+        else:
+            table.notes.append(missing("nginx"))
+        ours, on_site = {}, {}
+        for target in ours_targets:
+            ours[target.label] = _run_one(url, target, seconds)
+            if site_url:
+                on_site[target.label] = _run_one(site_url, target, seconds)
+        if site_url:
+            peers["nginx (static site)"] = on_site
         held_seconds = 2 if quick else 8
         if shutil.which("wrk"):
             held = wrk(url + f"/simple/{project}/", held_seconds, HTML, connections=HELD_CONNECTIONS, threads=2)
         else:
             held = httpx_load(url + f"/simple/{project}/", held_seconds, HTML, connections=HELD_CONNECTIONS)
-    peers: dict[str, dict[str, Load | None]] = {}
-    if peer("nginx"):
-        site = workdir / "static-site"
-        count, how = render_static(mirror_dir, site)
-        table.notes.append(f"nginx serves a static site of {count} projects rendered by {how}; "
-                           "1 worker process, sendfile on, access log off, JSON or HTML chosen from Accept")
-        with nginx(site, workdir) as url:
-            peers["nginx (static site)"] = _run_all(url, ours_targets, seconds)
-    else:
-        table.notes.append(missing("nginx"))
     if peer("pypi-server"):
         with pypiserver(mirror_dir, workdir) as url:
             peers["pypiserver"] = _run_all(url, _targets(project, one_mb_project, one_mb_file, "/packages/"), seconds)
