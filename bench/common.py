@@ -131,16 +131,8 @@ def nginx_running(prefix: Path, port: int, servers: str, ready_path: str) -> Ite
 
 
 def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
+    """The process's children (its main thread's, as nginx's master forks its workers there)."""
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 UPSTREAM_FRONT = """
