@@ -24,7 +24,7 @@ SCHEMA = "1"
 
 def _encode(page: RemoteProject) -> str:
     """Every field is a plain value, the files a list of flat records: no ``dataclasses.asdict``,
-    whose deep copy of 300 pages was 0.35 s at the end of a cold sync."""
+    whose deep copy of 300 pages was 0.35 s (profiled) at the end of a cold sync."""
     data = {**vars(page), "files": [vars(item) for item in page.files]}
     return json.dumps(data, separators=(",", ":"))
 

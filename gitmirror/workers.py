@@ -13,7 +13,7 @@ parse a project page (``page.project_from``). It answers with the result or the 
 ``Transient``/``FetchError``/``IntegrityError``/``UpstreamError`` the sync turns into one line per
 file or project. Workers start from a fork server that imported only this module and
 ``pypi_simple`` (not the sync's threads, locks or event loop), and only once a run asks for a page
-or a file.
+or a file; ``gitmirror sync`` starts the fork server itself early (``prestart``).
 
 Each worker has one pipe, read by the event loop itself (``add_reader``): no helper threads. The
 standard ``ProcessPoolExecutor`` needs two in the sync process (queue manager and feeder), and
