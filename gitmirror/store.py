@@ -95,32 +95,31 @@ class BlobWriter:
                 raise IntegrityError(f"sha256 mismatch: announced {self.expected_sha256}, got {digest}")
             crashpoints.reached("store.verified")
             os.fsync(self._fd)
+            target = self._store.file(digest)
             if self._tmp is None:
-                self._publish_unnamed(digest)
+                self._publish_unnamed(target)
             else:
-                self._publish_named(digest)
+                self._publish_named(target)
             self._published = True
             crashpoints.reached("store.published")
-            return Path(self._store.file(digest))
+            return Path(target)
         except BaseException:
             self.abort()
             raise
 
-    def _publish_unnamed(self, digest: str) -> None:
+    def _publish_unnamed(self, target: str) -> None:
         """Give the unnamed file its name: one link into its directory, nothing to rename or clean."""
         crashpoints.reached("store.fsynced")
         os.fchmod(self._fd, 0o444)
         crashpoints.reached("store.read-only")
-        target = self._store.file(digest)
         self._store.make_parent(target)
         with contextlib.suppress(FileExistsError):  # the same verified bytes, published meanwhile
             os.link(str(self._fd), target, src_dir_fd=_own_descriptors(), follow_symlinks=True)
         self._close()
 
-    def _publish_named(self, digest: str) -> None:
+    def _publish_named(self, target: str) -> None:
         self._close()
         crashpoints.reached("store.fsynced")
-        target = self._store.file(digest)
         self._store.make_parent(target)
         os.chmod(self._tmp, 0o444)
         crashpoints.reached("store.read-only")
