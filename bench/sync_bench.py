@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import statistics
+import subprocess
 import time
 import uuid
 from dataclasses import dataclass
@@ -66,15 +67,33 @@ def bandersnatch_config(target: Path, upstream_url: str, names: list[str]) -> Pa
 
 
 def set_aside(directory: Path, trash: Path) -> None:
-    """Move an earlier run's output out of the way; it is deleted only after the timed runs.
-
-    Deleting thousands of files right before a timed run makes it slower: ext4 will not reuse an
-    inode deleted in the last minute and scans past each one (``recently_deleted`` in a profile
-    was 9 % of a cold sync that followed the deletion of the copy limit's 3,000 files).
-    """
+    """Move an earlier run's output out of the way; it is deleted only after the timed runs."""
     if directory.exists():
         trash.mkdir(parents=True, exist_ok=True)
         directory.rename(trash / f"{directory.name}-{uuid.uuid4().hex[:8]}")
+
+
+def spread_directories(parent: Path) -> str | None:
+    """Ask ext4 to place each new directory under ``parent`` in a block group of its own choosing
+    (the ``T`` attribute, ``chattr +T``: the Orlov allocator's "top of a hierarchy"); returns why
+    it could not, or None.
+
+    Why: on ext4 without a journal (this machine's), every new inode is checked against inodes
+    freed in the last minute, up to six while their inode table block is dirty, and each one
+    found is skipped after a buffer-cache lookup. A contestant's output created where an earlier
+    run's output was just deleted pays for every one of them: right after a full set of earlier
+    runs was deleted, those lookups (``find_get_block_common``, ``recently_deleted``) were 14 % of
+    a gitmirror cold sync's samples, against 0.3 % six minutes later, and 1.6 % of bandersnatch's
+    (its files are spread over many directories; gitmirror's unnamed blobs are all made in its
+    store's ``tmp/``). Each round's outputs get new, uniquely named directories here, placed away
+    from what was deleted: 0.35 % right after the same deletion.
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    try:
+        result = subprocess.run(["chattr", "+T", str(parent)], capture_output=True, text=True)
+    except OSError as exc:
+        return f"chattr: {exc}"
+    return None if result.returncode == 0 else (result.stderr.strip() or f"chattr exited {result.returncode}")
 
 
 def settled() -> None:
@@ -125,11 +144,18 @@ def run(workdir: Path, quick: bool) -> tuple[Table, Path]:
     files = sum(len(project["files"]) for project in catalog["projects"])
     size = total_bytes(catalog)
     table = Table(f"Sync: {len(names)} projects, {files} files, {size / 1e6:,.0f} MB (loopback upstream)")
-    gitmirror_dir = workdir / "gitmirror-mirror"
-    bander_dir = workdir / "bandersnatch-mirror"
-    copy_dir = workdir / "copy-limit"
+    kept = workdir / "gitmirror-mirror"  # the last round's mirror, for the serve stage and `--only serve`
+    outputs = workdir / "rounds"  # every contestant's output, a new directory each round
     trash = workdir / "trash"
-    shutil.rmtree(trash, ignore_errors=True)  # the last run's, a minute or more ago
+    for earlier in (outputs, trash):  # an interrupted run's
+        shutil.rmtree(earlier, ignore_errors=True)
+    not_spread = spread_directories(outputs)
+    if not_spread:
+        table.notes.append(f"output directories not spread over the file system ({not_spread}): a run right "
+                           "after deleting an earlier one may measure ext4's scan of freed inodes")
+
+    def fresh(name: str) -> Path:
+        return outputs / f"{name}-{uuid.uuid4().hex[:8]}"
 
     bander = peer("bandersnatch")
     if not bander:
@@ -137,8 +163,7 @@ def run(workdir: Path, quick: bool) -> tuple[Table, Path]:
     rounds: list[tuple[float, float, ColdRun, ColdRun | None]] = []  # probe, copy, gitmirror, bandersnatch
     with upstream_server(root, workdir) as (url, upstream_pids):
         for _ in range(1 if quick else COLD_ROUNDS):
-            for directory in (gitmirror_dir, bander_dir, copy_dir):
-                set_aside(directory, trash)
+            gitmirror_dir, bander_dir, copy_dir = fresh("gitmirror"), fresh("bandersnatch"), fresh("copy")
             probe = cpu_probe()
             copy_seconds = copy_limit(root / "packages", copy_dir)
             config = gitmirror_config(gitmirror_dir, url, names)
@@ -153,6 +178,8 @@ def run(workdir: Path, quick: bool) -> tuple[Table, Path]:
             ([*GITMIRROR, "sync", "--full", "--config", str(config)], gitmirror_dir),
             ([bander, "-c", str(bconfig), "mirror"], bander_dir) if bander else None,
         ])
+    set_aside(kept, trash)
+    gitmirror_dir.rename(kept)  # its configuration names its repository and store relative to it
 
     copy_seconds = statistics.median(copy for _, copy, _, _ in rounds)
     ours_cold = statistics.median(ours.wall for _, _, ours, _ in rounds)
@@ -165,7 +192,8 @@ def run(workdir: Path, quick: bool) -> tuple[Table, Path]:
         table.notes.append(f"cold round {number}: CPU probe {probe:.2f} s; local copy {copy:.2f} s (throughput ratio "
                            f"{copy / ours.wall:.2f}), gitmirror {ours.wall:.2f} s ({ours.cpu:.1f} core-s busy, "
                            f"upstream {ours.upstream_cpu:.1f}){versus}")
-    shutil.rmtree(trash, ignore_errors=True)
+    for deleted in (outputs, trash):  # after every timed run
+        shutil.rmtree(deleted, ignore_errors=True)
     table.rows += [
         Row("cold sync wall time", "bandersnatch", bander_cold, ours_cold, "s", note="target ratio <= 0.5"),
         Row("cold sync, busy CPU of the whole machine", "bandersnatch", bander_cpu, ours_cpu, "core-s",
@@ -185,4 +213,4 @@ def run(workdir: Path, quick: bool) -> tuple[Table, Path]:
     table.notes.append("warm runs, one request each: bandersnatch asks XML-RPC changelog_since_serial; gitmirror "
                        "sends HEAD to the index root and compares X-PyPI-Last-Serial with its last complete run's "
                        "record (README: Warm sync)")
-    return table, gitmirror_dir
+    return table, kept
