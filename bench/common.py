@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +30,33 @@ INSTALL_HINT = {
     "nginx": "apt-get update && apt-get install -y nginx",
     "wrk": "apt-get update && apt-get install -y wrk",
 }
+
+
+#: ext4 without a journal checks every new inode against those freed in the last 60 s (360 s while
+#: their inode table block is dirty) and skips each one it finds (``sync_bench.spread_directories``)
+RECENTLY_FREED_SECONDS = 365
+REMOVED_STAMP = Path(tempfile.gettempdir()) / "gitmirror-bench-removed-at"
+
+
+def remove_tree(path: Path) -> None:
+    """``rm -r``, remembered: a cold sync timed in the next minutes would pay for the freed inodes."""
+    if path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+        REMOVED_STAMP.touch()
+
+
+def wait_for_removals(limit: float) -> float:
+    """Sleep until the bench's last removal is ``RECENTLY_FREED_SECONDS`` old, at most ``limit``
+    seconds; returns how long the removal would still have been recent (0: not recent)."""
+    try:
+        age = time.time() - REMOVED_STAMP.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+    left = max(0.0, RECENTLY_FREED_SECONDS - age)
+    if left and limit:
+        print(f"waiting {min(limit, left):.0f} s: the bench removed files {age:.0f} s ago", flush=True)
+        time.sleep(min(limit, left))
+    return left
 
 
 def quiet_env(**extra: str) -> dict[str, str]:
@@ -121,7 +149,7 @@ http {{
 def nginx_running(prefix: Path, port: int, servers: str, ready_path: str) -> Iterator[tuple[str, list[int]]]:
     """nginx (one worker: the machine has two cores) with ``servers`` as its ``http`` block's
     servers; yields its base URL and its process ids (master and worker, for CPU accounting)."""
-    shutil.rmtree(prefix, ignore_errors=True)
+    remove_tree(prefix)
     (prefix / "tmp").mkdir(parents=True)
     conf = prefix / "nginx.conf"
     conf.write_text(NGINX_CONF.format(prefix=prefix, servers=servers))

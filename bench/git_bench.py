@@ -6,12 +6,11 @@ for N with the time for N/2; a growth ratio near 2.0 is linear, near 4.0 is quad
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
-from common import GITMIRROR, Row, Table, quiet_env
+from common import GITMIRROR, Row, Table, quiet_env, remove_tree
 
 from gitmirror import index
 from gitmirror.manifest import FileEntry, ProjectManifest, manifest_path
@@ -33,7 +32,7 @@ def manifest(number: int, files: int) -> ProjectManifest:
 
 def commit_times(path: Path, count: int) -> tuple[float, float]:
     """Seconds to commit ``count`` new manifests, then ``count`` changed ones on top."""
-    shutil.rmtree(path, ignore_errors=True)
+    remove_tree(path)
     repo = MetadataRepo.init(path)
     changes = {manifest_path(f"proj-{n:06d}"): manifest(n, 3).dumps() for n in range(count)}
     start = time.perf_counter()
@@ -52,7 +51,7 @@ def render_time(repo_path: Path, out: Path) -> tuple[float, str]:
 
     Uses ``gitmirror render`` when the CLI has it, else the same gitmirror.index functions in-process.
     """
-    shutil.rmtree(out, ignore_errors=True)
+    remove_tree(out)
     help_text = subprocess.run([*GITMIRROR, "--help"], capture_output=True, text=True, env=quiet_env()).stdout
     if " render " in help_text:
         config = repo_path.parent / "render.yaml"
@@ -62,7 +61,7 @@ def render_time(repo_path: Path, out: Path) -> tuple[float, str]:
                                  "--files", "none"], capture_output=True, text=True, env=quiet_env(), timeout=1800)
         if result.returncode == 0:
             return time.perf_counter() - start, "`gitmirror render --out DIR --full --files none` (CLI, one process)"
-        shutil.rmtree(out, ignore_errors=True)
+        remove_tree(out)
     start = time.perf_counter()
     repo = MetadataRepo(repo_path)
     tip = repo.tip()
@@ -92,7 +91,7 @@ def run(workdir: Path, quick: bool) -> Table:
         created, updated = commit_times(repo_path, count)
         rendered, how = render_time(repo_path, workdir / f"git-scale-{count}" / "site")
         measured[count] = (created, updated, rendered)
-        shutil.rmtree(repo_path.parent, ignore_errors=True)
+        remove_tree(repo_path.parent)
     labels = ("commit of N new manifests", "commit of N changed manifests", "render of N projects")
     for position, label in enumerate(labels):
         previous = None

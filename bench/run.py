@@ -86,6 +86,19 @@ def main() -> int:
     header = (f"Run {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, `{command.strip()}`\n\n"
               f"Machine: {machine()}\n")
     print(header)
+    try:
+        tables = run_stages(args, stages)
+    finally:
+        sync_bench.clean_up(args.workdir)  # last: every stage after the sync would pay for the freed inodes
+    elapsed = time.perf_counter() - began
+    print(f"total {elapsed:.0f} s")
+    if args.record:
+        record(tables, header + f"\nTotal wall time of the run: {elapsed:.0f} s\n")
+        print(f"recorded in {RESULTS}")
+    return 0
+
+
+def run_stages(args: argparse.Namespace, stages: list[str]) -> list[Table]:
     tables: list[Table] = []
     mirror_dir = args.workdir / "gitmirror-mirror"
     _, catalog = sync_bench.prepare(args.workdir, args.quick)
@@ -108,12 +121,7 @@ def main() -> int:
         table = store_bench.run(args.workdir, args.quick)
         tables.append(table)
         print(table.markdown(), flush=True)
-    elapsed = time.perf_counter() - began
-    print(f"total {elapsed:.0f} s")
-    if args.record:
-        record(tables, header + f"\nTotal wall time of the run: {elapsed:.0f} s\n")
-        print(f"recorded in {RESULTS}")
-    return 0
+    return tables
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from common import GITMIRROR, Row, Table, free_port, missing, nginx_running, peer, quiet_env, running
+from common import GITMIRROR, Row, Table, free_port, missing, nginx_running, peer, quiet_env, remove_tree, running
 
 from gitmirror import index
 from gitmirror.repo import MetadataRepo
@@ -122,11 +122,11 @@ def render_static(mirror_dir: Path, out: Path) -> tuple[int, str]:
 
     The fallback writes pages with gitmirror.index and files as symlinks into the blob store.
     """
-    shutil.rmtree(out, ignore_errors=True)
+    remove_tree(out)
     command = [*GITMIRROR, "render", "--out", str(out), "--full", "--config", str(mirror_dir / "mirror.yaml")]
     if subprocess.run(command, cwd=mirror_dir, capture_output=True, env=quiet_env(), timeout=600).returncode == 0:
         return len(list((out / "simple").iterdir())) - 2, "`gitmirror render --out DIR --full` (symlinked files)"
-    shutil.rmtree(out, ignore_errors=True)
+    remove_tree(out)
     repo = MetadataRepo(mirror_dir / "repo")
     store = BlobStore(mirror_dir / "store")
     tip = repo.tip()
@@ -187,7 +187,7 @@ def gitmirror_serve(mirror_dir: Path) -> Iterator[str]:
 def pypiserver(mirror_dir: Path, workdir: Path) -> Iterator[str]:
     """pypiserver over a flat directory of the same files (hard links into the blob store)."""
     flat = workdir / "pypiserver-packages"
-    shutil.rmtree(flat, ignore_errors=True)
+    remove_tree(flat)
     flat.mkdir()
     repo = MetadataRepo(mirror_dir / "repo")
     store = BlobStore(mirror_dir / "store")

@@ -12,12 +12,11 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
-import shutil
 import statistics
 import time
 from pathlib import Path
 
-from common import Row, Table
+from common import Row, Table, remove_tree
 
 from gitmirror.store import BlobStore
 
@@ -59,12 +58,12 @@ def run(workdir: Path, quick: bool) -> Table:
     count = 100 if quick else 400
     rounds = 1 if quick else 5
     base = workdir / "store-bench"
-    shutil.rmtree(base, ignore_errors=True)
+    remove_tree(base)
     results: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
     for number in range(rounds):  # alternating: the host's speed drifts
         for unnamed in (False, True):
             results[unnamed].append(publish(base / f"{number}-{unnamed}", unnamed, count, f"{number}{unnamed}"))
-    shutil.rmtree(base, ignore_errors=True)
+    remove_tree(base)
 
     def median(unnamed: bool, index: int) -> float:
         return statistics.median(result[index] for result in results[unnamed])

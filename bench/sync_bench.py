@@ -10,7 +10,6 @@ downloads (gitmirror's default ``concurrency``; bandersnatch ``workers = 8``, it
 from __future__ import annotations
 
 import os
-import shutil
 import statistics
 import subprocess
 import time
@@ -18,7 +17,20 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import GITMIRROR, Row, Table, busy_cpu, missing, peer, process_cpu, timed, upstream_server
+from common import (
+    GITMIRROR,
+    RECENTLY_FREED_SECONDS,
+    Row,
+    Table,
+    busy_cpu,
+    missing,
+    peer,
+    process_cpu,
+    remove_tree,
+    timed,
+    upstream_server,
+    wait_for_removals,
+)
 from upstream import FULL_MIX, QUICK_MIX, generate, total_bytes
 
 CONCURRENCY = 8
@@ -67,10 +79,17 @@ def bandersnatch_config(target: Path, upstream_url: str, names: list[str]) -> Pa
 
 
 def set_aside(directory: Path, trash: Path) -> None:
-    """Move an earlier run's output out of the way; it is deleted only after the timed runs."""
+    """Move an earlier run's output out of the way; it is deleted after the last stage (``clean_up``)."""
     if directory.exists():
         trash.mkdir(parents=True, exist_ok=True)
         directory.rename(trash / f"{directory.name}-{uuid.uuid4().hex[:8]}")
+
+
+def clean_up(workdir: Path) -> None:
+    """Remove the cold rounds' outputs (but the kept mirror): at the end of the whole run, as the
+    later stages create files too and would pay for the freed inodes (``spread_directories``)."""
+    for leftover in (workdir / "rounds", workdir / "trash"):
+        remove_tree(leftover)
 
 
 def spread_directories(parent: Path) -> str | None:
@@ -86,7 +105,9 @@ def spread_directories(parent: Path) -> str | None:
     a gitmirror cold sync's samples, against 0.3 % six minutes later, and 1.6 % of bandersnatch's
     (its files are spread over many directories; gitmirror's unnamed blobs are all made in its
     store's ``tmp/``). Each round's outputs get new, uniquely named directories here, placed away
-    from what was deleted: 0.35 % right after the same deletion.
+    from what was deleted: 0.35 % right after the same deletion. The allocator may still choose a
+    group just emptied, so a full run also waits until the bench's own last removal is old enough
+    (``common.wait_for_removals``), and removes the rounds' outputs only after its last stage.
     """
     parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -146,9 +167,12 @@ def run(workdir: Path, quick: bool) -> tuple[Table, Path]:
     table = Table(f"Sync: {len(names)} projects, {files} files, {size / 1e6:,.0f} MB (loopback upstream)")
     kept = workdir / "gitmirror-mirror"  # the last round's mirror, for the serve stage and `--only serve`
     outputs = workdir / "rounds"  # every contestant's output, a new directory each round
-    trash = workdir / "trash"
-    for earlier in (outputs, trash):  # an interrupted run's
-        shutil.rmtree(earlier, ignore_errors=True)
+    clean_up(workdir)  # an interrupted run's
+    recent = wait_for_removals(0 if quick else RECENTLY_FREED_SECONDS)
+    if recent:
+        table.notes.append(f"quick mode did not wait {recent:.0f} s for the inodes freed by the bench's last clean-up "
+                           "to age (spread_directories)" if quick else f"waited {recent:.0f} s for the inodes freed "
+                           "by the bench's last clean-up to age (spread_directories)")
     not_spread = spread_directories(outputs)
     if not_spread:
         table.notes.append(f"output directories not spread over the file system ({not_spread}): a run right "
@@ -178,7 +202,7 @@ def run(workdir: Path, quick: bool) -> tuple[Table, Path]:
             ([*GITMIRROR, "sync", "--full", "--config", str(config)], gitmirror_dir),
             ([bander, "-c", str(bconfig), "mirror"], bander_dir) if bander else None,
         ])
-    set_aside(kept, trash)
+    set_aside(kept, workdir / "trash")
     gitmirror_dir.rename(kept)  # its configuration names its repository and store relative to it
 
     copy_seconds = statistics.median(copy for _, copy, _, _ in rounds)
@@ -192,8 +216,6 @@ def run(workdir: Path, quick: bool) -> tuple[Table, Path]:
         table.notes.append(f"cold round {number}: CPU probe {probe:.2f} s; local copy {copy:.2f} s (throughput ratio "
                            f"{copy / ours.wall:.2f}), gitmirror {ours.wall:.2f} s ({ours.cpu:.1f} core-s busy, "
                            f"upstream {ours.upstream_cpu:.1f}){versus}")
-    for deleted in (outputs, trash):  # after every timed run
-        shutil.rmtree(deleted, ignore_errors=True)
     table.rows += [
         Row("cold sync wall time", "bandersnatch", bander_cold, ours_cold, "s", note="target ratio <= 0.5"),
         Row("cold sync, busy CPU of the whole machine", "bandersnatch", bander_cpu, ours_cpu, "core-s",
