@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 
 from . import config as config_module
-from .config import Config, ConfigError, Selection, parse_selection
-from .manifest import ManifestError
-from .names import UnsafeNameError
-from .repo import MetadataRepo, RepoError
-from .selection import SelectionError
-from .store import BlobStore, IntegrityError
+from .config import Config
+from .failures import EXIT_USAGE, KNOWN_FAILURES, error_line
+from .repo import MetadataRepo
+from .store import BlobStore
+from .sync_command import run as run_sync
+from .sync_command import select
 
 app = typer.Typer(
     help="An immutable, git-backed mirror of a Python package index.",
@@ -33,7 +33,6 @@ ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="Path of mirror.yaml (default: ./mirror.yaml, else built-in defaults)."),
 ]
-EXIT_USAGE = 2
 F = TypeVar("F", bound=Callable[..., object])
 
 if TYPE_CHECKING:
@@ -41,7 +40,7 @@ if TYPE_CHECKING:
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    typer.echo(f"gitmirror: error: {message}", err=True)
+    typer.echo(error_line(message), err=True)
     return typer.Exit(code)
 
 
@@ -52,7 +51,7 @@ def friendly_errors(command: F) -> F:
     def wrapper(*args: object, **kwargs: object) -> object:
         try:
             return command(*args, **kwargs)
-        except (ConfigError, RepoError, UnsafeNameError, ManifestError, IntegrityError, SelectionError) as exc:
+        except KNOWN_FAILURES as exc:
             raise fail(str(exc)) from None
 
     return wrapper  # type: ignore[return-value]
@@ -81,19 +80,6 @@ def init(config: ConfigOption = None) -> None:
     typer.echo(f"repository {cfg.repo}, store {cfg.store}: ready")
 
 
-def select(cfg: Config, requested: list[str]) -> list[Selection]:
-    """Projects named on the command line (with the config's version limits), else the config's."""
-    if not requested:
-        return list(cfg.projects)
-    configured = {selection.name: selection for selection in cfg.projects}
-    chosen = []
-    for text in requested:
-        selection = parse_selection(text, "command line")
-        unconstrained = not selection.requirement.specifier
-        chosen.append(configured.get(selection.name, selection) if unconstrained else selection)
-    return chosen
-
-
 @app.command()
 @friendly_errors
 def sync(
@@ -113,35 +99,9 @@ def sync(
 
     Exit codes: 0 done, 1 some projects or files failed, 3 upstream conflicts were recorded.
     """
-    from .sync import Syncer
-
-    cfg = load_config(config)
-    selections = select(cfg, projects or [])
-    if not selections and (projects or not (cfg.requirements or cfg.lockfiles)):
-        typer.echo("nothing to mirror: list projects in mirror.yaml or on the command line")
-        return
-    repo = open_repo(cfg, create=True)
-    from .incoming import sync_branch
-
-    branch = sync_branch(repo, cfg.branch, cfg.review.branch if cfg.review.enabled else None)
-    if branch != cfg.branch:
-        typer.echo(f"review mode: committing to {branch}; `gitmirror review` shows what waits", err=True)
-    from .progress import make_progress, summary_json
-
-    progress = make_progress(quiet=quiet, as_json=as_json)
-    syncer = Syncer(cfg, repo, BlobStore(cfg.store), log=progress.log, progress=progress)
-    try:
-        result = syncer.run(selections, branch=branch, with_files=not projects)
-    finally:
-        progress.close()
-    if as_json:
-        import json
-
-        typer.echo(json.dumps(summary_json(result, progress, syncer.pages), indent=2))
-    elif not quiet:
-        typer.echo(result.summary())
-    if result.exit_code:
-        raise typer.Exit(result.exit_code)
+    code = run_sync(config, projects or [], quiet=quiet, as_json=as_json)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

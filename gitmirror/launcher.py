@@ -1,8 +1,9 @@
-"""The ``gitmirror`` executable: a warm ``sync`` is answered before the command line machinery loads.
+"""The ``gitmirror`` executable: a plain ``sync`` runs without the command line machinery.
 
 Most runs of a mirror are cron's ``gitmirror sync`` finding nothing new; ``gitmirror.unchanged``
 proves that with one request, so importing typer, rich, httpx and dulwich first would be most of
-the run. Everything else goes to ``gitmirror.cli`` untouched.
+the run. A plain ``sync`` that has work to do skips typer too (``gitmirror.sync_command``).
+Everything else goes to ``gitmirror.cli`` untouched.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ def main() -> None:
 
         cli_main()
         return
-    from .unchanged import warm_sync  # the check's imports (http.client among them) are for sync alone
+    from .unchanged import sync_arguments, warm_sync  # (http.client among the check's imports: for sync alone)
 
     try:
         code = warm_sync(sys.argv[1:])
@@ -26,9 +27,14 @@ def main() -> None:
     if code is not None:
         sys.exit(code)
     _prestart_workers()
-    from .cli import main as cli_main
-
+    plain = sync_arguments(sys.argv[1:])  # ``sync [--config PATH] [--quiet]``: no command line machinery
     try:
+        if plain is not None:
+            from .sync_command import main as sync_main
+
+            sys.exit(sync_main(*plain))
+        from .cli import main as cli_main
+
         cli_main()
     finally:
         # The exit's last garbage collection would walk every object the sync made (pages,
