@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import zipfile
 from dataclasses import dataclass, field
-from email.parser import BytesParser
-from email.policy import compat32
 from pathlib import Path
 
 from .manifest import FileEntry
@@ -33,28 +32,60 @@ class CoreMetadata:
     summary: str | None = None
 
 
+#: a header line: a name of printable ASCII but the colon (RFC 5322), a colon, the value
+_HEADER = re.compile(r"([\x21-\x39\x3b-\x7e]+):(.*)")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_EMPTY_LINE = re.compile(rb"\r?\n\r?\n|\r\r")  # where the headers end at the latest
+
+
+def headers(data: bytes) -> dict[str, list[str]]:
+    """The header fields of METADATA bytes, by lower-case name, in order; the body is not read.
+
+    Core metadata is RFC 822 style: ``Name: value`` lines, a value continued on lines that start
+    with white space, the headers ending at the first empty line (or the first line that is none of
+    these, as the ``email`` package reads it). Decoded as UTF-8, as the core metadata
+    specification says (the ``email`` package's byte parser read non-ASCII as undecodable). Read
+    once for every wheel a sync stores: the ``email`` parser took 60 us for a four-line file, this
+    a tenth of that.
+    """
+    fields: dict[str, list[str]] = {}
+    values: list[str] | None = None
+    end = _EMPTY_LINE.search(data)  # the description after it can be most of the file
+    head = data[: end.start()] if end else data
+    for line in _LINE_BREAK.split(head.decode("utf-8", "replace")):
+        if line[:1] in (" ", "\t") and values is not None:
+            values[-1] += "\n" + line
+            continue
+        header = _HEADER.fullmatch(line)
+        if header is None:
+            break
+        values = fields.setdefault(header[1].lower(), [])
+        values.append(header[2])
+    return fields
+
+
 def parse(data: bytes) -> CoreMetadata:
-    """Parse METADATA bytes; RFC 822 style headers, tolerant of what real uploads contain."""
-    message = BytesParser(policy=compat32).parsebytes(data, headersonly=True)
+    """Parse METADATA bytes; tolerant of what real uploads contain (``headers``)."""
+    fields = headers(data)
 
     def one(key: str) -> str | None:
-        value = message.get(key)
-        return str(value).strip() if value not in (None, "", "UNKNOWN") else None
+        value = fields[key][0].strip() if key in fields else ""
+        return value if value not in ("", "UNKNOWN") else None
 
     def many(key: str) -> tuple[str, ...]:
-        return tuple(str(value).strip() for value in message.get_all(key) or [])
+        return tuple(value.strip() for value in fields.get(key, ()))
 
     return CoreMetadata(
-        name=one("Name") or "",
-        version=one("Version") or "",
-        requires_dist=many("Requires-Dist"),
-        requires_python=one("Requires-Python"),
-        provides_extra=many("Provides-Extra"),
-        author=one("Author"),
-        author_email=one("Author-email"),
-        home_page=one("Home-page"),
-        project_urls=many("Project-URL"),
-        summary=one("Summary"),
+        name=one("name") or "",
+        version=one("version") or "",
+        requires_dist=many("requires-dist"),
+        requires_python=one("requires-python"),
+        provides_extra=many("provides-extra"),
+        author=one("author"),
+        author_email=one("author-email"),
+        home_page=one("home-page"),
+        project_urls=many("project-url"),
+        summary=one("summary"),
     )
 
 

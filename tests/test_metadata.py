@@ -1,0 +1,63 @@
+"""Core metadata parsing: the header fields a sync, a review and the dependency walk read."""
+
+from __future__ import annotations
+
+import glob
+import sys
+from pathlib import Path
+
+import pytest
+
+from gitmirror.metadata import headers, parse
+
+
+def test_fields_continuations_repeats_and_the_body() -> None:
+    data = (
+        b"Metadata-Version: 2.1\r\nName: demo-pkg\r\nVersion: 1.0\r\nSummary: one\r\n  two\r\n"
+        b"Requires-Dist: a>=1\r\nrequires-dist: b; extra == \"x\"\r\nProvides-Extra: x\r\n"
+        b"Project-URL: Home, https://example.invalid\r\n\r\nRequires-Dist: not-a-header-but-the-body\r\n"
+    )
+    metadata = parse(data)
+    assert (metadata.name, metadata.version) == ("demo-pkg", "1.0")
+    assert metadata.summary == "one\n  two"  # a continued value keeps its line break
+    assert metadata.requires_dist == ("a>=1", 'b; extra == "x"')
+    assert metadata.provides_extra == ("x",) and metadata.project_urls == ("Home, https://example.invalid",)
+
+
+def test_utf8_values_unknown_and_empty_fields() -> None:
+    metadata = parse("Name: x\nVersion: 1\nAuthor: Jürgen Łukasz\nSummary:  UNKNOWN \nHome-page:\n".encode())
+    assert metadata.author == "Jürgen Łukasz"  # the specification's encoding, not undecodable bytes
+    assert metadata.summary is None and metadata.home_page is None
+    assert parse(b"Name: x\nAuthor: \xff\xfe\n").author == "\ufffd\ufffd"  # never an exception
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"", {}),
+        (b"\n\nName: x\n", {}),  # an empty first line: no headers at all
+        (b"Name: x\nnot a header\nVersion: 1\n", {"name": [" x"]}),  # the headers end there
+        (b" leading: continuation\nName: x\n", {}),
+        (b"Name: x\rVersion: 1\r\rSummary: body\r", {"name": [" x"], "version": [" 1"]}),
+    ],
+)
+def test_where_the_headers_end(data: bytes, expected: dict[str, list[str]]) -> None:
+    assert headers(data) == expected
+
+
+def test_the_same_fields_as_the_email_package_on_installed_distributions() -> None:
+    """Every METADATA of this interpreter's installed distributions reads as the ``email``
+    package's compat32 parser reads it (ASCII files; that parser garbles the rest)."""
+    from email.parser import BytesParser
+    from email.policy import compat32
+
+    found = glob.glob(str(Path(sys.prefix) / "lib" / "python3*" / "site-packages" / "*.dist-info" / "METADATA"))
+    ascii_only = [data for data in (Path(path).read_bytes() for path in found) if data.isascii()]
+    assert len(ascii_only) >= 10
+    for data in ascii_only:
+        message = BytesParser(policy=compat32).parsebytes(data, headersonly=True)
+        fields = headers(data)
+        for name in ("name", "version", "requires-dist", "requires-python", "summary", "author-email"):
+            assert [value.strip() for value in fields.get(name, [])] == [
+                str(value).strip() for value in message.get_all(name) or []
+            ], (name, data[:200])
