@@ -26,7 +26,7 @@ import git_bench  # noqa: E402
 import serve_bench  # noqa: E402
 import store_bench  # noqa: E402
 import sync_bench  # noqa: E402
-from common import Table  # noqa: E402
+from common import Table, run_as_installed  # noqa: E402
 from upstream import ONE_MB_PROJECT  # noqa: E402
 
 STAGES = ("sync", "serve", "git", "store")
@@ -86,6 +86,9 @@ def main() -> int:
     header = (f"Run {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, `{command.strip()}`\n\n"
               f"Machine: {machine()}\n")
     print(header)
+    not_installed = run_as_installed(args.workdir)
+    if not_installed:
+        print(f"gitmirror runs from the development environment's editable install: {not_installed}", flush=True)
     try:
         tables = run_stages(args, stages)
     finally:
