@@ -70,6 +70,7 @@ def run_as_installed(workdir: Path) -> str | None:
     site-packages for the dependencies); plain paths are added to ``sys.path`` as they are, the
     hooks in the directories they name are not run. Returns why it could not, or None.
     """
+    import compileall
     import sysconfig
     import venv
 
@@ -81,6 +82,9 @@ def run_as_installed(workdir: Path) -> str | None:
         if not found:
             return f"no site-packages in {root}"
         (found[0] / "gitmirror-bench.pth").write_text(f"{REPO_ROOT}\n{sysconfig.get_paths()['purelib']}\n")
+        # as ``pip install`` does: with PYTHONDONTWRITEBYTECODE set (this machine sets it), every
+        # module edited since its last compilation was compiled again by every process, every run
+        compileall.compile_dir(REPO_ROOT / "gitmirror", quiet=1)
     except OSError as exc:
         return f"cannot make {root}: {exc}"
     GITMIRROR[:] = [str(root / "bin" / "python"), "-m", "gitmirror"]  # the stages hold this very list

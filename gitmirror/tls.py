@@ -1,13 +1,16 @@
 """Network settings every upstream request shares (TLS trust, proxies, plain connections), light
-enough for the warm path to import."""
+enough for the warm path to import: ``http.client`` and ``ssl`` are imported when first used."""
 
 from __future__ import annotations
 
-import http.client
 import os
-import ssl
+from typing import TYPE_CHECKING
 
 from . import __version__
+
+if TYPE_CHECKING:
+    import http.client
+    import ssl
 
 USER_AGENT = f"gitmirror/{__version__}"
 
@@ -18,6 +21,8 @@ def system_trust() -> ssl.SSLContext:
     Corporate networks install their own roots in the system store; a mirror that only trusts a
     bundled list cannot reach upstream there.
     """
+    import ssl
+
     return ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE") or None)
 
 
@@ -32,6 +37,8 @@ def open_connection(
 ) -> http.client.HTTPConnection:
     """An ``http.client`` connection (not yet connected): https verified against ``context``, else
     the system store; ``timeout`` applies to every socket operation."""
+    import http.client
+
     if scheme == "https":
         return http.client.HTTPSConnection(host, port, timeout=timeout, context=context or system_trust())
     return http.client.HTTPConnection(host, port, timeout=timeout)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gitmirror.unchanged import pointer_path, sync_arguments
+from gitmirror.unchanged import pointer_path, serial_header, sync_arguments
 
 from conftest import Mirror, isolated_env
 from fakeupstream import FakeUpstream, build_wheel
@@ -236,3 +236,30 @@ def test_a_plain_sync_runs_without_the_command_line_machinery(mirror: Mirror, sa
     failed = mirror.run("sync", "--config", "broken.yaml")
     assert failed.returncode == 2
     assert failed.stderr.strip() == "gitmirror: error: broken.yaml: not valid YAML at line 2"
+
+
+@pytest.mark.parametrize(
+    ("head", "serial"),
+    [
+        (b"HTTP/1.1 200 OK\r\nX-PyPI-Last-Serial: 42\r\nContent-Type: text/html", "42"),
+        (b"HTTP/1.0 200 OK\r\nx-pypi-last-serial:  7 ", "7"),  # names are case-insensitive
+        (b"HTTP/1.1 200 OK\r\nContent-Type: text/html", None),
+        (b"HTTP/1.1 301 Moved\r\nX-PyPI-Last-Serial: 42\r\nLocation: /elsewhere/", None),  # not followed
+        (b"HTTP/1.1 200 OK\r\nX-PyPI-Last-Serial: 42; drop table", None),
+        (b"HTTP/2 200\r\nX-PyPI-Last-Serial: 42", None),
+        (b"garbage", None),
+    ],
+)
+def test_the_serial_is_read_from_a_plain_200_answer_only(head: bytes, serial: str | None) -> None:
+    assert serial_header(head) == serial
+
+
+def test_the_warm_check_imports_no_http_library(mirror: Mirror, sample, upstream: FakeUpstream) -> None:
+    """Its one HEAD is sent on a plain socket: ``http.client`` and its ``email`` parser were a
+    quarter of a warm run (the full run, and the changelog query, still speak through them)."""
+    tip, mark = synced(mirror, upstream)
+    warm = mirror.run("sync", check=True, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert "unchanged since the last complete sync" in warm.stdout
+    assert requests_since(upstream, mark) == [("HEAD", "/simple/")]
+    assert not {"http.client", "email.parser", "httpx"} & imported(warm.stderr)
+    assert mirror.git("rev-parse", "main").strip() == tip
