@@ -117,10 +117,14 @@ def upstream_serial(upstream: str, timeout: float) -> str | None:
     try:
         url = urlsplit(upstream)
         port = url.port or (443 if url.scheme == "https" else 80)
-        if url.scheme not in ("http", "https") or not url.hostname:
+        target, host = url.path or "/", url.netloc.rpartition("@")[2]
+        request_words = target + host  # each must stay one word of the request it is sent in
+        if url.scheme not in ("http", "https") or not url.hostname or not request_words.isprintable():
+            return None
+        if " " in request_words:
             return None
         request = (
-            f"HEAD {url.path or '/'} HTTP/1.1\r\nHost: {url.netloc.rpartition('@')[2]}\r\n"
+            f"HEAD {target} HTTP/1.1\r\nHost: {host}\r\n"
             f"User-Agent: {USER_AGENT}\r\nAccept: application/vnd.pypi.simple.v1+json\r\n"
             "Connection: close\r\n\r\n"
         ).encode("ascii")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gitmirror.unchanged import pointer_path, serial_header, sync_arguments
+from gitmirror.unchanged import pointer_path, serial_header, sync_arguments, upstream_serial
 
 from conftest import Mirror, isolated_env
 from fakeupstream import FakeUpstream, build_wheel
@@ -263,3 +263,11 @@ def test_the_warm_check_imports_no_http_library(mirror: Mirror, sample, upstream
     assert requests_since(upstream, mark) == [("HEAD", "/simple/")]
     assert not {"http.client", "email.parser", "httpx"} & imported(warm.stderr)
     assert mirror.git("rev-parse", "main").strip() == tip
+
+
+def test_the_warm_check_sends_nothing_it_cannot_send_as_one_request(upstream: FakeUpstream) -> None:
+    assert upstream_serial(upstream.url, 5) == str(upstream.serial)
+    mark = len(upstream.requests)
+    for odd in ("sim ple/", "simple/\r\nX-Injected: 1", "simple/\x00"):
+        assert upstream_serial(upstream.url.replace("simple/", odd), 5) is None
+    assert len(upstream.requests) == mark
