@@ -18,7 +18,7 @@ def main() -> None:
 
         cli_main()
         return
-    from .unchanged import sync_arguments, warm_sync  # (http.client among the check's imports: for sync alone)
+    from .unchanged import sync_arguments, warm_sync  # the check's imports are for sync alone
 
     try:
         code = warm_sync(sys.argv[1:])
