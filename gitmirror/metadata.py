@@ -45,8 +45,8 @@ def headers(data: bytes) -> dict[str, list[str]]:
     with white space, the headers ending at the first empty line (or the first line that is none of
     these, as the ``email`` package reads it). Decoded as UTF-8, as the core metadata
     specification says (the ``email`` package's byte parser read non-ASCII as undecodable). Read
-    once for every wheel a sync stores: the ``email`` parser took 60 us for a four-line file, this
-    a tenth of that.
+    once for every wheel a sync stores: the ``email`` parser took 43 us for a four-line file, this
+    12 us (a long file with its description: 360 and 140 us).
     """
     fields: dict[str, list[str]] = {}
     values: list[str] | None = None
