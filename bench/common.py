@@ -46,17 +46,17 @@ def remove_tree(path: Path) -> None:
         REMOVED_STAMP.touch()
 
 
-def wait_for_removals(limit: float) -> float:
-    """Sleep until the bench's last removal is ``RECENTLY_FREED_SECONDS`` old, at most ``limit``
-    seconds; returns how long the removal would still have been recent (0: not recent)."""
+def wait_for_removals(wait: bool) -> float:
+    """Seconds until the bench's last removal is ``RECENTLY_FREED_SECONDS`` old (0: it is), slept
+    through when ``wait``."""
     try:
         age = time.time() - REMOVED_STAMP.stat().st_mtime
     except FileNotFoundError:
         return 0.0
     left = max(0.0, RECENTLY_FREED_SECONDS - age)
-    if left and limit:
-        print(f"waiting {min(limit, left):.0f} s: the bench removed files {age:.0f} s ago", flush=True)
-        time.sleep(min(limit, left))
+    if left and wait:
+        print(f"waiting {left:.0f} s: the bench removed files {age:.0f} s ago", flush=True)
+        time.sleep(left)
     return left
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from common import (
     GITMIRROR,
-    RECENTLY_FREED_SECONDS,
     Row,
     Table,
     busy_cpu,
@@ -168,11 +167,11 @@ def run(workdir: Path, quick: bool) -> tuple[Table, Path]:
     kept = workdir / "gitmirror-mirror"  # the last round's mirror, for the serve stage and `--only serve`
     outputs = workdir / "rounds"  # every contestant's output, a new directory each round
     clean_up(workdir)  # an interrupted run's
-    recent = wait_for_removals(0 if quick else RECENTLY_FREED_SECONDS)
+    recent = wait_for_removals(wait=not quick)
     if recent:
-        table.notes.append(f"quick mode did not wait {recent:.0f} s for the inodes freed by the bench's last clean-up "
-                           "to age (spread_directories)" if quick else f"waited {recent:.0f} s for the inodes freed "
-                           "by the bench's last clean-up to age (spread_directories)")
+        waited = "quick mode did not wait" if quick else "waited"
+        table.notes.append(f"{waited} {recent:.0f} s for the inodes freed by the bench's last clean-up to age "
+                           "(spread_directories)")
     not_spread = spread_directories(outputs)
     if not_spread:
         table.notes.append(f"output directories not spread over the file system ({not_spread}): a run right "

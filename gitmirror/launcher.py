@@ -20,14 +20,15 @@ def main() -> None:
         return
     from .unchanged import sync_arguments, warm_sync  # the check's imports are for sync alone
 
-    try:
-        code = warm_sync(sys.argv[1:])
-    except Exception:  # a shortcut, never a failure of its own: the full command runs and reports
-        code = None
-    if code is not None:
-        sys.exit(code)
+    plain = sync_arguments(sys.argv[1:])  # ``sync [--config PATH] [--quiet]``, else None
+    if plain is not None:
+        try:
+            code = warm_sync(*plain)
+        except Exception:  # a shortcut, never a failure of its own: the full command runs and reports
+            code = None
+        if code is not None:
+            sys.exit(code)
     _prestart_workers()
-    plain = sync_arguments(sys.argv[1:])  # ``sync [--config PATH] [--quiet]``: no command line machinery
     try:
         if plain is not None:
             from .sync_command import main as sync_main

@@ -119,9 +119,9 @@ def upstream_serial(upstream: str, timeout: float) -> str | None:
         port = url.port or (443 if url.scheme == "https" else 80)
         target, host = url.path or "/", url.netloc.rpartition("@")[2]
         request_words = target + host  # each must stay one word of the request it is sent in
-        if url.scheme not in ("http", "https") or not url.hostname or not request_words.isprintable():
+        if url.scheme not in ("http", "https") or not url.hostname:
             return None
-        if " " in request_words:
+        if not request_words.isprintable() or " " in request_words:
             return None
         request = (
             f"HEAD {target} HTTP/1.1\r\nHost: {host}\r\n"
@@ -313,14 +313,11 @@ def sync_arguments(argv: list[str]) -> tuple[Path | None, bool] | None:
     return config_path, quiet
 
 
-def warm_sync(argv: list[str]) -> int | None:
-    """Answer ``gitmirror sync`` from the record when it still holds; None: run the full command."""
+def warm_sync(config_path: Path | None, quiet: bool) -> int | None:
+    """Answer a plain ``gitmirror sync`` (``sync_arguments``) from the record when it still holds;
+    None: run the full command."""
     if os.environ.get("GITMIRROR_CRASH_AT") or os.environ.get("GITMIRROR_PAUSE_AT"):
         return None  # tests that stop a run at a named point want that run
-    parsed = sync_arguments(argv)
-    if parsed is None:
-        return None
-    config_path, quiet = parsed
     resolved = config_file(config_path)
     if resolved is None:
         return None
