@@ -18,6 +18,7 @@ import httpx
 
 from . import __version__
 from .manifest import NeededBlob, blobs_needed_by
+from .metadata import in_wheel
 from .repo import MetadataRepo, RepoError
 from .store import BlobStore, BlobWriter, IntegrityError
 
@@ -157,6 +158,7 @@ class HydrateResult:
     present: int = 0
     fetched: int = 0
     bytes_fetched: int = 0
+    in_wheels: int = 0  # PEP 658 files readable out of their wheels once those are stored
     missing: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
 
@@ -169,6 +171,8 @@ class HydrateResult:
             f"{self.needed} blobs needed: {self.present} already present, "
             f"{self.fetched} fetched ({self.bytes_fetched} bytes)"
         )
+        if self.in_wheels:
+            text += f", {self.in_wheels} read out of their wheels"
         if self.missing:
             text += f", {len(self.missing)} missing at the source"
         if self.refused:
@@ -193,8 +197,14 @@ def hydrate(
 async def _hydrate_all(
     wanted: list[NeededBlob], store: BlobStore, source: Source, result: HydrateResult, log: Log
 ) -> None:
+    # PEP 658 files are read out of their wheels where they can be: fetched after the wheels, if at all
     try:
-        await asyncio.gather(*(_hydrate_one(blob, store, source, result, log) for blob in wanted))
+        await asyncio.gather(*(_hydrate_one(blob, store, source, result, log) for blob in wanted if not blob.wheel))
+        in_wheels = [blob for blob in wanted if blob.wheel]
+        kept = await asyncio.to_thread(lambda: [in_wheel(store, blob.sha256, blob.wheel) for blob in in_wheels])
+        result.in_wheels = sum(data is not None for data in kept)
+        rest = [blob for blob, data in zip(in_wheels, kept, strict=True) if data is None]
+        await asyncio.gather(*(_hydrate_one(blob, store, source, result, log) for blob in rest))
     finally:
         await source.close()
 
@@ -271,6 +281,12 @@ def export_store(
             result.present += 1
             continue
         path = store.path(blob.sha256)
+        kept_in_wheel = None if path.is_file() else in_wheel(store, blob.sha256, blob.wheel)
+        if kept_in_wheel is not None:  # an exported store is read by other tools: the file is written out
+            target.put_bytes(kept_in_wheel, blob.sha256)
+            result.written += 1
+            result.bytes_written += len(kept_in_wheel)
+            continue
         try:
             with path.open("rb") as handle, target.writer(blob.sha256, blob.size) as writer:
                 while chunk := handle.read(CHUNK):

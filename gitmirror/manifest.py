@@ -166,6 +166,8 @@ class NeededBlob:
     size: int | None
     project: str
     filename: str
+    #: for a PEP 658 file: the wheel it may be read out of (``metadata.in_wheel``), None otherwise
+    wheel: str | None = None
 
     @property
     def label(self) -> str:
@@ -176,16 +178,26 @@ def blobs_needed_by(manifests: Iterable[ProjectManifest]) -> dict[str, NeededBlo
     """Every blob the served files need (release files and core metadata), by sha256.
 
     Tombstoned files are left out: their bytes were taken down on purpose. The store is
-    content-addressed, so one blob may serve several files; the first one names it.
+    content-addressed, so one blob may serve several files; the first one names it (the first
+    wheel, for a PEP 658 file: platform wheels of one release often share their METADATA).
     """
     needed: dict[str, NeededBlob] = {}
     for manifest in manifests:
         for entry in manifest.served_files():
-            needed.setdefault(entry.sha256, NeededBlob(entry.sha256, entry.size, manifest.name, entry.filename))
-            if entry.core_metadata:
-                blob = NeededBlob(entry.core_metadata, None, manifest.name, entry.filename + ".metadata")
-                needed.setdefault(entry.core_metadata, blob)
+            for blob in blobs_of(manifest.name, entry):
+                known = needed.get(blob.sha256)
+                if known is None or (known.wheel is None and blob.wheel and known.filename.endswith(".metadata")):
+                    needed[blob.sha256] = blob
     return needed
+
+
+def blobs_of(project: str, entry: FileEntry) -> list[NeededBlob]:
+    """The blobs one served file needs: its own, and its PEP 658 file's (readable out of a wheel)."""
+    blobs = [NeededBlob(entry.sha256, entry.size, project, entry.filename)]
+    if entry.core_metadata:
+        wheel = entry.sha256 if entry.filename.endswith(".whl") else None
+        blobs.append(NeededBlob(entry.core_metadata, None, project, entry.filename + ".metadata", wheel))
+    return blobs
 
 
 def _dump_line(data: dict[str, Any]) -> str:

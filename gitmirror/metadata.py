@@ -1,8 +1,8 @@
 """Core metadata (``METADATA`` / ``PKG-INFO``) of a release: dependencies and who published it.
 
-Read from the PEP 658 file when upstream offered one (it is a blob in the store), else from
-inside the wheel. Dependency closures, review reports and status pages all need the same few
-fields, parsed the same way.
+Read from inside the wheel, or from upstream's PEP 658 file where that is a blob of its own (an
+sdist's, or one that differs from the wheel's METADATA). Dependency closures, review reports and
+status pages all need the same few fields, parsed the same way.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .manifest import FileEntry
-from .store import BlobStore
+from .manifest import FileEntry, NeededBlob
+from .store import MISSING, BlobStore
 
 
 @dataclass(frozen=True)
@@ -112,26 +112,63 @@ class WheelMetadata:
 
 
 def read_stored_wheel(store: BlobStore, sha256: str, metadata_sha256: str | None) -> WheelMetadata:
-    """Read a stored wheel's METADATA; when it is upstream's PEP 658 file, store that blob too.
+    """Read a stored wheel's METADATA, and whether it is upstream's PEP 658 file.
 
     Done where the wheel was downloaded (a download process) as soon as it is stored: a sync
-    needs the dependencies of every release it walks, and stores each wheel's PEP 658 file; read
-    again in the sync process, 2,700 wheels' unzipping and small fsynced stores in its threads
-    held the event loop's interpreter lock for a second (bench/RESULTS.md).
+    needs the dependencies of every release it walks; read again in the sync process, 2,700
+    wheels' unzipping in its threads held the event loop's interpreter lock for a second
+    (bench/RESULTS.md). A PEP 658 file that is the wheel's METADATA gets no blob of its own: it is
+    read out of the wheel when asked for (``in_wheel``).
     """
     inside = from_wheel(store.file(sha256))
     if inside is None:
         return WheelMetadata(None, False)
     upstreams = metadata_sha256 is None or hashlib.sha256(inside).hexdigest() == metadata_sha256
-    if upstreams and metadata_sha256 is not None:
-        store.put_bytes(inside, metadata_sha256)
     return WheelMetadata(parse(inside), upstreams)
+
+
+def in_wheel(store: BlobStore, metadata_sha256: str, wheel_sha256: str | None) -> bytes | None:
+    """A PEP 658 file read out of its stored wheel: the wheel's METADATA when its sha256 is the
+    file's, else None (no wheel, wheel not stored, or upstream's file differs from it).
+
+    Upstream's PEP 658 file is the wheel's METADATA, extracted; storing it again as a blob of its
+    own made a cold sync create and fsync 2,700 more small files next to 3,000 release files
+    (bench/RESULTS.md). Files that are not (an sdist's, or one that differs from the wheel's) are
+    blobs as before.
+    """
+    if wheel_sha256 is None or not store.has(wheel_sha256):
+        return None
+    inside = from_wheel(store.path(wheel_sha256))
+    if inside is None or hashlib.sha256(inside).hexdigest() != metadata_sha256:
+        return None
+    return inside
+
+
+def blob_problem(store: BlobStore, blob: NeededBlob, rehash: bool) -> str | None:
+    """What keeps ``store`` from serving ``blob`` (None: nothing): its file missing, or damaged
+    when ``rehash``; a PEP 658 file readable out of its wheel is there."""
+    problem = store.verify(blob.sha256, blob.size) if rehash else None if store.has(blob.sha256) else MISSING
+    if problem == MISSING and in_wheel(store, blob.sha256, blob.wheel) is not None:
+        return None
+    return problem
+
+
+def materialize(store: BlobStore, blob: NeededBlob) -> bool:
+    """Give ``blob`` a file in ``store`` (a PEP 658 file kept in its wheel is written out now), for
+    what links to files (``render``); False when the store cannot have it."""
+    if store.has(blob.sha256):
+        return True
+    data = in_wheel(store, blob.sha256, blob.wheel)
+    if data is None:
+        return False
+    store.put_bytes(data, blob.sha256)
+    return True
 
 
 def for_entry(store: BlobStore, entry: FileEntry) -> CoreMetadata | None:
     """The metadata of a recorded file, from the store; None when it cannot be known offline."""
     if entry.core_metadata and store.has(entry.core_metadata):
-        return parse(store.path(entry.core_metadata).read_bytes())
+        return parse(store.path(entry.core_metadata).read_bytes())  # upstream's, where it differs from the wheel's
     if entry.filename.endswith(".whl") and store.has(entry.sha256):
         data = from_wheel(store.path(entry.sha256))
         return parse(data) if data is not None else None

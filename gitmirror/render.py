@@ -29,7 +29,8 @@ from dulwich.diff_tree import tree_changes
 from dulwich.objects import Tree
 
 from . import index
-from .manifest import ProjectManifest, loads, manifest_path, project_of_path
+from .manifest import ProjectManifest, blobs_of, loads, manifest_path, project_of_path
+from .metadata import materialize
 from .names import is_normalized
 from .repo import MetadataRepo, RepoError
 from .store import BlobStore
@@ -218,21 +219,17 @@ def _link_files(
     manifest: ProjectManifest, store: BlobStore, folder: Path, mode: str, result: RenderResult
 ) -> list[str]:
     """Make ``folder`` hold exactly the served files of ``manifest``; returns the ones with no blob."""
-    wanted: dict[str, str] = {}
-    for entry in manifest.served_files():
-        wanted[entry.filename] = entry.sha256
-        if entry.core_metadata:
-            wanted[entry.filename + ".metadata"] = entry.core_metadata
+    wanted = {blob.filename: blob for entry in manifest.served_files() for blob in blobs_of(manifest.name, entry)}
     folder.mkdir(parents=True, exist_ok=True)
     for present in sorted(os.listdir(folder)):
         if present not in wanted:
             (folder / present).unlink()
     missing = []
-    for filename, digest in sorted(wanted.items()):
+    for filename, needed in sorted(wanted.items()):
         target = folder / filename
-        blob = store.path(digest)
-        if not blob.is_file():
-            missing.append(f"{manifest.name}/{filename}")
+        blob = store.path(needed.sha256)
+        if not blob.is_file() and not materialize(store, needed):  # a PEP 658 file in its wheel is written out
+            missing.append(needed.label)
             if os.path.lexists(target):
                 target.unlink()  # a dangling link would answer 500s instead of 404s
             continue

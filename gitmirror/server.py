@@ -7,6 +7,7 @@ cache by commit id in memory; blobs are immutable by construction and say so to 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import os
@@ -23,7 +24,8 @@ from starlette.responses import FileResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from . import index
-from .manifest import FileEntry, ProjectManifest
+from .manifest import FileEntry, ProjectManifest, blobs_of
+from .metadata import in_wheel
 from .names import UnsafeNameError, check_filename, is_normalized, normalize
 from .repo import MetadataRepo
 from .snapshot import Resolver, RevisionError
@@ -110,6 +112,16 @@ class MirrorView:
             body = index.project_json(manifest) if media_type == index.JSON_TYPE else index.project_html(manifest)
             return self._cache.remember(key, _page(body, media_type))  # type: ignore[return-value]
         return self._cache[key]  # type: ignore[return-value]
+
+    async def metadata_in_wheel(self, project: str, entry: FileEntry) -> bytes | None:
+        """A PEP 658 file read out of its wheel (``metadata.in_wheel``, in a thread), kept for the next
+        request; not found is not kept (``hydrate`` may bring the wheel)."""
+        key = ("in-wheel", entry.core_metadata)
+        if key in self._cache:
+            return self._cache[key]  # type: ignore[return-value]
+        _file, metadata = blobs_of(project, entry)
+        data = await asyncio.to_thread(in_wheel, self.store, metadata.sha256, metadata.wheel)
+        return data if data is None else self._cache.remember(key, data)  # type: ignore[return-value]
 
     def file_entry(self, commit: bytes | None, project: str, filename: str) -> tuple[FileEntry, bool] | None:
         """The entry a file URL refers to, and whether the URL asks for its core metadata."""
@@ -205,11 +217,16 @@ class SimpleRoutes:
         digest = entry.core_metadata if is_metadata else entry.sha256
         assert digest is not None
         path = self.view.store.path(digest)
-        if not path.is_file():
+        kept_in_wheel = None
+        if not path.is_file() and is_metadata:
+            kept_in_wheel = await self.view.metadata_in_wheel(project, entry)
+        if not path.is_file() and kept_in_wheel is None:
             return PlainTextResponse(f"{filename} is recorded but its blob is not in this store", status_code=404)
         headers = {"ETag": f'"{digest}"', "Cache-Control": IMMUTABLE}
         if digest in request.headers.get("if-none-match", ""):
             return Response(status_code=304, headers=headers)
+        if kept_in_wheel is not None:
+            return Response(kept_in_wheel, media_type="application/octet-stream", headers=headers)
         return BlobResponse(path, media_type="application/octet-stream", headers=headers)
 
 

@@ -1,7 +1,8 @@
 """What the mirror holds, at a glance: projects, files, bytes, the tip, the last sync, missing blobs.
 
-Read-only and cheap: one pass over the manifests of one commit plus an existence check per blob
-(``--verify`` re-hashes instead, for a periodic integrity check of the store).
+Read-only and cheap: one pass over the manifests of one commit plus an existence check per blob,
+a look inside the wheel for a PEP 658 file kept there (``metadata.in_wheel``); ``--verify``
+re-hashes instead, for a periodic integrity check of the store.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from datetime import UTC, datetime
 
 from .hydrate import needed_blobs
 from .manifest import format_time
+from .metadata import blob_problem
 from .repo import MetadataRepo
 from .snapshot import list_tags
-from .store import BlobStore
+from .store import MISSING, BlobStore
 
 SHOWN_MISSING = 20
 
@@ -112,10 +114,10 @@ def collect(
     needed = needed_blobs(repo, commit)
     status.blobs_needed = len(needed)
     for blob in needed.values():
-        problem = store.verify(blob.sha256, blob.size) if verify else (None if store.has(blob.sha256) else "missing")
+        problem = blob_problem(store, blob, rehash=verify)
         if problem is None:
             continue
-        if problem == "missing" or problem == "missing from the store":
+        if problem == MISSING:
             status.blobs_missing.append(blob.label)
         else:
             status.blobs_damaged.append(f"{blob.label}: {problem}")

@@ -21,6 +21,9 @@ from . import crashpoints
 from .layout import BLOBS_DIR, blob_path
 from .names import check_sha256
 
+#: ``BlobStore.verify``'s word for a blob that is not there
+MISSING = "missing from the store"
+
 
 class IntegrityError(ValueError):
     """Bytes that do not match the sha256 or size they were announced with."""
@@ -262,7 +265,7 @@ class BlobStore:
         """Re-hash a stored blob; returns a problem description, or None when it is intact."""
         path = self.path(sha256)
         if not path.is_file():
-            return "missing from the store"
+            return MISSING
         digest = hashlib.sha256()
         length = 0
         with path.open("rb") as handle:

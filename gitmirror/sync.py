@@ -19,7 +19,7 @@ from .closure import choose
 from .config import Config, Selection
 from .manifest import FileEntry, ProjectManifest, manifest_path, now
 from .marks import LocalDecisions, local_decisions
-from .metadata import WheelMetadata, read_stored_wheel
+from .metadata import WheelMetadata, in_wheel, read_stored_wheel
 from .page import ProjectNotFound, RemoteFile, RemoteProject, UpstreamError
 from .policy import check
 from .progress import Progress
@@ -456,11 +456,14 @@ class Syncer:
         """Download a file and its core metadata; returns (file ok, metadata ok, errors)."""
         errors: list[str] = []
         try:
-            await asyncio.shield(self._blob_download(upstream, remote_file))
+            wheel = await asyncio.shield(self._blob_download(upstream, remote_file))
         except UpstreamError as exc:
             return False, False, [str(exc)]
         has_metadata = False
         if remote_file.core_metadata and remote_file.metadata_url:
+            if await self._metadata_in_wheel(remote_file, wheel):
+                crashpoints.reached("sync.file-stored")
+                return True, True, errors
             try:
                 stashed = self.metadata_stash.get(remote_file.core_metadata)
                 if stashed is not None and not self.store.has(remote_file.core_metadata):
@@ -476,6 +479,16 @@ class Syncer:
                 errors.append(str(exc))
         crashpoints.reached("sync.file-stored")
         return True, has_metadata, errors
+
+    async def _metadata_in_wheel(self, remote_file: RemoteFile, wheel: WheelMetadata | None) -> bool:
+        """Whether upstream's PEP 658 file is the stored wheel's METADATA: then it is served out of the
+        wheel (``metadata.in_wheel``) and needs no blob, no download."""
+        if wheel is not None:  # read as the wheel was stored
+            return wheel.metadata is not None and wheel.upstreams
+        if not remote_file.filename.endswith(".whl") or remote_file.core_metadata is None:
+            return False
+        data = await asyncio.to_thread(in_wheel, self.store, remote_file.core_metadata, remote_file.sha256)
+        return data is not None
 
     def _commit(self, outcomes: list[ProjectOutcome], parent: bytes | None, branch: str) -> bytes | None:
         changes: dict[str, bytes | None] = {}

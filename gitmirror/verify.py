@@ -18,6 +18,7 @@ from dulwich.objects import Commit
 from dulwich.walk import ORDER_TOPO, Walker
 
 from .manifest import ProjectManifest, blobs_needed_by
+from .metadata import blob_problem
 from .policy import Violation, check_change, check_mode
 from .repo import MetadataRepo
 from .store import BlobStore
@@ -132,8 +133,9 @@ def verify(repo: MetadataRepo, store: BlobStore | None, rev: str = "main", worke
 
 
 def _check_store(manifests: list[ProjectManifest], store: BlobStore, report: Report, workers: int) -> None:
-    """Re-hash every blob a served file needs; taken-down blobs must be gone unless still needed."""
-    wanted = {digest: (blob.size, blob.label) for digest, blob in blobs_needed_by(manifests).items()}
+    """Re-hash every blob a served file needs (a PEP 658 file kept in its wheel: the wheel's METADATA);
+    taken-down blobs must be gone unless still needed."""
+    wanted = blobs_needed_by(manifests)
     taken_down: dict[str, str] = {}
     for manifest in manifests:
         for entry in manifest.sorted_files():
@@ -141,14 +143,14 @@ def _check_store(manifests: list[ProjectManifest], store: BlobStore, report: Rep
                 taken_down.setdefault(entry.sha256, f"{manifest.name}/{entry.filename}")
     digests = sorted(wanted)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(pool.map(lambda digest: store.verify(digest, wanted[digest][0]), digests))
+        results = list(pool.map(lambda digest: blob_problem(store, wanted[digest], rehash=True), digests))
     for digest, problem in zip(digests, results, strict=True):
-        size, label = wanted[digest]
         if problem is None:
             report.blobs_checked += 1
-            report.bytes_checked += store.path(digest).stat().st_size
+            path = store.path(digest)  # none for a PEP 658 file read out of its wheel (counted with the wheel)
+            report.bytes_checked += path.stat().st_size if path.is_file() else 0
         else:
-            report.problems.append(f"store: {label} ({digest}): {problem}")
+            report.problems.append(f"store: {wanted[digest].label} ({digest}): {problem}")
     for digest, label in sorted(taken_down.items(), key=lambda item: item[1]):
         if digest not in wanted and store.has(digest):
             report.problems.append(f"store: {label} was taken down but its blob is still stored (run takedown again)")

@@ -13,6 +13,7 @@ import hashlib
 import json
 import signal
 import subprocess
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,9 +91,15 @@ def assert_repo_consistent(mirror: Mirror, old: str) -> str:
         for line in mirror.git("show", f"main:{path}").splitlines()[1:]:
             entry = json.loads(line)
             assert entry["sha256"] in stored, f"{entry['filename']} is served but its blob is missing"
-            if entry["core-metadata"]:
-                assert entry["core-metadata"] in stored
+            if entry["core-metadata"] and entry["core-metadata"] not in stored:  # read out of the wheel, then
+                assert hashlib.sha256(wheel_metadata(mirror, entry["sha256"])).hexdigest() == entry["core-metadata"]
     return tip
+
+
+def wheel_metadata(mirror: Mirror, sha256: str) -> bytes:
+    with zipfile.ZipFile(mirror.store / "blobs" / sha256[:2] / sha256[2:4] / sha256) as wheel:
+        [name] = [name for name in wheel.namelist() if name.endswith(".dist-info/METADATA")]
+        return wheel.read(name)
 
 
 def verify_command_exists(mirror: Mirror) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -42,9 +43,17 @@ def tamper(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
+def needed(mirror: Mirror, rev: str = "main") -> int:
+    """Blobs the served files of ``rev`` need: release files and PEP 658 files."""
+    return json.loads(mirror.run("status", "--json", "--rev", rev, check=True).stdout)["blobs_needed"]
+
+
 def test_clone_and_hydrate_from_a_running_server(mirror: Mirror, sample, make_venv, tmp_path: Path) -> None:
     mirror.run("sync", check=True)
-    total = len(store_blobs(mirror.store))  # files and core metadata, identical bytes stored once
+    files = len(store_blobs(mirror.store))  # the release files; identical bytes stored once
+    total = needed(mirror)  # and the wheels' PEP 658 files, read out of the wheels
+    wheels = {artifact.metadata_sha256 for artifact in sample["demo-pkg"] + sample["other-lib"]} - {None}
+    assert total == files + len(wheels)
     source = start_server(mirror.root)
     try:
         clone = clone_mirror(mirror, tmp_path / "airgap")
@@ -54,14 +63,16 @@ def test_clone_and_hydrate_from_a_running_server(mirror: Mirror, sample, make_ve
 
         result = clone.run("hydrate", "--from", source.index_url)  # the pasted /simple/ is ignored
         assert result.returncode == 0, result.stderr
-        assert result.stdout.startswith(f"{total} blobs needed: 0 already present, {total} fetched")
+        assert result.stdout.startswith(f"{total} blobs needed: 0 already present, {files} fetched")
+        assert f", {len(wheels)} read out of their wheels" in result.stdout
     finally:
         stop_server(source)
     assert store_blobs(clone.store) == store_blobs(mirror.store)
     for path in (clone.store / "blobs").glob("*/*/*"):
         assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name
     again = clone.run("hydrate", "--from", "http://127.0.0.1:9/", check=True)  # nothing left to fetch
-    assert again.stdout.startswith(f"{total} blobs needed: {total} already present, 0 fetched")
+    assert again.stdout.startswith(f"{total} blobs needed: {files} already present, 0 fetched")
+    assert f"{total} of {total} blobs present, 0 missing" in clone.run("status", check=True).stdout
 
     served = start_server(clone.root)
     try:
@@ -78,26 +89,29 @@ def test_export_store_and_hydrate_from_a_directory(
 ) -> None:
     mirror.run("sync", check=True)
     first = mirror.git("rev-parse", "main").strip()
-    old = len(store_blobs(mirror.store))
-    upstream.add("demo-pkg", build_wheel("demo-pkg", "1.5", requires_python=">=3.8"))
+    old_files = len(store_blobs(mirror.store))
+    new_wheel = build_wheel("demo-pkg", "1.5", requires_python=">=3.8")
+    upstream.add("demo-pkg", new_wheel)
     mirror.run("sync", check=True)
     mirror.run("tag", "v1", "--rev", first, check=True)
-    total = len(store_blobs(mirror.store))
-    assert total == old + 2  # the 1.5 wheel and its core metadata
+    assert len(store_blobs(mirror.store)) == old_files + 1  # the 1.5 wheel; its PEP 658 file is read out of it
+    old, total = needed(mirror, "v1"), needed(mirror)
+    assert total == old + 2
 
-    usb = tmp_path / "usb"
+    usb = tmp_path / "usb"  # an export is a plain store: PEP 658 files are written out of their wheels
     exported = mirror.run("export-store", "--rev", "v1", "--out", str(usb), check=True)
     assert f"{old} blobs needed: {old} written" in exported.stdout
     assert len(store_blobs(usb)) == old and not (usb / "tmp").exists()
     delta = tmp_path / "usb-delta"
     exported = mirror.run("export-store", "--since", "v1", "--out", str(delta), check=True)
     assert f"{total} blobs needed: 2 written" in exported.stdout and f"{old} left out" in exported.stdout
-    assert store_blobs(delta) == store_blobs(mirror.store) - store_blobs(usb)
+    assert store_blobs(delta) == {new_wheel.sha256, new_wheel.metadata_sha256}
+    assert blob_path(delta, new_wheel.metadata_sha256).read_bytes() == new_wheel.metadata
 
     clone = clone_mirror(mirror, tmp_path / "airgap")
     assert clone.git("rev-parse", "v1^{commit}").strip() == first  # tags travel with the clone
     partial = clone.run("hydrate", "--from", str(usb), "--rev", "v1", check=True)
-    assert f"{old} fetched" in partial.stdout
+    assert f"{old_files} fetched" in partial.stdout and f"{old - old_files} read out of their wheels" in partial.stdout
     status = clone.run("status", check=True).stdout
     assert f"{old} of {total} blobs present, 2 missing" in status and f"missing  demo-pkg/{NEW_WHEEL}" in status
 
@@ -105,7 +119,8 @@ def test_export_store_and_hydrate_from_a_directory(
     assert incomplete.returncode == 1
     assert f"missing demo-pkg/{NEW_WHEEL}" in incomplete.stderr and "2 missing at the source" in incomplete.stdout
     complete = clone.run("hydrate", "--from", f"file://{delta}", check=True)
-    assert "2 fetched" in complete.stdout
+    assert complete.stdout.startswith(f"{total} blobs needed: {old_files} already present, 1 fetched")
+    assert f"{total - old_files - 1} read out of their wheels" in complete.stdout
     assert store_blobs(clone.store) == store_blobs(mirror.store)
 
     server = start_server(clone.root)
@@ -139,7 +154,10 @@ def test_tampered_or_missing_blobs_in_the_source_are_refused(mirror: Mirror, sam
     assert "REFUSED demo-pkg/demo_pkg-1.1.tar.gz: got 100 bytes, announced" in result.stderr
     assert f"missing other-lib/{other.filename}" in result.stderr
     assert f"{len(store_blobs(mirror.store)) - 3} fetched" in result.stdout
-    assert "1 missing at the source" in result.stdout
+    # the PEP 658 files of the two wheels that did not come cannot be read out of them
+    assert f"missing demo-pkg/{OLD_WHEEL}.metadata" in result.stderr
+    assert f"missing other-lib/{other.filename}.metadata" in result.stderr
+    assert "3 missing at the source" in result.stdout
     assert "2 REFUSED (failed verification)" in result.stdout
     local = store_blobs(clone.store)
     assert wheel.sha256 not in local and sdist.sha256 not in local and other.sha256 not in local

@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import replace
+
+import httpx
 
 from gitmirror.manifest import manifest_path
 
@@ -55,8 +58,10 @@ def test_changed_project_is_fetched_and_only_its_new_file_downloaded(
     entry = next(json.loads(line) for line in manifest.splitlines() if wheel.filename in line)
     metadata_sha = hashlib.sha256(wheel.metadata).hexdigest()
     assert entry["core-metadata"] == metadata_sha
-    stored = mirror.store / "blobs" / metadata_sha[:2] / metadata_sha[2:4] / metadata_sha
-    assert stored.read_bytes() == wheel.metadata
+    # and it is no blob of its own: the store keeps the wheel, verify reads the file out of it
+    assert not (mirror.store / "blobs" / metadata_sha[:2] / metadata_sha[2:4] / metadata_sha).exists()
+    verified = mirror.run("verify")
+    assert verified.returncode == 0 and verified.stdout.rstrip().endswith(": OK"), verified.stdout
 
 
 def test_missing_blob_is_healed_despite_a_matching_etag(mirror: Mirror, sample, upstream: FakeUpstream) -> None:
@@ -115,3 +120,32 @@ def test_plain_progress_when_not_a_terminal(mirror: Mirror, sample) -> None:
     result = mirror.run("sync", check=True)
     assert "demo-pkg: 6 new files" in result.stderr  # a log line, no terminal escape codes
     assert "\x1b[" not in result.stderr
+
+
+def test_a_pep658_file_other_than_its_wheels_metadata_is_stored_and_served(
+    mirror: Mirror, upstream: FakeUpstream, serve
+) -> None:
+    """Upstream's PEP 658 file is what the mirror serves: read out of the wheel only when it is the
+    wheel's METADATA byte for byte, else downloaded and kept as a blob of its own."""
+    own, other = build_wheel("top", "1.0"), build_wheel("top", "1.1")
+    assert own.metadata and other.metadata and b"Version: 1.1\n" in other.metadata
+    theirs = other.metadata.replace(b"Version: 1.1\n", b"Version: 1.1\nSummary: as upstream extracted it\n")
+    upstream.add("top", own)
+    upstream.add("top", replace(other, metadata=theirs))
+    mirror.configure("projects: [top]\n")
+    mark = len(upstream.requests)
+    mirror.run("sync", check=True)
+    fetched = sorted(record.path for record in since(upstream, mark) if record.path.startswith("/files/"))
+    assert fetched == [f"/files/top/{own.filename}", f"/files/top/{other.filename}",
+                       f"/files/top/{other.filename}.metadata"]
+    blobs = {path.name for path in (mirror.store / "blobs").glob("*/*/*")}
+    assert blobs == {own.sha256, other.sha256, hashlib.sha256(theirs).hexdigest()}
+
+    server = serve()
+    for wheel, expected in ((own, own.metadata), (other, theirs)):
+        answer = httpx.get(f"{server.url}/files/top/{wheel.filename}.metadata")
+        assert answer.status_code == 200 and answer.content == expected
+        assert answer.headers["etag"] == f'"{hashlib.sha256(expected).hexdigest()}"'
+    verified = mirror.run("verify")  # two wheels, two PEP 658 files (one read out of its wheel)
+    assert verified.returncode == 0 and "4 blobs re-hashed" in verified.stdout, verified.stdout
+    assert verified.stdout.rstrip().endswith(": OK")

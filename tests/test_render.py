@@ -129,8 +129,10 @@ def test_render_copy_mode_and_missing_blobs(mirror: Mirror, sample, tmp_path: Pa
     site = tmp_path / "static"
     result = mirror.run("render", "--out", str(site), "--files", "copy")
     assert result.returncode == 1
-    assert f"missing blob: demo-pkg/{OLD_WHEEL}" in result.stderr
-    assert "1 blobs missing from the store" in result.stdout
+    assert f"missing blob: demo-pkg/{OLD_WHEEL}\n" in result.stderr
+    # its PEP 658 file is read out of the wheel (the sync stored no blob of its own): gone with it
+    assert f"missing blob: demo-pkg/{OLD_WHEEL}.metadata\n" in result.stderr
+    assert "2 blobs missing from the store" in result.stdout
     assert not os.path.lexists(site / "files/demo-pkg" / OLD_WHEEL)
     assert (site / "simple/demo-pkg/index.html").is_file()  # the pages are still written
     copied = site / "files/demo-pkg/demo_pkg-1.1-py3-none-any.whl"
@@ -140,6 +142,7 @@ def test_render_copy_mode_and_missing_blobs(mirror: Mirror, sample, tmp_path: Pa
     healed = mirror.run("render", "--out", str(site), "--files", "copy", check=True)
     assert "incremental" in healed.stdout and "1 re-rendered" in healed.stdout
     assert (site / "files/demo-pkg" / OLD_WHEEL).read_bytes() == wheel.data
+    assert (site / "files/demo-pkg" / f"{OLD_WHEEL}.metadata").read_bytes() == wheel.metadata
 
 
 def test_render_bad_input_is_one_line(mirror: Mirror, sample, tmp_path: Path) -> None:
