@@ -12,19 +12,12 @@ import asyncio
 import importlib.util
 import random
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urljoin
-
-import httpx
-
-if importlib.util.find_spec("sniffio") is None:
-    # httpcore runs ``import sniffio`` on every request and falls back to asyncio when it fails; not
-    # installed (anyio 4 no longer needs it), each attempt searched sys.path again (7 % of a sync's
-    # event loop). A failed import recorded once gives the same answer at once.
-    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
 
 from . import workers
 from .fetch import RETRY_STATUSES, FetchError, FileFetcher, Transient, describe, retry_after, store_with
@@ -42,6 +35,9 @@ from .page import (
 )
 from .store import BlobStore, BlobWriter, IntegrityError
 from .tls import USER_AGENT, proxy_configured, system_trust
+
+if TYPE_CHECKING:
+    import httpx
 
 T = TypeVar("T")
 
@@ -71,20 +67,41 @@ class Upstream:
         self.retries = retries
         self.backoff = backoff
         self._threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="gitmirror-upstream")
-        self._client = httpx.Client(
+        self._files = None if proxy_configured() else FileFetcher(self.hosts, timeout, USER_AGENT)
+        self._timeout = timeout
+        self._concurrency = concurrency
+        self._client_lock = threading.Lock()
+        self._made_client: httpx.Client | None = None
+        self._processes: workers.DownloadProcesses | None = None
+
+    @property
+    def _client(self) -> httpx.Client:
+        """The client for runs through a proxy (the download processes speak to none); made when
+        first used, by whichever pool thread comes first: importing httpx, loading the CA store and
+        HTTP/2 took 0.24 s of every sync's start."""
+        with self._client_lock:
+            if self._made_client is None:
+                self._made_client = self._new_client()
+            return self._made_client
+
+    def _new_client(self) -> httpx.Client:
+        if importlib.util.find_spec("sniffio") is None:
+            # httpcore runs ``import sniffio`` on every request and falls back to asyncio when it fails;
+            # not installed (anyio 4 no longer needs it), each attempt searched sys.path again (7 % of
+            # a sync's event loop). A failed import recorded once gives the same answer at once.
+            sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
+        import httpx
+
+        return httpx.Client(
             http2=True,
-            timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+            timeout=httpx.Timeout(self._timeout),
+            limits=httpx.Limits(max_connections=self._concurrency, max_keepalive_connections=self._concurrency),
             follow_redirects=True,
             max_redirects=5,
             headers={"User-Agent": USER_AGENT},
             verify=system_trust(),
             event_hooks={"request": [self._check_host]},
         )
-        self._files = None if proxy_configured() else FileFetcher(self.hosts, timeout, USER_AGENT)
-        self._timeout = timeout
-        self._concurrency = concurrency
-        self._processes: workers.DownloadProcesses | None = None
 
     def _check_host(self, request: httpx.Request) -> None:
         """Runs before every request, redirect hops included: a redirect cannot lead past the policy."""
@@ -103,7 +120,8 @@ class Upstream:
 
     def _close(self) -> None:
         self._threads.shutdown(wait=True, cancel_futures=True)
-        self._client.close()
+        if self._made_client is not None:
+            self._made_client.close()
         if self._files is not None:
             self._files.close()
 
@@ -142,6 +160,8 @@ class Upstream:
 
     def _page_with_httpx(self, name: str, url: str, headers: dict[str, str]) -> PageAnswer:
         """``FileFetcher.get_page`` through httpx, which speaks to proxies."""
+        import httpx
+
         try:
             with self._client.stream("GET", url, headers=headers) as response:
                 _raise_for_transient(response)
@@ -215,6 +235,8 @@ class Upstream:
 
     def _stream_with_httpx(self, url: str, writer: BlobWriter) -> None:
         """``FileFetcher.fetch`` through httpx, which speaks to proxies: same failures, same checks."""
+        import httpx
+
         try:
             with self._client.stream("GET", url) as response:
                 _raise_for_transient(response)
@@ -233,6 +255,8 @@ class Upstream:
 
 
 def _describe(exc: Exception) -> str:
+    import httpx
+
     if isinstance(exc, httpx.TimeoutException):
         return "timed out"
     return describe(exc)

@@ -230,6 +230,7 @@ def test_a_plain_sync_runs_without_the_command_line_machinery(mirror: Mirror, sa
     assert "2 projects checked, 2 changed" in plain.stdout
     assert "gitmirror.sync" in imported(plain.stderr)
     assert "typer" not in imported(plain.stderr)  # (pydantic is there: the fork server's pypi_simple uses it)
+    assert "httpx" not in imported(plain.stderr)  # it speaks to proxies; with none configured, never made
     other = mirror.run("sync", "--json", check=True, env=profiled)  # no warm shortcut: the command line
     assert json.loads(other.stdout)["projects"] and "typer" in imported(other.stderr)
     (mirror.root / "broken.yaml").write_text("upstream: [\n")
