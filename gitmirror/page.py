@@ -8,19 +8,23 @@ file: a hostile entry is rejected with a reason, the rest of the page stays usab
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from email.message import Message
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
 
-from .manifest import format_time
+from .manifest import PROJECT_STATUSES, format_time
 from .names import UnsafeNameError, check_filename, check_sha256, normalize
 
 MAX_PAGE_BYTES = 64 * 1024 * 1024
 # pypi_simple.ACCEPT_JSON_PREFERRED, spelled out so that a run of 304s never imports pypi_simple
+JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 ACCEPT_JSON_PREFERRED = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.5, text/html;q=0.01"
 )
@@ -95,21 +99,15 @@ def project_from(name: str, answer: PageAnswer) -> RemoteProject | None:
 def parse_page(name: str, answer: PageAnswer) -> RemoteProject:
     """A 200 answer's page; raises UpstreamError when it is no valid page."""
     content_type = answer.headers.get("content-type", "text/html").split(";")[0].strip().lower()
-    base_url, body = answer.url, answer.body
-    from pypi_simple import ProjectPage  # imported when a page is parsed: ~0.2 s, not needed for 304s
+    if content_type == JSON_TYPE:
+        return _json_page(name, answer)
+    if content_type not in ("text/html", "application/vnd.pypi.simple.v1+html"):
+        raise UpstreamError(f"{name}: unsupported page content type {content_type!r}")
+    from pypi_simple import ProjectPage  # 0.34 s (bs4, pydantic, requests): for HTML pages only
 
+    _check_html_text(name, answer.body, answer.charset)
     try:
-        if content_type == "application/vnd.pypi.simple.v1+json":
-            import json
-
-            page = ProjectPage.from_json_data(json.loads(body), base_url=base_url)
-        elif content_type in ("text/html", "application/vnd.pypi.simple.v1+html"):
-            _check_html_text(name, body, answer.charset)
-            page = ProjectPage.from_html(name, body, base_url=base_url, from_encoding=answer.charset)
-        else:
-            raise UpstreamError(f"{name}: unsupported page content type {content_type!r}")
-    except UpstreamError:
-        raise
+        page = ProjectPage.from_html(name, answer.body, base_url=answer.url, from_encoding=answer.charset)
     except Exception as exc:  # pypi_simple raises many kinds on garbage; all mean "invalid page"
         raise UpstreamError(f"{name}: invalid project page ({type(exc).__name__})") from None
     project = RemoteProject(
@@ -126,6 +124,118 @@ def parse_page(name: str, answer: PageAnswer) -> RemoteProject:
         except (UpstreamError, UnsafeNameError) as exc:
             project.rejected.append(str(exc))
     return project
+
+
+def _json_page(name: str, answer: PageAnswer) -> RemoteProject:
+    """A PEP 691 page, read with ``json`` alone.
+
+    pypi_simple reads it through pydantic models: importing it took 0.34 s of the download
+    processes' fork server, which every cold sync's first page waited for (bench/RESULTS.md). The
+    format is a few typed fields, each checked here; a malformed file entry is rejected with its
+    reason and the rest of the page stays usable (as ``_remote_file`` does for hostile values).
+    """
+    try:
+        data = json.loads(answer.body)
+    except (ValueError, RecursionError):  # also undecodable bytes, and nesting deeper than the stack
+        raise UpstreamError(f"{name}: invalid project page (not JSON)") from None
+    meta = data.get("meta") if isinstance(data, dict) else None
+    version = meta.get("api-version") if isinstance(meta, dict) else None
+    status = data.get("project-status", {}) if isinstance(data, dict) else None
+    serial = meta.get("_last-serial") if isinstance(meta, dict) else None
+    if (
+        not isinstance(version, str)
+        or not isinstance(data.get("name"), str)
+        or not isinstance(data.get("files"), list)
+        or not isinstance(status, dict)
+        or status.get("status", "active") not in (*PROJECT_STATUSES, None)
+        or not isinstance(status.get("reason"), str | None)
+        or not isinstance(serial, str | int | None)
+        or isinstance(serial, bool)
+    ):
+        raise UpstreamError(f"{name}: invalid project page (not a PEP 691 project page)")
+    if not _supported(version):
+        raise UpstreamError(f"{name}: invalid project page (unsupported api-version {version!r})")
+    project = RemoteProject(
+        name=name,
+        files=[],
+        status=status.get("status") or "active",
+        status_reason=status.get("reason"),
+        etag=answer.headers.get("etag"),
+        last_serial=str(serial if serial is not None else answer.headers.get("x-pypi-last-serial") or "") or None,
+    )
+    for item in data["files"]:
+        try:
+            project.files.append(_remote_file(name, _json_file(item, answer.url)))
+        except (UpstreamError, UnsafeNameError) as exc:
+            project.rejected.append(str(exc))
+    return project
+
+
+def _supported(version: str) -> bool:
+    """Whether ``meta.api-version`` is one this client reads: PEP 691 clients refuse a major version
+    they do not know (pypi_simple's rule: up to 1.x)."""
+    try:
+        parsed = Version(version)
+    except InvalidVersion:
+        return False
+    return (parsed.epoch, parsed.major) <= (0, 1)
+
+
+@dataclass(frozen=True)
+class _JsonFile:
+    """A ``files`` entry of a PEP 691 page, named as pypi_simple's ``DistributionPackage``, which
+    ``_remote_file`` also reads (HTML pages)."""
+
+    filename: str
+    url: str
+    digests: dict[str, str]
+    requires_python: str | None
+    has_metadata: bool
+    metadata_digests: dict[str, str] | None
+    is_yanked: bool
+    yanked_reason: str | None
+    size: int | None
+    upload_time: datetime | None
+
+
+def _json_file(item: object, base_url: str) -> _JsonFile:
+    filename = item.get("filename") if isinstance(item, dict) else None
+    if not isinstance(item, dict) or not isinstance(filename, str):
+        raise UpstreamError("a file entry without a filename, skipped")
+    url, digests = item.get("url"), item.get("hashes")
+    requires_python, metadata = item.get("requires-python"), item.get("core-metadata")
+    yanked, size, uploaded = item.get("yanked", False), item.get("size"), item.get("upload-time")
+    if (
+        not isinstance(url, str)
+        or not _string_map(digests)
+        or not isinstance(requires_python, str | None)
+        or not (isinstance(metadata, bool | None) or _string_map(metadata))
+        or not isinstance(yanked, bool | str)
+        or not isinstance(size, int | None)
+        or isinstance(size, bool)
+        or not isinstance(uploaded, str | None)
+    ):
+        raise UpstreamError(f"{filename!r}: malformed file entry, skipped")
+    try:
+        upload_time = datetime.fromisoformat(uploaded) if uploaded is not None else None
+    except ValueError:
+        raise UpstreamError(f"{filename!r}: malformed upload-time, skipped") from None
+    return _JsonFile(
+        filename=filename,
+        url=urljoin(base_url, url),
+        digests=digests,
+        requires_python=requires_python,
+        has_metadata=bool(metadata),
+        metadata_digests=metadata if isinstance(metadata, dict) else {} if metadata else None,
+        is_yanked=yanked is not False,
+        yanked_reason=yanked if isinstance(yanked, str) else None,
+        size=size,
+        upload_time=upload_time,
+    )
+
+
+def _string_map(value: object) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
 
 
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")

@@ -11,9 +11,9 @@ A worker does what a thread did: fetch (``fetch.FileFetcher``: host policy, redi
 hash and check as the bytes arrive, fsync, publish by rename (``store.BlobWriter``); or fetch and
 parse a project page (``page.project_from``). It answers with the result or the same
 ``Transient``/``FetchError``/``IntegrityError``/``UpstreamError`` the sync turns into one line per
-file or project. Workers start from a fork server that imported only this module and
-``pypi_simple`` (not the sync's threads, locks or event loop), and only once a run asks for a page
-or a file; ``gitmirror sync`` starts the fork server itself early (``prestart``).
+file or project. Workers start from a fork server that imported only this module (not the sync's
+threads, locks or event loop), and only once a run asks for a page or a file; ``gitmirror sync``
+starts the fork server itself early (``prestart``).
 
 Each worker has one pipe, read by the event loop itself (``add_reader``): no helper threads. The
 standard ``ProcessPoolExecutor`` needs two in the sync process (queue manager and feeder), and
@@ -47,16 +47,17 @@ if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
 
 
-#: what the fork server imports once for every worker: this module, and pypi_simple to parse pages
-PRELOAD = [__name__, "pypi_simple"]
+#: what the fork server imports once for every worker: this module (PEP 691 pages are read with
+#: ``json``; a worker imports pypi_simple, 0.34 s, when it meets an HTML page: ``page.parse_page``)
+PRELOAD = [__name__]
 
 
 def prestart() -> None:
     """Start the fork server now, for a sync that is about to run and will want workers.
 
-    Its start (a new interpreter importing this module and ``pypi_simple``) took 0.5 s before the
-    first worker could fork, with the machine's other core idle: the sync's own start-up (typer,
-    httpx, dulwich, the config, the repository) takes as long and can run beside it. Nothing waits
+    Its start (a new interpreter importing this module) took 0.15-0.4 s before the first worker
+    could fork (0.5 s while it imported pypi_simple too), with the machine's other core idle: the
+    sync's own start-up (dulwich, the config, the repository) can run beside it. Nothing waits
     here: the fork server's socket exists at once and answers the first worker's request when its
     imports are done. No fork server where the workers are not used (a proxy is configured).
     """
@@ -79,8 +80,8 @@ class DownloadProcesses:
     """``processes`` workers for one event loop; create it on that loop, when a run first needs one.
 
     Workers are started as jobs wait for them (a run that asks for three pages starts three), by a
-    helper thread: the fork server's start (a new interpreter that imports this module and
-    ``pypi_simple``) took 0.2-0.4 s, during which the event loop could not hand out or collect any
+    helper thread: the fork server's start (a new interpreter that imports this module) takes
+    0.15-0.4 s, during which the event loop could not hand out or collect any
     work. Jobs queue meanwhile; each worker takes them as it joins. A worker that dies is replaced
     the same way.
     """

@@ -229,8 +229,10 @@ def test_a_plain_sync_runs_without_the_command_line_machinery(mirror: Mirror, sa
     plain = mirror.run("sync", "--config", "mirror.yaml", check=True, env=profiled)
     assert "2 projects checked, 2 changed" in plain.stdout
     assert "gitmirror.sync" in imported(plain.stderr)
-    assert "typer" not in imported(plain.stderr)  # (pydantic is there: the fork server's pypi_simple uses it)
+    assert "typer" not in imported(plain.stderr)
     assert "httpx" not in imported(plain.stderr)  # it speaks to proxies; with none configured, never made
+    # PEP 691 pages are read with json: no process imports pypi_simple (and its pydantic, bs4, requests)
+    assert not {"pypi_simple", "pydantic", "bs4"} & imported(plain.stderr)
     other = mirror.run("sync", "--json", check=True, env=profiled)  # no warm shortcut: the command line
     assert json.loads(other.stdout)["projects"] and "typer" in imported(other.stderr)
     (mirror.root / "broken.yaml").write_text("upstream: [\n")
