@@ -18,7 +18,7 @@ def main() -> None:
 
         cli_main()
         return
-    from .unchanged import sync_arguments, warm_sync  # the check's imports are for sync alone
+    from .unchanged import pages_were_html, sync_arguments, warm_sync  # the check's imports are for sync alone
 
     plain = sync_arguments(sys.argv[1:])  # ``sync [--config PATH] [--quiet]``, else None
     if plain is not None:
@@ -28,7 +28,7 @@ def main() -> None:
             code = None
         if code is not None:
             sys.exit(code)
-    _prestart_workers()
+    _prestart_workers(html=plain is not None and pages_were_html(plain[0]))
     try:
         if plain is not None:
             from .sync_command import main as sync_main
@@ -44,11 +44,12 @@ def main() -> None:
         gc.freeze()
 
 
-def _prestart_workers() -> None:
-    """The download processes' fork server, started beside the rest of the sync's start-up."""
+def _prestart_workers(html: bool) -> None:
+    """The download processes' fork server, started beside the rest of the sync's start-up;
+    ``html``: the last run read HTML pages (``unchanged.remember_page_format``)."""
     try:
         from .workers import prestart
 
-        prestart()
+        prestart(html=html)
     except Exception:  # noqa: BLE001 - a head start only: the sync starts it itself and reports failures
         pass

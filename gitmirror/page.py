@@ -61,6 +61,7 @@ class RemoteProject:
     etag: str | None = None
     last_serial: str | None = None
     rejected: list[str] = field(default_factory=list)
+    html: bool = False  # a PEP 503 page (``unchanged.remember_page_format``)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ def parse_page(name: str, answer: PageAnswer) -> RemoteProject:
         status_reason=page.status_reason,
         etag=answer.headers.get("etag"),
         last_serial=str(page.last_serial or answer.headers.get("x-pypi-last-serial") or "") or None,
+        html=True,
     )
     for package in page.packages:
         try:

@@ -73,6 +73,7 @@ class Upstream:
         self._client_lock = threading.Lock()
         self._made_client: httpx.Client | None = None
         self._processes: workers.DownloadProcesses | None = None
+        self.pages_in_html: bool | None = None  # whether upstream answered in HTML (None: no page parsed)
 
     @property
     def _client(self) -> httpx.Client:
@@ -154,9 +155,13 @@ class Upstream:
         if etag:
             headers["If-None-Match"] = etag
         if self._files is None:
-            return await self._retrying(name, lambda: project_from(name, self._page_with_httpx(name, url, headers)))
-        processes = self._processes_started()
-        return await self._retrying_async(name, lambda: processes.project(name, url, headers))
+            page = await self._retrying(name, lambda: project_from(name, self._page_with_httpx(name, url, headers)))
+        else:
+            processes = self._processes_started()
+            page = await self._retrying_async(name, lambda: processes.project(name, url, headers))
+        if page is not None:
+            self.pages_in_html = self.pages_in_html or page.html
+        return page
 
     def _page_with_httpx(self, name: str, url: str, headers: dict[str, str]) -> PageAnswer:
         """``FileFetcher.get_page`` through httpx, which speaks to proxies."""

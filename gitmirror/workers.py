@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 PRELOAD = [__name__]
 
 
-def prestart() -> None:
+def prestart(html: bool = False) -> None:
     """Start the fork server now, for a sync that is about to run and will want workers.
 
     Its start (a new interpreter importing this module) took 0.15-0.4 s before the first worker
@@ -60,12 +60,13 @@ def prestart() -> None:
     sync's own start-up (dulwich, the config, the repository) can run beside it. Nothing waits
     here: the fork server's socket exists at once and answers the first worker's request when its
     imports are done. No fork server where the workers are not used (a proxy is configured).
+    ``html``: upstream answered the last run in HTML; the fork server imports pypi_simple too.
     """
     if proxy_configured():
         return
     from multiprocessing import forkserver
 
-    forkserver.set_forkserver_preload(PRELOAD)
+    forkserver.set_forkserver_preload([*PRELOAD, "pypi_simple"] if html else PRELOAD)
     forkserver.ensure_running()
 
 

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from gitmirror.unchanged import pointer_path, serial_header, sync_arguments, upstream_serial
+from gitmirror.unchanged import (
+    html_hint_path,
+    pages_were_html,
+    pointer_path,
+    serial_header,
+    sync_arguments,
+    upstream_serial,
+)
 
 from conftest import Mirror, isolated_env
 from fakeupstream import FakeUpstream, build_wheel
@@ -274,3 +281,24 @@ def test_the_warm_check_sends_nothing_it_cannot_send_as_one_request(upstream: Fa
     for odd in ("sim ple/", "simple/\r\nX-Injected: 1", "simple/\x00"):
         assert upstream_serial(upstream.url.replace("simple/", odd), 5) is None
     assert len(upstream.requests) == mark
+
+
+def test_a_run_that_read_html_pages_is_remembered_for_the_next_fork_server(
+    mirror: Mirror, sample, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers import pypi_simple (0.34 s) when they meet an HTML page, each of them; after a run
+    that read HTML the launcher has the fork server import it once for all (``prestart(html=True)``).
+    Any run that parsed pages says which they were; a run of 304s says nothing."""
+    monkeypatch.setenv("XDG_CACHE_HOME", isolated_env()["XDG_CACHE_HOME"])
+    config = (mirror.root / "mirror.yaml").resolve()
+    upstream.html_only = True
+    mirror.run("sync", check=True)
+    assert html_hint_path(config).is_file()
+    monkeypatch.chdir(mirror.root)
+    assert pages_were_html(None) and pages_were_html(Path("mirror.yaml"))  # ./mirror.yaml, as the launcher asks
+    assert mirror.run("sync", "--full", check=True).returncode == 0  # every page 304: nothing learned
+    assert pages_were_html(None)
+    upstream.html_only = False
+    upstream.add("demo-pkg", build_wheel("demo-pkg", "3.0"))
+    mirror.run("sync", check=True)
+    assert not html_hint_path(config).exists() and not pages_were_html(None)
