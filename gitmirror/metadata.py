@@ -155,13 +155,17 @@ def blob_problem(store: BlobStore, blob: NeededBlob, rehash: bool) -> str | None
 
 def materialize(store: BlobStore, blob: NeededBlob) -> bool:
     """Give ``blob`` a file in ``store`` (a PEP 658 file kept in its wheel is written out now), for
-    what links to files (``render``); False when the store cannot have it."""
+    what links to files (``render``); False when the store cannot have it (not there, not in a
+    stored wheel, or a store that cannot be written: a render of a read-only one lists it missing)."""
     if store.has(blob.sha256):
         return True
     data = in_wheel(store, blob.sha256, blob.wheel)
     if data is None:
         return False
-    store.put_bytes(data, blob.sha256)
+    try:
+        store.put_bytes(data, blob.sha256)
+    except OSError:
+        return False
     return True
 
 

@@ -23,8 +23,8 @@ from .manifest import PROJECT_STATUSES, format_time
 from .names import UnsafeNameError, check_filename, check_sha256, normalize
 
 MAX_PAGE_BYTES = 64 * 1024 * 1024
-# pypi_simple.ACCEPT_JSON_PREFERRED, spelled out so that a run of 304s never imports pypi_simple
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
+# pypi_simple.ACCEPT_JSON_PREFERRED, spelled out: no download process imports pypi_simple for JSON pages
 ACCEPT_JSON_PREFERRED = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.5, text/html;q=0.01"
 )

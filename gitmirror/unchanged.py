@@ -72,7 +72,8 @@ def pointer_path(config_path: Path) -> Path:
 
 def html_hint_path(config_path: Path) -> Path:
     """Exists while the last sync of this configuration read HTML pages (``remember_page_format``)."""
-    return pointer_path(config_path).with_name(pointer_path(config_path).name + ".html")
+    pointer = pointer_path(config_path)
+    return pointer.with_name(pointer.name + ".html")
 
 
 def pages_were_html(config_path: Path | None) -> bool:
