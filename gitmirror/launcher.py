@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import gc
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def main() -> None:
@@ -18,7 +22,7 @@ def main() -> None:
 
         cli_main()
         return
-    from .unchanged import pages_were_html, sync_arguments, warm_sync  # the check's imports are for sync alone
+    from .unchanged import sync_arguments, warm_sync  # the check's imports are for sync alone
 
     plain = sync_arguments(sys.argv[1:])  # ``sync [--config PATH] [--quiet]``, else None
     if plain is not None:
@@ -28,7 +32,7 @@ def main() -> None:
             code = None
         if code is not None:
             sys.exit(code)
-    _prestart_workers(html=plain is not None and pages_were_html(plain[0]))
+    _prestart_workers(plain[0] if plain is not None else None, plain is not None)
     try:
         if plain is not None:
             from .sync_command import main as sync_main
@@ -44,12 +48,14 @@ def main() -> None:
         gc.freeze()
 
 
-def _prestart_workers(html: bool) -> None:
-    """The download processes' fork server, started beside the rest of the sync's start-up;
-    ``html``: the last run read HTML pages (``unchanged.remember_page_format``)."""
+def _prestart_workers(config_path: Path | None, plain: bool) -> None:
+    """The download processes' fork server, started beside the rest of the sync's start-up; with
+    pypi_simple when the last plain sync of this configuration read HTML pages
+    (``unchanged.remember_page_format``)."""
     try:
+        from .unchanged import pages_were_html
         from .workers import prestart
 
-        prestart(html=html)
+        prestart(html=plain and pages_were_html(config_path))
     except Exception:  # noqa: BLE001 - a head start only: the sync starts it itself and reports failures
         pass

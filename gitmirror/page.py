@@ -140,10 +140,10 @@ def _json_page(name: str, answer: PageAnswer) -> RemoteProject:
         data = json.loads(answer.body)
     except (ValueError, RecursionError):  # also undecodable bytes, and nesting deeper than the stack
         raise UpstreamError(f"{name}: invalid project page (not JSON)") from None
-    meta = data.get("meta") if isinstance(data, dict) else None
-    version = meta.get("api-version") if isinstance(meta, dict) else None
-    status = data.get("project-status", {}) if isinstance(data, dict) else None
-    serial = meta.get("_last-serial") if isinstance(meta, dict) else None
+    if not isinstance(data, dict) or not isinstance(data.get("meta"), dict):
+        raise UpstreamError(f"{name}: invalid project page (not a PEP 691 project page)")
+    version, serial = data["meta"].get("api-version"), data["meta"].get("_last-serial")
+    status = data.get("project-status", {})
     if (
         not isinstance(version, str)
         or not isinstance(data.get("name"), str)

@@ -217,10 +217,9 @@ class SimpleRoutes:
         digest = entry.core_metadata if is_metadata else entry.sha256
         assert digest is not None
         path = self.view.store.path(digest)
-        kept_in_wheel = None
-        if not path.is_file() and is_metadata:
-            kept_in_wheel = await self.view.metadata_in_wheel(project, entry)
-        if not path.is_file() and kept_in_wheel is None:
+        stored = path.is_file()
+        kept_in_wheel = None if stored or not is_metadata else await self.view.metadata_in_wheel(project, entry)
+        if not stored and kept_in_wheel is None:
             return PlainTextResponse(f"{filename} is recorded but its blob is not in this store", status_code=404)
         headers = {"ETag": f'"{digest}"', "Cache-Control": IMMUTABLE}
         if digest in request.headers.get("if-none-match", ""):

@@ -8,6 +8,7 @@ hook uses the same per-commit check on the commits of a push.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -147,8 +148,8 @@ def _check_store(manifests: list[ProjectManifest], store: BlobStore, report: Rep
     for digest, problem in zip(digests, results, strict=True):
         if problem is None:
             report.blobs_checked += 1
-            path = store.path(digest)  # none for a PEP 658 file read out of its wheel (counted with the wheel)
-            report.bytes_checked += path.stat().st_size if path.is_file() else 0
+            with contextlib.suppress(FileNotFoundError):  # none for a PEP 658 file read out of its wheel
+                report.bytes_checked += store.path(digest).stat().st_size
         else:
             report.problems.append(f"store: {wanted[digest].label} ({digest}): {problem}")
     for digest, label in sorted(taken_down.items(), key=lambda item: item[1]):
