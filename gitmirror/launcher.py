@@ -53,9 +53,9 @@ def _prestart_workers(config_path: Path | None, plain: bool) -> None:
     pypi_simple when the last plain sync of this configuration read HTML pages
     (``unchanged.remember_page_format``)."""
     try:
+        from .fork_server import start_early
         from .unchanged import pages_were_html
-        from .workers import prestart
 
-        prestart(html=plain and pages_were_html(config_path))
+        start_early(html=plain and pages_were_html(config_path))
     except Exception:  # noqa: BLE001 - a head start only: the sync starts it itself and reports failures
         pass

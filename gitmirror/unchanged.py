@@ -78,7 +78,7 @@ def html_hint_path(config_path: Path) -> Path:
 
 def pages_were_html(config_path: Path | None) -> bool:
     """Whether the last sync of this configuration read HTML pages: then the download processes'
-    fork server imports pypi_simple (HTML only) once for all of them (``workers.prestart``)."""
+    fork server imports pypi_simple (HTML only) once for all of them (``fork_server.start_early``)."""
     resolved = config_file(config_path)
     return resolved is not None and html_hint_path(resolved).exists()
 

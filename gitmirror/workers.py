@@ -13,7 +13,7 @@ parse a project page (``page.project_from``). It answers with the result or the 
 ``Transient``/``FetchError``/``IntegrityError``/``UpstreamError`` the sync turns into one line per
 file or project. Workers start from a fork server that imported only this module (not the sync's
 threads, locks or event loop), and only once a run asks for a page or a file; ``gitmirror sync``
-starts the fork server itself early (``prestart``).
+starts the fork server itself early (``fork_server.start_early``).
 
 Each worker has one pipe, read by the event loop itself (``add_reader``): no helper threads. The
 standard ``ProcessPoolExecutor`` needs two in the sync process (queue manager and feeder), and
@@ -36,38 +36,16 @@ from typing import TYPE_CHECKING, Any
 
 from . import crashpoints
 from .fetch import FetchError, FileFetcher, Transient, store_with
+from .fork_server import PRELOAD
 from .hosts import HostPolicy
 from .metadata import WheelMetadata, read_stored_wheel
 from .page import MAX_PAGE_BYTES, RemoteProject, UpstreamError, project_from
 from .store import BlobStore
-from .tls import USER_AGENT, proxy_configured
+from .tls import USER_AGENT
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
     from multiprocessing.process import BaseProcess
-
-
-#: what the fork server imports once for every worker: this module (PEP 691 pages are read with
-#: ``json``; a worker imports pypi_simple, 0.34 s, when it meets an HTML page: ``page.parse_page``)
-PRELOAD = [__name__]
-
-
-def prestart(html: bool = False) -> None:
-    """Start the fork server now, for a sync that is about to run and will want workers.
-
-    Its start (a new interpreter importing this module) took 0.15-0.4 s before the first worker
-    could fork (0.5 s while it imported pypi_simple too), with the machine's other core idle: the
-    sync's own start-up (dulwich, the config, the repository) can run beside it. Nothing waits
-    here: the fork server's socket exists at once and answers the first worker's request when its
-    imports are done. No fork server where the workers are not used (a proxy is configured).
-    ``html``: upstream answered the last run in HTML; the fork server imports pypi_simple too.
-    """
-    if proxy_configured():
-        return
-    from multiprocessing import forkserver
-
-    forkserver.set_forkserver_preload([*PRELOAD, "pypi_simple"] if html else PRELOAD)
-    forkserver.ensure_running()
 
 
 @dataclass

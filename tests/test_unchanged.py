@@ -287,7 +287,7 @@ def test_a_run_that_read_html_pages_is_remembered_for_the_next_fork_server(
     mirror: Mirror, sample, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Workers import pypi_simple (0.34 s) when they meet an HTML page, each of them; after a run
-    that read HTML the launcher has the fork server import it once for all (``prestart(html=True)``).
+    that read HTML the launcher has the fork server import it once for all (``fork_server.start_early(html=True)``).
     Any run that parsed pages says which they were; a run of 304s says nothing."""
     monkeypatch.setenv("XDG_CACHE_HOME", isolated_env()["XDG_CACHE_HOME"])
     config = (mirror.root / "mirror.yaml").resolve()

@@ -10,10 +10,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 from test_locking import paused_sync, process_state
+
+from gitmirror import fork_server, workers
 
 from conftest import GITMIRROR, Mirror, isolated_env
 
@@ -44,11 +47,23 @@ def fork_servers(pid: int) -> list[int]:
 
 
 def test_the_fork_server_starts_beside_the_syncs_own_start_up(mirror: Mirror, sample) -> None:
-    """Started by the launcher before the sync has asked upstream for anything (``workers.prestart``)."""
+    """Started by the launcher before the sync has asked upstream for anything (``fork_server.start_early``)."""
     with paused_sync(mirror, "sync.locked") as sync:
         assert fork_servers(sync.pid), "no fork server yet when the sync took its lock"
     assert sync.returncode == 0, sync.output
     assert mirror.run("verify").returncode == 0
+
+
+def test_the_fork_server_is_started_without_importing_what_the_workers_run() -> None:
+    """``fork_server`` starts the fork server before the sync imports the fetcher, the store and
+    the rest of ``gitmirror.workers`` (57 ms): the fork server imports them itself, beside the sync."""
+    assert [workers.__name__] == fork_server.PRELOAD
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, gitmirror.fork_server; print(*sorted(sys.modules))"],
+        capture_output=True, text=True, check=True, env=isolated_env(),
+    ).stdout.split()
+    assert "gitmirror.fork_server" in loaded
+    assert not {"gitmirror.workers", "gitmirror.fetch", "gitmirror.store", "http.client", "zipfile"} & set(loaded)
 
 
 def test_a_sync_that_fails_before_any_download_still_says_one_line(mirror: Mirror, sample) -> None:
