@@ -22,6 +22,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from . import metadata as core_metadata
+from .metadata_cache import METADATA_FILE, WHEEL, MetadataCache
 from .names import UnsafeNameError, normalize
 from .page import ProjectNotFound, RemoteFile, RemoteProject, UpstreamError
 from .selection import ANY, Pin, Roots, Rules, rules_from
@@ -123,6 +124,7 @@ class MetadataSource:
         persist: bool,
         stash: dict[str, bytes] | None = None,
         store_file: StoreFile | None = None,
+        cache: MetadataCache | None = None,
     ) -> None:
         self.upstream = upstream
         self.store = store
@@ -132,6 +134,8 @@ class MetadataSource:
         #: the sync's own download of a release file (once per run); False when it may not store it
         self.store_file = store_file if persist else None
         self._tasks: dict[tuple[str, str], asyncio.Task[core_metadata.CoreMetadata | None]] = {}
+        #: what earlier runs parsed out of the stored blobs (``metadata_cache``): read once per blob
+        self.cache = cache
 
     async def get(
         self, project: str, version: str, files: list[RemoteFile], chosen: set[str]
@@ -146,11 +150,18 @@ class MetadataSource:
         ordered = sorted(files, key=lambda item: (item.filename not in chosen, item.size or 0))
         for remote_file in ordered:  # offline first: what earlier runs stored
             if remote_file.core_metadata and self.store.has(remote_file.core_metadata):
-                return core_metadata.parse(self.store.path(remote_file.core_metadata).read_bytes())
+                known = self._cached(METADATA_FILE, remote_file.core_metadata)
+                if known is not None:
+                    return known
+                parsed = core_metadata.parse(self.store.path(remote_file.core_metadata).read_bytes())
+                return self._learn(METADATA_FILE, remote_file.core_metadata, parsed)
             if remote_file.filename.endswith(".whl") and self.store.has(remote_file.sha256):
+                known = self._cached(WHEEL, remote_file.sha256)
+                if known is not None:
+                    return known
                 data = await asyncio.to_thread(core_metadata.from_wheel, self.store.path(remote_file.sha256))
                 if data is not None:
-                    return core_metadata.parse(data)
+                    return self._learn(WHEEL, remote_file.sha256, core_metadata.parse(data))
         for remote_file in ordered:  # a wheel this sync stores anyway
             if self.store_file and remote_file.filename in chosen and remote_file.filename.endswith(".whl"):
                 try:
@@ -159,6 +170,7 @@ class MetadataSource:
                     break  # the sync reports it with the file; the PEP 658 file may still tell
                 if wheel is None or wheel.metadata is None:
                     continue
+                self._learn(WHEEL, remote_file.sha256, wheel.metadata)  # what the next run's offline step reads
                 if wheel.upstreams:
                     return wheel.metadata
                 break  # upstream's PEP 658 file differs from the wheel's: the mirror must serve upstream's
@@ -168,15 +180,25 @@ class MetadataSource:
                     remote_file.metadata_url, remote_file.core_metadata, None, remote_file.filename + ".metadata", False
                 )
                 self.stash[remote_file.core_metadata] = data
-                return core_metadata.parse(data)
+                return self._learn(METADATA_FILE, remote_file.core_metadata, core_metadata.parse(data))
         for remote_file in ordered:  # the wheel itself, preferably one the mirror keeps anyway
             if remote_file.filename.endswith(".whl"):
                 keep = self.persist and remote_file.filename in chosen
                 data = await self._download(remote_file.url, remote_file.sha256, remote_file.size, None, keep)
                 wheel_metadata = core_metadata.from_wheel(data) if data else None
                 if wheel_metadata is not None:
-                    return core_metadata.parse(wheel_metadata)
+                    return self._learn(WHEEL, remote_file.sha256, core_metadata.parse(wheel_metadata))
         return None
+
+    def _cached(self, kind: str, sha256: str) -> core_metadata.CoreMetadata | None:
+        return self.cache.get(kind, sha256) if self.cache is not None else None
+
+    def _learn(self, kind: str, sha256: str, parsed: core_metadata.CoreMetadata) -> core_metadata.CoreMetadata:
+        """Keep what was parsed out of a blob whose sha256 was checked (the cache's entries are pure
+        functions of those bytes); the offline step looks it up only once the blob is stored."""
+        if self.cache is not None:
+            self.cache.put(kind, sha256, parsed)
+        return parsed
 
     async def _download(self, url: str, sha256: str, size: int | None, label: str | None, keep: bool) -> bytes:
         label = label or url.rsplit("/", 1)[-1]
@@ -386,10 +408,13 @@ async def choose(
     stash: dict[str, bytes] | None = None,
     store_file: StoreFile | None = None,
     on_chosen: Callable[[str, list[RemoteFile]], None] = lambda name, files: None,
+    metadata_cache: MetadataCache | None = None,
 ) -> tuple[Pages, dict[str, ProjectChoice]]:
     """Fetch the pages the selection needs (conditionally) and decide every file to mirror."""
     pages = Pages(upstream, state, must_refetch)
-    metadata = MetadataSource(upstream, store, persist=persist, stash=stash, store_file=store_file)
+    metadata = MetadataSource(
+        upstream, store, persist=persist, stash=stash, store_file=store_file, cache=metadata_cache
+    )
     resolver = Resolver(rules_from(config), pages, metadata, follow=config.dependencies)
     resolver.on_project = on_project
     resolver.on_chosen = on_chosen

@@ -20,6 +20,7 @@ from .config import Config, Selection
 from .manifest import FileEntry, ProjectManifest, manifest_path, now
 from .marks import LocalDecisions, local_decisions
 from .metadata import WheelMetadata, in_wheel, read_stored_wheel
+from .metadata_cache import MetadataCache
 from .page import ProjectNotFound, RemoteFile, RemoteProject, UpstreamError
 from .policy import check
 from .progress import Progress
@@ -251,10 +252,11 @@ class Syncer:
             seen_at = now()
             state = SyncState(self.store.root, branch, self.config.upstream)
             state.load(parent)
+            parsed = MetadataCache(self.store.root)
             # read before the first page: a change upstream during this run moves it past the record's
             serial = unchanged.upstream_serial(self.config.upstream, self.config.timeout) if whole_config else None
             try:
-                outcomes = asyncio.run(self._gather(roots, parent, seen_at, state))
+                outcomes = asyncio.run(self._gather(roots, parent, seen_at, state, parsed))
                 self.store.clean_tmp()  # what a download process killed mid-file left; every writer is done
                 result = SyncResult(outcomes=outcomes)
                 crashpoints.reached("sync.downloads-done")
@@ -262,10 +264,12 @@ class Syncer:
                 crashpoints.reached("sync.committed")
                 if self.pages is not None:
                     state.save(result.commit or parent, self.pages.fresh)
+                parsed.save()
                 if serial is not None and result.exit_code == EXIT_OK:
                     self._record(serial, roots, outcomes, branch)
             finally:
                 state.close()
+                parsed.close()
         return result
 
     def _warn(self, line: str, show: Log) -> None:
@@ -363,7 +367,12 @@ class Syncer:
         )
 
     async def _gather(
-        self, roots: Roots, parent: bytes | None, seen_at: str, state: SyncState | None = None
+        self,
+        roots: Roots,
+        parent: bytes | None,
+        seen_at: str,
+        state: SyncState | None = None,
+        parsed: MetadataCache | None = None,
     ) -> list[ProjectOutcome]:
         async with Upstream(
             self.config.upstream,
@@ -385,6 +394,7 @@ class Syncer:
                 stash=self.metadata_stash,
                 store_file=lambda name, remote_file: self._store_for_closure(upstream, parent, name, remote_file),
                 on_chosen=start_downloads,
+                metadata_cache=parsed,
             )
             if upstream.pages_in_html is not None:
                 unchanged.remember_page_format(self.config, upstream.pages_in_html)

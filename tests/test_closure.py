@@ -214,3 +214,33 @@ def test_releases_without_metadata_give_one_warning_line(mirror: Mirror, upstrea
     assert "oldie: dependencies of 3 release(s) unknown" in warnings[0]
     assert all(version in warnings[0] for version in ("0.1", "0.2", "0.3"))
     assert "deep" in mirrored(mirror)  # the wheel's dependencies are still followed
+
+
+def test_a_walk_over_stored_wheels_reads_their_dependencies_from_the_cache(
+    mirror: Mirror, upstream: FakeUpstream
+) -> None:
+    """Every run that walks the releases again (``--full``, or an upstream without a serial) took
+    each release's dependencies out of its stored wheel, unzipping it again; what an earlier run
+    parsed is kept instead (``metadata_cache``). Probe: the stored wheel is made unreadable, and
+    the next walk still knows its dependencies without asking upstream; without the cache it must
+    ask for the PEP 658 file."""
+    top = build_wheel("top", "1.0", requires_dist=["dep"])
+    upstream.add("top", top)
+    upstream.add("dep", build_wheel("dep", "1.0"))
+    mirror.configure("projects: [top]\n")
+    mirror.run("sync", check=True)
+    assert set(mirrored(mirror)) == {"top", "dep"}
+    stored = mirror.store / "blobs" / top.sha256[:2] / top.sha256[2:4] / top.sha256
+    stored.chmod(0o644)
+    stored.write_bytes(b"no longer a zip")
+
+    mark = len(upstream.requests)
+    again = mirror.run("sync", "--full", check=True)
+    assert "not followed" not in again.stderr and "dep" in mirrored(mirror)
+    assert not [record.path for record in upstream.requests[mark:] if record.path.startswith("/files/")]
+
+    (mirror.store / "state" / "core-metadata.sqlite3").unlink()
+    mark = len(upstream.requests)
+    mirror.run("sync", "--full", check=True)
+    asked = [record.path for record in upstream.requests[mark:] if record.path.startswith("/files/")]
+    assert asked == [f"/files/top/{top.filename}.metadata"]
