@@ -37,26 +37,30 @@ class MetadataCache:
     """``<store>/state/core-metadata.sqlite3``: parsed core metadata by (kind, blob sha256).
 
     Looked up one key at a time (a run asks for a few releases or for thousands); what a run
-    learns is written in one transaction by ``save``.
+    learns is written in one transaction by ``save``. Reading never changes the file (``plan``
+    only reads): a file of another schema, or one that is not a database, reads as empty, and
+    the next ``save`` starts it again.
     """
 
     def __init__(self, store_root: Path | str) -> None:
         self.path = Path(store_root) / STATE_DIR / "core-metadata.sqlite3"
         self._db: sqlite3.Connection | None = None
-        self._opened = False
+        self._writable = False
+        self._unreadable = False
         self._learned: dict[tuple[str, str], CoreMetadata] = {}
 
     def get(self, kind: str, sha256: str) -> CoreMetadata | None:
         learned = self._learned.get((kind, sha256))
         if learned is not None:
             return learned
-        db = self._open(create=False)
+        db = self._reader()
         if db is None:
             return None
         try:
             row = db.execute("SELECT fields FROM metadata WHERE kind = ? AND sha256 = ?", (kind, sha256)).fetchone()
         except sqlite3.Error:
-            self._discard()
+            self.close()
+            self._unreadable = True
             return None
         return _decode(row[0]) if row else None
 
@@ -64,71 +68,79 @@ class MetadataCache:
         self._learned[(kind, sha256)] = metadata
 
     def save(self) -> None:
-        """Write what this run learned; a cache that cannot be written is left as it was."""
+        """Write what this run learned; a file that cannot be written is left for the next run."""
         if not self._learned:
             return
-        db = self._open(create=True)
-        if db is None:
-            return
-        try:
-            with db:
-                db.executemany(
-                    "INSERT OR REPLACE INTO metadata (kind, sha256, fields) VALUES (?, ?, ?)",
-                    [(kind, sha256, _encode(metadata)) for (kind, sha256), metadata in self._learned.items()],
-                )
-        except sqlite3.Error:
-            self._discard()
-            return
-        self._learned.clear()
+        rows = [(kind, sha256, _encode(metadata)) for (kind, sha256), metadata in self._learned.items()]
+        for attempt in range(2):
+            try:
+                db = self._writer()
+                with db:
+                    db.executemany("INSERT OR REPLACE INTO metadata (kind, sha256, fields) VALUES (?, ?, ?)", rows)
+            except sqlite3.DatabaseError:  # not a database (damaged): start it again, once
+                self.close()
+                if attempt:
+                    return
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
+            except (sqlite3.Error, OSError):
+                self.close()
+                return
+            else:
+                self._learned.clear()
+                return
 
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None
+        self._writable = False
 
-    def _open(self, create: bool) -> sqlite3.Connection | None:
-        """The database, made when ``create``; one of another schema is emptied, one that is not a
-        database is replaced."""
-        if self._db is not None or (self._opened and not create):
+    def _reader(self) -> sqlite3.Connection | None:
+        """The database opened read-only, or None: absent, not a database, or of another schema."""
+        if self._db is not None or self._unreadable:
             return self._db
-        self._opened = True
-        if not create and not self.path.is_file():
+        self._unreadable = True  # until proven otherwise, and for this run if it is not
+        if not self.path.is_file():
             return None
-        for _attempt in range(2):
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._db = _connect(self.path)
-                return self._db
-            except sqlite3.DatabaseError:  # not a database (damaged): start again
-                self._discard()
-            except (sqlite3.Error, OSError):
-                break
-        self._db = None
-        return None
-
-    def _discard(self) -> None:
-        self.close()
-        with contextlib.suppress(OSError):
-            self.path.unlink()
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, timeout=5)
-    try:
-        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS metadata "
-            "(kind TEXT NOT NULL, sha256 TEXT NOT NULL, fields TEXT NOT NULL, PRIMARY KEY (kind, sha256))"
-        )
-        row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        try:
+            db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+        except sqlite3.Error:
+            return None
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        except sqlite3.Error:
+            row = None
         if row is None or row[0] != SCHEMA:
-            with db:
-                db.execute("DELETE FROM metadata")
-                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA,))
-    except BaseException:
-        db.close()
-        raise
-    return db
+            db.close()
+            return None
+        self._unreadable = False
+        self._db = db
+        return db
+
+    def _writer(self) -> sqlite3.Connection:
+        """The database opened for writing, made or emptied (another schema) as needed."""
+        if self._db is not None and self._writable:
+            return self._db
+        self.close()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=5)
+        try:
+            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS metadata "
+                "(kind TEXT NOT NULL, sha256 TEXT NOT NULL, fields TEXT NOT NULL, PRIMARY KEY (kind, sha256))"
+            )
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if row is None or row[0] != SCHEMA:
+                with db:
+                    db.execute("DELETE FROM metadata")
+                    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA,))
+        except BaseException:
+            db.close()
+            raise
+        self._db, self._writable, self._unreadable = db, True, False
+        return db
 
 
 def _encode(metadata: CoreMetadata) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 from .closure import choose
 from .config import Config, Selection
 from .manifest import now
+from .metadata_cache import MetadataCache
 from .page import RemoteFile, UpstreamError
 from .repo import MetadataRepo, RepoError
 from .selection import roots as selection_roots
@@ -114,22 +115,30 @@ def make_plan(config: Config, selections: Sequence[Selection], with_files: bool 
     parent = repo.tip(config.branch) if repo else None
     state = SyncState(config.store, config.branch, config.upstream)
     state.load(parent)
+    parsed = MetadataCache(config.store)  # read only: a plan writes nothing
     try:
-        plan = asyncio.run(_plan(config, roots, repo, parent, BlobStore(config.store), state))
+        plan = asyncio.run(_plan(config, roots, repo, parent, BlobStore(config.store), state, parsed))
     finally:
         state.close()
+        parsed.close()
     plan.warnings[:0] = roots.warnings
     return plan
 
 
 async def _plan(
-    config: Config, roots: Any, repo: MetadataRepo | None, parent: bytes | None, store: BlobStore, state: SyncState
+    config: Config,
+    roots: Any,
+    repo: MetadataRepo | None,
+    parent: bytes | None,
+    store: BlobStore,
+    state: SyncState,
+    parsed: MetadataCache,
 ) -> Plan:
     seen_at = now()
     async with Upstream(
         config.upstream, concurrency=config.concurrency, timeout=config.timeout, retries=config.retries
     ) as upstream:
-        pages, choices = await choose(config, roots, upstream, store, state, persist=False)
+        pages, choices = await choose(config, roots, upstream, store, state, persist=False, metadata_cache=parsed)
         planned = []
         for choice in choices.values():
             old = repo.manifest(parent, choice.name) if repo else None

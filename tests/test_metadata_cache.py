@@ -36,6 +36,7 @@ def test_a_damaged_cache_is_replaced_and_costs_only_a_miss(tmp_path: Path) -> No
     cache.path.parent.mkdir(parents=True)
     cache.path.write_bytes(b"not a database at all" * 100)
     assert cache.get(WHEEL, SHA) is None
+    assert cache.path.read_bytes() == b"not a database at all" * 100  # reading changes nothing
     cache.put(WHEEL, SHA, PARSED)
     cache.save()
     cache.close()
@@ -50,7 +51,23 @@ def test_entries_of_another_parsing_are_dropped(tmp_path: Path) -> None:
     with sqlite3.connect(cache.path) as db:
         db.execute("UPDATE meta SET value = 'an older parse' WHERE key = 'schema'")
     db.close()
-    assert MetadataCache(tmp_path).get(WHEEL, SHA) is None
+    reader = MetadataCache(tmp_path)
+    assert reader.get(WHEEL, SHA) is None
+    reader.close()
+    assert rows(cache.path) == 1  # a reader (``plan``) leaves the file as it found it
+    writer = MetadataCache(tmp_path)
+    writer.put(METADATA_FILE, SHA, PARSED)
+    writer.save()
+    writer.close()
+    assert rows(cache.path) == 1  # the older entries went; this run's is there
+    assert MetadataCache(tmp_path).get(METADATA_FILE, SHA) == PARSED
+
+
+def rows(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        count = db.execute("SELECT COUNT(*) FROM metadata").fetchone()[0]
+    db.close()
+    return count
 
 
 def test_an_entry_that_does_not_read_as_metadata_is_a_miss(tmp_path: Path) -> None:
