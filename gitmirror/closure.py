@@ -124,7 +124,8 @@ class MetadataSource:
         persist: bool,
         stash: dict[str, bytes] | None = None,
         store_file: StoreFile | None = None,
-        cache: MetadataCache | None = None,
+        *,
+        cache: MetadataCache,
     ) -> None:
         self.upstream = upstream
         self.store = store
@@ -150,13 +151,13 @@ class MetadataSource:
         ordered = sorted(files, key=lambda item: (item.filename not in chosen, item.size or 0))
         for remote_file in ordered:  # offline first: what earlier runs stored
             if remote_file.core_metadata and self.store.has(remote_file.core_metadata):
-                known = self._cached(METADATA_FILE, remote_file.core_metadata)
+                known = self.cache.get(METADATA_FILE, remote_file.core_metadata)
                 if known is not None:
                     return known
                 parsed = core_metadata.parse(self.store.path(remote_file.core_metadata).read_bytes())
                 return self._learn(METADATA_FILE, remote_file.core_metadata, parsed)
             if remote_file.filename.endswith(".whl") and self.store.has(remote_file.sha256):
-                known = self._cached(WHEEL, remote_file.sha256)
+                known = self.cache.get(WHEEL, remote_file.sha256)
                 if known is not None:
                     return known
                 data = await asyncio.to_thread(core_metadata.from_wheel, self.store.path(remote_file.sha256))
@@ -190,14 +191,10 @@ class MetadataSource:
                     return self._learn(WHEEL, remote_file.sha256, core_metadata.parse(wheel_metadata))
         return None
 
-    def _cached(self, kind: str, sha256: str) -> core_metadata.CoreMetadata | None:
-        return self.cache.get(kind, sha256) if self.cache is not None else None
-
     def _learn(self, kind: str, sha256: str, parsed: core_metadata.CoreMetadata) -> core_metadata.CoreMetadata:
         """Keep what was parsed out of a blob whose sha256 was checked (the cache's entries are pure
         functions of those bytes); the offline step looks it up only once the blob is stored."""
-        if self.cache is not None:
-            self.cache.put(kind, sha256, parsed)
+        self.cache.put(kind, sha256, parsed)
         return parsed
 
     async def _download(self, url: str, sha256: str, size: int | None, label: str | None, keep: bool) -> bytes:
@@ -402,13 +399,14 @@ async def choose(
     upstream: Upstream,
     store: BlobStore,
     state: SyncState | None = None,
+    *,
+    metadata_cache: MetadataCache,
     must_refetch: Callable[[str], bool] = lambda name: False,
     persist: bool = True,
     on_project: Callable[[str], None] = lambda name: None,
     stash: dict[str, bytes] | None = None,
     store_file: StoreFile | None = None,
     on_chosen: Callable[[str, list[RemoteFile]], None] = lambda name, files: None,
-    metadata_cache: MetadataCache | None = None,
 ) -> tuple[Pages, dict[str, ProjectChoice]]:
     """Fetch the pages the selection needs (conditionally) and decide every file to mirror."""
     pages = Pages(upstream, state, must_refetch)

@@ -371,8 +371,8 @@ class Syncer:
         roots: Roots,
         parent: bytes | None,
         seen_at: str,
-        state: SyncState | None = None,
-        parsed: MetadataCache | None = None,
+        state: SyncState,
+        parsed: MetadataCache,
     ) -> list[ProjectOutcome]:
         async with Upstream(
             self.config.upstream,
