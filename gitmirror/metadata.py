@@ -11,9 +11,11 @@ import hashlib
 import io
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import wheelzip
 from .manifest import FileEntry, NeededBlob
 from .store import MISSING, BlobStore
 
@@ -90,7 +92,17 @@ def parse(data: bytes) -> CoreMetadata:
 
 
 def from_wheel(wheel: str | Path | bytes) -> bytes | None:
-    """The METADATA bytes inside a wheel, or None when it has none (or is not a zip)."""
+    """The METADATA bytes inside a wheel, or None when it has none or cannot be read (no zip,
+    damaged, encrypted, an unknown compression: a hostile upload must not stop a sync or a server).
+
+    Read by ``wheelzip`` where it is sure, else by ``zipfile``, which has the last word.
+    """
+    try:
+        inside = wheelzip.read_metadata_from(wheel) if isinstance(wheel, bytes) else wheelzip.read_metadata(str(wheel))
+    except OSError:
+        return None
+    if inside is not wheelzip.UNSURE:
+        return inside  # type: ignore[return-value]
     source = io.BytesIO(wheel) if isinstance(wheel, bytes) else wheel
     try:
         with zipfile.ZipFile(source) as archive:
@@ -98,8 +110,8 @@ def from_wheel(wheel: str | Path | bytes) -> bytes | None:
                 parts = member.split("/")
                 if len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] == "METADATA":
                     return archive.read(member)
-    except (zipfile.BadZipFile, OSError):
-        return None
+    except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, zlib.error, EOFError):
+        return None  # RuntimeError: encrypted; NotImplementedError: a compression zipfile lacks
     return None
 
 
