@@ -1,7 +1,9 @@
-"""Sync: gitmirror vs bandersnatch (allowlist mode) vs a local copy of the same bytes.
+"""Sync: gitmirror vs bandersnatch (allowlist mode) vs a local copy of the same bytes, and vs the
+floor of a verified download (``fetch_floor.py``).
 
-All three read the same generated upstream through the same loopback server (the copy reads its
-directory directly: that is the physical limit, no HTTP, no hashing). Cold = empty target;
+All read the same generated upstream through the same loopback server (the copy reads its
+directory directly: that is the physical limit, no HTTP, no hashing; the floor fetches, hashes,
+writes and fsyncs every file in 8 processes and does nothing else). Cold = empty target;
 warm = the same command again with nothing changed upstream. The cold runs alternate over three
 rounds (one in quick mode), medians reported. Both mirrors get 8 parallel
 downloads (gitmirror's default ``concurrency``; bandersnatch ``workers = 8``, its default is 3).
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from common import (
     GITMIRROR,
+    PYTHON,
     Row,
     Table,
     busy_cpu,
@@ -127,6 +130,12 @@ def copy_limit(source: Path, target: Path) -> float:
     return timed(["sh", "-c", f"cp -r '{source}' '{target}' && sync -f '{target}'"])
 
 
+def verified_floor(upstream_url: str, catalog: Path, target: Path) -> float:
+    """``fetch_floor.py``: every release file fetched, sha256-checked, written and fsynced, nothing else."""
+    settled()
+    return timed([PYTHON, str(Path(__file__).with_name("fetch_floor.py")), upstream_url, str(catalog), str(target)])
+
+
 def cpu_probe() -> float:
     """Seconds for a fixed pure-Python loop: how fast this shared virtual machine is right now.
 
@@ -184,11 +193,13 @@ def run(workdir: Path, quick: bool) -> tuple[Table, Path]:
     if not bander:
         table.notes.append(missing("bandersnatch"))
     rounds: list[tuple[float, float, ColdRun, ColdRun | None]] = []  # probe, copy, gitmirror, bandersnatch
+    floors: list[float] = []
     with upstream_server(root, workdir) as (url, upstream_pids):
         for _ in range(1 if quick else COLD_ROUNDS):
             gitmirror_dir, bander_dir, copy_dir = fresh("gitmirror"), fresh("bandersnatch"), fresh("copy")
             probe = cpu_probe()
             copy_seconds = copy_limit(root / "packages", copy_dir)
+            floors.append(verified_floor(url, root / "catalog.json", fresh("floor")))
             config = gitmirror_config(gitmirror_dir, url, names)
             ours = cold_run([*GITMIRROR, "sync", "--config", str(config)], gitmirror_dir, upstream_pids)
             theirs = None
@@ -209,11 +220,12 @@ def run(workdir: Path, quick: bool) -> tuple[Table, Path]:
     ours_cpu = statistics.median(ours.cpu for _, _, ours, _ in rounds)
     bander_cold = statistics.median(theirs.wall for *_, theirs in rounds if theirs) if bander else None
     bander_cpu = statistics.median(theirs.cpu for *_, theirs in rounds if theirs) if bander else None
-    for number, (probe, copy, ours, theirs) in enumerate(rounds, 1):
+    for number, ((probe, copy, ours, theirs), floor) in enumerate(zip(rounds, floors, strict=True), 1):
         versus = (f", bandersnatch {theirs.wall:.2f} s (ratio {ours.wall / theirs.wall:.2f}; {theirs.cpu:.1f} "
                   f"core-s busy, upstream {theirs.upstream_cpu:.1f})" if theirs else "")
         table.notes.append(f"cold round {number}: CPU probe {probe:.2f} s; local copy {copy:.2f} s (throughput ratio "
-                           f"{copy / ours.wall:.2f}), gitmirror {ours.wall:.2f} s ({ours.cpu:.1f} core-s busy, "
+                           f"{copy / ours.wall:.2f}), verified floor {floor:.2f} s (ratio {floor / ours.wall:.2f}), "
+                           f"gitmirror {ours.wall:.2f} s ({ours.cpu:.1f} core-s busy, "
                            f"upstream {ours.upstream_cpu:.1f}){versus}")
     table.rows += [
         Row("cold sync wall time", "bandersnatch", bander_cold, ours_cold, "s", note="target ratio <= 0.5"),
@@ -230,6 +242,10 @@ def run(workdir: Path, quick: bool) -> tuple[Table, Path]:
     table.rows.append(Row("cold sync throughput", "fastest local copy of the run", size / fastest_copy / 1e6,
                           size / ours_cold / 1e6, "MB/s", lower_is_better=False,
                           note="the copy's time is bimodal (disk just written or not): its best is the limit"))
+    floor_seconds = statistics.median(floors)
+    table.rows.append(Row("cold sync throughput", "verified-download floor (fetch_floor.py)",
+                          size / floor_seconds / 1e6, size / ours_cold / 1e6, "MB/s", lower_is_better=False,
+                          note="fetch + sha256 + write + fsync in 8 processes, nothing else"))
     if bander_cold:
         table.rows.append(Row("cold sync throughput", "bandersnatch", size / bander_cold / 1e6,
                               size / ours_cold / 1e6, "MB/s", lower_is_better=False))
