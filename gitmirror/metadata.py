@@ -122,6 +122,11 @@ class WheelMetadata:
     metadata: CoreMetadata | None  # None: the wheel has no METADATA (or is no zip)
     upstreams: bool  # the same bytes as upstream's PEP 658 file, or upstream offers none
 
+    @property
+    def serves_pep658(self) -> bool:
+        """Upstream's PEP 658 file can be served out of this wheel (``in_wheel``): no blob of its own."""
+        return self.metadata is not None and self.upstreams
+
 
 def read_stored_wheel(store: BlobStore, sha256: str, metadata_sha256: str | None) -> WheelMetadata:
     """Read a stored wheel's METADATA, and whether it is upstream's PEP 658 file.

@@ -488,12 +488,9 @@ class Syncer:
         if failure is not None:
             return (False, False, [str(failure)]) if isinstance(failure, UpstreamError) else None
         wheel = task.result()
-        if remote_file.core_metadata and remote_file.metadata_url:
-            if wheel is None or wheel.metadata is None or not wheel.upstreams:
-                return None  # a PEP 658 file of its own, or a wheel stored before this run: read there
-            has_metadata = True
-        else:
-            has_metadata = False
+        has_metadata = bool(remote_file.core_metadata and remote_file.metadata_url)
+        if has_metadata and (wheel is None or not wheel.serves_pep658):
+            return None  # a PEP 658 file of its own, or a wheel stored before this run: read there
         crashpoints.reached("sync.file-stored")
         return True, has_metadata, []
 
@@ -529,7 +526,7 @@ class Syncer:
         """Whether upstream's PEP 658 file is the stored wheel's METADATA: then it is served out of the
         wheel (``metadata.in_wheel``) and needs no blob, no download."""
         if wheel is not None:  # read as the wheel was stored
-            return wheel.metadata is not None and wheel.upstreams
+            return wheel.serves_pep658
         if not remote_file.filename.endswith(".whl") or remote_file.core_metadata is None:
             return False
         data = await asyncio.to_thread(in_wheel, self.store, remote_file.core_metadata, remote_file.sha256)
