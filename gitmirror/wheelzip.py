@@ -2,10 +2,10 @@
 
 Every wheel a sync stores is read once for its dependencies, and the server, ``verify``,
 ``hydrate`` and ``render`` read a PEP 658 file out of its wheel whenever it is asked for.
-``zipfile.ZipFile`` builds a ``ZipInfo`` for every member before it can open one: a third of a
-download process's CPU per small wheel (0.25 of 0.53 ms), and milliseconds for real wheels with
-thousands of members. This reader reads the end of the file, walks the central directory's raw
-records for the one name, and reads that member only.
+``zipfile.ZipFile`` builds a ``ZipInfo`` for every member before it can open one: 57-100 us of
+the 530-620 us a download process spends on a small wheel, and about 1 ms for pip's own wheel
+(400 members). This reader reads the end of the file, walks the central directory's raw records
+for the one name, and reads that member only: 20-29 us, and 0.23 ms for pip's wheel.
 
 It answers only where it is sure to agree with ``zipfile``: a plain archive (no zip64, no bytes
 before the archive, one METADATA, stored or deflated, not encrypted, sizes and CRC as recorded).

@@ -55,29 +55,32 @@ PLAIN = {
 }
 
 
+def stored(data: bytes, directory: Path) -> tuple[Path, bytes | None]:
+    """The archive as a file, and what ``zipfile`` reads out of it."""
+    path = directory / "demo.whl"
+    path.write_bytes(data)
+    return path, reference(data)
+
+
 @pytest.mark.parametrize("case", PLAIN)
 def test_plain_wheels_are_read_without_zipfile(case: str, tmp_path: Path) -> None:
     data = PLAIN[case]
-    path = tmp_path / "demo.whl"
-    path.write_bytes(data)
-    expected = reference(data)
+    path, expected = stored(data, tmp_path)
     assert expected == (None if case in ("no METADATA", "METADATA elsewhere") else METADATA)
     assert wheelzip.read_metadata(str(path)) == expected
     assert wheelzip.read_metadata_from(data) == expected
     assert from_wheel(path) == expected
 
 
-def patched(data: bytes, offset: int, value: int) -> bytes:
+def patched(data: bytes, offset: int, value: int | None = None) -> bytes:
     """A 32-bit field of the METADATA member's central directory record set to ``value``
-    (offsets: 16 CRC, 24 uncompressed size), or a 16-bit one when ``offset`` is 8 (the flags)."""
+    (offsets: 16 CRC, 24 uncompressed size), or a 16-bit one when ``offset`` is 8 (the flags);
+    without a value, the field's own with its lowest bit flipped."""
     record = data.index(b"demo-1.0.dist-info/METADATA", data.index(b"PK\x01\x02")) - 46
     field = struct.Struct("<H" if offset == 8 else "<L")
+    if value is None:
+        value = field.unpack_from(data, record + offset)[0] ^ 1
     return data[: record + offset] + field.pack(value) + data[record + offset + field.size :]
-
-
-def damaged_crc(data: bytes) -> bytes:
-    (crc,) = struct.unpack_from("<L", data, data.index(b"demo-1.0.dist-info/METADATA", data.index(b"PK\x01\x02")) - 30)
-    return patched(data, 16, crc ^ 1)
 
 
 def two_metadata() -> bytes:
@@ -88,7 +91,7 @@ def two_metadata() -> bytes:
 
 ODD = {
     "bytes before the archive": b"#!/bin/sh\nexit 0\n" + PLAIN["deflated"],
-    "a CRC that does not match": damaged_crc(PLAIN["deflated"]),
+    "a CRC that does not match": patched(PLAIN["deflated"], 16),
     "two METADATA members": two_metadata(),
     "truncated": PLAIN["deflated"][:-30],
     "not a zip": b"not a zip at all" * 10,
@@ -100,9 +103,7 @@ ODD = {
 @pytest.mark.parametrize("case", ODD)
 def test_odd_archives_read_as_zipfile_reads_them(case: str, tmp_path: Path) -> None:
     data = ODD[case]
-    path = tmp_path / "odd.whl"
-    path.write_bytes(data)
-    expected = reference(data)
+    path, expected = stored(data, tmp_path)
     assert wheelzip.read_metadata(str(path)) in (wheelzip.UNSURE, expected)
     assert from_wheel(path) == expected
     assert from_wheel(data) == expected
