@@ -15,7 +15,6 @@ prints gitmirror's cold sync against both.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import json
@@ -35,6 +34,7 @@ ALIGN = 4096
 def files_of(catalog_path: str) -> list[tuple[str, str, int]]:
     with open(catalog_path) as handle:
         catalog = json.load(handle)
+    # the layout of ``upstream._file_url``, written out: importing upstream.py adds 0.1 s to the timed run
     files = [
         (f"/packages/{project['name']}/{entry['filename']}", entry["sha256"], entry["size"])
         for project in catalog["projects"]
@@ -76,18 +76,12 @@ def download_share(origin: str, files: list[tuple[str, str, int]], output: str) 
                 filled, left = filled + received, left - received
             chunk = buffer[:filled]
             digest.update(chunk)
-            if direct and filled % ALIGN:
+            if direct and filled % ALIGN:  # the last piece: O_DIRECT writes whole aligned blocks only
                 direct = False
                 fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
             written = 0
             while written < filled:
-                try:
-                    written += os.write(fd, chunk[written:])
-                except OSError as exc:
-                    if exc.errno != errno.EINVAL:
-                        raise
-                    direct = False
-                    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+                written += os.write(fd, chunk[written:])
             filled = 0
         if digest.hexdigest() != sha256:
             raise SystemExit(f"{path}: sha256 mismatch")

@@ -33,7 +33,7 @@ from common import (
     upstream_server,
     wait_for_removals,
 )
-from upstream import FULL_MIX, QUICK_MIX, generate, total_bytes
+from upstream import CATALOG, FULL_MIX, QUICK_MIX, generate, total_bytes
 
 CONCURRENCY = 8
 COLD_ROUNDS = 3  # full mode: gitmirror and bandersnatch alternate, medians reported
@@ -159,6 +159,18 @@ class ColdRun:
     upstream_cpu: float
 
 
+@dataclass
+class ColdRound:
+    """One round of the cold contest: the CPU probe, the local copy and the verified floor (wall
+    seconds), gitmirror's and bandersnatch's runs (None: not installed)."""
+
+    probe: float
+    copy: float
+    floor: float
+    ours: ColdRun
+    theirs: ColdRun | None
+
+
 def cold_run(command: list[str], cwd: Path, upstream_pids: list[int]) -> ColdRun:
     settled()
     cpu, upstream_cpu = busy_cpu(), process_cpu(upstream_pids)
@@ -192,21 +204,20 @@ def run(workdir: Path, quick: bool) -> tuple[Table, Path]:
     bander = peer("bandersnatch")
     if not bander:
         table.notes.append(missing("bandersnatch"))
-    rounds: list[tuple[float, float, ColdRun, ColdRun | None]] = []  # probe, copy, gitmirror, bandersnatch
-    floors: list[float] = []
+    rounds: list[ColdRound] = []
     with upstream_server(root, workdir) as (url, upstream_pids):
         for _ in range(1 if quick else COLD_ROUNDS):
             gitmirror_dir, bander_dir, copy_dir = fresh("gitmirror"), fresh("bandersnatch"), fresh("copy")
             probe = cpu_probe()
             copy_seconds = copy_limit(root / "packages", copy_dir)
-            floors.append(verified_floor(url, root / "catalog.json", fresh("floor")))
+            floor_seconds = verified_floor(url, root / CATALOG, fresh("floor"))
             config = gitmirror_config(gitmirror_dir, url, names)
             ours = cold_run([*GITMIRROR, "sync", "--config", str(config)], gitmirror_dir, upstream_pids)
             theirs = None
             if bander:
                 bconfig = bandersnatch_config(bander_dir, url, names)
                 theirs = cold_run([bander, "-c", str(bconfig), "mirror"], bander_dir, upstream_pids)
-            rounds.append((probe, copy_seconds, ours, theirs))
+            rounds.append(ColdRound(probe, copy_seconds, floor_seconds, ours, theirs))
         ours_warm, ours_full, bander_warm = alternating_medians(WARM_RUNS, [
             ([*GITMIRROR, "sync", "--config", str(config)], gitmirror_dir),
             ([*GITMIRROR, "sync", "--full", "--config", str(config)], gitmirror_dir),
@@ -215,16 +226,19 @@ def run(workdir: Path, quick: bool) -> tuple[Table, Path]:
     set_aside(kept, workdir / "trash")
     gitmirror_dir.rename(kept)  # its configuration names its repository and store relative to it
 
-    copy_seconds = statistics.median(copy for _, copy, _, _ in rounds)
-    ours_cold = statistics.median(ours.wall for _, _, ours, _ in rounds)
-    ours_cpu = statistics.median(ours.cpu for _, _, ours, _ in rounds)
-    bander_cold = statistics.median(theirs.wall for *_, theirs in rounds if theirs) if bander else None
-    bander_cpu = statistics.median(theirs.cpu for *_, theirs in rounds if theirs) if bander else None
-    for number, ((probe, copy, ours, theirs), floor) in enumerate(zip(rounds, floors, strict=True), 1):
+    copy_seconds = statistics.median(each.copy for each in rounds)
+    floor_seconds = statistics.median(each.floor for each in rounds)
+    ours_cold = statistics.median(each.ours.wall for each in rounds)
+    ours_cpu = statistics.median(each.ours.cpu for each in rounds)
+    bander_cold = statistics.median(each.theirs.wall for each in rounds if each.theirs) if bander else None
+    bander_cpu = statistics.median(each.theirs.cpu for each in rounds if each.theirs) if bander else None
+    for number, each in enumerate(rounds, 1):
+        ours, theirs = each.ours, each.theirs
         versus = (f", bandersnatch {theirs.wall:.2f} s (ratio {ours.wall / theirs.wall:.2f}; {theirs.cpu:.1f} "
                   f"core-s busy, upstream {theirs.upstream_cpu:.1f})" if theirs else "")
-        table.notes.append(f"cold round {number}: CPU probe {probe:.2f} s; local copy {copy:.2f} s (throughput ratio "
-                           f"{copy / ours.wall:.2f}), verified floor {floor:.2f} s (ratio {floor / ours.wall:.2f}), "
+        table.notes.append(f"cold round {number}: CPU probe {each.probe:.2f} s; local copy {each.copy:.2f} s "
+                           f"(throughput ratio {each.copy / ours.wall:.2f}), verified floor {each.floor:.2f} s "
+                           f"(ratio {each.floor / ours.wall:.2f}), "
                            f"gitmirror {ours.wall:.2f} s ({ours.cpu:.1f} core-s busy, "
                            f"upstream {ours.upstream_cpu:.1f}){versus}")
     table.rows += [
@@ -238,11 +252,10 @@ def run(workdir: Path, quick: bool) -> tuple[Table, Path]:
         Row("cold sync throughput", "local copy (cp -r + sync)", size / copy_seconds / 1e6, size / ours_cold / 1e6,
             "MB/s", lower_is_better=False, note="target ratio >= 0.8"),
     ]
-    fastest_copy = min(copy for _, copy, _, _ in rounds)
+    fastest_copy = min(each.copy for each in rounds)
     table.rows.append(Row("cold sync throughput", "fastest local copy of the run", size / fastest_copy / 1e6,
                           size / ours_cold / 1e6, "MB/s", lower_is_better=False,
                           note="the copy's time is bimodal (disk just written or not): its best is the limit"))
-    floor_seconds = statistics.median(floors)
     table.rows.append(Row("cold sync throughput", "verified-download floor (fetch_floor.py)",
                           size / floor_seconds / 1e6, size / ours_cold / 1e6, "MB/s", lower_is_better=False,
                           note="fetch + sha256 + write + fsync in 8 processes, nothing else"))

@@ -107,8 +107,7 @@ def from_wheel(wheel: str | Path | bytes) -> bytes | None:
     try:
         with zipfile.ZipFile(source) as archive:
             for member in archive.namelist():
-                parts = member.split("/")
-                if len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] == "METADATA":
+                if wheelzip.is_metadata_member(member):
                     return archive.read(member)
     except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, zlib.error, EOFError):
         return None  # RuntimeError: encrypted; NotImplementedError: a compression zipfile lacks

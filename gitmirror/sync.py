@@ -455,10 +455,9 @@ class Syncer:
         fetching = wanted + healing
         results = [self._fetched(remote_file) for remote_file in fetching]
         waiting = [number for number, result in enumerate(results) if result is None]
-        if waiting:
-            awaited = await asyncio.gather(*(self._fetch(upstream, fetching[number]) for number in waiting))
-            for number, result in zip(waiting, awaited, strict=True):
-                results[number] = result
+        awaited = await asyncio.gather(*(self._fetch(upstream, fetching[number]) for number in waiting))
+        for number, result in zip(waiting, awaited, strict=True):
+            results[number] = result
         for remote_file, result in zip(fetching, results, strict=True):
             assert result is not None
             ok, has_metadata, errors = result
@@ -487,46 +486,52 @@ class Syncer:
         failure = task.exception()
         if failure is not None:
             return (False, False, [str(failure)]) if isinstance(failure, UpstreamError) else None
-        wheel = task.result()
+        return self._settled(remote_file, task.result())
+
+    def _settled(self, remote_file: RemoteFile, wheel: WheelMetadata | None) -> tuple[bool, bool, list[str]] | None:
+        """A stored file's outcome when its PEP 658 file needs no work of its own: upstream offers
+        none, or it is the METADATA of the wheel this run stored (``metadata.in_wheel`` serves it).
+        None: it does (a wheel stored before this run is read in ``_fetch``)."""
         has_metadata = bool(remote_file.core_metadata and remote_file.metadata_url)
         if has_metadata and (wheel is None or not wheel.serves_pep658):
-            return None  # a PEP 658 file of its own, or a wheel stored before this run: read there
+            return None
         crashpoints.reached("sync.file-stored")
         return True, has_metadata, []
 
     async def _fetch(self, upstream: Upstream, remote_file: RemoteFile) -> tuple[bool, bool, list[str]]:
         """Download a file and its core metadata; returns (file ok, metadata ok, errors)."""
-        errors: list[str] = []
         try:
             wheel = await asyncio.shield(self._blob_download(upstream, remote_file))
         except UpstreamError as exc:
             return False, False, [str(exc)]
+        settled = self._settled(remote_file, wheel)
+        if settled is not None:
+            return settled
+        assert remote_file.core_metadata and remote_file.metadata_url
+        if wheel is None and await self._in_stored_wheel(remote_file):
+            crashpoints.reached("sync.file-stored")
+            return True, True, []
+        errors: list[str] = []
         has_metadata = False
-        if remote_file.core_metadata and remote_file.metadata_url:
-            if await self._metadata_in_wheel(remote_file, wheel):
-                crashpoints.reached("sync.file-stored")
-                return True, True, errors
-            try:
-                stashed = self.metadata_stash.get(remote_file.core_metadata)
-                if stashed is not None and not self.store.has(remote_file.core_metadata):
-                    # create, fsync and rename off the event loop: the other downloads keep streaming
-                    await asyncio.to_thread(self.store.put_bytes, stashed, remote_file.core_metadata)
-                if not self.store.has(remote_file.core_metadata):
-                    await upstream.store_file(
-                        self.store, remote_file.metadata_url, remote_file.core_metadata, None,
-                        remote_file.filename + ".metadata",
-                    )
-                has_metadata = True
-            except UpstreamError as exc:
-                errors.append(str(exc))
+        try:
+            stashed = self.metadata_stash.get(remote_file.core_metadata)
+            if stashed is not None and not self.store.has(remote_file.core_metadata):
+                # create, fsync and rename off the event loop: the other downloads keep streaming
+                await asyncio.to_thread(self.store.put_bytes, stashed, remote_file.core_metadata)
+            if not self.store.has(remote_file.core_metadata):
+                await upstream.store_file(
+                    self.store, remote_file.metadata_url, remote_file.core_metadata, None,
+                    remote_file.filename + ".metadata",
+                )
+            has_metadata = True
+        except UpstreamError as exc:
+            errors.append(str(exc))
         crashpoints.reached("sync.file-stored")
         return True, has_metadata, errors
 
-    async def _metadata_in_wheel(self, remote_file: RemoteFile, wheel: WheelMetadata | None) -> bool:
-        """Whether upstream's PEP 658 file is the stored wheel's METADATA: then it is served out of the
-        wheel (``metadata.in_wheel``) and needs no blob, no download."""
-        if wheel is not None:  # read as the wheel was stored
-            return wheel.serves_pep658
+    async def _in_stored_wheel(self, remote_file: RemoteFile) -> bool:
+        """Whether upstream's PEP 658 file is the METADATA of a wheel stored before this run: then
+        it is served out of the wheel (``metadata.in_wheel``) and needs no blob, no download."""
         if not remote_file.filename.endswith(".whl") or remote_file.core_metadata is None:
             return False
         data = await asyncio.to_thread(in_wheel, self.store, remote_file.core_metadata, remote_file.sha256)

@@ -39,6 +39,12 @@ _ENCRYPTED = 0x1
 _STORED, _DEFLATED = 0, 8
 
 
+def is_metadata_member(name: str) -> bool:
+    """``<distribution>.dist-info/METADATA`` at the top of the archive: a wheel's core metadata."""
+    directory, _, file = name.partition("/")
+    return file == "METADATA" and directory.endswith(".dist-info")
+
+
 def read_metadata(path: str) -> bytes | None | object:
     """The METADATA member of the wheel at ``path``: its bytes, None (a plain archive without
     one), or ``UNSURE``. Raises OSError when the file cannot be read."""
@@ -109,19 +115,18 @@ def _find(directory: bytes, entries: int, cd_offset: int) -> tuple[int, int, int
         )
         starts.append(start)
         name_end = at + _CENTRAL.size + name_length
-        if directory.endswith(b"/METADATA", name_end - 9, name_end):
+        if directory.endswith(b"/METADATA", name_end - 9, name_end):  # a cheap look before the rule
             name = directory[at + _CENTRAL.size : name_end]
-            if name.count(b"/") == 1 and name[:-9].endswith(b".dist-info"):
+            if is_metadata_member(name.decode("latin-1")):  # byte for byte: the rule's characters are ASCII
                 record = _CENTRAL.unpack_from(directory, at)
                 flags, method, crc, packed, unpacked = record[5], record[6], record[9], record[10], record[11]
-                offset = record[18]
                 if found is not None or flags & _ENCRYPTED or method not in (_STORED, _DEFLATED):
                     return UNSURE
                 if not name.isascii() or b"\0" in name:  # zipfile decodes by a flag and cuts at NUL
                     return UNSURE
-                if 0xFFFFFFFF in (packed, unpacked, offset):
+                if 0xFFFFFFFF in (packed, unpacked, start):
                     return UNSURE
-                found = (offset, method, packed, unpacked, crc, name)
+                found = (start, method, packed, unpacked, crc, name)
         at = name_end + extra_length + comment_length
     if at != end:
         return UNSURE
