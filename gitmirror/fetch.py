@@ -1,23 +1,23 @@
-"""Release files streamed with the standard library's ``http.client``: the bulk of a cold sync.
+"""Release files and project pages fetched in the download processes: the bulk of a cold sync.
 
 A cold sync is thousands of file downloads, most of them small. Through httpx each cost about
-0.5 ms of Python (client, redirect and auth layers, connection-pool locks, h11 events per read)
-on threads that share one interpreter lock, and large files moved through 64 KiB byte objects;
-``http.client`` answers the same request in about a third of that and reads a body straight into
-one reused, page-aligned buffer per thread (``readinto``). The store gets whole buffers, so large
-files are written around the page cache (``store.BlobWriter``). Measured on 3,000 files / 2 GB
-from a loopback index: 4.8 s instead of 7.2-8.3 s (bench/RESULTS.md); 3.5 s with direct writes.
+0.5 ms of Python (client, redirect and auth layers, connection-pool locks, h11 events per read),
+and large files moved through 64 KiB byte objects; ``http.client`` answered the same request in
+about a third of that, and ``http11`` (plain sockets, one reused buffer) in a fifth of what was
+left. A body is read straight into one reused, page-aligned buffer per thread, so the store gets
+whole buffers and writes large files around the page cache (``store.BlobWriter``). Measured on
+3,000 files / 2 GB from a loopback index: 4.8 s instead of 7.2-8.3 s (bench/RESULTS.md); 3.5 s
+with direct writes.
 
 What it keeps from the httpx path: the host policy on every request and every redirect hop (at
 most ``MAX_REDIRECTS``), TLS verified against the system store, the timeout on every socket
 operation, HTTP framing enforced (a body shorter than its ``Content-Length`` is an error), and the
 same failure kinds (``Transient`` for what a retry may fix, ``UpstreamError`` for the rest).
-Pages, and every request when a proxy is configured, stay with httpx (``upstream.Upstream``).
+Every request when a proxy is configured stays with httpx (``upstream.Upstream``).
 """
 
 from __future__ import annotations
 
-import http.client
 import mmap
 import ssl
 import threading
@@ -29,9 +29,10 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
+from . import http11
 from .hosts import HostNotAllowed, HostPolicy
 from .page import PageAnswer
-from .tls import open_connection, system_trust
+from .tls import system_trust
 
 if TYPE_CHECKING:
     from .store import BlobWriter
@@ -41,9 +42,12 @@ Origin = tuple[str, str, int]  # scheme, host, port
 MAX_REDIRECTS = 5
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 BUFFER_BYTES = 1 << 20
+_REDIRECT_BODY = 65536  # read past to reuse the connection; a longer one is dropped with it
 _REDIRECTS = {301, 302, 303, 307, 308}
 # what a kept-alive connection the server has closed raises on its next request
-_CLOSED_MEANWHILE = (http.client.RemoteDisconnected, http.client.BadStatusLine, BrokenPipeError, ConnectionResetError)
+_CLOSED_MEANWHILE = (http11.ClosedBeforeAnswer, BrokenPipeError, ConnectionResetError)
+# what a broken exchange raises: worth a retry on a new connection
+_BROKEN = (OSError, http11.ProtocolError)
 
 
 class FetchError(Exception):
@@ -81,7 +85,7 @@ def retry_after(value: str | None) -> float | None:
 class _Worker:
     """What one thread keeps between downloads: its keep-alive connections and its read buffer."""
 
-    connections: dict[Origin, http.client.HTTPConnection]
+    connections: dict[Origin, http11.Connection]
     buffer: memoryview
 
 
@@ -93,7 +97,7 @@ class FileFetcher:
         self.timeout = timeout
         self.headers = {"User-Agent": user_agent, "Accept-Encoding": "identity"}
         self._local = threading.local()
-        self._open: set[http.client.HTTPConnection] = set()  # every thread's, for close()
+        self._open: set[http11.Connection] = set()  # every thread's, for close()
         self._lock = threading.Lock()
         self._tls: ssl.SSLContext | None = None  # loading the CA store costs: once, when https is first used
 
@@ -109,14 +113,13 @@ class FileFetcher:
                 writer.write(buffer[:filled])
                 if filled < len(buffer):
                     break
-            if response.length:  # http.client reads an early close as the end: the framing says not
-                raise Transient(f"truncated body ({writer.size} of {writer.size + response.length} bytes)")
-        except (OSError, http.client.HTTPException) as exc:
+        except _BROKEN as exc:
             self._drop(worker, origin)
             raise Transient(describe(exc)) from None
         except BaseException:
             self._drop(worker, origin)  # the body was not read to its end: the connection is spent
             raise
+        self._spent(worker, origin)
 
     def get_page(self, url: str, headers: dict[str, str], limit: int) -> PageAnswer:
         """A project page's answer, whatever its status (but those worth a retry: ``Transient``).
@@ -130,12 +133,10 @@ class FileFetcher:
             body = response.read(limit + 1)
             if len(body) > limit:
                 raise FetchError(f"project page larger than {limit} bytes")
-            if response.length:
-                raise Transient(f"truncated body ({len(body)} of {len(body) + response.length} bytes)")
-            answer = {name.lower(): value for name, value in response.getheaders()}
+            answer = response.headers
             if answer.get("content-encoding", "").strip().lower() == "gzip":
                 body = _gunzip(body, limit)
-        except (OSError, http.client.HTTPException) as exc:
+        except _BROKEN as exc:
             self._drop(worker, origin)
             raise Transient(describe(exc)) from None
         except zlib.error:
@@ -144,11 +145,12 @@ class FileFetcher:
         except BaseException:
             self._drop(worker, origin)
             raise
+        self._spent(worker, origin)
         return PageAnswer(response.status, url, answer, body)
 
     def _follow(
         self, worker: _Worker, url: str, headers: dict[str, str]
-    ) -> tuple[http.client.HTTPResponse, Origin, str]:
+    ) -> tuple[http11.Response, Origin, str]:
         """GET ``url``, following redirects under the host policy; (response, its origin, its URL).
 
         Statuses a retry may fix are raised as ``Transient``; the response's body is the caller's.
@@ -161,12 +163,15 @@ class FileFetcher:
             response, origin = self._request(worker, url, headers)
             try:
                 if response.status in _REDIRECTS and response.getheader("Location"):
-                    response.read()  # small; leaves the connection ready for the next request
+                    response.read(_REDIRECT_BODY)  # small, as a rule: then the connection is ready for the next request
+                    if not response.done:
+                        self._drop(worker, origin)
+                    self._spent(worker, origin)
                     url = urljoin(url, response.getheader("Location", ""))
                     continue
                 if response.status in RETRY_STATUSES:
                     raise Transient(f"HTTP {response.status}", retry_after(response.getheader("Retry-After")))
-            except (OSError, http.client.HTTPException) as exc:
+            except _BROKEN as exc:
                 self._drop(worker, origin)
                 raise Transient(describe(exc)) from None
             except BaseException:
@@ -177,30 +182,31 @@ class FileFetcher:
 
     def _request(
         self, worker: _Worker, url: str, headers: dict[str, str]
-    ) -> tuple[http.client.HTTPResponse, Origin]:
+    ) -> tuple[http11.Response, Origin]:
         """Send a GET; a kept-alive connection the server closed meanwhile is replaced once, at once."""
         parts = urlsplit(url)
         origin = (parts.scheme, parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         while True:  # at most twice: a reused connection that fails this way is dropped, a new one is not retried
             reused = origin in worker.connections
-            connection = worker.connections.get(origin) or self._connect(worker, origin)
             try:
-                connection.request("GET", target, headers=headers)
-                return connection.getresponse(), origin
+                connection = worker.connections.get(origin) or self._connect(worker, origin)
+                return connection.get(target, headers), origin
             except _CLOSED_MEANWHILE:
                 self._drop(worker, origin)
                 if not reused:
                     raise Transient("connection closed by upstream") from None
-            except (OSError, http.client.HTTPException) as exc:
+            except http11.Unsendable as exc:
+                raise FetchError(str(exc)) from None
+            except _BROKEN as exc:
                 self._drop(worker, origin)
                 raise Transient(describe(exc)) from None
 
-    def _connect(self, worker: _Worker, origin: Origin) -> http.client.HTTPConnection:
+    def _connect(self, worker: _Worker, origin: Origin) -> http11.Connection:
         scheme, host, port = origin
         if scheme == "https" and self._tls is None:
             self._tls = system_trust()
-        connection = worker.connections[origin] = open_connection(scheme, host, port, self.timeout, self._tls)
+        connection = worker.connections[origin] = http11.connect(scheme, host, port, self.timeout, self._tls)
         with self._lock:
             self._open.add(connection)
         return connection
@@ -211,6 +217,12 @@ class FileFetcher:
             connection.close()
             with self._lock:
                 self._open.discard(connection)
+
+    def _spent(self, worker: _Worker, origin: Origin) -> None:
+        """After an answer read to its end: the connection goes if the server asked (or must)."""
+        connection = worker.connections.get(origin)
+        if connection is not None and not connection.reusable:
+            self._drop(worker, origin)
 
     def _worker(self) -> _Worker:
         worker = getattr(self._local, "worker", None)
@@ -226,7 +238,7 @@ class FileFetcher:
             connection.close()
 
 
-def _fill(response: http.client.HTTPResponse, buffer: memoryview) -> int:
+def _fill(response: http11.Response, buffer: memoryview) -> int:
     """Read until ``buffer`` is full or the body ends: whole buffers are what the store writes
     around the page cache (``O_DIRECT``); one socket read returns any amount."""
     filled = 0
@@ -262,6 +274,6 @@ def describe(exc: BaseException) -> str:
     """One phrase for a transport failure (httpx's timeouts are not TimeoutError: the caller maps them)."""
     if isinstance(exc, TimeoutError):
         return "timed out"
-    if isinstance(exc, http.client.IncompleteRead):
-        return "truncated body"
+    if isinstance(exc, http11.ProtocolError) and str(exc):
+        return str(exc)
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

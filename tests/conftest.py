@@ -120,6 +120,20 @@ class Mirror:
 
 
 @pytest.fixture
+def localhost_certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """(certificate, key) made for 127.0.0.1 by the openssl command; the test is skipped without it."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.fixture
 def store(tmp_path: Path) -> BlobStore:
     """An empty blob store of its own, for tests of the store alone."""
     blob_store = BlobStore(tmp_path / "store")

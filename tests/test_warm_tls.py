@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.server
 import shutil
 import ssl
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,17 +35,14 @@ class SerialHandler(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def tls_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Path, list]]:
+def tls_index(
+    localhost_certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, Path, list]]:
     """An https index root on 127.0.0.1 with a certificate made for it; yields (url, cert, requests)."""
     for name in ("http_proxy", "https_proxy", "all_proxy"):  # with a proxy there is no warm path
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.upper(), raising=False)
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )
+    cert, key = localhost_certificate
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SerialHandler)
     server.seen = []  # type: ignore[attr-defined]
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
