@@ -19,13 +19,11 @@ Every request when a proxy is configured stays with httpx (``upstream.Upstream``
 from __future__ import annotations
 
 import mmap
-import ssl
 import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
@@ -35,6 +33,8 @@ from .page import PageAnswer
 from .tls import system_trust
 
 if TYPE_CHECKING:
+    import ssl
+
     from .store import BlobWriter
 
 Origin = tuple[str, str, int]  # scheme, host, port
@@ -75,6 +75,8 @@ def retry_after(value: str | None) -> float | None:
         return None
     if value.strip().isdigit():
         return float(value)
+    from email.utils import parsedate_to_datetime  # rare: not in every download process's start
+
     try:
         return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
     except (TypeError, ValueError):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +102,8 @@ def from_wheel(wheel: str | Path | bytes) -> bytes | None:
         return None
     if inside is not wheelzip.UNSURE:
         return inside  # type: ignore[return-value]
+    import zipfile  # 4 ms the download processes' fork server need not pay: rarely needed
+
     source = io.BytesIO(wheel) if isinstance(wheel, bytes) else wheel
     try:
         with zipfile.ZipFile(source) as archive:

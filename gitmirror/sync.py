@@ -230,6 +230,7 @@ class Syncer:
         self.metadata_stash: dict[str, bytes] = {}  # PEP 658 files read while choosing, by sha256
         self._manifests: dict[tuple[bytes | None, str], ProjectManifest | None] = {}
         self._blob_tasks: dict[str, asyncio.Future[WheelMetadata | None]] = {}
+        self._stored_sizes: dict[str, int] = {}  # blobs this run stored, by sha256: no stat to record them
         self.warnings: list[str] = []  # printed again by a warm run that repeats this run's outcome
 
     def run(self, selections: list[Selection], branch: str | None = None, with_files: bool | None = None) -> SyncResult:
@@ -356,6 +357,7 @@ class Syncer:
                     self.store, remote_file.url, remote_file.sha256, remote_file.size, remote_file.filename
                 )
             self.progress.advance(stored)
+            self._stored_sizes[remote_file.sha256] = stored
             return wheel
         finally:
             self.progress.file_done()
@@ -464,7 +466,9 @@ class Syncer:
             outcome.errors += errors
             if ok and remote_file.filename not in manifest.files:
                 # Upstream need not announce sizes (PEP 700 is optional): record what was stored.
-                size = os.stat(self.store.file(remote_file.sha256)).st_size
+                size = self._stored_sizes.get(remote_file.sha256)
+                if size is None:  # stored before this run
+                    size = os.stat(self.store.file(remote_file.sha256)).st_size
                 manifest = manifest.with_file(_entry(remote_file, seen_at, has_metadata, size))
                 outcome.added.append(remote_file.filename)
         crashpoints.reached("sync.project-merged")

@@ -22,7 +22,6 @@ their hand-offs cost a second of the sync's interpreter lock per 3,000 files.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import os
 import queue
@@ -44,6 +43,7 @@ from .store import BlobStore
 from .tls import USER_AGENT
 
 if TYPE_CHECKING:
+    import asyncio
     from multiprocessing.connection import Connection
     from multiprocessing.process import BaseProcess
 
@@ -66,6 +66,7 @@ class DownloadProcesses:
     """
 
     def __init__(self, processes: int, hosts: HostPolicy, timeout: float) -> None:
+        import asyncio  # the sync's, imported already; the fork server need not (48 ms of its start)
         import multiprocessing  # 0.05 s that a run without downloads need not pay
 
         self._context = multiprocessing.get_context("forkserver")
