@@ -103,18 +103,23 @@ class FileFetcher:
         self._lock = threading.Lock()
         self._tls: ssl.SSLContext | None = None  # loading the CA store costs: once, when https is first used
 
-    def fetch(self, url: str, writer: BlobWriter) -> None:
-        """Stream ``url`` into ``writer`` (which hashes and checks the size as bytes arrive)."""
+    def fetch(self, url: str, writer: BlobWriter) -> memoryview | None:
+        """Stream ``url`` into ``writer`` (which hashes and checks the size as bytes arrive).
+
+        Returns the whole body where it fit in this thread's buffer (most files: a wheel's METADATA
+        is then read without opening the file just written), valid until its next request.
+        """
         worker = self._worker()
         response, origin, _url = self._follow(worker, url, self.headers)
         try:
             if response.status != 200:
                 raise FetchError(f"upstream answered HTTP {response.status}")
-            buffer = worker.buffer
+            buffer, whole = worker.buffer, True
             while filled := _fill(response, buffer):
                 writer.write(buffer[:filled])
                 if filled < len(buffer):
                     break
+                whole = False
         except _BROKEN as exc:
             self._drop(worker, origin)
             raise Transient(describe(exc)) from None
@@ -122,6 +127,7 @@ class FileFetcher:
             self._drop(worker, origin)  # the body was not read to its end: the connection is spent
             raise
         self._spent(worker, origin)
+        return buffer[: writer.size] if whole else None
 
     def get_page(self, url: str, headers: dict[str, str], limit: int) -> PageAnswer:
         """A project page's answer, whatever its status (but those worth a retry: ``Transient``).
@@ -249,7 +255,7 @@ def _fill(response: http11.Response, buffer: memoryview) -> int:
     return filled
 
 
-def store_with(stream: Callable[[str, BlobWriter], None], url: str, writer: BlobWriter) -> int:
+def store_with(stream: Callable[[str, BlobWriter], object], url: str, writer: BlobWriter) -> int:
     """Stream ``url`` into ``writer`` and publish it (hash and size checked); returns the size.
 
     The writer is discarded whatever happens: a failed attempt leaves nothing behind.

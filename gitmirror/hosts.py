@@ -72,8 +72,25 @@ class HostPolicy:
     def _upstream_origin(self) -> tuple[str, str, int]:
         return _origin(self.upstream)  # once, not for each of a cold sync's thousands of requests
 
+    @cached_property
+    def _allowed_authorities(self) -> set[str]:
+        return set()
+
     def check(self, url: str) -> None:
-        """Raise HostNotAllowed unless ``url`` may be requested."""
+        """Raise HostNotAllowed unless ``url`` may be requested.
+
+        A cold sync checks each file's URL twice (as it hands out the job, and before the request)
+        and parsed each one both times. The answer depends only on the URL's text up to the end of
+        its authority, so an authority allowed once is recognised by that text.
+        """
+        authority = _authority(url)
+        if authority in self._allowed_authorities:
+            return
+        self._check(url)
+        if authority is not None:
+            self._allowed_authorities.add(authority)
+
+    def _check(self, url: str) -> None:
         scheme, host, port = _origin(url)
         if (scheme, host, port) == self._upstream_origin:
             return
@@ -88,6 +105,18 @@ class HostPolicy:
             if entry == "*" or _matches(entry, host, port):
                 return
         raise HostNotAllowed(f"refusing {url!r}: host {host} is not in allowed_hosts")
+
+
+def _authority(url: str) -> str | None:
+    """``url`` up to the end of its authority (``scheme://host:port``, as written), where
+    ``urlsplit`` ends it: the first ``/``, ``?`` or ``#`` after ``//``; None without one, or with
+    white space or control characters in it (``urlsplit`` drops some of those before it parses)."""
+    start = url.find("//")
+    if start < 0:
+        return None
+    ends = [at for at in (url.find(mark, start + 2) for mark in "/?#") if at >= 0]
+    authority = url[: min(ends)] if ends else url
+    return authority if authority.isprintable() and " " not in authority else None
 
 
 def _matches(entry: str, host: str, port: int) -> bool:

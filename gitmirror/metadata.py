@@ -90,21 +90,23 @@ def parse(data: bytes) -> CoreMetadata:
     )
 
 
-def from_wheel(wheel: str | Path | bytes) -> bytes | None:
-    """The METADATA bytes inside a wheel, or None when it has none or cannot be read (no zip,
-    damaged, encrypted, an unknown compression: a hostile upload must not stop a sync or a server).
+def from_wheel(wheel: str | Path | bytes | memoryview) -> bytes | None:
+    """The METADATA bytes inside a wheel (a file, or the wheel in memory), or None when it has none
+    or cannot be read (no zip, damaged, encrypted, an unknown compression: a hostile upload must not
+    stop a sync or a server).
 
     Read by ``wheelzip`` where it is sure, else by ``zipfile``, which has the last word.
     """
+    in_memory = isinstance(wheel, bytes | memoryview)
     try:
-        inside = wheelzip.read_metadata_from(wheel) if isinstance(wheel, bytes) else wheelzip.read_metadata(str(wheel))
+        inside = wheelzip.read_metadata_from(wheel) if in_memory else wheelzip.read_metadata(str(wheel))
     except OSError:
         return None
     if inside is not wheelzip.UNSURE:
         return inside  # type: ignore[return-value]
     import zipfile  # 4 ms the download processes' fork server need not pay: rarely needed
 
-    source = io.BytesIO(wheel) if isinstance(wheel, bytes) else wheel
+    source = io.BytesIO(wheel) if in_memory else wheel
     try:
         with zipfile.ZipFile(source) as archive:
             for member in archive.namelist():
@@ -137,7 +139,11 @@ def read_stored_wheel(store: BlobStore, sha256: str, metadata_sha256: str | None
     (bench/RESULTS.md). A PEP 658 file that is the wheel's METADATA gets no blob of its own: it is
     read out of the wheel when asked for (``in_wheel``).
     """
-    inside = from_wheel(store.file(sha256))
+    return wheel_metadata(from_wheel(store.file(sha256)), metadata_sha256)
+
+
+def wheel_metadata(inside: bytes | None, metadata_sha256: str | None) -> WheelMetadata:
+    """What a wheel's METADATA (``from_wheel``) says, and whether it is upstream's PEP 658 file."""
     if inside is None:
         return WheelMetadata(None, False)
     upstreams = metadata_sha256 is None or hashlib.sha256(inside).hexdigest() == metadata_sha256

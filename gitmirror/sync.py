@@ -294,7 +294,8 @@ class Syncer:
             branches=branches,
             inputs=dict(roots.sources),
             refs=unchanged.refs_digest(self.repo.path, branches),
-            blobs=sorted({entry.sha256 for manifest in manifests for entry in manifest.served_files()}),
+            # served_files() would sort each project's files by version: 0.05 s after the last download
+            blobs=sorted({entry.sha256 for manifest in manifests for entry in manifest.files.values() if entry.served}),
             projects=len(outcomes),
             names=sorted(outcome.name for outcome in outcomes),
             warnings=tuple(self.warnings),

@@ -56,7 +56,7 @@ def read_metadata(path: str) -> bytes | None | object:
         os.close(fd)
 
 
-def read_metadata_from(data: bytes) -> bytes | None | object:
+def read_metadata_from(data: bytes | memoryview) -> bytes | None | object:
     """``read_metadata`` of a wheel in memory."""
     view = memoryview(data)
     return _metadata(lambda offset, length: bytes(view[offset : offset + length]), len(data))

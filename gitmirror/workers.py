@@ -37,7 +37,7 @@ from . import crashpoints
 from .fetch import FetchError, FileFetcher, Transient, store_with
 from .fork_server import PRELOAD
 from .hosts import HostPolicy
-from .metadata import WheelMetadata, read_stored_wheel
+from .metadata import WheelMetadata, from_wheel, read_stored_wheel, wheel_metadata
 from .page import MAX_PAGE_BYTES, RemoteProject, UpstreamError, project_from
 from .store import BlobStore
 from .tls import USER_AGENT
@@ -246,15 +246,24 @@ def _serve(
 
 
 def _store_file(fetcher: FileFetcher, store_root: str, url: str, sha256: str, size: int | None) -> int:
-    store = _stores.get(store_root) or _stores.setdefault(store_root, BlobStore(store_root))
-    return store_with(fetcher.fetch, url, store.writer(sha256, size))
+    return store_with(fetcher.fetch, url, _store(store_root).writer(sha256, size))
 
 
 def _store_wheel(
     fetcher: FileFetcher, store_root: str, url: str, sha256: str, size: int | None, metadata_sha256: str | None
 ) -> tuple[int, WheelMetadata]:
-    stored = _store_file(fetcher, store_root, url, sha256, size)
-    return stored, read_stored_wheel(_stores[store_root], sha256, metadata_sha256)
+    """A wheel stored, and its METADATA read from the bytes just verified where the whole wheel is
+    still in the fetcher's buffer; from the stored file where it was larger than that."""
+    bodies: list[memoryview | None] = []
+    stored = store_with(lambda url, writer: bodies.append(fetcher.fetch(url, writer)), url,
+                        _store(store_root).writer(sha256, size))
+    if bodies[-1] is not None:
+        return stored, wheel_metadata(from_wheel(bodies[-1]), metadata_sha256)
+    return stored, read_stored_wheel(_store(store_root), sha256, metadata_sha256)
+
+
+def _store(root: str) -> BlobStore:
+    return _stores.get(root) or _stores.setdefault(root, BlobStore(root))
 
 
 def _project(fetcher: FileFetcher, name: str, url: str, headers: dict[str, str]) -> RemoteProject | None:

@@ -234,3 +234,41 @@ def test_a_page_over_the_limit_is_refused_compressed_or_not(server_for, fetcher_
     with pytest.raises(Transient, match="undecodable gzip body"):
         fetcher.get_page(server.url + "/simple/garbled/", {}, 4096)
     assert fetcher.get_page(server.url + "/simple/big/", {}, 5000).body == big  # the limit itself is fine
+
+
+def _wheel(padding: int) -> bytes:
+    """A wheel with a METADATA and ``padding`` incompressible bytes beside it."""
+    import io
+    import os
+    import zipfile
+
+    data = io.BytesIO()
+    with zipfile.ZipFile(data, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("pad/blob.bin", os.urandom(padding), compress_type=zipfile.ZIP_STORED)
+        archive.writestr("demo-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n"
+                         "Requires-Dist: other>=2\n")
+    return data.getvalue()
+
+
+@pytest.mark.parametrize(("padding", "in_memory"), [(10_000, True), (1_200_000, False)], ids=["small", "over-1-MiB"])
+def test_a_wheels_metadata_is_read_from_the_bytes_just_verified(
+    server_for, fetcher_for, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, padding: int, in_memory: bool
+) -> None:
+    """A wheel that fit in the fetcher's buffer is read there, not opened again from the store; a
+    larger one from the store. Either way the same answer as reading the stored file."""
+    from gitmirror import workers
+    from gitmirror.metadata import read_stored_wheel
+
+    wheel = _wheel(padding)
+    server = server_for(lambda path: (answer("200 OK", wheel), False))
+    fetcher = fetcher_for(server)
+    store, digest = BlobStore(tmp_path), hashlib.sha256(wheel).hexdigest()
+    with store.writer(hashlib.sha256(wheel).hexdigest(), len(wheel)) as writer:
+        body = fetcher.fetch(server.url + "/probe.whl", writer)
+        assert (bytes(body) == wheel) if in_memory else body is None
+    opened: list[str] = []
+    monkeypatch.setattr(workers, "read_stored_wheel", lambda *args: opened.append(args[1]) or read_stored_wheel(*args))
+    stored, metadata = workers._store_wheel(fetcher, str(tmp_path), server.url + "/demo.whl", digest, len(wheel), None)
+    assert stored == len(wheel) and store.path(digest).read_bytes() == wheel
+    assert metadata == read_stored_wheel(store, digest, None) and metadata.metadata.requires_dist == ("other>=2",)
+    assert opened == ([] if in_memory else [digest])

@@ -199,3 +199,18 @@ def test_malformed_manifest_push_is_refused_by_the_hook(mirror: Mirror, sample, 
         assert pushed.returncode != 0, f"{path} was accepted"
         assert path.split("/")[-1] in pushed.stderr or "manifest" in pushed.stderr, pushed.stderr
         assert mirror.git("rev-parse", "main").strip() == tip
+
+
+def test_an_allowed_authority_is_remembered_by_its_text_only() -> None:
+    """``HostPolicy.check`` remembers the authorities it allowed; what merely shares a prefix with
+    one, or hides another host behind white space or user info, is still checked in full."""
+    from gitmirror.hosts import HostNotAllowed, HostPolicy
+
+    policy = HostPolicy("http://127.0.0.1:8711/simple/")
+    policy.check("http://127.0.0.1:8711/packages/a.whl")
+    policy.check("http://127.0.0.1:8711/packages/b.whl")
+    for url in ("http://127.0.0.1:87111/x", "http://127.0.0.1:8711@evil.example/x", "http://127.0.0.1:8711.evil/x",
+                "http://127.0.0.1:8711\t@evil.example/x", "https://127.0.0.1:8711/x"):
+        with pytest.raises(HostNotAllowed):
+            policy.check(url)
+    assert policy._allowed_authorities == {"http://127.0.0.1:8711"}
