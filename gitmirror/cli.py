@@ -16,7 +16,7 @@ import typer
 
 from . import config as config_module
 from .config import Config
-from .failures import EXIT_USAGE, KNOWN_FAILURES, error_line
+from .failures import EXIT_USAGE, error_line, known_failure
 from .repo import MetadataRepo
 from .store import BlobStore
 from .sync_command import run as run_sync
@@ -51,8 +51,12 @@ def friendly_errors(command: F) -> F:
     def wrapper(*args: object, **kwargs: object) -> object:
         try:
             return command(*args, **kwargs)
-        except KNOWN_FAILURES as exc:
-            raise fail(str(exc)) from None
+        except Exception as exc:
+            failure = known_failure(exc)
+            if failure is None:
+                raise
+            typer.echo(error_line(failure), err=True)
+            raise typer.Exit(EXIT_USAGE) from None
 
     return wrapper  # type: ignore[return-value]
 

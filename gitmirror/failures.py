@@ -6,6 +6,8 @@ runs without it (``sync_command.main``), so both say the same thing about the sa
 
 from __future__ import annotations
 
+import errno
+
 from .config import ConfigError
 from .manifest import ManifestError
 from .names import UnsafeNameError
@@ -24,5 +26,30 @@ KNOWN_FAILURES: tuple[type[Exception], ...] = (
 )
 
 
+#: what a full, read-only or failing disk, or a store or repository this user may not write,
+#: raises: the machine's failure, not gitmirror's; a traceback would bury the one line that matters
+STORAGE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EMFILE,
+     errno.ENFILE}
+)
+
+
+def known_failure(exc: BaseException) -> BaseException | None:
+    """The failure to report in one line, or None for what only a traceback explains (a bug).
+
+    A failure inside the sync's dependency walk reaches the command wrapped in an exception group
+    (``asyncio.TaskGroup``); it is known when everything in the group is.
+    """
+    if isinstance(exc, BaseExceptionGroup):
+        found = [known_failure(inner) for inner in exc.exceptions]
+        return found[0] if all(found) else None
+    if isinstance(exc, KNOWN_FAILURES) or (isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS):
+        return exc
+    return None
+
+
 def error_line(failure: BaseException | str) -> str:
+    if isinstance(failure, OSError) and failure.strerror:
+        where = f": {failure.filename}" if failure.filename else ""
+        failure = f"{failure.strerror}{where}"
     return f"gitmirror: error: {failure}"

@@ -115,14 +115,12 @@ class FileFetcher:
             if response.status != 200:
                 raise FetchError(f"upstream answered HTTP {response.status}")
             buffer, whole = worker.buffer, True
-            while filled := _fill(response, buffer):
+            while filled := _received(response, buffer):
+                # the store's own failures (a full disk) are not the network's: not retried
                 writer.write(buffer[:filled])
                 if filled < len(buffer):
                     break
                 whole = False
-        except _BROKEN as exc:
-            self._drop(worker, origin)
-            raise Transient(describe(exc)) from None
         except BaseException:
             self._drop(worker, origin)  # the body was not read to its end: the connection is spent
             raise
@@ -246,12 +244,16 @@ class FileFetcher:
             connection.close()
 
 
-def _fill(response: http11.Response, buffer: memoryview) -> int:
+def _received(response: http11.Response, buffer: memoryview) -> int:
     """Read until ``buffer`` is full or the body ends: whole buffers are what the store writes
-    around the page cache (``O_DIRECT``); one socket read returns any amount."""
+    around the page cache (``O_DIRECT``); one socket read returns any amount. A broken exchange is
+    ``Transient``."""
     filled = 0
-    while filled < len(buffer) and (count := response.readinto(buffer[filled:])):
-        filled += count
+    try:
+        while filled < len(buffer) and (count := response.readinto(buffer[filled:])):
+            filled += count
+    except _BROKEN as exc:
+        raise Transient(describe(exc)) from None
     return filled
 
 

@@ -4,7 +4,7 @@ The fork server is a new interpreter that imports ``gitmirror.workers`` (0.1-0.4
 first worker can fork. ``gitmirror sync`` starts it as soon as it knows it will run, so that start
 overlaps the sync's own (dulwich, the config, the repository). This module imports nothing of the
 workers: starting the fork server from ``gitmirror.workers`` itself cost the import of that module
-and all it pulls in (the fetcher, the store, zipfile, http.client: 57 ms) before the fork
+and all it pulls in (the fetcher, the store, the page parser: 57 ms) before the fork
 server's own start could begin, and a small sync's first page then waited for it.
 """
 

@@ -75,7 +75,8 @@ class PageAnswer:
 
     @property
     def charset(self) -> str | None:
-        """The ``charset`` parameter of ``Content-Type``, read by the parser ``http.client`` uses."""
+        """The ``charset`` parameter of ``Content-Type``, read by the ``email`` package's parser, as
+        ``http.client`` reads it."""
         message = Message()
         message["content-type"] = self.headers.get("content-type", "")
         return message.get_content_charset()

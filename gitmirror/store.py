@@ -67,10 +67,14 @@ class BlobWriter:
         if self.expected_size is not None and self.size > self.expected_size:
             raise IntegrityError(f"body longer than the announced {self.expected_size} bytes")
         view = memoryview(chunk)
-        if self._direct:
-            view = self._write_direct(view)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        try:
+            if self._direct:
+                view = self._write_direct(view)
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:  # a full disk says where: the store's
+            exc.filename = exc.filename or str(self._store.root)
+            raise
         crashpoints.reached("store.chunk-written")
 
     def _write_direct(self, view: memoryview) -> memoryview:

@@ -11,6 +11,7 @@ import asyncio
 import gc
 import json
 import os
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -265,7 +266,7 @@ class Syncer:
                 result.commit = self._commit(outcomes, parent, branch)
                 crashpoints.reached("sync.committed")
                 if self.pages is not None:
-                    state.save(result.commit or parent, self.pages.fresh)
+                    self._save_page_state(state, result.commit or parent)
                 parsed.save()
                 if serial is not None and result.exit_code == EXIT_OK:
                     self._record(serial, roots, outcomes, branch)
@@ -273,6 +274,15 @@ class Syncer:
                 state.close()
                 parsed.close()
         return result
+
+    def _save_page_state(self, state: SyncState, commit: bytes | None) -> None:
+        """Record the pages for the next run's conditional requests; a disk that refuses (full, or
+        failing) costs that run every page again, never this run's commit, which stands."""
+        assert self.pages is not None
+        try:
+            state.save(commit, self.pages.fresh)
+        except (sqlite3.Error, OSError) as exc:
+            self.log(f"warning: the page state was not saved ({exc}): the next sync asks for every page again")
 
     def _warn(self, line: str, show: Log) -> None:
         self.warnings.append(line)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import config as config_module
 from .config import Config, Selection, parse_selection
-from .failures import EXIT_USAGE, KNOWN_FAILURES, error_line
+from .failures import EXIT_USAGE, error_line, known_failure
 from .repo import MetadataRepo
 from .store import BlobStore
 
@@ -69,8 +69,11 @@ def main(config_path: Path | None, quiet: bool) -> int:
     """The launcher's plain ``sync``: known failures in one line, exit code 2 (as ``gitmirror.cli``)."""
     try:
         return run(config_path, quiet=quiet)
-    except KNOWN_FAILURES as exc:
-        print(error_line(exc), file=sys.stderr, flush=True)
+    except Exception as exc:
+        failure = known_failure(exc)
+        if failure is None:
+            raise
+        print(error_line(failure), file=sys.stderr, flush=True)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("Aborted!", file=sys.stderr, flush=True)  # what the command line says

@@ -35,8 +35,9 @@ def proxy_configured() -> bool:
 def open_connection(
     scheme: str, host: str, port: int | None, timeout: float, context: ssl.SSLContext | None = None
 ) -> http.client.HTTPConnection:
-    """An ``http.client`` connection (not yet connected): https verified against ``context``, else
-    the system store; ``timeout`` applies to every socket operation."""
+    """An ``http.client`` connection (not yet connected) for the XML-RPC changelog
+    (``unchanged.changed_projects``): https verified against ``context``, else the system store;
+    ``timeout`` applies to every socket operation. Downloads use ``http11.connect``."""
     import http.client
 
     if scheme == "https":

@@ -152,3 +152,36 @@ def test_points_cost_nothing_when_unset() -> None:
     # This test process runs without the variables: the hook must be the do-nothing function.
     assert crashpoints.reached is crashpoints._noop
     assert len(crashpoints.POINTS) >= 20 and len(set(crashpoints.POINTS)) == len(crashpoints.POINTS)
+
+
+def test_a_full_disk_stops_the_sync_in_one_line_and_loses_nothing(
+    shared_upstream: FakeUpstream, reference: tuple[dict, set[str]], tmp_path: Path
+) -> None:
+    """A disk that takes no more bytes (here a file-size limit of one byte: ``EFBIG``, met as a sync
+    would meet ``ENOSPC``, in a download process after the first byte of a blob) ends the run with
+    one line and exit code 2, the branch where it was: a storage failure is not retried as a
+    network one, nor reported file by file. With room again, the next run ends where an
+    uninterrupted one would."""
+    import resource
+
+    limit = 1
+    expected_tree, expected_blobs = reference
+    mirror = new_mirror(tmp_path / "site", shared_upstream)
+    mirror.run("sync", "demo-pkg==1.0", check=True)
+    old = mirror.git("rev-parse", "main").strip()
+
+    full = subprocess.run(
+        [*GITMIRROR, "sync"], cwd=mirror.root, env=isolated_env(), capture_output=True, text=True, timeout=120,
+        preexec_fn=lambda: (signal.signal(signal.SIGXFSZ, signal.SIG_IGN),  # EFBIG, as CPython asks for
+                            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))),
+    )
+    assert full.returncode == 2, full.stdout + full.stderr
+    assert full.stderr.splitlines() == [f"gitmirror: error: File too large: {mirror.store.relative_to(mirror.root)}"]
+    assert mirror.git("rev-parse", "main").strip() == old
+    assert_store_holds_only_complete_blobs(mirror)
+    assert_repo_consistent(mirror, old)
+
+    rerun = mirror.run("sync")
+    assert rerun.returncode == 0, rerun.stderr
+    assert normalized_tree(mirror) == expected_tree
+    assert blob_names(mirror) == expected_blobs

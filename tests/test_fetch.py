@@ -1,4 +1,4 @@
-"""``gitmirror.fetch``: release files over ``http.client``, at the level of connections and framing.
+"""``gitmirror.fetch``: release files over ``gitmirror.http11``, at the level of connections and framing.
 
 The sync-level behaviour (retries, messages, nothing unverified stored) is covered against the fake
 upstream in tests/test_upstream_faults.py and tests/test_hostile.py; here a scripted server on
