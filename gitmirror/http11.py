@@ -26,10 +26,12 @@ if TYPE_CHECKING:
 
 MAX_LINE = 65536  # bytes in one line of an answer's head, as http.client
 MAX_HEADERS = 100  # header lines in an answer, as http.client
+MAX_INFORMATIONAL = 20  # 1xx answers before the real one: a server cannot stall a download with them
 _RECEIVE = 65536
 _TARGET = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no space: one word of the request line
 _VALUE = re.compile(r"[\x20-\x7e\t]*")  # a header value: no line break, nothing but ASCII
 _HEX = re.compile(r"[0-9A-Fa-f]{1,16}")
+_DIGITS = re.compile(r"[0-9]{1,18}")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a header name (RFC 9110)
 
 
@@ -70,12 +72,12 @@ class Connection:
         lines = [f"GET {target} HTTP/1.1", f"Host: {self._host}"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
         self._sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("ascii"))
-        while True:
+        for _count in range(MAX_INFORMATIONAL + 1):
             version, status, fields = self._head()
             if not 100 <= status < 200:
-                break
-        self.answered += 1
-        return Response(self, version, status, fields)
+                self.answered += 1
+                return Response(self, version, status, fields)
+        raise ProtocolError(f"more than {MAX_INFORMATIONAL} informational answers")
 
     def close(self) -> None:
         self.reusable = False
@@ -86,7 +88,7 @@ class Connection:
         status_line = self._line(first=True)
         version, _, rest = status_line.partition(" ")
         code = rest[:3]
-        if not version.startswith("HTTP/1.") or not code.isdigit() or rest[3:4] not in ("", " "):
+        if not version.startswith("HTTP/1.") or not _DIGITS.fullmatch(code) or rest[3:4] not in ("", " "):
             raise ProtocolError(f"not an HTTP/1.1 status line: {status_line[:80]!r}")
         fields: dict[str, str] = {}
         name = ""
@@ -170,7 +172,7 @@ class Response:
         elif "content-length" in headers:
             lengths = {value.strip() for value in headers["content-length"].split(",")}
             length = lengths.pop() if len(lengths) == 1 else ""
-            if not length.isdigit():
+            if not _DIGITS.fullmatch(length):  # (str.isdigit() also takes "²", which int() refuses)
                 raise ProtocolError(f"bad Content-Length: {headers['content-length'][:40]!r}")
             self._left = self._expected = int(length)
         self.done = False

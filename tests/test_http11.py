@@ -168,9 +168,13 @@ def test_an_early_end_is_a_truncation(pair, answer: bytes, message: str) -> None
         b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabXY",
+        "HTTP/1.1 \u00b200 OK\r\n\r\n".encode("latin-1"),
+        "HTTP/1.1 200 OK\r\nContent-Length: \u00b2\r\n\r\n".encode("latin-1"),
+        b"HTTP/1.1 100 Continue\r\n\r\n" * 21 + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
     ],
     ids=["not-http", "status-of-four-digits", "header-without-colon", "space-in-name", "two-lengths",
-         "negative-length", "101-headers", "line-over-64k", "chunk-size-not-hex", "chunk-without-crlf"],
+         "negative-length", "101-headers", "line-over-64k", "chunk-size-not-hex", "chunk-without-crlf",
+         "status-of-non-ascii-digits", "length-of-non-ascii-digits", "21-informational-answers"],
 )
 def test_what_cannot_be_framed_is_a_protocol_error(pair, answer: bytes) -> None:
     connection, theirs = pair
