@@ -58,12 +58,17 @@ class SyncState:
         return self._db
 
     def load(self, tip: bytes | None) -> bool:
-        """Trust the cache only if it was written for exactly this branch tip and upstream."""
-        db = self._connect(create=False)
-        if db is None:
+        """Trust the cache only if it was written for exactly this branch tip and upstream; a file
+        that is no database (damaged) is no cache, and the next ``save`` starts it again."""
+        try:
+            db = self._connect(create=False)
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall()) if db is not None else None
+        except sqlite3.DatabaseError:
+            self.close()
+            meta = None
+        if meta is None:
             self.valid = False
             return False
-        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         self.valid = meta == {
             "schema": SCHEMA,
             "commit": tip.decode() if tip else "",
@@ -76,13 +81,29 @@ class SyncState:
         """(ETag, page) recorded for a project, when the cache is valid and has one."""
         if not self.valid or self._db is None:
             return None
-        row = self._db.execute("SELECT etag, page FROM pages WHERE name = ?", (name,)).fetchone()
-        if row is None or not row[0] or not row[1]:
+        try:
+            row = self._db.execute("SELECT etag, page FROM pages WHERE name = ?", (name,)).fetchone()
+            if row is None or not row[0] or not row[1]:
+                return None
+            return row[0], _decode(row[1])
+        except (sqlite3.DatabaseError, ValueError, TypeError):  # a damaged record: fetch the page
             return None
-        return row[0], _decode(row[1])
 
     def save(self, commit: bytes | None, fresh: dict[str, RemoteProject]) -> None:
-        """Record the pages fetched this run, for the tip the run left the branch at."""
+        """Record the pages fetched this run, for the tip the run left the branch at; a file that
+        is no database is started again (once: a disk that keeps failing raises)."""
+        for attempt in range(2):
+            try:
+                self._save(commit, fresh)
+                return
+            except sqlite3.DatabaseError:
+                self.close()
+                if attempt:
+                    raise
+                self.path.unlink(missing_ok=True)
+                self.valid = False
+
+    def _save(self, commit: bytes | None, fresh: dict[str, RemoteProject]) -> None:
         db = self._connect(create=True)
         assert db is not None
         with db:

@@ -149,3 +149,20 @@ def test_a_pep658_file_other_than_its_wheels_metadata_is_stored_and_served(
     verified = mirror.run("verify")  # two wheels, two PEP 658 files (one read out of its wheel)
     assert verified.returncode == 0 and "4 blobs re-hashed" in verified.stdout, verified.stdout
     assert verified.stdout.rstrip().endswith(": OK")
+
+
+def test_a_damaged_cache_is_no_cache_and_is_written_again(mirror: Mirror, sample, upstream: FakeUpstream) -> None:
+    """The page state is a private speed-up: a file that is no database (a failing disk, a stray
+    write) costs one run every page, not every run a traceback; that run writes it again."""
+    mirror.run("sync", check=True)
+    [state] = (mirror.store / "state").glob("sync-*.sqlite3")
+    state.write_bytes(os.urandom(4096))
+    mark = len(upstream.requests)
+    damaged = mirror.run("sync", "--full")  # past the warm path, which would not read the state
+    assert damaged.returncode == 0, damaged.stderr
+    pages = [record for record in since(upstream, mark) if record.path.startswith("/simple/")]
+    assert len(pages) == 2 and all(header(record, "If-None-Match") is None for record in pages)
+    mark = len(upstream.requests)
+    mirror.run("sync", "--full", check=True)
+    pages = [record for record in since(upstream, mark) if record.path.startswith("/simple/")]
+    assert len(pages) == 2 and all(record.status == 304 for record in pages)
