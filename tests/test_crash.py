@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import resource
 import signal
 import subprocess
 import zipfile
@@ -162,8 +163,6 @@ def test_a_full_disk_stops_the_sync_in_one_line_and_loses_nothing(
     one line and exit code 2, the branch where it was: a storage failure is not retried as a
     network one, nor reported file by file. With room again, the next run ends where an
     uninterrupted one would."""
-    import resource
-
     limit = 1
     expected_tree, expected_blobs = reference
     mirror = new_mirror(tmp_path / "site", shared_upstream)

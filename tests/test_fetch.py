@@ -11,16 +11,21 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import io
 import json
+import os
 import socket
 import threading
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from gitmirror import workers
 from gitmirror.fetch import MAX_REDIRECTS, FetchError, FileFetcher, Transient
 from gitmirror.hosts import HostPolicy
+from gitmirror.metadata import read_stored_wheel
 from gitmirror.store import BlobStore
 
 BODY = b"wheel bytes " * 1000
@@ -238,10 +243,6 @@ def test_a_page_over_the_limit_is_refused_compressed_or_not(server_for, fetcher_
 
 def _wheel(padding: int) -> bytes:
     """A wheel with a METADATA and ``padding`` incompressible bytes beside it."""
-    import io
-    import os
-    import zipfile
-
     data = io.BytesIO()
     with zipfile.ZipFile(data, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("pad/blob.bin", os.urandom(padding), compress_type=zipfile.ZIP_STORED)
@@ -256,14 +257,11 @@ def test_a_wheels_metadata_is_read_from_the_bytes_just_verified(
 ) -> None:
     """A wheel that fit in the fetcher's buffer is read there, not opened again from the store; a
     larger one from the store. Either way the same answer as reading the stored file."""
-    from gitmirror import workers
-    from gitmirror.metadata import read_stored_wheel
-
     wheel = _wheel(padding)
     server = server_for(lambda path: (answer("200 OK", wheel), False))
     fetcher = fetcher_for(server)
     store, digest = BlobStore(tmp_path), hashlib.sha256(wheel).hexdigest()
-    with store.writer(hashlib.sha256(wheel).hexdigest(), len(wheel)) as writer:
+    with store.writer(digest, len(wheel)) as writer:
         body = fetcher.fetch(server.url + "/probe.whl", writer)
         assert (bytes(body) == wheel) if in_memory else body is None
     opened: list[str] = []
