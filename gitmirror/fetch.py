@@ -170,8 +170,6 @@ class FileFetcher:
             try:
                 if response.status in _REDIRECTS and response.getheader("Location"):
                     response.read(_REDIRECT_BODY)  # small, as a rule: then the connection is ready for the next request
-                    if not response.done:
-                        self._drop(worker, origin)
                     self._spent(worker, origin)
                     url = urljoin(url, response.getheader("Location", ""))
                     continue
@@ -225,7 +223,8 @@ class FileFetcher:
                 self._open.discard(connection)
 
     def _spent(self, worker: _Worker, origin: Origin) -> None:
-        """After an answer read to its end: the connection goes if the server asked (or must)."""
+        """After an answer: the connection goes unless it may take the next request (the answer
+        read to its end, and the server keeps it)."""
         connection = worker.connections.get(origin)
         if connection is not None and not connection.reusable:
             self._drop(worker, origin)

@@ -63,7 +63,14 @@ class Connection:
         self._host = host  # the Host header: name, and port where it is not the scheme's
         self._pending = bytearray()  # received, not read yet
         self.answered = 0
-        self.reusable = True
+        self._kept = True  # the server has not ended the connection's use, nor have we
+        self._answering = False  # an answer's body is not read to its end yet
+
+    @property
+    def reusable(self) -> bool:
+        """Whether the next request may be sent here: the last answer is read to its end, and
+        neither side ended the connection's use."""
+        return self._kept and not self._answering
 
     def get(self, target: str, headers: dict[str, str]) -> Response:
         """Send ``GET target`` and read the answer's head; the body is the ``Response``'s to read."""
@@ -76,11 +83,12 @@ class Connection:
             version, status, fields = self._head()
             if not 100 <= status < 200:
                 self.answered += 1
+                self._answering = True
                 return Response(self, version, status, fields)
         raise ProtocolError(f"more than {MAX_INFORMATIONAL} informational answers")
 
     def close(self) -> None:
-        self.reusable = False
+        self._kept = False
         self._sock.close()
 
     def _head(self) -> tuple[str, int, dict[str, str]]:
@@ -146,8 +154,9 @@ class Connection:
 
     def _finished(self, keep: bool) -> None:
         """The answer's body is read: the next request may follow on this connection if ``keep``."""
+        self._answering = False
         if not keep or self._pending:  # bytes past the answer's end: nothing to trust them with
-            self.reusable = False
+            self._kept = False
 
 
 class Response:

@@ -16,12 +16,12 @@ missing or unreadable file only costs the unzipping it saves.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
 from dataclasses import fields
 from pathlib import Path
 
+from .cachefile import write_or_start_again
 from .metadata import CoreMetadata
 from .unchanged import STATE_DIR
 
@@ -72,23 +72,17 @@ class MetadataCache:
         if not self._learned:
             return
         rows = [(kind, sha256, _encode(metadata)) for (kind, sha256), metadata in self._learned.items()]
-        for attempt in range(2):
-            try:
-                db = self._writer()
-                with db:
-                    db.executemany("INSERT OR REPLACE INTO metadata (kind, sha256, fields) VALUES (?, ?, ?)", rows)
-            except sqlite3.DatabaseError:  # not a database (damaged): start it again, once
-                self.close()
-                if attempt:
-                    return
-                with contextlib.suppress(OSError):
-                    self.path.unlink()
-            except (sqlite3.Error, OSError):
-                self.close()
-                return
-            else:
-                self._learned.clear()
-                return
+
+        def write() -> None:
+            with self._writer() as db:
+                db.executemany("INSERT OR REPLACE INTO metadata (kind, sha256, fields) VALUES (?, ?, ?)", rows)
+
+        try:
+            write_or_start_again(self.path, write, self.close)
+        except (sqlite3.Error, OSError):
+            self.close()
+            return
+        self._learned.clear()
 
     def close(self) -> None:
         if self._db is not None:

@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+from .cachefile import write_or_start_again
 from .page import RemoteFile, RemoteProject
 from .unchanged import STATE_DIR, state_key
 from .upstream import Upstream
@@ -92,16 +93,7 @@ class SyncState:
     def save(self, commit: bytes | None, fresh: dict[str, RemoteProject]) -> None:
         """Record the pages fetched this run, for the tip the run left the branch at; a file that
         is no database is started again (once: a disk that keeps failing raises)."""
-        for attempt in range(2):
-            try:
-                self._save(commit, fresh)
-                return
-            except sqlite3.DatabaseError:
-                self.close()
-                if attempt:
-                    raise
-                self.path.unlink(missing_ok=True)
-                self.valid = False
+        write_or_start_again(self.path, lambda: self._save(commit, fresh), self.close)
 
     def _save(self, commit: bytes | None, fresh: dict[str, RemoteProject]) -> None:
         db = self._connect(create=True)

@@ -266,7 +266,7 @@ class Syncer:
                 result.commit = self._commit(outcomes, parent, branch)
                 crashpoints.reached("sync.committed")
                 if self.pages is not None:
-                    self._save_page_state(state, result.commit or parent)
+                    self._save_page_state(state, result.commit or parent, self.pages.fresh)
                 parsed.save()
                 if serial is not None and result.exit_code == EXIT_OK:
                     self._record(serial, roots, outcomes, branch)
@@ -275,12 +275,11 @@ class Syncer:
                 parsed.close()
         return result
 
-    def _save_page_state(self, state: SyncState, commit: bytes | None) -> None:
+    def _save_page_state(self, state: SyncState, commit: bytes | None, fresh: dict[str, RemoteProject]) -> None:
         """Record the pages for the next run's conditional requests; a disk that refuses (full, or
         failing) costs that run every page again, never this run's commit, which stands."""
-        assert self.pages is not None
         try:
-            state.save(commit, self.pages.fresh)
+            state.save(commit, fresh)
         except (sqlite3.Error, OSError) as exc:
             self.log(f"warning: the page state was not saved ({exc}): the next sync asks for every page again")
 
