@@ -97,6 +97,28 @@ def test_answers_follow_each_other_on_one_connection(pair) -> None:
     assert (third.status, body_of(third), connection.reusable, connection.answered) == (204, b"", True, 3)
 
 
+def test_a_head_at_its_limits_is_read(pair) -> None:
+    """A hundred header lines (``http.client``'s limit, not one more: see the protocol errors),
+    bare LF line endings, a line of carriage returns alone ending the head; the body after it
+    untouched."""
+    connection, theirs = pair
+    many = b"".join(b"X-Header-%d: %d\r\n" % (number, number) for number in range(99))
+    theirs.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n" + many + b"\r\n\nbody")
+    response = connection.get("/", {})
+    assert len(response.headers) == 100 and response.headers["x-header-98"] == "98"
+    assert body_of(response) == b"\nbody"  # "\r\n" ended the head: the next "\n" is the body's
+    theirs.sendall(b"HTTP/1.1 200 OK\nContent-Length: 2\nX-A:  a \r\r\n\r\r\nok")
+    response = connection.get("/", {})
+    assert (response.headers["x-a"], body_of(response), connection.reusable) == ("a", b"ok", True)
+
+
+def test_a_head_without_a_status_line_is_refused(pair) -> None:
+    connection, theirs = pair
+    theirs.sendall(b"\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    with pytest.raises(http11.ProtocolError, match="status line"):
+        connection.get("/", {})
+
+
 def test_informational_answers_are_skipped(pair) -> None:
     connection, theirs = pair
     theirs.sendall(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"

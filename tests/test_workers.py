@@ -7,6 +7,7 @@ the sync's output pipes open and could write into the store under the next run.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -14,11 +15,16 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from test_locking import paused_sync, process_state
 
 from gitmirror import fork_server, workers
+from gitmirror.fetch import Transient
+from gitmirror.hosts import HostPolicy
+from gitmirror.store import BlobStore
 
 from conftest import GITMIRROR, Mirror, isolated_env
+from fakeupstream import Artifact, FakeUpstream
 
 
 def children(pid: int) -> list[int]:
@@ -132,3 +138,88 @@ def test_with_a_proxy_configured_files_download_in_the_syncs_own_threads(mirror:
         assert children(sync.pid) == []  # the sync paused itself: no fork server, no workers
     assert sync.returncode == 0
     assert mirror.run("verify").returncode == 0
+
+
+def many_files(upstream: FakeUpstream, count: int) -> list[Artifact]:
+    artifacts = [Artifact(f"many-1.{number}.tar.gz", os.urandom(3_000 + number)) for number in range(count)]
+    for artifact in artifacts:
+        upstream.add("many", artifact)
+    return artifacts
+
+
+def test_many_waiting_files_go_to_the_workers_several_to_a_message(
+    upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each file keeps its own answer (its size, or its own failure) and is stored once; the last
+    ones go one by one, so the run's end waits for no worker's backlog."""
+    artifacts = many_files(upstream, 64)
+    liar = artifacts[5]
+    upstream.fault(liar.filename, "longer", extra=b"0123456789")  # its own IntegrityError, nobody else's
+    store = BlobStore(tmp_path / "store")
+    store.init()
+    handed: list[int] = []
+    hand_out = workers.DownloadProcesses._hand_out
+
+    def counted(self: workers.DownloadProcesses) -> list:
+        jobs = hand_out(self)
+        handed.append(len(jobs))
+        return jobs
+
+    monkeypatch.setattr(workers.DownloadProcesses, "_hand_out", counted)
+
+    async def download_all() -> list[int | BaseException]:
+        processes = workers.DownloadProcesses(2, HostPolicy(upstream.url), 10)
+        try:
+            return await asyncio.gather(
+                *(processes.store_file(str(store.root), upstream.file_url("many", artifact.filename),
+                                       artifact.sha256, artifact.size) for artifact in artifacts),
+                return_exceptions=True,
+            )
+        finally:
+            processes.close()
+
+    answers = asyncio.run(download_all())
+    honest = [number for number in range(64) if artifacts[number] is not liar]
+    assert [answers[number] for number in honest] == [artifacts[number].size for number in honest]
+    assert "announced" in str(answers[5]) and not store.has(liar.sha256)
+    assert all(store.path(artifacts[number].sha256).read_bytes() == artifacts[number].data for number in honest)
+    assert sum(handed) == 64 and max(handed) == workers.BATCH_FILES and handed[-1] == 1
+    assert len(handed) <= 64 // 2, handed
+
+
+def test_a_worker_killed_with_several_files_fails_each_of_them_for_a_retry(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """Files its batch had finished too: their answers were never sent, so they are tried again
+    (``Upstream`` retries a ``Transient``), and the other workers' files stand."""
+    artifacts = many_files(upstream, 64)
+    upstream.fault(artifacts[2].filename, "delay", seconds=30)  # holds its worker's batch
+    store = BlobStore(tmp_path / "store")
+    store.init()
+
+    async def kill_the_held_worker() -> list[int | BaseException]:
+        processes = workers.DownloadProcesses(2, HostPolicy(upstream.url), 60)
+        try:
+            downloads = [
+                asyncio.ensure_future(processes.store_file(
+                    str(store.root), upstream.file_url("many", artifact.filename), artifact.sha256, artifact.size
+                ))
+                for artifact in artifacts
+            ]
+            deadline = time.monotonic() + 30
+            while not (len(busy := [w for w in processes._workers if w.waiting]) == 1
+                       and sum(download.done() for download in downloads) + len(busy[0].waiting) == 64):
+                assert time.monotonic() < deadline, "the other files did not finish"
+                await asyncio.sleep(0.02)
+            assert len(busy[0].waiting) > 1
+            os.kill(busy[0].process.pid, signal.SIGKILL)
+            return await asyncio.gather(*downloads, return_exceptions=True)
+        finally:
+            processes.close()
+
+    answers = asyncio.run(kill_the_held_worker())
+    failed = [number for number, answer in enumerate(answers) if isinstance(answer, BaseException)]
+    assert 2 in failed and len(failed) > 1
+    assert all(isinstance(answers[number], Transient) for number in failed)
+    assert all(answers[number] == artifacts[number].size for number in range(64) if number not in failed)
+    assert os.listdir(store.root / "tmp") == []
