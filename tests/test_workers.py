@@ -72,6 +72,17 @@ def test_the_fork_server_is_started_without_importing_what_the_workers_run() -> 
     assert not {"gitmirror.workers", "gitmirror.fetch", "gitmirror.store", "http.client", "zipfile"} & set(loaded)
 
 
+def test_what_html_pages_and_lockfiles_need_is_imported_only_for_them() -> None:
+    """The download processes' fork server and a sync's start import neither the ``email`` package
+    (an HTML page's charset) nor a TOML parser and ``packaging.pylock`` (``lockfiles:``)."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, gitmirror.workers, gitmirror.sync, gitmirror.sync_command; "
+         "print(sorted({'email.message', 'tomllib', 'packaging.pylock'} & set(sys.modules)))"],
+        capture_output=True, text=True, check=True, env=isolated_env(),
+    )
+    assert loaded.stdout.strip() == "[]"
+
+
 def test_a_sync_that_fails_before_any_download_still_says_one_line(mirror: Mirror, sample) -> None:
     """The fork server started for it leaves with it, silently."""
     (mirror.root / "mirror.yaml").write_text("upstream: [not, a, url]\n")
