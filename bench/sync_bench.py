@@ -255,13 +255,15 @@ def run(workdir: Path, quick: bool) -> tuple[Table, Path]:
     fastest_copy = min(each.copy for each in rounds)
     table.rows.append(Row("cold sync throughput", "fastest local copy of the run", size / fastest_copy / 1e6,
                           size / ours_cold / 1e6, "MB/s", lower_is_better=False,
-                          note="the copy's time is bimodal (disk just written or not): its best is the limit"))
+                          note="the copy's kernel time swings run to run (RESULTS item 49): its best is the limit"))
     table.rows.append(Row("cold sync throughput", "verified-download floor (fetch_floor.py)",
                           size / floor_seconds / 1e6, size / ours_cold / 1e6, "MB/s", lower_is_better=False,
                           note="fetch + sha256 + write + fsync in 8 processes, nothing else"))
     if bander_cold:
         table.rows.append(Row("cold sync throughput", "bandersnatch", size / bander_cold / 1e6,
                               size / ours_cold / 1e6, "MB/s", lower_is_better=False))
+    table.notes.append(f"the verified-download floor itself reaches {fastest_copy / floor_seconds:.2f} of the fastest "
+                       f"copy's throughput ({floor_seconds:.2f} s against {fastest_copy:.2f} s)")
     table.notes.append(f"cold figures are medians of {len(rounds)} alternating round(s); local copy of the same "
                        f"{size / 1e6:,.0f} MB: {copy_seconds:.2f} s (files hot in the page cache for every contestant)")
     table.notes.append("warm runs, one request each: bandersnatch asks XML-RPC changelog_since_serial; gitmirror "
