@@ -262,8 +262,8 @@ def run(workdir: Path, quick: bool) -> tuple[Table, Path]:
     if bander_cold:
         table.rows.append(Row("cold sync throughput", "bandersnatch", size / bander_cold / 1e6,
                               size / ours_cold / 1e6, "MB/s", lower_is_better=False))
-    table.notes.append(f"the verified-download floor itself reaches {fastest_copy / floor_seconds:.2f} of the fastest "
-                       f"copy's throughput ({floor_seconds:.2f} s against {fastest_copy:.2f} s)")
+    table.notes.append(f"the verified-download floor itself (its median) reaches {fastest_copy / floor_seconds:.2f} of "
+                       f"the fastest copy's throughput ({floor_seconds:.2f} s against {fastest_copy:.2f} s)")
     table.notes.append(f"cold figures are medians of {len(rounds)} alternating round(s); local copy of the same "
                        f"{size / 1e6:,.0f} MB: {copy_seconds:.2f} s (files hot in the page cache for every contestant)")
     table.notes.append("warm runs, one request each: bandersnatch asks XML-RPC changelog_since_serial; gitmirror "
