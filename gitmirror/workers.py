@@ -161,8 +161,9 @@ class DownloadProcesses:
                 self._queue.popleft()
                 continue
             kind, args = job
-            weight = 0 if kind == "page" else args[3] or BATCH_BYTES
-            if handed and ((kind == "page") != (handed[0][0][0] == "page") or size + weight > BATCH_BYTES):
+            page = kind == "page"
+            weight = 0 if page else BATCH_BYTES if args[3] is None else args[3]  # a size not announced: alone
+            if handed and (page != (handed[0][0][0] == "page") or size + weight > BATCH_BYTES):
                 break
             self._queue.popleft()
             handed.append((job, future))
