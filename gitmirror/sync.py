@@ -470,17 +470,20 @@ class Syncer:
         awaited = await asyncio.gather(*(self._fetch(upstream, fetching[number]) for number in waiting))
         for number, result in zip(waiting, awaited, strict=True):
             results[number] = result
+        added: dict[str, FileEntry] = {}
         for remote_file, result in zip(fetching, results, strict=True):
             assert result is not None
             ok, has_metadata, errors = result
             outcome.errors += errors
-            if ok and remote_file.filename not in manifest.files:
+            if ok and remote_file.filename not in manifest.files and remote_file.filename not in added:
                 # Upstream need not announce sizes (PEP 700 is optional): record what was stored.
                 size = self._stored_sizes.get(remote_file.sha256)
                 if size is None:  # stored before this run
                     size = os.stat(self.store.file(remote_file.sha256)).st_size
-                manifest = manifest.with_file(_entry(remote_file, seen_at, has_metadata, size))
+                added[remote_file.filename] = _entry(remote_file, seen_at, has_metadata, size)
                 outcome.added.append(remote_file.filename)
+        if added:
+            manifest = manifest.with_files(added.values())
         crashpoints.reached("sync.project-merged")
         if manifest.files or old is not None:
             outcome.new = manifest
