@@ -44,14 +44,17 @@ class ProjectChoice:
     files: set[str] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    without_metadata: list[str] = field(default_factory=list)
+    #: releases whose dependencies could not be read, in the walk's order (a dict: a project of
+    #: thousands of sdist-only releases made a list's membership test quadratic)
+    without_metadata: dict[str, None] = field(default_factory=dict)
+    _said: set[str] = field(default_factory=set, repr=False, compare=False)
 
     @property
     def warnings(self) -> list[str]:
         """Notes, plus one line for all releases whose dependencies could not be read (old sdists)."""
         if not self.without_metadata:
             return list(self.notes)
-        versions = ", ".join(self.without_metadata[:5]) + (", ..." if len(self.without_metadata) > 5 else "")
+        versions = ", ".join(list(self.without_metadata)[:5]) + (", ..." if len(self.without_metadata) > 5 else "")
         summary = (
             f"{self.name}: dependencies of {len(self.without_metadata)} release(s) unknown "
             f"(no wheel or PEP 658 metadata), not followed: {versions}"
@@ -62,7 +65,8 @@ class ProjectChoice:
         return remote_file.filename in self.files
 
     def error(self, message: str) -> None:
-        if message not in self.errors:
+        if message not in self._said:  # each said once, in a set: a project's errors can be thousands
+            self._said.add(message)
             self.errors.append(message)
 
 
@@ -366,8 +370,7 @@ class Resolver:
             choice.error(f"{demand.name} {version}: cannot read its dependencies: {exc}{_chain_text(demand.chain)}")
             return
         if metadata is None:
-            if version not in choice.without_metadata:
-                choice.without_metadata.append(version)
+            choice.without_metadata[version] = None
             return
         for text in metadata.requires_dist:
             try:
