@@ -16,7 +16,7 @@ import typer
 
 from . import config as config_module
 from .config import Config
-from .failures import EXIT_USAGE, error_line, known_failure
+from .failures import EXIT_USAGE, error_line, one_line
 from .repo import MetadataRepo
 from .store import BlobStore
 from .sync_command import run as run_sync
@@ -52,10 +52,10 @@ def friendly_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except Exception as exc:
-            failure = known_failure(exc)
-            if failure is None:
+            line = one_line(exc)
+            if line is None:
                 raise
-            typer.echo(error_line(failure), err=True)
+            typer.echo(line, err=True)
             raise typer.Exit(EXIT_USAGE) from None
 
     return wrapper  # type: ignore[return-value]

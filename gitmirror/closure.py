@@ -42,12 +42,12 @@ class ProjectChoice:
 
     name: str
     files: set[str] = field(default_factory=set)
-    errors: list[str] = field(default_factory=list)
+    #: each said once, in the order said; and the releases whose dependencies could not be read, in
+    #: the walk's order. Dicts, not lists: a project of thousands of releases made a list's
+    #: membership test quadratic
+    errors: dict[str, None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    #: releases whose dependencies could not be read, in the walk's order (a dict: a project of
-    #: thousands of sdist-only releases made a list's membership test quadratic)
     without_metadata: dict[str, None] = field(default_factory=dict)
-    _said: set[str] = field(default_factory=set, repr=False, compare=False)
 
     @property
     def warnings(self) -> list[str]:
@@ -65,9 +65,7 @@ class ProjectChoice:
         return remote_file.filename in self.files
 
     def error(self, message: str) -> None:
-        if message not in self._said:  # each said once, in a set: a project's errors can be thousands
-            self._said.add(message)
-            self.errors.append(message)
+        self.errors[message] = None
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,13 @@ def known_failure(exc: BaseException) -> BaseException | None:
     return None
 
 
+def one_line(exc: BaseException) -> str | None:
+    """``error_line`` of a known failure, for both entry points (``cli``, ``sync_command``); None
+    for what only a traceback explains."""
+    failure = known_failure(exc)
+    return None if failure is None else error_line(failure)
+
+
 def error_line(failure: BaseException | str) -> str:
     if isinstance(failure, OSError) and failure.strerror:
         where = f": {failure.filename}" if failure.filename else ""

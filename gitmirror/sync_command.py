@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import config as config_module
 from .config import Config, Selection, parse_selection
-from .failures import EXIT_USAGE, error_line, known_failure
+from .failures import EXIT_USAGE, one_line
 from .repo import MetadataRepo
 from .store import BlobStore
 
@@ -70,10 +70,10 @@ def main(config_path: Path | None, quiet: bool) -> int:
     try:
         return run(config_path, quiet=quiet)
     except Exception as exc:
-        failure = known_failure(exc)
-        if failure is None:
+        line = one_line(exc)
+        if line is None:
             raise
-        print(error_line(failure), file=sys.stderr, flush=True)
+        print(line, file=sys.stderr, flush=True)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("Aborted!", file=sys.stderr, flush=True)  # what the command line says

@@ -154,20 +154,19 @@ class DownloadProcesses:
         """
         handed: list[tuple[_Job, asyncio.Future[Any]]] = []
         limit = max(1, min(BATCH_FILES, len(self._queue) // (2 * max(1, len(self._workers)))))
-        size = 0
+        pages, size = False, 0
         while self._queue and len(handed) < limit:
             job, future = self._queue[0]
             if future.done():  # cancelled meanwhile
                 self._queue.popleft()
                 continue
             kind, args = job
-            page = kind == "page"
-            weight = 0 if page else BATCH_BYTES if args[3] is None else args[3]  # a size not announced: alone
-            if handed and (page != (handed[0][0][0] == "page") or size + weight > BATCH_BYTES):
+            weight = 0 if kind == "page" else BATCH_BYTES if args[3] is None else args[3]  # no size: alone
+            if handed and ((kind == "page") != pages or size + weight > BATCH_BYTES):
                 break
             self._queue.popleft()
             handed.append((job, future))
-            size += weight
+            pages, size = kind == "page", size + weight
         return handed
 
     def _start_workers(self) -> None:
