@@ -250,19 +250,23 @@ def run(workdir: Path, quick: bool) -> tuple[Table, Path]:
         Row("warm re-sync with --full (every page, 304)", "bandersnatch", bander_warm, ours_full, "s",
             note="no shortcut: one conditional request per project"),
     ]
+
+    def throughput(peer: str, seconds: float, note: str = "") -> Row:
+        """The same bytes moved by ``peer`` in ``seconds``, against gitmirror's cold sync (MB/s)."""
+        return Row("cold sync throughput", peer, size / seconds / 1e6, size / ours_cold / 1e6, "MB/s",
+                   lower_is_better=False, note=note)
+
     fastest_copy = min(each.copy for each in rounds)
-    table.rows.append(Row("cold sync throughput", "local copy limit: the run's fastest cp -r + sync",
-                          size / fastest_copy / 1e6, size / ours_cold / 1e6, "MB/s", lower_is_better=False,
-                          note="target ratio >= 0.8; at its fastest a copy runs at the disk's speed (RESULTS item 54)"))
-    table.rows.append(Row("cold sync throughput", "local copy, median of the rounds", size / copy_seconds / 1e6,
-                          size / ours_cold / 1e6, "MB/s", lower_is_better=False,
-                          note="slower copies pay this machine's fresh page-cache pages (RESULTS item 49)"))
-    table.rows.append(Row("cold sync throughput", "verified-download floor (fetch_floor.py)",
-                          size / floor_seconds / 1e6, size / ours_cold / 1e6, "MB/s", lower_is_better=False,
-                          note="fetch + sha256 + write + fsync in 8 processes, nothing else"))
+    table.rows += [
+        throughput("local copy limit: the run's fastest cp -r + sync", fastest_copy,
+                   "target ratio >= 0.8; at its fastest a copy runs at the disk's speed (RESULTS item 54)"),
+        throughput("local copy, median of the rounds", copy_seconds,
+                   "slower copies pay this machine's fresh page-cache pages (RESULTS item 49)"),
+        throughput("verified-download floor (fetch_floor.py)", floor_seconds,
+                   "fetch + sha256 + write + fsync in 8 processes, nothing else"),
+    ]
     if bander_cold:
-        table.rows.append(Row("cold sync throughput", "bandersnatch", size / bander_cold / 1e6,
-                              size / ours_cold / 1e6, "MB/s", lower_is_better=False))
+        table.rows.append(throughput("bandersnatch", bander_cold))
     table.notes.append(f"the verified-download floor itself (its median) reaches {fastest_copy / floor_seconds:.2f} of "
                        f"the fastest copy's throughput ({floor_seconds:.2f} s against {fastest_copy:.2f} s)")
     if floor_seconds < fastest_copy:

@@ -56,6 +56,8 @@ BATCH_FILES = 8
 BATCH_BYTES = 4 << 20
 
 _Job = tuple[str, tuple[Any, ...]]
+#: where a file job's arguments (``store_file``'s and ``store_wheel``'s) hold its announced size
+_SIZE_ARGUMENT = 3
 
 
 @dataclass
@@ -161,7 +163,9 @@ class DownloadProcesses:
                 self._queue.popleft()
                 continue
             kind, args = job
-            weight = 0 if kind == "page" else BATCH_BYTES if args[3] is None else args[3]  # no size: alone
+            weight = 0 if kind == "page" else args[_SIZE_ARGUMENT]
+            if weight is None:  # no size announced: it goes alone
+                weight = BATCH_BYTES
             if handed and ((kind == "page") != pages or size + weight > BATCH_BYTES):
                 break
             self._queue.popleft()
