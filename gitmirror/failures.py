@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 
 from .config import ConfigError
+from .layout import UnknownLayout
 from .manifest import ManifestError
 from .names import UnsafeNameError
 from .repo import RepoError
@@ -23,6 +24,7 @@ KNOWN_FAILURES: tuple[type[Exception], ...] = (
     ManifestError,
     IntegrityError,
     SelectionError,
+    UnknownLayout,
 )
 
 
