@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 
 from .config import ConfigError
-from .layout import UnknownLayout
 from .manifest import ManifestError
 from .names import UnsafeNameError
 from .repo import RepoError
@@ -24,7 +23,6 @@ KNOWN_FAILURES: tuple[type[Exception], ...] = (
     ManifestError,
     IntegrityError,
     SelectionError,
-    UnknownLayout,
 )
 
 

@@ -46,7 +46,7 @@ def needed_blobs(repo: MetadataRepo, commit: bytes | None) -> dict[str, NeededBl
 
 
 class DirectorySource:
-    """A directory holding a store's ``blobs/`` (either layout, ``layout``): a store, a disk, an export."""
+    """A directory holding a store layout (``blobs/aa/bb/<sha256>``): a store, a disk, an export."""
 
     def __init__(self, root: Path) -> None:
         self.store = BlobStore(root)

@@ -1,7 +1,6 @@
 """The content-addressed blob store: release files live outside git, named by their sha256.
 
-Layout: ``<store>/blobs/<aa>/<sha256>`` (``blobs/<aa>/<bb>/<sha256>`` in stores made before
-2026-12-01, see ``layout``), temporary files in ``<store>/tmp/``. A blob appears
+Layout: ``<store>/blobs/<aa>/<bb>/<sha256>``, temporary files in ``<store>/tmp/``. A blob appears
 under its final name only by an atomic rename after its bytes were hashed and checked, so a
 reader (or a crash) never sees a half-written or unverified blob, and the same bytes are stored
 once however many files or projects refer to them.
@@ -19,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import crashpoints
-from .layout import BLOBS_DIR, blob_path, depth_of, mark_layout
+from .layout import BLOBS_DIR, blob_path
 from .names import check_sha256
 
 #: ``BlobStore.verify``'s word for a blob that is not there
@@ -172,8 +171,6 @@ class BlobStore:
         self.tmp_dir = self.root / "tmp"
         self._parents: set[str] = set()
         self._blobs = str(self.blobs_dir)
-        self.depth = depth_of(self._blobs)  # directory levels above each blob (``layout``)
-        self._marked = False  # ``blobs/LAYOUT`` known to be written (by this process or before it)
         self._direct_io = hasattr(os, "O_DIRECT")
         self._unnamed = hasattr(os, "O_TMPFILE") and os.path.isdir(_OWN_DESCRIPTORS)
         self._present: set[str] = set()  # blobs known to be stored (``has``)
@@ -181,12 +178,6 @@ class BlobStore:
     def init(self) -> None:
         self.blobs_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        self._mark()
-
-    def _mark(self) -> None:
-        if not self._marked:
-            mark_layout(self._blobs, self.depth)
-            self._marked = True
 
     def temporary_file(self, direct: bool = False) -> tuple[str | None, int, bool]:
         """A new private file in ``tmp/``: (its path, None when it has no name; descriptor; direct).
@@ -229,11 +220,9 @@ class BlobStore:
             raise
 
     def make_parent(self, blob: str) -> None:
-        """``blobs/aa/``, created once per process: a mkdir that finds it there costs an exception.
-        The store's layout is recorded before its first blob is named."""
+        """``blobs/aa/bb/``, created once per process: a mkdir that finds it there costs an exception."""
         parent = os.path.dirname(blob)
         if parent not in self._parents:
-            self._mark()
             os.makedirs(parent, exist_ok=True)
             self._parents.add(parent)
 
@@ -251,7 +240,7 @@ class BlobStore:
 
     def file(self, sha256: str) -> str:
         """``path`` as a plain string, for the hot paths: a ``Path`` costs more than the lookup it names."""
-        return blob_path(self._blobs, check_sha256(sha256), self.depth)
+        return blob_path(self._blobs, check_sha256(sha256))
 
     def has(self, sha256: str) -> bool:
         """Asked several times per file by a sync, on its event loop: a blob seen once is not looked
@@ -306,5 +295,5 @@ class BlobStore:
     def __iter__(self) -> Iterator[str]:
         if not self.blobs_dir.is_dir():
             return
-        for path in self.blobs_dir.glob("*/" * self.depth + "*"):
+        for path in self.blobs_dir.glob("*/*/*"):
             yield path.name

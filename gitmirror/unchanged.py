@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlsplit
 
 from . import __version__
-from .layout import BLOBS_DIR, blob_path, depth_of
+from .layout import BLOBS_DIR, blob_path
 
 if TYPE_CHECKING:
     from .config import Config
@@ -305,8 +305,7 @@ def still_holds(config_path: Path) -> tuple[Record, str] | None:
     if record.refs != refs_digest(Path(record.repo), record.branches):
         return None
     blobs = os.path.join(record.store, BLOBS_DIR)  # plain strings: thousands of checks, no Path objects
-    depth = depth_of(blobs)
-    if not all(os.path.isfile(blob_path(blobs, sha, depth)) for sha in record.blobs):
+    if not all(os.path.isfile(blob_path(blobs, sha)) for sha in record.blobs):
         return None  # the full run re-fetches (heals) what is missing
     serial = upstream_serial(record.upstream, record.timeout)
     if serial is None:

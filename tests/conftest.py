@@ -91,15 +91,6 @@ class Mirror:
     def store(self) -> Path:
         return self.root / "mirror" / "store"
 
-    def blob(self, sha256: str) -> Path:
-        """Where the store keeps these bytes: one directory level by the first two hex digits
-        (README: The blob store)."""
-        return self.store / "blobs" / sha256[:2] / sha256
-
-    def blob_names(self) -> set[str]:
-        blobs = self.store / "blobs"
-        return {path.name for path in blobs.glob("*/*")} if blobs.is_dir() else set()
-
     def configure(self, text: str = "") -> None:
         (self.root / "mirror.yaml").write_text(f"upstream: {self.upstream.url}\nretries: 1\ntimeout: 5\n{text}")
 

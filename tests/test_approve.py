@@ -44,7 +44,7 @@ def test_review_mode_release_installs_only_after_approval(mirror: Mirror, sample
     assert "review mode: committing to incoming" in synced.stderr
     assert mirror.git("rev-parse", "main").strip() == main_before
     assert wheel.filename in files_on(mirror, "incoming")
-    assert mirror.blob(wheel.sha256).is_file()
+    assert (mirror.store / "blobs" / wheel.sha256[:2] / wheel.sha256[2:4] / wheel.sha256).is_file()
 
     server = serve()
     assert httpx.get(f"{server.url}/files/demo-pkg/{wheel.filename}").status_code == 404

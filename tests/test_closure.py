@@ -230,7 +230,7 @@ def test_a_walk_over_stored_wheels_reads_their_dependencies_from_the_cache(
     mirror.configure("projects: [top]\n")
     mirror.run("sync", check=True)
     assert set(mirrored(mirror)) == {"top", "dep"}
-    stored = mirror.blob(top.sha256)
+    stored = mirror.store / "blobs" / top.sha256[:2] / top.sha256[2:4] / top.sha256
     stored.chmod(0o644)
     stored.write_bytes(b"no longer a zip")
 

@@ -91,7 +91,7 @@ def test_hash_mismatch_is_rejected_and_nothing_stored(mirror: Mirror, sample, up
     assert result.returncode == 1
     assert "demo_pkg-1.0-py3-none-any.whl: rejected, sha256 mismatch" in result.stderr
     wheel = next(a for a in sample["demo-pkg"] if a.filename == "demo_pkg-1.0-py3-none-any.whl")
-    blobs = mirror.blob_names()
+    blobs = {path.name for path in (mirror.store / "blobs").glob("*/*/*")}
     # every other file, not this one (PEP 658 files are read out of their wheels: no blobs of their own)
     assert blobs == {artifact.sha256 for artifact in sample["demo-pkg"] if artifact is not wheel}
     manifest = mirror.git("show", "main:projects/de/mo/demo-pkg.jsonl")
@@ -102,11 +102,10 @@ def test_hash_mismatch_is_rejected_and_nothing_stored(mirror: Mirror, sample, up
 
 def test_store_is_content_addressed_and_read_only(mirror: Mirror, sample) -> None:
     mirror.run("sync", check=True)
-    names = mirror.blob_names()
-    assert names and (mirror.store / "blobs" / "LAYOUT").read_text() == "<aa>/<sha256>\n"
-    for name in names:
-        path = mirror.blob(name)
-        assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name
+    for path in (mirror.store / "blobs").glob("*/*/*"):
+        data = path.read_bytes()
+        assert hashlib.sha256(data).hexdigest() == path.name
+        assert path.parent.name == path.name[2:4] and path.parent.parent.name == path.name[:2]
         assert not path.stat().st_mode & 0o222
 
 

@@ -57,7 +57,7 @@ def normalized_tree(mirror: Mirror) -> dict[str, str]:
 
 
 def blob_names(mirror: Mirror) -> set[str]:
-    return mirror.blob_names()
+    return {path.name for path in (mirror.store / "blobs").glob("*/*/*")}
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +70,9 @@ def reference(shared_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFa
 
 
 def assert_store_holds_only_complete_blobs(mirror: Mirror) -> None:
-    for name in mirror.blob_names():
-        path = mirror.blob(name)
+    for path in (mirror.store / "blobs").glob("*/*/*"):
         assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name, f"corrupt blob {path}"
+        assert path.parent.name == path.name[2:4] and path.parent.parent.name == path.name[:2]
 
 
 def assert_repo_consistent(mirror: Mirror, old: str) -> str:
@@ -98,7 +98,7 @@ def assert_repo_consistent(mirror: Mirror, old: str) -> str:
 
 
 def wheel_metadata(mirror: Mirror, sha256: str) -> bytes:
-    with zipfile.ZipFile(mirror.blob(sha256)) as wheel:
+    with zipfile.ZipFile(mirror.store / "blobs" / sha256[:2] / sha256[2:4] / sha256) as wheel:
         [name] = [name for name in wheel.namelist() if name.endswith(".dist-info/METADATA")]
         return wheel.read(name)
 

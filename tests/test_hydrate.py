@@ -19,11 +19,11 @@ NEW_WHEEL = "demo_pkg-1.5-py3-none-any.whl"
 
 
 def blob_path(store: Path, digest: str) -> Path:
-    return store / "blobs" / digest[:2] / digest
+    return store / "blobs" / digest[:2] / digest[2:4] / digest
 
 
 def store_blobs(store: Path) -> set[str]:
-    return {path.name for path in (store / "blobs").glob("*/*")} if (store / "blobs").is_dir() else set()
+    return {path.name for path in (store / "blobs").glob("*/*/*")} if (store / "blobs").is_dir() else set()
 
 
 def clone_mirror(source: Mirror, root: Path) -> Mirror:
@@ -68,7 +68,7 @@ def test_clone_and_hydrate_from_a_running_server(mirror: Mirror, sample, make_ve
     finally:
         stop_server(source)
     assert store_blobs(clone.store) == store_blobs(mirror.store)
-    for path in (clone.store / "blobs").glob("*/*"):
+    for path in (clone.store / "blobs").glob("*/*/*"):
         assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name
     again = clone.run("hydrate", "--from", "http://127.0.0.1:9/", check=True)  # nothing left to fetch
     assert again.stdout.startswith(f"{total} blobs needed: {files} already present, 0 fetched")

@@ -59,7 +59,7 @@ def test_changed_project_is_fetched_and_only_its_new_file_downloaded(
     metadata_sha = hashlib.sha256(wheel.metadata).hexdigest()
     assert entry["core-metadata"] == metadata_sha
     # and it is no blob of its own: the store keeps the wheel, verify reads the file out of it
-    assert not (mirror.blob(metadata_sha)).exists()
+    assert not (mirror.store / "blobs" / metadata_sha[:2] / metadata_sha[2:4] / metadata_sha).exists()
     verified = mirror.run("verify")
     assert verified.returncode == 0 and verified.stdout.rstrip().endswith(": OK"), verified.stdout
 
@@ -67,7 +67,7 @@ def test_changed_project_is_fetched_and_only_its_new_file_downloaded(
 def test_missing_blob_is_healed_despite_a_matching_etag(mirror: Mirror, sample, upstream: FakeUpstream) -> None:
     mirror.run("sync", check=True)
     wheel = next(a for a in sample["demo-pkg"] if a.filename == "demo_pkg-1.0-py3-none-any.whl")
-    blob = mirror.blob(wheel.sha256)
+    blob = mirror.store / "blobs" / wheel.sha256[:2] / wheel.sha256[2:4] / wheel.sha256
     os.chmod(blob, 0o644)
     blob.unlink()
     mark = len(upstream.requests)
@@ -138,7 +138,7 @@ def test_a_pep658_file_other_than_its_wheels_metadata_is_stored_and_served(
     fetched = sorted(record.path for record in since(upstream, mark) if record.path.startswith("/files/"))
     assert fetched == [f"/files/top/{own.filename}", f"/files/top/{other.filename}",
                        f"/files/top/{other.filename}.metadata"]
-    blobs = mirror.blob_names()
+    blobs = {path.name for path in (mirror.store / "blobs").glob("*/*/*")}
     assert blobs == {own.sha256, other.sha256, hashlib.sha256(theirs).hexdigest()}
 
     server = serve()

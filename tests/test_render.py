@@ -68,7 +68,7 @@ def test_render_serves_a_site_pip_installs_from(mirror: Mirror, sample, make_ven
     assert entry["url"] == f"../../files/demo-pkg/{OLD_WHEEL}" and entry["hashes"]["sha256"] == wheel.sha256
     link = site / "files" / "demo-pkg" / OLD_WHEEL
     assert link.is_symlink() and not os.path.isabs(os.readlink(link))
-    assert link.resolve() == mirror.blob(wheel.sha256).resolve()
+    assert link.resolve() == (mirror.store / "blobs" / wheel.sha256[:2] / wheel.sha256[2:4] / wheel.sha256).resolve()
     assert hashlib.sha256((site / "files/demo-pkg" / (OLD_WHEEL + ".metadata")).read_bytes()).hexdigest() == (
         wheel.metadata_sha256
     )
@@ -121,7 +121,7 @@ def test_render_is_incremental_and_deterministic(mirror: Mirror, sample, upstrea
 def test_render_copy_mode_and_missing_blobs(mirror: Mirror, sample, tmp_path: Path) -> None:
     mirror.run("sync", check=True)
     wheel = next(artifact for artifact in sample["demo-pkg"] if artifact.filename == OLD_WHEEL)
-    blob = mirror.blob(wheel.sha256)
+    blob = mirror.store / "blobs" / wheel.sha256[:2] / wheel.sha256[2:4] / wheel.sha256
     kept = tmp_path / "kept-blob"
     shutil.copyfile(blob, kept)
     blob.unlink()

@@ -30,9 +30,9 @@ def test_status_reports_contents_and_missing_blobs(mirror: Mirror, sample) -> No
 
     wheel = next(artifact for artifact in sample["demo-pkg"] if artifact.filename == "demo_pkg-1.0-py3-none-any.whl")
     other = sample["other-lib"][1]
-    path = mirror.blob(wheel.sha256)
+    path = mirror.store / "blobs" / wheel.sha256[:2] / wheel.sha256[2:4] / wheel.sha256
     path.unlink()
-    damaged = mirror.blob(other.sha256)
+    damaged = mirror.store / "blobs" / other.sha256[:2] / other.sha256[2:4] / other.sha256
     os.chmod(damaged, 0o644)
     damaged.write_bytes(b"bit rot")
     text = mirror.run("status", check=True).stdout

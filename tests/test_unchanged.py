@@ -95,7 +95,7 @@ def test_upstream_change_moves_the_serial_and_is_synced(mirror: Mirror, sample, 
 def test_a_missing_blob_is_healed_by_a_full_run(mirror: Mirror, sample, upstream: FakeUpstream) -> None:
     tip, mark = synced(mirror, upstream)
     wheel = next(a for a in sample["demo-pkg"] if a.filename.endswith(".whl"))
-    blob = mirror.blob(wheel.sha256)
+    blob = mirror.store / "blobs" / wheel.sha256[:2] / wheel.sha256[2:4] / wheel.sha256
     os.chmod(blob, 0o644)
     blob.unlink()
     assert_full(mirror, upstream, mark)

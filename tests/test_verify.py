@@ -63,10 +63,10 @@ def test_store_damage_is_found(mirror: Mirror, sample) -> None:
     mirror.run("sync", check=True)
     wheel = next(a for a in sample["demo-pkg"] if a.filename == WHEEL)
     sdist = next(a for a in sample["demo-pkg"] if a.filename == "demo_pkg-1.1.tar.gz")
-    corrupt = mirror.blob(wheel.sha256)
+    corrupt = mirror.store / "blobs" / wheel.sha256[:2] / wheel.sha256[2:4] / wheel.sha256
     os.chmod(corrupt, 0o644)
     corrupt.write_bytes(b"x" * wheel.size)
-    missing = mirror.blob(sdist.sha256)
+    missing = mirror.store / "blobs" / sdist.sha256[:2] / sdist.sha256[2:4] / sdist.sha256
     os.chmod(missing, 0o644)
     missing.unlink()
     result = mirror.run("verify")
@@ -79,7 +79,7 @@ def test_store_damage_is_found(mirror: Mirror, sample) -> None:
 def test_takedown_leftover_blob_is_reported(mirror: Mirror, sample) -> None:
     mirror.run("sync", check=True)
     wheel = next(a for a in sample["demo-pkg"] if a.filename == WHEEL)
-    blob = mirror.blob(wheel.sha256)
+    blob = mirror.store / "blobs" / wheel.sha256[:2] / wheel.sha256[2:4] / wheel.sha256
     saved = blob.read_bytes()
     mirror.run("takedown", WHEEL, "--reason", "legal", check=True)
     blob.write_bytes(saved)  # as if the process died between commit and removal
