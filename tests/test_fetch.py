@@ -266,7 +266,12 @@ def test_a_wheels_metadata_is_read_from_the_bytes_just_verified(
         assert (bytes(body) == wheel) if in_memory else body is None
     opened: list[str] = []
     monkeypatch.setattr(workers, "read_stored_wheel", lambda *args: opened.append(args[1]) or read_stored_wheel(*args))
-    stored, metadata = workers._store_wheel(fetcher, str(tmp_path), server.url + "/demo.whl", digest, len(wheel), None)
+    unnamed = workers._Unnamed()
+    stored, metadata = workers._store_wheel(
+        fetcher, unnamed, str(tmp_path), server.url + "/demo.whl", digest, len(wheel), None
+    )
+    unnamed.publish()
+    assert unnamed.take_failures() == {}
     assert stored == len(wheel) and store.path(digest).read_bytes() == wheel
     assert metadata == read_stored_wheel(store, digest, None) and metadata.metadata.requires_dist == ("other>=2",)
     assert opened == ([] if in_memory else [digest])

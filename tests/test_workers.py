@@ -8,6 +8,8 @@ the sync's output pipes open and could write into the store under the next run.
 from __future__ import annotations
 
 import asyncio
+import errno
+import hashlib
 import os
 import signal
 import subprocess
@@ -19,6 +21,7 @@ import pytest
 from test_locking import paused_sync, process_state
 
 from gitmirror import fork_server, workers
+from gitmirror import store as store_module
 from gitmirror.fetch import Transient
 from gitmirror.hosts import HostPolicy
 from gitmirror.store import BlobStore
@@ -196,6 +199,101 @@ def test_many_waiting_files_go_to_the_workers_several_to_a_message(
     assert all(store.path(artifacts[number].sha256).read_bytes() == artifacts[number].data for number in honest)
     assert sum(handed) == 64 and max(handed) == workers.BATCH_FILES and handed[-1] == 1
     assert len(handed) <= 64 // 2, handed
+
+
+def test_a_file_is_answered_once_named_and_a_blob_that_cannot_be_named_fails_its_file_alone(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """A message's blobs are made durable together and then named, before its answer; a blob that
+    cannot be named fails its own file, not the others of its message."""
+    artifacts = many_files(upstream, 24)
+    store = BlobStore(tmp_path / "store")
+    store.init()
+    blocked = artifacts[7].sha256[:2]
+    (store.blobs_dir / blocked).write_text("in the way")  # its fan-out directory cannot be made
+
+    async def download_all() -> list[int | BaseException]:
+        processes = workers.DownloadProcesses(2, HostPolicy(upstream.url), 10)
+
+        async def one(artifact: Artifact) -> int:
+            stored = await processes.store_file(
+                str(store.root), upstream.file_url("many", artifact.filename), artifact.sha256, artifact.size
+            )
+            assert store.path(artifact.sha256).read_bytes() == artifact.data  # named before it was answered
+            return stored
+
+        try:
+            return await asyncio.gather(*(one(artifact) for artifact in artifacts), return_exceptions=True)
+        finally:
+            processes.close()
+
+    answers = asyncio.run(download_all())
+    for artifact, answer in zip(artifacts, answers, strict=True):
+        if artifact.sha256.startswith(blocked):
+            assert isinstance(answer, NotADirectoryError) and not store.has(artifact.sha256)
+        else:
+            assert answer == artifact.size
+    assert os.listdir(store.root / "tmp") == []
+
+
+def checked_writers(store: BlobStore, count: int) -> list[tuple[bytes, object]]:
+    written = []
+    for number in range(count):
+        data = f"blob {number} ".encode() * 100
+        writer = store.writer(hashlib.sha256(data).hexdigest(), len(data))
+        writer.write(data)
+        writer.check()
+        written.append((data, writer))
+    return written
+
+
+@pytest.mark.parametrize("has_syncfs", [True, False])
+def test_a_messages_blobs_are_made_durable_together_then_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, has_syncfs: bool
+) -> None:
+    """One ``syncfs`` for all of them instead of a fsync each; a fsync each where there is none."""
+    store = BlobStore(tmp_path / "store")
+    store.init()
+    synced, fsynced = [], []
+    real_sync_all, real_fsync = store.sync_all, os.fsync
+    monkeypatch.setattr(store, "sync_all", lambda: synced.append(1) or (real_sync_all() if has_syncfs else False))
+    monkeypatch.setattr(store_module.os, "fsync", lambda fd: fsynced.append(fd) or real_fsync(fd))
+    unnamed = workers._Unnamed()
+    written = checked_writers(store, 3)
+    for number, (_data, writer) in enumerate(written):
+        unnamed.job = number
+        unnamed.add(store, writer)
+    assert not any(store.has(hashlib.sha256(data).hexdigest()) for data, _writer in written)  # not yet
+    unnamed.publish()
+    assert unnamed.take_failures() == {}
+    assert all(store.path(hashlib.sha256(data).hexdigest()).read_bytes() == data for data, _writer in written)
+    assert len(synced) == 1 and len(fsynced) == (0 if has_syncfs else 3)
+    assert os.listdir(store.root / "tmp") == []
+
+
+def test_when_the_disk_refuses_the_sync_no_blob_of_the_message_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = BlobStore(tmp_path / "store")
+    store.init()
+
+    def failing() -> bool:
+        raise OSError(errno.EIO, "Input/output error", str(store.root))
+
+    monkeypatch.setattr(store, "sync_all", failing)
+    unnamed = workers._Unnamed()
+    written = checked_writers(store, 2)
+    for number, (_data, writer) in enumerate(written):
+        unnamed.job = number
+        unnamed.add(store, writer)
+    unnamed.publish()
+    failures = unnamed.take_failures()
+    assert sorted(failures) == [0, 1] and all(failure.errno == errno.EIO for failure in failures.values())
+    assert list(store) == [] and os.listdir(store.root / "tmp") == []
+
+
+def test_the_store_syncs_its_file_system_where_linux_can() -> None:
+    assert BlobStore(Path("/tmp")).sync_all() is sys.platform.startswith("linux")
 
 
 def test_a_worker_killed_with_several_files_fails_each_of_them_for_a_retry(
