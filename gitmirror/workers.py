@@ -8,7 +8,8 @@ stored wheel's METADATA moved here too: in the sync's threads they made every sy
 event loop wait for the lock, and the first downloads started a second late.
 
 A worker does what a thread did: fetch (``fetch.FileFetcher``: host policy, redirects, framing),
-hash and check as the bytes arrive, fsync, publish by rename (``store.BlobWriter``); or fetch and
+hash and check as the bytes arrive, make durable (one ``syncfs`` for the blobs of a message,
+``_Unnamed``) and name (``store.BlobWriter``); or fetch and
 parse a project page (``page.project_from``). It answers with the result or the same
 ``Transient``/``FetchError``/``IntegrityError``/``UpstreamError`` the sync turns into one line per
 file or project. Workers start from a fork server that imported only this module (not the sync's
