@@ -189,34 +189,36 @@ class BlobStore:
         self._direct_io = hasattr(os, "O_DIRECT")
         self._unnamed = hasattr(os, "O_TMPFILE") and os.path.isdir(_OWN_DESCRIPTORS)
         self._present: set[str] = set()  # blobs known to be stored (``has``)
-        self._syncfs: Callable[[int], None] | bool | None = None  # libc's, once looked up; False: none
 
     def init(self) -> None:
         self.blobs_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
 
-    def sync_all(self) -> bool:
-        """Write everything dirty on the store's file system to disk (``syncfs``), blobs not yet named
-        included; False where the system has no ``syncfs`` (then each blob is fsynced).
+    def sync_handle(self) -> int | None:
+        """A handle on the store's file system for ``sync_all``; None where there is no ``syncfs``
+        (not Linux). Open it before the blobs it is to make durable are written: ``syncfs`` reports
+        the write-back errors of that file system since its handle was opened (Linux 5.8 and later),
+        so none of theirs goes unseen."""
+        if _syncfs() is None:
+            return None
+        return os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def sync_all(self, handle: int) -> None:
+        """Write everything dirty on the store's file system to disk (``syncfs``), blobs not named
+        yet included; ``handle`` is ``sync_handle``'s.
 
         One ``syncfs`` for the blobs of a download process's message instead of a fsync each, as a
-        database commits a group: a fsync per blob was 10-14 % of a cold sync of 3,000 files, and
-        one per message recovers about as much (bench/RESULTS.md, item 59). The price: it also
-        writes what other programs left dirty on that file system, and waits for it.
+        database commits a group: a fsync per blob was 10-14 % of a cold sync of 3,000 files
+        (bench/RESULTS.md, items 58-59). The price: it also writes what other programs left dirty on
+        that file system, and waits for it.
         """
-        if self._syncfs is None:
-            self._syncfs = _load_syncfs()
-        if self._syncfs is False:
-            return False
-        handle = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        syncfs = _syncfs()
+        assert syncfs is not None, "no handle without syncfs (sync_handle)"
         try:
-            self._syncfs(handle)
+            syncfs(handle)
         except OSError as exc:  # a failing disk says where: the store's
             exc.filename = str(self.root)
             raise
-        finally:
-            os.close(handle)
-        return True
 
     def temporary_file(self, direct: bool = False) -> tuple[str | None, int, bool]:
         """A new private file in ``tmp/``: (its path, None when it has no name; descriptor; direct).
@@ -338,17 +340,26 @@ class BlobStore:
             yield path.name
 
 
-def _load_syncfs() -> Callable[[int], None] | bool:
-    """libc's ``syncfs`` (Linux), raising ``OSError`` as ``os`` functions do; False where there is
+_SYNCFS: list[Callable[[int], None] | None] = []  # libc's syncfs, once looked up (None: there is none)
+
+
+def _syncfs() -> Callable[[int], None] | None:
+    """libc's ``syncfs`` (Linux), raising ``OSError`` as ``os`` functions do; None where there is
     none. ``ctypes`` is imported here, by the processes that write several blobs at once."""
+    if not _SYNCFS:
+        _SYNCFS.append(_load_syncfs())
+    return _SYNCFS[0]
+
+
+def _load_syncfs() -> Callable[[int], None] | None:
     if not sys.platform.startswith("linux"):
-        return False
+        return None
     try:
         import ctypes
 
         libc_syncfs = ctypes.CDLL(None, use_errno=True).syncfs
     except (OSError, AttributeError):
-        return False
+        return None
 
     def syncfs(handle: int) -> None:
         if libc_syncfs(handle) != 0:

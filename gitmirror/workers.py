@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     import asyncio
     from multiprocessing.connection import Connection
     from multiprocessing.process import BaseProcess
+    from pathlib import Path
 
 
 #: most jobs handed to a worker in one message (``DownloadProcesses._hand_out``)
@@ -304,7 +305,7 @@ class _Unnamed:
     """The blobs a message's jobs wrote and checked, not yet durable nor named: made durable together
     (``BlobStore.sync_all``, one ``syncfs``) and then named, before the message is answered.
 
-    A fsync per blob was 10-14 % of a cold sync; one ``syncfs`` per message recovered about as much
+    A fsync per blob was 10-14 % of a cold sync; one ``syncfs`` per message took 7-10 % off
     (bench/RESULTS.md, item 59). Every blob is still on disk before it has a name, and a job is
     still answered only once its blob is named. Where there is no ``syncfs``, each is fsynced.
     """
@@ -313,6 +314,13 @@ class _Unnamed:
         self.job = 0  # the message's job being run: what ``add`` files a blob under
         self._writers: list[tuple[int, BlobWriter, BlobStore]] = []
         self._failures: dict[int, BaseException] = {}
+        self._handles: dict[Path, int | None] = {}  # per store, open for this process's life
+
+    def watch(self, store: BlobStore) -> None:
+        """Before a blob of ``store`` is written: its file system's write-back errors from then on
+        are reported by ``publish`` (``BlobStore.sync_handle``)."""
+        if store.root not in self._handles:
+            self._handles[store.root] = store.sync_handle()
 
     def add(self, store: BlobStore, writer: BlobWriter) -> None:
         self._writers.append((self.job, writer, store))
@@ -321,8 +329,14 @@ class _Unnamed:
         """Make every blob added so far durable, then name it; a failure is its job's."""
         writers, self._writers = self._writers, []
         stores = {store.root: store for _job, _writer, store in writers}
+        durable = True
         try:
-            durable = all([store.sync_all() for store in stores.values()])
+            for root, store in stores.items():
+                handle = self._handles.get(root)
+                if handle is None:
+                    durable = False  # no syncfs: each blob is fsynced as it is named
+                else:
+                    store.sync_all(handle)
         except OSError as exc:  # nothing can be trusted to be on disk: no blob gets its name
             for job, writer, _where in writers:
                 writer.abort()
@@ -358,6 +372,7 @@ def _store_file(
     fetcher: FileFetcher, unnamed: _Unnamed, store_root: str, url: str, sha256: str, size: int | None
 ) -> int:
     store = _store(store_root)
+    unnamed.watch(store)
     writer = store.writer(sha256, size)
     _checked(fetcher, url, writer)
     unnamed.add(store, writer)
@@ -376,6 +391,7 @@ def _store_wheel(
     """A wheel stored, and its METADATA read from the bytes just verified where the whole wheel is
     still in the fetcher's buffer; from the stored file, named at once, where it was larger."""
     store = _store(store_root)
+    unnamed.watch(store)
     writer = store.writer(sha256, size)
     body = _checked(fetcher, url, writer)
     unnamed.add(store, writer)

@@ -256,9 +256,12 @@ def test_a_messages_blobs_are_made_durable_together_then_named(
     store.init()
     synced, fsynced = [], []
     real_sync_all, real_fsync = store.sync_all, os.fsync
-    monkeypatch.setattr(store, "sync_all", lambda: synced.append(1) or (real_sync_all() if has_syncfs else False))
+    if not has_syncfs:
+        monkeypatch.setattr(store, "sync_handle", lambda: None)
+    monkeypatch.setattr(store, "sync_all", lambda handle: synced.append(handle) or real_sync_all(handle))
     monkeypatch.setattr(store_module.os, "fsync", lambda fd: fsynced.append(fd) or real_fsync(fd))
     unnamed = workers._Unnamed()
+    unnamed.watch(store)  # before the blobs are written, as the download jobs do
     written = checked_writers(store, 3)
     for number, (_data, writer) in enumerate(written):
         unnamed.job = number
@@ -267,7 +270,7 @@ def test_a_messages_blobs_are_made_durable_together_then_named(
     unnamed.publish()
     assert unnamed.take_failures() == {}
     assert all(store.path(hashlib.sha256(data).hexdigest()).read_bytes() == data for data, _writer in written)
-    assert len(synced) == 1 and len(fsynced) == (0 if has_syncfs else 3)
+    assert (len(synced), len(fsynced)) == ((1, 0) if has_syncfs else (0, 3))
     assert os.listdir(store.root / "tmp") == []
 
 
@@ -277,11 +280,12 @@ def test_when_the_disk_refuses_the_sync_no_blob_of_the_message_is_named(
     store = BlobStore(tmp_path / "store")
     store.init()
 
-    def failing() -> bool:
+    def failing(handle: int) -> None:
         raise OSError(errno.EIO, "Input/output error", str(store.root))
 
     monkeypatch.setattr(store, "sync_all", failing)
     unnamed = workers._Unnamed()
+    unnamed.watch(store)
     written = checked_writers(store, 2)
     for number, (_data, writer) in enumerate(written):
         unnamed.job = number
@@ -292,8 +296,13 @@ def test_when_the_disk_refuses_the_sync_no_blob_of_the_message_is_named(
     assert list(store) == [] and os.listdir(store.root / "tmp") == []
 
 
-def test_the_store_syncs_its_file_system_where_linux_can() -> None:
-    assert BlobStore(Path("/tmp")).sync_all() is sys.platform.startswith("linux")
+def test_the_store_syncs_its_file_system_where_linux_can(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    handle = store.sync_handle()
+    assert (handle is not None) is sys.platform.startswith("linux")
+    if handle is not None:
+        store.sync_all(handle)
+        os.close(handle)
 
 
 def test_a_worker_killed_with_several_files_fails_each_of_them_for_a_retry(
