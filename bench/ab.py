@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import compileall
-import os
 import shutil
 import statistics
 import subprocess
@@ -30,8 +29,8 @@ import time
 import uuid
 from pathlib import Path
 
-from common import PYTHON, REPO_ROOT, busy_cpu, quiet_env, remove_tree, timed, upstream_server, wait_for_removals
-from sync_bench import gitmirror_config, prepare, spread_directories
+from common import PYTHON, REPO_ROOT, quiet_env, remove_tree, upstream_server, wait_for_removals
+from sync_bench import cold_run, gitmirror_config, prepare, spread_directories
 from upstream import total_bytes
 
 WORKTREE = "WORKTREE"
@@ -96,18 +95,17 @@ def main() -> None:
     busy: dict[str, list[float]] = {"A": [], "B": []}
     print(f"A = {args.a}, B = {args.b}: {len(names)} projects, {size / 1e6:,.0f} MB, {args.rounds} rounds", flush=True)
     try:
-        with upstream_server(root, args.workdir) as (url, _pids):
+        with upstream_server(root, args.workdir) as (url, upstream_pids):
             for number in range(args.rounds):
                 order = ("A", "B") if number % 2 == 0 else ("B", "A")
                 for label in order:
                     target = outputs / f"{label}-{number}-{uuid.uuid4().hex[:8]}"
                     config = gitmirror_config(target, url, names)
-                    os.sync()
                     time.sleep(1)
-                    before = busy_cpu()
-                    seconds[label].append(timed([PYTHON, "-m", "gitmirror", "sync", "--quiet", "--config",
-                                                 str(config)], cwd=target, env=sides[label]))
-                    busy[label].append(busy_cpu() - before)
+                    run = cold_run([PYTHON, "-m", "gitmirror", "sync", "--quiet", "--config", str(config)],
+                                   target, upstream_pids, env=sides[label])
+                    seconds[label].append(run.wall)
+                    busy[label].append(run.cpu)
                 print(f"round {number + 1}: A {seconds['A'][-1]:.2f} s, B {seconds['B'][-1]:.2f} s", flush=True)
     finally:
         remove_tree(outputs)

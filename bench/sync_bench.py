@@ -171,10 +171,10 @@ class ColdRound:
     theirs: ColdRun | None
 
 
-def cold_run(command: list[str], cwd: Path, upstream_pids: list[int]) -> ColdRun:
+def cold_run(command: list[str], cwd: Path, upstream_pids: list[int], env: dict[str, str] | None = None) -> ColdRun:
     settled()
     cpu, upstream_cpu = busy_cpu(), process_cpu(upstream_pids)
-    wall = timed(command, cwd=cwd)
+    wall = timed(command, cwd=cwd, env=env)
     return ColdRun(wall, busy_cpu() - cpu, process_cpu(upstream_pids) - upstream_cpu)
 
 

@@ -24,7 +24,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 from . import http11
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from .store import BlobWriter
 
 Origin = tuple[str, str, int]  # scheme, host, port
+T = TypeVar("T")
 
 MAX_REDIRECTS = 5
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -267,6 +268,19 @@ def store_with(stream: Callable[[str, BlobWriter], object], url: str, writer: Bl
         return writer.size
     finally:
         writer.abort()
+
+
+def stream_checked(stream: Callable[[str, BlobWriter], T], url: str, writer: BlobWriter) -> T:
+    """``store_with`` without the publishing: the download processes make a message's blobs durable
+    together (``workers._Unnamed``); returns ``stream``'s answer. The writer (a ``BlobWriter``: it
+    needs ``check``) is discarded on any failure."""
+    try:
+        answer = stream(url, writer)
+        writer.check()
+    except BaseException:
+        writer.abort()
+        raise
+    return answer
 
 
 def _gunzip(body: bytes, limit: int) -> bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import os
 import secrets
@@ -52,7 +53,7 @@ class BlobWriter:
     """
 
     def __init__(self, store: BlobStore, expected_sha256: str, expected_size: int | None) -> None:
-        self._store = store
+        self.store = store  # the store it writes into
         self.expected_sha256 = check_sha256(expected_sha256)
         self.expected_size = expected_size
         self._hash = hashlib.sha256()
@@ -74,7 +75,7 @@ class BlobWriter:
             while view:
                 view = view[os.write(self._fd, view) :]
         except OSError as exc:  # a full disk says where: the store's
-            exc.filename = exc.filename or str(self._store.root)
+            exc.filename = exc.filename or str(self.store.root)
             raise
         crashpoints.reached("store.chunk-written")
 
@@ -117,7 +118,7 @@ class BlobWriter:
         try:
             if not durable:
                 os.fsync(self._fd)
-            target = self._store.file(self.expected_sha256)
+            target = self.store.file(self.expected_sha256)
             if self._tmp is None:
                 self._publish_unnamed(target)
             else:
@@ -134,7 +135,7 @@ class BlobWriter:
         crashpoints.reached("store.fsynced")
         os.fchmod(self._fd, 0o444)
         crashpoints.reached("store.read-only")
-        self._store.make_parent(target)
+        self.store.make_parent(target)
         with contextlib.suppress(FileExistsError):  # the same verified bytes, published meanwhile
             os.link(str(self._fd), target, src_dir_fd=_own_descriptors(), follow_symlinks=True)
         self._close()
@@ -142,7 +143,7 @@ class BlobWriter:
     def _publish_named(self, target: str) -> None:
         self._close()
         crashpoints.reached("store.fsynced")
-        self._store.make_parent(target)
+        self.store.make_parent(target)
         os.chmod(self._tmp, 0o444)
         crashpoints.reached("store.read-only")
         os.replace(self._tmp, target)
@@ -340,18 +341,11 @@ class BlobStore:
             yield path.name
 
 
-_SYNCFS: list[Callable[[int], None] | None] = []  # libc's syncfs, once looked up (None: there is none)
-
-
+@functools.cache
 def _syncfs() -> Callable[[int], None] | None:
     """libc's ``syncfs`` (Linux), raising ``OSError`` as ``os`` functions do; None where there is
-    none. ``ctypes`` is imported here, by the processes that write several blobs at once."""
-    if not _SYNCFS:
-        _SYNCFS.append(_load_syncfs())
-    return _SYNCFS[0]
-
-
-def _load_syncfs() -> Callable[[int], None] | None:
+    none. Looked up once per process; ``ctypes`` is imported here, by the processes that write
+    several blobs at once."""
     if not sys.platform.startswith("linux"):
         return None
     try:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import crashpoints
-from .fetch import FetchError, FileFetcher, Transient
+from .fetch import FetchError, FileFetcher, Transient, stream_checked
 from .fork_server import PRELOAD
 from .hosts import HostPolicy
 from .metadata import WheelMetadata, from_wheel, read_stored_wheel, wheel_metadata
@@ -312,37 +312,37 @@ class _Unnamed:
 
     def __init__(self) -> None:
         self.job = 0  # the message's job being run: what ``add`` files a blob under
-        self._writers: list[tuple[int, BlobWriter, BlobStore]] = []
+        self._writers: list[tuple[int, BlobWriter]] = []
         self._failures: dict[int, BaseException] = {}
         self._handles: dict[Path, int | None] = {}  # per store, open for this process's life
 
-    def watch(self, store: BlobStore) -> None:
-        """Before a blob of ``store`` is written: its file system's write-back errors from then on
-        are reported by ``publish`` (``BlobStore.sync_handle``)."""
+    def writer(self, store: BlobStore, sha256: str, size: int | None) -> BlobWriter:
+        """A writer for a blob of ``store``, whose file system's write-back errors from now on are
+        reported by ``publish`` (``BlobStore.sync_handle``, opened before the first blob)."""
         if store.root not in self._handles:
             self._handles[store.root] = store.sync_handle()
+        return store.writer(sha256, size)
 
-    def add(self, store: BlobStore, writer: BlobWriter) -> None:
-        self._writers.append((self.job, writer, store))
+    def add(self, writer: BlobWriter) -> None:
+        """A checked blob of the current job, to be made durable and named by ``publish``."""
+        self._writers.append((self.job, writer))
 
     def publish(self) -> None:
         """Make every blob added so far durable, then name it; a failure is its job's."""
         writers, self._writers = self._writers, []
-        stores = {store.root: store for _job, _writer, store in writers}
-        durable = True
+        stores = {writer.store.root: writer.store for _job, writer in writers}
+        handles = [(store, self._handles[root]) for root, store in stores.items()]
+        durable = all(handle is not None for _store, handle in handles)  # else: a fsync per blob
         try:
-            for root, store in stores.items():
-                handle = self._handles.get(root)
-                if handle is None:
-                    durable = False  # no syncfs: each blob is fsynced as it is named
-                else:
+            for store, handle in handles:
+                if handle is not None:
                     store.sync_all(handle)
         except OSError as exc:  # nothing can be trusted to be on disk: no blob gets its name
-            for job, writer, _where in writers:
+            for job, writer in writers:
                 writer.abort()
                 self._failures.setdefault(job, exc)
             return
-        for job, writer, _where in writers:
+        for job, writer in writers:
             try:
                 writer.publish(durable=durable)
             except Exception as exc:  # noqa: BLE001 - the job's failure, answered by ``_serve``
@@ -357,25 +357,12 @@ class _Unnamed:
         return failures
 
 
-def _checked(fetcher: FileFetcher, url: str, writer: BlobWriter) -> memoryview | None:
-    """Stream ``url`` into ``writer`` and check it (``FileFetcher.fetch``'s answer); a failure keeps nothing."""
-    try:
-        body = fetcher.fetch(url, writer)
-        writer.check()
-    except BaseException:
-        writer.abort()
-        raise
-    return body
-
-
 def _store_file(
     fetcher: FileFetcher, unnamed: _Unnamed, store_root: str, url: str, sha256: str, size: int | None
 ) -> int:
-    store = _store(store_root)
-    unnamed.watch(store)
-    writer = store.writer(sha256, size)
-    _checked(fetcher, url, writer)
-    unnamed.add(store, writer)
+    writer = unnamed.writer(_store(store_root), sha256, size)
+    stream_checked(fetcher.fetch, url, writer)
+    unnamed.add(writer)
     return writer.size
 
 
@@ -391,10 +378,9 @@ def _store_wheel(
     """A wheel stored, and its METADATA read from the bytes just verified where the whole wheel is
     still in the fetcher's buffer; from the stored file, named at once, where it was larger."""
     store = _store(store_root)
-    unnamed.watch(store)
-    writer = store.writer(sha256, size)
-    body = _checked(fetcher, url, writer)
-    unnamed.add(store, writer)
+    writer = unnamed.writer(store, sha256, size)
+    body = stream_checked(fetcher.fetch, url, writer)
+    unnamed.add(writer)
     if body is not None:
         return writer.size, wheel_metadata(from_wheel(body), metadata_sha256)
     unnamed.publish()

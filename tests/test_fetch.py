@@ -267,7 +267,6 @@ def test_a_wheels_metadata_is_read_from_the_bytes_just_verified(
     opened: list[str] = []
     monkeypatch.setattr(workers, "read_stored_wheel", lambda *args: opened.append(args[1]) or read_stored_wheel(*args))
     unnamed = workers._Unnamed()
-    unnamed.watch(store)
     stored, metadata = workers._store_wheel(
         fetcher, unnamed, str(tmp_path), server.url + "/demo.whl", digest, len(wheel), None
     )

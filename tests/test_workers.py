@@ -236,13 +236,16 @@ def test_a_file_is_answered_once_named_and_a_blob_that_cannot_be_named_fails_its
     assert os.listdir(store.root / "tmp") == []
 
 
-def checked_writers(store: BlobStore, count: int) -> list[tuple[bytes, object]]:
+def checked_writers(unnamed: workers._Unnamed, store: BlobStore, count: int) -> list[tuple[bytes, object]]:
+    """``count`` blobs written and checked as a message's jobs do, each added for ``publish``."""
     written = []
     for number in range(count):
         data = f"blob {number} ".encode() * 100
-        writer = store.writer(hashlib.sha256(data).hexdigest(), len(data))
+        unnamed.job = number
+        writer = unnamed.writer(store, hashlib.sha256(data).hexdigest(), len(data))
         writer.write(data)
         writer.check()
+        unnamed.add(writer)
         written.append((data, writer))
     return written
 
@@ -261,11 +264,7 @@ def test_a_messages_blobs_are_made_durable_together_then_named(
     monkeypatch.setattr(store, "sync_all", lambda handle: synced.append(handle) or real_sync_all(handle))
     monkeypatch.setattr(store_module.os, "fsync", lambda fd: fsynced.append(fd) or real_fsync(fd))
     unnamed = workers._Unnamed()
-    unnamed.watch(store)  # before the blobs are written, as the download jobs do
-    written = checked_writers(store, 3)
-    for number, (_data, writer) in enumerate(written):
-        unnamed.job = number
-        unnamed.add(store, writer)
+    written = checked_writers(unnamed, store, 3)
     assert not any(store.has(hashlib.sha256(data).hexdigest()) for data, _writer in written)  # not yet
     unnamed.publish()
     assert unnamed.take_failures() == {}
@@ -285,11 +284,7 @@ def test_when_the_disk_refuses_the_sync_no_blob_of_the_message_is_named(
 
     monkeypatch.setattr(store, "sync_all", failing)
     unnamed = workers._Unnamed()
-    unnamed.watch(store)
-    written = checked_writers(store, 2)
-    for number, (_data, writer) in enumerate(written):
-        unnamed.job = number
-        unnamed.add(store, writer)
+    checked_writers(unnamed, store, 2)
     unnamed.publish()
     failures = unnamed.take_failures()
     assert sorted(failures) == [0, 1] and all(failure.errno == errno.EIO for failure in failures.values())
