@@ -37,6 +37,7 @@ from upstream import CATALOG, FULL_MIX, QUICK_MIX, generate, total_bytes
 
 CONCURRENCY = 8
 COLD_ROUNDS = 3  # full mode: gitmirror and bandersnatch alternate, medians reported
+THROUGHPUT_TARGET = 0.8  # of the local copy limit (issue 8)
 WARM_RUNS = 5  # a warm run takes tens of milliseconds: the median of several, for both mirrors
 
 
@@ -259,7 +260,8 @@ def run(workdir: Path, quick: bool) -> tuple[Table, Path]:
     fastest_copy = min(each.copy for each in rounds)
     table.rows += [
         throughput("local copy limit: the run's fastest cp -r + sync", fastest_copy,
-                   "target ratio >= 0.8; at its fastest a copy runs at the disk's speed (RESULTS item 54)"),
+                   f"target ratio >= {THROUGHPUT_TARGET}; at its fastest a copy runs at the disk's speed "
+                   "(RESULTS item 54)"),
         throughput("local copy, median of the rounds", copy_seconds,
                    "slower copies pay this machine's fresh page-cache pages (RESULTS item 49)"),
         throughput("verified-download floor (fetch_floor.py)", floor_seconds,
@@ -269,6 +271,11 @@ def run(workdir: Path, quick: bool) -> tuple[Table, Path]:
         table.rows.append(throughput("bandersnatch", bander_cold))
     table.notes.append(f"the verified-download floor itself (its median) reaches {fastest_copy / floor_seconds:.2f} of "
                        f"the fastest copy's throughput ({floor_seconds:.2f} s against {fastest_copy:.2f} s)")
+    allowed = fastest_copy / THROUGHPUT_TARGET  # the longest cold sync that meets the target
+    table.notes.append(f"the throughput target allows a cold sync of {allowed:.2f} s: {allowed - floor_seconds:.2f} s "
+                       "beyond the floor for all a mirror does besides the bare downloads (its start-up, the pages, "
+                       f"the walk, the manifests, the commit); gitmirror took {ours_cold - floor_seconds:.2f} s more "
+                       "than the floor")
     if floor_seconds < fastest_copy:
         table.notes.append("no copy of this run reached the disk's speed: the floor, which fetches and hashes as "
                            "well, was faster than every copy, so the limit row understates the limit (compare with "

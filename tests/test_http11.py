@@ -112,6 +112,27 @@ def test_a_head_at_its_limits_is_read(pair) -> None:
     assert (response.headers["x-a"], body_of(response), connection.reusable) == ("a", b"ok", True)
 
 
+def test_a_head_read_whole_reads_as_line_by_line(pair) -> None:
+    """The fields of a head received in one read (parsed at once) and byte by byte (line by line):
+    names in lower case, values without the blanks around them, colons and blanks inside kept,
+    empty values, carriage returns only at a line's end; then one line that is not a plain field
+    (a tab inside a value's end, a carriage return inside one) sends the whole head line by line."""
+    connection, theirs = pair
+    theirs.sendall(
+        b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nLocation:http://h:8/a b?c=d\r\nX-Empty:\r\n"
+        b"X-Blank: \t \r\nETag: \"6f-5\"\r\nContent-Length:\t5 \r\r\nAccept-Ranges: bytes\r\n\r\nhello"
+    )
+    response = connection.get("/", {})
+    assert response.headers == {
+        "server": "nginx/1.22.1", "location": "http://h:8/a b?c=d", "x-empty": "", "x-blank": "",
+        "etag": '"6f-5"', "content-length": "5", "accept-ranges": "bytes",
+    }
+    assert body_of(response) == b"hello" and connection.reusable
+    theirs.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Odd: a\rb \t\r\n\r\nok")
+    response = connection.get("/", {})
+    assert response.headers == {"content-length": "2", "x-odd": "a\rb"} and body_of(response) == b"ok"
+
+
 def test_a_head_without_a_status_line_is_refused(pair) -> None:
     connection, theirs = pair
     theirs.sendall(b"\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
