@@ -1,8 +1,9 @@
 """The git metadata repository, read and written through dulwich's object database.
 
 The repository is bare: nothing needs a checkout, readers see whole commits only, and a writer's
-last step is one compare-and-swap of ``refs/heads/<branch>``. Objects are written before the ref
-moves, so a crash at any point leaves the branch at either the old or the new commit.
+last step is one compare-and-swap of ``refs/heads/<branch>``. Objects are written, and on disk,
+before the ref moves, so a crash or a power loss at any point leaves the branch at either the old
+or the new commit.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dulwich.errors import NotGitRepository
 from dulwich.objects import Blob, Commit, ShaFile, Tag, Tree
 from dulwich.repo import Repo
 
-from . import crashpoints
+from . import crashpoints, durable
 from .manifest import PROJECTS_DIR, ProjectManifest, loads, manifest_path, project_of_path
 
 DEFAULT_BRANCH = "main"
@@ -217,14 +218,7 @@ class MetadataRepo:
         commit.message = message.encode()
         new_objects.append(commit)
         crashpoints.reached("repo.trees-built")
-        packing = crashpoints.CountingSequence([(obj, None) for obj in new_objects], "repo.object-packing")
-        if len(new_objects) <= LOOSE_OBJECT_LIMIT:
-            # Small commits (yanks, approvals, a quiet sync) as loose objects, like git itself: one
-            # pack per commit would make every later object lookup scan thousands of packs.
-            for obj, _path in packing:
-                self.git.object_store.add_object(obj)
-        else:
-            self.git.object_store.add_objects(packing)
+        self._write_durably(new_objects)
         crashpoints.reached("repo.objects-written")
         ref = self.branch_ref(branch)
         moved = (
@@ -236,6 +230,32 @@ class MetadataRepo:
             raise RepoError(f"branch {branch} moved while this commit was being written; run again")
         crashpoints.reached("repo.ref-moved")
         return commit.id
+
+    def _write_durably(self, new_objects: list[ShaFile]) -> None:
+        """Write a commit's objects and make them durable before the branch may name the commit.
+
+        dulwich writes object files without fsync (unless ``core.fsyncObjectFiles`` is set) and the
+        ref file with one: after a power loss the branch could name a commit whose objects never
+        reached the disk. One ``syncfs`` of the repository's file system covers them all, as the
+        blob store does for its blobs (``durable``); where there is none, ``os.sync``.
+        """
+        handle = durable.handle(self.path)  # before the objects: their write-back errors are reported
+        try:
+            packing = crashpoints.CountingSequence([(obj, None) for obj in new_objects], "repo.object-packing")
+            if len(new_objects) <= LOOSE_OBJECT_LIMIT:
+                # Small commits (yanks, approvals, a quiet sync) as loose objects, like git itself: one
+                # pack per commit would make every later object lookup scan thousands of packs.
+                for obj, _path in packing:
+                    self.git.object_store.add_object(obj)
+            else:
+                self.git.object_store.add_objects(packing)
+            if handle is not None:
+                durable.sync(handle, self.path)
+            else:
+                os.sync()
+        finally:
+            if handle is not None:
+                os.close(handle)
 
     def _update_tree(
         self, tree_id: bytes | None, changes: dict[str, object], out: list[ShaFile]

@@ -11,15 +11,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import functools
 import hashlib
 import os
 import secrets
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-from . import crashpoints
+from . import crashpoints, durable
 from .layout import BLOBS_DIR, blob_path
 from .names import check_sha256
 
@@ -196,30 +194,15 @@ class BlobStore:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
 
     def sync_handle(self) -> int | None:
-        """A handle on the store's file system for ``sync_all``; None where there is no ``syncfs``
-        (not Linux). Open it before the blobs it is to make durable are written: ``syncfs`` reports
-        the write-back errors of that file system since its handle was opened (Linux 5.8 and later),
-        so none of theirs goes unseen."""
-        if _syncfs() is None:
-            return None
-        return os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        """A handle on the store's file system for ``sync_all`` (``durable.handle``); None where
+        there is no ``syncfs``. Open it before the blobs it is to make durable are written."""
+        return durable.handle(self.root)
 
     def sync_all(self, handle: int) -> None:
-        """Write everything dirty on the store's file system to disk (``syncfs``), blobs not named
-        yet included; ``handle`` is ``sync_handle``'s.
-
-        One ``syncfs`` for the blobs of a download process's message instead of a fsync each, as a
-        database commits a group: a fsync per blob was 10-14 % of a cold sync of 3,000 files
-        (bench/RESULTS.md, items 58-59). The price: it also writes what other programs left dirty on
-        that file system, and waits for it.
-        """
-        syncfs = _syncfs()
-        assert syncfs is not None, "no handle without syncfs (sync_handle)"
-        try:
-            syncfs(handle)
-        except OSError as exc:  # a failing disk says where: the store's
-            exc.filename = str(self.root)
-            raise
+        """Write everything dirty on the store's file system to disk (``durable.sync``), blobs not
+        named yet included; ``handle`` is ``sync_handle``'s. One ``syncfs`` for the blobs of a
+        download process's message instead of a fsync each, as a database commits a group."""
+        durable.sync(handle, self.root)
 
     def temporary_file(self, direct: bool = False) -> tuple[str | None, int, bool]:
         """A new private file in ``tmp/``: (its path, None when it has no name; descriptor; direct).
@@ -339,25 +322,3 @@ class BlobStore:
             return
         for path in self.blobs_dir.glob("*/*/*"):
             yield path.name
-
-
-@functools.cache
-def _syncfs() -> Callable[[int], None] | None:
-    """libc's ``syncfs`` (Linux), raising ``OSError`` as ``os`` functions do; None where there is
-    none. Looked up once per process; ``ctypes`` is imported here, by the processes that write
-    several blobs at once."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        libc_syncfs = ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError):
-        return None
-
-    def syncfs(handle: int) -> None:
-        if libc_syncfs(handle) != 0:
-            code = ctypes.get_errno()
-            raise OSError(code, os.strerror(code))
-
-    return syncfs
