@@ -218,7 +218,7 @@ class MetadataRepo:
         commit.message = message.encode()
         new_objects.append(commit)
         crashpoints.reached("repo.trees-built")
-        self._write_durably(new_objects)
+        self.write_durably(new_objects)
         crashpoints.reached("repo.objects-written")
         ref = self.branch_ref(branch)
         moved = (
@@ -231,12 +231,12 @@ class MetadataRepo:
         crashpoints.reached("repo.ref-moved")
         return commit.id
 
-    def _write_durably(self, new_objects: list[ShaFile]) -> None:
-        """Write a commit's objects and make them durable before the branch may name the commit.
+    def write_durably(self, new_objects: list[ShaFile]) -> None:
+        """Write objects (a commit's, a tag) and make them durable, before a ref may name them.
 
         dulwich writes object files without fsync (unless ``core.fsyncObjectFiles`` is set) and the
-        ref file with one: after a power loss the branch could name a commit whose objects never
-        reached the disk. One ``syncfs`` of the repository's file system covers them all, as the
+        ref file with one: after a power loss a branch or tag could name objects that never reached
+        the disk. One ``syncfs`` of the repository's file system covers them all, as the
         blob store does for its blobs (``durable``); where there is none, ``os.sync``.
         """
         handle = durable.handle(self.path)  # before the objects: their write-back errors are reported

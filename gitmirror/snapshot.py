@@ -181,7 +181,7 @@ def create_tag(repo: MetadataRepo, name: str, commit: bytes, message: str | None
     tag.tag_time = int(datetime.now(UTC).timestamp())
     tag.tag_timezone = 0
     tag.message = ((message or f"gitmirror snapshot {name}") + "\n").encode()
-    repo.git.object_store.add_object(tag)
+    repo.write_durably([tag])
     if not repo.git.refs.add_if_new(ref, tag.id):
         raise RevisionError(f"tag {name} was created concurrently; not moved")
     return tag.id

@@ -1,4 +1,5 @@
-"""A commit's objects are on disk before the branch moves to it (``MetadataRepo._write_durably``).
+"""A commit's objects are on disk before the branch moves to it, a tag before its ref
+(``MetadataRepo.write_durably``).
 
 dulwich writes object files without fsync and the ref file with one, so without a flush of its own
 a power loss could leave the branch naming objects that never reached the disk. Each test records
@@ -15,6 +16,7 @@ import pytest
 from gitmirror import durable
 from gitmirror import repo as repo_module
 from gitmirror.repo import MetadataRepo
+from gitmirror.snapshot import create_tag
 
 MANIFESTS = {f"projects/de/demo-{number}.json": b'{"n": %d}\n' % number for number in range(5)}
 
@@ -74,3 +76,19 @@ def test_a_failed_flush_leaves_the_branch_where_it_was(tmp_path: Path, monkeypat
         metadata.write_commit(MANIFESTS, "second", parent=first)
     assert raised.value.filename == str(metadata.path)
     assert metadata.tip() == first
+
+
+def test_a_tag_is_on_disk_before_its_ref(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    metadata = MetadataRepo.init(tmp_path / "repo")
+    commit = metadata.write_commit(MANIFESTS, "first")
+    seen: list[tuple[bool, set[bytes]]] = []
+    real_sync = durable.sync
+
+    def watch(handle: int, where: Path | str) -> None:
+        seen.append((b"refs/tags/v1" in metadata.git.refs, set(metadata.git.object_store)))
+        real_sync(handle, where)
+
+    monkeypatch.setattr(durable, "sync", watch)
+    tag = create_tag(metadata, "v1", commit)
+    assert seen == [(False, seen[0][1])] and tag in seen[0][1]
+    assert metadata.git.refs[b"refs/tags/v1"] == tag
