@@ -116,6 +116,7 @@ def test_install_hook_writes_executable_using_this_python(remote: Remote) -> Non
     assert sys.executable in hook.read_text()
     config = remote.git("config", "--list", cwd=remote.bare).stdout
     assert "receive.denynonfastforwards=true" in config and "receive.denydeletes=true" in config
+    assert "core.fsync=committed" in config  # git itself makes what a push writes durable
     # The hook shipped in the repository is the same script with a plain python3.
     shipped = Path(__file__).parent.parent / "hooks" / "pre-receive"
     assert shipped.read_text() == render_hook("python3")
