@@ -95,7 +95,7 @@ class BlobWriter:
     def commit(self) -> Path:
         """Check size and hash, then make the blob visible; raises IntegrityError and keeps nothing."""
         self.check()
-        return self.publish()
+        return Path(self.publish())
 
     def check(self) -> None:
         """Raise IntegrityError, keeping nothing, unless the bytes are the announced ones."""
@@ -110,9 +110,10 @@ class BlobWriter:
             self.abort()
             raise
 
-    def publish(self, durable: bool = False) -> Path:
+    def publish(self, durable: bool = False) -> str:
         """Name a checked blob once its bytes are on disk: fsynced here, unless the caller made them
-        ``durable`` already (``BlobStore.sync_all`` after several blobs); keeps nothing on failure."""
+        ``durable`` already (``BlobStore.sync_all`` after several blobs); keeps nothing on failure.
+        Returns its path as a string: the download processes name thousands and use none."""
         try:
             if not durable:
                 os.fsync(self._fd)
@@ -123,7 +124,7 @@ class BlobWriter:
                 self._publish_named(target)
             self._published = True
             crashpoints.reached("store.published")
-            return Path(target)
+            return target
         except BaseException:
             self.abort()
             raise
