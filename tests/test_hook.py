@@ -77,8 +77,13 @@ class Remote:
         digest = next(record["sha256"] for record in records if record.get("filename") == filename)
         shard = self.work / "takedowns" / f"{digest[:2]}.jsonl"
         shard.parent.mkdir(exist_ok=True)
-        record = {"sha256": digest, "project": "demo-pkg", "filename": filename, "reason": reason,
-                  "time": "2026-01-01T00:00:00Z"}
+        record = {
+            "sha256": digest,
+            "project": "demo-pkg",
+            "filename": filename,
+            "reason": reason,
+            "time": "2026-01-01T00:00:00Z",
+        }
         with shard.open("a") as handle:
             handle.write(json.dumps(record, separators=(",", ":")) + "\n")
 
