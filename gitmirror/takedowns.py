@@ -110,16 +110,8 @@ def line_problems(path: str, old: bytes | None, new: bytes) -> list[str]:
 
 def listed(read: ReadPath, digests: Iterable[str]) -> dict[str, TakedownRecord]:
     """The records of those ``digests`` that are taken down, reading each shard involved once."""
-    shards: dict[str, dict[str, TakedownRecord]] = {}
-    found: dict[str, TakedownRecord] = {}
-    for digest in digests:
-        path = shard_path(digest)
-        if path not in shards:
-            shards[path] = parse(read(path))
-        record = shards[path].get(digest)
-        if record is not None:
-            found[digest] = record
-    return found
+    lookup = Lookup([read])
+    return {digest: record for digest in digests if (record := lookup.record(digest)) is not None}
 
 
 class Lookup:
@@ -141,6 +133,7 @@ class Lookup:
 
 
 def repo_reader(repo: MetadataRepo, commit: bytes | None) -> ReadPath:
+    """How ``Lookup`` and ``listed`` read the index of one commit of ``repo``."""
     return lambda path: repo.read_path(commit, path)
 
 
