@@ -30,10 +30,11 @@ from .incoming import (
 )
 from .manifest import format_time, manifest_path
 from .names import UnsafeNameError, normalize
-from .policy import check
+from .policy import check, takedown_candidates, takedown_check
 from .repo import MetadataRepo
 from .review import build, format_duration, needing_reviewer
 from .store import BlobStore
+from .takedowns import Lookup, append, listed, repo_reader, shard_path
 
 # Marks that only warn or restrict: they bring no new code, so the policy lets them through.
 _RESTRICTING = {
@@ -169,6 +170,8 @@ def approve(
             moment = now or datetime.now(UTC)
             flagged = needing_reviewer(build(repo, store, cfg, main, incoming, moment))
             result.approved, result.held = select_policy(items, cfg, moment, flagged)
+            result.approved, taken_down = _without_taken_down(repo, main_tip, result.approved)
+            result.held += taken_down
         else:
             result.approved = select_named(items, targets)
         if not result.approved:
@@ -176,6 +179,7 @@ def approve(
         total = sum(len(item.changes) for item in items)
         result.complete = len(result.approved) == total
         changes = _new_state(repo, main_tip, items, result.approved)
+        _check_takedowns(repo, main_tip, incoming_tip, items, changes)
         message = _message(repo, cfg, incoming, incoming_tip, result, by_policy)
         merged = (incoming_tip,) if result.complete else ()
         result.commit = repo.write_commit(changes, message, branch=main, parent=main_tip, merged=merged)
@@ -207,6 +211,52 @@ def _new_state(
         if records:
             changes[f"{CONFLICTS_DIR}/{item.name}.jsonl"] = merged_conflicts(repo, main_tip, item.name, records)
     return changes
+
+
+def _without_taken_down(
+    repo: MetadataRepo, main_tip: bytes | None, approvals: list[Approval]
+) -> tuple[list[Approval], list[Approval]]:
+    """The policy's approvals minus new files whose bytes ``main`` took down (held, with the reason)."""
+    lookup = Lookup([repo_reader(repo, main_tip)])
+    kept: list[Approval] = []
+    held: list[Approval] = []
+    for approval in approvals:
+        entry = approval.change.entry
+        record = lookup.record(entry.sha256) if entry is not None and entry.served else None
+        if record is None:
+            kept.append(approval)
+        else:
+            held.append(Approval(approval.change, f"sha256 taken down as {record.project}/{record.filename}"))
+    return kept, held
+
+
+def _check_takedowns(
+    repo: MetadataRepo,
+    main_tip: bytes | None,
+    incoming_tip: bytes,
+    items: list[ProjectPending],
+    changes: dict[str, bytes | None],
+) -> None:
+    """The takedown rule on the approval commit (``policy.takedown_check``, as the hook judges it):
+    a new served file with bytes ``main`` took down is refused; a tombstone the approval brings
+    gets its digest's index line from the review branch, carried into ``changes``."""
+    judged = []
+    for item in items:
+        path = manifest_path(item.name)
+        if path in changes:
+            before = item.main.dumps() if item.main else None
+            judged.append((path, *takedown_candidates(before, changes[path])))
+    served = [digest for _path, entries, _stones in judged for _name, digest in entries]
+    stones = [digest for _path, _entries, entries in judged for _name, digest in entries]
+    records = listed(repo_reader(repo, main_tip), served + stones)
+    for digest, record in listed(repo_reader(repo, incoming_tip), [d for d in stones if d not in records]).items():
+        path = shard_path(digest)
+        changes[path] = append(changes.get(path) or repo.read_path(main_tip, path), record)
+        records[digest] = record
+    for path, entries, tombstoned in judged:
+        violations = takedown_check(path, entries, tombstoned, records)
+        if violations:
+            raise ApproveError(f"refused by the takedown index: {violations[0]}")
 
 
 def _message(

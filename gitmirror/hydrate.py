@@ -19,8 +19,9 @@ import httpx
 from . import __version__
 from .manifest import NeededBlob, blobs_needed_by
 from .metadata import in_wheel
-from .repo import MetadataRepo, RepoError
+from .repo import DEFAULT_BRANCH, MetadataRepo, RepoError
 from .store import BlobStore, BlobWriter, IntegrityError
+from .takedowns import Lookup, repo_reader
 
 Log = Callable[[str], None]
 OpenWriter = Callable[[], BlobWriter]
@@ -181,17 +182,46 @@ class HydrateResult:
 
 
 def hydrate(
-    repo: MetadataRepo, store: BlobStore, commit: bytes | None, source: Source, log: Log = print
+    repo: MetadataRepo,
+    store: BlobStore,
+    commit: bytes | None,
+    source: Source,
+    log: Log = print,
+    tip: bytes | None = None,
 ) -> HydrateResult:
-    """Fetch every blob ``commit`` needs and ``store`` lacks; report what could not be had."""
+    """Fetch every blob ``commit`` needs and ``store`` lacks; report what could not be had.
+
+    Blobs taken down as of ``tip`` (default: the tip of ``main``) are never fetched, even when the
+    older ``commit`` still served them (``without_taken_down``).
+    """
     store.init()
     store.clean_tmp()
-    needed = needed_blobs(repo, commit)
+    needed = without_taken_down(repo, tip or repo.tip(DEFAULT_BRANCH), needed_blobs(repo, commit), log)
     result = HydrateResult(needed=len(needed))
     wanted = [blob for blob in needed.values() if not store.has(blob.sha256)]
     result.present = result.needed - len(wanted)
     asyncio.run(_hydrate_all(wanted, store, source, result, log))
     return result
+
+
+def without_taken_down(
+    repo: MetadataRepo, tip: bytes | None, needed: dict[str, NeededBlob], log: Log
+) -> dict[str, NeededBlob]:
+    """``needed`` minus the blobs whose sha256 (or, for a PEP 658 file, whose wheel's) the takedown
+    index at ``tip`` lists: their bytes were deleted on purpose and must not come back. A blob a
+    file served at ``tip`` still needs stays (``takedown`` keeps such a blob too)."""
+    lookup = Lookup([repo_reader(repo, tip)])
+    listed = {
+        digest: record
+        for digest, blob in needed.items()
+        if (record := lookup.record(digest) or (lookup.record(blob.wheel) if blob.wheel else None))
+    }
+    served_at_tip = needed_blobs(repo, tip) if listed else {}
+    for digest, record in listed.items():
+        if digest not in served_at_tip:
+            blob = needed.pop(digest)
+            log(f"skipped {blob.label} ({digest[:12]}): taken down as {record.project}/{record.filename}")
+    return needed
 
 
 async def _hydrate_all(

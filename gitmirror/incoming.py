@@ -23,9 +23,20 @@ from dulwich.diff_tree import tree_changes
 from dulwich.graph import can_fast_forward, find_merge_base
 from dulwich.objects import Tree
 
-from .manifest import PROJECTS_DIR, FileEntry, ProjectManifest, loads, manifest_path, parse_time
+from .manifest import (
+    PROJECTS_DIR,
+    FileEntry,
+    ProjectManifest,
+    Tombstone,
+    loads,
+    manifest_path,
+    now,
+    parse_time,
+    project_of_path,
+)
 from .policy import check
 from .repo import MetadataRepo, RepoError
+from .takedowns import TAKEDOWNS_DIR, TakedownRecord, is_shard_path, parse
 
 CONFLICTS_DIR = "conflicts"
 _MISSING = object()
@@ -277,6 +288,7 @@ def catch_up(repo: MetadataRepo, main: str, incoming: str) -> str:
     if violations:
         raise RepoError(f"cannot merge {main} into {incoming}: {violations[0]}")
     changes.update(_other_paths(repo, base, main_tip, incoming_tip))
+    _carry_takedowns(repo, base, main_tip, incoming_tip, changes)
     repo.write_commit(
         changes,
         f"merge {main} into {incoming}\n\nKeeps the review branch on top of what {main} serves.\n",
@@ -293,11 +305,53 @@ def _other_paths(repo: MetadataRepo, base: bytes | None, main: bytes, incoming: 
     result: dict[str, bytes | None] = {}
     for change in tree_changes(repo.git.object_store, base_tree, repo.commit(main).tree):
         path = (change.new.path or change.old.path or b"").decode()
-        if path.startswith((PROJECTS_DIR + "/", CONFLICTS_DIR + "/")):
+        if path.startswith((PROJECTS_DIR + "/", CONFLICTS_DIR + "/", TAKEDOWNS_DIR + "/")):
             continue
         if repo.read_path(incoming, path) == repo.read_path(base, path):
             result[path] = repo.read_path(main, path)
     return result
+
+
+def _carry_takedowns(
+    repo: MetadataRepo, base: bytes | None, main: bytes, incoming: bytes, changes: dict[str, bytes | None]
+) -> None:
+    """Merge ``main``'s takedown index into the review branch's (lines of both, nothing lost), and
+    turn a served file the review branch added with bytes ``main`` has taken down since into a
+    tombstone: otherwise the merge would serve those bytes again (``policy.takedown_check``)."""
+    store = repo.git.object_store
+    base_tree = repo.commit(base).tree if base else None
+    fresh: dict[str, TakedownRecord] = {}
+    for change in tree_changes(store, base_tree, repo.commit(main).tree):
+        path = (change.new.path or change.old.path or b"").decode()
+        if not is_shard_path(path):
+            continue
+        ours, theirs = repo.read_path(incoming, path) or b"", repo.read_path(main, path) or b""
+        known = set(ours.splitlines())
+        added = [line for line in theirs.splitlines() if line not in known]
+        if added:
+            ours += b"" if not ours or ours.endswith(b"\n") else b"\n"
+            changes[path] = ours + b"\n".join(added) + b"\n"
+        recorded = parse(ours)
+        fresh.update({digest: record for digest, record in parse(theirs).items() if digest not in recorded})
+    if not fresh:
+        return
+    for change in tree_changes(store, base_tree, repo.commit(incoming).tree):
+        path = (change.new.path or b"").decode()
+        name = project_of_path(path)
+        if name is None:
+            continue
+        data = changes.get(path) or repo.read_path(incoming, path)
+        manifest = loads(data, path) if data else None
+        if manifest is None:
+            continue
+        stones = []
+        for entry in manifest.served_files():
+            record = fresh.get(entry.sha256)
+            if record is not None:
+                why = f"same bytes as {record.project}/{record.filename}, taken down: {record.reason}"
+                stones.append(replace(entry, tombstone=Tombstone(why, now())))
+        if stones:
+            changes[path] = manifest.with_files(stones).dumps()
 
 
 def uploaded_at(entry: FileEntry) -> datetime | None:

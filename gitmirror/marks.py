@@ -20,6 +20,8 @@ from .names import normalize
 from .policy import check
 from .repo import DEFAULT_BRANCH, MetadataRepo, RepoError
 from .store import BlobStore
+from .takedowns import TakedownRecord, shard_path
+from .takedowns import append as append_record
 
 MARKS_DIR = "marks"
 
@@ -92,6 +94,7 @@ def _commit(
     new: ProjectManifest,
     record: dict[str, object],
     message: str,
+    extra: dict[str, bytes] | None = None,
 ) -> bytes:
     path = manifest_path(new.name)
     violations = check(old, new, path)
@@ -102,7 +105,8 @@ def _commit(
     log = repo.read_path(parent, log_path) or b""
     entry = {"time": now(), "by": identity, **record}
     log += (json.dumps(entry, separators=(",", ":"), ensure_ascii=True) + "\n").encode()
-    return repo.write_commit({path: new.dumps(), log_path: log}, message, branch=branch, parent=parent)
+    changes = {path: new.dumps(), log_path: log, **(extra or {})}
+    return repo.write_commit(changes, message, branch=branch, parent=parent)
 
 
 def yank(
@@ -138,9 +142,7 @@ def _same_version(recorded: str, asked: str) -> bool:
         return recorded == asked
 
 
-def set_status(
-    repo: MetadataRepo, project: str, status: str, reason: str, branch: str = DEFAULT_BRANCH
-) -> MarkResult:
+def set_status(repo: MetadataRepo, project: str, status: str, reason: str, branch: str = DEFAULT_BRANCH) -> MarkResult:
     """Set the PEP 792 project status (``active`` restores the default) with a reason."""
     if status not in PROJECT_STATUSES:
         raise MarkError(f"unknown project status {status!r}; choose one of {', '.join(PROJECT_STATUSES)}")
@@ -193,8 +195,11 @@ def takedown(
 ) -> MarkResult:
     """Tombstone a file: the entry stays with reason and time, the bytes leave the store.
 
-    The commit comes first and the blobs go after it, so a crash in between leaves a file that is
-    no longer served but still stored; running takedown again finishes the job (verify notices).
+    The same commit lists the sha256 in the takedown index (``gitmirror.takedowns``), so no sync,
+    push or approval can serve those bytes again under another name. The commit comes first and
+    the blobs go after it, so a crash in between leaves a file that is no longer served but still
+    stored; running takedown again finishes the job (verify notices), and for a file taken down
+    before the index existed, records its digest there.
     """
     reason = _reason(reason)
     with repo.writer_lock():
@@ -202,11 +207,22 @@ def takedown(
         old = _find_file(repo, parent, filename, project)
         entry: FileEntry = old.files[filename]
         commit = None
+        stone = entry.tombstone or Tombstone(reason=reason, time=now())
+        index_path = shard_path(entry.sha256)
+        index = repo.read_path(parent, index_path)
+        record = TakedownRecord(entry.sha256, old.name, filename, stone.reason, stone.time)
+        indexed = append_record(index, record)
         if entry.tombstone is None:
-            new = old.with_file(replace(entry, tombstone=Tombstone(reason=reason, time=now())))
+            new = old.with_file(replace(entry, tombstone=stone))
             message = f"takedown: {old.name} {filename}\n\nreason: {reason}\nsha256: {entry.sha256}\n"
-            record = {"action": "takedown", "files": [filename], "sha256": entry.sha256, "reason": reason}
-            commit = _commit(repo, parent, branch, old, new, record, message)
+            mark = {"action": "takedown", "files": [filename], "sha256": entry.sha256, "reason": reason}
+            commit = _commit(repo, parent, branch, old, new, mark, message, {index_path: indexed})
+        elif indexed != (index or b""):
+            message = (
+                f"takedown: record {old.name} {filename} in the takedown index\n\n"
+                f"reason: {stone.reason}\nsha256: {entry.sha256}\n"
+            )
+            commit = repo.write_commit({index_path: indexed}, message, branch=branch, parent=parent)
         needed = blobs_needed_by(repo.manifests(commit or parent))
         removed = [
             digest
@@ -215,5 +231,7 @@ def takedown(
         ]
     if commit is None:
         return MarkResult(f"{filename} was already taken down; {len(removed)} leftover blobs removed", None, removed)
+    if entry.tombstone is not None:
+        return MarkResult(f"{old.name}: {filename} was already taken down; its sha256 is now in {index_path}", commit)
     kept = "" if entry.sha256 in removed else " (its bytes stay: another served file has the same sha256)"
     return MarkResult(f"{old.name}: {filename} taken down{kept}", commit, removed)

@@ -12,7 +12,7 @@ import gc
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -31,6 +31,7 @@ from .selection import Roots
 from .selection import roots as selection_roots
 from .state import Pages, SyncState
 from .store import BlobStore
+from .takedowns import Lookup, TakedownRecord, repo_reader
 from .upstream import Upstream
 
 CONFLICTS_DIR = "conflicts"
@@ -71,6 +72,7 @@ class ProjectOutcome:
     changes: list[str] = field(default_factory=list)
     conflicts: list[Conflict] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # reported, never a failure (taken-down bytes skipped)
 
 
 @dataclass
@@ -116,11 +118,14 @@ def merge(
     selection: Selection,
     seen_at: str,
     local: LocalDecisions | None = None,
+    taken_down: Mapping[str, TakedownRecord] | None = None,
 ) -> tuple[ProjectManifest, list[RemoteFile], ProjectOutcome]:
     """Fold an upstream page into the recorded manifest, as the immutability policy allows.
 
     ``local`` holds this mirror's own yanks and status (``gitmirror yank``/``deprecate``): they win
-    over upstream's state, so the next sync does not undo an operator's decision.
+    over upstream's state, so the next sync does not undo an operator's decision. ``taken_down``
+    holds the takedown index's records of the page's digests: a new file with such bytes is not
+    mirrored (a note says why), whatever its name or project.
 
     Returns the manifest without the new files (they are added only once their blobs are safely
     stored), the new files to download, and what changed. Pure: no I/O, so every rule is testable.
@@ -141,7 +146,14 @@ def merge(
         recorded = manifest.files.get(remote_file.filename)
         if recorded is None:
             if selection.wants_file(remote_file):
-                wanted.append(remote_file)
+                record = taken_down.get(remote_file.sha256) if taken_down else None
+                if record is None:
+                    wanted.append(remote_file)
+                else:
+                    outcome.notes.append(
+                        f"{remote_file.filename} not mirrored: its sha256 {remote_file.sha256} was taken down "
+                        f"as {record.project}/{record.filename} ({record.reason})"
+                    )
             continue
         if recorded.sha256 != remote_file.sha256:
             outcome.conflicts.append(
@@ -233,6 +245,7 @@ class Syncer:
         self._blob_tasks: dict[str, asyncio.Future[WheelMetadata | None]] = {}
         self._stored_sizes: dict[str, int] = {}  # blobs this run stored, by sha256: no stat to record them
         self.warnings: list[str] = []  # printed again by a warm run that repeats this run's outcome
+        self._takedowns = Lookup([])  # the takedown index at the run's parent and at main
 
     def run(self, selections: list[Selection], branch: str | None = None, with_files: bool | None = None) -> SyncResult:
         """Sync ``selections`` (plus, by default when they are the configured ones, requirements and lockfiles)."""
@@ -252,6 +265,8 @@ class Syncer:
             self.store.clean_tmp()
             crashpoints.reached("sync.tmp-cleaned")
             parent = self.repo.tip(branch)
+            main_tip = self.repo.tip(self.config.branch)
+            self._takedowns = Lookup([repo_reader(self.repo, parent), repo_reader(self.repo, main_tip)])
             seen_at = now()
             state = SyncState(self.store.root, branch, self.config.upstream)
             state.load(parent)
@@ -321,11 +336,13 @@ class Syncer:
         self, upstream: Upstream, parent: bytes | None, name: str, remote_file: RemoteFile
     ) -> asyncio.Future[WheelMetadata | None] | None:
         """The run's download of a file the walk chose (started now if need be); None when its
-        bytes may not be stored: recorded with other bytes (a conflict), or taken down (its blob
-        was deleted on purpose and must stay gone)."""
+        bytes may not be stored: recorded with other bytes (a conflict), or taken down under this or
+        any other name (its blob was deleted on purpose and must stay gone)."""
         old = self._old_manifest(parent, name)
         recorded = old.files.get(remote_file.filename) if old else None
         if recorded is not None and (recorded.sha256 != remote_file.sha256 or not recorded.served):
+            return None
+        if recorded is None and self._takedowns.record(remote_file.sha256) is not None:
             return None
         return self._blob_download(upstream, remote_file)
 
@@ -435,6 +452,8 @@ class Syncer:
             )
         for error in outcome.errors:
             self.log(f"error: {error}")
+        for note in outcome.notes:
+            self._warn(f"note: {outcome.name}: {note}", self.log)
 
     async def _project(
         self, upstream: Upstream, selection: Selection, parent: bytes | None, seen_at: str, pages: Pages | None = None
@@ -454,7 +473,13 @@ class Syncer:
         assert remote is not None
         crashpoints.reached("sync.page-fetched")
         local = local_decisions(self.repo, self.repo.tip(self.config.branch), selection.name)
-        manifest, wanted, outcome = merge(old, remote, selection, seen_at, local)
+        recorded = old.files if old else {}
+        taken_down = {
+            remote_file.sha256: record
+            for remote_file in remote.files
+            if remote_file.filename not in recorded and (record := self._takedowns.record(remote_file.sha256))
+        }
+        manifest, wanted, outcome = merge(old, remote, selection, seen_at, local, taken_down)
         outcome.errors += choice_errors
         healing = [
             remote_file

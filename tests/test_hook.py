@@ -71,6 +71,22 @@ class Remote:
         change(records)
         file.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
 
+    def record_takedown(self, path: str, filename: str, reason: str = "malware") -> None:
+        """Add the takedown index line a tombstone of ``filename`` needs in the same commit."""
+        records = [json.loads(line) for line in (self.work / path).read_text().splitlines()]
+        digest = next(record["sha256"] for record in records if record.get("filename") == filename)
+        shard = self.work / "takedowns" / f"{digest[:2]}.jsonl"
+        shard.parent.mkdir(exist_ok=True)
+        record = {
+            "sha256": digest,
+            "project": "demo-pkg",
+            "filename": filename,
+            "reason": reason,
+            "time": "2026-01-01T00:00:00Z",
+        }
+        with shard.open("a") as handle:
+            handle.write(json.dumps(record, separators=(",", ":")) + "\n")
+
     def commit(self, message: str) -> None:
         self.git("add", "-A")
         self.git("commit", "-q", "-m", message)
@@ -150,6 +166,8 @@ def test_install_hook_keeps_a_foreign_hook_and_refuses_non_bare(remote: Remote, 
 )
 def test_allowed_changes_are_accepted(remote: Remote, name: str, change: Callable[[list[dict]], None]) -> None:
     remote.edit(DEMO, change)
+    if name.startswith("tombstone"):
+        remote.record_takedown(DEMO, WHEEL)  # a takedown lists its sha256 (tests/test_takedowns.py)
     remote.commit(name)
     assert_accepted(remote, remote.push())
 
@@ -195,6 +213,7 @@ def test_renamed_manifest_is_refused(remote: Remote) -> None:
 def test_untombstoning_is_refused(remote: Remote) -> None:
     stone = {"reason": "malware", "time": "2026-01-01T00:00:00Z"}
     remote.edit(DEMO, lambda r: entry(r, WHEEL).update(tombstone=stone))
+    remote.record_takedown(DEMO, WHEEL)
     remote.commit("takedown")
     assert_accepted(remote, remote.push())
     before = remote.state()
