@@ -4,13 +4,15 @@ Each case: sync ``demo-pkg==1.0`` cleanly (the "old" commit), then run a full sy
 one point (``GITMIRROR_CRASH_AT``). Right after the kill the store holds only complete blobs whose
 sha256 is their name, the branch is at the old commit or a child of it, ``git fsck`` passes, and
 every file the tip serves has its blob. A plain rerun then finishes the work and ends in exactly
-the state of a run that was never interrupted.
+the state of a run that was never interrupted. A ref lock the killed writer left refuses the rerun in
+one line until it is ``STALE_REF_LOCK_AGE`` old (it could be a live git push's), then goes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import resource
 import signal
 import subprocess
@@ -21,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from gitmirror import crashpoints
+from gitmirror.repo import STALE_REF_LOCK_AGE
 
 from conftest import GITMIRROR, Mirror, isolated_env
 from fakeupstream import FakeUpstream, make_sample_index
@@ -79,7 +82,9 @@ def assert_repo_consistent(mirror: Mirror, old: str) -> str:
     """fsck passes, the branch is at ``old`` or a direct child, and the tip's blobs are all stored."""
     fsck = subprocess.run(
         ["git", "--git-dir", str(mirror.repo), "fsck", "--full", "--strict"],
-        env=isolated_env(), capture_output=True, text=True,
+        env=isolated_env(),
+        capture_output=True,
+        text=True,
     )
     assert fsck.returncode == 0, fsck.stdout + fsck.stderr
     tip = mirror.git("rev-parse", "main").strip()
@@ -117,8 +122,12 @@ def test_sync_killed_at_point_loses_nothing(
     old = mirror.git("rev-parse", "main").strip()
 
     killed = subprocess.run(
-        [*GITMIRROR, "sync"], cwd=mirror.root, env=isolated_env(GITMIRROR_CRASH_AT=point),
-        capture_output=True, text=True, timeout=120,
+        [*GITMIRROR, "sync"],
+        cwd=mirror.root,
+        env=isolated_env(GITMIRROR_CRASH_AT=point),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert killed.returncode == -signal.SIGKILL, f"{point} was never reached: {killed.stdout}{killed.stderr}"
 
@@ -127,6 +136,19 @@ def test_sync_killed_at_point_loses_nothing(
     if verify_command_exists(mirror):
         verified = mirror.run("verify")
         assert verified.returncode == 0, verified.stdout + verified.stderr
+
+    ref_locks = [path for path in mirror.repo.rglob("*.lock") if path.name != "gitmirror.lock"]
+    if ref_locks:
+        refused = mirror.run("sync")
+        assert refused.returncode == 2 and "is locked by another git process" in refused.stderr, refused.stderr
+        assert [line for line in refused.stderr.splitlines() if line.startswith("gitmirror:")] == [
+            refused.stderr.splitlines()[-1]
+        ]
+        assert ref_locks[0].exists()
+        assert_repo_consistent(mirror, old)
+        for lock in ref_locks:  # what the clock does to a lock no live git process holds
+            then = lock.stat().st_mtime - STALE_REF_LOCK_AGE - 1
+            os.utime(lock, (then, then))
 
     rerun = mirror.run("sync")
     assert rerun.returncode == 0, rerun.stderr
@@ -141,8 +163,12 @@ def test_sync_killed_at_point_loses_nothing(
 
 def test_unknown_crash_point_is_refused(mirror: Mirror, sample) -> None:
     result = subprocess.run(
-        [*GITMIRROR, "sync"], cwd=mirror.root, env=isolated_env(GITMIRROR_CRASH_AT="sync.no-such-point"),
-        capture_output=True, text=True, timeout=60,
+        [*GITMIRROR, "sync"],
+        cwd=mirror.root,
+        env=isolated_env(GITMIRROR_CRASH_AT="sync.no-such-point"),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "names no crash point" in result.stderr
@@ -170,9 +196,16 @@ def test_a_full_disk_stops_the_sync_in_one_line_and_loses_nothing(
     old = mirror.git("rev-parse", "main").strip()
 
     full = subprocess.run(
-        [*GITMIRROR, "sync"], cwd=mirror.root, env=isolated_env(), capture_output=True, text=True, timeout=120,
-        preexec_fn=lambda: (signal.signal(signal.SIGXFSZ, signal.SIG_IGN),  # EFBIG, as CPython asks for
-                            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))),
+        [*GITMIRROR, "sync"],
+        cwd=mirror.root,
+        env=isolated_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: (
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN),  # EFBIG, as CPython asks for
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+        ),
     )
     assert full.returncode == 2, full.stdout + full.stderr
     assert full.stderr.splitlines() == [f"gitmirror: error: File too large: {mirror.store.relative_to(mirror.root)}"]
