@@ -82,9 +82,7 @@ def assert_repo_consistent(mirror: Mirror, old: str) -> str:
     """fsck passes, the branch is at ``old`` or a direct child, and the tip's blobs are all stored."""
     fsck = subprocess.run(
         ["git", "--git-dir", str(mirror.repo), "fsck", "--full", "--strict"],
-        env=isolated_env(),
-        capture_output=True,
-        text=True,
+        env=isolated_env(), capture_output=True, text=True,
     )
     assert fsck.returncode == 0, fsck.stdout + fsck.stderr
     tip = mirror.git("rev-parse", "main").strip()
@@ -122,12 +120,8 @@ def test_sync_killed_at_point_loses_nothing(
     old = mirror.git("rev-parse", "main").strip()
 
     killed = subprocess.run(
-        [*GITMIRROR, "sync"],
-        cwd=mirror.root,
-        env=isolated_env(GITMIRROR_CRASH_AT=point),
-        capture_output=True,
-        text=True,
-        timeout=120,
+        [*GITMIRROR, "sync"], cwd=mirror.root, env=isolated_env(GITMIRROR_CRASH_AT=point),
+        capture_output=True, text=True, timeout=120,
     )
     assert killed.returncode == -signal.SIGKILL, f"{point} was never reached: {killed.stdout}{killed.stderr}"
 
@@ -138,13 +132,11 @@ def test_sync_killed_at_point_loses_nothing(
         assert verified.returncode == 0, verified.stdout + verified.stderr
 
     ref_locks = [path for path in mirror.repo.rglob("*.lock") if path.name != "gitmirror.lock"]
-    if ref_locks:
+    if ref_locks:  # it could be a live git push's: one line, nothing lost, until the lock is old
         refused = mirror.run("sync")
         assert refused.returncode == 2 and "is locked by another git process" in refused.stderr, refused.stderr
-        assert [line for line in refused.stderr.splitlines() if line.startswith("gitmirror:")] == [
-            refused.stderr.splitlines()[-1]
-        ]
-        assert ref_locks[0].exists()
+        errors = [line for line in refused.stderr.splitlines() if line.startswith("gitmirror:")]
+        assert errors == [refused.stderr.splitlines()[-1]] and ref_locks[0].exists()
         assert_repo_consistent(mirror, old)
         for lock in ref_locks:  # what the clock does to a lock no live git process holds
             then = lock.stat().st_mtime - STALE_REF_LOCK_AGE - 1
@@ -163,12 +155,8 @@ def test_sync_killed_at_point_loses_nothing(
 
 def test_unknown_crash_point_is_refused(mirror: Mirror, sample) -> None:
     result = subprocess.run(
-        [*GITMIRROR, "sync"],
-        cwd=mirror.root,
-        env=isolated_env(GITMIRROR_CRASH_AT="sync.no-such-point"),
-        capture_output=True,
-        text=True,
-        timeout=60,
+        [*GITMIRROR, "sync"], cwd=mirror.root, env=isolated_env(GITMIRROR_CRASH_AT="sync.no-such-point"),
+        capture_output=True, text=True, timeout=60,
     )
     assert result.returncode != 0
     assert "names no crash point" in result.stderr
@@ -196,16 +184,9 @@ def test_a_full_disk_stops_the_sync_in_one_line_and_loses_nothing(
     old = mirror.git("rev-parse", "main").strip()
 
     full = subprocess.run(
-        [*GITMIRROR, "sync"],
-        cwd=mirror.root,
-        env=isolated_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        preexec_fn=lambda: (
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN),  # EFBIG, as CPython asks for
-            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
-        ),
+        [*GITMIRROR, "sync"], cwd=mirror.root, env=isolated_env(), capture_output=True, text=True, timeout=120,
+        preexec_fn=lambda: (signal.signal(signal.SIGXFSZ, signal.SIG_IGN),  # EFBIG, as CPython asks for
+                            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))),
     )
     assert full.returncode == 2, full.stdout + full.stderr
     assert full.stderr.splitlines() == [f"gitmirror: error: File too large: {mirror.store.relative_to(mirror.root)}"]
