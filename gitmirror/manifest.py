@@ -318,7 +318,9 @@ def _file_entry(data: dict[str, Any]) -> FileEntry:
         stone = data["tombstone"]
         if not isinstance(stone, dict) or set(stone) != {"reason", "time"}:
             raise ValueError("tombstone must be an object with reason and time")
-        tombstone = Tombstone(reason=_optional_string(stone, "reason") or "", time=_string(stone, "time"))
+        if _optional_time(stone, "time") is None:
+            raise ValueError("tombstone time must be a UTC time like 2026-01-31T12:00:00Z")
+        tombstone = Tombstone(reason=_optional_string(stone, "reason") or "", time=stone["time"])
     return FileEntry(
         filename=check_filename(_string(data, "filename")),
         version=_string(data, "version"),
