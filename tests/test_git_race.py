@@ -19,7 +19,7 @@ import pytest
 from gitmirror.hooks import install
 from gitmirror.repo import STALE_REF_LOCK_AGE, MetadataRepo
 
-from conftest import Mirror, isolated_env
+from conftest import GITMIRROR, Mirror, isolated_env
 
 DEMO = "projects/de/mo/demo-pkg.jsonl"
 WHEEL = "demo_pkg-1.0-py3-none-any.whl"
@@ -189,14 +189,45 @@ def test_a_writer_started_while_a_push_holds_its_ref_lock_leaves_the_lock(
     assert_repository_sound(mirror)
 
 
+SLOW_HOOK = """#!/bin/sh
+# reference-transaction: hold the push's ref locks a little, so a writer started meanwhile meets them
+[ "$1" = prepared ] && sleep 0.4
+cat >/dev/null
+exit 0
+"""
+
+
+def start_yank(mirror: Mirror, reason: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*GITMIRROR, "yank", "demo-pkg", "2.0", "--reason", reason],
+        cwd=mirror.root,
+        env=isolated_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
 def test_pushes_and_writers_in_a_loop_each_succeed_or_fail_cleanly(mirror: Mirror, pusher: Pusher) -> None:
+    """Each round starts a push and a ``gitmirror yank``, one a little before the other: the writer
+    meets the push before, during and after its ref update."""
+    hook = mirror.repo / "hooks" / "reference-transaction"
+    hook.write_text(SLOW_HOOK)
+    hook.chmod(0o755)
     pushed = written = 0
     started = time.monotonic()
-    for round_ in range(4):
+    for round_, lead in enumerate((-0.6, -0.3, 0.0, 0.3, 0.6, 0.9)):  # < 0: the writer starts first
         pusher.commit_yank(f"push {round_}")
-        push = pusher.push()
-        writer = mirror.run("yank", "demo-pkg", "2.0", "--reason", f"writer {round_}")
+        if lead < 0:
+            writer = start_yank(mirror, f"writer {round_}")
+            time.sleep(-lead)
+            push = pusher.push()
+        else:
+            push = pusher.push()
+            time.sleep(lead)
+            writer = start_yank(mirror, f"writer {round_}")
         _out, err = push.communicate(timeout=60)
+        _out, writer_err = writer.communicate(timeout=60)
         if push.returncode == 0:
             pushed += 1
         else:  # lost the race to gitmirror's commit: refused as a non-fast-forward, not broken
@@ -204,11 +235,12 @@ def test_pushes_and_writers_in_a_loop_each_succeed_or_fail_cleanly(mirror: Mirro
         if writer.returncode == 0:
             written += 1
         else:
-            assert writer.returncode == 2 and len(writer.stderr.splitlines()) == 1, writer.stderr
-            assert "locked by another git process" in writer.stderr or "moved" in writer.stderr, writer.stderr
+            assert writer.returncode == 2 and len(writer_err.splitlines()) == 1, writer_err
+            assert "locked by another git process" in writer_err or "moved" in writer_err, writer_err
         assert not list((mirror.repo / "refs").rglob("*.lock"))
         assert time.monotonic() - started < 120
-    assert pushed + written >= 4  # every round at least one side got through
+    assert pushed + written >= 6  # every round at least one side got through
     log = mirror.git("log", "--format=%s", "main")
     assert log.count("yank: push ") == pushed and log.count("yank: demo-pkg 2.0") == written
+    hook.unlink()
     assert_repository_sound(mirror)
