@@ -187,9 +187,9 @@ def from_mapping(data: dict[str, Any], base: Path = Path("."), source: Path | No
     )
 
 
-_DURATION = re.compile(r"^(\d+)\s*([wdhms])$")
+_DURATION = re.compile(r"([0-9]+) *([wdhms])")  # fullmatch: no newline or other white space around
 _DURATION_UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
-_BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+_BRANCH = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
 _REVIEW_KEYS = ("enabled", "branch", "cooldown", "auto_approve")
 
 
@@ -197,7 +197,7 @@ def parse_duration(value: object, where: str) -> timedelta:
     """``7d``, ``12h``, ``30m``, ``2w``, ``45s`` or a plain number of seconds."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return timedelta(seconds=value)
-    match = _DURATION.match(value.strip()) if isinstance(value, str) else None
+    match = _DURATION.fullmatch(value) if isinstance(value, str) else None
     if match is None:
         raise ConfigError(f"{where} must be a duration like 7d, 12h, 30m or 2w, got {value!r}")
     return timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
@@ -213,7 +213,7 @@ def parse_review(data: dict[str, Any], where: str = "") -> ReviewSettings:
     branch = data.get("branch", "incoming")
     if (
         not isinstance(branch, str)
-        or not _BRANCH.match(branch)
+        or not _BRANCH.fullmatch(branch)
         or ".." in branch
         or branch.endswith(".lock")
         or branch == "main"

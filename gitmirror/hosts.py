@@ -9,8 +9,12 @@ The rule, applied to every request including each redirect hop:
 
 - the upstream's own origin (scheme, host and port of ``upstream:``) is always allowed;
 - without ``allowed_hosts:``, any other host only over ``https`` on the default port and only by
-  DNS name: no IP literals, no ``localhost``. That admits the usual split of an index and its file
-  host (``pypi_simple.PYPI_SIMPLE_ENDPOINT`` pages point at a separate file host) and refuses the
+  DNS name: no IP address in any spelling the resolver accepts (``2130706433``, ``0x7f.1``,
+  ``0177.0.0.1``, ``127.1``, ``[::ffff:127.0.0.1]``: whatever ``ipaddress`` or ``inet_aton`` reads,
+  or a name whose last label is a number), no single-label or local name (``localhost``,
+  ``*.localhost``, ``.local``, ``.internal``...), nothing but ASCII letters, digits, ``-`` and ``_``
+  in dot-separated labels. That admits the usual split of an index and its file host
+  (``pypi_simple.PYPI_SIMPLE_ENDPOINT`` pages point at a separate file host) and refuses the
   usual SSRF targets;
 - with ``allowed_hosts:``, exactly the listed hosts: ``name`` (any port), ``name:port``,
   ``*.domain`` (any subdomain), or ``"*"`` for any host at all.
@@ -20,14 +24,19 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from dataclasses import dataclass
 from functools import cached_property
 from urllib.parse import urlsplit
 
-_HOST_ENTRY = re.compile(
-    r"^(\*|(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?)$"
+_HOST_ENTRY = re.compile(  # fullmatch
+    r"\*|(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?"
 )
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")  # fullmatch, on a lowercased name
+_NUMBER = re.compile(r"[0-9]+|0x[0-9a-f]*")  # a last label like this makes a name an IPv4 address
+#: names that resolve inside this machine or network, never to a public file host (RFC 6761, 6762, 8375)
+_LOCAL_ZONES = ("localhost", "localdomain", "local", "internal", "home.arpa", "lan")
 
 
 class HostNotAllowed(ValueError):
@@ -36,9 +45,9 @@ class HostNotAllowed(ValueError):
 
 def check_entry(entry: object) -> str:
     """Validate one ``allowed_hosts`` entry (raises ValueError with the reason)."""
-    if not isinstance(entry, str) or not _HOST_ENTRY.match(entry.strip()):
+    if not isinstance(entry, str) or not _HOST_ENTRY.fullmatch(entry):
         raise ValueError(f"allowed_hosts entries are host names like 'files.example.org', got {entry!r}")
-    return entry.strip().lower()
+    return entry.lower()
 
 
 def _origin(url: str) -> tuple[str, str, int]:
@@ -50,17 +59,36 @@ def _origin(url: str) -> tuple[str, str, int]:
         port = parts.port or _DEFAULT_PORTS[scheme]
     except ValueError:
         raise HostNotAllowed(f"refusing URL with an invalid port {url!r}") from None
-    return scheme, parts.hostname.lower(), port
+    host = parts.hostname.lower()
+    return scheme, host[:-1] if host.endswith(".") else host, port  # "name." is the same name
 
 
-def _is_ip_or_local(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
+def not_a_public_name(host: str) -> str | None:
+    """Why ``host`` (lowercased, final dot removed) is no public DNS name, or None when it is one.
+
+    The connection resolves it with ``getaddrinfo``, which reads every legacy IPv4 spelling that
+    ``inet_aton`` does; so that is what this asks, with ``ipaddress`` for the rest.
+    """
+    if ":" in host or "[" in host:
+        return "an IP address"  # IPv6, with or without a zone id (urlsplit drops the brackets)
     try:
         ipaddress.ip_address(host)
+        return "an IP address"
     except ValueError:
-        return False
-    return True
+        pass
+    try:
+        socket.inet_aton(host)
+        return "an IP address"
+    except (OSError, ValueError):
+        pass
+    labels = host.split(".")
+    if not all(_LABEL.fullmatch(label) for label in labels):
+        return "not a DNS host name"
+    if _NUMBER.fullmatch(labels[-1]):
+        return "a name ending in a number (an IPv4 address to URL parsers)"
+    if len(labels) < 2 or any(host == zone or host.endswith("." + zone) for zone in _LOCAL_ZONES):
+        return "a local name"
+    return None
 
 
 @dataclass(frozen=True)
@@ -95,11 +123,12 @@ class HostPolicy:
         if (scheme, host, port) == self._upstream_origin:
             return
         if self.allowed is None:
-            if scheme == "https" and port == 443 and not _is_ip_or_local(host):
+            why = not_a_public_name(host)
+            if scheme == "https" and port == 443 and why is None:
                 return
             raise HostNotAllowed(
-                f"refusing {url!r}: only the upstream's own host and https host names are followed "
-                "by default (list hosts under allowed_hosts: to allow more)"
+                f"refusing {url!r}: {f'{host} is {why}; ' if why else ''}only the upstream's own host and "
+                "https host names are followed by default (list hosts under allowed_hosts: to allow more)"
             )
         for entry in self.allowed:
             if entry == "*" or _matches(entry, host, port):

@@ -22,7 +22,7 @@ from .names import UnsafeNameError, check_filename, check_sha256, is_normalized,
 
 FORMAT_VERSION = 1
 PROJECT_STATUSES = ("active", "archived", "quarantined", "deprecated")
-_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$")
+_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z")  # fullmatch
 PROJECTS_DIR = "projects"
 SUFFIX = ".jsonl"
 
@@ -298,7 +298,7 @@ def _optional_string(data: dict[str, Any], key: str) -> str | None:
 
 def _optional_time(data: dict[str, Any], key: str) -> str | None:
     value = _optional_string(data, key)
-    if value is not None and not _TIME.match(value):
+    if value is not None and not _TIME.fullmatch(value):
         raise ValueError(f"{key} must be a UTC time like 2026-01-31T12:00:00Z")
     return value
 
@@ -318,7 +318,9 @@ def _file_entry(data: dict[str, Any]) -> FileEntry:
         stone = data["tombstone"]
         if not isinstance(stone, dict) or set(stone) != {"reason", "time"}:
             raise ValueError("tombstone must be an object with reason and time")
-        tombstone = Tombstone(reason=_optional_string(stone, "reason") or "", time=_string(stone, "time"))
+        if _optional_time(stone, "time") is None:
+            raise ValueError("tombstone time must be a UTC time like 2026-01-31T12:00:00Z")
+        tombstone = Tombstone(reason=_optional_string(stone, "reason") or "", time=stone["time"])
     return FileEntry(
         filename=check_filename(_string(data, "filename")),
         version=_string(data, "version"),

@@ -3,6 +3,7 @@
 Names arrive from upstream pages, from ``mirror.yaml`` and from pushed manifests. They end up in
 git paths, store paths and URLs, so a name is accepted only if it is *exactly* what the packaging
 specifications allow. Rejecting early is what keeps ``../`` or a NUL byte from ever reaching a path.
+Every pattern is matched whole (``fullmatch``), ASCII only: ``$`` would also take a final newline.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import re
 from packaging.utils import canonicalize_name
 
 # PEP 508 project names: ASCII letters and digits, with ``.``, ``-`` or ``_`` inside.
-_PROJECT_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
+_PROJECT_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
 # Distribution filenames: the characters wheel and sdist names may contain (``+`` for local
 # versions, ``!`` for epochs), never a path separator, and not starting with a dot.
-_FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]*$")
+_FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!-]*")
 _FILE_SUFFIXES = (".whl", ".tar.gz", ".zip", ".tar.bz2", ".tgz", ".egg", ".exe", ".msi", ".rpm", ".tar")
 MAX_NAME_LENGTH = 200
-SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+#: anchored with ``\A``/``\Z`` so that ``match`` and ``search`` are as strict as ``fullmatch``
+SHA256_HEX = re.compile(r"\A[0-9a-f]{64}\Z")
 
 
 class UnsafeNameError(ValueError):
@@ -27,7 +29,7 @@ class UnsafeNameError(ValueError):
 
 def normalize(name: str) -> str:
     """The PEP 503 normalized form of a project name, after checking it is a valid name."""
-    if len(name) > MAX_NAME_LENGTH or not _PROJECT_NAME.match(name):
+    if len(name) > MAX_NAME_LENGTH or not _PROJECT_NAME.fullmatch(name):
         raise UnsafeNameError(f"invalid project name {name!r}")
     return canonicalize_name(name)
 
@@ -44,7 +46,7 @@ def check_filename(filename: str) -> str:
     """Return ``filename`` if it is a plain distribution file name, else raise."""
     if (
         len(filename) > MAX_NAME_LENGTH
-        or not _FILENAME.match(filename)
+        or not _FILENAME.fullmatch(filename)
         or ".." in filename
         or not filename.lower().endswith(_FILE_SUFFIXES)
     ):
@@ -54,7 +56,7 @@ def check_filename(filename: str) -> str:
 
 def check_sha256(digest: str) -> str:
     """Return a lowercase hex sha256 digest, or raise: digests become store paths."""
-    if not isinstance(digest, str) or not SHA256_HEX.match(digest):
+    if not isinstance(digest, str) or not SHA256_HEX.fullmatch(digest):
         raise UnsafeNameError(f"invalid sha256 digest {digest!r}")
     return digest
 

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from dulwich.errors import NotGitRepository
+from dulwich.file import FileLocked
 from dulwich.objects import Blob, Commit, ShaFile, Tag, Tree
 from dulwich.repo import Repo
 
@@ -28,6 +29,8 @@ from .manifest import PROJECTS_DIR, ProjectManifest, loads, manifest_path, proje
 DEFAULT_BRANCH = "main"
 LOOSE_OBJECT_LIMIT = 1000
 _DEFAULT_IDENTITY = "gitmirror <gitmirror@localhost>"
+#: a ref lock this old belongs to no live git transaction (git holds one for a single update)
+STALE_REF_LOCK_AGE = 10 * 60
 _HEX = re.compile(r"^[0-9a-f]{4,40}$")
 
 
@@ -222,9 +225,7 @@ class MetadataRepo:
         crashpoints.reached("repo.objects-written")
         ref = self.branch_ref(branch)
         moved = (
-            self.git.refs.set_if_equals(ref, parent, commit.id)
-            if parent
-            else self.git.refs.add_if_new(ref, commit.id)
+            self.git.refs.set_if_equals(ref, parent, commit.id) if parent else self.git.refs.add_if_new(ref, commit.id)
         )
         if not moved:
             raise RepoError(f"branch {branch} moved while this commit was being written; run again")
@@ -257,9 +258,7 @@ class MetadataRepo:
             if handle is not None:
                 os.close(handle)
 
-    def _update_tree(
-        self, tree_id: bytes | None, changes: dict[str, object], out: list[ShaFile]
-    ) -> bytes | None:
+    def _update_tree(self, tree_id: bytes | None, changes: dict[str, object], out: list[ShaFile]) -> bytes | None:
         """Rebuild only the trees on the changed paths; returns None for a tree left empty."""
         tree = Tree()
         if tree_id is not None:
@@ -292,7 +291,11 @@ class MetadataRepo:
 
     @contextmanager
     def writer_lock(self, wait: bool = False) -> Iterator[None]:
-        """One writer at a time: sync, yank, approve and friends all take this lock."""
+        """One writer at a time: sync, yank, approve and friends all take this lock.
+
+        A ref another git process holds locked (a push through the hook, ``git gc``) makes the
+        writer's compare-and-swap fail before the branch moves: that is one line to try again.
+        """
         lock_path = self.path / "gitmirror.lock"
         with open(lock_path, "a+") as handle:
             try:
@@ -302,24 +305,33 @@ class MetadataRepo:
             try:
                 self._remove_stale_git_locks()
                 yield
+            except FileLocked as exc:
+                ref = os.path.relpath(os.fsdecode(exc.filename), self.path)
+                raise RepoError(
+                    f"{ref} is locked by another git process ({ref}.lock exists); try again later (a lock left by "
+                    f"a killed process is removed once it is {STALE_REF_LOCK_AGE // 60} minutes old)"
+                ) from exc
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _remove_stale_git_locks(self) -> None:
-        """Drop what a writer killed mid-commit left behind: ``*.lock`` ref files and unindexed packs.
+        """Drop what a killed writer left behind: ref ``*.lock`` files and unindexed packs, once old.
 
-        Called only while holding the writer lock, so no live gitmirror writer owns them; a stale
-        ``refs/heads/main.lock`` would otherwise refuse every later commit. Objects in a pack without
-        its index were never referenced by any ref (the ref moves only after the index exists).
+        A ref lock (under ``refs/``, ``packed-refs.lock``, ``HEAD.lock``) goes once older than
+        ``STALE_REF_LOCK_AGE`` (10 minutes); a pack without its index and a ``tmp_pack_*`` file once
+        older than dulwich's prune grace period (2 weeks, as ``git gc`` keeps unreferenced objects).
+        Why: the writer lock excludes gitmirror only, and a concurrent ``git push`` or ``git gc`` holds
+        a ref lock for one transaction and migrates a pack before its index, so a young one may be live.
         """
+        now = time.time()
         refs = self.path / "refs"
-        for stale in [*refs.rglob("*.lock"), self.path / "packed-refs.lock", self.path / "HEAD.lock"]:
-            stale.unlink(missing_ok=True)
-        pack_dir = self.path / "objects" / "pack"
-        if pack_dir.is_dir():
-            for pack in pack_dir.glob("*.pack"):
-                if not pack.with_suffix(".idx").exists():
-                    pack.unlink(missing_ok=True)
+        for lock in [*refs.rglob("*.lock"), self.path / "packed-refs.lock", self.path / "HEAD.lock"]:
+            try:
+                if now - lock.stat().st_mtime > STALE_REF_LOCK_AGE:
+                    lock.unlink()
+            except FileNotFoundError:
+                pass  # its writer finished meanwhile
+        self.git.object_store.prune()  # dulwich's default grace period
 
     def close(self) -> None:
         self.git.close()

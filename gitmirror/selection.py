@@ -36,8 +36,12 @@ if TYPE_CHECKING:
 #: holds on at least one of these, so the mirror stays a superset of what any installer needs.
 _ANY_PYTHONS = ("2.7", "3.6", "3.7", "3.8", "3.9", "3.10", "3.11", "3.12", "3.13", "3.14", "3.15")
 _ANY_PLATFORMS = ("manylinux_2_17_x86_64", "manylinux_2_17_aarch64", "macosx_11_0_arm64", "win_amd64", "win32")
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*$", re.IGNORECASE)
-_PYTHON = re.compile(r"^3\.\d{1,2}(\.\d{1,3})?$|^2\.7(\.\d{1,3})?$")
+# Patterns are matched whole (``fullmatch``), ASCII digits only: ``$`` would also take a final newline.
+_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?) *([kmgt]?i?b?)", re.IGNORECASE)
+_PYTHON = re.compile(r"3\.[0-9]{1,2}(\.[0-9]{1,3})?|2\.7(\.[0-9]{1,3})?")
+_PLATFORM = re.compile(r"[a-z0-9_]+")
+_MACOS = re.compile(r"macosx_([0-9]+)_([0-9]+)_([a-z0-9_]+)")
+_VERSIONS = re.compile(r"([0-9]+)( +latest)?")
 _LEGACY_MANYLINUX = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
 
 
@@ -49,17 +53,17 @@ class SelectionError(ValueError):
 
 
 def parse_python(text: object) -> str:
-    if not isinstance(text, str | int | float) or isinstance(text, bool) or not _PYTHON.match(str(text)):
+    if not isinstance(text, str | int | float) or isinstance(text, bool) or not _PYTHON.fullmatch(str(text)):
         raise SelectionError(f"python versions look like '3.12', got {text!r}")
     return str(text)
 
 
 def parse_platform(text: object) -> str:
-    if not isinstance(text, str) or not re.match(r"^[a-z0-9_]+$", text):
+    if not isinstance(text, str) or not _PLATFORM.fullmatch(text):
         raise SelectionError(f"platforms are wheel platform tags like 'manylinux_2_28_x86_64', got {text!r}")
     if text != "any" and not (text.startswith(("manylinux", "musllinux", "macosx_", "win", "linux_"))):
         raise SelectionError(f"unknown platform tag {text!r} (manylinux_*, musllinux_*, macosx_*, win*, linux_*)")
-    if text.startswith("macosx_") and not re.match(r"^macosx_\d+_\d+_\w+$", text):
+    if text.startswith("macosx_") and not _MACOS.fullmatch(text):
         raise SelectionError(f"macOS platforms look like 'macosx_14_0_arm64', got {text!r}")
     return text
 
@@ -69,12 +73,12 @@ def parse_versions(value: object) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
     if isinstance(value, str):
-        text = value.strip().lower()
+        text = value.lower()
         if text == "all":
             return None
         if text == "latest":
             return 1
-        match = re.match(r"^(\d+)(\s+latest)?$", text)
+        match = _VERSIONS.fullmatch(text)
         if match and int(match.group(1)) > 0:
             return int(match.group(1))
     raise SelectionError(f"must be 'all', 'latest', a positive number or 'N latest', got {value!r}")
@@ -84,7 +88,7 @@ def parse_size(value: object) -> int:
     """Bytes from ``104857600``, ``"100MB"`` or ``"1.5 GiB"``."""
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
-    if isinstance(value, str) and (match := _SIZE.match(value)):
+    if isinstance(value, str) and (match := _SIZE.fullmatch(value)):
         number, unit = float(match.group(1)), match.group(2).lower()
         power = " kmgt".index(unit[0]) if unit[:1] in ("k", "m", "g", "t") else 0
         factor = (1024 if "i" in unit else 1000) ** power
@@ -101,7 +105,7 @@ def expand_platform(platform: str) -> list[str]:
     for legacy, (major, minor) in _LEGACY_MANYLINUX.items():
         if platform.startswith(legacy + "_"):
             platform = f"manylinux_{major}_{minor}_{platform[len(legacy) + 1:]}"
-    if match := re.match(r"^(manylinux|musllinux)_(\d+)_(\d+)_(\w+)$", platform):
+    if match := re.fullmatch(r"(manylinux|musllinux)_([0-9]+)_([0-9]+)_([a-z0-9_]+)", platform):
         kind, major, minor, arch = match.group(1), int(match.group(2)), int(match.group(3)), match.group(4)
         result = []
         for glibc in range(minor, -1, -1):
@@ -111,7 +115,7 @@ def expand_platform(platform: str) -> list[str]:
                 if legacy and (glibc == 17 or arch in ("x86_64", "i686")):
                     result.append(f"{legacy}_{arch}")
         return result + [f"linux_{arch}"]
-    if match := re.match(r"^macosx_(\d+)_(\d+)_(\w+)$", platform):
+    if match := _MACOS.fullmatch(platform):
         version = (int(match.group(1)), int(match.group(2)))
         return list(wheel_tags.mac_platforms(version, match.group(3)))
     return [platform]
@@ -129,7 +133,7 @@ def _marker_environment(python: str, platform: str) -> dict[str, str]:
         system, sys_platform, os_name, machine = "Linux", "linux", "posix", "x86_64"
     else:
         system, sys_platform, os_name = "Linux", "linux", "posix"
-        arch = re.match(r"^(?:(?:many|musl)linux_\d+_\d+|manylinux\d+|linux)_(\w+)$", platform)
+        arch = re.fullmatch(r"(?:(?:many|musl)linux_[0-9]+_[0-9]+|manylinux[0-9]+|linux)_([a-z0-9_]+)", platform)
         machine = arch.group(1) if arch else "x86_64"
     return {
         "python_version": ".".join(full.split(".")[:2]),
@@ -360,7 +364,7 @@ def read_requirements(path: Path, into: Roots, seen: set[Path], constraint: bool
     into.read(path, text)
     for number, line in _logical_lines(text):
         where = f"{path}:{number}"
-        option = re.match(r"^(-r|--requirement|-c|--constraint)(?:\s*=\s*|\s+|(?=\S))(\S+)$", line)
+        option = re.fullmatch(r"(-r|--requirement|-c|--constraint)(?:\s*=\s*|\s+|(?=\S))(\S+)", line)
         if option:
             target = path.parent / option.group(2)
             is_constraint = option.group(1) in ("-c", "--constraint")

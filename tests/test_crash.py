@@ -4,13 +4,15 @@ Each case: sync ``demo-pkg==1.0`` cleanly (the "old" commit), then run a full sy
 one point (``GITMIRROR_CRASH_AT``). Right after the kill the store holds only complete blobs whose
 sha256 is their name, the branch is at the old commit or a child of it, ``git fsck`` passes, and
 every file the tip serves has its blob. A plain rerun then finishes the work and ends in exactly
-the state of a run that was never interrupted.
+the state of a run that was never interrupted. A ref lock the killed writer left refuses the rerun in
+one line until it is ``STALE_REF_LOCK_AGE`` old (it could be a live git push's), then goes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import resource
 import signal
 import subprocess
@@ -21,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from gitmirror import crashpoints
+from gitmirror.repo import STALE_REF_LOCK_AGE
 
 from conftest import GITMIRROR, Mirror, isolated_env
 from fakeupstream import FakeUpstream, make_sample_index
@@ -127,6 +130,17 @@ def test_sync_killed_at_point_loses_nothing(
     if verify_command_exists(mirror):
         verified = mirror.run("verify")
         assert verified.returncode == 0, verified.stdout + verified.stderr
+
+    ref_locks = [path for path in mirror.repo.rglob("*.lock") if path.name != "gitmirror.lock"]
+    if ref_locks:  # it could be a live git push's: one line, nothing lost, until the lock is old
+        refused = mirror.run("sync")
+        assert refused.returncode == 2 and "is locked by another git process" in refused.stderr, refused.stderr
+        errors = [line for line in refused.stderr.splitlines() if line.startswith("gitmirror:")]
+        assert errors == [refused.stderr.splitlines()[-1]] and ref_locks[0].exists()
+        assert_repo_consistent(mirror, old)
+        for lock in ref_locks:  # what the clock does to a lock no live git process holds
+            then = lock.stat().st_mtime - STALE_REF_LOCK_AGE - 1
+            os.utime(lock, (then, then))
 
     rerun = mirror.run("sync")
     assert rerun.returncode == 0, rerun.stderr
