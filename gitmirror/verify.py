@@ -1,7 +1,8 @@
 """``gitmirror verify``: prove that a repository's history and store keep the immutability promise.
 
-Anyone holding a clone can run it. Every commit is diffed against its parents only (dulwich
-skips unchanged subtrees), and only the changed paths go through ``policy.check_change``, so the
+Anyone holding a clone can run it. Every commit is diffed against its parents only (unchanged
+subtrees are skipped), every tree it brings in is checked by ``gittree`` (the trees git could read
+differently are refused), and only the changed paths go through ``policy.check_change``, so the
 cost grows with the size of the history, not with history times repository size. The pre-receive
 hook uses the same per-commit check on the commits of a push.
 """
@@ -13,14 +14,14 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from dulwich.diff_tree import tree_changes
 from dulwich.object_store import BaseObjectStore
-from dulwich.objects import Commit
+from dulwich.objects import Commit, TreeEntry
 from dulwich.walk import ORDER_TOPO, Walker
 
+from .gittree import FILE_MODES, Problem, TreeError, changes, read_blob
 from .manifest import ProjectManifest, blobs_needed_by
 from .metadata import blob_problem
-from .policy import Violation, check_change, check_mode
+from .policy import Violation, check_change
 from .repo import MetadataRepo
 from .store import BlobStore
 
@@ -34,31 +35,36 @@ def _text(path: bytes) -> str:
 def commit_violations(store: BaseObjectStore, commit: Commit) -> list[Violation]:
     """What a commit breaks relative to each of its parents (a root commit: relative to nothing).
 
-    A merge must keep every parent's promises, so it is judged against each parent in turn.
+    A merge must keep every parent's promises, so it is judged against each parent in turn. Every
+    tree the commit brings in is read through ``gittree``: each malformed entry is one violation.
     """
     found: dict[Violation, None] = {}
+
+    def refuse(problem: Problem) -> None:
+        found[Violation(problem.path, problem.rule)] = None
+
     for parent in commit.parents or [None]:
         parent_tree = store[parent].tree if parent else None  # type: ignore[attr-defined]
-        for change in tree_changes(store, parent_tree, commit.tree):
+        for change in changes(store, parent_tree, commit.tree, refuse):
             old, new = change.old, change.new
-            path = _text((new.path if new and new.path else old.path) or b"")  # type: ignore[union-attr]
-            old_bytes = _blob(store, old.sha, old.mode) if old and old.sha else None
-            new_bytes = None
-            if new and new.sha:
-                mode_problems = check_mode(path, new.mode or 0)
-                if mode_problems:
-                    found.update(dict.fromkeys(mode_problems))
-                    continue
-                new_bytes = store[new.sha].data  # type: ignore[attr-defined]
-            found.update(dict.fromkeys(check_change(path, old_bytes, new_bytes)))
+            path = _text((new or old).path)  # type: ignore[union-attr]
+            try:
+                new_bytes = read_blob(store, new.sha, path) if new and new.mode in FILE_MODES else None
+            except TreeError as exc:
+                found.update(dict.fromkeys(Violation(p.path, p.rule) for p in exc.problems))
+                continue
+            found.update(dict.fromkeys(check_change(path, _old_bytes(store, old), new_bytes)))
     return list(found)
 
 
-def _blob(store: BaseObjectStore, sha: bytes, mode: int | None) -> bytes | None:
-    """An old entry's bytes; an earlier non-file entry counts as absent (it was reported then)."""
-    if mode not in (0o100644, 0o100755):
+def _old_bytes(store: BaseObjectStore, old: TreeEntry | None) -> bytes | None:
+    """A parent's file bytes; an earlier non-file or unreadable entry counts as absent (reported then)."""
+    if old is None or old.mode not in FILE_MODES:
         return None
-    return store[sha].data  # type: ignore[attr-defined]
+    try:
+        return read_blob(store, old.sha, _text(old.path))
+    except TreeError:
+        return None
 
 
 def history(store: BaseObjectStore, include: Iterable[bytes], exclude: Iterable[bytes] = ()) -> Iterator[Commit]:
