@@ -74,6 +74,8 @@ class Listing:
 
     entries: dict[bytes, tuple[int, bytes]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    #: names of the malformed entries left out of ``entries``
+    dropped: set[bytes] = field(default_factory=set)
 
     def checked(self) -> dict[bytes, tuple[int, bytes]]:
         """The entries, or ``TreeError`` when the tree is malformed."""
@@ -165,6 +167,7 @@ def parse(raw: bytes, path: str = "") -> Listing:
                 problem = "entry points at the null object id"
             if problem:
                 listing.problems.append(Problem(where, problem))
+                listing.dropped.add(name)
             else:
                 listing.entries[name] = entry[1]
             previous = entry
@@ -205,8 +208,9 @@ def changes(
     """What changed from tree ``old`` to tree ``new``, file by file, like dulwich's ``tree_changes``.
 
     Subtrees with equal ids are skipped. Every tree of ``new`` that is walked goes through
-    ``read_tree``: its problems go to ``report`` (default: raise ``TreeError``) and malformed
-    entries are left out. ``old`` is read as git reads it: its problems were reported when it was new.
+    ``read_tree``: its problems go to ``report`` (default: raise ``TreeError``) and its malformed
+    entries are left out (or kept as in ``old``). ``old`` is read as git reads it: its problems were
+    reported when it was new.
     """
     before = read_tree(store, old, path).entries if old else {}
     after: dict[bytes, tuple[int, bytes]] = {}
@@ -217,7 +221,9 @@ def changes(
         else:
             for problem in listing.problems:
                 report(problem)
-            after = listing.entries
+            # A malformed entry counts as unchanged: it is reported once, not again as a deletion.
+            kept = {name: before[name] for name in listing.dropped if name in before and name not in listing.entries}
+            after = {**listing.entries, **kept}
     for name in sorted(before.keys() | after.keys()):
         was, now = before.get(name), after.get(name)
         if was == now:

@@ -22,7 +22,7 @@ from .gittree import FILE_MODES, Problem, TreeError, changes, read_blob
 from .manifest import ProjectManifest, blobs_needed_by
 from .metadata import blob_problem
 from .policy import Violation, check_change
-from .repo import MetadataRepo
+from .repo import MalformedTreeError, MetadataRepo
 from .store import BlobStore
 
 MAX_LISTED = 20
@@ -131,7 +131,11 @@ def verify(repo: MetadataRepo, store: BlobStore | None, rev: str = "main", worke
         report.commits += 1
         for violation in commit_violations(object_store, commit):
             report.problems.append(f"commit {commit.id.decode()[:12]} ({subject(commit)}): {violation}")
-    manifests = list(repo.manifests(tip))
+    try:
+        manifests = list(repo.manifests(tip))
+    except MalformedTreeError as exc:  # reported in the history above too; nothing at the tip to check
+        report.problems.append(f"{rev}: {exc}")
+        return report
     report.projects = len(manifests)
     report.files = sum(len(manifest.files) for manifest in manifests)
     if store is not None:
