@@ -285,7 +285,7 @@ def _other_paths(repo: MetadataRepo, base: bytes | None, main: bytes, incoming: 
     base_tree = repo.commit(base).tree if base else None
     result: dict[str, bytes | None] = {}
     for change in repo.tree_changes(base_tree, repo.commit(main).tree):
-        path = (change.new.path or change.old.path or b"").decode()
+        path = (change.new or change.old).path.decode()  # type: ignore[union-attr]
         if path.startswith((PROJECTS_DIR + "/", CONFLICTS_DIR + "/")):
             continue
         if repo.read_path(incoming, path) == repo.read_path(base, path):
