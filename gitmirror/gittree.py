@@ -159,7 +159,7 @@ def parse(raw: bytes, path: str = "") -> Listing:
                 problem = f"zero-padded mode {show(mode_text)}" if mode > 0 else f"malformed mode {show(mode_text)}"
             problem = problem or mode_problem(where, mode)
             entry = (name, (mode, sha_to_hex(binary)))
-            if problem is None and name in listing.entries:
+            if problem is None and (name in listing.entries or name in listing.dropped):
                 problem = "duplicate entry name (git and dulwich would read different ones)"
             if problem is None and previous is not None and key_entry(previous) > key_entry(entry):
                 problem = "entry out of git's canonical order (git would not find it)"

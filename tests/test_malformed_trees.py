@@ -408,6 +408,32 @@ def test_symlinks_are_refused_only_among_manifests_and_audit_logs() -> None:
     assert gittree.mode_problem("README.md", 0o160000) is not None  # gitlinks: everywhere
 
 
+def test_a_second_entry_never_stands_in_for_a_refused_first() -> None:
+    listing = gittree.parse(raw_tree([("100664", b"a", A), ("100644", b"a", B)]))
+    assert [p.rule for p in listing.problems] == ["unknown mode 100664", DUPLICATE]
+    assert listing.entries == {} and listing.dropped == {b"a"}
+    with pytest.raises(gittree.TreeError, match=r"^malformed tree: a: unknown mode 100664 \(and 1 more\)$"):
+        listing.checked()
+
+
+def test_changes_walk_only_what_differs_and_report_new_problems(tmp_path: Path) -> None:
+    git("init", "-q", "--bare", str(tmp_path / "r.git"), cwd=tmp_path)
+    objects = Objects(tmp_path / "r.git")
+    store = MetadataRepo(tmp_path / "r.git").git.object_store
+    old, new = objects.root(), objects.root(mo=objects.tree([("100644", b"demo-pkg.jsonl", objects.hostile)]))
+    [change] = gittree.changes(store, old.encode(), new.encode())
+    assert change.type == "modify" and change.new.path == DEMO.encode() and change.new.sha == objects.hostile.encode()
+    assert list(gittree.changes(store, old.encode(), old.encode())) == []
+    bad = objects.root(
+        mo=objects.tree([("100644", b"demo-pkg.jsonl", objects.original), ("100644", b"x/y", objects.hostile)])
+    )
+    found: list[gittree.Problem] = []
+    assert list(gittree.changes(store, old.encode(), bad.encode(), found.append)) == []
+    assert [str(p) for p in found] == ["projects/de/mo/x/y: entry name contains '/'"]
+    with pytest.raises(gittree.TreeError):
+        list(gittree.changes(store, old.encode(), bad.encode()))
+
+
 def test_a_truncated_tree_is_one_problem() -> None:
     raw = raw_tree([("100644", b"a", A)])[:-1]
     assert [str(p) for p in gittree.parse(raw).problems] == ["(root tree): unparseable tree: truncated tree entry"]
