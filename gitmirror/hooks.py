@@ -172,6 +172,10 @@ def pre_receive(stdin: Iterable[str], env: Mapping[str, str], out=sys.stderr) ->
         return 1
     try:
         decision = judge(repo, parse_updates(stdin))
+    except Exception as exc:  # fail closed in one line: a traceback tells the pusher nothing
+        reason = (str(exc).splitlines() or [""])[0]
+        print(f"gitmirror: push refused: the hook could not judge it ({type(exc).__name__}: {reason})", file=out)
+        return 1
     finally:
         repo.close()
     if not decision.rejected:
@@ -195,6 +199,10 @@ def install(bare_repo: Path, python: str = sys.executable, force: bool = False) 
     fewer than 100 objects is unpacked into, nor refs, so after a power loss an accepted push
     could name objects that never reached the disk. gitmirror's own commits flush once
     (``MetadataRepo.write_durably``); dulwich does not read this setting.
+
+    And it turns on git's own object checks (``receive.fsckObjects``, ``transfer.fsckObjects``):
+    git then refuses malformed trees before the hook runs; the hook refuses them too (``gittree``),
+    so switching git's check off does not let them in.
     """
     try:
         repo = Repo(str(bare_repo))
@@ -213,6 +221,8 @@ def install(bare_repo: Path, python: str = sys.executable, force: bool = False) 
         config.set((b"receive",), b"denyNonFastForwards", True)
         config.set((b"receive",), b"denyDeletes", True)
         config.set((b"core",), b"fsync", b"committed")
+        config.set((b"receive",), b"fsckObjects", True)
+        config.set((b"transfer",), b"fsckObjects", True)
         config.write_to_path()
     finally:
         repo.close()

@@ -19,10 +19,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from dulwich.diff_tree import tree_changes
 from dulwich.graph import can_fast_forward, find_merge_base
-from dulwich.objects import Tree
 
+from .gittree import TREE
 from .manifest import (
     PROJECTS_DIR,
     FileEntry,
@@ -194,19 +193,13 @@ def conflict_records(repo: MetadataRepo, commit: bytes | None, name: str) -> lis
 
 
 def _conflict_blobs(repo: MetadataRepo, commit: bytes | None) -> dict[str, bytes]:
-    if commit is None:
-        return {}
-    root = repo.git[repo.commit(commit).tree]
-    assert isinstance(root, Tree)
-    if CONFLICTS_DIR.encode() not in root:
-        return {}
-    tree = repo.git[root[CONFLICTS_DIR.encode()][1]]
-    if not isinstance(tree, Tree):
+    entry = repo.entry(commit, CONFLICTS_DIR)
+    if entry is None or entry[0] != TREE:
         return {}
     return {
-        item.path.decode()[: -len(".jsonl")]: item.sha
-        for item in tree.iteritems()
-        if item.path.endswith(b".jsonl")
+        name.decode()[: -len(".jsonl")]: sha
+        for name, (_mode, sha) in repo.tree(entry[1], CONFLICTS_DIR).items()
+        if name.endswith(b".jsonl")
     }
 
 
@@ -219,7 +212,7 @@ def pending(repo: MetadataRepo, target: bytes | None, source: bytes | None) -> l
         if target_blobs.get(name) == blob_id:
             continue
         path = manifest_path(name)
-        head = loads(repo.git[blob_id].data, path)
+        head = loads(repo.blob(blob_id, path), path)
         main = repo.manifest(target, name)
         changes = project_changes(name, repo.manifest(base, name), main, head)
         if changes:
@@ -303,8 +296,8 @@ def _other_paths(repo: MetadataRepo, base: bytes | None, main: bytes, incoming: 
     """Paths outside manifests and conflict records that ``main`` changed and ``incoming`` did not."""
     base_tree = repo.commit(base).tree if base else None
     result: dict[str, bytes | None] = {}
-    for change in tree_changes(repo.git.object_store, base_tree, repo.commit(main).tree):
-        path = (change.new.path or change.old.path or b"").decode()
+    for change in repo.tree_changes(base_tree, repo.commit(main).tree):
+        path = (change.new or change.old).path.decode()  # type: ignore[union-attr]
         if path.startswith((PROJECTS_DIR + "/", CONFLICTS_DIR + "/", TAKEDOWNS_DIR + "/")):
             continue
         if repo.read_path(incoming, path) == repo.read_path(base, path):
@@ -318,11 +311,10 @@ def _carry_takedowns(
     """Merge ``main``'s takedown index into the review branch's (lines of both, nothing lost), and
     turn a served file the review branch added with bytes ``main`` has taken down since into a
     tombstone: otherwise the merge would serve those bytes again (``policy.takedown_check``)."""
-    store = repo.git.object_store
     base_tree = repo.commit(base).tree if base else None
     fresh: dict[str, TakedownRecord] = {}
-    for change in tree_changes(store, base_tree, repo.commit(main).tree):
-        path = (change.new.path or change.old.path or b"").decode()
+    for change in repo.tree_changes(base_tree, repo.commit(main).tree):
+        path = (change.new or change.old).path.decode()  # type: ignore[union-attr]
         if not is_shard_path(path):
             continue
         ours, theirs = repo.read_path(incoming, path) or b"", repo.read_path(main, path) or b""
@@ -335,8 +327,10 @@ def _carry_takedowns(
         fresh.update({digest: record for digest, record in parse(theirs).items() if digest not in recorded})
     if not fresh:
         return
-    for change in tree_changes(store, base_tree, repo.commit(incoming).tree):
-        path = (change.new.path or b"").decode()
+    for change in repo.tree_changes(base_tree, repo.commit(incoming).tree):
+        if change.new is None:
+            continue
+        path = change.new.path.decode()
         name = project_of_path(path)
         if name is None:
             continue

@@ -9,6 +9,7 @@ project status; marking or unmarking ``upstream-removed``; backfilling a missing
 or upload time; turning a file into a tombstone with a non-empty reason. Everything else is a
 violation. The audit logs beside the manifests (``conflicts/``, ``marks/`` and ``takedowns/``) may
 only grow by added lines: removing the record of a conflict or of a mirror decision would hide history.
+Which entries a tree may hold at all (regular files here, no symlinks or gitlinks) is ``gittree``'s rule.
 
 One rule spans paths, as taken-down bytes must not come back under another name or project: within
 one commit, every entry that becomes a tombstone has its sha256 in the commit's takedown index
@@ -23,12 +24,11 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .gittree import AUDIT_LOG_DIRS
 from .manifest import FileEntry, ManifestError, ProjectManifest, loads, project_of_path
 from .names import SHA256_HEX
 from .takedowns import TAKEDOWNS_DIR, TakedownRecord, line_problems, shard_path
 
-# Repository folders holding append-only JSON Lines audit logs.
-AUDIT_LOG_DIRS = ("conflicts", "marks", TAKEDOWNS_DIR)
 # Facts about a file that never change once recorded.
 _FROZEN_FIELDS = ("version", "sha256", "size", "requires_python", "first_seen")
 # Facts that may be filled in later when upstream did not know them yet, but never changed.
@@ -123,14 +123,6 @@ def check_change(path: str, old: bytes | None, new: bytes | None) -> list[Violat
     if new_manifest is not None and project_of_path(path) != new_manifest.name:
         return [Violation(path, f"manifest names project {new_manifest.name}, path says otherwise")]
     return check(old_manifest, new_manifest, path)
-
-
-def check_mode(path: str, mode: int) -> list[Violation]:
-    """Manifests and audit logs must be plain files: a symlink or submodule could point anywhere."""
-    guarded = path.startswith("projects/") or path.split("/", 1)[0] in AUDIT_LOG_DIRS
-    if guarded and mode not in (0o100644, 0o100755):
-        return [Violation(path, f"must be a regular file, not mode {mode:o}")]
-    return []
 
 
 def _check_audit_log(path: str, old: bytes | None, new: bytes | None) -> list[Violation]:

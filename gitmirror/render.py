@@ -25,10 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from dulwich.diff_tree import tree_changes
-from dulwich.objects import Tree
-
 from . import index
+from .gittree import TREE
 from .manifest import ProjectManifest, blobs_of, loads, manifest_path, project_of_path
 from .metadata import materialize
 from .names import is_normalized
@@ -94,7 +92,7 @@ def changed_projects(repo: MetadataRepo, old: bytes, new: bytes) -> tuple[set[st
     changed: set[str] = set()
     removed: set[str] = set()
     old_tree, new_tree = repo.commit(old).tree, repo.commit(new).tree
-    for change in tree_changes(repo.git.object_store, old_tree, new_tree):
+    for change in repo.tree_changes(old_tree, new_tree):
         before = project_of_path(change.old.path.decode()) if change.old and change.old.path else None
         after = project_of_path(change.new.path.decode()) if change.new and change.new.path else None
         if after:
@@ -107,7 +105,8 @@ def changed_projects(repo: MetadataRepo, old: bytes, new: bytes) -> tuple[set[st
 def _manifest(repo: MetadataRepo, blobs: dict[str, bytes], name: str) -> ProjectManifest | None:
     """A manifest by its blob id (from one tree walk), not by path: no tree is parsed twice."""
     blob_id = blobs.get(name)
-    return None if blob_id is None else loads(repo.git[blob_id].data, manifest_path(name))
+    path = manifest_path(name)
+    return None if blob_id is None else loads(repo.blob(blob_id, path), path)
 
 
 def _commit_known(repo: MetadataRepo, hexsha: object) -> bool:
@@ -338,13 +337,7 @@ def _branch_state(repo: MetadataRepo, commit: bytes | None) -> dict[str, object]
 
 
 def _tree_dirs(repo: MetadataRepo, commit: bytes | None, path: str) -> set[str]:
-    if commit is None:
+    entry = repo.entry(commit, path)
+    if entry is None or entry[0] != TREE:
         return set()
-    tree = repo.git[repo.commit(commit).tree]
-    for part in path.split("/"):
-        if not isinstance(tree, Tree) or part.encode() not in tree:
-            return set()
-        tree = repo.git[tree[part.encode()][1]]
-    if not isinstance(tree, Tree):
-        return set()
-    return {item.path.decode() for item in tree.iteritems() if item.mode & 0o040000}
+    return {name.decode() for name, (mode, _sha) in repo.tree(entry[1], path).items() if mode == TREE}

@@ -18,12 +18,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from dulwich.diff_tree import TreeChange
 from dulwich.errors import NotGitRepository
 from dulwich.file import FileLocked
 from dulwich.objects import Blob, Commit, ShaFile, Tag, Tree
 from dulwich.repo import Repo
 
-from . import crashpoints, durable
+from . import crashpoints, durable, gittree
 from .manifest import PROJECTS_DIR, ProjectManifest, loads, manifest_path, project_of_path
 
 DEFAULT_BRANCH = "main"
@@ -38,11 +39,24 @@ class RepoError(RuntimeError):
     """The repository is missing, locked, or a revision does not resolve."""
 
 
+class MalformedTreeError(RepoError):
+    """A tree git could read differently from gitmirror (``gittree``): refused, never guessed at."""
+
+
+@contextmanager
+def refusing_malformed() -> Iterator[None]:
+    """Turn ``gittree.TreeError`` into ``MalformedTreeError``: one line naming the path and the rule."""
+    try:
+        yield
+    except gittree.TreeError as exc:
+        raise MalformedTreeError(str(exc)) from None
+
+
 class MetadataRepo:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        #: parsed commits and trees read by ``read_path``, by id (immutable, so never stale); bounded
-        self._read_cache: dict[bytes, ShaFile] = {}
+        #: parsed commits and checked tree listings, by id (immutable, so never stale); bounded
+        self._read_cache: dict[bytes | tuple[bytes, str], ShaFile | gittree.Listing] = {}
         try:
             self.git = Repo(str(self.path))
         except NotGitRepository as exc:
@@ -113,32 +127,64 @@ class MetadataRepo:
         return obj
 
     def read_path(self, commit_id: bytes | None, path: str) -> bytes | None:
-        """The bytes at ``path`` in a commit, or None when absent."""
+        """The bytes of the file at ``path`` in a commit, or None when absent (or a directory)."""
+        entry = self.entry(commit_id, path)
+        if entry is None or entry[0] not in gittree.FILE_MODES + (gittree.SYMLINK,):
+            return None
+        return self.blob(entry[1], path)
+
+    def entry(self, commit_id: bytes | None, path: str) -> tuple[int, bytes] | None:
+        """(mode, id) of ``path`` in a commit, or None when absent.
+
+        Trees on the way are read through ``gittree``: a malformed one raises ``MalformedTreeError``.
+        """
         if commit_id is None:
             return None
         commit = self._cached(commit_id)
         assert isinstance(commit, Commit)
-        tree: ShaFile = self._cached(commit.tree)
+        entry: tuple[int, bytes] | None = (gittree.TREE, commit.tree)
+        parent = ""
         for part in path.split("/"):
-            if not isinstance(tree, Tree):
+            if entry is None or entry[0] != gittree.TREE:
                 return None
-            try:
-                _mode, sha = tree[part.encode()]
-            except KeyError:
-                return None
-            tree = self._cached(sha)
-        return tree.data if isinstance(tree, Blob) else None
+            entry = self.tree(entry[1], parent).get(part.encode())
+            parent = f"{parent}/{part}" if parent else part
+        return entry
+
+    def tree(self, tree_id: bytes, path: str = "") -> dict[bytes, tuple[int, bytes]]:
+        """A tree's entries (name -> (mode, id)) as git reads them; ``MalformedTreeError`` if git could not."""
+        key = (tree_id, path)  # the rules on modes depend on where the tree sits
+        listing = self._read_cache.get(key)
+        if not isinstance(listing, gittree.Listing):
+            with refusing_malformed():
+                listing = gittree.read_tree(self.git.object_store, tree_id, path)
+                listing.checked()
+            self._remember(key, listing)
+        return listing.entries
+
+    def blob(self, blob_id: bytes, path: str) -> bytes:
+        """A file's bytes; ``MalformedTreeError`` when the object is missing or not a blob."""
+        with refusing_malformed():
+            return gittree.read_blob(self.git.object_store, blob_id, path)
+
+    def tree_changes(self, old_tree: bytes | None, new_tree: bytes | None) -> Iterator[TreeChange]:
+        """File changes between two trees (``gittree.changes``); ``MalformedTreeError`` on a malformed tree."""
+        with refusing_malformed():
+            yield from gittree.changes(self.git.object_store, old_tree, new_tree)
 
     def _cached(self, sha: bytes) -> ShaFile:
-        """``self.git[sha]``, keeping commits and trees (a sync reads each project's path twice)."""
+        """``self.git[sha]``, keeping commits (a sync reads each project's path twice)."""
         obj = self._read_cache.get(sha)
-        if obj is None:
+        if not isinstance(obj, ShaFile):
             obj = self.git[sha]
-            if isinstance(obj, Commit | Tree):
-                if len(self._read_cache) >= 4096:
-                    self._read_cache.clear()
-                self._read_cache[sha] = obj
+            if isinstance(obj, Commit):
+                self._remember(sha, obj)
         return obj
+
+    def _remember(self, key: bytes | tuple[bytes, str], value: ShaFile | gittree.Listing) -> None:
+        if len(self._read_cache) >= 4096:
+            self._read_cache.clear()
+        self._read_cache[key] = value
 
     def manifest(self, commit_id: bytes | None, name: str) -> ProjectManifest | None:
         path = manifest_path(name)
@@ -149,30 +195,28 @@ class MetadataRepo:
         """(project, blob id) for every manifest of a commit, without reading the manifests."""
         if commit_id is None:
             return
-        root = self.git[self.commit(commit_id).tree]
-        assert isinstance(root, Tree)
-        if PROJECTS_DIR.encode() not in root:
-            return
-        yield from self._walk(root[PROJECTS_DIR.encode()][1], PROJECTS_DIR)
+        root = self.tree(self.commit(commit_id).tree)
+        entry = root.get(PROJECTS_DIR.encode())
+        if entry is not None and entry[0] == gittree.TREE:
+            yield from self._walk(entry[1], PROJECTS_DIR)
 
     def _walk(self, tree_id: bytes, prefix: str) -> Iterator[tuple[str, bytes]]:
-        tree = self.git[tree_id]
-        assert isinstance(tree, Tree)
-        for item in tree.iteritems():
-            path = f"{prefix}/{item.path.decode()}"
-            if item.mode & 0o040000:
-                yield from self._walk(item.sha, path)
-            else:
-                name = project_of_path(path)
-                if name is not None:
-                    yield name, item.sha
+        for name, (mode, sha) in self.tree(tree_id, prefix).items():
+            path = f"{prefix}/{name.decode()}"
+            if mode == gittree.TREE:
+                yield from self._walk(sha, path)
+            elif mode in gittree.FILE_MODES:
+                project = project_of_path(path)
+                if project is not None:
+                    yield project, sha
 
     def projects(self, commit_id: bytes | None) -> list[str]:
         return sorted(name for name, _ in self.manifest_blobs(commit_id))
 
     def manifests(self, commit_id: bytes | None) -> Iterator[ProjectManifest]:
         for name, blob_id in self.manifest_blobs(commit_id):
-            yield loads(self.git[blob_id].data, manifest_path(name))
+            path = manifest_path(name)
+            yield loads(self.blob(blob_id, path), path)
 
     # -- writing -----------------------------------------------------------------------------
 

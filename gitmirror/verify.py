@@ -1,7 +1,8 @@
 """``gitmirror verify``: prove that a repository's history and store keep the immutability promise.
 
-Anyone holding a clone can run it. Every commit is diffed against its parents only (dulwich
-skips unchanged subtrees), and only the changed paths go through ``policy.check_change``, so the
+Anyone holding a clone can run it. Every commit is diffed against its parents only (unchanged
+subtrees are skipped), every tree it brings in is checked by ``gittree`` (the trees git could read
+differently are refused), and only the changed paths go through ``policy.check_change``, so the
 cost grows with the size of the history, not with history times repository size. The pre-receive
 hook uses the same per-commit check on the commits of a push.
 """
@@ -13,16 +14,15 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from dulwich.diff_tree import tree_changes
-from dulwich.errors import NotTreeError
-from dulwich.object_store import BaseObjectStore, tree_lookup_path
-from dulwich.objects import Commit
+from dulwich.object_store import BaseObjectStore
+from dulwich.objects import Commit, TreeEntry
 from dulwich.walk import ORDER_TOPO, Walker
 
+from .gittree import FILE_MODES, Problem, TreeError, changes, lookup, read_blob
 from .manifest import ProjectManifest, blobs_needed_by, project_of_path
 from .metadata import blob_problem
-from .policy import UnrecordedTombstone, Violation, check_change, check_mode, takedown_candidates, takedown_check
-from .repo import MetadataRepo
+from .policy import UnrecordedTombstone, Violation, check_change, takedown_candidates, takedown_check
+from .repo import MalformedTreeError, MetadataRepo
 from .store import BlobStore
 from .takedowns import Lookup, listed, repo_reader
 
@@ -36,23 +36,26 @@ def _text(path: bytes) -> str:
 def commit_violations(store: BaseObjectStore, commit: Commit) -> list[Violation]:
     """What a commit breaks relative to each of its parents (a root commit: relative to nothing).
 
-    A merge must keep every parent's promises, so it is judged against each parent in turn.
+    A merge must keep every parent's promises, so it is judged against each parent in turn. Every
+    tree the commit brings in is read through ``gittree``: each malformed entry is one violation.
     """
     found: dict[Violation, None] = {}
     manifests: list[tuple[str, bytes | None, bytes | None]] = []  # for takedown_violations
+
+    def refuse(problem: Problem) -> None:
+        found[Violation(problem.path, problem.rule)] = None
+
     for parent in commit.parents or [None]:
         parent_tree = store[parent].tree if parent else None  # type: ignore[attr-defined]
-        for change in tree_changes(store, parent_tree, commit.tree):
+        for change in changes(store, parent_tree, commit.tree, refuse):
             old, new = change.old, change.new
-            path = _text((new.path if new and new.path else old.path) or b"")  # type: ignore[union-attr]
-            old_bytes = _blob(store, old.sha, old.mode) if old and old.sha else None
-            new_bytes = None
-            if new and new.sha:
-                mode_problems = check_mode(path, new.mode or 0)
-                if mode_problems:
-                    found.update(dict.fromkeys(mode_problems))
-                    continue
-                new_bytes = store[new.sha].data  # type: ignore[attr-defined]
+            path = _text((new or old).path)  # type: ignore[union-attr]
+            try:
+                new_bytes = read_blob(store, new.sha, path) if new and new.mode in FILE_MODES else None
+            except TreeError as exc:
+                found.update(dict.fromkeys(Violation(p.path, p.rule) for p in exc.problems))
+                continue
+            old_bytes = _old_bytes(store, old)
             found.update(dict.fromkeys(check_change(path, old_bytes, new_bytes)))
             if project_of_path(path) is not None:
                 manifests.append((path, old_bytes, new_bytes))
@@ -72,10 +75,10 @@ def takedown_violations(
 
     def read(path: str) -> bytes | None:
         try:
-            mode, sha = tree_lookup_path(store.__getitem__, commit.tree, path.encode())
-        except (KeyError, NotTreeError):
-            return None
-        return store[sha].data if mode in (0o100644, 0o100755) else None  # type: ignore[attr-defined]
+            entry = lookup(store, commit.tree, path)
+            return read_blob(store, entry[1], path) if entry and entry[0] in FILE_MODES else None
+        except TreeError:
+            return None  # a malformed tree is reported on its own
 
     records = listed(read, digests)
     found: list[Violation] = []
@@ -84,11 +87,14 @@ def takedown_violations(
     return found
 
 
-def _blob(store: BaseObjectStore, sha: bytes, mode: int | None) -> bytes | None:
-    """An old entry's bytes; an earlier non-file entry counts as absent (it was reported then)."""
-    if mode not in (0o100644, 0o100755):
+def _old_bytes(store: BaseObjectStore, old: TreeEntry | None) -> bytes | None:
+    """A parent's file bytes; an earlier non-file or unreadable entry counts as absent (reported then)."""
+    if old is None or old.mode not in FILE_MODES:
         return None
-    return store[sha].data  # type: ignore[attr-defined]
+    try:
+        return read_blob(store, old.sha, _text(old.path))
+    except TreeError:
+        return None
 
 
 def history(store: BaseObjectStore, include: Iterable[bytes], exclude: Iterable[bytes] = ()) -> Iterator[Commit]:
@@ -161,7 +167,11 @@ def verify(repo: MetadataRepo, store: BlobStore | None, rev: str = "main", worke
                     continue  # a takedown older than the index, recorded there since (docs/takedowns.md)
                 hint = "; running `gitmirror takedown` on that file again records it"
             report.problems.append(f"commit {commit.id.decode()[:12]} ({subject(commit)}): {violation}{hint}")
-    manifests = list(repo.manifests(tip))
+    try:
+        manifests = list(repo.manifests(tip))
+    except MalformedTreeError as exc:  # reported in the history above too; nothing at the tip to check
+        report.problems.append(f"{rev}: {exc}")
+        return report
     report.projects = len(manifests)
     report.files = sum(len(manifest.files) for manifest in manifests)
     if store is not None:

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gitmirror.manifest import FileEntry, ProjectManifest, Tombstone, manifest_path
-from gitmirror.policy import check, check_change, check_mode
+from gitmirror.policy import check, check_change
 
 PATH = manifest_path("demo-pkg")
 WHEEL = FileEntry(
@@ -85,8 +85,6 @@ def test_paths_and_raw_bytes() -> None:
     assert "path says otherwise" in str(check_change(manifest_path("other"), None, BASE.dumps())[0])
     assert "malformed manifest" in str(check_change(PATH, BASE.dumps(), b'{"gitmirror-manifest":1}\nnope\n')[0])
     assert check_change("README.md", b"a", None) == []  # not served state
-    assert check_mode(PATH, 0o120000) and check_mode(PATH, 0o160000)
-    assert check_mode(PATH, 0o100644) == [] and check_mode("README.md", 0o120000) == []
 
 
 def test_audit_logs_only_grow() -> None:
