@@ -223,9 +223,7 @@ class Upstream:
             url, label, lambda processes: processes.store_wheel(root, url, sha256, size, metadata_sha256)
         )
 
-    async def _in_processes(
-        self, url: str, label: str, job: Callable[[workers.DownloadProcesses], Awaitable[T]]
-    ) -> T:
+    async def _in_processes(self, url: str, label: str, job: Callable[[workers.DownloadProcesses], Awaitable[T]]) -> T:
         """A file's job for the download processes: its URL checked first, retried, failures in one line."""
         self._check_file_url(url, label)
         processes = self._processes_started()
@@ -297,5 +295,3 @@ def _one_line(label: str) -> Iterator[None]:
         raise UpstreamError(f"{label}: rejected, {exc}") from None
     except FetchError as exc:
         raise UpstreamError(f"{label}: {exc}") from None
-
-
