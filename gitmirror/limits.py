@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from urllib.parse import urlsplit
 
 #: default ``max_unannounced_size``
@@ -41,7 +42,7 @@ class Limits:
     deadline: float = DEADLINE_SECONDS
     min_rate: int = MIN_RATE  # 0: ``deadline`` alone, a fixed ceiling
 
-    @property
+    @cached_property
     def per_byte(self) -> float:
         """Seconds of deadline each received byte adds."""
         return 1.0 / self.min_rate if self.min_rate else 0.0
@@ -68,7 +69,7 @@ class Limits:
         return Clock(time.monotonic(), self.deadline, self.per_byte)
 
 
-@dataclass
+@dataclass(slots=True)
 class Clock:
     """One attempt's deadline: ``allowed`` seconds after ``started``, plus ``per_byte`` per byte received."""
 
