@@ -128,22 +128,15 @@ def _read(handle: int) -> bytes:
         raise BlobUnavailable(f"unreadable in the source ({exc.strerror})") from None
 
 
-_KINDS = (
-    (stat.S_ISLNK, "a symlink"),
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISREG, "a regular file"),
-)
+# ``stat.filemode``'s first letter: the kind of a file
+_KINDS = {"l": "a symlink", "p": "a FIFO", "c": "a character device", "b": "a block device", "s": "a socket"}
 
 
 def _check_kind(mode: int, last: bool, where: str) -> None:
     """Refuse a path component that is not a directory (``last``: not a regular file)."""
     if (stat.S_ISREG if last else stat.S_ISDIR)(mode):
         return
-    kind = next((name for test, name in _KINDS if test(mode)), "not a file")
+    kind = _KINDS.get(stat.filemode(mode)[0], "a directory" if stat.S_ISDIR(mode) else "a regular file")
     wanted = "a regular file" if last else "a directory"
     raise SourceRefused(f"{where} in the source is {kind}, not {wanted}: not read")
 
