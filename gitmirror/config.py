@@ -18,6 +18,7 @@ import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 
 from .hosts import check_entry as check_host_entry
+from .limits import DEADLINE_SECONDS, MAX_UNANNOUNCED_BYTES, MIN_RATE, Limits
 from .names import UnsafeNameError, normalize
 
 CONFIG_NAME = "mirror.yaml"
@@ -81,10 +82,19 @@ class Config:
     versions: int | None = None
     exclude: tuple[str, ...] = ()
     max_file_size: int | None = None
+    # bounds of every download (see gitmirror/limits.py)
+    max_unannounced_size: int = MAX_UNANNOUNCED_BYTES
+    download_deadline: float = DEADLINE_SECONDS
+    download_min_rate: int = MIN_RATE
     branch: str = "main"
     review: ReviewSettings = field(default_factory=ReviewSettings)
     source: Path | None = field(default=None, compare=False)
     source_sha256: str | None = field(default=None, compare=False)  # of the bytes read (gitmirror.unchanged)
+
+    @property
+    def limits(self) -> Limits:
+        """What one download may take, in bytes and time."""
+        return Limits(self.max_unannounced_size, self.download_deadline, self.download_min_rate)
 
 
 # key -> (type check, description used in the error message)
@@ -105,6 +115,9 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "versions": ((str, int), "'all', 'latest' or a number of latest versions"),
     "exclude": (list, "a list of glob patterns"),
     "max_file_size": ((str, int), "a size like 104857600 or '100MB'"),
+    "max_unannounced_size": ((str, int), "a size like 1073741824 or '1GiB'"),
+    "download_deadline": ((int, float), "a number of seconds"),
+    "download_min_rate": ((str, int), "bytes per second like 16384 or '16KiB', or 0"),
     "review": (dict, "a mapping with enabled, branch, cooldown, auto_approve"),
 }
 
@@ -171,6 +184,9 @@ def from_mapping(data: dict[str, Any], base: Path = Path("."), source: Path | No
     timeout = float(data.get("timeout", 30.0))
     if timeout <= 0:
         raise ConfigError(f"{where}timeout must be a positive number of seconds")
+    deadline = float(data.get("download_deadline", DEADLINE_SECONDS))
+    if not 0 < deadline < float("inf"):
+        raise ConfigError(f"{where}download_deadline must be a positive number of seconds")
     selections = tuple(parse_selection(entry, f"{where}projects") for entry in data.get("projects", []))
     return Config(
         upstream=upstream,
@@ -181,10 +197,40 @@ def from_mapping(data: dict[str, Any], base: Path = Path("."), source: Path | No
         timeout=timeout,
         retries=retries,
         allowed_hosts=parse_allowed_hosts(data, where),
+        max_unannounced_size=_size(data, "max_unannounced_size", MAX_UNANNOUNCED_BYTES, where),
+        download_deadline=deadline,
+        download_min_rate=_rate(data, where),
         **parse_selection_settings(data, base, where),
         review=parse_review(data.get("review", {}), where),
         source=source,
     )
+
+
+def _size(data: dict[str, Any], key: str, default: int, where: str) -> int:
+    """A positive size in bytes (``selection.parse_size``: ``16384``, ``"16KiB"``, ``"1GB"``)."""
+    from .selection import SelectionError, parse_size
+
+    if key not in data:
+        return default
+    try:
+        return parse_size(data[key])
+    except SelectionError as exc:
+        raise ConfigError(f"{where}{key} {exc}") from None
+
+
+def _rate(data: dict[str, Any], where: str) -> int:
+    """``download_min_rate``: bytes per second, or 0 (the deadline alone, a fixed ceiling)."""
+    from .selection import SelectionError, parse_size
+
+    value = data.get("download_min_rate", MIN_RATE)
+    if value == 0:
+        return 0
+    try:
+        return parse_size(value)
+    except SelectionError:
+        raise ConfigError(
+            f"{where}download_min_rate must be bytes per second like 16384 or '16KiB', or 0, got {value!r}"
+        ) from None
 
 
 _DURATION = re.compile(r"([0-9]+) *([wdhms])")  # fullmatch: no newline or other white space around

@@ -14,6 +14,10 @@ most ``MAX_REDIRECTS``), TLS verified against the system store, the timeout on e
 operation, HTTP framing enforced (a body shorter than its ``Content-Length`` is an error), and the
 same failure kinds (``Transient`` for what a retry may fix, ``UpstreamError`` for the rest).
 Every request when a proxy is configured stays with httpx (``upstream.Upstream``).
+
+Every download is bounded (``limits.Limits``): a body past its announced size, or past the cap for
+its kind when none is announced, is cut off and refused; an attempt past its deadline is
+``Transient`` (retried like a timeout).
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from urllib.parse import urljoin, urlsplit
 
 from . import http11
 from .hosts import HostNotAllowed, HostPolicy
+from .limits import Clock, DeadlineExceeded, Limits
 from .page import PageAnswer
+from .store import IntegrityError
 from .tls import system_trust
 
 if TYPE_CHECKING:
@@ -95,9 +101,10 @@ class _Worker:
 class FileFetcher:
     """Downloads for a pool of threads; each thread reuses its own connection per origin."""
 
-    def __init__(self, hosts: HostPolicy, timeout: float, user_agent: str) -> None:
+    def __init__(self, hosts: HostPolicy, timeout: float, user_agent: str, limits: Limits | None = None) -> None:
         self.hosts = hosts
         self.timeout = timeout
+        self.limits = limits or Limits()
         self.headers = {"User-Agent": user_agent, "Accept-Encoding": "identity"}
         self._local = threading.local()
         self._open: set[http11.Connection] = set()  # every thread's, for close()
@@ -109,14 +116,23 @@ class FileFetcher:
 
         Returns the whole body where it fit in this thread's buffer (most files: a wheel's METADATA
         is then read without opening the file just written), valid until its next request.
+        A body past its announced size (``writer.expected_size``), or past the cap for its kind
+        when none is announced, is refused (``IntegrityError``, ``FetchError``) as soon as its
+        ``Content-Length`` or its bytes show it; past the deadline it is ``Transient``.
         """
         worker = self._worker()
-        response, origin, _url = self._follow(worker, url, self.headers)
+        announced = writer.expected_size
+        cap = self.limits.cap(url, announced)
+        response, origin, _url = self._follow(worker, url, self.headers, self.limits.clock())
         try:
             if response.status != 200:
                 raise FetchError(f"upstream answered HTTP {response.status}")
+            if response.length is not None and response.length > cap:
+                raise oversize_error(self.limits.too_large(url, announced, response.length), announced)
             buffer, whole = worker.buffer, True
             while filled := _received(response, buffer):
+                if writer.size + filled > cap:  # nothing of it is written: the body is refused whole
+                    raise oversize_error(self.limits.too_large(url, announced), announced)
                 # the store's own failures (a full disk) are not the network's: not retried
                 writer.write(buffer[:filled])
                 if filled < len(buffer):
@@ -135,7 +151,8 @@ class FileFetcher:
         body as sent and as decompressed.
         """
         worker = self._worker()
-        response, origin, url = self._follow(worker, url, {**self.headers, "Accept-Encoding": "gzip", **headers})
+        asked = {**self.headers, "Accept-Encoding": "gzip", **headers}
+        response, origin, url = self._follow(worker, url, asked, self.limits.clock())
         try:
             body = response.read(limit + 1)
             if len(body) > limit:
@@ -156,9 +173,10 @@ class FileFetcher:
         return PageAnswer(response.status, url, answer, body)
 
     def _follow(
-        self, worker: _Worker, url: str, headers: dict[str, str]
+        self, worker: _Worker, url: str, headers: dict[str, str], clock: Clock
     ) -> tuple[http11.Response, Origin, str]:
         """GET ``url``, following redirects under the host policy; (response, its origin, its URL).
+        Every hop and the final answer's body share ``clock``'s deadline.
 
         Statuses a retry may fix are raised as ``Transient``; the response's body is the caller's.
         """
@@ -167,7 +185,7 @@ class FileFetcher:
                 self.hosts.check(url)
             except HostNotAllowed as exc:
                 raise FetchError(str(exc)) from None
-            response, origin = self._request(worker, url, headers)
+            response, origin = self._request(worker, url, headers, clock)
             try:
                 if response.status in _REDIRECTS and response.getheader("Location"):
                     response.read(_REDIRECT_BODY)  # small, as a rule: then the connection is ready for the next request
@@ -186,7 +204,7 @@ class FileFetcher:
         raise FetchError("too many redirects")
 
     def _request(
-        self, worker: _Worker, url: str, headers: dict[str, str]
+        self, worker: _Worker, url: str, headers: dict[str, str], clock: Clock
     ) -> tuple[http11.Response, Origin]:
         """Send a GET; a kept-alive connection the server closed meanwhile is replaced once, at once."""
         parts = urlsplit(url)
@@ -196,7 +214,7 @@ class FileFetcher:
             reused = origin in worker.connections
             try:
                 connection = worker.connections.get(origin) or self._connect(worker, origin)
-                return connection.get(target, headers), origin
+                return connection.get(target, headers, clock), origin
             except _CLOSED_MEANWHILE:
                 self._drop(worker, origin)
                 if not reused:
@@ -283,6 +301,11 @@ def stream_checked(stream: Callable[[str, BlobWriter], T], url: str, writer: Blo
     return answer
 
 
+def oversize_error(message: str, announced: int | None) -> Exception:
+    """A body past its announced size fails verification (as the store says); past a cap, the fetch."""
+    return IntegrityError(message) if announced is not None else FetchError(message)
+
+
 def _gunzip(body: bytes, limit: int) -> bytes:
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     inflated = inflater.decompress(body, limit + 1)
@@ -295,6 +318,8 @@ def _gunzip(body: bytes, limit: int) -> bytes:
 
 def describe(exc: BaseException) -> str:
     """One phrase for a transport failure (httpx's timeouts are not TimeoutError: the caller maps them)."""
+    if isinstance(exc, DeadlineExceeded):
+        return str(exc)
     if isinstance(exc, TimeoutError):
         return "timed out"
     if isinstance(exc, http11.ProtocolError) and str(exc):

@@ -12,17 +12,23 @@ framed by ``Content-Length``, by ``chunked`` (the last transfer coding) or by th
 ``Connection: close`` and HTTP/1.0 honoured. What it cannot frame is a ``ProtocolError``; a body the
 connection ends early is ``Truncated``; a kept-alive connection the server closed before answering
 is ``ClosedBeforeAnswer`` (worth one more try on a new connection). Socket failures and timeouts
-stay ``OSError``. A redirect, a status or a body's meaning is the caller's (``fetch.FileFetcher``).
+stay ``OSError``; an answer still arriving past its request's deadline (``limits.Clock``: every
+read checks it, so a trickle cannot hold a connection) is ``limits.DeadlineExceeded``. A redirect,
+a status or a body's meaning is the caller's (``fetch.FileFetcher``).
 """
 
 from __future__ import annotations
 
+import math
 import re
 import socket
+import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import ssl
+
+    from .limits import Clock, DeadlineExceeded
 
 MAX_LINE = 65536  # bytes in one line of an answer's head, as http.client
 MAX_HEADERS = 100  # header lines in an answer, as http.client
@@ -69,6 +75,9 @@ class Connection:
         self.answered = 0
         self._kept = True  # the server has not ended the connection's use, nor have we
         self._answering = False  # an answer's body is not read to its end yet
+        self._clock: Clock | None = None  # the current request's deadline
+        self._due = math.inf  # its time.monotonic(), later by each body byte received
+        self._per_byte = 0.0
 
     @property
     def reusable(self) -> bool:
@@ -76,8 +85,13 @@ class Connection:
         neither side ended the connection's use."""
         return self._kept and not self._answering
 
-    def get(self, target: str, headers: dict[str, str]) -> Response:
-        """Send ``GET target`` and read the answer's head; the body is the ``Response``'s to read."""
+    def get(self, target: str, headers: dict[str, str], clock: Clock | None = None) -> Response:
+        """Send ``GET target`` and read the answer's head; the body is the ``Response``'s to read.
+
+        ``clock``: the deadline of the answer's head and body (none: the socket's timeout alone).
+        """
+        self._clock = clock
+        self._due, self._per_byte = (clock.end, clock.per_byte) if clock is not None else (math.inf, 0.0)
         if not _TARGET.fullmatch(target) or not all(map(_VALUE.fullmatch, headers.values())):
             raise Unsendable(f"cannot send a request for {target[:200]!r}")
         lines = [f"GET {target} HTTP/1.1", f"Host: {self._host}"]
@@ -105,6 +119,7 @@ class Connection:
         line by line, where every rule is checked.
         """
         if not self._pending:
+            self._in_time()
             received = self._sock.recv(_RECEIVE)
             if not received:
                 raise self._ended(first=True)
@@ -159,6 +174,7 @@ class Connection:
         while (end := self._pending.find(b"\n")) < 0:
             if len(self._pending) > MAX_LINE:
                 raise ProtocolError(f"a line longer than {MAX_LINE} bytes")
+            self._in_time()
             received = self._sock.recv(_RECEIVE)
             if not received:
                 raise self._ended(first)
@@ -178,6 +194,7 @@ class Connection:
     def _line_ending(self) -> None:
         """The CRLF (or bare LF) that must end a chunk's data."""
         while len(self._pending) < 2 and self._pending[:1] != b"\n":
+            self._in_time()
             received = self._sock.recv(_RECEIVE)
             if not received:
                 raise ProtocolError("connection closed in the middle of chunked framing")
@@ -194,7 +211,20 @@ class Connection:
             buffer[:count] = self._pending[:count]
             del self._pending[:count]
             return count
-        return self._sock.recv_into(buffer)
+        if time.monotonic() > self._due:
+            raise self._late()
+        count = self._sock.recv_into(buffer)
+        self._due += count * self._per_byte
+        return count
+
+    def _in_time(self) -> None:
+        """Before a read of the head or of chunked framing: raise once the request's deadline has passed."""
+        if time.monotonic() > self._due:
+            raise self._late()
+
+    def _late(self) -> DeadlineExceeded:
+        assert self._clock is not None  # (no clock: the end is never reached)
+        return self._clock.exceeded()
 
     def _finished(self, keep: bool) -> None:
         """The answer's body is read: the next request may follow on this connection if ``keep``."""
@@ -233,6 +263,11 @@ class Response:
             self._keep = False
         if self._left == 0 and not self._chunked:
             self._end()
+
+    @property
+    def length(self) -> int | None:
+        """The body's length as ``Content-Length`` announces it (None: framed otherwise)."""
+        return self._expected
 
     def getheader(self, name: str, default: str | None = None) -> str | None:
         return self.headers.get(name.lower(), default)

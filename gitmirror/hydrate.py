@@ -3,12 +3,16 @@
 The metadata repository travels by git (clone, fetch, bundle); the blobs it references travel
 here. Whatever the source, a blob reaches the store only through ``BlobStore.writer``, which checks
 the sha256 (and size) the manifest recorded: a source can withhold a blob, never substitute one.
+Nor can it hold the run: a directory's blob paths are opened without following symlinks and only
+regular files are read (a FIFO would block, a device never end); an HTTP source gets the byte caps
+and deadline of a sync (``limits.Limits``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +21,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from . import __version__
+from .limits import Limits
 from .manifest import NeededBlob, blobs_needed_by
 from .metadata import in_wheel
 from .repo import DEFAULT_BRANCH, MetadataRepo, RepoError
@@ -37,6 +42,11 @@ class BlobUnavailable(Exception):
     """The source does not have this blob (or could not be reached for it)."""
 
 
+class SourceRefused(IntegrityError):
+    """The source offers something that is not a plain file under the blob's name, or more bytes
+    than the blob may have: not read (further), nothing stored."""
+
+
 def needed_blobs(repo: MetadataRepo, commit: bytes | None) -> dict[str, NeededBlob]:
     """Every blob the served files of ``commit`` need, by sha256, in a stable (label) order."""
     needed = blobs_needed_by(repo.manifests(commit))
@@ -47,42 +57,109 @@ def needed_blobs(repo: MetadataRepo, commit: bytes | None) -> dict[str, NeededBl
 
 
 class DirectorySource:
-    """A directory holding a store layout (``blobs/aa/bb/<sha256>``): a store, a disk, an export."""
+    """A directory holding a store layout (``blobs/aa/bb/<sha256>``): a store, a disk, an export.
 
-    def __init__(self, root: Path) -> None:
+    Each blob path is walked from the source's root one component at a time, none of them a
+    symlink, and the blob itself must be a regular file: a symlink could lead out of the source, a
+    FIFO would block the run and a device would never end.
+    """
+
+    def __init__(self, root: Path, limits: Limits | None = None) -> None:
         self.store = BlobStore(root)
+        self.limits = limits or Limits()
 
     def __str__(self) -> str:
         return str(self.store.root)
 
     async def fetch(self, blob: NeededBlob, open_writer: OpenWriter) -> BlobWriter:
-        path = self.store.path(blob.sha256)
+        handle = self._open(blob)
+        cap = self.limits.cap(blob.filename, blob.size)
         try:
-            handle = path.open("rb")
-        except FileNotFoundError:
-            raise BlobUnavailable("not in the source store") from None
+            if os.fstat(handle).st_size > cap:
+                raise SourceRefused(self.limits.too_large(blob.filename, blob.size))
+            writer = open_writer()
+            try:
+                while chunk := _read(handle):
+                    if writer.size + len(chunk) > cap:  # grown since: still not more than the cap
+                        raise SourceRefused(self.limits.too_large(blob.filename, blob.size))
+                    writer.write(chunk)
+            except BaseException:
+                writer.abort()
+                raise
+        finally:
+            os.close(handle)
+        return writer
+
+    def _open(self, blob: NeededBlob) -> int:
+        """The blob's file descriptor, opened component by component without following a symlink."""
+        parts = os.path.relpath(self.store.file(blob.sha256), self.store.root).split(os.sep)
+        try:
+            current = os.open(self.store.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
             raise BlobUnavailable(f"unreadable in the source ({exc.strerror})") from None
-        writer = open_writer()
         try:
-            with handle:
-                while chunk := handle.read(CHUNK):
-                    writer.write(chunk)
+            for depth, part in enumerate(parts):
+                last = depth == len(parts) - 1
+                where = "/".join(parts[: depth + 1])
+                try:
+                    mode = os.stat(part, dir_fd=current, follow_symlinks=False).st_mode
+                    _check_kind(mode, last, where)
+                    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+                    opened = os.open(part, flags | (0 if last else os.O_DIRECTORY), dir_fd=current)
+                except FileNotFoundError:
+                    raise BlobUnavailable("not in the source store") from None
+                except OSError as exc:  # ELOOP, ENOTDIR: replaced by a symlink or another kind meanwhile
+                    raise BlobUnavailable(f"unreadable in the source ({where}: {exc.strerror})") from None
+                os.close(current)
+                current = opened
+            _check_kind(os.fstat(current).st_mode, True, "/".join(parts))
         except BaseException:
-            writer.abort()
+            os.close(current)
             raise
-        return writer
+        return current
 
     async def close(self) -> None:
         return None
 
 
-class ServerSource:
-    """Another gitmirror (or a static render of one): blobs are at ``<base>files/<project>/<filename>``."""
+def _read(handle: int) -> bytes:
+    try:
+        return os.read(handle, CHUNK)
+    except OSError as exc:
+        raise BlobUnavailable(f"unreadable in the source ({exc.strerror})") from None
 
-    def __init__(self, base_url: str, concurrency: int = 8, timeout: float = 60.0, retries: int = 2) -> None:
+
+# ``stat.filemode``'s first letter: the kind of a file
+_KINDS = {"l": "a symlink", "p": "a FIFO", "c": "a character device", "b": "a block device", "s": "a socket"}
+
+
+def _check_kind(mode: int, last: bool, where: str) -> None:
+    """Refuse a path component that is not a directory (``last``: not a regular file)."""
+    if (stat.S_ISREG if last else stat.S_ISDIR)(mode):
+        return
+    kind = _KINDS.get(stat.filemode(mode)[0], "a directory" if stat.S_ISDIR(mode) else "a regular file")
+    wanted = "a regular file" if last else "a directory"
+    raise SourceRefused(f"{where} in the source is {kind}, not {wanted}: not read")
+
+
+class ServerSource:
+    """Another gitmirror (or a static render of one): blobs are at ``<base>files/<project>/<filename>``.
+
+    Bounded like a sync's downloads: a body past the manifest's size (or past the cap for its kind)
+    is refused, and an attempt past its deadline is abandoned (``limits.Limits``).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        concurrency: int = 8,
+        timeout: float = 60.0,
+        retries: int = 2,
+        limits: Limits | None = None,
+    ) -> None:
         self.base_url = base_url
         self.retries = retries
+        self.limits = limits or Limits()
         self._slots = asyncio.Semaphore(concurrency)
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout),
@@ -104,23 +181,42 @@ class ServerSource:
         for attempt in range(self.retries + 1):
             writer = open_writer()
             try:
-                async with self._slots, self._client.stream("GET", self.url_of(blob)) as response:
-                    if response.status_code != 200:
-                        raise BlobUnavailable(f"source answered HTTP {response.status_code}")
-                    async for chunk in response.aiter_bytes():
-                        writer.write(chunk)
+                async with self._slots:
+                    await self._stream(blob, writer)
                 return writer
             except httpx.TooManyRedirects:
                 writer.abort()
                 raise BlobUnavailable("too many redirects") from None
-            except (httpx.TransportError, httpx.DecodingError) as exc:
+            except (httpx.TransportError, httpx.DecodingError, TimeoutError) as exc:
                 writer.abort()
                 if attempt == self.retries:
-                    raise BlobUnavailable(f"source unreachable ({type(exc).__name__})") from None
+                    reason = str(exc) if isinstance(exc, TimeoutError) else f"unreachable ({type(exc).__name__})"
+                    raise BlobUnavailable(f"source {reason}") from None
             except BaseException:
                 writer.abort()
                 raise
         raise AssertionError("unreachable")
+
+    async def _stream(self, blob: NeededBlob, writer: BlobWriter) -> None:
+        """One attempt: the body into ``writer``, within its cap and its deadline."""
+        url = self.url_of(blob)
+        cap = self.limits.cap(url, blob.size)
+        clock = self.limits.clock()
+        try:
+            async with asyncio.timeout(self.limits.deadline) as deadline:
+                async with self._client.stream("GET", url) as response:
+                    if response.status_code != 200:
+                        raise BlobUnavailable(f"source answered HTTP {response.status_code}")
+                    length = response.headers.get("Content-Length", "")
+                    if length.isdigit() and int(length) > cap:
+                        raise SourceRefused(self.limits.too_large(url, blob.size, int(length)))
+                    async for chunk in response.aiter_bytes():
+                        if writer.size + len(chunk) > cap:
+                            raise SourceRefused(self.limits.too_large(url, blob.size))
+                        writer.write(chunk)
+                        deadline.reschedule(clock.end + response.num_bytes_downloaded * clock.per_byte)
+        except TimeoutError:
+            raise clock.exceeded() from None
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -129,7 +225,7 @@ class ServerSource:
 Source = DirectorySource | ServerSource
 
 
-def open_source(text: str, concurrency: int = 8) -> Source:
+def open_source(text: str, concurrency: int = 8, limits: Limits | None = None) -> Source:
     """SOURCE as given on the command line: an http(s) URL of a mirror, or a directory with a store."""
     parts = urlsplit(text)
     if parts.scheme in ("http", "https"):
@@ -138,7 +234,7 @@ def open_source(text: str, concurrency: int = 8) -> Source:
         base = text if text.endswith("/") else text + "/"
         if base.endswith("/simple/"):  # people paste the index URL; files live beside it
             base = base[: -len("simple/")]
-        return ServerSource(base, concurrency=concurrency)
+        return ServerSource(base, concurrency=concurrency, limits=limits)
     if parts.scheme == "file":
         text = parts.path
     elif parts.scheme and len(parts.scheme) > 1:
@@ -146,7 +242,7 @@ def open_source(text: str, concurrency: int = 8) -> Source:
     root = Path(text)
     for candidate in (root, root / "store", root / "mirror" / "store"):
         if (candidate / "blobs").is_dir():
-            return DirectorySource(candidate)
+            return DirectorySource(candidate, limits)
     raise SourceError(f"{text} holds no blob store (no blobs/ directory in it, its store/ or mirror/store/)")
 
 

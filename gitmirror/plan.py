@@ -136,7 +136,11 @@ async def _plan(
 ) -> Plan:
     seen_at = now()
     async with Upstream(
-        config.upstream, concurrency=config.concurrency, timeout=config.timeout, retries=config.retries
+        config.upstream,
+        concurrency=config.concurrency,
+        timeout=config.timeout,
+        retries=config.retries,
+        limits=config.limits,
     ) as upstream:
         pages, choices = await choose(config, roots, upstream, store, state, persist=False, metadata_cache=parsed)
         planned = []

@@ -410,6 +410,7 @@ class Syncer:
             timeout=self.config.timeout,
             retries=self.config.retries,
             allowed_hosts=self.config.allowed_hosts,
+            limits=self.config.limits,
         ) as upstream:
             def start_downloads(name: str, files: list[RemoteFile]) -> None:
                 """Files join a choice for good: download them now, not after the whole walk."""

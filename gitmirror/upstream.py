@@ -3,7 +3,8 @@
 Pages are asked for as PEP 691 JSON and parsed by ``pypi_simple`` whichever serialization comes
 back (an HTML-only upstream just works; ``gitmirror.page``). Every request is retried on timeouts,
 resets, 429 and 5xx, honouring ``Retry-After``. Downloads stream into a ``BlobWriter``, so bytes
-are hashed as they arrive and memory stays flat whatever the file size.
+are hashed as they arrive and memory stays flat whatever the file size. Every path (the download
+processes, this process's threads, httpx through a proxy) applies the same ``limits.Limits``.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urljoin
 
 from . import workers
-from .fetch import RETRY_STATUSES, FetchError, FileFetcher, Transient, describe, retry_after, store_with
+from .fetch import RETRY_STATUSES, FetchError, FileFetcher, Transient, describe, oversize_error, retry_after, store_with
 from .hosts import HostNotAllowed, HostPolicy
+from .limits import DeadlineExceeded, Limits
 from .metadata import WheelMetadata, read_stored_wheel
 from .page import (
     ACCEPT_JSON_PREFERRED,
@@ -61,13 +63,15 @@ class Upstream:
         retries: int = 3,
         backoff: float = 0.5,
         allowed_hosts: tuple[str, ...] | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.hosts = HostPolicy(self.base_url, allowed_hosts)
         self.retries = retries
         self.backoff = backoff
         self._threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="gitmirror-upstream")
-        self._files = None if proxy_configured() else FileFetcher(self.hosts, timeout, USER_AGENT)
+        self.limits = limits or Limits()
+        self._files = None if proxy_configured() else FileFetcher(self.hosts, timeout, USER_AGENT, self.limits)
         self._timeout = timeout
         self._concurrency = concurrency
         self._client_lock = threading.Lock()
@@ -164,9 +168,11 @@ class Upstream:
         return page
 
     def _page_with_httpx(self, name: str, url: str, headers: dict[str, str]) -> PageAnswer:
-        """``FileFetcher.get_page`` through httpx, which speaks to proxies."""
+        """``FileFetcher.get_page`` through httpx, which speaks to proxies (the deadline is checked
+        at each piece of the body; httpx bounds the head by its size and ``timeout`` per read)."""
         import httpx
 
+        clock = self.limits.clock()
         try:
             with self._client.stream("GET", url, headers=headers) as response:
                 _raise_for_transient(response)
@@ -175,11 +181,12 @@ class Upstream:
                     body += chunk
                     if len(body) > MAX_PAGE_BYTES:
                         raise UpstreamError(f"{name}: project page larger than {MAX_PAGE_BYTES} bytes")
+                    clock.check(response.num_bytes_downloaded)
                 answer = {key.lower(): value for key, value in response.headers.items()}
                 return PageAnswer(response.status_code, str(response.url), answer, bytes(body))
         except httpx.TooManyRedirects:
             raise UpstreamError(f"{name}: too many redirects") from None
-        except (httpx.TransportError, httpx.DecodingError) as exc:
+        except (httpx.TransportError, httpx.DecodingError, DeadlineExceeded) as exc:
             raise Transient(_describe(exc)) from None
 
     async def download(self, url: str, open_writer: Callable[[], BlobWriter], label: str) -> int:
@@ -216,9 +223,7 @@ class Upstream:
             url, label, lambda processes: processes.store_wheel(root, url, sha256, size, metadata_sha256)
         )
 
-    async def _in_processes(
-        self, url: str, label: str, job: Callable[[workers.DownloadProcesses], Awaitable[T]]
-    ) -> T:
+    async def _in_processes(self, url: str, label: str, job: Callable[[workers.DownloadProcesses], Awaitable[T]]) -> T:
         """A file's job for the download processes: its URL checked first, retried, failures in one line."""
         self._check_file_url(url, label)
         processes = self._processes_started()
@@ -228,7 +233,7 @@ class Upstream:
     def _processes_started(self) -> workers.DownloadProcesses:
         """Started by the first page or file a run asks for: a run that asks for nothing starts none."""
         if self._processes is None:
-            self._processes = workers.DownloadProcesses(self._concurrency, self.hosts, self._timeout)
+            self._processes = workers.DownloadProcesses(self._concurrency, self.hosts, self._timeout, self.limits)
         return self._processes
 
     def _check_file_url(self, url: str, label: str) -> None:
@@ -239,23 +244,32 @@ class Upstream:
             raise UpstreamError(f"{label}: {exc}") from None
 
     def _stream_with_httpx(self, url: str, writer: BlobWriter) -> None:
-        """``FileFetcher.fetch`` through httpx, which speaks to proxies: same failures, same checks."""
+        """``FileFetcher.fetch`` through httpx, which speaks to proxies: same failures, same checks,
+        the same limits (the deadline checked at each piece of the body)."""
         import httpx
 
+        announced = writer.expected_size
+        cap = self.limits.cap(url, announced)
+        clock = self.limits.clock()
         try:
             with self._client.stream("GET", url) as response:
                 _raise_for_transient(response)
                 if response.status_code != 200:
                     raise FetchError(f"upstream answered HTTP {response.status_code}")
                 declared = response.headers.get("Content-Length")
-                for chunk in response.iter_bytes():
-                    writer.write(chunk)
                 encoded = "Content-Encoding" in response.headers
+                if declared and declared.isdigit() and not encoded and int(declared) > cap:
+                    raise oversize_error(self.limits.too_large(url, announced, int(declared)), announced)
+                for chunk in response.iter_bytes():
+                    if writer.size + len(chunk) > cap:
+                        raise oversize_error(self.limits.too_large(url, announced), announced)
+                    writer.write(chunk)
+                    clock.check(response.num_bytes_downloaded)
                 if declared and declared.isdigit() and not encoded and int(declared) != writer.size:
                     raise Transient(f"truncated body ({writer.size} of {declared} bytes)")
         except httpx.TooManyRedirects:
             raise FetchError("too many redirects") from None
-        except (httpx.TransportError, httpx.DecodingError) as exc:
+        except (httpx.TransportError, httpx.DecodingError, DeadlineExceeded) as exc:
             raise Transient(_describe(exc)) from None
 
 
@@ -281,5 +295,3 @@ def _one_line(label: str) -> Iterator[None]:
         raise UpstreamError(f"{label}: rejected, {exc}") from None
     except FetchError as exc:
         raise UpstreamError(f"{label}: {exc}") from None
-
-

@@ -40,6 +40,7 @@ from . import crashpoints
 from .fetch import FetchError, FileFetcher, Transient, stream_checked
 from .fork_server import PRELOAD
 from .hosts import HostPolicy
+from .limits import Limits
 from .metadata import WheelMetadata, from_wheel, read_stored_wheel, wheel_metadata
 from .page import MAX_PAGE_BYTES, RemoteProject, UpstreamError, project_from
 from .store import BlobStore, BlobWriter
@@ -79,14 +80,14 @@ class DownloadProcesses:
     the same way.
     """
 
-    def __init__(self, processes: int, hosts: HostPolicy, timeout: float) -> None:
+    def __init__(self, processes: int, hosts: HostPolicy, timeout: float, limits: Limits | None = None) -> None:
         import asyncio  # the sync's, imported already; the fork server need not (48 ms of its start)
         import multiprocessing  # 0.05 s that a run without downloads need not pay
 
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(PRELOAD)
         self._limit = processes
-        self._start_args = (hosts, timeout, os.getpid(), crashpoints.share())
+        self._start_args = (hosts, timeout, limits or Limits(), os.getpid(), crashpoints.share())
         self._workers: list[_Worker] = []
         self._idle: list[_Worker] = []
         self._queue: deque[tuple[_Job, asyncio.Future[Any]]] = deque()
@@ -265,13 +266,19 @@ _stores: dict[str, BlobStore] = {}
 
 
 def _serve(
-    pipe: Connection, hosts: HostPolicy, timeout: float, owner: int, crash_counts: object, number: int
+    pipe: Connection,
+    hosts: HostPolicy,
+    timeout: float,
+    limits: Limits,
+    owner: int,
+    crash_counts: object,
+    number: int,
 ) -> None:
     _exit_with(owner)
     crashpoints.adopt(crash_counts, owner, number)
     gc.freeze()  # the modules the fork server imported: never garbage (each worker collected 100 times)
     gc.set_threshold(50_000, *gc.get_threshold()[1:])
-    fetcher = FileFetcher(hosts, timeout, USER_AGENT)
+    fetcher = FileFetcher(hosts, timeout, USER_AGENT, limits)
     unnamed = _Unnamed()
     while True:
         try:

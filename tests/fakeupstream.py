@@ -335,7 +335,9 @@ FROM_ARTIFACT = _Default.FROM_ARTIFACT
 PROJECT_STATUSES = frozenset({"active", "archived", "quarantined", "deprecated"})
 
 #: Faults acting on the connection/response of any matching request.
-_REQUEST_FAULTS = frozenset({"status", "delay", "truncate", "reset", "longer", "redirect_loop"})
+_REQUEST_FAULTS = frozenset({"status", "delay", "truncate", "reset", "longer", "redirect_loop", "trickle", "endless"})
+#: Faults that shape how a response's body is sent.
+_TRANSPORT_FAULTS = frozenset({"truncate", "reset", "longer", "trickle", "endless"})
 #: Faults replacing a ``/simple/...`` page.
 _PAGE_FAULTS = frozenset({"invalid_page", "huge_page"})
 #: Faults matched against filenames while a project page is rendered.
@@ -491,6 +493,8 @@ class FakeUpstream:
         self.send_serial = True
         #: answer XML-RPC ``changelog_since_serial`` at ``POST /pypi`` like the public index; False: 404
         self.xmlrpc = True
+        #: JSON pages carry each file's ``size``; False: no size announced (as HTML pages)
+        self.announce_sizes = True
         self._journal: list[tuple[str, int]] = []  # (project name, serial) of every mutation
 
     # -- lifecycle ---------------------------------------------------------
@@ -683,6 +687,11 @@ class FakeUpstream:
         * ``longer``: append ``extra`` bytes; Content-Length counts them unless
           ``match_content_length=False`` (then it counts only the real body).
         * ``redirect_loop``: 302 to the same URL.
+        * ``trickle``: the real head (Content-Length included), then the body one byte
+          every ``interval`` seconds (default 1.0).
+        * ``endless``: 200 with no Content-Length and a body that never ends (``piece``
+          bytes at a time, default 65536), delimited by the connection's end, or
+          ``chunked=True``; it stops only when the client goes away.
         * ``invalid_page``: a ``/simple/`` page answers garbage (or ``body``).
         * ``huge_page``: a ``/simple/`` page lists ``entries`` (default 200 000)
           bogus files, streamed with chunked encoding.
@@ -841,7 +850,8 @@ class FakeUpstream:
                 if f.requires_python:
                     item["requires-python"] = f.requires_python
                 item["yanked"] = f.yanked
-                item["size"] = art.size
+                if self.announce_sizes:
+                    item["size"] = art.size
                 item["upload-time"] = _iso(f.upload_time)
                 meta: dict[str, str] | bool = False
                 if f.core_metadata and art.metadata_sha256:
@@ -1071,7 +1081,7 @@ class _Handler(BaseHTTPRequestHandler):
                 etag = dict(resp.headers).get("ETag")
                 if _etag_matches(self.headers.get("If-None-Match"), etag):
                     resp = _Response(304, [h for h in resp.headers if h[0] != "Content-Type"], b"")
-            transport = fault if fault is not None and fault.kind in {"truncate", "reset", "longer"} else None
+            transport = fault if fault is not None and fault.kind in _TRANSPORT_FAULTS else None
             self._send(resp, head=head, fault=transport)
         except (ConnectionError, TimeoutError):
             self.close_connection = True
@@ -1079,6 +1089,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, resp: _Response, *, head: bool, fault: Fault | None) -> None:
         up = self.server.upstream
         up._record(RequestRecord(self.command, self.path, dict(self.headers.items()), resp.status))
+        if fault is not None and fault.kind == "endless" and resp.status == 200 and not head:
+            self._send_endless(resp, fault)
+            return
         body = resp.body
         declared: int | None = None
         if isinstance(body, bytes):
@@ -1106,7 +1119,14 @@ class _Handler(BaseHTTPRequestHandler):
         if head or resp.status == 304:
             return
         if isinstance(body, bytes):
-            if fault is not None and fault.kind in {"truncate", "reset"}:
+            if fault is not None and fault.kind == "trickle":
+                interval = float(fault.params.get("interval", 1.0))
+                for index in range(len(body)):
+                    self.wfile.write(body[index : index + 1])
+                    self.wfile.flush()
+                    if up._stopping.wait(interval):
+                        break
+            elif fault is not None and fault.kind in {"truncate", "reset"}:
                 self.wfile.write(body[: len(body) // 2])
                 self.wfile.flush()
                 if fault.kind == "reset":
@@ -1118,6 +1138,21 @@ class _Handler(BaseHTTPRequestHandler):
             if chunk:
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         self.wfile.write(b"0\r\n\r\n")
+
+    def _send_endless(self, resp: _Response, fault: Fault) -> None:
+        """A 200 whose body never ends, until the client hangs up (or the fake stops)."""
+        chunked = bool(fault.params.get("chunked", False))
+        piece = b"x" * int(fault.params.get("piece", 65536))
+        self.close_connection = True
+        self.send_response(200)
+        for name, value in resp.headers:
+            if name.lower() not in ("content-length", "etag"):
+                self.send_header(name, value)
+        self.send_header("Transfer-Encoding" if chunked else "Connection", "chunked" if chunked else "close")
+        self.end_headers()
+        framed = b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece
+        while not self.server.upstream._stopping.is_set():
+            self.wfile.write(framed)  # a client gone: ConnectionError, which ends the request
 
     def _reset(self) -> None:
         """Abort the connection with a RST (SO_LINGER 0) instead of a clean FIN."""
