@@ -113,17 +113,19 @@ def test_abbreviated_id_misses_do_not_stall_other_requests(synced: Mirror, serve
     assert all(answer.status_code == 404 and one_line(answer.content) for answer in answers)
     # On the event loop, the eight misses ahead of it would hold the page for about 8 x one_miss.
     assert during < max(2.0, 20 * baseline, 2 * one_miss), (during, baseline, one_miss)
+    print(f"page alone {baseline:.3f} s, one miss {one_miss:.3f} s, page during eight misses {during:.3f} s")
 
 
 def test_the_same_miss_again_is_answered_from_memory(synced: Mirror, serve) -> None:
     grow_history(synced.repo, 20_000)
     server = serve()
+    assert timed_get(f"{server.url}/snapshot/eeeeeee/simple/")[0].status_code == 404  # the repository is open
     url = f"{server.url}/snapshot/fffffff/simple/"
     first, first_time = timed_get(url)
     again = [timed_get(url) for _ in range(3)]
-    assert first.status_code == 404 and all(answer.status_code == 404 for answer, _ in again)
-    assert all(answer.text == first.text for answer, _ in again)
-    assert min(seconds for _, seconds in again) < first_time
+    assert first.status_code == 404 and all(answer.text == first.text for answer, _ in again)
+    # Resolving this miss walks 20,000 commits; remembered (per tip, briefly), it costs a lookup.
+    assert min(seconds for _, seconds in again) < max(first_time / 4, 0.05), (first_time, again)
 
 
 UNRESOLVABLE = [
@@ -319,26 +321,26 @@ def test_pages_declare_utf8_and_non_ascii_reasons_round_trip(synced: Mirror, ser
     assert gone_reason in gone.text
 
 
-@pytest.mark.parametrize(
-    ("accept", "expected"),
-    [
-        (LATEST_JSON, JSON),
-        (LATEST_HTML, HTML),
-        (f"{LATEST_JSON}, {LATEST_HTML};q=0.5", JSON),
-        (f"{LATEST_JSON};q=0.2, {LATEST_HTML};q=0.9", HTML),
-        (f"{LATEST_HTML}, {JSON};q=0.1", HTML),
-        (f"{LATEST_JSON};q=0, text/html;q=0.5", "text/html"),
-        ("Application/VND.pypi.simple.LATEST+json", JSON),
-    ],
-)
-def test_pep_691_latest_media_types(synced: Mirror, serve, accept: str, expected: str) -> None:
+LATEST_CASES = [
+    (LATEST_JSON, JSON),
+    (LATEST_HTML, HTML),
+    (f"{LATEST_JSON}, {LATEST_HTML};q=0.5", JSON),
+    (f"{LATEST_JSON};q=0.2, {LATEST_HTML};q=0.9", HTML),
+    (f"{LATEST_HTML}, {JSON};q=0.1", HTML),
+    (f"{LATEST_JSON};q=0, text/html;q=0.5", "text/html"),
+    ("Application/VND.pypi.simple.LATEST+json", JSON),
+]
+
+
+def test_pep_691_latest_media_types(synced: Mirror, serve) -> None:
     server = serve()
-    for path in ("/simple/", "/simple/demo-pkg/"):
-        response = httpx.get(server.url + path, headers={"Accept": accept})
-        assert response.status_code == 200
-        assert response.headers["content-type"].split(";")[0] == expected, (path, accept)
-        if expected == JSON:
-            assert response.json()["meta"]["api-version"] == "1.4"
+    for accept, expected in LATEST_CASES:
+        for path in ("/simple/", "/simple/demo-pkg/"):
+            response = httpx.get(server.url + path, headers={"Accept": accept})
+            assert response.status_code == 200
+            assert response.headers["content-type"].split(";")[0] == expected, (path, accept)
+            if expected == JSON:
+                assert response.json()["meta"]["api-version"] == "1.4"
     refused = httpx.get(f"{server.url}/simple/demo-pkg/", headers={"Accept": f"{LATEST_JSON};q=0"})
     assert refused.status_code == 406
 
