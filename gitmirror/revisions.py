@@ -111,7 +111,7 @@ def check_shape(rev: str) -> None:
     """Refuse revisions no ref, date or commit id can spell before they reach a ref lookup."""
     if not rev or len(rev) > MAX_REVISION_LENGTH:
         raise RevisionError("unknown revision (empty or longer than 128 characters)")
-    if not rev.isprintable() or not rev.isascii() or "/" in rev or "\\" in rev:
+    if not rev.isprintable() or "/" in rev or "\\" in rev:
         raise RevisionError(f"unknown revision {rev!r}")
 
 

@@ -245,7 +245,9 @@ class SimpleRoutes:
             stat_result: os.stat_result | None = os.stat(path)
         except OSError:
             stat_result = None
-        kept_in_wheel = None if stat_result or not is_metadata else await self.view.metadata_in_wheel(name, entry)
+        kept_in_wheel = (
+            None if stat_result is not None or not is_metadata else await self.view.metadata_in_wheel(name, entry)
+        )
         if stat_result is None and kept_in_wheel is None:
             return PlainTextResponse(f"{filename} is recorded but its blob is not in this store", status_code=404)
         headers = {"ETag": f'"{digest}"', "Cache-Control": IMMUTABLE}
