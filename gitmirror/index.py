@@ -19,6 +19,8 @@ API_VERSION = "1.4"  # PEP 792 (project status) is the newest feature served
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 HTML_TYPE = "application/vnd.pypi.simple.v1+html"
 TEXT_HTML = "text/html"
+#: PEP 691's names for "the newest version you serve": answered with the v1 types
+LATEST = {"application/vnd.pypi.simple.latest+json": JSON_TYPE, "application/vnd.pypi.simple.latest+html": HTML_TYPE}
 
 
 def file_url(project: str, entry: FileEntry, files_base: str = "../../") -> str:
@@ -26,9 +28,19 @@ def file_url(project: str, entry: FileEntry, files_base: str = "../../") -> str:
     return f"{files_base}files/{project}/{entry.filename}"
 
 
+def offers_files(manifest: ProjectManifest) -> bool:
+    """PEP 792: a quarantined project's files are not offered; archived and deprecated ones are."""
+    return manifest.status != "quarantined"
+
+
+def offered_files(manifest: ProjectManifest) -> list[FileEntry]:
+    """The files a project page lists: the served ones, none while the project is quarantined."""
+    return manifest.served_files() if offers_files(manifest) else []
+
+
 def project_json(manifest: ProjectManifest, files_base: str = "../../") -> bytes:
     files = []
-    for entry in manifest.served_files():
+    for entry in offered_files(manifest):
         item: dict[str, Any] = {
             "filename": entry.filename,
             "url": file_url(manifest.name, entry, files_base),
@@ -47,7 +59,7 @@ def project_json(manifest: ProjectManifest, files_base: str = "../../") -> bytes
     page: dict[str, Any] = {
         "meta": {"api-version": API_VERSION},
         "name": manifest.name,
-        "versions": manifest.versions(),
+        "versions": manifest.versions() if offers_files(manifest) else [],
         "files": files,
     }
     if manifest.status != "active" or manifest.status_reason:
@@ -66,7 +78,7 @@ def project_html(manifest: ProjectManifest, files_base: str = "../../") -> bytes
         if manifest.status_reason:
             head.append(f'<meta name="pypi:project-status-reason" content="{escape(manifest.status_reason)}">')
     links = []
-    for entry in manifest.served_files():
+    for entry in offered_files(manifest):
         attributes = [f'href="{escape(file_url(manifest.name, entry, files_base))}#sha256={entry.sha256}"']
         if entry.requires_python:
             attributes.append(f'data-requires-python="{escape(entry.requires_python)}"')
@@ -94,6 +106,7 @@ def _html_page(title: str, head: list[str], body: list[str]) -> bytes:
         "<!DOCTYPE html>",
         "<html>",
         "  <head>",
+        '    <meta charset="utf-8">',
         *(f"    {line}" for line in head),
         f"    <title>{title}</title>",
         "  </head>",
@@ -110,7 +123,8 @@ def choose_format(accept: str | None) -> str | None:
     """Pick JSON, versioned HTML or plain HTML from an Accept header (PEP 691 negotiation).
 
     Returns the media type to answer with, or None when the client accepts none of them (406).
-    Ties keep the order of preference JSON, versioned HTML, text/html.
+    Ties keep the order of preference JSON, versioned HTML, text/html; the ``latest`` names stand
+    for the v1 types.
     """
     if not accept:
         return TEXT_HTML
@@ -128,6 +142,7 @@ def choose_format(accept: str | None) -> str | None:
                     quality = 0.0
         # Wildcards get HTML, the one form every client understands.
         wildcards = {"*/*": [TEXT_HTML], "text/*": [TEXT_HTML], "application/*": [HTML_TYPE]}
+        media = LATEST.get(media.lower(), media.lower())
         candidates = [media] if media in offered else wildcards.get(media, [])
         for candidate in candidates:
             rank = (quality, -offered.index(candidate), candidate)

@@ -217,8 +217,9 @@ def _write_if_changed(path: Path, data: bytes) -> int:
 def _link_files(
     manifest: ProjectManifest, store: BlobStore, folder: Path, mode: str, result: RenderResult
 ) -> list[str]:
-    """Make ``folder`` hold exactly the served files of ``manifest``; returns the ones with no blob."""
-    wanted = {blob.filename: blob for entry in manifest.served_files() for blob in blobs_of(manifest.name, entry)}
+    """Make ``folder`` hold exactly the offered files of ``manifest`` (none while it is quarantined);
+    returns the ones with no blob."""
+    wanted = {blob.filename: blob for entry in index.offered_files(manifest) for blob in blobs_of(manifest.name, entry)}
     folder.mkdir(parents=True, exist_ok=True)
     for present in sorted(os.listdir(folder)):
         if present not in wanted:

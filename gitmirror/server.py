@@ -16,6 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -28,9 +29,11 @@ from .manifest import FileEntry, ProjectManifest, blobs_of
 from .metadata import in_wheel
 from .names import UnsafeNameError, check_filename, is_normalized, normalize
 from .repo import MetadataRepo
-from .snapshot import Resolver, RevisionError
+from .revisions import BoundedResolver
+from .snapshot import RevisionError
 from .store import BlobStore
 
+_URL_SAFE = "/:@!$&'()*+,;=~"
 IMMUTABLE = "public, max-age=31536000, immutable"
 TIP_MAX_AGE = "public, max-age=60"
 SNAPSHOT_MAX_AGE = "public, max-age=300"  # tags and dates: stable in practice, not by construction
@@ -123,6 +126,25 @@ class MirrorView:
         data = await asyncio.to_thread(in_wheel, self.store, metadata.sha256, metadata.wheel)
         return data if data is None else self._cache.remember(key, data)  # type: ignore[return-value]
 
+    def withheld(self, commit: bytes | None, project: str, entry: FileEntry) -> str | None:
+        """Why a file recorded at ``commit`` must not be served, or None when it may be.
+
+        A tombstone or a quarantine (PEP 792) at that commit or at the tip of the branch withholds
+        it: a file taken down or a project quarantined after a snapshot is not offered through
+        that snapshot either.
+        """
+        tip = self.tip()
+        for manifest in (self.manifest(commit, project), None if tip == commit else self.manifest(tip, project)):
+            if manifest is None:
+                continue
+            recorded = manifest.files.get(entry.filename, entry)
+            if recorded.tombstone is not None:
+                return f"{entry.filename} was taken down on {recorded.tombstone.time}: {recorded.tombstone.reason}"
+            if not index.offers_files(manifest):
+                reason = f": {manifest.status_reason}" if manifest.status_reason else ""
+                return f"{project} is quarantined, its files are not offered{reason}"
+        return None
+
     def file_entry(self, commit: bytes | None, project: str, filename: str) -> tuple[FileEntry, bool] | None:
         """The entry a file URL refers to, and whether the URL asks for its core metadata."""
         manifest = self.manifest(commit, project)
@@ -155,7 +177,7 @@ def page_answer(page: Page, cache_control: str, if_none_match: str | None) -> tu
     headers = {"etag": page.etag, "vary": "Accept", "cache-control": cache_control}
     if page.etag in (if_none_match or ""):
         return 304, headers, b""
-    headers["content-type"] = page.media_type + ("; charset=utf-8" if page.media_type == index.TEXT_HTML else "")
+    headers["content-type"] = page.media_type + ("" if page.media_type == index.JSON_TYPE else "; charset=utf-8")
     headers["content-length"] = str(len(page.body))
     return 200, headers, page.body
 
@@ -171,7 +193,7 @@ class SimpleRoutes:
     def __init__(self, view: MirrorView) -> None:
         self.view = view
 
-    def commit_of(self, request: Request) -> tuple[bytes | None, str]:
+    async def commit_of(self, request: Request) -> tuple[bytes | None, str]:
         """The commit to serve and the Cache-Control its pages get (the tip changes: short)."""
         return self.view.tip(), TIP_MAX_AGE
 
@@ -179,7 +201,7 @@ class SimpleRoutes:
         media_type = index.choose_format(request.headers.get("accept"))
         if media_type is None:
             return PlainTextResponse("not acceptable: ask for PEP 691 JSON or HTML", status_code=406)
-        commit, cache_control = self.commit_of(request)
+        commit, cache_control = await self.commit_of(request)
         return page_response(request, self.view.root_page(commit, media_type), cache_control)
 
     async def project(self, request: Request) -> Response:
@@ -193,7 +215,7 @@ class SimpleRoutes:
         media_type = index.choose_format(request.headers.get("accept"))
         if media_type is None:
             return PlainTextResponse("not acceptable: ask for PEP 691 JSON or HTML", status_code=406)
-        commit, cache_control = self.commit_of(request)
+        commit, cache_control = await self.commit_of(request)
         page = self.view.project_page(commit, name, media_type)
         if page is None:
             return PlainTextResponse(f"no project {name} in this mirror", status_code=404)
@@ -202,31 +224,38 @@ class SimpleRoutes:
     async def file(self, request: Request) -> Response:
         project, filename = request.path_params["project"], request.path_params["filename"]
         try:
-            normalize(project)
+            name = normalize(project)
             check_filename(filename.removesuffix(".metadata"))
         except UnsafeNameError:
             return PlainTextResponse("no such file", status_code=404)
-        commit, _ = self.commit_of(request)
-        found = self.view.file_entry(commit, project, filename)
+        if name != project:
+            return RedirectResponse(_file_url(request, project, name, filename), status_code=301)
+        commit, _ = await self.commit_of(request)
+        found = self.view.file_entry(commit, name, filename)
         if found is None:
             return PlainTextResponse("no such file in this mirror", status_code=404)
         entry, is_metadata = found
-        if entry.tombstone is not None:
-            reason = f"{entry.filename} was taken down on {entry.tombstone.time}: {entry.tombstone.reason}"
-            return PlainTextResponse(reason, status_code=410)
+        withheld = self.view.withheld(commit, name, entry)
+        if withheld is not None:
+            return PlainTextResponse(withheld, status_code=410)
         digest = entry.core_metadata if is_metadata else entry.sha256
         assert digest is not None
         path = self.view.store.path(digest)
-        stored = path.is_file()
-        kept_in_wheel = None if stored or not is_metadata else await self.view.metadata_in_wheel(project, entry)
-        if not stored and kept_in_wheel is None:
+        try:
+            stat_result: os.stat_result | None = os.stat(path)
+        except OSError:
+            stat_result = None
+        kept_in_wheel = (
+            None if stat_result is not None or not is_metadata else await self.view.metadata_in_wheel(name, entry)
+        )
+        if stat_result is None and kept_in_wheel is None:
             return PlainTextResponse(f"{filename} is recorded but its blob is not in this store", status_code=404)
         headers = {"ETag": f'"{digest}"', "Cache-Control": IMMUTABLE}
         if digest in request.headers.get("if-none-match", ""):
             return Response(status_code=304, headers=headers)
         if kept_in_wheel is not None:
             return Response(kept_in_wheel, media_type="application/octet-stream", headers=headers)
-        return BlobResponse(path, media_type="application/octet-stream", headers=headers)
+        return BlobResponse(path, media_type="application/octet-stream", headers=headers, stat_result=stat_result)
 
 
 class BlobResponse(FileResponse):
@@ -240,7 +269,14 @@ class BlobResponse(FileResponse):
 def _sibling_url(request: Request, raw: str, name: str) -> str:
     path = request.url.path
     prefix = path[: path.rindex(raw)] if raw in path else "/simple/"
-    return prefix + name + "/"
+    return quote(prefix + name + "/", safe=_URL_SAFE)
+
+
+def _file_url(request: Request, raw: str, name: str, filename: str) -> str:
+    """The URL of the same file under the normalized project name (the route ends ``<raw>/<filename>``)."""
+    path = request.url.path
+    prefix = path[: -len(f"{raw}/{filename}")]
+    return quote(f"{prefix}{name}/{filename}", safe=_URL_SAFE)
 
 
 def routes_for(handlers: SimpleRoutes, prefix: str = "") -> list[Route]:
@@ -257,13 +293,13 @@ class SnapshotRoutes(SimpleRoutes):
 
     def __init__(self, view: MirrorView) -> None:
         super().__init__(view)
-        self.resolve = Resolver(view.repo, view.branch)
+        self.resolve = BoundedResolver(view.repo, view.tip, view.branch)
 
-    def commit_of(self, request: Request) -> tuple[bytes | None, str]:
+    async def commit_of(self, request: Request) -> tuple[bytes | None, str]:
         try:
-            snapshot = self.resolve(request.path_params["rev"])
+            snapshot = await self.resolve(request.path_params["rev"])
         except RevisionError as exc:
-            raise HTTPException(404, str(exc)) from None
+            raise HTTPException(404, " ".join(str(exc).split())) from None
         return snapshot.commit, IMMUTABLE if snapshot.pinned else SNAPSHOT_MAX_AGE
 
 

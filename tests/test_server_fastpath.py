@@ -25,7 +25,8 @@ from conftest import Mirror, RunningServer, free_port
 
 JSON = "application/vnd.pypi.simple.v1+json"
 HTML = "application/vnd.pypi.simple.v1+html"
-ACCEPTS = [JSON, HTML, "text/html", f"{HTML}, {JSON};q=0.5", None]
+LATEST_JSON, LATEST_HTML = "application/vnd.pypi.simple.latest+json", "application/vnd.pypi.simple.latest+html"
+ACCEPTS = [JSON, HTML, "text/html", f"{HTML}, {JSON};q=0.5", None, LATEST_JSON, f"{LATEST_HTML}, {LATEST_JSON};q=0.5"]
 
 
 @dataclass

@@ -1,0 +1,123 @@
+"""Snapshot revisions for the server: resolved off the event loop, a bounded number at a time, cached.
+
+Finding an abbreviated commit id or a date's commit may walk the history; done on the event loop,
+a few such requests stall every other request of the server. So ``BoundedResolver`` answers names
+that cost nothing (refs, names that cannot be a date or an id, results it already knows) at once,
+and sends the rest to worker threads, at most ``workers`` at a time, each with its own
+``snapshot.Resolver`` over its own repository handle (dulwich's pack readers are not shared
+between threads). A revision that resolved to a commit id is remembered forever (bounded), a date
+per branch tip, and a revision that names nothing per branch tip for ``miss_ttl`` seconds, so
+repeated misses cost one resolution, not one each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from dulwich.refs import check_ref_format
+from starlette.concurrency import run_in_threadpool
+
+from .repo import MetadataRepo
+from .snapshot import COMMIT, DATE, Resolver, RevisionError, Snapshot, looks_like_date, resolve
+
+MAX_REVISION_LENGTH = 128
+_ID_LIKE = re.compile(r"[0-9a-fA-F]{4,40}")
+
+
+class BoundedResolver:
+    """``await resolver(rev)`` -> ``Snapshot``, or ``RevisionError`` with the one line to show."""
+
+    def __init__(
+        self,
+        repo: MetadataRepo,
+        tip: Callable[[], bytes | None],
+        branch: str = "main",
+        workers: int = 2,
+        miss_ttl: float = 10.0,
+        size: int = 4096,
+    ) -> None:
+        self.repo = repo
+        self.tip = tip
+        self.branch = branch
+        self.miss_ttl = miss_ttl
+        self.size = size
+        self._workers = workers
+        self._idle: list[Resolver] = []
+        self._slots: asyncio.Semaphore | None = None
+        self._known: OrderedDict[tuple[bytes | None, str], Snapshot | tuple[float, str]] = OrderedDict()
+
+    async def __call__(self, rev: str) -> Snapshot:
+        check_shape(rev)
+        tip = self.tip()
+        known = self._recall(tip, rev)
+        if known is not None:
+            return known
+        if not self._costly(rev):
+            return _guarded(functools.partial(resolve, self.repo, branch=self.branch), rev)  # a lookup or two
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self._workers)
+        async with self._slots:
+            known = self._recall(tip, rev)  # resolved while this request waited for a slot
+            if known is not None:
+                return known
+            resolver = self._idle.pop() if self._idle else Resolver(MetadataRepo(self.repo.path), self.branch)
+            try:
+                found = await run_in_threadpool(_guarded, resolver, rev)
+            except RevisionError as exc:
+                self._remember((tip, rev), (time.monotonic() + self.miss_ttl, str(exc)))
+                raise
+            finally:
+                self._idle.append(resolver)
+        if found.kind in (COMMIT, DATE):
+            self._remember((None if found.kind == COMMIT else tip, rev), found)
+        return found
+
+    def _costly(self, rev: str) -> bool:
+        """Whether resolving may walk the history: a date or an id-like name that is not a ref."""
+        if not (looks_like_date(rev) or _ID_LIKE.fullmatch(rev)):
+            return False
+        refs = self.repo.git.refs
+        return not any(
+            check_ref_format(ref) and ref in refs for ref in (f"refs/heads/{rev}".encode(), f"refs/tags/{rev}".encode())
+        )
+
+    def _recall(self, tip: bytes | None, rev: str) -> Snapshot | None:
+        for key in ((None, rev), (tip, rev)):
+            known = self._known.get(key)
+            if known is None:
+                continue
+            if isinstance(known, Snapshot):
+                self._known.move_to_end(key)
+                return known
+            expires, message = known
+            if time.monotonic() < expires:
+                raise RevisionError(message)
+            self._known.pop(key, None)
+        return None
+
+    def _remember(self, key: tuple[bytes | None, str], value: Snapshot | tuple[float, str]) -> None:
+        self._known[key] = value
+        self._known.move_to_end(key)
+        if len(self._known) > self.size:
+            self._known.popitem(last=False)
+
+
+def check_shape(rev: str) -> None:
+    """Refuse revisions no ref, date or commit id can spell before they reach a ref lookup."""
+    if not rev or len(rev) > MAX_REVISION_LENGTH:
+        raise RevisionError("unknown revision (empty or longer than 128 characters)")
+    if not rev.isprintable() or "/" in rev or "\\" in rev:
+        raise RevisionError(f"unknown revision {rev!r}")
+
+
+def _guarded(resolver: Callable[[str], Snapshot], rev: str) -> Snapshot:
+    """One resolution; dates out of the calendar's range (and refs that cannot be read) become one line."""
+    try:
+        return resolver(rev)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise RevisionError(f"invalid revision {rev!r} ({exc})") from None
