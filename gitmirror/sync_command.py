@@ -59,7 +59,7 @@ def run(config_path: Path | None, projects: Sequence[str] = (), quiet: bool = Fa
     if as_json:
         import json
 
-        print(json.dumps(summary_json(result, progress, syncer.pages), indent=2), flush=True)
+        print(json.dumps(summary_json(result, progress, syncer.pages, syncer.warnings), indent=2), flush=True)
     elif not quiet:
         print(result.summary(), flush=True)
     return result.exit_code
