@@ -73,7 +73,6 @@ class MirrorStatus:
         out += [f"  DAMAGED  {label}" for label in self.blobs_damaged]
         return out
 
-
     def _review_lines(self) -> list[str]:
         if self.review_branch is None:
             return []

@@ -36,6 +36,7 @@ from .upstream import Upstream
 
 CONFLICTS_DIR = "conflicts"
 EXIT_OK, EXIT_ERRORS, EXIT_CONFLICTS = 0, 1, 3
+KNOWN_CONFLICT = " (conflict recorded before)"
 
 Log = Callable[[str], None]
 
@@ -51,6 +52,11 @@ class Conflict:
     upstream_sha256: str
     upstream_size: int | None
     detected: str
+
+    @property
+    def text(self) -> str:
+        upstream, kept = self.upstream_sha256, self.recorded_sha256
+        return f"{self.project}: {self.filename} is {upstream} upstream, the mirror keeps {kept}"
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -471,13 +477,10 @@ class Syncer:
                 is_known = (conflict.filename, conflict.upstream_sha256) in known
                 (outcome.known_conflicts if is_known else outcome.conflicts).append(conflict)
         for conflict in outcome.conflicts:
-            said = f"{conflict.project}: {conflict.filename} is {conflict.upstream_sha256} upstream, "
-            said += f"the mirror keeps {conflict.recorded_sha256}"
-            self.log(f"CONFLICT {said}")
-            self._shown.add(f"warning: {said} (conflict recorded before)")  # what the next run would say
+            self.log(f"CONFLICT {conflict.text}")
+            self._shown.add(f"warning: {conflict.text}{KNOWN_CONFLICT}")  # what the next run would say
         for conflict in outcome.known_conflicts:
-            said = f"{conflict.project}: {conflict.filename} is {conflict.upstream_sha256} upstream, "
-            self._warn(f"warning: {said}the mirror keeps {conflict.recorded_sha256} (conflict recorded before)")
+            self._warn(f"warning: {conflict.text}{KNOWN_CONFLICT}")
         if outcome.skipped_note:
             self._warn(f"note: {outcome.skipped_note}", note=True)
         for error in outcome.errors:

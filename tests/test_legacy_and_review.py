@@ -62,11 +62,15 @@ def test_legacy_files_are_one_note_per_project_and_the_run_succeeds(
         "note: demo-pkg: skipped 5 legacy files (.egg 1, .exe 1, .msi 1, .tar.bz2 1, .zip (name does not parse) 1)",
         "note: oldie: skipped 2 legacy files (.egg 1, .exe 1)",
     ]
-    recorded = [json.loads(line)["filename"] for line in mirror.git("show", "main:projects/de/mo/demo-pkg.jsonl")
-                .splitlines()[1:]]
+    recorded = [
+        json.loads(line)["filename"]
+        for line in mirror.git("show", "main:projects/de/mo/demo-pkg.jsonl").splitlines()[1:]
+    ]
     assert len(recorded) == 6 and not set(recorded) & set(LEGACY)  # the wheels and sdists only
     # a project upstream lists only legacy files for is recorded with what it has: nothing
-    assert mirror.git("show", "main:projects/ol/di/oldie.jsonl").splitlines() == ['{"gitmirror-manifest":1,"name":"oldie"}']
+    assert mirror.git("show", "main:projects/ol/di/oldie.jsonl").splitlines() == [
+        '{"gitmirror-manifest":1,"name":"oldie"}'
+    ]
 
     # the warm path now works: one request, and no warning said again
     mark = len(upstream.requests)
@@ -119,9 +123,7 @@ def test_review_ignores_extras_nobody_asked_for_and_status_names_the_review_sync
 ) -> None:
     mirror.run("sync", check=True)
     main_tip = mirror.git("rev-parse", "main").strip()
-    mirror.configure(
-        "projects:\n  - demo-pkg\n  - other_lib[fast]\nreview:\n  enabled: true\n  cooldown: 7d\n"
-    )
+    mirror.configure("projects:\n  - demo-pkg\n  - other_lib[fast]\nreview:\n  enabled: true\n  cooldown: 7d\n")
     upstream.add("fresh-dep", build_wheel("fresh-dep", "1.0"))
     upstream.add("sphinx", build_wheel("sphinx", "7.0"))
     release = build_wheel(
