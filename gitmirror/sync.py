@@ -255,6 +255,7 @@ class Syncer:
         self.warnings: list[str] = []  # every warning of the run, shown or not (``sync --json`` has them all)
         self._shown_before: set[str] = set()  # warnings an earlier run showed: not shown again (``_warn``)
         self._shown: set[str] = set()  # this run's warnings that are now shown, for the next run
+        self.notices: list[str] = []  # said before the run's own warnings, once per change like them
 
     def run(self, selections: list[Selection], branch: str | None = None, with_files: bool | None = None) -> SyncResult:
         """Sync ``selections`` (plus, by default when they are the configured ones, requirements and lockfiles)."""
@@ -276,6 +277,8 @@ class Syncer:
             state = SyncState(self.store.root, branch, self.config.upstream)
             state.load(parent)
             self._shown_before = state.shown_warnings()
+            for notice in self.notices:
+                self._warn(notice)
             for warning in roots.warnings:
                 self._warn(f"warning: {warning}")
             parsed = MetadataCache(self.store.root)

@@ -136,6 +136,10 @@ def test_review_ignores_extras_nobody_asked_for_and_status_names_the_review_sync
     upstream.add("other_lib", release, upload_time=datetime.now(UTC) - timedelta(days=30))
     synced = mirror.run("sync")
     assert synced.returncode == 0, synced.stderr
+    assert "review mode: committing to incoming" in synced.stderr
+    again = mirror.run("sync", "--full")  # nothing new: not even the review-mode notice is said again
+    said = [line for line in again.stderr.splitlines() if not line.startswith("progress:")]  # a slow run's
+    assert again.returncode == 0 and said == [], again.stderr
 
     report = json.loads(mirror.run("review", "--format", "json", check=True).stdout)
     projects = {project["name"]: project for project in report["projects"]}
