@@ -285,10 +285,11 @@ def _check_html_text(name: str, body: bytes, charset: str | None) -> None:
 
 
 def _remote_file(project: str, package: object) -> RemoteFile:
-    kind = legacy_kind(package.filename)  # type: ignore[attr-defined]
-    if kind is not None:
-        raise LegacyFile(package.filename, kind)  # type: ignore[attr-defined]
-    filename = check_filename(package.filename)  # type: ignore[attr-defined]
+    try:
+        filename = check_filename(package.filename)  # type: ignore[attr-defined]
+    except UnsafeNameError:
+        _skip_if_legacy(package.filename)  # type: ignore[attr-defined]  # .dmg, .deb, .tar.xz...
+        raise
     version = _version_of(project, filename)
     sha256 = (package.digests or {}).get("sha256")  # type: ignore[attr-defined]
     if not sha256:
@@ -342,6 +343,14 @@ def legacy_kind(filename: object) -> str | None:
     return None
 
 
+def _skip_if_legacy(filename: str) -> None:
+    """Raise ``LegacyFile`` for a file the mirror skips; asked only of names that are no plain
+    wheel or sdist, so a page's usual files are parsed once."""
+    kind = legacy_kind(filename)
+    if kind is not None:
+        raise LegacyFile(filename, kind)
+
+
 def _version_of(project: str, filename: str) -> str:
     """The version a file claims, refusing files that claim to belong to another project."""
     try:
@@ -350,8 +359,10 @@ def _version_of(project: str, filename: str) -> str:
         elif filename.endswith((".tar.gz", ".zip")):
             dist, version = parse_sdist_filename(filename)
         else:
-            raise UpstreamError(f"{filename}: not a wheel or sdist, skipped")
+            _skip_if_legacy(filename)
+            raise UpstreamError(f"{filename}: not a wheel or sdist")
     except (InvalidWheelFilename, InvalidSdistFilename) as exc:
+        _skip_if_legacy(filename)
         raise UpstreamError(f"{filename}: unparseable distribution filename") from exc
     if normalize(str(dist)) != project:
         raise UpstreamError(f"{filename}: belongs to project {dist}, not {project}")

@@ -138,7 +138,7 @@ def test_review_ignores_extras_nobody_asked_for_and_status_names_the_review_sync
     assert synced.returncode == 0, synced.stderr
     assert "review mode: committing to incoming" in synced.stderr
     again = mirror.run("sync", "--full")  # nothing new: not even the review-mode notice is said again
-    said = [line for line in again.stderr.splitlines() if not line.startswith("progress:")]  # a slow run's
+    said = [line for line in again.stderr.splitlines() if not line.startswith("progress:")]  # progress lines aside
     assert again.returncode == 0 and said == [], again.stderr
 
     report = json.loads(mirror.run("review", "--format", "json", check=True).stdout)
