@@ -9,7 +9,6 @@ commit pair is the same wherever and whenever it is produced, except for the age
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import tarfile
@@ -168,9 +167,10 @@ def requested_extras(
 ) -> dict[str, set[str]]:
     """The extras anything asks for, by project: the configuration's roots, the newest release of
     every project at ``head`` and the releases under review (what the sync's closure would follow)."""
-    requirements: list[Requirement] = [selection.requirement for selection in cfg.projects]
-    with contextlib.suppress(SelectionError):  # an unreadable requirements file: the sync says so
-        requirements += [root.requirement for root in selection_roots(cfg, cfg.projects).requirements]
+    try:
+        requirements = [root.requirement for root in selection_roots(cfg, cfg.projects).requirements]
+    except SelectionError:  # an unreadable requirements file (the sync says so): mirror.yaml's roots
+        requirements = [selection.requirement for selection in cfg.projects]
     texts = [text for project in projects for release in project.releases for text in release.requires_dist or []]
     for manifest in repo.manifests(head):
         newest = _previous_version(manifest, None)

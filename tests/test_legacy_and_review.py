@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from gitmirror.page import legacy_kind
+from gitmirror.closure import ProjectChoice
+from gitmirror.page import RemoteProject, legacy_kind
+from gitmirror.sync import ProjectOutcome, merge
 
 from conftest import Mirror
 from fakeupstream import Artifact, FakeUpstream, build_wheel
@@ -47,6 +49,16 @@ def test_legacy_kinds_are_told_apart_from_what_the_mirror_takes_and_from_unsafe_
     assert legacy_kind("pkg-1.0.zip") is None  # an sdist
     assert legacy_kind("../../evil-1.0.egg") is None  # refused as unsafe, not skipped
     assert legacy_kind("pkg-1.0.sh") is None
+
+
+def test_merge_counts_legacy_files_as_skipped_not_as_errors() -> None:
+    skipped = {f"Flask-0.{minor}-py2.{minor % 3 + 5}.egg": ".egg" for minor in range(10)}
+    skipped |= {f"Flask-0.{minor}.win32.exe": ".exe" for minor in range(4)}
+    remote = RemoteProject(name="flask", files=[], skipped=skipped, rejected=["x: belongs to project y, not flask"])
+    _manifest, wanted, outcome = merge(None, remote, ProjectChoice("flask"), "2026-01-01T00:00:00Z")  # type: ignore[arg-type]
+    assert wanted == [] and outcome.errors == ["x: belongs to project y, not flask"]  # a real problem stays one
+    assert outcome.skipped_note == "flask: skipped 14 legacy files (.egg 10, .exe 4)"
+    assert ProjectOutcome("flask").skipped_note is None
 
 
 def test_legacy_files_are_one_note_per_project_and_the_run_succeeds(
