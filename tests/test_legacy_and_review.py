@@ -109,6 +109,7 @@ def test_legacy_files_are_one_note_per_project_and_the_run_succeeds(
     again = mirror.run("sync", "--full")
     assert again.returncode == 0 and "legacy" not in again.stderr
 
+    assert mirror.run("verify").returncode == 0  # the policy holds, the empty manifest included
     server = serve()
     venv = make_venv()
     installed = venv.pip_install(server.index_url, "demo-pkg")
