@@ -444,7 +444,8 @@ def status(
     cfg = load_config(config)
     repo = open_repo(cfg)
     commit = snapshot_of(repo, rev, cfg) if rev is not None else repo.tip(cfg.branch)
-    report = collect(repo, BlobStore(cfg.store), commit, cfg.branch, verify=verify_blobs)
+    review = cfg.review.branch if cfg.review.enabled else None
+    report = collect(repo, BlobStore(cfg.store), commit, cfg.branch, verify=verify_blobs, review_branch=review)
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:

@@ -304,6 +304,8 @@ class Resolver:
         choice = self.choice(demand.name)
         specifier = demand.specifier & self._constraints.get(demand.name, SpecifierSet())
         selected = self._select(remote, specifier, demand)
+        if not selected and remote.skipped and not remote.files:
+            return  # upstream lists only legacy files: recorded with what it has, and noted (``sync``)
         if not selected:
             wanted = str(specifier) or "any version"
             choice.error(

@@ -37,6 +37,25 @@ class ProjectNotFound(UpstreamError):
     pass
 
 
+class LegacyFile(UpstreamError):
+    """A file of a type the mirror does not take (``legacy_kind``): skipped with a note, not an error."""
+
+    def __init__(self, filename: str, kind: str) -> None:
+        super().__init__(f"{filename}: {kind} file, skipped")
+        self.filename = filename
+        self.kind = kind
+
+
+#: what installers read from an index: wheels, and sdists as ``packaging`` parses them
+TAKEN_SUFFIXES = (".whl", ".tar.gz", ".zip")
+#: types old projects still list that no installer takes from an index: eggs, Windows installers,
+#: OS packages, archives in other formats (``packaging`` parses sdists as .tar.gz and .zip only)
+LEGACY_SUFFIXES = (
+    ".egg", ".exe", ".msi", ".rpm", ".dmg", ".deb", ".tar.bz2", ".tbz2", ".tbz", ".tgz", ".tar.xz", ".txz",
+    ".tar.z", ".tar.lz", ".tar.zst", ".tar",
+)
+
+
 @dataclass(frozen=True)
 class RemoteFile:
     filename: str
@@ -60,6 +79,8 @@ class RemoteProject:
     etag: str | None = None
     last_serial: str | None = None
     rejected: list[str] = field(default_factory=list)
+    #: filename -> type of the legacy files on the page (``legacy_kind``): skipped, not rejected
+    skipped: dict[str, str] = field(default_factory=dict)
     html: bool = False  # a PEP 503 page (``unchanged.remember_page_format``)
 
 
@@ -125,6 +146,8 @@ def parse_page(name: str, answer: PageAnswer) -> RemoteProject:
     for package in page.packages:
         try:
             project.files.append(_remote_file(name, package))
+        except LegacyFile as exc:
+            project.skipped[exc.filename] = exc.kind
         except (UpstreamError, UnsafeNameError) as exc:
             project.rejected.append(str(exc))
     return project
@@ -170,6 +193,8 @@ def _json_page(name: str, answer: PageAnswer) -> RemoteProject:
     for item in data["files"]:
         try:
             project.files.append(_remote_file(name, _json_file(item, answer.url)))
+        except LegacyFile as exc:
+            project.skipped[exc.filename] = exc.kind
         except (UpstreamError, UnsafeNameError) as exc:
             project.rejected.append(str(exc))
     return project
@@ -260,7 +285,11 @@ def _check_html_text(name: str, body: bytes, charset: str | None) -> None:
 
 
 def _remote_file(project: str, package: object) -> RemoteFile:
-    filename = check_filename(package.filename)  # type: ignore[attr-defined]
+    try:
+        filename = check_filename(package.filename)  # type: ignore[attr-defined]
+    except UnsafeNameError:
+        _skip_if_legacy(package.filename)  # type: ignore[attr-defined]  # .dmg, .deb, .tar.xz...
+        raise
     version = _version_of(project, filename)
     sha256 = (package.digests or {}).get("sha256")  # type: ignore[attr-defined]
     if not sha256:
@@ -290,6 +319,38 @@ def _remote_file(project: str, package: object) -> RemoteFile:
     )
 
 
+def legacy_kind(filename: object) -> str | None:
+    """The type of a file the mirror skips as legacy (``".egg"``, ``".whl (name does not parse)"``),
+    or None: a wheel or sdist whose name parses (``_version_of`` checks it further), or a name to
+    refuse as unsafe (``check_filename``) whatever its type.
+    """
+    if not isinstance(filename, str):
+        return None
+    lower = filename.lower()
+    suffix = next((end for end in TAKEN_SUFFIXES + LEGACY_SUFFIXES if lower.endswith(end)), None)
+    if suffix is None:
+        return None
+    try:
+        check_filename(filename[: -len(suffix)] + ".whl")  # the name's safety, whatever its type
+    except UnsafeNameError:
+        return None
+    if suffix in LEGACY_SUFFIXES:
+        return suffix
+    try:
+        parse_wheel_filename(filename) if suffix == ".whl" else parse_sdist_filename(filename)
+    except (InvalidWheelFilename, InvalidSdistFilename):
+        return f"{suffix} (name does not parse)"
+    return None
+
+
+def _skip_if_legacy(filename: str) -> None:
+    """Raise ``LegacyFile`` for a file the mirror skips; asked only of names that are no plain
+    wheel or sdist, so a page's usual files are parsed once."""
+    kind = legacy_kind(filename)
+    if kind is not None:
+        raise LegacyFile(filename, kind)
+
+
 def _version_of(project: str, filename: str) -> str:
     """The version a file claims, refusing files that claim to belong to another project."""
     try:
@@ -298,8 +359,10 @@ def _version_of(project: str, filename: str) -> str:
         elif filename.endswith((".tar.gz", ".zip")):
             dist, version = parse_sdist_filename(filename)
         else:
-            raise UpstreamError(f"{filename}: not a wheel or sdist, skipped")
+            _skip_if_legacy(filename)
+            raise UpstreamError(f"{filename}: not a wheel or sdist")
     except (InvalidWheelFilename, InvalidSdistFilename) as exc:
+        _skip_if_legacy(filename)
         raise UpstreamError(f"{filename}: unparseable distribution filename") from exc
     if normalize(str(dist)) != project:
         raise UpstreamError(f"{filename}: belongs to project {dist}, not {project}")

@@ -143,7 +143,7 @@ async def _plan(
         limits=config.limits,
     ) as upstream:
         pages, choices = await choose(config, roots, upstream, store, state, persist=False, metadata_cache=parsed)
-        planned = []
+        planned, skipped = [], []
         for choice in choices.values():
             old = repo.manifest(parent, choice.name) if repo else None
             project = PlannedProject(choice.name, new_project=old is None, errors=list(choice.errors))
@@ -157,5 +157,7 @@ async def _plan(
             _manifest, wanted, outcome = merge(old, remote, choice, seen_at)  # type: ignore[arg-type]
             project.files = wanted
             project.errors += [error for error in outcome.errors if error not in project.errors]
-        warnings = [warning for choice in choices.values() for warning in choice.warnings]
+            if outcome.skipped_note:
+                skipped.append(outcome.skipped_note)
+        warnings = [warning for choice in choices.values() for warning in choice.warnings] + skipped
         return Plan(planned, warnings, pages.fetched, pages.not_modified)

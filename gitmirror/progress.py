@@ -16,6 +16,9 @@ from typing import Any, TextIO
 class Progress:
     """Counts everything; shows nothing (``--quiet`` and ``--json``). Subclasses add display."""
 
+    #: whether ``note`` shows anything: a warning only counts as shown when it was (``Syncer._warn``)
+    shows_notes = False
+
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
         self.projects_total = 0
@@ -81,6 +84,8 @@ class Progress:
 class PlainProgress(Progress):
     """One line per changed project and a status line every few seconds: made for logs."""
 
+    shows_notes = True
+
     def __init__(self, stream: TextIO | None = None, interval: float = 5.0) -> None:
         super().__init__(stream)
         self.interval = interval
@@ -104,6 +109,8 @@ class PlainProgress(Progress):
 
 class RichProgress(Progress):
     """Bars for projects, files and bytes (with rate and ETA), drawn on stderr by rich."""
+
+    shows_notes = True
 
     def __init__(self, stream: TextIO | None = None) -> None:
         super().__init__(stream)
@@ -169,8 +176,11 @@ def _size(count: float) -> str:
     return f"{count:.1f} GB"
 
 
-def summary_json(result: Any, progress: Progress, pages: Any = None) -> dict[str, Any]:
-    """The ``sync --json`` document: what changed, what it cost, what failed."""
+def summary_json(
+    result: Any, progress: Progress, pages: Any = None, warnings: list[str] | None = None
+) -> dict[str, Any]:
+    """The ``sync --json`` document: what changed, what it cost, what failed, and every warning and
+    skipped legacy file of the run, including those a terminal is not shown again."""
     return {
         "projects": len(result.outcomes),
         "changed": sum(1 for outcome in result.outcomes if outcome.added or outcome.changes),
@@ -179,7 +189,15 @@ def summary_json(result: Any, progress: Progress, pages: Any = None) -> dict[str
         "pages_fetched": getattr(pages, "fetched", None),
         "pages_not_modified": getattr(pages, "not_modified", None),
         "conflicts": [conflict.to_json() | {"project": conflict.project} for conflict in result.conflicts],
+        "known_conflicts": [
+            conflict.to_json() | {"project": conflict.project}
+            for outcome in result.outcomes
+            for conflict in outcome.known_conflicts
+        ],
         "errors": result.errors,
+        "warnings": list(warnings or []),
+        "skipped": {outcome.name: dict(sorted(outcome.skipped.items())) for outcome in result.outcomes
+                    if outcome.skipped},
         "commit": result.commit.decode() if result.commit else None,
         "exit_code": result.exit_code,
         "seconds": round(progress.seconds, 3),

@@ -25,6 +25,8 @@ from .config import Config
 from .incoming import Change, ProjectPending, pending, uploaded_at
 from .manifest import FileEntry, ProjectManifest, format_time
 from .repo import MetadataRepo, RepoError
+from .selection import Rules, SelectionError, rules_from
+from .selection import roots as selection_roots
 from .store import BlobStore
 
 SIZE_JUMP_RATIO = 2.0
@@ -130,7 +132,8 @@ def build(
     base_commit, head_commit = _resolve(repo, base, cfg), _resolve(repo, head, cfg)
     items = pending(repo, base_commit, head_commit)
     served = set(repo.projects(base_commit))
-    projects = [_project(item, store, cfg.review.cooldown, now, served) for item in items]
+    projects = [_project(item, store, cfg.review.cooldown, now) for item in items]
+    _flag_unserved_dependencies(projects, served, cfg, requested_extras(cfg, repo, store, head_commit, projects))
     new_projects: dict[str, list[str]] = {p.name: [] for p in projects if p.new_project}
     for project in projects:
         for release in project.releases:
@@ -159,14 +162,64 @@ def _resolve(repo: MetadataRepo, rev: str, cfg: Config) -> bytes | None:
     return repo.resolve(rev)
 
 
-def _project(
-    item: ProjectPending, store: BlobStore, cooldown: timedelta, now: datetime, served: set[str]
-) -> ProjectReport:
+def requested_extras(
+    cfg: Config, repo: MetadataRepo, store: BlobStore, head: bytes | None, projects: list[ProjectReport]
+) -> dict[str, set[str]]:
+    """The extras anything asks for, by project: the configuration's roots, the newest release of
+    every project at ``head`` and the releases under review (what the sync's closure would follow)."""
+    try:
+        requirements = [root.requirement for root in selection_roots(cfg, cfg.projects).requirements]
+    except SelectionError:  # an unreadable requirements file (the sync says so): mirror.yaml's roots
+        requirements = [selection.requirement for selection in cfg.projects]
+    texts = [text for project in projects for release in project.releases for text in release.requires_dist or []]
+    for manifest in repo.manifests(head):
+        newest = _previous_version(manifest, None)
+        files = [entry for entry in manifest.files.values() if entry.version == newest and entry.served]
+        found = release_metadata(store, files) if files else None
+        texts += list(found.requires_dist) if found else []
+    for text in texts:
+        try:
+            requirements.append(Requirement(text))
+        except InvalidRequirement:
+            continue
+    wanted: dict[str, set[str]] = {}
+    for requirement in requirements:
+        if requirement.extras:
+            wanted.setdefault(canonicalize_name(requirement.name), set()).update(requirement.extras)
+    return wanted
+
+
+def _flag_unserved_dependencies(
+    projects: list[ProjectReport], served: set[str], cfg: Config, extras: dict[str, set[str]]
+) -> None:
+    """Flag a new dependency the mirror does not serve, when it applies: its marker holds in a
+    target environment with the extras asked for (``extra == "docs"`` nobody asked for does not)."""
+    try:
+        rules = rules_from(cfg)
+    except SelectionError:
+        rules = Rules()
+    for project in projects:
+        asked = frozenset(extras.get(project.name, ()))
+        for release in project.releases:
+            for text in release.dependencies.added:
+                try:
+                    requirement = Requirement(text)
+                except InvalidRequirement:
+                    continue
+                name = canonicalize_name(requirement.name)
+                if name in served or not any(
+                    rules.marker_holds(requirement.marker, target, asked) for target in rules.target_ids
+                ):
+                    continue
+                release.flags.append(f"new dependency {name} is not served by this mirror yet")
+
+
+def _project(item: ProjectPending, store: BlobStore, cooldown: timedelta, now: datetime) -> ProjectReport:
     report = ProjectReport(name=item.name, new_project=item.main is None)
     head = item.head or item.main
     for version in item.new_versions:
         new_files = [c.entry for c in item.changes if c.kind == "new-file" and c.version == version and c.entry]
-        report.releases.append(_release(version, new_files, head, store, cooldown, now, served))
+        report.releases.append(_release(version, new_files, head, store, cooldown, now))
     for change in item.changes:
         if change.kind == "new-file":
             continue
@@ -202,7 +255,6 @@ def _release(
     store: BlobStore,
     cooldown: timedelta,
     now: datetime,
-    served: set[str],
 ) -> ReleaseReport:
     previous = _previous_version(head, version)
     old_files = [e for e in head.files.values() if e.version == previous and e.served] if head and previous else []
@@ -242,19 +294,16 @@ def _release(
                 f"size jump: {entry.filename} is {_size(entry.size)}, {match.filename} was {_size(match.size)}"
             )
             release.needs_reviewer = True
-    for requirement in release.dependencies.added:
-        name = _requirement_name(requirement)
-        if name and name not in served:
-            flags.append(f"new dependency {name} is not served by this mirror yet")
-    return release
+    return release  # the flag for unserved dependencies is added by ``_flag_unserved_dependencies``
 
 
-def _previous_version(head: ProjectManifest | None, version: str) -> str | None:
-    """The highest other version below ``version`` (new releases count: each is diffed against its predecessor)."""
+def _previous_version(head: ProjectManifest | None, version: str | None) -> str | None:
+    """The highest other version below ``version`` (new releases count: each is diffed against its
+    predecessor); with ``version`` None, the highest served version."""
     if head is None:
         return None
     try:
-        current = Version(version)
+        current = Version(version) if version is not None else None
     except InvalidVersion:
         return None
     best: tuple[Version, str] | None = None
@@ -263,7 +312,8 @@ def _previous_version(head: ProjectManifest | None, version: str) -> str | None:
             candidate = Version(entry.version)
         except InvalidVersion:
             continue
-        if candidate < current and entry.served and (best is None or candidate > best[0]):
+        below = current is None or candidate < current
+        if below and entry.served and (best is None or candidate > best[0]):
             best = (candidate, entry.version)
     return best[1] if best else None
 

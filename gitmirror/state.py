@@ -5,6 +5,9 @@ of what the mirror publishes. With it an unchanged project costs one conditional
 304) and the page is taken from the cache. The cache is never trusted over the repository: it
 records the branch tip it was written for, and when the tip has moved (another tool committed, a
 run crashed between commit and cache write) or the upstream changed, it is ignored and rebuilt.
+
+It also keeps the warnings the last run showed, whatever the tip: a sync shows a warning once per
+change (``Syncer._warn``), not at every run of a cron job that finds the same state.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from .page import RemoteFile, RemoteProject
 from .unchanged import STATE_DIR, state_key
 from .upstream import Upstream
 
-SCHEMA = "1"
+SCHEMA = "2"  # 2: legacy files are ``RemoteProject.skipped``, no longer ``rejected`` (pages of 1 are refetched)
 
 
 def _encode(page: RemoteProject) -> str:
@@ -56,6 +59,7 @@ class SyncState:
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS pages (name TEXT PRIMARY KEY, etag TEXT, last_serial TEXT, page TEXT)"
             )
+            self._db.execute("CREATE TABLE IF NOT EXISTS shown (line TEXT PRIMARY KEY)")
         return self._db
 
     def load(self, tip: bytes | None) -> bool:
@@ -90,15 +94,28 @@ class SyncState:
         except (sqlite3.DatabaseError, ValueError, TypeError):  # a damaged record: fetch the page
             return None
 
-    def save(self, commit: bytes | None, fresh: dict[str, RemoteProject]) -> None:
-        """Record the pages fetched this run, for the tip the run left the branch at; a file that
-        is no database is started again (once: a disk that keeps failing raises)."""
-        write_or_start_again(self.path, lambda: self._save(commit, fresh), self.close)
+    def shown_warnings(self) -> set[str]:
+        """The warnings the last run showed (or found shown before); empty without a readable file."""
+        try:
+            db = self._connect(create=False)
+            return {row[0] for row in db.execute("SELECT line FROM shown")} if db is not None else set()
+        except sqlite3.DatabaseError:
+            self.close()
+            return set()
 
-    def _save(self, commit: bytes | None, fresh: dict[str, RemoteProject]) -> None:
+    def save(self, commit: bytes | None, fresh: dict[str, RemoteProject], shown: set[str] | None = None) -> None:
+        """Record the pages fetched this run, for the tip the run left the branch at, and the
+        warnings now shown (None: keep those recorded); a file that is no database is started again
+        (once: a disk that keeps failing raises)."""
+        write_or_start_again(self.path, lambda: self._save(commit, fresh, shown), self.close)
+
+    def _save(self, commit: bytes | None, fresh: dict[str, RemoteProject], shown: set[str] | None) -> None:
         db = self._connect(create=True)
         assert db is not None
         with db:
+            if shown is not None:
+                db.execute("DELETE FROM shown")
+                db.executemany("INSERT INTO shown (line) VALUES (?)", [(line,) for line in sorted(shown)])
             if not self.valid:
                 db.execute("DELETE FROM pages")
             db.executemany(

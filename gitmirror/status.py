@@ -2,7 +2,8 @@
 
 Read-only and cheap: one pass over the manifests of one commit plus an existence check per blob,
 a look inside the wheel for a PEP 658 file kept there (``metadata.in_wheel``); ``--verify``
-re-hashes instead, for a periodic integrity check of the store.
+re-hashes instead, for a periodic integrity check of the store. In review mode syncs commit to the
+review branch, not ``main``: its tip and last sync are reported too, or a stalled sync would hide.
 """
 
 from __future__ import annotations
@@ -40,18 +41,23 @@ class MirrorStatus:
     blobs_needed: int = 0
     blobs_missing: list[str] = field(default_factory=list)
     blobs_damaged: list[str] = field(default_factory=list)
+    review_branch: str | None = None  # review mode: where syncs commit
+    review_commit: str | None = None
+    review_last_sync: str | None = None
+    review_last_sync_commit: str | None = None
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
 
     def lines(self) -> list[str]:
         if self.commit is None:
-            return [f"branch {self.branch}: no commits yet (run `gitmirror sync`)"]
+            return [f"branch {self.branch}: no commits yet (run `gitmirror sync`)", *self._review_lines()]
         out = [
             f"tip        {self.branch} at {self.commit[:12]} ({self.commit_time}) {self.commit_subject}",
             f"history    {self.commits} commits, {self.tags} tags",
             f"last sync  {self.last_sync or 'never'}"
             + (f" ({self.last_sync_commit[:12]})" if self.last_sync_commit else ""),
+            *self._review_lines(),
             f"projects   {self.projects}"
             + "".join(f", {count} {status}" for status, count in sorted(self.statuses.items())),
             f"files      {self.files} served ({_human(self.bytes)}), {self.yanked} yanked, "
@@ -67,6 +73,15 @@ class MirrorStatus:
         out += [f"  DAMAGED  {label}" for label in self.blobs_damaged]
         return out
 
+    def _review_lines(self) -> list[str]:
+        if self.review_branch is None:
+            return []
+        if self.review_commit is None:
+            return [f"review     {self.review_branch}: no commits yet (the next `gitmirror sync` creates it)"]
+        last = self.review_last_sync or "never"
+        where = f" ({self.review_last_sync_commit[:12]})" if self.review_last_sync_commit else ""
+        return [f"review     {self.review_branch} at {self.review_commit[:12]}, last sync {last}{where}"]
+
 
 def _human(size: int) -> str:
     value = float(size)
@@ -81,10 +96,29 @@ def _when(timestamp: int) -> str:
     return format_time(datetime.fromtimestamp(timestamp, UTC))
 
 
+def _last_sync(repo: MetadataRepo, tip: bytes) -> tuple[str, str] | None:
+    """(time, commit id) of the newest sync commit reachable from ``tip``, merges included: on the
+    review branch a sync may sit behind the merge that carried ``main`` in."""
+    for entry in repo.git.get_walker(include=[tip]):
+        if entry.commit.message.startswith(b"sync:"):
+            return _when(entry.commit.commit_time), entry.commit.id.decode()
+    return None
+
+
 def collect(
-    repo: MetadataRepo, store: BlobStore, commit: bytes | None, branch: str = "main", verify: bool = False
+    repo: MetadataRepo,
+    store: BlobStore,
+    commit: bytes | None,
+    branch: str = "main",
+    verify: bool = False,
+    review_branch: str | None = None,
 ) -> MirrorStatus:
-    status = MirrorStatus(branch=branch)
+    """``review_branch``: the review branch in review mode, reported beside ``commit``."""
+    status = MirrorStatus(branch=branch, review_branch=review_branch)
+    review_tip = repo.tip(review_branch) if review_branch else None
+    if review_tip is not None:
+        status.review_commit = review_tip.decode()
+        status.review_last_sync, status.review_last_sync_commit = _last_sync(repo, review_tip) or (None, None)
     if commit is None:
         return status
     tip = repo.commit(commit)

@@ -12,6 +12,7 @@ import gc
 import json
 import os
 import sqlite3
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -36,6 +37,7 @@ from .upstream import Upstream
 
 CONFLICTS_DIR = "conflicts"
 EXIT_OK, EXIT_ERRORS, EXIT_CONFLICTS = 0, 1, 3
+KNOWN_CONFLICT = " (conflict recorded before)"
 
 Log = Callable[[str], None]
 
@@ -51,6 +53,11 @@ class Conflict:
     upstream_sha256: str
     upstream_size: int | None
     detected: str
+
+    @property
+    def text(self) -> str:
+        upstream, kept = self.upstream_sha256, self.recorded_sha256
+        return f"{self.project}: {self.filename} is {upstream} upstream, the mirror keeps {kept}"
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -73,6 +80,19 @@ class ProjectOutcome:
     conflicts: list[Conflict] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # reported, never a failure (taken-down bytes skipped)
+    #: filename -> type of the legacy files upstream lists that the mirror does not take
+    skipped: dict[str, str] = field(default_factory=dict)
+    #: conflicts ``conflicts/<project>.jsonl`` records already: warned about, not a failure
+    known_conflicts: list[Conflict] = field(default_factory=list)
+
+    @property
+    def skipped_note(self) -> str | None:
+        """One line for all of the project's legacy files, e.g. ``flask: skipped 14 legacy files (.egg 10, .exe 4)``."""
+        if not self.skipped:
+            return None
+        kinds = sorted(Counter(self.skipped.values()).items(), key=lambda item: (-item[1], item[0]))
+        counts = ", ".join(f"{kind} {count}" for kind, count in kinds)
+        return f"{self.name}: skipped {_count(len(self.skipped), 'legacy file')} ({counts})"
 
 
 @dataclass
@@ -130,7 +150,7 @@ def merge(
     Returns the manifest without the new files (they are added only once their blobs are safely
     stored), the new files to download, and what changed. Pure: no I/O, so every rule is testable.
     """
-    outcome = ProjectOutcome(name=remote.name, old=old, errors=list(remote.rejected))
+    outcome = ProjectOutcome(name=remote.name, old=old, errors=list(remote.rejected), skipped=dict(remote.skipped))
     manifest = old or ProjectManifest(name=remote.name)
     if manifest.upstream_removed:
         manifest = replace(manifest, upstream_removed=None)
@@ -244,7 +264,10 @@ class Syncer:
         self._manifests: dict[tuple[bytes | None, str], ProjectManifest | None] = {}
         self._blob_tasks: dict[str, asyncio.Future[WheelMetadata | None]] = {}
         self._stored_sizes: dict[str, int] = {}  # blobs this run stored, by sha256: no stat to record them
-        self.warnings: list[str] = []  # printed again by a warm run that repeats this run's outcome
+        self.warnings: list[str] = []  # every warning of the run, shown or not (``sync --json`` has them all)
+        self._shown_before: set[str] = set()  # warnings an earlier run showed: not shown again (``_warn``)
+        self._shown: set[str] = set()  # this run's warnings that are now shown, for the next run
+        self.notices: list[str] = []  # said before the run's own warnings, once per change like them
         self._takedowns = Lookup([])  # the takedown index at the run's parent and at main
 
     def run(self, selections: list[Selection], branch: str | None = None, with_files: bool | None = None) -> SyncResult:
@@ -256,8 +279,6 @@ class Syncer:
         # only a run of everything mirror.yaml (read from a file) selects may vouch for the next one
         whole_config = with_files and configured and self.config.source_sha256 is not None
         roots = selection_roots(self.config, selections, with_files=with_files)
-        for warning in roots.warnings:
-            self._warn(f"warning: {warning}", self.log)
         with self.repo.writer_lock(), _collector_relaxed():
             crashpoints.reached("sync.locked")
             unchanged.forget(self.config, branch)
@@ -270,6 +291,11 @@ class Syncer:
             seen_at = now()
             state = SyncState(self.store.root, branch, self.config.upstream)
             state.load(parent)
+            self._shown_before = state.shown_warnings()
+            for notice in self.notices:
+                self._warn(notice)
+            for warning in roots.warnings:
+                self._warn(f"warning: {warning}")
             parsed = MetadataCache(self.store.root)
             # read before the first page: a change upstream during this run moves it past the record's
             serial = unchanged.upstream_serial(self.config.upstream, self.config.timeout) if whole_config else None
@@ -281,7 +307,9 @@ class Syncer:
                 result.commit = self._commit(outcomes, parent, branch)
                 crashpoints.reached("sync.committed")
                 if self.pages is not None:
-                    self._save_page_state(state, result.commit or parent, self.pages.fresh)
+                    # a run of part of the selection adds to what was shown; a whole run replaces it
+                    shown = self._shown if with_files and configured else self._shown | self._shown_before
+                    self._save_page_state(state, result.commit or parent, self.pages.fresh, shown)
                 parsed.save()
                 if serial is not None and result.exit_code == EXIT_OK:
                     self._record(serial, roots, outcomes, branch)
@@ -290,17 +318,32 @@ class Syncer:
                 parsed.close()
         return result
 
-    def _save_page_state(self, state: SyncState, commit: bytes | None, fresh: dict[str, RemoteProject]) -> None:
-        """Record the pages for the next run's conditional requests; a disk that refuses (full, or
-        failing) costs that run every page again, never this run's commit, which stands."""
+    def _save_page_state(
+        self, state: SyncState, commit: bytes | None, fresh: dict[str, RemoteProject], shown: set[str]
+    ) -> None:
+        """Record the pages for the next run's conditional requests, and the warnings shown; a disk
+        that refuses (full, or failing) costs that run every page again (and the warnings shown
+        again), never this run's commit, which stands."""
         try:
-            state.save(commit, fresh)
+            state.save(commit, fresh, shown)
         except (sqlite3.Error, OSError) as exc:
             self.log(f"warning: the page state was not saved ({exc}): the next sync asks for every page again")
 
-    def _warn(self, line: str, show: Log) -> None:
+    def _warn(self, line: str, note: bool = False) -> None:
+        """A warning is shown once per change: when it first appears, or reads differently (a new
+        legacy file changes the count), not at every run that finds the same state. ``note``:
+        shown as per-project news (not in ``--quiet``), else always, like errors."""
         self.warnings.append(line)
-        show(line)
+        if line in self._shown_before:
+            self._shown.add(line)
+            return
+        if note:
+            self.progress.note(line)
+            if not self.progress.shows_notes:
+                return  # not seen: the next run that shows notes shows it
+        else:
+            self.log(line)
+        self._shown.add(line)
 
     def _record(self, serial: str, roots: Roots, outcomes: list[ProjectOutcome], branch: str) -> None:
         """Leave what lets the next run prove it would change nothing (``gitmirror.unchanged``)."""
@@ -431,7 +474,7 @@ class Syncer:
                 unchanged.remember_page_format(self.config, upstream.pages_in_html)
             for choice in choices.values():
                 for warning in choice.warnings:
-                    self._warn(f"warning: {warning}", self.progress.note)
+                    self._warn(f"warning: {warning}", note=True)
 
             async def tracked(selection: Selection) -> ProjectOutcome:
                 outcome = await self._project(upstream, selection, parent, seen_at, self.pages)
@@ -442,19 +485,29 @@ class Syncer:
             # done by now (each file's outcome waited for its download); none may outlive ``upstream``
             await asyncio.gather(*self._blob_tasks.values(), return_exceptions=True)
         for outcome in outcomes:
-            self._report(outcome)
+            self._report(outcome, parent)
         return outcomes
 
-    def _report(self, outcome: ProjectOutcome) -> None:
+    def _report(self, outcome: ProjectOutcome, parent: bytes | None) -> None:
+        """New conflicts and errors are shown at every run (they set the exit code); a conflict
+        already recorded and the legacy files skipped are warnings, shown once per change."""
+        if outcome.conflicts:
+            known = _recorded_conflicts(self.repo.read_path(parent, f"{CONFLICTS_DIR}/{outcome.name}.jsonl") or b"")
+            found, outcome.conflicts = outcome.conflicts, []
+            for conflict in found:
+                is_known = (conflict.filename, conflict.upstream_sha256) in known
+                (outcome.known_conflicts if is_known else outcome.conflicts).append(conflict)
         for conflict in outcome.conflicts:
-            self.log(
-                f"CONFLICT {conflict.project}: {conflict.filename} is {conflict.upstream_sha256} upstream, "
-                f"the mirror keeps {conflict.recorded_sha256}"
-            )
+            self.log(f"CONFLICT {conflict.text}")
+            self._shown.add(f"warning: {conflict.text}{KNOWN_CONFLICT}")  # what the next run would say
+        for conflict in outcome.known_conflicts:
+            self._warn(f"warning: {conflict.text}{KNOWN_CONFLICT}")
+        if outcome.skipped_note:
+            self._warn(f"note: {outcome.skipped_note}", note=True)
         for error in outcome.errors:
             self.log(f"error: {error}")
         for note in outcome.notes:
-            self._warn(f"note: {outcome.name}: {note}", self.log)
+            self._warn(f"note: {outcome.name}: {note}", note=True)
 
     async def _project(
         self, upstream: Upstream, selection: Selection, parent: bytes | None, seen_at: str, pages: Pages | None = None
@@ -511,7 +564,8 @@ class Syncer:
         if added:
             manifest = manifest.with_files(added.values())
         crashpoints.reached("sync.project-merged")
-        if manifest.files or old is not None:
+        # a project upstream lists only legacy files for is recorded with what it has: nothing
+        if manifest.files or old is not None or (remote.skipped and not remote.files):
             outcome.new = manifest
         return outcome
 
@@ -592,14 +646,11 @@ class Syncer:
                 if outcome.old is None or outcome.old.dumps() != data:
                     changes[path] = data
             if outcome.conflicts:
-                # Known conflicts were warned about again; only new ones are recorded and exit 3.
+                # only new ones (``_report`` set the known ones apart): recorded, and exit 3
                 path = f"{CONFLICTS_DIR}/{outcome.name}.jsonl"
                 existing = self.repo.read_path(parent, path) or b""
-                known = _recorded_conflicts(existing)
-                outcome.conflicts = [c for c in outcome.conflicts if (c.filename, c.upstream_sha256) not in known]
-                if outcome.conflicts:
-                    lines = [json.dumps(c.to_json(), separators=(",", ":")) for c in outcome.conflicts]
-                    changes[path] = existing + ("\n".join(lines) + "\n").encode()
+                lines = [json.dumps(c.to_json(), separators=(",", ":")) for c in outcome.conflicts]
+                changes[path] = existing + ("\n".join(lines) + "\n").encode()
         if not changes:
             return None
         return self.repo.write_commit(changes, commit_message(outcomes), branch=branch, parent=parent)

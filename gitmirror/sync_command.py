@@ -46,12 +46,12 @@ def run(config_path: Path | None, projects: Sequence[str] = (), quiet: bool = Fa
     from .incoming import sync_branch
 
     branch = sync_branch(repo, cfg.branch, cfg.review.branch if cfg.review.enabled else None)
-    if branch != cfg.branch:
-        print(f"review mode: committing to {branch}; `gitmirror review` shows what waits", file=sys.stderr, flush=True)
     from .progress import make_progress, summary_json
 
     progress = make_progress(quiet=quiet, as_json=as_json)
     syncer = Syncer(cfg, repo, BlobStore(cfg.store), log=progress.log, progress=progress)
+    if branch != cfg.branch:
+        syncer.notices.append(f"review mode: committing to {branch}; `gitmirror review` shows what waits")
     try:
         result = syncer.run(selections, branch=branch, with_files=not projects)
     finally:
@@ -59,7 +59,7 @@ def run(config_path: Path | None, projects: Sequence[str] = (), quiet: bool = Fa
     if as_json:
         import json
 
-        print(json.dumps(summary_json(result, progress, syncer.pages), indent=2), flush=True)
+        print(json.dumps(summary_json(result, progress, syncer.pages, syncer.warnings), indent=2), flush=True)
     elif not quiet:
         print(result.summary(), flush=True)
     return result.exit_code

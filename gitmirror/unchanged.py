@@ -8,8 +8,8 @@ PEP 691 index exposes as ``meta._last-serial`` (the changelog position bandersna
 
 So a sync of the whole configuration that ended cleanly (exit 0) leaves a *record*: the serial
 upstream announced **before** the run read its first page, the configuration and the input files it
-read, the branch refs it left, the blobs the chosen files need, and the warnings it printed. The
-next ``gitmirror sync`` repeats that run's outcome without doing it when every one of them still
+read, the branch refs it left, the blobs the chosen files need, and its warnings. The next
+``gitmirror sync`` repeats that run's outcome without doing it when every one of them still
 holds: same gitmirror, same configuration and requirements/lockfile bytes, refs untouched (no
 commit, yank, approval or push since), every needed blob still in the store (else the full run
 heals it), and upstream's serial where it was. Anything else, or any doubt (no serial header, a
@@ -31,7 +31,6 @@ import hashlib
 import json
 import os
 import socket
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -215,6 +214,7 @@ class Record(NamedTuple):
     blobs: list[str]
     projects: int
     names: list[str]  # normalized names of every project the run checked (its closure)
+    #: the run's warnings; a warm run shows none of them again (each is shown once, when it appears)
     warnings: tuple[str, ...] = ()
     version: str = __version__
     schema: int = SCHEMA
@@ -356,8 +356,6 @@ def warm_sync(config_path: Path | None, quiet: bool) -> int | None:
     if holding is None:
         return None
     record, why = holding
-    for warning in record.warnings:
-        print(warning, file=sys.stderr)
     if not quiet:
         print(f"{record.projects} projects checked, 0 changed, 0 files added; nothing to commit ({why})")
     return 0

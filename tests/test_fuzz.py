@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from gitmirror.manifest import FileEntry, ManifestError, ProjectManifest, Tombstone, loads, manifest_path
 from gitmirror.names import SHA256_HEX, check_filename, is_normalized
-from gitmirror.page import PageAnswer, RemoteProject, UpstreamError, parse_page
+from gitmirror.page import PageAnswer, RemoteProject, UpstreamError, legacy_kind, parse_page
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 HOSTILE_TEXT = st.lists(
@@ -118,6 +118,8 @@ def assert_safe_project(project: RemoteProject) -> None:
         assert SHA256_HEX.match(remote_file.sha256)
         assert remote_file.url.startswith(("http://", "https://"))
         assert remote_file.core_metadata is None or SHA256_HEX.match(remote_file.core_metadata)
+    for filename, kind in project.skipped.items():  # legacy files: never stored, but named in notes
+        assert legacy_kind(filename) == kind and "/" not in filename
 
 
 CONTENT_TYPES = st.sampled_from(
@@ -157,7 +159,8 @@ def test_page_parser_on_structured_json_pages(files: list[dict], meta: dict) -> 
     except UpstreamError:
         return
     assert_safe_project(project)
-    assert len(project.files) + len(project.rejected) == len(files)
+    skipped = sum(1 for item in files if item.get("filename") in project.skipped)  # by name: repeats count
+    assert len(project.files) + len(project.rejected) + skipped == len(files)
 
 
 @FUZZ

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pypi_simple import ProjectPage
 
 from gitmirror.names import UnsafeNameError
-from gitmirror.page import JSON_TYPE, PageAnswer, RemoteFile, UpstreamError, _remote_file, parse_page
+from gitmirror.page import JSON_TYPE, LegacyFile, PageAnswer, RemoteFile, UpstreamError, _remote_file, parse_page
 
 from fakeupstream import FakeUpstream
 
@@ -38,6 +38,8 @@ def oracle(name: str, body: bytes, url: str = PAGE_URL) -> tuple[list[RemoteFile
     for package in ProjectPage.from_json_data(json.loads(body), base_url=url).packages:
         try:
             files.append(_remote_file(name, package))
+        except LegacyFile:
+            continue  # skipped (``RemoteProject.skipped``), not rejected
         except (UpstreamError, UnsafeNameError):
             rejected += 1
     return files, rejected
@@ -93,6 +95,7 @@ def test_well_typed_pages_read_as_pypi_simple_reads_them(files: list[dict], seri
     ours = parse_page("demo-pkg", answer(body))
     expected, rejected = oracle("demo-pkg", body)
     assert ours.files == expected and len(ours.rejected) == rejected
+    assert ours.skipped == {item["filename"]: ".exe" for item in files if item["filename"] == "x.exe"}
     pypi = ProjectPage.from_json_data(json.loads(body))
     assert (ours.status, ours.status_reason) == (str(pypi.status or "active"), pypi.status_reason)
     assert ours.last_serial == pypi.last_serial
