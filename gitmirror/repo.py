@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -19,7 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from dulwich.errors import NotGitRepository
-from dulwich.objects import Blob, Commit, ShaFile, Tag, Tree
+from dulwich.object_store import BaseObjectStore, peel_sha
+from dulwich.objects import Blob, Commit, ShaFile, Tree
 from dulwich.repo import Repo
 
 from . import crashpoints, durable
@@ -28,11 +28,18 @@ from .manifest import PROJECTS_DIR, ProjectManifest, loads, manifest_path, proje
 DEFAULT_BRANCH = "main"
 LOOSE_OBJECT_LIMIT = 1000
 _DEFAULT_IDENTITY = "gitmirror <gitmirror@localhost>"
-_HEX = re.compile(r"^[0-9a-f]{4,40}$")
 
 
 class RepoError(RuntimeError):
     """The repository is missing, locked, or a revision does not resolve."""
+
+
+def peel(store: BaseObjectStore, sha: bytes) -> Commit | None:
+    """The commit ``sha`` names after following tags, or None (a tree, a blob, a missing object)."""
+    try:
+        return commit if isinstance(commit := peel_sha(store, sha)[1], Commit) else None
+    except KeyError:
+        return None
 
 
 class MetadataRepo:
@@ -79,30 +86,11 @@ class MetadataRepo:
             return None
 
     def resolve(self, rev: str) -> bytes:
-        """A commit id from a branch, tag or (abbreviated) commit id."""
-        refs = self.git.refs
-        for candidate in (f"refs/heads/{rev}", f"refs/tags/{rev}", rev):
-            ref = candidate.encode()
-            if ref in refs:
-                return self._peel(refs[ref])
-        if _HEX.match(rev):
-            if len(rev) == 40 and rev.encode() in self.git.object_store:
-                return self._peel(rev.encode())
-            matches = {sha for sha in self.git.object_store if sha.decode().startswith(rev)}
-            commits = [sha for sha in matches if isinstance(self.git[sha], Commit | Tag)]
-            if len(commits) == 1:
-                return self._peel(commits[0])
-            if len(commits) > 1:
-                raise RepoError(f"revision {rev!r} is ambiguous")
-        raise RepoError(f"unknown revision {rev!r}")
+        """A commit id from a branch, tag, date or (abbreviated) commit id: ``snapshot.resolve``,
+        the one resolution every command and the server use, so a name means the same everywhere."""
+        from .snapshot import resolve
 
-    def _peel(self, sha: bytes) -> bytes:
-        obj = self.git[sha]
-        while isinstance(obj, Tag):
-            obj = self.git[obj.object[1]]
-        if not isinstance(obj, Commit):
-            raise RepoError(f"{sha.decode()} is not a commit")
-        return obj.id
+        return resolve(self, rev).commit
 
     def commit(self, sha: bytes) -> Commit:
         obj = self.git[sha]
@@ -212,7 +200,10 @@ class MetadataRepo:
         commit.tree = tree_id
         commit.parents = ([parent] if parent else []) + list(merged)
         commit.author = commit.committer = self.identity()
-        commit.author_time = commit.commit_time = int(time.time())
+        # Never earlier than the first parent: /snapshot/<date>/ walks first parents and relies on
+        # dates that never go back (docs/refs.md), whatever this host's clock says.
+        first_parent_time = self.commit(commit.parents[0]).commit_time if commit.parents else 0
+        commit.author_time = commit.commit_time = max(int(time.time()), first_parent_time)
         commit.author_timezone = commit.commit_timezone = 0
         commit.encoding = b"UTF-8"
         commit.message = message.encode()
@@ -222,9 +213,7 @@ class MetadataRepo:
         crashpoints.reached("repo.objects-written")
         ref = self.branch_ref(branch)
         moved = (
-            self.git.refs.set_if_equals(ref, parent, commit.id)
-            if parent
-            else self.git.refs.add_if_new(ref, commit.id)
+            self.git.refs.set_if_equals(ref, parent, commit.id) if parent else self.git.refs.add_if_new(ref, commit.id)
         )
         if not moved:
             raise RepoError(f"branch {branch} moved while this commit was being written; run again")
