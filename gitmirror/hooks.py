@@ -167,6 +167,7 @@ def judge(repo: Repo, updates: list[RefUpdate], now: float | None = None) -> Dec
     main_before = branches.get(MAINLINE)
     new_tags: dict[bytes, bytes] = {}
     tips: list[bytes] = []
+    unrelated = False  # already refused for bringing an unrelated history: its root needs no second line
     for update in updates:
         where = update.name
         problem = ref_problem(update.ref)
@@ -195,6 +196,7 @@ def judge(repo: Repo, updates: list[RefUpdate], now: float | None = None) -> Dec
                     f"{where}: a new branch must contain main's tip {main_before.decode()[:12]} "
                     "(an unrelated history is refused)"
                 )
+                unrelated = True
                 continue
         elif is_tag:
             decision.reject(f"{where}: tags are immutable and cannot be moved")
@@ -218,9 +220,10 @@ def judge(repo: Repo, updates: list[RefUpdate], now: float | None = None) -> Dec
                     f"{ref.decode()}: a new tag must name a commit of main or another branch "
                     "(an unrelated history is refused)"
                 )
+                unrelated = True
     existing = [commit.id for commit in _peeled_refs(repo, b"refs/").values()]
     for commit in history(store, tips, exclude=existing):
-        if main_before is not None and not commit.parents:
+        if main_before is not None and not commit.parents and not unrelated:
             decision.reject(
                 f"commit {commit.id.decode()[:12]} ({subject(commit)}): a new root commit "
                 "(an unrelated history) is refused once main exists"
