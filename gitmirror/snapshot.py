@@ -93,7 +93,7 @@ def resolve(repo: MetadataRepo, rev: str, branch: str = "main") -> Snapshot:
         return Snapshot(rev, at_time(repo, parse_moment(rev), branch), DATE)
     if looks_like_commit_id(rev):
         return Snapshot(rev, _abbreviated(repo, rev.lower()), COMMIT)
-    raise RevisionError(f"unknown revision {rev!r}")
+    raise RevisionError(f"unknown revision {rev!r} (expected a commit id, tag, branch or ISO date)")
 
 
 def _by_name(repo: MetadataRepo, rev: str) -> Snapshot | None:
