@@ -10,10 +10,12 @@ can (a tag may be deleted and re-created by hand, a date may precede a commit no
 from __future__ import annotations
 
 import threading
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
+from typing import TypeVar
 from weakref import WeakKeyDictionary
 
 from dulwich.objects import Commit, Tag
@@ -31,6 +33,7 @@ BRANCH = "branch"
 DATE = "date"
 
 __all__ = ["looks_like_date"]  # re-exported: the rule lives in refpolicy
+T = TypeVar("T")
 
 
 class RevisionError(RepoError):
@@ -120,25 +123,21 @@ def _by_name(repo: MetadataRepo, rev: str) -> Snapshot | None:
 
 
 def at_time(repo: MetadataRepo, moment: datetime, branch: str = "main") -> bytes:
-    """The last commit on ``branch`` (first-parent line) committed at or before ``moment``.
+    """The last commit on ``branch`` (first-parent line) committed at or before ``moment``: walking
+    back from the tip, the first one dated at or before it (read from ``FirstParentLine``).
 
-    Committer dates on main never go back (the hook refuses it, ``verify`` reports it), so the
-    first such commit walking back from the tip is also the latest one.
+    Committer dates on main never go back (the hook refuses it, ``verify`` reports it), so that
+    commit is also the latest one dated at or before ``moment``.
     """
     tip = repo.tip(branch)
     if tip is None:
         raise RevisionError(f"branch {branch} has no commits yet")
-    limit = moment.timestamp()
-    commit_id: bytes | None = tip
-    oldest: Commit | None = None
-    while commit_id is not None:
-        commit = repo.commit(commit_id)
-        if commit.commit_time <= limit:
-            return commit.id
-        oldest = commit
-        commit_id = commit.parents[0] if commit.parents else None
-    first = stamp(oldest.commit_time) if oldest else "?"
-    raise RevisionError(f"no commit on {branch} at or before {format_time(moment)} (the first is from {first})")
+    found, first = first_parent_line(repo, branch).at(tip, moment.timestamp())
+    if found is None:
+        raise RevisionError(
+            f"no commit on {branch} at or before {format_time(moment)} (the first is from {stamp(first)})"
+        )
+    return found
 
 
 def _full_id(repo: MetadataRepo, sha: str) -> bytes:
@@ -218,17 +217,78 @@ class CommitIndex:
         return self._peeled[sha]
 
 
-_INDEXES: WeakKeyDictionary[MetadataRepo, CommitIndex] = WeakKeyDictionary()
-_INDEXES_LOCK = threading.Lock()
+class FirstParentLine:
+    """A branch's first-parent line as commit times and ids, root first, so a date resolves without
+    reading a commit: by bisection while the dates never go back (as the hook keeps them on main),
+    by a scan of the times otherwise (a history written before that rule).
+
+    Extended when the tip moves by walking back only to the tip already read; a tip whose line no
+    longer holds the old one (a branch rewritten around the hook) is read again whole. Thread-safe.
+    """
+
+    def __init__(self, git: Repo) -> None:
+        self.git = git
+        self.walks = 0
+        self._lock = threading.Lock()
+        self._ids: list[bytes] = []
+        self._times: list[int] = []
+        self._ordered = True  # every time >= the one before it
+
+    def at(self, tip: bytes, limit: float) -> tuple[bytes | None, int]:
+        """(the commit for ``limit`` or None when every commit is later, the root's commit time)."""
+        with self._lock:
+            self._extend(tip)
+            times = self._times
+            if self._ordered:
+                index = bisect_right(times, limit) - 1
+            else:
+                index = next((i for i in range(len(times) - 1, -1, -1) if times[i] <= limit), -1)
+            return (self._ids[index] if index >= 0 else None), times[0]
+
+    def _extend(self, tip: bytes) -> None:
+        if self._ids and self._ids[-1] == tip:
+            return
+        self.walks += 1
+        known = self._ids[-1] if self._ids else None
+        new: list[Commit] = []
+        commit_id: bytes | None = tip
+        while commit_id is not None and commit_id != known:
+            commit = self.git[commit_id]
+            assert isinstance(commit, Commit)
+            new.append(commit)
+            commit_id = commit.parents[0] if commit.parents else None
+        if commit_id is None:  # read down to the root: the whole line
+            self._ids, self._times, self._ordered = [], [], True
+        for commit in reversed(new):
+            self._ordered = self._ordered and (not self._times or commit.commit_time >= self._times[-1])
+            self._ids.append(commit.id)
+            self._times.append(commit.commit_time)
+
+
+_INDEXES: WeakKeyDictionary[MetadataRepo, dict[str, CommitIndex]] = WeakKeyDictionary()
+_LINES: WeakKeyDictionary[MetadataRepo, dict[str, FirstParentLine]] = WeakKeyDictionary()
+_REGISTRY_LOCK = threading.Lock()
+
+
+def _shared(
+    registry: WeakKeyDictionary[MetadataRepo, dict[str, T]], repo: MetadataRepo, key: str, make: Callable[[], T]
+) -> T:
+    """The one ``key`` index of ``repo``, made on first use: every resolver of a repository shares it."""
+    with _REGISTRY_LOCK:
+        indexes = registry.setdefault(repo, {})
+        if key not in indexes:
+            indexes[key] = make()
+        return indexes[key]
+
+
+def first_parent_line(repo: MetadataRepo, branch: str) -> FirstParentLine:
+    """The one first-parent line of ``branch`` in ``repo``, shared like ``commit_index``."""
+    return _shared(_LINES, repo, branch, lambda: FirstParentLine(repo.git))
 
 
 def commit_index(repo: MetadataRepo) -> CommitIndex:
-    """The one index of ``repo`` (the server, ``resolve`` and ``MetadataRepo.resolve`` share it)."""
-    with _INDEXES_LOCK:
-        index = _INDEXES.get(repo)
-        if index is None:
-            index = _INDEXES[repo] = CommitIndex(repo.git)
-        return index
+    """The one commit index of ``repo`` (the server, ``resolve`` and ``MetadataRepo.resolve`` share it)."""
+    return _shared(_INDEXES, repo, "", lambda: CommitIndex(repo.git))
 
 
 def check_tag_name(name: str) -> str:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from dulwich.objects import Commit, Tree
 
 from gitmirror import snapshot
 from gitmirror.hooks import install
+from gitmirror.manifest import format_time
 from gitmirror.refpolicy import (
     MAX_CLOCK_SKEW,
     date_problem,
@@ -26,7 +28,17 @@ from gitmirror.refpolicy import (
     stamp,
 )
 from gitmirror.repo import MetadataRepo, RepoError
-from gitmirror.snapshot import COMMIT, DATE, Resolver, RevisionError, check_tag_name, commit_index, resolve
+from gitmirror.snapshot import (
+    COMMIT,
+    DATE,
+    Resolver,
+    RevisionError,
+    at_time,
+    check_tag_name,
+    commit_index,
+    first_parent_line,
+    resolve,
+)
 from gitmirror.verify import verify
 
 from conftest import Mirror, free_port, isolated_env
@@ -245,6 +257,41 @@ def test_far_dates_in_range_resolve(big: tuple[MetadataRepo, list[bytes]]) -> No
     latest = resolve(repo, "9999-12-31T23:59:59+14:00")
     assert (latest.kind, latest.commit) == (DATE, ids[-1])
     assert resolve(repo, "2023-11-14T22:13:20Z").commit == ids[0]  # the first commit's second
+
+
+def test_dates_resolve_from_the_cached_first_parent_line(tmp_path: Path) -> None:
+    repo, ids = build_history(tmp_path / "repo.git", 300)
+    start = 1_700_000_000
+    assert resolve(repo, format_time(datetime.fromtimestamp(start + 99.5, UTC))).commit == ids[99]
+    for offset in range(0, 300, 7):
+        assert at_time(repo, datetime.fromtimestamp(start + offset, UTC)) == ids[offset]
+    line = first_parent_line(repo, "main")
+    assert line.walks == 1  # read once, then every date is a bisection
+    new = append_commits(repo, ids[-1], 2, start + 1000)
+    assert at_time(repo, datetime.fromtimestamp(start + 1000, UTC)) == new[0]
+    assert line.walks == 2
+    repo.close()
+
+
+def test_a_line_dated_out_of_order_resolves_as_a_walk_back_from_the_tip_would(tmp_path: Path) -> None:
+    """A history written before the date rule (or around the hook) keeps its old meaning."""
+    repo = MetadataRepo.init(tmp_path / "repo.git")
+    times = [100, 200, 150, 300, 250, 400]
+    tip = None
+    for when in times:
+        tip = append_commits(repo, tip, 1, when)[0]
+    line = [tip]
+    while parents := repo.commit(line[-1]).parents:
+        line.append(parents[0])
+    for limit in range(90, 420, 10):
+        expected = next((sha for sha in line if repo.commit(sha).commit_time <= limit), None)
+        moment = datetime.fromtimestamp(limit, UTC)
+        if expected is None:
+            with pytest.raises(RevisionError, match="the first is from 1970-01-01T00:01:40Z"):
+                at_time(repo, moment)
+        else:
+            assert at_time(repo, moment) == expected, limit
+    repo.close()
 
 
 def test_tag_names_follow_the_ref_policy() -> None:
