@@ -5,6 +5,7 @@ installable index. This module turns what a user types (``3f2a9c1``, ``release-2
 ``2026-01-31`` or ``2026-01-31T12:00:00Z``) into one commit, and says whether that name can ever
 point elsewhere: a commit id cannot (its pages may be cached forever), a tag, a branch or a date
 can (a tag may be deleted and re-created by hand, a date may precede a commit not yet fetched).
+Which names may exist, and why dates on main never go back, is docs/refs.md.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ TAG = "tag"
 BRANCH = "branch"
 DATE = "date"
 
-__all__ = ["looks_like_date"]  # re-exported: the rule lives in refpolicy
 T = TypeVar("T")
 
 
