@@ -213,7 +213,9 @@ class MetadataRepo:
         crashpoints.reached("repo.objects-written")
         ref = self.branch_ref(branch)
         moved = (
-            self.git.refs.set_if_equals(ref, parent, commit.id) if parent else self.git.refs.add_if_new(ref, commit.id)
+            self.git.refs.set_if_equals(ref, parent, commit.id)
+            if parent
+            else self.git.refs.add_if_new(ref, commit.id)
         )
         if not moved:
             raise RepoError(f"branch {branch} moved while this commit was being written; run again")
