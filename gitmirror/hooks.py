@@ -5,15 +5,18 @@ updated ref on stdin, before any ref moves; a non-zero exit rejects the whole pu
 the pushed objects away. The pushed objects sit in a quarantine directory that dulwich does not
 know about, so it is added as an in-memory alternate object store. Only commits the push
 introduces are judged, each against its parents, with the same ``policy`` as ``verify`` and
-``sync``. Run it as ``python -m gitmirror.hooks pre-receive``; ``install`` writes the hook file.
+``sync``; the refs themselves are held to the namespace and date rules of ``refpolicy``
+(docs/refs.md). Run it as ``python -m gitmirror.hooks pre-receive``; ``install`` writes the hook file.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import stat
 import sys
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -21,14 +24,15 @@ from pathlib import Path
 
 from dulwich.errors import NotGitRepository
 from dulwich.object_store import BaseObjectStore, DiskObjectStore
-from dulwich.objects import Commit, Tag
+from dulwich.objects import Commit
 from dulwich.repo import Repo
 
-from .repo import RepoError
+from .refpolicy import HEADS, MAINLINE, TAGS, date_problem, ref_problem
+from .repo import RepoError, peel
 from .verify import commit_violations, history, subject
 
 ZERO = b"0" * 40
-PROTECTED_PREFIXES = (b"refs/heads/", b"refs/tags/")
+_OBJECT_ID = re.compile(r"[0-9a-f]{40}")
 MAX_MESSAGES = 50
 HOOK_MARKER = "gitmirror pre-receive hook"
 HOOK_TEMPLATE = """#!/bin/sh
@@ -67,12 +71,17 @@ class Decision:
 
 
 def parse_updates(lines: Iterable[str]) -> list[RefUpdate]:
+    """git's ``<old> <new> <ref>`` lines; anything else is a ValueError (the push is refused, not
+    judged in part)."""
     updates = []
     for line in lines:
         parts = line.split()
-        if len(parts) == 3:
-            old, new, ref = (part.encode() for part in parts)
-            updates.append(RefUpdate(old, new, ref))
+        if not parts:
+            continue
+        if len(parts) != 3 or not all(_OBJECT_ID.fullmatch(part) for part in parts[:2]):
+            raise ValueError(f"unreadable update line {line.strip()[:100]!r}")
+        old, new, ref = (part.encode() for part in parts)
+        updates.append(RefUpdate(old, new, ref))
     return updates
 
 
@@ -94,72 +103,147 @@ def open_with_quarantine(git_dir: str | os.PathLike[str], env: Mapping[str, str]
     return repo
 
 
-def _peel(store: BaseObjectStore, sha: bytes) -> Commit | None:
-    obj = store[sha]
-    while isinstance(obj, Tag):
-        obj = store[obj.object[1]]
-    return obj if isinstance(obj, Commit) else None
-
-
 def is_ancestor(store: BaseObjectStore, ancestor: bytes, descendant: bytes) -> bool:
     """Whether ``ancestor`` is reachable from ``descendant`` (breadth first, no timestamp tricks)."""
-    queue, seen = deque([descendant]), {descendant}
-    while queue:
+    return ancestor in reachable(store, [descendant], {ancestor})
+
+
+def reachable(store: BaseObjectStore, starts: Iterable[bytes], wanted: set[bytes]) -> set[bytes]:
+    """Which of ``wanted`` are reachable from ``starts``: breadth first, stopping once all are found
+    (commit dates are the pusher's to choose, so no date-ordered shortcut)."""
+    found: set[bytes] = set()
+    queue = deque(starts)
+    seen = set(queue)
+    while queue and len(found) < len(wanted):
         sha = queue.popleft()
-        if sha == ancestor:
-            return True
-        commit = store[sha]
+        if sha in wanted:
+            found.add(sha)
+        commit = store[sha] if sha in store else None  # noqa: SIM401 - object stores have no get()
         if isinstance(commit, Commit):
             for parent in commit.parents:
                 if parent not in seen:
                     seen.add(parent)
                     queue.append(parent)
-    return False
+    return found
 
 
-def judge(repo: Repo, updates: list[RefUpdate]) -> Decision:
-    """Accept or reject a push; every reason for rejecting is one message for the pusher."""
+def mainline_problem(store: BaseObjectStore, old: bytes | None, new: bytes, now: float) -> str | None:
+    """Why main may not move from ``old`` (None: main is created) to ``new``, or None.
+
+    ``old`` must be on ``new``'s first-parent line, and every commit after it on that line is dated
+    per ``refpolicy.date_problem``: ``/snapshot/<date>/`` walks that line, so otherwise a push could
+    change which commit a past date names.
+    """
+    dating: str | None = None
+    commit = store[new]
+    while isinstance(commit, Commit) and commit.id != old:
+        parent = store[commit.parents[0]] if commit.parents and commit.parents[0] in store else None
+        parent = parent if isinstance(parent, Commit) else None
+        problem = date_problem(commit.commit_time, parent.commit_time if parent else None, now)
+        if problem is not None and dating is None:
+            dating = f"commit {commit.id.decode()[:12]} ({subject(commit)}): {problem}"
+        if parent is None and old is not None:
+            return (
+                f"the old tip {old.decode()[:12]} is not on the new tip's first-parent line "
+                "(merge into main with main as the first parent, e.g. git merge --no-ff)"
+            )
+        commit = parent
+    return dating
+
+
+def judge(repo: Repo, updates: list[RefUpdate], now: float | None = None) -> Decision:
+    """Accept or reject a push; every reason for rejecting is one message for the pusher.
+
+    The rules (docs/refs.md): only branches and tags, named per ``refpolicy.name_problem``; none
+    deleted, tags never moved, branches only fast-forwarded; main's first-parent line keeps its old
+    tip and its dates never go back; once main exists, nothing unrelated to it comes in (a new
+    branch contains main's tip, a new tag names a commit of a branch, no new root commit); and
+    every new commit keeps the immutability policy.
+    """
+    now = time.time() if now is None else now
     decision = Decision()
     store = repo.object_store
+    branches = {ref: commit.id for ref, commit in _peeled_refs(repo, HEADS).items()}
+    main_before = branches.get(MAINLINE)
+    new_tags: dict[bytes, bytes] = {}
     tips: list[bytes] = []
+    unrelated = False  # already refused for bringing an unrelated history: its root needs no second line
     for update in updates:
-        protected = update.ref.startswith(PROTECTED_PREFIXES)
+        where = update.name
+        problem = ref_problem(update.ref)
+        if problem is not None:
+            decision.reject(f"{where}: {problem}")
+            continue
         if update.new == ZERO:
-            if protected:
-                decision.reject(f"{update.name}: deleting a protected branch or tag is not allowed")
+            decision.reject(f"{where}: deleting a protected branch or tag is not allowed")
             continue
-        try:
-            target = _peel(store, update.new)
-        except KeyError:
-            decision.reject(f"{update.name}: pushed object {update.new.decode()} is missing")
+        if update.new not in store:
+            decision.reject(f"{where}: pushed object {update.new.decode()} is missing")
             continue
+        target = peel(store, update.new)
         if target is None:
-            decision.reject(f"{update.name}: must point at a commit")
+            decision.reject(f"{where}: must point at a commit")
             continue
         tips.append(target.id)
+        is_tag = update.ref.startswith(TAGS)
+        old: bytes | None = None
         if update.old == ZERO:
+            if is_tag:
+                new_tags[update.ref] = target.id
+                continue
+            if main_before is not None and not is_ancestor(store, main_before, target.id):
+                decision.reject(
+                    f"{where}: a new branch must contain main's tip {main_before.decode()[:12]} "
+                    "(an unrelated history is refused)"
+                )
+                unrelated = True
+                continue
+        elif is_tag:
+            decision.reject(f"{where}: tags are immutable and cannot be moved")
             continue
-        if update.ref.startswith(b"refs/tags/"):
-            decision.reject(f"{update.name}: tags are immutable and cannot be moved")
-            continue
-        old_commit = _peel(store, update.old)
-        if old_commit is None or not is_ancestor(store, old_commit.id, target.id):
-            decision.reject(f"{update.name}: non-fast-forward update (force push or rewritten history) refused")
-    existing = []
-    for value in repo.refs.as_dict().values():
-        try:
-            commit = _peel(store, value)
-        except KeyError:
-            continue
-        if commit is not None:
-            existing.append(commit.id)
+        else:
+            old_commit = peel(store, update.old)
+            if old_commit is None or not is_ancestor(store, old_commit.id, target.id):
+                decision.reject(f"{where}: non-fast-forward update (force push or rewritten history) refused")
+                continue
+            old = old_commit.id
+        branches[update.ref] = target.id
+        if update.ref == MAINLINE:
+            problem = mainline_problem(store, old, target.id, now)
+            if problem is not None:
+                decision.reject(f"{where}: {problem}")
+    if main_before is not None and new_tags:
+        found = reachable(store, branches.values(), set(new_tags.values()))
+        for ref, commit_id in new_tags.items():
+            if commit_id not in found:
+                decision.reject(
+                    f"{ref.decode()}: a new tag must name a commit of main or another branch "
+                    "(an unrelated history is refused)"
+                )
+                unrelated = True
+    existing = [commit.id for commit in _peeled_refs(repo, b"refs/").values()]
     for commit in history(store, tips, exclude=existing):
+        if main_before is not None and not commit.parents and not unrelated:
+            decision.reject(
+                f"commit {commit.id.decode()[:12]} ({subject(commit)}): a new root commit "
+                "(an unrelated history) is refused once main exists"
+            )
         violations = commit_violations(store, commit)
         if violations:
             decision.reject(f"commit {commit.id.decode()[:12]} ({subject(commit)}) breaks the immutability policy:")
             for violation in violations:
                 decision.messages.append(f"{violation}")
     return decision
+
+
+def _peeled_refs(repo: Repo, base: bytes) -> dict[bytes, Commit]:
+    """The refs under ``base`` (full names) that name a commit, peeled."""
+    found = {}
+    for name, sha in repo.refs.as_dict(base).items():
+        commit = peel(repo.object_store, sha)
+        if commit is not None:
+            found[base + name] = commit
+    return found
 
 
 def pre_receive(stdin: Iterable[str], env: Mapping[str, str], out=sys.stderr) -> int:
@@ -172,6 +256,9 @@ def pre_receive(stdin: Iterable[str], env: Mapping[str, str], out=sys.stderr) ->
         return 1
     try:
         decision = judge(repo, parse_updates(stdin))
+    except ValueError as exc:
+        print(f"gitmirror: {exc}; push refused", file=out)
+        return 1
     except Exception as exc:  # fail closed in one line: a traceback tells the pusher nothing
         reason = (str(exc).splitlines() or [""])[0]
         print(f"gitmirror: push refused: the hook could not judge it ({type(exc).__name__}: {reason})", file=out)

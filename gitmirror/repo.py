@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -21,7 +20,8 @@ from pathlib import Path
 from dulwich.diff_tree import TreeChange
 from dulwich.errors import NotGitRepository
 from dulwich.file import FileLocked
-from dulwich.objects import Blob, Commit, ShaFile, Tag, Tree
+from dulwich.object_store import BaseObjectStore, peel_sha
+from dulwich.objects import Blob, Commit, ShaFile, Tree
 from dulwich.repo import Repo
 
 from . import crashpoints, durable, gittree
@@ -32,7 +32,6 @@ LOOSE_OBJECT_LIMIT = 1000
 _DEFAULT_IDENTITY = "gitmirror <gitmirror@localhost>"
 #: a ref lock this old belongs to no live git transaction (git holds one for a single update)
 STALE_REF_LOCK_AGE = 10 * 60
-_HEX = re.compile(r"^[0-9a-f]{4,40}$")
 
 
 class RepoError(RuntimeError):
@@ -50,6 +49,14 @@ def refusing_malformed() -> Iterator[None]:
         yield
     except gittree.TreeError as exc:
         raise MalformedTreeError(str(exc)) from None
+
+
+def peel(store: BaseObjectStore, sha: bytes) -> Commit | None:
+    """The commit ``sha`` names after following tags, or None (a tree, a blob, a missing object)."""
+    try:
+        return commit if isinstance(commit := peel_sha(store, sha)[1], Commit) else None
+    except KeyError:
+        return None
 
 
 class MetadataRepo:
@@ -96,30 +103,11 @@ class MetadataRepo:
             return None
 
     def resolve(self, rev: str) -> bytes:
-        """A commit id from a branch, tag or (abbreviated) commit id."""
-        refs = self.git.refs
-        for candidate in (f"refs/heads/{rev}", f"refs/tags/{rev}", rev):
-            ref = candidate.encode()
-            if ref in refs:
-                return self._peel(refs[ref])
-        if _HEX.match(rev):
-            if len(rev) == 40 and rev.encode() in self.git.object_store:
-                return self._peel(rev.encode())
-            matches = {sha for sha in self.git.object_store if sha.decode().startswith(rev)}
-            commits = [sha for sha in matches if isinstance(self.git[sha], Commit | Tag)]
-            if len(commits) == 1:
-                return self._peel(commits[0])
-            if len(commits) > 1:
-                raise RepoError(f"revision {rev!r} is ambiguous")
-        raise RepoError(f"unknown revision {rev!r}")
+        """A commit id from a branch, tag, date or (abbreviated) commit id: ``snapshot.resolve``,
+        the one resolution every command and the server use, so a name means the same everywhere."""
+        from .snapshot import resolve
 
-    def _peel(self, sha: bytes) -> bytes:
-        obj = self.git[sha]
-        while isinstance(obj, Tag):
-            obj = self.git[obj.object[1]]
-        if not isinstance(obj, Commit):
-            raise RepoError(f"{sha.decode()} is not a commit")
-        return obj.id
+        return resolve(self, rev).commit
 
     def commit(self, sha: bytes) -> Commit:
         obj = self.git[sha]
@@ -259,7 +247,10 @@ class MetadataRepo:
         commit.tree = tree_id
         commit.parents = ([parent] if parent else []) + list(merged)
         commit.author = commit.committer = self.identity()
-        commit.author_time = commit.commit_time = int(time.time())
+        # Never earlier than the first parent: /snapshot/<date>/ walks first parents and relies on
+        # dates that never go back (docs/refs.md), whatever this host's clock says.
+        first_parent_time = self.commit(commit.parents[0]).commit_time if commit.parents else 0
+        commit.author_time = commit.commit_time = max(int(time.time()), first_parent_time)
         commit.author_timezone = commit.commit_timezone = 0
         commit.encoding = b"UTF-8"
         commit.message = message.encode()

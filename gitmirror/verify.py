@@ -10,6 +10,7 @@ hook uses the same per-commit check on the commits of a push.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from .gittree import FILE_MODES, Problem, TreeError, changes, lookup, read_blob
 from .manifest import ProjectManifest, blobs_needed_by, project_of_path
 from .metadata import blob_problem
 from .policy import UnrecordedTombstone, Violation, check_change, takedown_candidates, takedown_check
+from .refpolicy import date_problem
 from .repo import MalformedTreeError, MetadataRepo
 from .store import BlobStore
 from .takedowns import Lookup, listed, repo_reader
@@ -167,6 +169,7 @@ def verify(repo: MetadataRepo, store: BlobStore | None, rev: str = "main", worke
                     continue  # a takedown older than the index, recorded there since (docs/takedowns.md)
                 hint = "; running `gitmirror takedown` on that file again records it"
             report.problems.append(f"commit {commit.id.decode()[:12]} ({subject(commit)}): {violation}{hint}")
+    report.problems += dating_problems(repo, tip, time.time())
     try:
         manifests = list(repo.manifests(tip))
     except MalformedTreeError as exc:  # reported in the history above too; nothing at the tip to check
@@ -177,6 +180,25 @@ def verify(repo: MetadataRepo, store: BlobStore | None, rev: str = "main", worke
     if store is not None:
         _check_store(manifests, store, report, workers)
     return report
+
+
+def dating_problems(repo: MetadataRepo, tip: bytes, now: float) -> list[str]:
+    """Each commit of main's first-parent line, from ``tip`` down (when ``tip`` is on that line),
+    dated against ``refpolicy.date_problem``: ``/snapshot/<date>/`` walks that line and relies on
+    dates that never go back, and a history written around the hook may break that."""
+    line: list[Commit] = []
+    commit_id = repo.tip()
+    while commit_id is not None:
+        line.append(repo.commit(commit_id))
+        commit_id = line[-1].parents[0] if line[-1].parents else None
+    ids = [commit.id for commit in line]
+    problems = []
+    for index in range(ids.index(tip) if tip in ids else len(line), len(line)):
+        commit, parent = line[index], line[index + 1] if index + 1 < len(line) else None
+        problem = date_problem(commit.commit_time, parent.commit_time if parent else None, now)
+        if problem is not None:
+            problems.append(f"commit {commit.id.decode()[:12]} ({subject(commit)}): main: {problem}")
+    return problems
 
 
 def _check_store(manifests: list[ProjectManifest], store: BlobStore, report: Report, workers: int) -> None:

@@ -56,7 +56,9 @@ def test_a_bad_commit_deep_in_history_fails_even_when_undone(mirror: Mirror, sam
     # The commit before the damage still verifies.
     assert mirror.run("verify", "--rev", mirror.git("rev-parse", "main~2").strip()[:12]).returncode == 0
     bad = mirror.run("verify", "--rev", "no-such-rev")
-    assert bad.returncode == 2 and bad.stderr.strip() == "gitmirror: error: unknown revision 'no-such-rev'"
+    assert bad.returncode == 2 and bad.stderr.strip() == (
+        "gitmirror: error: unknown revision 'no-such-rev' (expected a commit id, tag, branch or ISO date)"
+    )
 
 
 def test_store_damage_is_found(mirror: Mirror, sample) -> None:
