@@ -331,7 +331,7 @@ def tag(
         return
     commit = snapshot_of(repo, rev, cfg)
     with repo.writer_lock(wait=True):
-        create_tag(repo, name, commit, message)
+        create_tag(repo, name, commit, message, cfg.branch)
     typer.echo(f"tagged {commit.decode()[:12]} as {name}")
 
 

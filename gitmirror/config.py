@@ -20,6 +20,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from .hosts import check_entry as check_host_entry
 from .limits import DEADLINE_SECONDS, MAX_UNANNOUNCED_BYTES, MIN_RATE, Limits
 from .names import UnsafeNameError, normalize
+from .refpolicy import name_problem
 
 CONFIG_NAME = "mirror.yaml"
 # libyaml's safe loader when PyYAML was built with it: same documents, same errors, ten times faster
@@ -235,7 +236,6 @@ def _rate(data: dict[str, Any], where: str) -> int:
 
 _DURATION = re.compile(r"([0-9]+) *([wdhms])")  # fullmatch: no newline or other white space around
 _DURATION_UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
-_BRANCH = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
 _REVIEW_KEYS = ("enabled", "branch", "cooldown", "auto_approve")
 
 
@@ -257,14 +257,11 @@ def parse_review(data: dict[str, Any], where: str = "") -> ReviewSettings:
     if not isinstance(enabled, bool):
         raise ConfigError(f"{where}review.enabled must be true or false, got {type(enabled).__name__}")
     branch = data.get("branch", "incoming")
-    if (
-        not isinstance(branch, str)
-        or not _BRANCH.fullmatch(branch)
-        or ".." in branch
-        or branch.endswith(".lock")
-        or branch == "main"
-    ):
+    if not isinstance(branch, str) or branch == "main":
         raise ConfigError(f"{where}review.branch must be a git branch name other than main, got {branch!r}")
+    problem = name_problem(branch)  # the hook's rule: a branch it would refuse could never be pushed
+    if problem is not None:
+        raise ConfigError(f"{where}review.branch {branch!r}: {problem}")
     cooldown = parse_duration(data.get("cooldown", "7d"), f"{where}review.cooldown")
     auto = data.get("auto_approve", [])
     if not isinstance(auto, list):

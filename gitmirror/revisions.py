@@ -13,7 +13,6 @@ repeated misses cost one resolution, not one each.
 from __future__ import annotations
 
 import asyncio
-import functools
 import re
 import time
 from collections import OrderedDict
@@ -23,7 +22,7 @@ from dulwich.refs import check_ref_format
 from starlette.concurrency import run_in_threadpool
 
 from .repo import MetadataRepo
-from .snapshot import COMMIT, DATE, Resolver, RevisionError, Snapshot, looks_like_date, resolve
+from .snapshot import COMMIT, DATE, Resolver, RevisionError, Snapshot, looks_like_date
 
 MAX_REVISION_LENGTH = 128
 _ID_LIKE = re.compile(r"[0-9a-fA-F]{4,40}")
@@ -48,6 +47,7 @@ class BoundedResolver:
         self.size = size
         self._workers = workers
         self._idle: list[Resolver] = []
+        self._names = Resolver(repo, branch)  # branches and tags: read each time, on the event loop
         self._slots: asyncio.Semaphore | None = None
         self._known: OrderedDict[tuple[bytes | None, str], Snapshot | tuple[float, str]] = OrderedDict()
 
@@ -58,7 +58,7 @@ class BoundedResolver:
         if known is not None:
             return known
         if not self._costly(rev):
-            return _guarded(functools.partial(resolve, self.repo, branch=self.branch), rev)  # a lookup or two
+            return _guarded(self._names, rev)  # a lookup or two
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._workers)
         async with self._slots:

@@ -232,7 +232,14 @@ class FirstParentLine:
         self._lock = threading.Lock()
         self._ids: list[bytes] = []
         self._times: list[int] = []
+        self._members: set[bytes] = set()
         self._ordered = True  # every time >= the one before it
+
+    def holds(self, tip: bytes, commit: bytes) -> bool:
+        """Whether ``commit`` is on the first-parent line of ``tip``: a state the branch once stood at."""
+        with self._lock:
+            self._extend(tip)
+            return commit in self._members
 
     def at(self, tip: bytes, limit: float) -> tuple[bytes | None, int]:
         """(the commit for ``limit`` or None when every commit is later, the root's commit time)."""
@@ -258,10 +265,11 @@ class FirstParentLine:
             new.append(commit)
             commit_id = commit.parents[0] if commit.parents else None
         if commit_id is None:  # read down to the root: the whole line
-            self._ids, self._times, self._ordered = [], [], True
+            self._ids, self._times, self._members, self._ordered = [], [], set(), True
         for commit in reversed(new):
             self._ordered = self._ordered and (not self._times or commit.commit_time >= self._times[-1])
             self._ids.append(commit.id)
+            self._members.add(commit.id)
             self._times.append(commit.commit_time)
 
 
@@ -300,9 +308,17 @@ def check_tag_name(name: str) -> str:
     return name
 
 
-def create_tag(repo: MetadataRepo, name: str, commit: bytes, message: str | None = None) -> bytes:
-    """An annotated tag naming a snapshot; an existing tag is never moved (that would rewrite history)."""
+def create_tag(
+    repo: MetadataRepo, name: str, commit: bytes, message: str | None = None, branch: str = "main"
+) -> bytes:
+    """An annotated tag naming a snapshot; an existing tag is never moved (that would rewrite history).
+
+    Only a state ``branch`` once stood at can be named: ``/snapshot/<tag>/`` serves nothing else.
+    """
     check_tag_name(name)
+    tip = repo.tip(branch)
+    if tip is None or not first_parent_line(repo, branch).holds(tip, commit):
+        raise RevisionError(f"{commit.decode()[:12]} is no state {branch} has served; tags name those only")
     ref = f"refs/tags/{name}".encode()
     if ref in repo.git.refs:
         existing = peel(repo.git.object_store, repo.git.refs[ref])
@@ -334,6 +350,10 @@ def list_tags(repo: MetadataRepo) -> list[tuple[str, bytes]]:
 class Resolver:
     """Revision resolution for the server, remembering what cannot change.
 
+    Only states the served branch once stood at are served: commits on its first-parent line (the
+    hook keeps an old tip on that line). A review branch, a commit only it holds or a tag naming one
+    is refused, so ``/snapshot/`` never offers what review has not let through.
+
     Commit ids are remembered (bounded); dates are remembered per branch tip (a new commit can
     change what a recent date means, and finding an old date walks the first-parent line); tags
     and branches are read each time. Thread-safe.
@@ -350,16 +370,22 @@ class Resolver:
         rev = rev.strip()
         is_date = looks_like_date(rev)
         if not (is_date or looks_like_commit_id(rev)) or (len(rev) != 40 and _by_name(self.repo, rev)):
-            return resolve(self.repo, rev, self.branch)  # a name: read each time
+            return self._served(resolve(self.repo, rev, self.branch))  # a name: read each time
         key = (self.repo.tip(self.branch) if is_date else None, rev if is_date else rev.lower())
         with self._lock:
             found = self._known.get(key)
             if found is not None:
                 self._known.move_to_end(key)
                 return found
-        found = resolve(self.repo, rev, self.branch)
+        found = self._served(resolve(self.repo, rev, self.branch))
         with self._lock:
             self._known[key] = found
             if len(self._known) > self.size:
                 self._known.popitem(last=False)
+        return found
+
+    def _served(self, found: Snapshot) -> Snapshot:
+        tip = self.repo.tip(self.branch)
+        if tip is None or not first_parent_line(self.repo, self.branch).holds(tip, found.commit):
+            raise RevisionError(f"{found.rev!r} names no state {self.branch} has served")
         return found

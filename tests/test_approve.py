@@ -48,6 +48,17 @@ def test_review_mode_release_installs_only_after_approval(mirror: Mirror, sample
 
     server = serve()
     assert httpx.get(f"{server.url}/files/demo-pkg/{wheel.filename}").status_code == 404
+    # Nor through a snapshot URL: the review branch, its commit by id or a tag on it is no served state.
+    incoming = mirror.git("rev-parse", "incoming").strip()
+    refused = mirror.run("tag", "on-review", "--rev", "incoming")
+    assert refused.returncode == 2 and "is no state main has served" in refused.stderr
+    mirror.git("tag", "on-review", "incoming")  # by hand: the server refuses it all the same
+    for rev in ("incoming", incoming, incoming[:10], "on-review"):
+        answer = httpx.get(f"{server.url}/snapshot/{rev}/simple/demo-pkg/")
+        assert answer.status_code == 404 and "names no state main has served" in answer.text, rev
+        assert wheel.filename not in answer.text
+    assert httpx.get(f"{server.url}/snapshot/main/simple/demo-pkg/").status_code == 200
+    assert httpx.get(f"{server.url}/snapshot/{main_before[:10]}/simple/demo-pkg/").status_code == 200
     venv = make_venv("review")
     refused = venv.pip_install(server.index_url, "demo-pkg==3.0")
     assert refused.returncode != 0 and "demo-pkg==3.0" in refused.stderr

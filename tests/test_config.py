@@ -46,6 +46,12 @@ def test_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
         ("projects: ['../../etc']\n", "invalid project requirement"),
         ("- a\n- b\n", "top level must be a mapping"),
         ("projects: [a\n", "not valid YAML at line"),
+        # review branches obey the hook's ref policy (docs/refs.md): pushable, never shadowing a revision
+        ("review: {branch: main}\n", "other than main"),
+        ("review: {branch: team/incoming}\n", "one git ref component"),
+        ("review: {branch: deadbeef}\n", "looks like a commit id"),
+        ("review: {branch: '2026-01-31'}\n", "looks like a date"),
+        ("review: {branch: HEAD}\n", "HEAD is reserved"),
     ],
 )
 def test_bad_config_is_one_clear_error(tmp_path: Path, text: str, message: str) -> None:
