@@ -257,6 +257,8 @@ def test_readme_nginx_config_chooses_json_or_html(mirror: Mirror, sample, tmp_pa
         as_json = httpx.get(f"{url}/simple/demo-pkg/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
         assert as_json.headers["content-type"].startswith("application/vnd.pypi.simple.v1+json")
         assert as_json.json()["name"] == "demo-pkg"
+        latest = httpx.get(f"{url}/simple/demo-pkg/", headers={"Accept": "application/vnd.pypi.simple.latest+json"})
+        assert latest.headers["content-type"].startswith("application/vnd.pypi.simple.v1+json")
         as_html = httpx.get(f"{url}/simple/demo-pkg/", headers={"Accept": "text/html"})
         assert as_html.headers["content-type"].startswith("text/html") and "<a href=" in as_html.text
         assert "Accept" in as_html.headers.get("vary", "")
