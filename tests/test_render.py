@@ -225,9 +225,9 @@ http {{
 
 
 def readme_nginx_config() -> tuple[str, str]:
-    """The sample nginx config from README.md: (http-level part, server-level part)."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    block = readme.split("```nginx\n", 1)[1].split("```", 1)[0]
+    """The sample nginx config from docs/snapshots.md: (http-level part, server-level part)."""
+    page = (Path(__file__).parent.parent / "docs" / "snapshots.md").read_text()
+    block = page.split("```nginx\n", 1)[1].split("```", 1)[0]
     http_part, server_part = block.split("server {", 1)
     server_part = server_part.rsplit("}", 1)[0]
     locations = "\n".join(
