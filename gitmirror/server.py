@@ -8,6 +8,7 @@ throughput, serve the output of ``gitmirror render`` with nginx or a CDN instead
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from urllib.parse import quote
@@ -41,6 +42,18 @@ def page_response(request: Request, page: Page, cache_control: str) -> Response:
     return Response(page.body, headers={**headers, "content-type": page.media_type + charset})
 
 
+def _media_type(request: Request) -> str | None:
+    """The page type the request's Accept header asks for (PEP 691), or None for 406."""
+    accept = request.headers.get("accept")
+    return _chosen_format(accept) if accept is None or len(accept) <= 512 else index.choose_format(accept)
+
+
+@functools.lru_cache(maxsize=512)
+def _chosen_format(accept: str | None) -> str | None:
+    """``index.choose_format``, kept for the few Accept headers installers send (it runs per request)."""
+    return index.choose_format(accept)
+
+
 class SimpleRoutes:
     """Request handlers over a ``MirrorView``; ``commit_of`` picks the commit a request reads."""
 
@@ -52,7 +65,7 @@ class SimpleRoutes:
         return self.view.tip(), TIP_MAX_AGE
 
     async def root(self, request: Request) -> Response:
-        media_type = index.choose_format(request.headers.get("accept"))
+        media_type = _media_type(request)
         if media_type is None:
             return PlainTextResponse("not acceptable: ask for PEP 691 JSON or HTML", status_code=406)
         commit, cache_control = await self.commit_of(request)
@@ -64,9 +77,9 @@ class SimpleRoutes:
             name = normalize(raw)
         except UnsafeNameError:
             return PlainTextResponse("no such project", status_code=404)
-        if name != raw or not request.url.path.endswith("/"):
+        if name != raw:
             return RedirectResponse(_sibling_url(request, raw, name), status_code=301)
-        media_type = index.choose_format(request.headers.get("accept"))
+        media_type = _media_type(request)
         if media_type is None:
             return PlainTextResponse("not acceptable: ask for PEP 691 JSON or HTML", status_code=406)
         commit, cache_control = await self.commit_of(request)
@@ -74,6 +87,15 @@ class SimpleRoutes:
         if page is None:
             return PlainTextResponse(f"no project {name} in this mirror", status_code=404)
         return page_response(request, page, cache_control)
+
+    async def project_without_slash(self, request: Request) -> Response:
+        """``/simple/<project>``: 301 to the page's one URL (normalized, with the slash)."""
+        raw = request.path_params["project"]
+        try:
+            name = normalize(raw)
+        except UnsafeNameError:
+            return PlainTextResponse("no such project", status_code=404)
+        return RedirectResponse(_sibling_url(request, raw, name), status_code=301)
 
     async def file(self, request: Request) -> Response:
         project, filename = request.path_params["project"], request.path_params["filename"]
@@ -136,7 +158,7 @@ def routes_for(handlers: SimpleRoutes, prefix: str = "") -> list[Route]:
     return [
         Route(prefix + "/simple/", handlers.root),
         Route(prefix + "/simple/{project}/", handlers.project),
-        Route(prefix + "/simple/{project}", handlers.project),
+        Route(prefix + "/simple/{project}", handlers.project_without_slash),
         Route(prefix + "/files/{project}/{filename}", handlers.file),
     ]
 
@@ -184,4 +206,4 @@ def serve(repo_path: Path, store_path: Path, host: str, port: int, branch: str =
 
     raise_open_file_limit()
     app = create_app(repo_path, store_path, branch)
-    uvicorn.run(app, host=host, port=port, log_level="warning", backlog=2048, timeout_keep_alive=30)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, backlog=2048, timeout_keep_alive=30)
