@@ -63,7 +63,7 @@ class MirrorView:
         ``packed-refs``, so that file matters only while the loose one is absent; the 1 s bound
         covers an inode reused within one mtime tick.
         """
-        stamp = _stat_key(self._ref_files[0])
+        stamp: object = _stat_key(self._ref_files[0])
         if stamp is None:  # packed (git pack-refs, gc) or not created yet
             stamp = (None, _stat_key(self._ref_files[1]))
         now = time.monotonic()
