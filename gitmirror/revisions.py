@@ -1,13 +1,12 @@
-"""Snapshot revisions for the server: resolved off the event loop, a bounded number at a time, cached.
+"""Snapshot revisions for the server: resolved off the event loop, a bounded number at a time.
 
 Finding an abbreviated commit id or a date's commit may walk the history; done on the event loop,
 a few such requests stall every other request of the server. So ``BoundedResolver`` answers names
-that cost nothing (refs, names that cannot be a date or an id, results it already knows) at once,
-and sends the rest to worker threads, at most ``workers`` at a time, each with its own
-``snapshot.Resolver`` over its own repository handle (dulwich's pack readers are not shared
-between threads). A revision that resolved to a commit id is remembered forever (bounded), a date
-per branch tip, and a revision that names nothing per branch tip for ``miss_ttl`` seconds, so
-repeated misses cost one resolution, not one each.
+that cost nothing (refs, names that cannot be a date or an id) at once, and sends the rest to
+worker threads, at most ``workers`` at a time, each with its own ``snapshot.Resolver`` over its own
+repository handle (dulwich's pack readers are not shared between threads). What resolved is
+remembered by those resolvers; what named nothing is remembered here, per branch tip, for
+``miss_ttl`` seconds, so repeated misses cost one resolution, not one each.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from dulwich.refs import check_ref_format
 from starlette.concurrency import run_in_threadpool
 
 from .repo import MetadataRepo
-from .snapshot import COMMIT, DATE, Resolver, RevisionError, Snapshot, looks_like_date
+from .snapshot import Resolver, RevisionError, Snapshot, looks_like_date
 
 MAX_REVISION_LENGTH = 128
 _ID_LIKE = re.compile(r"[0-9a-fA-F]{4,40}")
@@ -49,33 +48,28 @@ class BoundedResolver:
         self._idle: list[Resolver] = []
         self._names = Resolver(repo, branch)  # branches and tags: read each time, on the event loop
         self._slots: asyncio.Semaphore | None = None
-        self._known: OrderedDict[tuple[bytes | None, str], Snapshot | tuple[float, str]] = OrderedDict()
+        self._misses: OrderedDict[tuple[bytes | None, str], tuple[float, str]] = OrderedDict()
 
     async def __call__(self, rev: str) -> Snapshot:
         check_shape(rev)
-        tip = self.tip()
-        known = self._recall(tip, rev)
-        if known is not None:
-            return known
         if not self._costly(rev):
             return _guarded(self._names, rev)  # a lookup or two
+        key = (self.tip(), rev)
+        self._recall_miss(key)
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._workers)
         async with self._slots:
-            known = self._recall(tip, rev)  # resolved while this request waited for a slot
-            if known is not None:
-                return known
+            self._recall_miss(key)  # found to name nothing while this request waited for a slot
             resolver = self._idle.pop() if self._idle else Resolver(MetadataRepo(self.repo.path), self.branch)
             try:
-                found = await run_in_threadpool(_guarded, resolver, rev)
+                return await run_in_threadpool(_guarded, resolver, rev)
             except RevisionError as exc:
-                self._remember((tip, rev), (time.monotonic() + self.miss_ttl, str(exc)))
+                self._misses[key] = (time.monotonic() + self.miss_ttl, str(exc))
+                if len(self._misses) > self.size:
+                    self._misses.popitem(last=False)
                 raise
             finally:
                 self._idle.append(resolver)
-        if found.kind in (COMMIT, DATE):
-            self._remember((None if found.kind == COMMIT else tip, rev), found)
-        return found
 
     def _costly(self, rev: str) -> bool:
         """Whether resolving may walk the history: a date or an id-like name that is not a ref."""
@@ -86,25 +80,15 @@ class BoundedResolver:
             check_ref_format(ref) and ref in refs for ref in (f"refs/heads/{rev}".encode(), f"refs/tags/{rev}".encode())
         )
 
-    def _recall(self, tip: bytes | None, rev: str) -> Snapshot | None:
-        for key in ((None, rev), (tip, rev)):
-            known = self._known.get(key)
-            if known is None:
-                continue
-            if isinstance(known, Snapshot):
-                self._known.move_to_end(key)
-                return known
-            expires, message = known
-            if time.monotonic() < expires:
-                raise RevisionError(message)
-            self._known.pop(key, None)
-        return None
-
-    def _remember(self, key: tuple[bytes | None, str], value: Snapshot | tuple[float, str]) -> None:
-        self._known[key] = value
-        self._known.move_to_end(key)
-        if len(self._known) > self.size:
-            self._known.popitem(last=False)
+    def _recall_miss(self, key: tuple[bytes | None, str]) -> None:
+        """Raise the remembered ``RevisionError`` for a recent miss at this tip."""
+        known = self._misses.get(key)
+        if known is None:
+            return
+        expires, message = known
+        if time.monotonic() < expires:
+            raise RevisionError(message)
+        self._misses.pop(key, None)
 
 
 def check_shape(rev: str) -> None:

@@ -1,27 +1,22 @@
-"""The direct answer for tip pages (``gitmirror.fastpath``): byte for byte what the Starlette route sends.
+"""Project pages on the wire: the tip's page is the snapshot's page of the same commit, byte for byte.
 
-Tip pages are answered inside the HTTP protocol; ``/snapshot/<commit>/simple/<name>/`` reads the
-same commit through Starlette's router, so comparing the two checks the direct path against the
-ordinary one (only Cache-Control differs by design, and ``date`` may tick between the two). Raw
-sockets are used wherever the wire format matters: header order, keep-alive, pipelining, HTTP/1.0.
+``/simple/<name>/`` and ``/snapshot/<commit>/simple/<name>/`` read the same commit, so they must
+answer the same status, headers and body (only Cache-Control differs by design, and ``date`` may
+tick between the two), for GET and HEAD, every Accept form, 304s, keep-alive, pipelining and
+HTTP/1.0. Raw sockets are used wherever the wire format matters.
 """
 
 from __future__ import annotations
 
 import socket
-import threading
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
-import uvicorn
 
-from gitmirror.fastpath import TipPageProtocol
-from gitmirror.server import IMMUTABLE, TIP_MAX_AGE, create_app
+from gitmirror.server import IMMUTABLE, TIP_MAX_AGE
 
-from conftest import Mirror, RunningServer, free_port
+from conftest import Mirror, RunningServer
 
 JSON = "application/vnd.pypi.simple.v1+json"
 HTML = "application/vnd.pypi.simple.v1+html"
@@ -121,7 +116,7 @@ def served(mirror: Mirror, sample, serve) -> tuple[RunningServer, str]:
 
 @pytest.mark.parametrize("accept", ACCEPTS)
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
-def test_direct_answer_is_the_routes_answer(served, accept: str | None, method: str) -> None:
+def test_tip_page_is_the_snapshot_page(served, accept: str | None, method: str) -> None:
     server, commit = served
     tip = fetch(server, request("/simple/demo-pkg/", accept, method), method)
     routed = fetch(server, request(f"/snapshot/{commit}/simple/demo-pkg/", accept, method), method)
@@ -134,7 +129,7 @@ def test_direct_answer_is_the_routes_answer(served, accept: str | None, method: 
     assert int(tip.header(b"content-length")) == len(fetch(server, request("/simple/demo-pkg/", accept)).body)
 
 
-def test_if_none_match_answers_304_like_the_route(served) -> None:
+def test_if_none_match_answers_304_at_the_tip_and_in_snapshots(served) -> None:
     server, commit = served
     etag = fetch(server, request("/simple/demo-pkg/", JSON)).header(b"etag").decode()
     for method in ("GET", "HEAD"):
@@ -150,7 +145,7 @@ def test_if_none_match_answers_304_like_the_route(served) -> None:
     assert httpx.get(url, headers={"Accept": HTML, "If-None-Match": etag}).status_code == 200
 
 
-def test_repeated_headers_count_once_like_the_route(served) -> None:
+def test_repeated_headers_count_once(served) -> None:
     server, commit = served
     for path in ("/simple/demo-pkg/", f"/snapshot/{commit}/simple/demo-pkg/"):
         data = request(path, JSON)[:-2] + f"Accept: {HTML}\r\nIf-None-Match: x\r\nIf-None-Match: y\r\n\r\n".encode()
@@ -161,11 +156,16 @@ def test_repeated_headers_count_once_like_the_route(served) -> None:
     assert tip.comparable() == answer.comparable()
 
 
-def test_keep_alive_serves_direct_and_routed_requests_in_turn(served) -> None:
+def test_keep_alive_serves_every_kind_of_request_in_turn(served) -> None:
     server, commit = served
     asks = [
-        ("/simple/demo-pkg/", 200), ("/simple/Demo_Pkg/", 301), ("/simple/other-lib/", 200), ("/simple/nope/", 404),
-        (f"/snapshot/{commit}/simple/demo-pkg/", 200), ("/simple/demo-pkg/", 200), ("/files/demo-pkg/x.whl", 404),
+        ("/simple/demo-pkg/", 200),
+        ("/simple/Demo_Pkg/", 301),
+        ("/simple/other-lib/", 200),
+        ("/simple/nope/", 404),
+        (f"/snapshot/{commit}/simple/demo-pkg/", 200),
+        ("/simple/demo-pkg/", 200),
+        ("/files/demo-pkg/x.whl", 404),
         ("/simple/demo-pkg/", 200),
     ]
     with Connection(server) as connection:
@@ -181,8 +181,14 @@ def test_keep_alive_serves_direct_and_routed_requests_in_turn(served) -> None:
 def test_pipelined_requests_are_answered_in_order(served) -> None:
     server, commit = served
     paths = [
-        "/simple/demo-pkg/", f"/snapshot/{commit}/simple/other-lib/", "/simple/other-lib/", "/simple/Other_Lib/",
-        "/simple/demo-pkg/", "/simple/nope/", "/simple/other-lib/", "/simple/",
+        "/simple/demo-pkg/",
+        f"/snapshot/{commit}/simple/other-lib/",
+        "/simple/other-lib/",
+        "/simple/Other_Lib/",
+        "/simple/demo-pkg/",
+        "/simple/nope/",
+        "/simple/other-lib/",
+        "/simple/",
     ]
     expected = [fetch(server, request(path, JSON)) for path in paths]
     with Connection(server) as connection:
@@ -211,7 +217,7 @@ def test_connection_close_and_http_10_close_after_the_answer(served) -> None:
         assert answer.comparable() == routed.comparable()
 
 
-def test_names_and_requests_the_route_answers(served) -> None:
+def test_names_methods_queries_and_bodies(served) -> None:
     server, _commit = served
     redirect = httpx.get(f"{server.url}/simple/Other_Lib/")
     assert redirect.status_code == 301 and redirect.headers["location"] == "/simple/other-lib/"
@@ -266,53 +272,24 @@ def test_the_tip_is_followed_into_packed_refs_and_back(mirror: Mirror, served, u
     assert b'"0.3"' in after.body and after.header(b"etag") != before.header(b"etag")
 
 
-class _Recording:
-    """An ASGI app that records the paths of the requests reaching it."""
+def test_a_sync_renders_again_only_the_projects_it_changed(mirror: Mirror, sample, upstream) -> None:
+    """Pages are kept by manifest blob: a new tip that leaves a project alone serves its page as kept."""
+    from gitmirror.repo import MetadataRepo
+    from gitmirror.store import BlobStore
+    from gitmirror.view import MirrorView
 
-    def __init__(self, app) -> None:
-        self.app, self.paths = app, []
-        self.view = app.view
+    from fakeupstream import build_wheel
 
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http":
-            self.paths.append(scope["path"])
-        await self.app(scope, receive, send)
-
-
-@pytest.fixture
-def in_process(mirror: Mirror, sample) -> Iterator[tuple[RunningServer, _Recording, type[TipPageProtocol]]]:
-    """The protocol in this process, in front of an app that records what the ASGI path sees."""
     mirror.run("sync", check=True)
-    app = _Recording(create_app(mirror.repo, mirror.store))
-    protocol = TipPageProtocol.serving(app.view)
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, http=protocol, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield RunningServer(url=f"http://127.0.0.1:{port}", process=None), app, protocol  # type: ignore[arg-type]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
-def test_tip_pages_never_reach_the_asgi_app(in_process) -> None:
-    server, app, protocol = in_process
-    for accept in ACCEPTS:
-        for method in ("GET", "HEAD"):
-            assert fetch(server, request("/simple/demo-pkg/", accept, method), method).status == 200
-    etag = fetch(server, request("/simple/demo-pkg/", JSON)).header(b"etag").decode()
-    assert fetch(server, request("/simple/demo-pkg/", JSON, If_None_Match=etag)).status == 304
-    assert "/simple/demo-pkg/" not in app.paths and protocol.answers  # all answered directly, from encoded answers
-    app.paths.clear()
-    routed = ["/simple/Demo-Pkg/", "/simple/nope/", "/snapshot/main/simple/demo-pkg/", "/simple/"]
-    with Connection(server) as connection:
-        for path in routed:
-            connection.send(request(path))
-            connection.answer()
-    assert app.paths == routed
+    view = MirrorView(MetadataRepo(mirror.repo), BlobStore(mirror.store))
+    before = mirror.git("rev-parse", "main").strip().encode()
+    kept = {name: view.project_page(before, name, JSON) for name in ("demo-pkg", "other-lib")}
+    upstream.add("other_lib", build_wheel("other_lib", "0.3"))
+    mirror.run("sync", check=True)
+    after = mirror.git("rev-parse", "main").strip().encode()
+    assert after != before
+    assert view.project_page(after, "demo-pkg", JSON) is kept["demo-pkg"]
+    changed = view.project_page(after, "other-lib", JSON)
+    assert changed is not None and b'"0.3"' in changed.body and changed.etag != kept["other-lib"].etag
+    assert view.project_page(before, "other-lib", JSON) is kept["other-lib"]  # the old commit still reads the same
+    assert view.project_page(after, "nope", JSON) is None
