@@ -160,7 +160,7 @@ class LocalState:
                 failure = exc
             break
         self.close()
-        self._say(f"{self.path} was not saved ({failure}): the next sync asks for every page again")
+        self._say(f"the local state {self.path} was not saved ({failure}): the next sync asks for every page again")
         return False
 
     def _write(self, commit: bytes | None, fresh: dict[str, RemoteProject], shown: set[str] | None) -> None:
@@ -246,7 +246,7 @@ class LocalState:
             return
         self.close()
         self.valid = False
-        self._say(f"{self.path} could not be read ({exc}): this run goes without it")
+        self._say(f"the local state {self.path} could not be read ({exc}): this run goes without it")
 
     def _damaged(self, reason: str) -> None:
         self.close()

@@ -215,7 +215,7 @@ def test_a_read_only_file_is_read_and_not_saved_with_one_line(tmp_path: Path) ->
         assert not run.state.save(b"2" * 40, {"demo": page("demo", '"e2"')}, set())
         assert not run.state.save(b"2" * 40, {}, set())
         [line] = run.lines
-        assert line.startswith(f"{path} was not saved (") and "the next sync asks for every page again" in line
+        assert line.startswith(f"the local state {path} was not saved (") and "the next sync asks for every page again" in line
     assert snapshot(path.parent) == before
 
 
