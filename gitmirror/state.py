@@ -30,6 +30,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from .metadata import CoreMetadata
 from .page import RemoteFile, RemoteProject
@@ -287,6 +288,8 @@ def _rebuild(db: sqlite3.Connection) -> None:
     """Empty a database of another format and lay out this one, in one transaction."""
     with db:
         db.execute("BEGIN IMMEDIATE")
+        if db.execute("PRAGMA user_version").fetchone()[0] == FORMAT:
+            return  # another run laid it out while this one waited for the lock
         tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
         for table in tables:
             if not table.startswith("sqlite_"):
@@ -331,7 +334,7 @@ def _decode_metadata(text: str) -> CoreMetadata | None:
     """An entry as it was parsed; None for one that does not read as such (then the blob is read)."""
     try:
         data = json.loads(text)
-        values = {key: tuple(value) if isinstance(value, list) else value for key, value in data.items()}
+        values: dict[str, Any] = {key: tuple(v) if isinstance(v, list) else v for key, v in data.items()}
         metadata = CoreMetadata(**values)
     except (ValueError, TypeError, AttributeError):
         return None

@@ -74,8 +74,7 @@ def test_pages_serve_only_the_tip_they_were_recorded_for_and_shown_warnings_any_
     populate(tmp_path)
     with Run(tmp_path) as run:
         assert run.state.load(TIP)
-        etag, cached = run.state.cached("demo")
-        assert etag == '"e1"' and cached == page("demo")  # every field as it was fetched
+        assert run.state.cached("demo") == ('"e1"', page("demo"))  # every field as it was fetched
         assert run.state.cached("other") is None
         assert run.state.shown_warnings() == {"warning: once"}
     with Run(tmp_path) as run:
@@ -215,7 +214,10 @@ def test_a_read_only_file_is_read_and_not_saved_with_one_line(tmp_path: Path) ->
         assert not run.state.save(b"2" * 40, {"demo": page("demo", '"e2"')}, set())
         assert not run.state.save(b"2" * 40, {}, set())
         [line] = run.lines
-        assert line.startswith(f"the local state {path} was not saved (") and "the next sync asks for every page again" in line
+        assert (
+            line.startswith(f"the local state {path} was not saved (")
+            and "the next sync asks for every page again" in line
+        )
     assert snapshot(path.parent) == before
 
 
