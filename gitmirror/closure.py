@@ -22,11 +22,11 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from . import metadata as core_metadata
-from .metadata_cache import METADATA_FILE, WHEEL, MetadataCache
 from .names import UnsafeNameError, normalize
 from .page import ProjectNotFound, RemoteFile, RemoteProject, UpstreamError
+from .pages import Pages
 from .selection import ANY, Pin, Roots, Rules, rules_from
-from .state import Pages, SyncState
+from .state import METADATA_FILE, WHEEL, LocalState
 from .store import BlobStore, IntegrityError
 from .upstream import Upstream
 
@@ -127,7 +127,7 @@ class MetadataSource:
         stash: dict[str, bytes] | None = None,
         store_file: StoreFile | None = None,
         *,
-        cache: MetadataCache,
+        cache: LocalState,
     ) -> None:
         self.upstream = upstream
         self.store = store
@@ -137,7 +137,7 @@ class MetadataSource:
         #: the sync's own download of a release file (once per run); False when it may not store it
         self.store_file = store_file if persist else None
         self._tasks: dict[tuple[str, str], asyncio.Task[core_metadata.CoreMetadata | None]] = {}
-        #: what earlier runs parsed out of the stored blobs (``metadata_cache``): read once per blob
+        #: what earlier runs parsed out of the stored blobs (``state``): read once per blob
         self.cache = cache
 
     async def get(
@@ -153,13 +153,13 @@ class MetadataSource:
         ordered = sorted(files, key=lambda item: (item.filename not in chosen, item.size or 0))
         for remote_file in ordered:  # offline first: what earlier runs stored
             if remote_file.core_metadata and self.store.has(remote_file.core_metadata):
-                known = self.cache.get(METADATA_FILE, remote_file.core_metadata)
+                known = self.cache.metadata(METADATA_FILE, remote_file.core_metadata)
                 if known is not None:
                     return known
                 parsed = core_metadata.parse(self.store.path(remote_file.core_metadata).read_bytes())
                 return self._learn(METADATA_FILE, remote_file.core_metadata, parsed)
             if remote_file.filename.endswith(".whl") and self.store.has(remote_file.sha256):
-                known = self.cache.get(WHEEL, remote_file.sha256)
+                known = self.cache.metadata(WHEEL, remote_file.sha256)
                 if known is not None:
                     return known
                 data = await asyncio.to_thread(core_metadata.from_wheel, self.store.path(remote_file.sha256))
@@ -196,7 +196,7 @@ class MetadataSource:
     def _learn(self, kind: str, sha256: str, parsed: core_metadata.CoreMetadata) -> core_metadata.CoreMetadata:
         """Keep what was parsed out of a blob whose sha256 was checked (the cache's entries are pure
         functions of those bytes); the offline step looks it up only once the blob is stored."""
-        self.cache.put(kind, sha256, parsed)
+        self.cache.learn(kind, sha256, parsed)
         return parsed
 
     async def _download(self, url: str, sha256: str, size: int | None, label: str | None, keep: bool) -> bytes:
@@ -402,9 +402,8 @@ async def choose(
     roots: Roots,
     upstream: Upstream,
     store: BlobStore,
-    state: SyncState | None = None,
+    state: LocalState,
     *,
-    metadata_cache: MetadataCache,
     must_refetch: Callable[[str], bool] = lambda name: False,
     persist: bool = True,
     on_project: Callable[[str], None] = lambda name: None,
@@ -414,9 +413,7 @@ async def choose(
 ) -> tuple[Pages, dict[str, ProjectChoice]]:
     """Fetch the pages the selection needs (conditionally) and decide every file to mirror."""
     pages = Pages(upstream, state, must_refetch)
-    metadata = MetadataSource(
-        upstream, store, persist=persist, stash=stash, store_file=store_file, cache=metadata_cache
-    )
+    metadata = MetadataSource(upstream, store, persist=persist, stash=stash, store_file=store_file, cache=state)
     resolver = Resolver(rules_from(config), pages, metadata, follow=config.dependencies)
     resolver.on_project = on_project
     resolver.on_chosen = on_chosen

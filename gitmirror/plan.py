@@ -2,7 +2,7 @@
 
 It runs the same selection and closure walk as ``sync`` and folds the pages into the recorded
 manifests with the same pure ``merge``, so the plan is what the sync would do. It writes nothing:
-neither the store, nor the repository, nor the incremental cache (which it does read, so an
+neither the store, nor the repository, nor the local state (which it does read, so an
 unchanged project costs one conditional request here too). Core metadata needed to follow
 dependencies is read from the store when present, else downloaded into memory and discarded.
 """
@@ -17,11 +17,10 @@ from typing import Any
 from .closure import choose
 from .config import Config, Selection
 from .manifest import now
-from .metadata_cache import MetadataCache
 from .page import RemoteFile, UpstreamError
 from .repo import MetadataRepo, RepoError
 from .selection import roots as selection_roots
-from .state import SyncState
+from .state import LocalState
 from .store import BlobStore
 from .sync import merge
 from .upstream import Upstream
@@ -113,15 +112,14 @@ def make_plan(config: Config, selections: Sequence[Selection], with_files: bool 
     except RepoError:
         repo = None  # nothing mirrored yet: everything is new
     parent = repo.tip(config.branch) if repo else None
-    state = SyncState(config.store, config.branch, config.upstream)
+    unusable: list[str] = []  # the local state's one line, when it cannot serve
+    state = LocalState(config.store, config.branch, config.upstream, writable=False, warn=unusable.append)
     state.load(parent)
-    parsed = MetadataCache(config.store)  # read only: a plan writes nothing
     try:
-        plan = asyncio.run(_plan(config, roots, repo, parent, BlobStore(config.store), state, parsed))
+        plan = asyncio.run(_plan(config, roots, repo, parent, BlobStore(config.store), state))
     finally:
         state.close()
-        parsed.close()
-    plan.warnings[:0] = roots.warnings
+    plan.warnings[:0] = [*roots.warnings, *unusable]
     return plan
 
 
@@ -131,8 +129,7 @@ async def _plan(
     repo: MetadataRepo | None,
     parent: bytes | None,
     store: BlobStore,
-    state: SyncState,
-    parsed: MetadataCache,
+    state: LocalState,
 ) -> Plan:
     seen_at = now()
     async with Upstream(
@@ -142,7 +139,7 @@ async def _plan(
         retries=config.retries,
         limits=config.limits,
     ) as upstream:
-        pages, choices = await choose(config, roots, upstream, store, state, persist=False, metadata_cache=parsed)
+        pages, choices = await choose(config, roots, upstream, store, state, persist=False)
         planned, skipped = [], []
         for choice in choices.values():
             old = repo.manifest(parent, choice.name) if repo else None

@@ -11,7 +11,6 @@ import asyncio
 import gc
 import json
 import os
-import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -23,14 +22,14 @@ from .config import Config, Selection
 from .manifest import FileEntry, ProjectManifest, manifest_path, now
 from .marks import LocalDecisions, local_decisions
 from .metadata import WheelMetadata, in_wheel, read_stored_wheel
-from .metadata_cache import MetadataCache
 from .page import ProjectNotFound, RemoteFile, RemoteProject, UpstreamError
+from .pages import Pages
 from .policy import check
 from .progress import Progress
 from .repo import MetadataRepo
 from .selection import Roots
 from .selection import roots as selection_roots
-from .state import Pages, SyncState
+from .state import LocalState
 from .store import BlobStore
 from .takedowns import Lookup, TakedownRecord, repo_reader
 from .upstream import Upstream
@@ -289,18 +288,19 @@ class Syncer:
             main_tip = self.repo.tip(self.config.branch)
             self._takedowns = Lookup([repo_reader(self.repo, parent), repo_reader(self.repo, main_tip)])
             seen_at = now()
-            state = SyncState(self.store.root, branch, self.config.upstream)
+            state = LocalState(  # its one line when the file cannot serve is shown at every run
+                self.store.root, branch, self.config.upstream, writable=True, warn=self._warn_always
+            )
             state.load(parent)
             self._shown_before = state.shown_warnings()
             for notice in self.notices:
                 self._warn(notice)
             for warning in roots.warnings:
                 self._warn(f"warning: {warning}")
-            parsed = MetadataCache(self.store.root)
             # read before the first page: a change upstream during this run moves it past the record's
             serial = unchanged.upstream_serial(self.config.upstream, self.config.timeout) if whole_config else None
             try:
-                outcomes = asyncio.run(self._gather(roots, parent, seen_at, state, parsed))
+                outcomes = asyncio.run(self._gather(roots, parent, seen_at, state))
                 self.store.clean_tmp()  # what a download process killed mid-file left; every writer is done
                 result = SyncResult(outcomes=outcomes)
                 crashpoints.reached("sync.downloads-done")
@@ -309,25 +309,16 @@ class Syncer:
                 if self.pages is not None:
                     # a run of part of the selection adds to what was shown; a whole run replaces it
                     shown = self._shown if with_files and configured else self._shown | self._shown_before
-                    self._save_page_state(state, result.commit or parent, self.pages.fresh, shown)
-                parsed.save()
+                    # a disk that refuses costs the next run every page (one warning line), never this commit
+                    state.save(result.commit or parent, self.pages.fresh, shown)
                 if serial is not None and result.exit_code == EXIT_OK:
                     self._record(serial, roots, outcomes, branch)
             finally:
                 state.close()
-                parsed.close()
         return result
 
-    def _save_page_state(
-        self, state: SyncState, commit: bytes | None, fresh: dict[str, RemoteProject], shown: set[str]
-    ) -> None:
-        """Record the pages for the next run's conditional requests, and the warnings shown; a disk
-        that refuses (full, or failing) costs that run every page again (and the warnings shown
-        again), never this run's commit, which stands."""
-        try:
-            state.save(commit, fresh, shown)
-        except (sqlite3.Error, OSError) as exc:
-            self.log(f"warning: the page state was not saved ({exc}): the next sync asks for every page again")
+    def _warn_always(self, line: str) -> None:
+        self.log(f"warning: {line}")
 
     def _warn(self, line: str, note: bool = False) -> None:
         """A warning is shown once per change: when it first appears, or reads differently (a new
@@ -444,8 +435,7 @@ class Syncer:
         roots: Roots,
         parent: bytes | None,
         seen_at: str,
-        state: SyncState,
-        parsed: MetadataCache,
+        state: LocalState,
     ) -> list[ProjectOutcome]:
         async with Upstream(
             self.config.upstream,
@@ -468,7 +458,6 @@ class Syncer:
                 stash=self.metadata_stash,
                 store_file=lambda name, remote_file: self._store_for_closure(upstream, parent, name, remote_file),
                 on_chosen=start_downloads,
-                metadata_cache=parsed,
             )
             if upstream.pages_in_html is not None:
                 unchanged.remember_page_format(self.config, upstream.pages_in_html)

@@ -221,7 +221,7 @@ def test_a_walk_over_stored_wheels_reads_their_dependencies_from_the_cache(
 ) -> None:
     """Every run that walks the releases again (``--full``, or an upstream without a serial) took
     each release's dependencies out of its stored wheel, unzipping it again; what an earlier run
-    parsed is kept instead (``metadata_cache``). Probe: the stored wheel is made unreadable, and
+    parsed is kept instead (``state``, the local state). Probe: the stored wheel is made unreadable, and
     the next walk still knows its dependencies without asking upstream; without the cache it must
     ask for the PEP 658 file."""
     top = build_wheel("top", "1.0", requires_dist=["dep"])
@@ -239,7 +239,7 @@ def test_a_walk_over_stored_wheels_reads_their_dependencies_from_the_cache(
     assert "not followed" not in again.stderr and "dep" in mirrored(mirror)
     assert not [record.path for record in upstream.requests[mark:] if record.path.startswith("/files/")]
 
-    (mirror.store / "state" / "core-metadata.sqlite3").unlink()
+    (mirror.store / "state" / "local.sqlite3").unlink()
     mark = len(upstream.requests)
     mirror.run("sync", "--full", check=True)
     asked = [record.path for record in upstream.requests[mark:] if record.path.startswith("/files/")]

@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import replace
 
 import httpx
+import pytest
 
 from gitmirror.manifest import manifest_path
 
@@ -36,7 +38,7 @@ def test_second_sync_sends_only_conditional_requests(mirror: Mirror, sample, ups
     assert summary["pages_not_modified"] == 2 and summary["pages_fetched"] == 0
     assert summary["files_added"] == 0 and summary["bytes_downloaded"] == 0 and summary["commit"] is None
     assert mirror.git("rev-parse", "main").strip() == first
-    assert list((mirror.store / "state").glob("sync-*.sqlite3"))  # the cache lives beside the store
+    assert (mirror.store / "state" / "local.sqlite3").is_file()  # the local state lives beside the store
     assert "state" not in mirror.git("ls-tree", "-r", "--name-only", "main")
 
 
@@ -151,18 +153,44 @@ def test_a_pep658_file_other_than_its_wheels_metadata_is_stored_and_served(
     assert verified.stdout.rstrip().endswith(": OK")
 
 
-def test_a_damaged_cache_is_no_cache_and_is_written_again(mirror: Mirror, sample, upstream: FakeUpstream) -> None:
-    """The page state is a private speed-up: a file that is no database (a failing disk, a stray
-    write) costs one run every page, not every run a traceback; that run writes it again."""
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "directory"])
+def test_a_damaged_local_state_is_one_warning_line_and_rebuilt(
+    mirror: Mirror, sample, upstream: FakeUpstream, damage: str
+) -> None:
+    """The local state is a private speed-up: a damaged file (a failing disk, a stray write, a
+    directory in its place) is never read; ``plan`` says so and leaves it, the next sync says so in
+    one line, moves it aside and asks for every page unconditionally, and the run after that is
+    incremental again. Never a traceback, never a failed run."""
     mirror.run("sync", check=True)
-    [state] = (mirror.store / "state").glob("sync-*.sqlite3")
-    state.write_bytes(os.urandom(4096))
+    state = mirror.store / "state" / "local.sqlite3"
+    if damage == "garbage":
+        state.write_bytes(os.urandom(4096))
+    elif damage == "truncated":
+        state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    else:
+        state.unlink()
+        state.mkdir()
+    line = re.compile(r"warning: the local state \S*state/local\.sqlite3 is damaged \((.+)\): not read")
+
+    planned = mirror.run("plan")
+    assert planned.returncode == 0 and line.search(planned.stdout), planned.stdout
+    assert os.path.lexists(state) and not state.with_name("local.sqlite3.damaged").exists()  # a plan writes nothing
+
     mark = len(upstream.requests)
     damaged = mirror.run("sync", "--full")  # past the warm path, which would not read the state
     assert damaged.returncode == 0, damaged.stderr
+    [said] = [text for text in damaged.stderr.splitlines() if "local state" in text]
+    assert line.match(said) and said.endswith(", moved aside to local.sqlite3.damaged; a new one is started")
+    assert line.match(said).group(1) == {"directory": "not a file", "garbage": "file is not a database"}.get(
+        damage, "database disk image is malformed"
+    )
+    assert "Traceback" not in damaged.stderr
     pages = [record for record in since(upstream, mark) if record.path.startswith("/simple/")]
     assert len(pages) == 2 and all(header(record, "If-None-Match") is None for record in pages)
+    assert state.is_file() and state.with_name("local.sqlite3.damaged").exists()
+
     mark = len(upstream.requests)
-    mirror.run("sync", "--full", check=True)
+    again = mirror.run("sync", "--full", check=True)
+    assert "local state" not in again.stderr
     pages = [record for record in since(upstream, mark) if record.path.startswith("/simple/")]
     assert len(pages) == 2 and all(record.status == 304 for record in pages)
