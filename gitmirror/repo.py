@@ -205,13 +205,13 @@ class MetadataRepo(Writer):
         root = self.tree(self.commit(commit_id).tree)
         entry = root.get(PROJECTS_DIR.encode())
         if entry is not None and entry[0] == gittree.TREE:
-            yield from self._walk(entry[1], PROJECTS_DIR)
+            yield from self._manifests_under(entry[1], PROJECTS_DIR)
 
-    def _walk(self, tree_id: bytes, prefix: str) -> Iterator[tuple[str, bytes]]:
+    def _manifests_under(self, tree_id: bytes, prefix: str) -> Iterator[tuple[str, bytes]]:
         for name, (mode, sha) in self.tree(tree_id, prefix).items():
             path = f"{prefix}/{name.decode()}"
             if mode == gittree.TREE:
-                yield from self._walk(sha, path)
+                yield from self._manifests_under(sha, path)
             elif mode in gittree.FILE_MODES:
                 project = project_of_path(path)
                 if project is not None:
