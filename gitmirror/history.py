@@ -13,6 +13,7 @@ from pathlib import Path
 from dulwich.graph import find_merge_base
 from dulwich.object_store import peel_sha
 from dulwich.objects import Commit
+from dulwich.refs import check_ref_format
 from dulwich.repo import Repo
 from dulwich.walk import ORDER_DATE, ORDER_TOPO, Walker
 
@@ -58,6 +59,11 @@ class History:
     def refs(self, base: bytes = b"refs/") -> dict[bytes, bytes]:
         """Full ref name -> the id it holds, for every ref under ``base``."""
         return {base + name: sha for name, sha in self.git.refs.as_dict(base).items()}
+
+    def has_ref(self, ref: bytes) -> bool:
+        """Whether ``ref`` (a full name) exists; a name git would refuse (``..``, control characters)
+        is never looked up, so user input cannot reach a path outside ``refs/``."""
+        return check_ref_format(ref) and ref in self.git.refs
 
     def peeled_refs(self, base: bytes = b"refs/") -> dict[bytes, bytes]:
         """Full ref name -> commit id, for the refs under ``base`` that name a commit."""

@@ -107,6 +107,8 @@ def test_walks_first_parents_and_refs(repo: MetadataRepo) -> None:
     assert [c.id for c in repo.walk([tip], exclude=[side], parents_first=True)] == [merge, tip]
     assert {c.id for c in repo.walk([tip])} == {root, side, merge, tip}
     assert repo.move_ref(b"refs/heads/main", None, tip) and not repo.move_ref(b"refs/heads/main", None, root)
+    assert repo.has_ref(b"refs/heads/main") and not repo.has_ref(b"refs/heads/other")
+    assert not repo.has_ref(b"refs/heads/../../config")  # never a path outside refs/
     tag = Tag()
     tag.name, tag.object, tag.tagger = b"v1", (Commit, root), b"Test <test@example.invalid>"
     tag.tag_time, tag.tag_timezone, tag.message = 1_400, 0, b"v1\n"
