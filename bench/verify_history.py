@@ -125,9 +125,9 @@ def main() -> int:
             repo.git.refs[b"refs/heads/main"] = ids[base - 1]
             pushed = ids[base + 9] if base + 9 < len(ids) else ids[-1]
             update = RefUpdate(ids[base - 1], pushed, b"refs/heads/main")
-            decision = judge(repo.git, [update])
+            decision = judge(repo, [update])
             assert not decision.rejected, decision.messages
-            seconds = best_of(args.repeat, lambda update=update: judge(repo.git, [update]))
+            seconds = best_of(args.repeat, lambda update=update: judge(repo, [update]))
             print(f"{base:>8} {seconds:>34.4f}")
         repo.close()
     return 0

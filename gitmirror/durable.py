@@ -2,10 +2,9 @@
 
 The blob store (the blobs of a download process's message) and the metadata repository (the
 objects of a commit) both write a group of new files that must be on disk before anything names
-them: a blob before its name, a commit's objects before the branch moves to it. A fsync per file
-was 10-14 % of a cold sync of 3,000 blobs (bench/RESULTS.md, items 58-59); one ``syncfs`` for the
-group writes the same files, directory entries included. Its price: it also writes what other
-programs left dirty on that file system, and waits for it.
+them: a blob before its name, a commit's objects before the branch moves to it. One ``syncfs`` for
+the group writes the same files as a fsync per file, directory entries included, for a fraction of
+the cost. Its price: it also writes what other programs left dirty on that file system, and waits.
 """
 
 from __future__ import annotations

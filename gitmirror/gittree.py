@@ -1,8 +1,8 @@
 """Reading git trees the way git does, and refusing every tree git could read differently.
 
-Every reader of the metadata repository (``MetadataRepo``, ``render``, ``incoming``, ``verify``
-and the pre-receive hook through it) lists a tree through ``read_tree``: one parser, one set of
-rules, so no path can name other bytes in gitmirror than in ``git show``. dulwich keeps a tree
+Every reader of the metadata repository (``render``, ``incoming``, ``verify``, the pre-receive
+hook...) asks ``MetadataRepo``, which lists every tree through ``read_tree``: one parser, one set
+of rules, so no path can name other bytes in gitmirror than in ``git show``. dulwich keeps a tree
 as a dict (the last of duplicate names wins, order is ignored, modes are parsed to ints), while
 git scans the raw entries in order; both agree only on the trees this module accepts.
 
@@ -185,19 +185,6 @@ def read_tree(store: BaseObjectStore, sha: bytes, path: str = "") -> Listing:
     if type_num != Tree.type_num:
         return Listing(problems=[Problem(_here(path), f"mode says tree, object {sha.decode()} is not one")])
     return parse(raw, path)
-
-
-def lookup(store: BaseObjectStore, tree: bytes, path: str) -> tuple[int, bytes] | None:
-    """(mode, id) at ``path`` below ``tree``, each tree on the way read by ``read_tree``; None when
-    absent; ``TreeError`` when a tree on the way is malformed."""
-    entry: tuple[int, bytes] | None = (TREE, tree)
-    where = ""
-    for part in path.split("/"):
-        if entry is None or entry[0] != TREE:
-            return None
-        entry = read_tree(store, entry[1], where).checked().get(part.encode())
-        where = join(where, part.encode())
-    return entry
 
 
 def read_blob(store: BaseObjectStore, sha: bytes, path: str) -> bytes:

@@ -2,8 +2,8 @@
 
 git runs ``hooks/pre-receive`` in the bare repository with one ``<old> <new> <ref>`` line per
 updated ref on stdin, before any ref moves; a non-zero exit rejects the whole push and git throws
-the pushed objects away. The pushed objects sit in a quarantine directory that dulwich does not
-know about, so it is added as an in-memory alternate object store. Only commits the push
+the pushed objects away. The pushed objects sit in a quarantine directory, which
+``MetadataRepo.with_quarantine`` reads beside the repository's own objects. Only commits the push
 introduces are judged, each against its parents, with the same ``policy`` as ``verify`` and
 ``sync``; the refs themselves are held to the namespace and date rules of ``refpolicy``
 (docs/refs.md). Run it as ``python -m gitmirror.hooks pre-receive``; ``install`` writes the hook file.
@@ -17,19 +17,13 @@ import shlex
 import stat
 import sys
 import time
-from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dulwich.errors import NotGitRepository
-from dulwich.object_store import BaseObjectStore, DiskObjectStore
-from dulwich.objects import Commit
-from dulwich.repo import Repo
-
 from .refpolicy import HEADS, MAINLINE, TAGS, date_problem, ref_problem
-from .repo import RepoError, peel
-from .verify import commit_violations, history, subject
+from .repo import MetadataRepo, RepoError
+from .verify import commit_violations, subject
 
 ZERO = b"0" * 40
 _OBJECT_ID = re.compile(r"[0-9a-f]{40}")
@@ -85,73 +79,29 @@ def parse_updates(lines: Iterable[str]) -> list[RefUpdate]:
     return updates
 
 
-def open_with_quarantine(git_dir: str | os.PathLike[str], env: Mapping[str, str]) -> Repo:
-    """The repository as the hook must see it: existing objects plus the ones being pushed."""
-    repo = Repo(str(git_dir))
-    own = Path(repo.object_store.path).resolve()
-    extra = [env.get("GIT_QUARANTINE_PATH", ""), env.get("GIT_OBJECT_DIRECTORY", "")]
-    extra += env.get("GIT_ALTERNATE_OBJECT_DIRECTORIES", "").split(os.pathsep)
-    seen = {own}
-    for directory in extra:
-        if not directory:
-            continue
-        path = Path(directory)
-        path = (Path(git_dir) / path if not path.is_absolute() else path).resolve()
-        if path not in seen and path.is_dir():
-            seen.add(path)
-            repo.object_store.alternates.append(DiskObjectStore(str(path)))
-    return repo
-
-
-def is_ancestor(store: BaseObjectStore, ancestor: bytes, descendant: bytes) -> bool:
-    """Whether ``ancestor`` is reachable from ``descendant`` (breadth first, no timestamp tricks)."""
-    return ancestor in reachable(store, [descendant], {ancestor})
-
-
-def reachable(store: BaseObjectStore, starts: Iterable[bytes], wanted: set[bytes]) -> set[bytes]:
-    """Which of ``wanted`` are reachable from ``starts``: breadth first, stopping once all are found
-    (commit dates are the pusher's to choose, so no date-ordered shortcut)."""
-    found: set[bytes] = set()
-    queue = deque(starts)
-    seen = set(queue)
-    while queue and len(found) < len(wanted):
-        sha = queue.popleft()
-        if sha in wanted:
-            found.add(sha)
-        commit = store[sha] if sha in store else None  # noqa: SIM401 - object stores have no get()
-        if isinstance(commit, Commit):
-            for parent in commit.parents:
-                if parent not in seen:
-                    seen.add(parent)
-                    queue.append(parent)
-    return found
-
-
-def mainline_problem(store: BaseObjectStore, old: bytes | None, new: bytes, now: float) -> str | None:
+def mainline_problem(repo: MetadataRepo, old: bytes | None, new: bytes, now: float) -> str | None:
     """Why main may not move from ``old`` (None: main is created) to ``new``, or None.
 
     ``old`` must be on ``new``'s first-parent line, and every commit after it on that line is dated
     per ``refpolicy.date_problem``: ``/snapshot/<date>/`` walks that line, so otherwise a push could
     change which commit a past date names.
     """
-    dating: str | None = None
-    commit = store[new]
-    while isinstance(commit, Commit) and commit.id != old:
-        parent = store[commit.parents[0]] if commit.parents and commit.parents[0] in store else None
-        parent = parent if isinstance(parent, Commit) else None
-        problem = date_problem(commit.commit_time, parent.commit_time if parent else None, now)
-        if problem is not None and dating is None:
-            dating = f"commit {commit.id.decode()[:12]} ({subject(commit)}): {problem}"
-        if parent is None and old is not None:
-            return (
-                f"the old tip {old.decode()[:12]} is not on the new tip's first-parent line "
-                "(merge into main with main as the first parent, e.g. git merge --no-ff)"
-            )
-        commit = parent
-    return dating
+    line = list(repo.first_parents(new, stop=old))
+    if old is not None and line and not line[-1].parents:
+        return (
+            f"the old tip {old.decode()[:12]} is not on the new tip's first-parent line "
+            "(merge into main with main as the first parent, e.g. git merge --no-ff)"
+        )
+    for index, commit in enumerate(line):
+        parent = line[index + 1] if index + 1 < len(line) else None
+        parent_time = parent.commit_time if parent else repo.commit(old).commit_time if old else None
+        problem = date_problem(commit.commit_time, parent_time, now)
+        if problem is not None:
+            return f"commit {commit.id.decode()[:12]} ({subject(commit)}): {problem}"
+    return None
 
 
-def judge(repo: Repo, updates: list[RefUpdate], now: float | None = None) -> Decision:
+def judge(repo: MetadataRepo, updates: list[RefUpdate], now: float | None = None) -> Decision:
     """Accept or reject a push; every reason for rejecting is one message for the pusher.
 
     The rules (docs/refs.md): only branches and tags, named per ``refpolicy.name_problem``; none
@@ -162,8 +112,7 @@ def judge(repo: Repo, updates: list[RefUpdate], now: float | None = None) -> Dec
     """
     now = time.time() if now is None else now
     decision = Decision()
-    store = repo.object_store
-    branches = {ref: commit.id for ref, commit in _peeled_refs(repo, HEADS).items()}
+    branches = repo.peeled_refs(HEADS)
     main_before = branches.get(MAINLINE)
     new_tags: dict[bytes, bytes] = {}
     tips: list[bytes] = []
@@ -177,21 +126,21 @@ def judge(repo: Repo, updates: list[RefUpdate], now: float | None = None) -> Dec
         if update.new == ZERO:
             decision.reject(f"{where}: deleting a protected branch or tag is not allowed")
             continue
-        if update.new not in store:
+        if not repo.has_object(update.new):
             decision.reject(f"{where}: pushed object {update.new.decode()} is missing")
             continue
-        target = peel(store, update.new)
+        target = repo.peel(update.new)
         if target is None:
             decision.reject(f"{where}: must point at a commit")
             continue
-        tips.append(target.id)
+        tips.append(target)
         is_tag = update.ref.startswith(TAGS)
         old: bytes | None = None
         if update.old == ZERO:
             if is_tag:
-                new_tags[update.ref] = target.id
+                new_tags[update.ref] = target
                 continue
-            if main_before is not None and not is_ancestor(store, main_before, target.id):
+            if main_before is not None and not repo.is_ancestor(main_before, target):
                 decision.reject(
                     f"{where}: a new branch must contain main's tip {main_before.decode()[:12]} "
                     "(an unrelated history is refused)"
@@ -202,18 +151,17 @@ def judge(repo: Repo, updates: list[RefUpdate], now: float | None = None) -> Dec
             decision.reject(f"{where}: tags are immutable and cannot be moved")
             continue
         else:
-            old_commit = peel(store, update.old)
-            if old_commit is None or not is_ancestor(store, old_commit.id, target.id):
+            old = repo.peel(update.old)
+            if old is None or not repo.is_ancestor(old, target):
                 decision.reject(f"{where}: non-fast-forward update (force push or rewritten history) refused")
                 continue
-            old = old_commit.id
-        branches[update.ref] = target.id
+        branches[update.ref] = target
         if update.ref == MAINLINE:
-            problem = mainline_problem(store, old, target.id, now)
+            problem = mainline_problem(repo, old, target, now)
             if problem is not None:
                 decision.reject(f"{where}: {problem}")
     if main_before is not None and new_tags:
-        found = reachable(store, branches.values(), set(new_tags.values()))
+        found = repo.reachable(branches.values(), set(new_tags.values()))
         for ref, commit_id in new_tags.items():
             if commit_id not in found:
                 decision.reject(
@@ -221,14 +169,14 @@ def judge(repo: Repo, updates: list[RefUpdate], now: float | None = None) -> Dec
                     "(an unrelated history is refused)"
                 )
                 unrelated = True
-    existing = [commit.id for commit in _peeled_refs(repo, b"refs/").values()]
-    for commit in history(store, tips, exclude=existing):
+    existing = list(repo.peeled_refs().values())
+    for commit in repo.walk(tips, exclude=existing, parents_first=True):
         if main_before is not None and not commit.parents and not unrelated:
             decision.reject(
                 f"commit {commit.id.decode()[:12]} ({subject(commit)}): a new root commit "
                 "(an unrelated history) is refused once main exists"
             )
-        violations = commit_violations(store, commit)
+        violations = commit_violations(repo, commit)
         if violations:
             decision.reject(f"commit {commit.id.decode()[:12]} ({subject(commit)}) breaks the immutability policy:")
             for violation in violations:
@@ -236,22 +184,12 @@ def judge(repo: Repo, updates: list[RefUpdate], now: float | None = None) -> Dec
     return decision
 
 
-def _peeled_refs(repo: Repo, base: bytes) -> dict[bytes, Commit]:
-    """The refs under ``base`` (full names) that name a commit, peeled."""
-    found = {}
-    for name, sha in repo.refs.as_dict(base).items():
-        commit = peel(repo.object_store, sha)
-        if commit is not None:
-            found[base + name] = commit
-    return found
-
-
 def pre_receive(stdin: Iterable[str], env: Mapping[str, str], out=sys.stderr) -> int:
     """The hook's entry point: 0 accepts the push, 1 rejects it (messages go to the pusher)."""
     git_dir = env.get("GIT_DIR", ".")
     try:
-        repo = open_with_quarantine(git_dir, env)
-    except NotGitRepository:
+        repo = MetadataRepo.with_quarantine(git_dir, env)
+    except RepoError:
         print(f"gitmirror: {git_dir} is not a git repository; push refused", file=out)
         return 1
     try:
@@ -292,25 +230,27 @@ def install(bare_repo: Path, python: str = sys.executable, force: bool = False) 
     so switching git's check off does not let them in.
     """
     try:
-        repo = Repo(str(bare_repo))
-    except NotGitRepository as exc:
+        repo = MetadataRepo(bare_repo)
+    except RepoError as exc:
         raise RepoError(f"{bare_repo} is not a git repository") from exc
     try:
         if not repo.bare:
             raise RepoError(f"{bare_repo} is not a bare repository (pushes go to bare repositories)")
-        hook = Path(repo.controldir()) / "hooks" / "pre-receive"
+        hook = repo.path / "hooks" / "pre-receive"
         if hook.exists() and HOOK_MARKER not in hook.read_text(errors="replace") and not force:
             raise RepoError(f"{hook} exists and is not gitmirror's; use --force to replace it")
         hook.parent.mkdir(parents=True, exist_ok=True)
         hook.write_text(render_hook(python))
         hook.chmod(hook.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-        config = repo.get_config()
-        config.set((b"receive",), b"denyNonFastForwards", True)
-        config.set((b"receive",), b"denyDeletes", True)
-        config.set((b"core",), b"fsync", b"committed")
-        config.set((b"receive",), b"fsckObjects", True)
-        config.set((b"transfer",), b"fsckObjects", True)
-        config.write_to_path()
+        repo.set_config(
+            {
+                ("receive", "denyNonFastForwards"): True,
+                ("receive", "denyDeletes"): True,
+                ("core", "fsync"): "committed",
+                ("receive", "fsckObjects"): True,
+                ("transfer", "fsckObjects"): True,
+            }
+        )
     finally:
         repo.close()
     return hook

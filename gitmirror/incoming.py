@@ -19,8 +19,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from dulwich.graph import can_fast_forward, find_merge_base
-
 from .gittree import TREE
 from .manifest import (
     PROJECTS_DIR,
@@ -101,13 +99,6 @@ class ProjectPending:
             if change.kind == "new-file" and change.version is not None:
                 versions.setdefault(change.version, None)
         return list(versions)
-
-
-def merge_base(repo: MetadataRepo, one: bytes | None, other: bytes | None) -> bytes | None:
-    if one is None or other is None:
-        return None
-    bases = find_merge_base(repo.git, [one, other])
-    return bases[0] if bases else None
 
 
 def _field_change(
@@ -193,19 +184,16 @@ def conflict_records(repo: MetadataRepo, commit: bytes | None, name: str) -> lis
 
 
 def _conflict_blobs(repo: MetadataRepo, commit: bytes | None) -> dict[str, bytes]:
-    entry = repo.entry(commit, CONFLICTS_DIR)
-    if entry is None or entry[0] != TREE:
-        return {}
     return {
-        name.decode()[: -len(".jsonl")]: sha
-        for name, (_mode, sha) in repo.tree(entry[1], CONFLICTS_DIR).items()
-        if name.endswith(b".jsonl")
+        name[: -len(".jsonl")]: sha
+        for name, (mode, sha) in repo.list_dir(commit, CONFLICTS_DIR).items()
+        if name.endswith(".jsonl") and mode != TREE
     }
 
 
 def pending(repo: MetadataRepo, target: bytes | None, source: bytes | None) -> list[ProjectPending]:
     """Per project, what ``source`` (incoming) holds that ``target`` (main) does not serve yet."""
-    base = merge_base(repo, target, source)
+    base = repo.merge_base(target, source)
     target_blobs = dict(repo.manifest_blobs(target))
     result: dict[str, ProjectPending] = {}
     for name, blob_id in repo.manifest_blobs(source):
@@ -255,16 +243,16 @@ def catch_up(repo: MetadataRepo, main: str, incoming: str) -> str:
     if main_tip is None:
         return "nothing on main yet"
     if incoming_tip is None:
-        if not repo.git.refs.add_if_new(ref, main_tip):
+        if not repo.move_ref(ref, None, main_tip):
             raise RepoError(f"branch {incoming} appeared while it was being created; run again")
         return f"created {incoming} at {main}"
-    if incoming_tip == main_tip or can_fast_forward(repo.git, main_tip, incoming_tip):
+    if repo.is_ancestor(main_tip, incoming_tip):
         return f"{incoming} already contains {main}"
-    if can_fast_forward(repo.git, incoming_tip, main_tip):
-        if not repo.git.refs.set_if_equals(ref, incoming_tip, main_tip):
+    if repo.is_ancestor(incoming_tip, main_tip):
+        if not repo.move_ref(ref, incoming_tip, main_tip):
             raise RepoError(f"branch {incoming} moved while it was being updated; run again")
         return f"fast-forwarded {incoming} to {main}"
-    base = merge_base(repo, main_tip, incoming_tip)
+    base = repo.merge_base(main_tip, incoming_tip)
     changes: dict[str, bytes | None] = {}
     violations = []
     for item in pending(repo, incoming_tip, main_tip):
@@ -294,10 +282,8 @@ def catch_up(repo: MetadataRepo, main: str, incoming: str) -> str:
 
 def _other_paths(repo: MetadataRepo, base: bytes | None, main: bytes, incoming: bytes) -> dict[str, bytes | None]:
     """Paths outside manifests and conflict records that ``main`` changed and ``incoming`` did not."""
-    base_tree = repo.commit(base).tree if base else None
     result: dict[str, bytes | None] = {}
-    for change in repo.tree_changes(base_tree, repo.commit(main).tree):
-        path = (change.new or change.old).path.decode()  # type: ignore[union-attr]
+    for path in repo.changed_paths(base, main):
         if path.startswith((PROJECTS_DIR + "/", CONFLICTS_DIR + "/", TAKEDOWNS_DIR + "/")):
             continue
         if repo.read_path(incoming, path) == repo.read_path(base, path):
@@ -311,10 +297,8 @@ def _carry_takedowns(
     """Merge ``main``'s takedown index into the review branch's (lines of both, nothing lost), and
     turn a served file the review branch added with bytes ``main`` has taken down since into a
     tombstone: otherwise the merge would serve those bytes again (``policy.takedown_check``)."""
-    base_tree = repo.commit(base).tree if base else None
     fresh: dict[str, TakedownRecord] = {}
-    for change in repo.tree_changes(base_tree, repo.commit(main).tree):
-        path = (change.new or change.old).path.decode()  # type: ignore[union-attr]
+    for path in repo.changed_paths(base, main):
         if not is_shard_path(path):
             continue
         ours, theirs = repo.read_path(incoming, path) or b"", repo.read_path(main, path) or b""
@@ -327,10 +311,7 @@ def _carry_takedowns(
         fresh.update({digest: record for digest, record in parse(theirs).items() if digest not in recorded})
     if not fresh:
         return
-    for change in repo.tree_changes(base_tree, repo.commit(incoming).tree):
-        if change.new is None:
-            continue
-        path = change.new.path.decode()
+    for path in repo.changed_paths(base, incoming):
         name = project_of_path(path)
         if name is None:
             continue

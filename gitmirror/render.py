@@ -91,10 +91,9 @@ def changed_projects(repo: MetadataRepo, old: bytes, new: bytes) -> tuple[set[st
     """(projects added or changed, projects gone) between two commits, from a pruned tree diff."""
     changed: set[str] = set()
     removed: set[str] = set()
-    old_tree, new_tree = repo.commit(old).tree, repo.commit(new).tree
-    for change in repo.tree_changes(old_tree, new_tree):
-        before = project_of_path(change.old.path.decode()) if change.old and change.old.path else None
-        after = project_of_path(change.new.path.decode()) if change.new and change.new.path else None
+    for change in repo.changes(old, new):
+        before = project_of_path(change.old.path.decode()) if change.old else None
+        after = project_of_path(change.new.path.decode()) if change.new else None
         if after:
             changed.add(after)
         if before and before != after:
@@ -338,7 +337,4 @@ def _branch_state(repo: MetadataRepo, commit: bytes | None) -> dict[str, object]
 
 
 def _tree_dirs(repo: MetadataRepo, commit: bytes | None, path: str) -> set[str]:
-    entry = repo.entry(commit, path)
-    if entry is None or entry[0] != TREE:
-        return set()
-    return {name.decode() for name, (mode, _sha) in repo.tree(entry[1], path).items() if mode == TREE}
+    return {name for name, (mode, _sha) in repo.list_dir(commit, path).items() if mode == TREE}

@@ -1,45 +1,44 @@
 """The git metadata repository, read and written through dulwich's object database.
 
 The repository is bare: nothing needs a checkout, readers see whole commits only, and a writer's
-last step is one compare-and-swap of ``refs/heads/<branch>``. Objects are written, and on disk,
-before the ref moves, so a crash or a power loss at any point leaves the branch at either the old
-or the new commit.
+last step is one compare-and-swap of ``refs/heads/<branch>`` (``repo_write``). ``MetadataRepo`` is
+the storage layer's one handle on it: this module reads trees and files (through ``gittree``),
+``history`` answers questions about commits and refs, ``repo_write`` writes; no other layer
+imports dulwich.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import tempfile
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 from dulwich.diff_tree import TreeChange
 from dulwich.errors import NotGitRepository
-from dulwich.file import FileLocked
-from dulwich.object_store import BaseObjectStore, peel_sha
-from dulwich.objects import Blob, Commit, ShaFile, Tree
+from dulwich.object_store import DiskObjectStore
+from dulwich.objects import Commit, ShaFile
 from dulwich.repo import Repo
 
-from . import crashpoints, durable, gittree
+from . import gittree
+from .history import DEFAULT_BRANCH, RepoError
 from .manifest import PROJECTS_DIR, ProjectManifest, loads, manifest_path, project_of_path
+from .repo_write import STALE_REF_LOCK_AGE, Writer
 
-DEFAULT_BRANCH = "main"
-LOOSE_OBJECT_LIMIT = 1000
-_DEFAULT_IDENTITY = "gitmirror <gitmirror@localhost>"
-#: a ref lock this old belongs to no live git transaction (git holds one for a single update)
-STALE_REF_LOCK_AGE = 10 * 60
-
-
-class RepoError(RuntimeError):
-    """The repository is missing, locked, or a revision does not resolve."""
+__all__ = ["DEFAULT_BRANCH", "STALE_REF_LOCK_AGE", "Commit", "MalformedTreeError", "MetadataRepo", "RepoError"]
 
 
 class MalformedTreeError(RepoError):
-    """A tree git could read differently from gitmirror (``gittree``): refused, never guessed at."""
+    """A tree git could read differently from gitmirror (``gittree``): refused, never guessed at.
+
+    ``problems`` lists every malformed entry found (``gittree.Problem``); the message is the first.
+    """
+
+    def __init__(self, error: gittree.TreeError) -> None:
+        super().__init__(str(error))
+        self.problems = error.problems
 
 
 @contextmanager
@@ -48,18 +47,12 @@ def refusing_malformed() -> Iterator[None]:
     try:
         yield
     except gittree.TreeError as exc:
-        raise MalformedTreeError(str(exc)) from None
+        raise MalformedTreeError(exc) from None
 
 
-def peel(store: BaseObjectStore, sha: bytes) -> Commit | None:
-    """The commit ``sha`` names after following tags, or None (a tree, a blob, a missing object)."""
-    try:
-        return commit if isinstance(commit := peel_sha(store, sha)[1], Commit) else None
-    except KeyError:
-        return None
+class MetadataRepo(Writer):
+    """The one handle on the metadata repository; ``Commit`` (re-exported here) is what its walks yield."""
 
-
-class MetadataRepo:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         #: parsed commits and checked tree listings, by id (immutable, so never stale); bounded
@@ -90,17 +83,28 @@ class MetadataRepo:
                 shutil.rmtree(staging, ignore_errors=True)
         return cls(path)
 
+    @classmethod
+    def with_quarantine(cls, path: Path | str, env: Mapping[str, str]) -> MetadataRepo:
+        """The repository as a pre-receive hook must see it: its objects plus the ones being pushed,
+        which git keeps in a quarantine directory (named by ``env``) until the hook accepts them."""
+        repo = cls(Path(path))
+        store = repo.git.object_store
+        seen = {Path(store.path).resolve()}
+        extra = [env.get("GIT_QUARANTINE_PATH", ""), env.get("GIT_OBJECT_DIRECTORY", "")]
+        for directory in extra + env.get("GIT_ALTERNATE_OBJECT_DIRECTORIES", "").split(os.pathsep):
+            if not directory:
+                continue
+            where = (repo.path / directory).resolve()  # an absolute directory stays itself
+            if where not in seen and where.is_dir():
+                seen.add(where)
+                store.alternates.append(DiskObjectStore(str(where)))
+        return repo
+
+    @property
+    def bare(self) -> bool:
+        return bool(self.git.bare)
+
     # -- reading -----------------------------------------------------------------------------
-
-    def branch_ref(self, branch: str = DEFAULT_BRANCH) -> bytes:
-        return f"refs/heads/{branch}".encode()
-
-    def tip(self, branch: str = DEFAULT_BRANCH) -> bytes | None:
-        """The commit id a branch points at, or None for a branch with no commits yet."""
-        try:
-            return self.git.refs[self.branch_ref(branch)]
-        except KeyError:
-            return None
 
     def resolve(self, rev: str) -> bytes:
         """A commit id from a branch, tag, date or (abbreviated) commit id: ``snapshot.resolve``,
@@ -108,11 +112,6 @@ class MetadataRepo:
         from .snapshot import resolve
 
         return resolve(self, rev).commit
-
-    def commit(self, sha: bytes) -> Commit:
-        obj = self.git[sha]
-        assert isinstance(obj, Commit)
-        return obj
 
     def read_path(self, commit_id: bytes | None, path: str) -> bytes | None:
         """The bytes of the file at ``path`` in a commit, or None when absent (or a directory)."""
@@ -155,10 +154,30 @@ class MetadataRepo:
         with refusing_malformed():
             return gittree.read_blob(self.git.object_store, blob_id, path)
 
-    def tree_changes(self, old_tree: bytes | None, new_tree: bytes | None) -> Iterator[TreeChange]:
-        """File changes between two trees (``gittree.changes``); ``MalformedTreeError`` on a malformed tree."""
+    def list_dir(self, commit_id: bytes | None, path: str) -> dict[str, tuple[int, bytes]]:
+        """The entries (name -> (mode, id)) of directory ``path`` at a commit; empty when there is none."""
+        entry = self.entry(commit_id, path)
+        if entry is None or entry[0] != gittree.TREE:
+            return {}
+        return {name.decode(): value for name, value in self.tree(entry[1], path).items()}
+
+    def changes(
+        self, old: bytes | None, new: bytes | None, report: Callable[[gittree.Problem], None] | None = None
+    ) -> Iterator[TreeChange]:
+        """File changes from commit ``old`` (None: nothing) to commit ``new``, unchanged subtrees skipped.
+
+        Every tree of ``new`` that is walked is read by ``gittree``: a malformed one raises
+        ``MalformedTreeError``, or with ``report`` its problems go there and its bad entries are left out.
+        """
+        old_tree = self.commit(old).tree if old is not None else None
+        new_tree = self.commit(new).tree if new is not None else None
         with refusing_malformed():
-            yield from gittree.changes(self.git.object_store, old_tree, new_tree)
+            yield from gittree.changes(self.git.object_store, old_tree, new_tree, report)
+
+    def changed_paths(self, old: bytes | None, new: bytes) -> Iterator[str]:
+        """The path of every file added, changed or removed from commit ``old`` to commit ``new``."""
+        for change in self.changes(old, new):
+            yield (change.new or change.old).path.decode()  # type: ignore[union-attr]
 
     def _cached(self, sha: bytes) -> ShaFile:
         """``self.git[sha]``, keeping commits (a sync reads each project's path twice)."""
@@ -186,13 +205,13 @@ class MetadataRepo:
         root = self.tree(self.commit(commit_id).tree)
         entry = root.get(PROJECTS_DIR.encode())
         if entry is not None and entry[0] == gittree.TREE:
-            yield from self._walk(entry[1], PROJECTS_DIR)
+            yield from self._manifests_under(entry[1], PROJECTS_DIR)
 
-    def _walk(self, tree_id: bytes, prefix: str) -> Iterator[tuple[str, bytes]]:
+    def _manifests_under(self, tree_id: bytes, prefix: str) -> Iterator[tuple[str, bytes]]:
         for name, (mode, sha) in self.tree(tree_id, prefix).items():
             path = f"{prefix}/{name.decode()}"
             if mode == gittree.TREE:
-                yield from self._walk(sha, path)
+                yield from self._manifests_under(sha, path)
             elif mode in gittree.FILE_MODES:
                 project = project_of_path(path)
                 if project is not None:
@@ -206,181 +225,5 @@ class MetadataRepo:
             path = manifest_path(name)
             yield loads(self.blob(blob_id, path), path)
 
-    # -- writing -----------------------------------------------------------------------------
-
-    def identity(self) -> bytes:
-        """Who commits: the git environment variables, then git config, then a fixed default."""
-        name = os.environ.get("GIT_AUTHOR_NAME")
-        email = os.environ.get("GIT_AUTHOR_EMAIL")
-        if not (name and email):
-            config = self.git.get_config_stack()
-            try:
-                name = name or config.get((b"user",), b"name").decode()
-                email = email or config.get((b"user",), b"email").decode()
-            except KeyError:
-                return _DEFAULT_IDENTITY.encode()
-        return f"{name} <{email}>".encode()
-
-    def write_commit(
-        self,
-        changes: dict[str, bytes | None],
-        message: str,
-        branch: str = DEFAULT_BRANCH,
-        parent: bytes | None = None,
-        merged: tuple[bytes, ...] = (),
-    ) -> bytes:
-        """Commit path changes (None deletes) on top of ``parent`` and move the branch there.
-
-        ``merged`` commits become further parents: the commit records that their history is merged.
-
-        The branch moves only if it still points at ``parent``: a concurrent writer makes this
-        fail instead of silently dropping its commit.
-        """
-        base_tree = self.commit(parent).tree if parent else None
-        new_objects: list[ShaFile] = []
-        tree_id = self._update_tree(base_tree, _split(changes), new_objects)
-        if tree_id is None:
-            empty = Tree()
-            new_objects.append(empty)
-            tree_id = empty.id
-        commit = Commit()
-        commit.tree = tree_id
-        commit.parents = ([parent] if parent else []) + list(merged)
-        commit.author = commit.committer = self.identity()
-        # Never earlier than the first parent: /snapshot/<date>/ walks first parents and relies on
-        # dates that never go back (docs/refs.md), whatever this host's clock says.
-        first_parent_time = self.commit(commit.parents[0]).commit_time if commit.parents else 0
-        commit.author_time = commit.commit_time = max(int(time.time()), first_parent_time)
-        commit.author_timezone = commit.commit_timezone = 0
-        commit.encoding = b"UTF-8"
-        commit.message = message.encode()
-        new_objects.append(commit)
-        crashpoints.reached("repo.trees-built")
-        self.write_durably(new_objects)
-        crashpoints.reached("repo.objects-written")
-        ref = self.branch_ref(branch)
-        moved = (
-            self.git.refs.set_if_equals(ref, parent, commit.id) if parent else self.git.refs.add_if_new(ref, commit.id)
-        )
-        if not moved:
-            raise RepoError(f"branch {branch} moved while this commit was being written; run again")
-        crashpoints.reached("repo.ref-moved")
-        return commit.id
-
-    def write_durably(self, new_objects: list[ShaFile]) -> None:
-        """Write objects (a commit's, a tag) and make them durable, before a ref may name them.
-
-        dulwich writes object files without fsync (unless ``core.fsyncObjectFiles`` is set) and the
-        ref file with one: after a power loss a branch or tag could name objects that never reached
-        the disk. One ``syncfs`` of the repository's file system covers them all, as the
-        blob store does for its blobs (``durable``); where there is none, ``os.sync``.
-        """
-        handle = durable.handle(self.path)  # before the objects: their write-back errors are reported
-        try:
-            packing = crashpoints.CountingSequence([(obj, None) for obj in new_objects], "repo.object-packing")
-            if len(new_objects) <= LOOSE_OBJECT_LIMIT:
-                # Small commits (yanks, approvals, a quiet sync) as loose objects, like git itself: one
-                # pack per commit would make every later object lookup scan thousands of packs.
-                for obj, _path in packing:
-                    self.git.object_store.add_object(obj)
-            else:
-                self.git.object_store.add_objects(packing)
-            if handle is not None:
-                durable.sync(handle, self.path)
-            else:
-                os.sync()
-        finally:
-            if handle is not None:
-                os.close(handle)
-
-    def _update_tree(self, tree_id: bytes | None, changes: dict[str, object], out: list[ShaFile]) -> bytes | None:
-        """Rebuild only the trees on the changed paths; returns None for a tree left empty."""
-        tree = Tree()
-        if tree_id is not None:
-            old = self.git[tree_id]
-            assert isinstance(old, Tree)
-            for item in old.iteritems():
-                tree.add(item.path, item.mode, item.sha)
-        for name, change in changes.items():
-            key = name.encode()
-            if isinstance(change, dict):
-                sub = tree[key][1] if key in tree and tree[key][0] & 0o040000 else None
-                new_sub = self._update_tree(sub, change, out)
-                if new_sub is None:
-                    if key in tree:
-                        del tree[key]
-                else:
-                    tree.add(key, 0o040000, new_sub)
-            elif change is None:
-                if key in tree:
-                    del tree[key]
-            else:
-                assert isinstance(change, bytes)
-                blob = Blob.from_string(change)
-                out.append(blob)
-                tree.add(key, 0o100644, blob.id)
-        if not len(tree):
-            return None
-        out.append(tree)
-        return tree.id
-
-    @contextmanager
-    def writer_lock(self, wait: bool = False) -> Iterator[None]:
-        """One writer at a time: sync, yank, approve and friends all take this lock.
-
-        A ref another git process holds locked (a push through the hook, ``git gc``) makes the
-        writer's compare-and-swap fail before the branch moves: that is one line to try again.
-        """
-        lock_path = self.path / "gitmirror.lock"
-        with open(lock_path, "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError as exc:
-                raise RepoError(f"another gitmirror process is writing to {self.path}; try again later") from exc
-            try:
-                self._remove_stale_git_locks()
-                yield
-            except FileLocked as exc:
-                ref = os.path.relpath(os.fsdecode(exc.filename), self.path)
-                raise RepoError(
-                    f"{ref} is locked by another git process ({ref}.lock exists); try again later (a lock left by "
-                    f"a killed process is removed once it is {STALE_REF_LOCK_AGE // 60} minutes old)"
-                ) from exc
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-    def _remove_stale_git_locks(self) -> None:
-        """Drop what a killed writer left behind: ref ``*.lock`` files and unindexed packs, once old.
-
-        A ref lock (under ``refs/``, ``packed-refs.lock``, ``HEAD.lock``) goes once older than
-        ``STALE_REF_LOCK_AGE`` (10 minutes); a pack without its index and a ``tmp_pack_*`` file once
-        older than dulwich's prune grace period (2 weeks, as ``git gc`` keeps unreferenced objects).
-        Why: the writer lock excludes gitmirror only, and a concurrent ``git push`` or ``git gc`` holds
-        a ref lock for one transaction and migrates a pack before its index, so a young one may be live.
-        """
-        now = time.time()
-        refs = self.path / "refs"
-        for lock in [*refs.rglob("*.lock"), self.path / "packed-refs.lock", self.path / "HEAD.lock"]:
-            try:
-                if now - lock.stat().st_mtime > STALE_REF_LOCK_AGE:
-                    lock.unlink()
-            except FileNotFoundError:
-                pass  # its writer finished meanwhile
-        self.git.object_store.prune()  # dulwich's default grace period
-
     def close(self) -> None:
         self.git.close()
-
-
-def _split(changes: dict[str, bytes | None]) -> dict[str, object]:
-    """Turn ``{"a/b/c": data}`` into nested ``{"a": {"b": {"c": data}}}``."""
-    nested: dict[str, object] = {}
-    for path, data in changes.items():
-        parts = path.split("/")
-        if any(part in ("", ".", "..", ".git") for part in parts):
-            raise RepoError(f"refusing unsafe repository path {path!r}")
-        node = nested
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})  # type: ignore[assignment]
-        node[parts[-1]] = data
-    return nested

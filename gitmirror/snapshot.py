@@ -21,12 +21,10 @@ from weakref import WeakKeyDictionary
 
 from dulwich.objects import Commit, Tag
 from dulwich.refs import SymrefLoop, check_ref_format
-from dulwich.repo import Repo
-from dulwich.walk import Walker
 
 from .manifest import format_time
 from .refpolicy import HEADS, TAGS, is_date_only, looks_like_commit_id, looks_like_date, name_problem, stamp
-from .repo import MetadataRepo, RepoError, peel
+from .repo import MetadataRepo, RepoError
 
 COMMIT = "commit"
 TAG = "tag"
@@ -115,10 +113,10 @@ def _by_name(repo: MetadataRepo, rev: str) -> Snapshot | None:
             sha = repo.git.refs[ref]
         except (KeyError, ValueError, OSError, SymrefLoop):
             continue
-        commit = peel(repo.git.object_store, sha)
+        commit = repo.peel(sha)
         if commit is None:
             raise RevisionError(f"{rev} does not name a commit")
-        return Snapshot(rev, commit.id, kind)
+        return Snapshot(rev, commit, kind)
     return None
 
 
@@ -141,13 +139,12 @@ def at_time(repo: MetadataRepo, moment: datetime, branch: str = "main") -> bytes
 
 
 def _full_id(repo: MetadataRepo, sha: str) -> bytes:
-    store = repo.git.object_store
-    if sha.encode() not in store:
+    if not repo.has_object(sha.encode()):
         raise RevisionError(f"unknown commit {sha}")
-    commit = peel(store, sha.encode())
+    commit = repo.peel(sha.encode())
     if commit is None:
         raise RevisionError(f"{sha} does not name a commit")
-    return commit.id
+    return commit
 
 
 def _abbreviated(repo: MetadataRepo, prefix: str) -> bytes:
@@ -169,8 +166,8 @@ class CommitIndex:
     can become ambiguous but never name another one. Thread-safe: the server resolves off its loop.
     """
 
-    def __init__(self, git: Repo) -> None:
-        self.git = git
+    def __init__(self, repo: MetadataRepo) -> None:
+        self.repo = repo
         self.walks = 0  # how many times history was walked (tests hold it to "only when tips move")
         self._lock = threading.Lock()
         self._ids: list[bytes] = []
@@ -197,23 +194,21 @@ class CommitIndex:
         new = [sha for sha in tips if sha not in self._known]
         if new:
             self.walks += 1
-            store, known = self.git.object_store, self._known
-            walker = Walker(store, new, get_parents=lambda c: [p for p in c.parents if p not in known and p in store])
-            added = {entry.commit.id for entry in walker} - known
+            known = self._known
+            added = {commit.id for commit in self.repo.walk(new, exclude=self._tips)} - known
             known.update(added)
             self._ids = sorted([*self._ids, *added])
         self._tips = tips
 
     def _ref_values(self) -> list[bytes]:
-        refs = self.git.refs
-        return [*refs.as_dict(HEADS).values(), *refs.as_dict(TAGS).values()]
+        return [*self.repo.refs(HEADS).values(), *self.repo.refs(TAGS).values()]
 
     def _peel(self, sha: bytes) -> bytes | None:
+        """``repo.peel``, remembered: a ref value names the same commit forever."""
         if sha not in self._peeled:
             if len(self._peeled) >= 65536:
                 self._peeled.clear()
-            commit = peel(self.git.object_store, sha)
-            self._peeled[sha] = commit.id if commit is not None else None
+            self._peeled[sha] = self.repo.peel(sha)
         return self._peeled[sha]
 
 
@@ -226,8 +221,8 @@ class FirstParentLine:
     longer holds the old one (a branch rewritten around the hook) is read again whole. Thread-safe.
     """
 
-    def __init__(self, git: Repo) -> None:
-        self.git = git
+    def __init__(self, repo: MetadataRepo) -> None:
+        self.repo = repo
         self.walks = 0
         self._lock = threading.Lock()
         self._ids: list[bytes] = []
@@ -257,14 +252,8 @@ class FirstParentLine:
             return
         self.walks += 1
         known = self._ids[-1] if self._ids else None
-        new: list[Commit] = []
-        commit_id: bytes | None = tip
-        while commit_id is not None and commit_id != known:
-            commit = self.git[commit_id]
-            assert isinstance(commit, Commit)
-            new.append(commit)
-            commit_id = commit.parents[0] if commit.parents else None
-        if commit_id is None:  # read down to the root: the whole line
+        new = list(self.repo.first_parents(tip, stop=known))
+        if not new or not new[-1].parents or new[-1].parents[0] != known:  # down to the root: the whole line
             self._ids, self._times, self._members, self._ordered = [], [], set(), True
         for commit in reversed(new):
             self._ordered = self._ordered and (not self._times or commit.commit_time >= self._times[-1])
@@ -291,12 +280,12 @@ def _shared(
 
 def first_parent_line(repo: MetadataRepo, branch: str) -> FirstParentLine:
     """The one first-parent line of ``branch`` in ``repo``, shared like ``commit_index``."""
-    return _shared(_LINES, repo, branch, lambda: FirstParentLine(repo.git))
+    return _shared(_LINES, repo, branch, lambda: FirstParentLine(repo))
 
 
 def commit_index(repo: MetadataRepo) -> CommitIndex:
     """The one commit index of ``repo`` (the server, ``resolve`` and ``MetadataRepo.resolve`` share it)."""
-    return _shared(_INDEXES, repo, "", lambda: CommitIndex(repo.git))
+    return _shared(_INDEXES, repo, "", lambda: CommitIndex(repo))
 
 
 def check_tag_name(name: str) -> str:
@@ -320,9 +309,10 @@ def create_tag(
     if tip is None or not first_parent_line(repo, branch).holds(tip, commit):
         raise RevisionError(f"{commit.decode()[:12]} is no state {branch} has served; tags name those only")
     ref = f"refs/tags/{name}".encode()
-    if ref in repo.git.refs:
-        existing = peel(repo.git.object_store, repo.git.refs[ref])
-        where = existing.id.decode()[:12] if existing else "?"
+    existing = repo.refs(TAGS).get(ref)
+    if existing is not None:
+        peeled = repo.peel(existing)
+        where = peeled.decode()[:12] if peeled else "?"
         raise RevisionError(f"tag {name} already exists (at {where}); tags are never moved")
     tag = Tag()
     tag.name = name.encode()
@@ -332,19 +322,14 @@ def create_tag(
     tag.tag_timezone = 0
     tag.message = ((message or f"gitmirror snapshot {name}") + "\n").encode()
     repo.write_durably([tag])
-    if not repo.git.refs.add_if_new(ref, tag.id):
+    if not repo.move_ref(ref, None, tag.id):
         raise RevisionError(f"tag {name} was created concurrently; not moved")
     return tag.id
 
 
 def list_tags(repo: MetadataRepo) -> list[tuple[str, bytes]]:
     """(name, commit) of every tag naming a commit, sorted by name."""
-    tags = []
-    for ref, sha in sorted(repo.git.refs.as_dict(TAGS).items()):
-        commit = peel(repo.git.object_store, sha)
-        if commit is not None:
-            tags.append((ref.decode(), commit.id))
-    return tags
+    return [(ref[len(TAGS) :].decode(), commit) for ref, commit in sorted(repo.peeled_refs(TAGS).items())]
 
 
 class Resolver:

@@ -99,9 +99,9 @@ def _when(timestamp: int) -> str:
 def _last_sync(repo: MetadataRepo, tip: bytes) -> tuple[str, str] | None:
     """(time, commit id) of the newest sync commit reachable from ``tip``, merges included: on the
     review branch a sync may sit behind the merge that carried ``main`` in."""
-    for entry in repo.git.get_walker(include=[tip]):
-        if entry.commit.message.startswith(b"sync:"):
-            return _when(entry.commit.commit_time), entry.commit.id.decode()
+    for commit in repo.walk([tip]):
+        if commit.message.startswith(b"sync:"):
+            return _when(commit.commit_time), commit.id.decode()
     return None
 
 
@@ -126,13 +126,10 @@ def collect(
     status.commit_time = _when(tip.commit_time)
     status.commit_subject = tip.message.decode("utf-8", "replace").split("\n", 1)[0]
     status.tags = len(list_tags(repo))
-    walk_id: bytes | None = commit
-    while walk_id is not None:  # the first-parent line: the branch's own history
-        current = repo.commit(walk_id)
+    for current in repo.first_parents(commit):  # the branch's own history
         status.commits += 1
         if status.last_sync is None and current.message.startswith(b"sync:"):
             status.last_sync, status.last_sync_commit = _when(current.commit_time), current.id.decode()
-        walk_id = current.parents[0] if current.parents else None
     for manifest in repo.manifests(commit):
         status.projects += 1
         if manifest.status != "active":

@@ -11,20 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from dulwich.object_store import BaseObjectStore
-from dulwich.objects import Commit, TreeEntry
-from dulwich.walk import ORDER_TOPO, Walker
-
-from .gittree import FILE_MODES, Problem, TreeError, changes, lookup, read_blob
+from .gittree import FILE_MODES, Problem
 from .manifest import ProjectManifest, blobs_needed_by, project_of_path
 from .metadata import blob_problem
 from .policy import UnrecordedTombstone, Violation, check_change, takedown_candidates, takedown_check
 from .refpolicy import date_problem
-from .repo import MalformedTreeError, MetadataRepo
+from .repo import Commit, MalformedTreeError, MetadataRepo
 from .store import BlobStore
 from .takedowns import Lookup, listed, repo_reader
 
@@ -35,7 +30,7 @@ def _text(path: bytes) -> str:
     return path.decode("utf-8", errors="replace")
 
 
-def commit_violations(store: BaseObjectStore, commit: Commit) -> list[Violation]:
+def commit_violations(repo: MetadataRepo, commit: Commit) -> list[Violation]:
     """What a commit breaks relative to each of its parents (a root commit: relative to nothing).
 
     A merge must keep every parent's promises, so it is judged against each parent in turn. Every
@@ -48,25 +43,24 @@ def commit_violations(store: BaseObjectStore, commit: Commit) -> list[Violation]
         found[Violation(problem.path, problem.rule)] = None
 
     for parent in commit.parents or [None]:
-        parent_tree = store[parent].tree if parent else None  # type: ignore[attr-defined]
-        for change in changes(store, parent_tree, commit.tree, refuse):
+        for change in repo.changes(parent, commit.id, refuse):
             old, new = change.old, change.new
             path = _text((new or old).path)  # type: ignore[union-attr]
             try:
-                new_bytes = read_blob(store, new.sha, path) if new and new.mode in FILE_MODES else None
-            except TreeError as exc:
+                new_bytes = repo.blob(new.sha, path) if new and new.mode in FILE_MODES else None
+            except MalformedTreeError as exc:
                 found.update(dict.fromkeys(Violation(p.path, p.rule) for p in exc.problems))
                 continue
-            old_bytes = _old_bytes(store, old)
+            old_bytes = _old_bytes(repo, old.mode, old.sha, _text(old.path)) if old else None
             found.update(dict.fromkeys(check_change(path, old_bytes, new_bytes)))
             if project_of_path(path) is not None:
                 manifests.append((path, old_bytes, new_bytes))
-    found.update(dict.fromkeys(takedown_violations(store, commit, manifests)))
+    found.update(dict.fromkeys(takedown_violations(repo, commit, manifests)))
     return list(found)
 
 
 def takedown_violations(
-    store: BaseObjectStore, commit: Commit, changes: list[tuple[str, bytes | None, bytes | None]]
+    repo: MetadataRepo, commit: Commit, changes: list[tuple[str, bytes | None, bytes | None]]
 ) -> list[Violation]:
     """The takedown rule over a commit's manifest changes ``(path, old bytes, new bytes)``, each
     against one parent: reads only the takedown shards of the digests those changes bring in."""
@@ -77,9 +71,8 @@ def takedown_violations(
 
     def read(path: str) -> bytes | None:
         try:
-            entry = lookup(store, commit.tree, path)
-            return read_blob(store, entry[1], path) if entry and entry[0] in FILE_MODES else None
-        except TreeError:
+            return repo.read_path(commit.id, path)
+        except MalformedTreeError:
             return None  # a malformed tree is reported on its own
 
     records = listed(read, digests)
@@ -89,24 +82,14 @@ def takedown_violations(
     return found
 
 
-def _old_bytes(store: BaseObjectStore, old: TreeEntry | None) -> bytes | None:
+def _old_bytes(repo: MetadataRepo, mode: int, sha: bytes, path: str) -> bytes | None:
     """A parent's file bytes; an earlier non-file or unreadable entry counts as absent (reported then)."""
-    if old is None or old.mode not in FILE_MODES:
+    if mode not in FILE_MODES:
         return None
     try:
-        return read_blob(store, old.sha, _text(old.path))
-    except TreeError:
+        return repo.blob(sha, path)
+    except MalformedTreeError:
         return None
-
-
-def history(store: BaseObjectStore, include: Iterable[bytes], exclude: Iterable[bytes] = ()) -> Iterator[Commit]:
-    """Commits reachable from ``include`` but not from ``exclude``, parents before children."""
-    include = list(include)
-    if not include:
-        return
-    walker = Walker(store, include, exclude=list(exclude), order=ORDER_TOPO, reverse=True)
-    for entry in walker:
-        yield entry.commit
 
 
 def subject(commit: Commit) -> str:
@@ -154,15 +137,14 @@ def verify(repo: MetadataRepo, store: BlobStore | None, rev: str = "main", worke
     ``store=None`` checks the history only (a clone without the blob store).
     """
     report = Report(rev=rev)
-    if repo.tip(rev) is None and not any(ref.startswith(b"refs/") for ref in repo.git.refs.allkeys()):
+    if repo.tip(rev) is None and not repo.refs():
         return report  # a fresh repository: nothing recorded, nothing promised yet
     tip = repo.resolve(rev)
     report.commit = tip
-    object_store = repo.git.object_store
     at_tip = Lookup([repo_reader(repo, tip)])
-    for commit in history(object_store, [tip]):
+    for commit in repo.walk([tip], parents_first=True):
         report.commits += 1
-        for violation in commit_violations(object_store, commit):
+        for violation in commit_violations(repo, commit):
             hint = ""
             if isinstance(violation, UnrecordedTombstone):
                 if at_tip.record(violation.sha256) is not None:
@@ -186,11 +168,7 @@ def dating_problems(repo: MetadataRepo, tip: bytes, now: float) -> list[str]:
     """Each commit of main's first-parent line, from ``tip`` down (when ``tip`` is on that line),
     dated against ``refpolicy.date_problem``: ``/snapshot/<date>/`` walks that line and relies on
     dates that never go back, and a history written around the hook may break that."""
-    line: list[Commit] = []
-    commit_id = repo.tip()
-    while commit_id is not None:
-        line.append(repo.commit(commit_id))
-        commit_id = line[-1].parents[0] if line[-1].parents else None
+    line = list(repo.first_parents(repo.tip()))
     ids = [commit.id for commit in line]
     problems = []
     for index in range(ids.index(tip) if tip in ids else len(line), len(line)):

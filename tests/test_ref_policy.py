@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from dulwich.objects import Commit, Tree
 
-from gitmirror import snapshot
+from gitmirror import history
 from gitmirror.hooks import install
 from gitmirror.manifest import format_time
 from gitmirror.refpolicy import (
@@ -148,7 +148,7 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> tuple[MetadataRepo, list[by
     repo.close()
 
 
-class CountingWalker(snapshot.Walker):
+class CountingWalker(history.Walker):
     """dulwich's Walker, counting walks and the commits they visit."""
 
     walks = 0
@@ -167,7 +167,7 @@ class CountingWalker(snapshot.Walker):
 def test_abbreviated_ids_resolve_from_an_index_misses_walk_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(snapshot, "Walker", CountingWalker)
+    monkeypatch.setattr(history, "Walker", CountingWalker)
     monkeypatch.setattr(CountingWalker, "walks", 0)
     monkeypatch.setattr(CountingWalker, "visited", 0)
     repo, ids = build_history(tmp_path / "repo.git", 2000)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gitmirror import durable
-from gitmirror import repo as repo_module
+from gitmirror import repo_write as repo_module
 from gitmirror.repo import MetadataRepo
 from gitmirror.snapshot import create_tag
 
