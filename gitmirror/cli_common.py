@@ -47,6 +47,8 @@ def friendly_errors(command: F) -> F:
     def wrapper(*args: object, **kwargs: object) -> object:
         try:
             return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise  # the command's own ending, with its exit code
         except Exception as exc:
             from .failures import EXIT_USAGE, one_line
 
