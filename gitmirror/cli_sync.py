@@ -1,7 +1,8 @@
 """``gitmirror init``, ``sync`` and ``plan``: making the mirror and filling it from upstream.
 
 ``sync`` first asks whether the last complete run still holds (``unchanged.warm_sync``): most runs
-of a mirror are cron's, finding nothing new, so that check comes before anything else is imported.
+of a mirror are cron's, finding nothing new, so that check comes before the sync's machinery
+(the configuration parser, dulwich, the download workers) is imported.
 """
 
 from __future__ import annotations
