@@ -1,5 +1,5 @@
 """``python -m gitmirror``: the same as the ``gitmirror`` command (tests and hooks use it)."""
 
-from .launcher import main
+from .cli import main
 
 main()

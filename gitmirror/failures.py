@@ -1,7 +1,6 @@
 """The failures every command reports as one line and exit code 2 instead of a traceback.
 
-One list for the command line (``cli.friendly_errors``) and for the plain ``sync`` the launcher
-runs without it (``sync_command.main``), so both say the same thing about the same failure.
+One list, read by the command line's one error handler (``cli_common.friendly_errors``).
 """
 
 from __future__ import annotations
@@ -49,8 +48,7 @@ def known_failure(exc: BaseException) -> BaseException | None:
 
 
 def one_line(exc: BaseException) -> str | None:
-    """``error_line`` of a known failure, for both entry points (``cli``, ``sync_command``); None
-    for what only a traceback explains."""
+    """``error_line`` of a known failure; None for what only a traceback explains."""
     failure = known_failure(exc)
     return None if failure is None else error_line(failure)
 

@@ -16,8 +16,8 @@ heals it), and upstream's serial where it was. Anything else, or any doubt (no s
 proxy, an error), takes the full path, which deletes the record before it starts: a record never
 outlives the state it describes.
 
-``gitmirror.launcher`` calls this before anything else is imported, so the check needs neither
-typer, httpx, dulwich nor even the configuration parser: the record keeps the settings the check
+``gitmirror sync`` calls this before it imports anything else, so the check needs neither
+httpx, dulwich nor even the configuration parser: the record keeps the settings the check
 uses, and the bytes of ``mirror.yaml`` stand for the rest (any edit takes the full path). The
 record lives beside the store it describes; a *pointer* from the configuration file to it lives
 in the user's cache directory (``$XDG_CACHE_HOME/gitmirror/warm/``, else ``~/.cache/...``), keyed
@@ -320,33 +320,9 @@ def still_holds(config_path: Path) -> tuple[Record, str] | None:
     return record, f"upstream serial {record.serial} -> {serial}: its changelog names none of these projects"
 
 
-def sync_arguments(argv: list[str]) -> tuple[Path | None, bool] | None:
-    """``(config path, quiet)`` for a plain ``sync [--config PATH] [--quiet]``; None for anything else.
-
-    Deliberately narrow: project arguments, ``--full``, ``--json``, ``--help`` or anything unknown
-    go to the full command line, which also reports usage errors.
-    """
-    if not argv or argv[0] != "sync":
-        return None
-    config_path: Path | None = None
-    quiet = False
-    rest = argv[1:]
-    while rest:
-        word = rest.pop(0)
-        if word in ("--quiet", "-q"):
-            quiet = True
-        elif word in ("--config", "-c") and rest and not rest[0].startswith("-"):
-            config_path = Path(rest.pop(0))
-        elif word.startswith("--config=") and len(word) > len("--config="):
-            config_path = Path(word[len("--config=") :])
-        else:
-            return None
-    return config_path, quiet
-
-
 def warm_sync(config_path: Path | None, quiet: bool) -> int | None:
-    """Answer a plain ``gitmirror sync`` (``sync_arguments``) from the record when it still holds;
-    None: run the full command."""
+    """Answer a plain ``gitmirror sync`` (no projects, ``--json`` or ``--full``) from the record when
+    it still holds; None: run the full command."""
     if os.environ.get("GITMIRROR_CRASH_AT") or os.environ.get("GITMIRROR_PAUSE_AT"):
         return None  # tests that stop a run at a named point want that run
     resolved = config_file(config_path)

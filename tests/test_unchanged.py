@@ -18,7 +18,6 @@ from gitmirror.unchanged import (
     pages_were_html,
     pointer_path,
     serial_header,
-    sync_arguments,
     upstream_serial,
 )
 
@@ -149,22 +148,19 @@ def test_without_a_serial_header_every_run_is_full(mirror: Mirror, sample, upstr
     assert_full(mirror, upstream, len(upstream.requests))
 
 
-@pytest.mark.parametrize(
-    ("argv", "parsed"),
-    [
-        (["sync"], (None, False)),
-        (["sync", "-q", "--config", "m.yaml"], (Path("m.yaml"), True)),
-        (["sync", "--config=m.yaml", "--quiet"], (Path("m.yaml"), True)),
-        (["sync", "demo-pkg"], None),
-        (["sync", "--json"], None),
-        (["sync", "--help"], None),
-        (["sync", "--config"], None),
-        (["status"], None),
-        ([], None),
-    ],
-)
-def test_only_a_plain_sync_takes_the_warm_path(argv: list[str], parsed: object) -> None:
-    assert sync_arguments(argv) == parsed
+def test_every_spelling_of_a_plain_sync_takes_the_warm_path(mirror: Mirror, sample, upstream: FakeUpstream) -> None:
+    """The warm check is the first step of the ``sync`` command, whatever the spelling of its options;
+    projects, ``--json`` and ``--full`` ask for a real run."""
+    tip, mark = synced(mirror, upstream)
+    for args in (("--config", "mirror.yaml"), ("-c", "mirror.yaml"), ("--config=mirror.yaml",)):
+        warm = mirror.run("sync", *args, check=True)
+        assert "unchanged since the last complete sync" in warm.stdout
+    for args in (("-q", "-c", "mirror.yaml"), ("--config", "mirror.yaml", "--quiet")):
+        assert mirror.run("sync", *args, check=True).stdout == ""
+    assert requests_since(upstream, mark) == [("HEAD", "/simple/")] * 5
+    assert mirror.git("rev-parse", "main").strip() == tip
+    assert_full(mirror, upstream, len(upstream.requests), "--full")
+    assert_warm(mirror, upstream, tip, len(upstream.requests))  # a full run that changed nothing keeps it
 
 
 def test_review_mode_watches_both_branches(mirror: Mirror, sample, upstream: FakeUpstream) -> None:
@@ -229,23 +225,22 @@ def imported(stderr: str) -> set[str]:
     return {line.rsplit("|", 1)[1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
 
 
-def test_a_plain_sync_runs_without_the_command_line_machinery(mirror: Mirror, sample, upstream: FakeUpstream) -> None:
-    """typer (and the pydantic it resolves parameters with) cost 0.25-0.3 s before a cold sync's
-    first request; the launcher runs a plain ``sync`` without them, and says failures the same way."""
+def test_a_sync_imports_what_it_uses_and_says_failures_in_one_line(
+    mirror: Mirror, sample, upstream: FakeUpstream
+) -> None:
+    """A sync of PEP 691 pages needs no HTML parser (pypi_simple, its bs4) and, with no proxy
+    configured, no httpx; a bad configuration is one line and exit code 2, like every command's."""
     profiled = {"PYTHONPROFILEIMPORTTIME": "1"}
     plain = mirror.run("sync", "--config", "mirror.yaml", check=True, env=profiled)
     assert "2 projects checked, 2 changed" in plain.stdout
     assert "gitmirror.sync" in imported(plain.stderr)
-    assert "typer" not in imported(plain.stderr)
-    assert "httpx" not in imported(plain.stderr)  # it speaks to proxies; with none configured, never made
-    # PEP 691 pages are read with json: no process imports pypi_simple (and its pydantic, bs4, requests)
-    assert not {"pypi_simple", "pydantic", "bs4"} & imported(plain.stderr)
-    other = mirror.run("sync", "--json", check=True, env=profiled)  # no warm shortcut: the command line
-    assert json.loads(other.stdout)["projects"] and "typer" in imported(other.stderr)
+    assert not {"httpx", "pypi_simple", "bs4"} & imported(plain.stderr)
     (mirror.root / "broken.yaml").write_text("upstream: [\n")
-    failed = mirror.run("sync", "--config", "broken.yaml")
-    assert failed.returncode == 2
-    assert failed.stderr.strip() == "gitmirror: error: broken.yaml: not valid YAML at line 2"
+    for args in (("--config", "broken.yaml"), ("--json", "--config", "broken.yaml"), ("demo-pkg", "-c", "broken.yaml")):
+        failed = mirror.run("sync", *args)
+        assert failed.returncode == 2
+        assert failed.stderr.strip() == "gitmirror: error: broken.yaml: not valid YAML at line 2"
+        assert failed.stdout == ""
 
 
 @pytest.mark.parametrize(
@@ -287,7 +282,8 @@ def test_a_run_that_read_html_pages_is_remembered_for_the_next_fork_server(
     mirror: Mirror, sample, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Workers import pypi_simple (0.34 s) when they meet an HTML page, each of them; after a run
-    that read HTML the launcher has the fork server import it once for all (``fork_server.start_early(html=True)``).
+    that read HTML ``gitmirror sync`` has the fork server import it once for all
+    (``fork_server.start_early(html=True)``).
     Any run that parsed pages says which they were; a run of 304s says nothing."""
     monkeypatch.setenv("XDG_CACHE_HOME", isolated_env()["XDG_CACHE_HOME"])
     config = (mirror.root / "mirror.yaml").resolve()
@@ -295,7 +291,7 @@ def test_a_run_that_read_html_pages_is_remembered_for_the_next_fork_server(
     mirror.run("sync", check=True)
     assert html_hint_path(config).is_file()
     monkeypatch.chdir(mirror.root)
-    assert pages_were_html(None) and pages_were_html(Path("mirror.yaml"))  # ./mirror.yaml, as the launcher asks
+    assert pages_were_html(None) and pages_were_html(Path("mirror.yaml"))  # ./mirror.yaml, as the sync command asks
     assert mirror.run("sync", "--full", check=True).returncode == 0  # every page 304: nothing learned
     assert pages_were_html(None)
     upstream.html_only = False

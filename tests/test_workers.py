@@ -56,7 +56,7 @@ def fork_servers(pid: int) -> list[int]:
 
 
 def test_the_fork_server_starts_beside_the_syncs_own_start_up(mirror: Mirror, sample) -> None:
-    """Started by the launcher before the sync has asked upstream for anything (``fork_server.start_early``)."""
+    """Started by `gitmirror sync` before it has asked upstream for anything (``fork_server.start_early``)."""
     with paused_sync(mirror, "sync.locked") as sync:
         assert fork_servers(sync.pid), "no fork server yet when the sync took its lock"
     assert sync.returncode == 0, sync.output
@@ -79,7 +79,7 @@ def test_what_html_pages_and_lockfiles_need_is_imported_only_for_them() -> None:
     """The download processes' fork server and a sync's start import neither the ``email`` package
     (an HTML page's charset) nor a TOML parser and ``packaging.pylock`` (``lockfiles:``)."""
     loaded = subprocess.run(
-        [sys.executable, "-c", "import sys, gitmirror.workers, gitmirror.sync, gitmirror.sync_command; "
+        [sys.executable, "-c", "import sys, gitmirror.workers, gitmirror.sync, gitmirror.cli; "
          "print(sorted({'email.message', 'tomllib', 'packaging.pylock'} & set(sys.modules)))"],
         capture_output=True, text=True, check=True, env=isolated_env(),
     )
