@@ -34,11 +34,11 @@ from dulwich.diff_tree import CHANGE_ADD, CHANGE_DELETE, CHANGE_MODIFY, TreeChan
 from dulwich.object_store import BaseObjectStore
 from dulwich.objects import S_IFGITLINK, Blob, Tree, TreeEntry, key_entry, sha_to_hex
 
+from .policy import AUDIT_LOG_DIRS
+
 TREE, REGULAR, EXECUTABLE, SYMLINK = 0o040000, 0o100644, 0o100755, 0o120000
 FILE_MODES = (REGULAR, EXECUTABLE)
 VALID_MODES = (TREE, REGULAR, EXECUTABLE, SYMLINK, S_IFGITLINK)
-#: top-level folders of append-only JSON Lines audit logs (``policy`` judges their changes)
-AUDIT_LOG_DIRS = ("conflicts", "marks", "takedowns")
 #: top-level folders holding only regular files: the manifests and the audit logs
 PLAIN_FILE_DIRS = ("projects", *AUDIT_LOG_DIRS)
 _SHA_LEN = 20

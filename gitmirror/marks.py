@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
+from .decisions import marks_path
 from .manifest import PROJECT_STATUSES, FileEntry, ProjectManifest, Tombstone, blobs_needed_by, manifest_path, now
 from .names import normalize
 from .policy import check
@@ -22,8 +23,6 @@ from .repo import DEFAULT_BRANCH, MetadataRepo, RepoError
 from .store import BlobStore
 from .takedowns import TakedownRecord, shard_path
 from .takedowns import append as append_record
-
-MARKS_DIR = "marks"
 
 
 class MarkError(RepoError):
@@ -35,40 +34,6 @@ class MarkResult:
     message: str
     commit: bytes | None = None
     removed_blobs: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class LocalDecisions:
-    """The mirror's own yanks and status, which win over upstream's state during sync."""
-
-    yanked: dict[str, bool | str] = field(default_factory=dict)
-    status: tuple[str, str | None] | None = None
-
-
-def marks_path(project: str) -> str:
-    return f"{MARKS_DIR}/{project}.jsonl"
-
-
-def local_decisions(repo: MetadataRepo, commit: bytes | None, project: str) -> LocalDecisions:
-    """Replay a project's decision log; the latest decision about a file or the status wins."""
-    data = repo.read_path(commit, marks_path(project))
-    yanked: dict[str, bool | str] = {}
-    status: tuple[str, str | None] | None = None
-    for line in (data or b"").decode("utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(record, dict):
-            continue
-        action = record.get("action")
-        if action in ("yank", "unyank"):
-            value: bool | str = (record.get("reason") or True) if action == "yank" else False
-            for filename in record.get("files", []):
-                yanked[filename] = value
-        elif action == "status" and record.get("status") in PROJECT_STATUSES:
-            status = (record["status"], None if record["status"] == "active" else record.get("reason"))
-    return LocalDecisions(yanked=yanked, status=status)
 
 
 def _reason(reason: str) -> str:

@@ -17,7 +17,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from dulwich.refs import check_ref_format
 from starlette.concurrency import run_in_threadpool
 
 from .repo import MetadataRepo
@@ -75,10 +74,7 @@ class BoundedResolver:
         """Whether resolving may walk the history: a date or an id-like name that is not a ref."""
         if not (looks_like_date(rev) or _ID_LIKE.fullmatch(rev)):
             return False
-        refs = self.repo.git.refs
-        return not any(
-            check_ref_format(ref) and ref in refs for ref in (f"refs/heads/{rev}".encode(), f"refs/tags/{rev}".encode())
-        )
+        return not any(self.repo.has_ref(ref) for ref in (f"refs/heads/{rev}".encode(), f"refs/tags/{rev}".encode()))
 
     def _recall_miss(self, key: tuple[bytes | None, str]) -> None:
         """Raise the remembered ``RevisionError`` for a recent miss at this tip."""

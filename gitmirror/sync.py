@@ -19,8 +19,8 @@ from dataclasses import dataclass, field, replace
 from . import crashpoints, unchanged
 from .closure import choose
 from .config import Config, Selection
+from .decisions import LocalDecisions, local_decisions, marks_path
 from .manifest import FileEntry, ProjectManifest, manifest_path, now
-from .marks import LocalDecisions, local_decisions
 from .metadata import WheelMetadata, in_wheel, read_stored_wheel
 from .page import ProjectNotFound, RemoteFile, RemoteProject, UpstreamError
 from .pages import Pages
@@ -515,7 +515,7 @@ class Syncer:
             return ProjectOutcome(name=selection.name, old=old, errors=choice_errors or [str(exc)])
         assert remote is not None
         crashpoints.reached("sync.page-fetched")
-        local = local_decisions(self.repo, self.repo.tip(self.config.branch), selection.name)
+        local = local_decisions(self.repo.read_path(self.repo.tip(self.config.branch), marks_path(selection.name)))
         recorded = old.files if old else {}
         taken_down = {
             remote_file.sha256: record

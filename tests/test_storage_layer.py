@@ -20,7 +20,6 @@ STORAGE = {"repo.py", "repo_write.py", "history.py", "gittree.py", "snapshot.py"
 #: still importing dulwich, owned by other work of issue 25; each leaves this list when fixed
 PENDING = {
     "crashpoints.py": "a crash point inside dulwich's file writes, to become a sys.audit event",
-    "revisions.py": "the serving rework: asks refs through MetadataRepo",
     "refpolicy.py": "git's ref-name grammar (dulwich.refs.check_ref_format) in the pure ref policy",
 }
 
