@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import wheelzip
 from .manifest import FileEntry, NeededBlob
 from .store import MISSING, BlobStore
 
@@ -95,24 +95,16 @@ def from_wheel(wheel: str | Path | bytes | memoryview) -> bytes | None:
     or cannot be read (no zip, damaged, encrypted, an unknown compression: a hostile upload must not
     stop a sync or a server).
 
-    Read by ``wheelzip`` where it is sure, else by ``zipfile``, which has the last word.
+    The first ``<distribution>.dist-info/METADATA`` at the top of the archive, as installers read it.
     """
-    in_memory = isinstance(wheel, bytes | memoryview)
-    try:
-        inside = wheelzip.read_metadata_from(wheel) if in_memory else wheelzip.read_metadata(str(wheel))
-    except OSError:
-        return None
-    if inside is not wheelzip.UNSURE:
-        return inside  # type: ignore[return-value]
-    import zipfile  # 4 ms the download processes' fork server need not pay: rarely needed
-
-    source = io.BytesIO(wheel) if in_memory else wheel
+    source = io.BytesIO(wheel) if isinstance(wheel, bytes | memoryview) else wheel
     try:
         with zipfile.ZipFile(source) as archive:
             for member in archive.namelist():
-                if wheelzip.is_metadata_member(member):
+                directory, _, file = member.partition("/")
+                if file == "METADATA" and directory.endswith(".dist-info"):
                     return archive.read(member)
-    except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, zlib.error, EOFError):
+    except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, zlib.error, EOFError, ValueError):
         return None  # RuntimeError: encrypted; NotImplementedError: a compression zipfile lacks
     return None
 

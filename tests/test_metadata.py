@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import glob
+import io
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
-from gitmirror.metadata import headers, parse
+from gitmirror.metadata import from_wheel, headers, parse
 
 
 def test_fields_continuations_repeats_and_the_body() -> None:
@@ -61,3 +63,40 @@ def test_the_same_fields_as_the_email_package_on_installed_distributions() -> No
             assert [value.strip() for value in fields.get(name, [])] == [
                 str(value).strip() for value in message.get_all(name) or []
             ], (name, data[:200])
+
+
+METADATA = b"Metadata-Version: 2.1\nName: demo\nVersion: 1.0\nRequires-Dist: idna>=3\n\n" + b"A description. " * 200
+
+
+def wheel(members: list[tuple[str, bytes]], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
+        for name, data in members:
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+PLAIN = wheel([("demo/__init__.py", b""), ("demo-1.0.dist-info/METADATA", METADATA), ("demo-1.0.dist-info/RECORD", b"")])
+WHEELS = {
+    "deflated": (PLAIN, METADATA),
+    "stored": (wheel([("demo-1.0.dist-info/METADATA", METADATA)], zipfile.ZIP_STORED), METADATA),
+    "bytes before the archive": (b"#!/bin/sh\nexit 0\n" + PLAIN, METADATA),
+    "no METADATA": (wheel([("demo/__init__.py", b""), ("demo-1.0.dist-info/RECORD", b"")]), None),
+    "METADATA elsewhere": (wheel([("demo-1.0.dist-info/sub/METADATA", METADATA), ("METADATA", METADATA)]), None),
+    "truncated": (PLAIN[:-30], None),
+    "not a zip": (b"not a zip at all" * 10, None),
+    "empty": (b"", None),
+    # the METADATA member's flags in the central directory say it is encrypted
+    "encrypted": (PLAIN.replace(b"\x14\x00\x00\x00\x08\x00", b"\x14\x00\x01\x00\x08\x00"), None),
+}
+
+
+@pytest.mark.parametrize("case", WHEELS)
+def test_a_wheels_metadata_from_a_file_or_memory(case: str, tmp_path: Path) -> None:
+    """The top-level ``*.dist-info/METADATA``; None (never an exception) for what is no readable wheel."""
+    data, expected = WHEELS[case]
+    path = tmp_path / "demo-1.0-py3-none-any.whl"
+    path.write_bytes(data)
+    assert from_wheel(path) == expected
+    assert from_wheel(data) == expected
+    assert from_wheel(memoryview(data)) == expected
