@@ -16,7 +16,7 @@ from gitmirror.metadata import from_wheel, headers, parse
 def test_fields_continuations_repeats_and_the_body() -> None:
     data = (
         b"Metadata-Version: 2.1\r\nName: demo-pkg\r\nVersion: 1.0\r\nSummary: one\r\n  two\r\n"
-        b"Requires-Dist: a>=1\r\nrequires-dist: b; extra == \"x\"\r\nProvides-Extra: x\r\n"
+        b'Requires-Dist: a>=1\r\nrequires-dist: b; extra == "x"\r\nProvides-Extra: x\r\n'
         b"Project-URL: Home, https://example.invalid\r\n\r\nRequires-Dist: not-a-header-but-the-body\r\n"
     )
     metadata = parse(data)
@@ -76,7 +76,9 @@ def wheel(members: list[tuple[str, bytes]], compression: int = zipfile.ZIP_DEFLA
     return buffer.getvalue()
 
 
-PLAIN = wheel([("demo/__init__.py", b""), ("demo-1.0.dist-info/METADATA", METADATA), ("demo-1.0.dist-info/RECORD", b"")])
+PLAIN = wheel(
+    [("demo/__init__.py", b""), ("demo-1.0.dist-info/METADATA", METADATA), ("demo-1.0.dist-info/RECORD", b"")]
+)
 WHEELS = {
     "deflated": (PLAIN, METADATA),
     "stored": (wheel([("demo-1.0.dist-info/METADATA", METADATA)], zipfile.ZIP_STORED), METADATA),
