@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,9 +23,10 @@ from dulwich.errors import NotGitRepository
 from dulwich.file import FileLocked
 from dulwich.object_store import BaseObjectStore, peel_sha
 from dulwich.objects import Blob, Commit, ShaFile, Tree
+from dulwich.pack import full_unpacked_object
 from dulwich.repo import Repo
 
-from . import crashpoints, durable, gittree
+from . import durable, gittree
 from .manifest import PROJECTS_DIR, ProjectManifest, loads, manifest_path, project_of_path
 
 DEFAULT_BRANCH = "main"
@@ -255,16 +257,16 @@ class MetadataRepo:
         commit.encoding = b"UTF-8"
         commit.message = message.encode()
         new_objects.append(commit)
-        crashpoints.reached("repo.trees-built")
+        sys.audit("gitmirror.crashpoint", "repo.trees-built")
         self.write_durably(new_objects)
-        crashpoints.reached("repo.objects-written")
+        sys.audit("gitmirror.crashpoint", "repo.objects-written")
         ref = self.branch_ref(branch)
         moved = (
             self.git.refs.set_if_equals(ref, parent, commit.id) if parent else self.git.refs.add_if_new(ref, commit.id)
         )
         if not moved:
             raise RepoError(f"branch {branch} moved while this commit was being written; run again")
-        crashpoints.reached("repo.ref-moved")
+        sys.audit("gitmirror.crashpoint", "repo.ref-moved")
         return commit.id
 
     def write_durably(self, new_objects: list[ShaFile]) -> None:
@@ -277,14 +279,14 @@ class MetadataRepo:
         """
         handle = durable.handle(self.path)  # before the objects: their write-back errors are reported
         try:
-            packing = crashpoints.CountingSequence([(obj, None) for obj in new_objects], "repo.object-packing")
             if len(new_objects) <= LOOSE_OBJECT_LIMIT:
                 # Small commits (yanks, approvals, a quiet sync) as loose objects, like git itself: one
                 # pack per commit would make every later object lookup scan thousands of packs.
-                for obj, _path in packing:
+                for obj in _each_object(new_objects):
                     self.git.object_store.add_object(obj)
             else:
-                self.git.object_store.add_objects(packing)
+                store = self.git.object_store
+                store.add_pack_data(len(new_objects), (full_unpacked_object(obj) for obj in _each_object(new_objects)))
             if handle is not None:
                 durable.sync(handle, self.path)
             else:
@@ -384,3 +386,10 @@ def _split(changes: dict[str, bytes | None]) -> dict[str, object]:
             node = node.setdefault(part, {})  # type: ignore[assignment]
         node[parts[-1]] = data
     return nested
+
+
+def _each_object(objects: list[ShaFile]) -> Iterator[ShaFile]:
+    """``objects``, with a crash point before each: a crash between any two objects of a pack."""
+    for obj in objects:
+        sys.audit("gitmirror.crashpoint", "repo.object-packing")
+        yield obj

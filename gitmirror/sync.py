@@ -12,12 +12,13 @@ import gc
 import json
 import os
 import sqlite3
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
-from . import crashpoints, unchanged
+from . import unchanged
 from .closure import choose
 from .config import Config, Selection
 from .manifest import FileEntry, ProjectManifest, manifest_path, now
@@ -280,11 +281,11 @@ class Syncer:
         whole_config = with_files and configured and self.config.source_sha256 is not None
         roots = selection_roots(self.config, selections, with_files=with_files)
         with self.repo.writer_lock(), _collector_relaxed():
-            crashpoints.reached("sync.locked")
+            sys.audit("gitmirror.crashpoint", "sync.locked")
             unchanged.forget(self.config, branch)
             self.store.init()
             self.store.clean_tmp()
-            crashpoints.reached("sync.tmp-cleaned")
+            sys.audit("gitmirror.crashpoint", "sync.tmp-cleaned")
             parent = self.repo.tip(branch)
             main_tip = self.repo.tip(self.config.branch)
             self._takedowns = Lookup([repo_reader(self.repo, parent), repo_reader(self.repo, main_tip)])
@@ -303,9 +304,9 @@ class Syncer:
                 outcomes = asyncio.run(self._gather(roots, parent, seen_at, state, parsed))
                 self.store.clean_tmp()  # what a download process killed mid-file left; every writer is done
                 result = SyncResult(outcomes=outcomes)
-                crashpoints.reached("sync.downloads-done")
+                sys.audit("gitmirror.crashpoint", "sync.downloads-done")
                 result.commit = self._commit(outcomes, parent, branch)
-                crashpoints.reached("sync.committed")
+                sys.audit("gitmirror.crashpoint", "sync.committed")
                 if self.pages is not None:
                     # a run of part of the selection adds to what was shown; a whole run replaces it
                     shown = self._shown if with_files and configured else self._shown | self._shown_before
@@ -416,7 +417,7 @@ class Syncer:
         """Store the file; a wheel's core metadata is read as it is stored (None: nothing read)."""
         if self.store.has(remote_file.sha256):
             return None
-        crashpoints.reached("sync.download-start")
+        sys.audit("gitmirror.crashpoint", "sync.download-start")
         self.progress.files_queued(1, remote_file.size or 0)
         try:
             wheel = None
@@ -525,7 +526,7 @@ class Syncer:
         except UpstreamError as exc:
             return ProjectOutcome(name=selection.name, old=old, errors=choice_errors or [str(exc)])
         assert remote is not None
-        crashpoints.reached("sync.page-fetched")
+        sys.audit("gitmirror.crashpoint", "sync.page-fetched")
         local = local_decisions(self.repo, self.repo.tip(self.config.branch), selection.name)
         recorded = old.files if old else {}
         taken_down = {
@@ -563,7 +564,7 @@ class Syncer:
                 outcome.added.append(remote_file.filename)
         if added:
             manifest = manifest.with_files(added.values())
-        crashpoints.reached("sync.project-merged")
+        sys.audit("gitmirror.crashpoint", "sync.project-merged")
         # a project upstream lists only legacy files for is recorded with what it has: nothing
         if manifest.files or old is not None or (remote.skipped and not remote.files):
             outcome.new = manifest
@@ -592,7 +593,7 @@ class Syncer:
         has_metadata = bool(remote_file.core_metadata and remote_file.metadata_url)
         if has_metadata and (wheel is None or not wheel.serves_pep658):
             return None
-        crashpoints.reached("sync.file-stored")
+        sys.audit("gitmirror.crashpoint", "sync.file-stored")
         return True, has_metadata, []
 
     async def _fetch(self, upstream: Upstream, remote_file: RemoteFile) -> tuple[bool, bool, list[str]]:
@@ -606,7 +607,7 @@ class Syncer:
             return settled
         assert remote_file.core_metadata and remote_file.metadata_url
         if wheel is None and await self._in_stored_wheel(remote_file):
-            crashpoints.reached("sync.file-stored")
+            sys.audit("gitmirror.crashpoint", "sync.file-stored")
             return True, True, []
         errors: list[str] = []
         has_metadata = False
@@ -623,7 +624,7 @@ class Syncer:
             has_metadata = True
         except UpstreamError as exc:
             errors.append(str(exc))
-        crashpoints.reached("sync.file-stored")
+        sys.audit("gitmirror.crashpoint", "sync.file-stored")
         return True, has_metadata, errors
 
     async def _in_stored_wheel(self, remote_file: RemoteFile) -> bool:

@@ -36,7 +36,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import crashpoints
 from .fetch import FetchError, FileFetcher, Transient, stream_checked
 from .fork_server import PRELOAD
 from .hosts import HostPolicy
@@ -87,7 +86,7 @@ class DownloadProcesses:
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(PRELOAD)
         self._limit = processes
-        self._start_args = (hosts, timeout, limits or Limits(), os.getpid(), crashpoints.share())
+        self._start_args = (hosts, timeout, limits or Limits(), os.getpid())
         self._workers: list[_Worker] = []
         self._idle: list[_Worker] = []
         self._queue: deque[tuple[_Job, asyncio.Future[Any]]] = deque()
@@ -271,11 +270,9 @@ def _serve(
     timeout: float,
     limits: Limits,
     owner: int,
-    crash_counts: object,
     number: int,
 ) -> None:
     _exit_with(owner)
-    crashpoints.adopt(crash_counts, owner, number)
     gc.freeze()  # the modules the fork server imported: never garbage (each worker collected 100 times)
     gc.set_threshold(50_000, *gc.get_threshold()[1:])
     fetcher = FileFetcher(hosts, timeout, USER_AGENT, limits)

@@ -1,6 +1,6 @@
 """Release files are downloaded in worker processes, which never outlive their sync.
 
-A point reached inside a worker acts on the sync itself (``crashpoints.adopt``): a pause stops the
+A point reached inside a worker acts on the sync itself (the test-side hook, ``crashhook``): a pause stops the
 sync, a crash kills both. A sync killed from outside leaves no worker behind: an orphan would hold
 the sync's output pipes open and could write into the store under the next run.
 """
@@ -26,6 +26,7 @@ from gitmirror.fetch import Transient
 from gitmirror.hosts import HostPolicy
 from gitmirror.store import BlobStore
 
+import crashhook
 from conftest import GITMIRROR, Mirror, isolated_env
 from fakeupstream import Artifact, FakeUpstream
 
@@ -124,7 +125,7 @@ def test_download_processes_leave_when_the_sync_is_killed(mirror: Mirror, sample
 
 def test_a_crash_inside_a_download_process_kills_the_sync(mirror: Mirror, sample) -> None:
     killed = subprocess.run(
-        [*GITMIRROR, "sync"], cwd=mirror.root, env=isolated_env(GITMIRROR_CRASH_AT="store.fsynced"),
+        [*GITMIRROR, "sync"], cwd=mirror.root, env=crashhook.environment(GITMIRROR_CRASH_AT="store.fsynced"),
         capture_output=True, text=True, timeout=120,
     )
     assert killed.returncode == -signal.SIGKILL
