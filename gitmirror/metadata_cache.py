@@ -30,7 +30,7 @@ from .unchanged import STATE_DIR
 WHEEL = "wheel"
 METADATA_FILE = "metadata"
 
-SCHEMA = "1:" + ",".join(field.name for field in fields(CoreMetadata))
+SCHEMA = "2:" + ",".join(field.name for field in fields(CoreMetadata))
 
 
 class MetadataCache:
