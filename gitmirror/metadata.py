@@ -104,20 +104,21 @@ class WheelMetadata:
 
     @property
     def serves_pep658(self) -> bool:
-        """Upstream's PEP 658 file can be served out of this wheel (``in_wheel``): no blob of its own."""
+        """Upstream's PEP 658 file is this wheel's METADATA: stored from it (``keep_pep658``), never downloaded."""
         return self.metadata is not None and self.upstreams
 
 
 def read_stored_wheel(store: BlobStore, sha256: str, metadata_sha256: str | None) -> WheelMetadata:
-    """Read a stored wheel's METADATA, and whether it is upstream's PEP 658 file.
+    """Read a stored wheel's METADATA, and store it as upstream's PEP 658 file when it is that file.
 
     Done where the wheel was downloaded (a download process) as soon as it is stored: a sync
-    needs the dependencies of every release it walks; read again in the sync process, 2,700
-    wheels' unzipping in its threads held the event loop's interpreter lock for a second
-    (bench/RESULTS.md). A PEP 658 file that is the wheel's METADATA gets no blob of its own: it is
-    read out of the wheel when asked for (``in_wheel``).
+    needs the dependencies of every release it walks, and the PEP 658 file then costs no download.
     """
-    return wheel_metadata(from_wheel(store.file(sha256)), metadata_sha256)
+    inside = from_wheel(store.file(sha256))
+    wheel = wheel_metadata(inside, metadata_sha256)
+    if keep_pep658(store, inside, wheel, metadata_sha256):
+        store.put_bytes(inside, metadata_sha256)  # type: ignore[arg-type]
+    return wheel
 
 
 def wheel_metadata(inside: bytes | None, metadata_sha256: str | None) -> WheelMetadata:
@@ -128,14 +129,17 @@ def wheel_metadata(inside: bytes | None, metadata_sha256: str | None) -> WheelMe
     return WheelMetadata(parse(inside), upstreams)
 
 
+def keep_pep658(store: BlobStore, inside: bytes | None, wheel: WheelMetadata, metadata_sha256: str | None) -> bool:
+    """Whether a wheel's METADATA ``inside`` is upstream's PEP 658 file and the store lacks its blob."""
+    return inside is not None and wheel.serves_pep658 and metadata_sha256 is not None and not store.has(metadata_sha256)
+
+
 def in_wheel(store: BlobStore, metadata_sha256: str, wheel_sha256: str | None) -> bytes | None:
     """A PEP 658 file read out of its stored wheel: the wheel's METADATA when its sha256 is the
     file's, else None (no wheel, wheel not stored, or upstream's file differs from it).
 
-    Upstream's PEP 658 file is the wheel's METADATA, extracted; storing it again as a blob of its
-    own made a cold sync create and fsync 2,700 more small files next to 3,000 release files
-    (bench/RESULTS.md). Files that are not (an sdist's, or one that differs from the wheel's) are
-    blobs as before.
+    Syncs store every PEP 658 file as a blob of its own; repositories synced before that kept the
+    ones equal to their wheel's METADATA only inside the wheel (docs/pep658.md): they are still served.
     """
     if wheel_sha256 is None or not store.has(wheel_sha256):
         return None

@@ -588,7 +588,7 @@ class Syncer:
 
     def _settled(self, remote_file: RemoteFile, wheel: WheelMetadata | None) -> tuple[bool, bool, list[str]] | None:
         """A stored file's outcome when its PEP 658 file needs no work of its own: upstream offers
-        none, or it is the METADATA of the wheel this run stored (``metadata.in_wheel`` serves it).
+        none, or it is the METADATA of the wheel this run stored (stored with it: ``read_stored_wheel``).
         None: it does (a wheel stored before this run is read in ``_fetch``)."""
         has_metadata = bool(remote_file.core_metadata and remote_file.metadata_url)
         if has_metadata and (wheel is None or not wheel.serves_pep658):
@@ -606,7 +606,7 @@ class Syncer:
         if settled is not None:
             return settled
         assert remote_file.core_metadata and remote_file.metadata_url
-        if wheel is None and await self._in_stored_wheel(remote_file):
+        if wheel is None and await self._from_stored_wheel(remote_file):
             sys.audit("gitmirror.crashpoint", "sync.file-stored")
             return True, True, []
         errors: list[str] = []
@@ -627,13 +627,16 @@ class Syncer:
         sys.audit("gitmirror.crashpoint", "sync.file-stored")
         return True, has_metadata, errors
 
-    async def _in_stored_wheel(self, remote_file: RemoteFile) -> bool:
+    async def _from_stored_wheel(self, remote_file: RemoteFile) -> bool:
         """Whether upstream's PEP 658 file is the METADATA of a wheel stored before this run: then
-        it is served out of the wheel (``metadata.in_wheel``) and needs no blob, no download."""
+        its blob is written from the wheel, with no download."""
         if not remote_file.filename.endswith(".whl") or remote_file.core_metadata is None:
             return False
         data = await asyncio.to_thread(in_wheel, self.store, remote_file.core_metadata, remote_file.sha256)
-        return data is not None
+        if data is None:
+            return False
+        await asyncio.to_thread(self.store.put_bytes, data, remote_file.core_metadata)
+        return True
 
     def _commit(self, outcomes: list[ProjectOutcome], parent: bytes | None, branch: str) -> bytes | None:
         changes: dict[str, bytes | None] = {}

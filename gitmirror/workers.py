@@ -40,7 +40,7 @@ from .fetch import FetchError, FileFetcher, Transient, stream_checked
 from .fork_server import PRELOAD
 from .hosts import HostPolicy
 from .limits import Limits
-from .metadata import WheelMetadata, from_wheel, read_stored_wheel, wheel_metadata
+from .metadata import WheelMetadata, from_wheel, keep_pep658, read_stored_wheel, wheel_metadata
 from .page import MAX_PAGE_BYTES, RemoteProject, UpstreamError, project_from
 from .store import BlobStore, BlobWriter
 from .tls import USER_AGENT
@@ -386,7 +386,15 @@ def _store_wheel(
     body = stream_checked(fetcher.fetch, url, writer)
     unnamed.add(writer)
     if body is not None:
-        return writer.size, wheel_metadata(from_wheel(body), metadata_sha256)
+        inside = from_wheel(body)
+        wheel = wheel_metadata(inside, metadata_sha256)
+        if keep_pep658(store, inside, wheel, metadata_sha256):  # a blob of its own, durable with the wheel
+            assert inside is not None and metadata_sha256 is not None
+            pep658 = unnamed.writer(store, metadata_sha256, len(inside))
+            pep658.write(inside)
+            pep658.check()
+            unnamed.add(pep658)
+        return writer.size, wheel
     unnamed.publish()
     if (failure := unnamed.failure()) is not None:
         raise failure
