@@ -383,5 +383,6 @@ def test_hydrate_from_http_is_capped_and_timed(mirror: Mirror, sample, upstream:
     trickle = one_line(result.stderr, SDIST)
     assert trickle.startswith(f"missing demo-pkg/{SDIST}") and "source too slow: download_deadline exceeded" in trickle
     lost = {upstream.artifact("demo-pkg", name).sha256 for name in (WHEEL, SDIST)}
+    lost.add(upstream.artifact("demo-pkg", WHEEL).metadata_sha256)  # not in a stored wheel, refused
     assert stored(clone.store) == stored(mirror.store) - lost
     assert not list((clone.store / "tmp").iterdir())

@@ -71,7 +71,7 @@ def test_clone_and_hydrate_from_a_running_server(mirror: Mirror, sample, make_ve
     for path in (clone.store / "blobs").glob("*/*/*"):
         assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name
     again = clone.run("hydrate", "--from", "http://127.0.0.1:9/", check=True)  # nothing left to fetch
-    assert again.stdout.startswith(f"{total} blobs needed: {files} already present, 0 fetched")
+    assert again.stdout.startswith(f"{total} blobs needed: {total} already present, 0 fetched")
     assert f"{total} of {total} blobs present, 0 missing" in clone.run("status", check=True).stdout
 
     served = start_server(clone.root)

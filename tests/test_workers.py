@@ -77,11 +77,11 @@ def test_the_fork_server_is_started_without_importing_what_the_workers_run() -> 
 
 
 def test_what_html_pages_and_lockfiles_need_is_imported_only_for_them() -> None:
-    """The download processes' fork server and a sync's start import neither the ``email`` package
-    (an HTML page's charset) nor a TOML parser and ``packaging.pylock`` (``lockfiles:``)."""
+    """The download processes' fork server and a sync's start import neither a TOML parser nor
+    ``packaging.pylock`` (``lockfiles:``)."""
     loaded = subprocess.run(
         [sys.executable, "-c", "import sys, gitmirror.workers, gitmirror.sync, gitmirror.sync_command; "
-         "print(sorted({'email.message', 'tomllib', 'packaging.pylock'} & set(sys.modules)))"],
+         "print(sorted({'tomllib', 'packaging.pylock'} & set(sys.modules)))"],
         capture_output=True, text=True, check=True, env=isolated_env(),
     )
     assert loaded.stdout.strip() == "[]"
