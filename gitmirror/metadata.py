@@ -1,8 +1,8 @@
 """Core metadata (``METADATA`` / ``PKG-INFO``) of a release: dependencies and who published it.
 
-Read from inside the wheel, or from upstream's PEP 658 file where that is a blob of its own (an
-sdist's, or one that differs from the wheel's METADATA). Dependency closures, review reports and
-status pages all need the same few fields, parsed the same way.
+Read from inside the wheel, or from upstream's PEP 658 file, a blob of its own (docs/pep658.md).
+Dependency closures, review reports and status pages all need the same few fields, parsed the
+same way.
 """
 
 from __future__ import annotations
@@ -116,8 +116,8 @@ def read_stored_wheel(store: BlobStore, sha256: str, metadata_sha256: str | None
     """
     inside = from_wheel(store.file(sha256))
     wheel = wheel_metadata(inside, metadata_sha256)
-    if keep_pep658(store, inside, wheel, metadata_sha256):
-        store.put_bytes(inside, metadata_sha256)  # type: ignore[arg-type]
+    if inside is not None and metadata_sha256 is not None and keep_pep658(store, wheel, metadata_sha256):
+        store.put_bytes(inside, metadata_sha256)
     return wheel
 
 
@@ -129,9 +129,9 @@ def wheel_metadata(inside: bytes | None, metadata_sha256: str | None) -> WheelMe
     return WheelMetadata(parse(inside), upstreams)
 
 
-def keep_pep658(store: BlobStore, inside: bytes | None, wheel: WheelMetadata, metadata_sha256: str | None) -> bool:
-    """Whether a wheel's METADATA ``inside`` is upstream's PEP 658 file and the store lacks its blob."""
-    return inside is not None and wheel.serves_pep658 and metadata_sha256 is not None and not store.has(metadata_sha256)
+def keep_pep658(store: BlobStore, wheel: WheelMetadata, metadata_sha256: str) -> bool:
+    """Whether the wheel's METADATA is upstream's PEP 658 file and the store lacks its blob."""
+    return wheel.serves_pep658 and not store.has(metadata_sha256)
 
 
 def in_wheel(store: BlobStore, metadata_sha256: str, wheel_sha256: str | None) -> bytes | None:
@@ -160,7 +160,7 @@ def blob_problem(store: BlobStore, blob: NeededBlob, rehash: bool) -> str | None
 
 def materialize(store: BlobStore, blob: NeededBlob) -> bool:
     """Give ``blob`` a file in ``store`` (a PEP 658 file kept in its wheel is written out now), for
-    what links to files (``render``); False when the store cannot have it (not there, not in a
+    what links to files (``render``, ``hydrate``); False when the store cannot have it (not there, not in a
     stored wheel, or a store that cannot be written: a render of a read-only one lists it missing)."""
     if store.has(blob.sha256):
         return True
@@ -177,7 +177,7 @@ def materialize(store: BlobStore, blob: NeededBlob) -> bool:
 def for_entry(store: BlobStore, entry: FileEntry) -> CoreMetadata | None:
     """The metadata of a recorded file, from the store; None when it cannot be known offline."""
     if entry.core_metadata and store.has(entry.core_metadata):
-        return parse(store.path(entry.core_metadata).read_bytes())  # upstream's, where it differs from the wheel's
+        return parse(store.path(entry.core_metadata).read_bytes())  # upstream's PEP 658 file
     if entry.filename.endswith(".whl") and store.has(entry.sha256):
         data = from_wheel(store.path(entry.sha256))
         return parse(data) if data is not None else None

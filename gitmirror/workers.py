@@ -388,12 +388,11 @@ def _store_wheel(
     if body is not None:
         inside = from_wheel(body)
         wheel = wheel_metadata(inside, metadata_sha256)
-        if keep_pep658(store, inside, wheel, metadata_sha256):  # a blob of its own, durable with the wheel
-            assert inside is not None and metadata_sha256 is not None
+        if inside is not None and metadata_sha256 is not None and keep_pep658(store, wheel, metadata_sha256):
             pep658 = unnamed.writer(store, metadata_sha256, len(inside))
             pep658.write(inside)
             pep658.check()
-            unnamed.add(pep658)
+            unnamed.add(pep658)  # a blob of its own, made durable and named with the wheel
         return writer.size, wheel
     unnamed.publish()
     if (failure := unnamed.failure()) is not None:
