@@ -23,7 +23,7 @@ import httpx
 from . import __version__
 from .limits import Limits
 from .manifest import NeededBlob, blobs_needed_by
-from .metadata import in_wheel
+from .metadata import in_wheel, materialize
 from .repo import DEFAULT_BRANCH, MetadataRepo, RepoError
 from .store import BlobStore, BlobWriter, IntegrityError
 from .takedowns import Lookup, repo_reader
@@ -255,7 +255,7 @@ class HydrateResult:
     present: int = 0
     fetched: int = 0
     bytes_fetched: int = 0
-    in_wheels: int = 0  # PEP 658 files readable out of their wheels once those are stored
+    in_wheels: int = 0  # PEP 658 files written out of their wheels once those are stored
     missing: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
 
@@ -269,7 +269,7 @@ class HydrateResult:
             f"{self.fetched} fetched ({self.bytes_fetched} bytes)"
         )
         if self.in_wheels:
-            text += f", {self.in_wheels} read out of their wheels"
+            text += f", {self.in_wheels} written out of their wheels"
         if self.missing:
             text += f", {len(self.missing)} missing at the source"
         if self.refused:
@@ -323,13 +323,13 @@ def without_taken_down(
 async def _hydrate_all(
     wanted: list[NeededBlob], store: BlobStore, source: Source, result: HydrateResult, log: Log
 ) -> None:
-    # PEP 658 files are read out of their wheels where they can be: fetched after the wheels, if at all
+    # PEP 658 files are written out of their wheels where they can be: fetched after the wheels, if at all
     try:
         await asyncio.gather(*(_hydrate_one(blob, store, source, result, log) for blob in wanted if not blob.wheel))
         in_wheels = [blob for blob in wanted if blob.wheel]
-        kept = await asyncio.to_thread(lambda: [in_wheel(store, blob.sha256, blob.wheel) for blob in in_wheels])
-        result.in_wheels = sum(data is not None for data in kept)
-        rest = [blob for blob, data in zip(in_wheels, kept, strict=True) if data is None]
+        kept = await asyncio.to_thread(lambda: [materialize(store, blob) for blob in in_wheels])
+        result.in_wheels = sum(kept)
+        rest = [blob for blob, done in zip(in_wheels, kept, strict=True) if not done]
         await asyncio.gather(*(_hydrate_one(blob, store, source, result, log) for blob in rest))
     finally:
         await source.close()

@@ -171,7 +171,7 @@ class NeededBlob:
     size: int | None
     project: str
     filename: str
-    #: for a PEP 658 file: the wheel it may be read out of (``metadata.in_wheel``), None otherwise
+    #: for a PEP 658 file: its wheel, which older repositories read it out of (docs/pep658.md), None otherwise
     wheel: str | None = None
 
     @property

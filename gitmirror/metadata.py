@@ -1,8 +1,8 @@
 """Core metadata (``METADATA`` / ``PKG-INFO``) of a release: dependencies and who published it.
 
-Read from inside the wheel, or from upstream's PEP 658 file where that is a blob of its own (an
-sdist's, or one that differs from the wheel's METADATA). Dependency closures, review reports and
-status pages all need the same few fields, parsed the same way.
+Read from inside the wheel, or from upstream's PEP 658 file, a blob of its own (docs/pep658.md).
+Dependency closures, review reports and status pages all need the same few fields, parsed the
+same way.
 """
 
 from __future__ import annotations
@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import wheelzip
+from packaging.metadata import parse_email
+
 from .manifest import FileEntry, NeededBlob
 from .store import MISSING, BlobStore
 
@@ -33,60 +35,44 @@ class CoreMetadata:
     summary: str | None = None
 
 
-#: a header line: a name of printable ASCII but the colon (RFC 5322), a colon, the value
-_HEADER = re.compile(r"([\x21-\x39\x3b-\x7e]+):(.*)")
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _EMPTY_LINE = re.compile(rb"\r?\n\r?\n|\r\r")  # where the headers end at the latest
 
 
-def headers(data: bytes) -> dict[str, list[str]]:
-    """The header fields of METADATA bytes, by lower-case name, in order; the body is not read.
-
-    Core metadata is RFC 822 style: ``Name: value`` lines, a value continued on lines that start
-    with white space, the headers ending at the first empty line (or the first line that is none of
-    these, as the ``email`` package reads it). Decoded as UTF-8, as the core metadata
-    specification says (the ``email`` package's byte parser read non-ASCII as undecodable). Read
-    once for every wheel a sync stores: the ``email`` parser took 43 us for a four-line file, this
-    12 us (a long file with its description: 360 and 140 us).
-    """
-    fields: dict[str, list[str]] = {}
-    values: list[str] | None = None
-    end = _EMPTY_LINE.search(data)  # the description after it can be most of the file
-    head = data[: end.start()] if end else data
-    for line in _LINE_BREAK.split(head.decode("utf-8", "replace")):
-        if line[:1] in (" ", "\t") and values is not None:
-            values[-1] += "\n" + line
-            continue
-        header = _HEADER.fullmatch(line)
-        if header is None:
-            break
-        values = fields.setdefault(header[1].lower(), [])
-        values.append(header[2])
-    return fields
-
-
 def parse(data: bytes) -> CoreMetadata:
-    """Parse METADATA bytes; tolerant of what real uploads contain (``headers``)."""
-    fields = headers(data)
+    """Parse METADATA bytes with ``packaging.metadata.parse_email``; tolerant of what real uploads
+    contain: a field packaging cannot take (a single-use field given twice, bytes that are not
+    UTF-8) is read from its first value, never an exception.
 
-    def one(key: str) -> str | None:
-        value = fields[key][0].strip() if key in fields else ""
-        return value if value not in ("", "UNKNOWN") else None
+    Only the headers are parsed: the description after them can be most of the file and is not used.
+    """
+    end = _EMPTY_LINE.search(data)
+    raw, unparsed = parse_email(data[: end.start()] if end else data)
 
-    def many(key: str) -> tuple[str, ...]:
-        return tuple(value.strip() for value in fields.get(key, ()))
+    def first(key: str, header: str) -> str | None:
+        value = raw.get(key)  # type: ignore[misc]
+        if not isinstance(value, str):
+            value = unparsed[header][0] if unparsed.get(header) else None
+        value = value.strip() if value is not None else None
+        return value if value not in (None, "", "UNKNOWN") else None
 
+    def every(key: str, header: str) -> tuple[str, ...]:
+        values = raw.get(key) or unparsed.get(header) or []  # type: ignore[misc]
+        return tuple(value.strip() for value in values)
+
+    urls = raw.get("project_urls")
     return CoreMetadata(
-        name=one("name") or "",
-        version=one("version") or "",
-        requires_dist=many("requires-dist"),
-        requires_python=one("requires-python"),
-        provides_extra=many("provides-extra"),
-        author=one("author"),
-        author_email=one("author-email"),
-        home_page=one("home-page"),
-        project_urls=many("project-url"),
-        summary=one("summary"),
+        name=first("name", "name") or "",
+        version=first("version", "version") or "",
+        requires_dist=every("requires_dist", "requires-dist"),
+        requires_python=first("requires_python", "requires-python"),
+        provides_extra=every("provides_extra", "provides-extra"),
+        author=first("author", "author"),
+        author_email=first("author_email", "author-email"),
+        home_page=first("home_page", "home-page"),
+        project_urls=tuple(f"{label}, {url}" for label, url in urls.items())
+        if urls is not None
+        else every("project_urls", "project-url"),
+        summary=first("summary", "summary"),
     )
 
 
@@ -95,24 +81,16 @@ def from_wheel(wheel: str | Path | bytes | memoryview) -> bytes | None:
     or cannot be read (no zip, damaged, encrypted, an unknown compression: a hostile upload must not
     stop a sync or a server).
 
-    Read by ``wheelzip`` where it is sure, else by ``zipfile``, which has the last word.
+    The first ``<distribution>.dist-info/METADATA`` at the top of the archive, as installers read it.
     """
-    in_memory = isinstance(wheel, bytes | memoryview)
-    try:
-        inside = wheelzip.read_metadata_from(wheel) if in_memory else wheelzip.read_metadata(str(wheel))
-    except OSError:
-        return None
-    if inside is not wheelzip.UNSURE:
-        return inside  # type: ignore[return-value]
-    import zipfile  # 4 ms the download processes' fork server need not pay: rarely needed
-
-    source = io.BytesIO(wheel) if in_memory else wheel
+    source = io.BytesIO(wheel) if isinstance(wheel, bytes | memoryview) else wheel
     try:
         with zipfile.ZipFile(source) as archive:
             for member in archive.namelist():
-                if wheelzip.is_metadata_member(member):
+                directory, _, file = member.partition("/")
+                if file == "METADATA" and directory.endswith(".dist-info"):
                     return archive.read(member)
-    except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, zlib.error, EOFError):
+    except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, zlib.error, EOFError, ValueError):
         return None  # RuntimeError: encrypted; NotImplementedError: a compression zipfile lacks
     return None
 
@@ -126,20 +104,21 @@ class WheelMetadata:
 
     @property
     def serves_pep658(self) -> bool:
-        """Upstream's PEP 658 file can be served out of this wheel (``in_wheel``): no blob of its own."""
+        """Upstream's PEP 658 file is this wheel's METADATA: stored from it (``keep_pep658``), never downloaded."""
         return self.metadata is not None and self.upstreams
 
 
 def read_stored_wheel(store: BlobStore, sha256: str, metadata_sha256: str | None) -> WheelMetadata:
-    """Read a stored wheel's METADATA, and whether it is upstream's PEP 658 file.
+    """Read a stored wheel's METADATA, and store it as upstream's PEP 658 file when it is that file.
 
     Done where the wheel was downloaded (a download process) as soon as it is stored: a sync
-    needs the dependencies of every release it walks; read again in the sync process, 2,700
-    wheels' unzipping in its threads held the event loop's interpreter lock for a second
-    (bench/RESULTS.md). A PEP 658 file that is the wheel's METADATA gets no blob of its own: it is
-    read out of the wheel when asked for (``in_wheel``).
+    needs the dependencies of every release it walks, and the PEP 658 file then costs no download.
     """
-    return wheel_metadata(from_wheel(store.file(sha256)), metadata_sha256)
+    inside = from_wheel(store.file(sha256))
+    wheel = wheel_metadata(inside, metadata_sha256)
+    if inside is not None and metadata_sha256 is not None and keep_pep658(store, wheel, metadata_sha256):
+        store.put_bytes(inside, metadata_sha256)
+    return wheel
 
 
 def wheel_metadata(inside: bytes | None, metadata_sha256: str | None) -> WheelMetadata:
@@ -150,14 +129,17 @@ def wheel_metadata(inside: bytes | None, metadata_sha256: str | None) -> WheelMe
     return WheelMetadata(parse(inside), upstreams)
 
 
+def keep_pep658(store: BlobStore, wheel: WheelMetadata, metadata_sha256: str) -> bool:
+    """Whether the wheel's METADATA is upstream's PEP 658 file and the store lacks its blob."""
+    return wheel.serves_pep658 and not store.has(metadata_sha256)
+
+
 def in_wheel(store: BlobStore, metadata_sha256: str, wheel_sha256: str | None) -> bytes | None:
     """A PEP 658 file read out of its stored wheel: the wheel's METADATA when its sha256 is the
     file's, else None (no wheel, wheel not stored, or upstream's file differs from it).
 
-    Upstream's PEP 658 file is the wheel's METADATA, extracted; storing it again as a blob of its
-    own made a cold sync create and fsync 2,700 more small files next to 3,000 release files
-    (bench/RESULTS.md). Files that are not (an sdist's, or one that differs from the wheel's) are
-    blobs as before.
+    Syncs store every PEP 658 file as a blob of its own; repositories synced before that kept the
+    ones equal to their wheel's METADATA only inside the wheel (docs/pep658.md): they are still served.
     """
     if wheel_sha256 is None or not store.has(wheel_sha256):
         return None
@@ -178,7 +160,7 @@ def blob_problem(store: BlobStore, blob: NeededBlob, rehash: bool) -> str | None
 
 def materialize(store: BlobStore, blob: NeededBlob) -> bool:
     """Give ``blob`` a file in ``store`` (a PEP 658 file kept in its wheel is written out now), for
-    what links to files (``render``); False when the store cannot have it (not there, not in a
+    what links to files (``render``, ``hydrate``); False when the store cannot have it (not there, not in a
     stored wheel, or a store that cannot be written: a render of a read-only one lists it missing)."""
     if store.has(blob.sha256):
         return True
@@ -195,7 +177,7 @@ def materialize(store: BlobStore, blob: NeededBlob) -> bool:
 def for_entry(store: BlobStore, entry: FileEntry) -> CoreMetadata | None:
     """The metadata of a recorded file, from the store; None when it cannot be known offline."""
     if entry.core_metadata and store.has(entry.core_metadata):
-        return parse(store.path(entry.core_metadata).read_bytes())  # upstream's, where it differs from the wheel's
+        return parse(store.path(entry.core_metadata).read_bytes())  # upstream's PEP 658 file
     if entry.filename.endswith(".whl") and store.has(entry.sha256):
         data = from_wheel(store.path(entry.sha256))
         return parse(data) if data is not None else None

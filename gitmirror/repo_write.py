@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from dulwich.file import FileLocked
 from dulwich.objects import Blob, Commit, ShaFile, Tree
+from dulwich.pack import full_unpacked_object
 
-from . import crashpoints, durable
+from . import durable
 from .history import DEFAULT_BRANCH, History, RepoError
 
 LOOSE_OBJECT_LIMIT = 1000
@@ -75,12 +77,12 @@ class Writer(History):
         commit.encoding = b"UTF-8"
         commit.message = message.encode()
         new_objects.append(commit)
-        crashpoints.reached("repo.trees-built")
+        sys.audit("gitmirror.crashpoint", "repo.trees-built")
         self.write_durably(new_objects)
-        crashpoints.reached("repo.objects-written")
+        sys.audit("gitmirror.crashpoint", "repo.objects-written")
         if not self.move_ref(self.branch_ref(branch), parent, commit.id):
             raise RepoError(f"branch {branch} moved while this commit was being written; run again")
-        crashpoints.reached("repo.ref-moved")
+        sys.audit("gitmirror.crashpoint", "repo.ref-moved")
         return commit.id
 
     def write_durably(self, new_objects: list[ShaFile]) -> None:
@@ -93,14 +95,14 @@ class Writer(History):
         """
         handle = durable.handle(self.path)  # before the objects: their write-back errors are reported
         try:
-            packing = crashpoints.CountingSequence([(obj, None) for obj in new_objects], "repo.object-packing")
             if len(new_objects) <= LOOSE_OBJECT_LIMIT:
                 # Small commits (yanks, approvals, a quiet sync) as loose objects, like git itself: one
                 # pack per commit would make every later object lookup scan thousands of packs.
-                for obj, _path in packing:
+                for obj in _each_object(new_objects):
                     self.git.object_store.add_object(obj)
             else:
-                self.git.object_store.add_objects(packing)
+                store = self.git.object_store
+                store.add_pack_data(len(new_objects), (full_unpacked_object(obj) for obj in _each_object(new_objects)))
             if handle is not None:
                 durable.sync(handle, self.path)
             else:
@@ -204,3 +206,10 @@ def _split(changes: dict[str, bytes | None]) -> dict[str, object]:
             node = node.setdefault(part, {})  # type: ignore[assignment]
         node[parts[-1]] = data
     return nested
+
+
+def _each_object(objects: list[ShaFile]) -> Iterator[ShaFile]:
+    """``objects``, with a crash point before each: a crash between any two objects of a pack."""
+    for obj in objects:
+        sys.audit("gitmirror.crashpoint", "repo.object-packing")
+        yield obj

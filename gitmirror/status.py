@@ -1,7 +1,7 @@
 """What the mirror holds, at a glance: projects, files, bytes, the tip, the last sync, missing blobs.
 
 Read-only and cheap: one pass over the manifests of one commit plus an existence check per blob,
-a look inside the wheel for a PEP 658 file kept there (``metadata.in_wheel``); ``--verify``
+a look inside the wheel for a PEP 658 file an older sync kept there (docs/pep658.md); ``--verify``
 re-hashes instead, for a periodic integrity check of the store. In review mode syncs commit to the
 review branch, not ``main``: its tip and last sync are reported too, or a stalled sync would hide.
 """

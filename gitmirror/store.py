@@ -14,10 +14,11 @@ import fcntl
 import hashlib
 import os
 import secrets
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import crashpoints, durable
+from . import durable
 from .layout import BLOBS_DIR, blob_path
 from .names import check_sha256
 
@@ -59,7 +60,7 @@ class BlobWriter:
         self._published = False
         direct = expected_size is not None and expected_size >= DIRECT_MIN_BYTES
         self._tmp, self._fd, self._direct = store.temporary_file(direct)
-        crashpoints.reached("store.tmp-created")
+        sys.audit("gitmirror.crashpoint", "store.tmp-created")
 
     def write(self, chunk: bytes | memoryview) -> None:
         self._hash.update(chunk)
@@ -75,7 +76,7 @@ class BlobWriter:
         except OSError as exc:  # a full disk says where: the store's
             exc.filename = exc.filename or str(self.store.root)
             raise
-        crashpoints.reached("store.chunk-written")
+        sys.audit("gitmirror.crashpoint", "store.chunk-written")
 
     def _write_direct(self, view: memoryview) -> memoryview:
         """Write the aligned part of ``view`` around the page cache; returns what is left to write."""
@@ -105,7 +106,7 @@ class BlobWriter:
                 raise IntegrityError(f"got {self.size} bytes, announced {self.expected_size}")
             if digest != self.expected_sha256:
                 raise IntegrityError(f"sha256 mismatch: announced {self.expected_sha256}, got {digest}")
-            crashpoints.reached("store.verified")
+            sys.audit("gitmirror.crashpoint", "store.verified")
         except BaseException:
             self.abort()
             raise
@@ -123,7 +124,7 @@ class BlobWriter:
             else:
                 self._publish_named(target)
             self._published = True
-            crashpoints.reached("store.published")
+            sys.audit("gitmirror.crashpoint", "store.published")
             return target
         except BaseException:
             self.abort()
@@ -131,9 +132,9 @@ class BlobWriter:
 
     def _publish_unnamed(self, target: str) -> None:
         """Give the unnamed file its name: one link into its directory, nothing to rename or clean."""
-        crashpoints.reached("store.fsynced")
+        sys.audit("gitmirror.crashpoint", "store.fsynced")
         os.fchmod(self._fd, 0o444)
-        crashpoints.reached("store.read-only")
+        sys.audit("gitmirror.crashpoint", "store.read-only")
         self.store.make_parent(target)
         with contextlib.suppress(FileExistsError):  # the same verified bytes, published meanwhile
             os.link(str(self._fd), target, src_dir_fd=_own_descriptors(), follow_symlinks=True)
@@ -141,10 +142,10 @@ class BlobWriter:
 
     def _publish_named(self, target: str) -> None:
         self._close()
-        crashpoints.reached("store.fsynced")
+        sys.audit("gitmirror.crashpoint", "store.fsynced")
         self.store.make_parent(target)
         os.chmod(self._tmp, 0o444)
-        crashpoints.reached("store.read-only")
+        sys.audit("gitmirror.crashpoint", "store.read-only")
         os.replace(self._tmp, target)
 
     def _close(self) -> None:

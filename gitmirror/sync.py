@@ -11,12 +11,13 @@ import asyncio
 import gc
 import json
 import os
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
-from . import crashpoints, unchanged
+from . import unchanged
 from .closure import choose
 from .config import Config, Selection
 from .decisions import LocalDecisions, local_decisions, marks_path
@@ -279,11 +280,11 @@ class Syncer:
         whole_config = with_files and configured and self.config.source_sha256 is not None
         roots = selection_roots(self.config, selections, with_files=with_files)
         with self.repo.writer_lock(), _collector_relaxed():
-            crashpoints.reached("sync.locked")
+            sys.audit("gitmirror.crashpoint", "sync.locked")
             unchanged.forget(self.config, branch)
             self.store.init()
             self.store.clean_tmp()
-            crashpoints.reached("sync.tmp-cleaned")
+            sys.audit("gitmirror.crashpoint", "sync.tmp-cleaned")
             parent = self.repo.tip(branch)
             main_tip = self.repo.tip(self.config.branch)
             self._takedowns = Lookup([repo_reader(self.repo, parent), repo_reader(self.repo, main_tip)])
@@ -303,9 +304,9 @@ class Syncer:
                 outcomes = asyncio.run(self._gather(roots, parent, seen_at, state))
                 self.store.clean_tmp()  # what a download process killed mid-file left; every writer is done
                 result = SyncResult(outcomes=outcomes)
-                crashpoints.reached("sync.downloads-done")
+                sys.audit("gitmirror.crashpoint", "sync.downloads-done")
                 result.commit = self._commit(outcomes, parent, branch)
-                crashpoints.reached("sync.committed")
+                sys.audit("gitmirror.crashpoint", "sync.committed")
                 if self.pages is not None:
                     # a run of part of the selection adds to what was shown; a whole run replaces it
                     shown = self._shown if with_files and configured else self._shown | self._shown_before
@@ -407,7 +408,7 @@ class Syncer:
         """Store the file; a wheel's core metadata is read as it is stored (None: nothing read)."""
         if self.store.has(remote_file.sha256):
             return None
-        crashpoints.reached("sync.download-start")
+        sys.audit("gitmirror.crashpoint", "sync.download-start")
         self.progress.files_queued(1, remote_file.size or 0)
         try:
             wheel = None
@@ -514,7 +515,7 @@ class Syncer:
         except UpstreamError as exc:
             return ProjectOutcome(name=selection.name, old=old, errors=choice_errors or [str(exc)])
         assert remote is not None
-        crashpoints.reached("sync.page-fetched")
+        sys.audit("gitmirror.crashpoint", "sync.page-fetched")
         local = local_decisions(self.repo.read_path(self.repo.tip(self.config.branch), marks_path(selection.name)))
         recorded = old.files if old else {}
         taken_down = {
@@ -552,7 +553,7 @@ class Syncer:
                 outcome.added.append(remote_file.filename)
         if added:
             manifest = manifest.with_files(added.values())
-        crashpoints.reached("sync.project-merged")
+        sys.audit("gitmirror.crashpoint", "sync.project-merged")
         # a project upstream lists only legacy files for is recorded with what it has: nothing
         if manifest.files or old is not None or (remote.skipped and not remote.files):
             outcome.new = manifest
@@ -576,12 +577,12 @@ class Syncer:
 
     def _settled(self, remote_file: RemoteFile, wheel: WheelMetadata | None) -> tuple[bool, bool, list[str]] | None:
         """A stored file's outcome when its PEP 658 file needs no work of its own: upstream offers
-        none, or it is the METADATA of the wheel this run stored (``metadata.in_wheel`` serves it).
+        none, or it is the METADATA of the wheel this run stored (stored with it: ``read_stored_wheel``).
         None: it does (a wheel stored before this run is read in ``_fetch``)."""
         has_metadata = bool(remote_file.core_metadata and remote_file.metadata_url)
         if has_metadata and (wheel is None or not wheel.serves_pep658):
             return None
-        crashpoints.reached("sync.file-stored")
+        sys.audit("gitmirror.crashpoint", "sync.file-stored")
         return True, has_metadata, []
 
     async def _fetch(self, upstream: Upstream, remote_file: RemoteFile) -> tuple[bool, bool, list[str]]:
@@ -594,8 +595,8 @@ class Syncer:
         if settled is not None:
             return settled
         assert remote_file.core_metadata and remote_file.metadata_url
-        if wheel is None and await self._in_stored_wheel(remote_file):
-            crashpoints.reached("sync.file-stored")
+        if wheel is None and await self._from_stored_wheel(remote_file):
+            sys.audit("gitmirror.crashpoint", "sync.file-stored")
             return True, True, []
         errors: list[str] = []
         has_metadata = False
@@ -612,16 +613,19 @@ class Syncer:
             has_metadata = True
         except UpstreamError as exc:
             errors.append(str(exc))
-        crashpoints.reached("sync.file-stored")
+        sys.audit("gitmirror.crashpoint", "sync.file-stored")
         return True, has_metadata, errors
 
-    async def _in_stored_wheel(self, remote_file: RemoteFile) -> bool:
+    async def _from_stored_wheel(self, remote_file: RemoteFile) -> bool:
         """Whether upstream's PEP 658 file is the METADATA of a wheel stored before this run: then
-        it is served out of the wheel (``metadata.in_wheel``) and needs no blob, no download."""
+        its blob is written from the wheel, with no download."""
         if not remote_file.filename.endswith(".whl") or remote_file.core_metadata is None:
             return False
         data = await asyncio.to_thread(in_wheel, self.store, remote_file.core_metadata, remote_file.sha256)
-        return data is not None
+        if data is None:
+            return False
+        await asyncio.to_thread(self.store.put_bytes, data, remote_file.core_metadata)
+        return True
 
     def _commit(self, outcomes: list[ProjectOutcome], parent: bytes | None, branch: str) -> bytes | None:
         changes: dict[str, bytes | None] = {}

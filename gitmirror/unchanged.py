@@ -323,8 +323,6 @@ def still_holds(config_path: Path) -> tuple[Record, str] | None:
 def warm_sync(config_path: Path | None, quiet: bool) -> int | None:
     """Answer a plain ``gitmirror sync`` (no projects, ``--json`` or ``--full``) from the record when
     it still holds; None: run the full command."""
-    if os.environ.get("GITMIRROR_CRASH_AT") or os.environ.get("GITMIRROR_PAUSE_AT"):
-        return None  # tests that stop a run at a named point want that run
     resolved = config_file(config_path)
     if resolved is None:
         return None

@@ -36,12 +36,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import crashpoints
 from .fetch import FetchError, FileFetcher, Transient, stream_checked
 from .fork_server import PRELOAD
 from .hosts import HostPolicy
 from .limits import Limits
-from .metadata import WheelMetadata, from_wheel, read_stored_wheel, wheel_metadata
+from .metadata import WheelMetadata, from_wheel, keep_pep658, read_stored_wheel, wheel_metadata
 from .page import MAX_PAGE_BYTES, RemoteProject, UpstreamError, project_from
 from .store import BlobStore, BlobWriter
 from .tls import USER_AGENT
@@ -87,7 +86,7 @@ class DownloadProcesses:
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(PRELOAD)
         self._limit = processes
-        self._start_args = (hosts, timeout, limits or Limits(), os.getpid(), crashpoints.share())
+        self._start_args = (hosts, timeout, limits or Limits(), os.getpid())
         self._workers: list[_Worker] = []
         self._idle: list[_Worker] = []
         self._queue: deque[tuple[_Job, asyncio.Future[Any]]] = deque()
@@ -271,11 +270,9 @@ def _serve(
     timeout: float,
     limits: Limits,
     owner: int,
-    crash_counts: object,
     number: int,
 ) -> None:
     _exit_with(owner)
-    crashpoints.adopt(crash_counts, owner, number)
     gc.freeze()  # the modules the fork server imported: never garbage (each worker collected 100 times)
     gc.set_threshold(50_000, *gc.get_threshold()[1:])
     fetcher = FileFetcher(hosts, timeout, USER_AGENT, limits)
@@ -389,7 +386,14 @@ def _store_wheel(
     body = stream_checked(fetcher.fetch, url, writer)
     unnamed.add(writer)
     if body is not None:
-        return writer.size, wheel_metadata(from_wheel(body), metadata_sha256)
+        inside = from_wheel(body)
+        wheel = wheel_metadata(inside, metadata_sha256)
+        if inside is not None and metadata_sha256 is not None and keep_pep658(store, wheel, metadata_sha256):
+            pep658 = unnamed.writer(store, metadata_sha256, len(inside))
+            pep658.write(inside)
+            pep658.check()
+            unnamed.add(pep658)  # a blob of its own, made durable and named with the wheel
+        return writer.size, wheel
     unnamed.publish()
     if (failure := unnamed.failure()) is not None:
         raise failure

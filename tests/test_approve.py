@@ -156,7 +156,7 @@ def test_partial_approval_leaves_the_rest_pending_and_syncs_never_repeat(mirror:
     upstream.add("other_lib", sdist, upload_time=days_ago(30))
     mirror.run("sync", check=True)
     incoming = mirror.git("rev-parse", "incoming").strip()
-    # the wheel once; its .metadata is read out of it (checked against the announced sha256)
+    # the wheel once; its .metadata is written out of it (checked against the announced sha256)
     downloads = upstream.count(wheel.filename)
     assert downloads == 1
     assert "nothing to commit" in mirror.run("sync", check=True).stdout

@@ -357,11 +357,11 @@ def test_hydrate_from_a_directory_reads_only_regular_files_inside_it(
     clone = clone_of(mirror, tmp_path / "airgap")
     result = clone.run("hydrate", "--from", str(source), timeout=60)  # a FIFO must not block it
     assert result.returncode == 1, result.stdout + result.stderr
-    line = one_line(result.stderr, f"{WHEEL}: ")  # (its .metadata, read out of it, is missing too)
+    line = one_line(result.stderr, f"{WHEEL}: ")
     assert line.startswith(f"REFUSED demo-pkg/{WHEEL}: blobs/{digest[:2]}/{digest[2:4]}") and what in line
     assert stored(clone.store) == stored(mirror.store) - {digest}  # every other blob came
     status = json.loads(clone.run("status", "--json").stdout)
-    assert status["blobs_missing"] == [f"demo-pkg/{WHEEL}", f"demo-pkg/{WHEEL}.metadata"]  # (read out of it)
+    assert status["blobs_missing"] == [f"demo-pkg/{WHEEL}"]  # its .metadata is a blob of its own
     assert not list((clone.store / "tmp").iterdir())
 
 
@@ -383,5 +383,6 @@ def test_hydrate_from_http_is_capped_and_timed(mirror: Mirror, sample, upstream:
     trickle = one_line(result.stderr, SDIST)
     assert trickle.startswith(f"missing demo-pkg/{SDIST}") and "source too slow: download_deadline exceeded" in trickle
     lost = {upstream.artifact("demo-pkg", name).sha256 for name in (WHEEL, SDIST)}
+    lost.add(upstream.artifact("demo-pkg", WHEEL).metadata_sha256)  # not in a stored wheel, refused
     assert stored(clone.store) == stored(mirror.store) - lost
     assert not list((clone.store / "tmp").iterdir())

@@ -222,8 +222,8 @@ def test_a_walk_over_stored_wheels_reads_their_dependencies_from_the_cache(
     """Every run that walks the releases again (``--full``, or an upstream without a serial) took
     each release's dependencies out of its stored wheel, unzipping it again; what an earlier run
     parsed is kept instead (``state``, the local state). Probe: the stored wheel is made unreadable, and
-    the next walk still knows its dependencies without asking upstream; without the cache it must
-    ask for the PEP 658 file."""
+    the next walk still knows its dependencies without asking upstream; without the cache it reads
+    the stored PEP 658 file, and without that it must ask upstream for it."""
     top = build_wheel("top", "1.0", requires_dist=["dep"])
     upstream.add("top", top)
     upstream.add("dep", build_wheel("dep", "1.0"))
@@ -240,6 +240,13 @@ def test_a_walk_over_stored_wheels_reads_their_dependencies_from_the_cache(
     assert not [record.path for record in upstream.requests[mark:] if record.path.startswith("/files/")]
 
     (mirror.store / "state" / "local.sqlite3").unlink()
+    mark = len(upstream.requests)
+    mirror.run("sync", "--full", check=True)
+    assert not [record.path for record in upstream.requests[mark:] if record.path.startswith("/files/")]
+
+    (mirror.store / "state" / "local.sqlite3").unlink()
+    assert top.metadata_sha256
+    (mirror.store / "blobs" / top.metadata_sha256[:2] / top.metadata_sha256[2:4] / top.metadata_sha256).unlink()
     mark = len(upstream.requests)
     mirror.run("sync", "--full", check=True)
     asked = [record.path for record in upstream.requests[mark:] if record.path.startswith("/files/")]

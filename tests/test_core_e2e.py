@@ -92,8 +92,9 @@ def test_hash_mismatch_is_rejected_and_nothing_stored(mirror: Mirror, sample, up
     assert "demo_pkg-1.0-py3-none-any.whl: rejected, sha256 mismatch" in result.stderr
     wheel = next(a for a in sample["demo-pkg"] if a.filename == "demo_pkg-1.0-py3-none-any.whl")
     blobs = {path.name for path in (mirror.store / "blobs").glob("*/*/*")}
-    # every other file, not this one (PEP 658 files are read out of their wheels: no blobs of their own)
-    assert blobs == {artifact.sha256 for artifact in sample["demo-pkg"] if artifact is not wheel}
+    # every other file and its PEP 658 file, not this one
+    others = [artifact for artifact in sample["demo-pkg"] if artifact is not wheel]
+    assert blobs == {artifact.sha256 for artifact in others} | ({a.metadata_sha256 for a in others} - {None})
     manifest = mirror.git("show", "main:projects/de/mo/demo-pkg.jsonl")
     assert "demo_pkg-1.0-py3-none-any.whl" not in manifest  # but the lying entry is never recorded
     assert "demo_pkg-1.1-py3-none-any.whl" in manifest  # and the rest of the project still syncs

@@ -54,14 +54,14 @@ def test_changed_project_is_fetched_and_only_its_new_file_downloaded(
     pages = {record.path: record.status for record in requests if record.path.startswith("/simple/")}
     assert pages == {"/simple/demo-pkg/": 304, "/simple/other-lib/": 200}
     files = sorted(record.path for record in requests if record.path.startswith("/files/"))
-    # one request for the release: its PEP 658 file is read out of the wheel, checked against the hash
+    # one request for the release: its PEP 658 file is written out of the wheel, checked against the hash
     assert files == ["/files/other-lib/other_lib-0.3-py3-none-any.whl"]
     manifest = mirror.git("show", "main:" + manifest_path("other-lib"))
     entry = next(json.loads(line) for line in manifest.splitlines() if wheel.filename in line)
     metadata_sha = hashlib.sha256(wheel.metadata).hexdigest()
     assert entry["core-metadata"] == metadata_sha
-    # and it is no blob of its own: the store keeps the wheel, verify reads the file out of it
-    assert not (mirror.store / "blobs" / metadata_sha[:2] / metadata_sha[2:4] / metadata_sha).exists()
+    # a blob of its own, named by its sha256
+    assert (mirror.store / "blobs" / metadata_sha[:2] / metadata_sha[2:4] / metadata_sha).read_bytes() == wheel.metadata
     verified = mirror.run("verify")
     assert verified.returncode == 0 and verified.stdout.rstrip().endswith(": OK"), verified.stdout
 
@@ -127,8 +127,8 @@ def test_plain_progress_when_not_a_terminal(mirror: Mirror, sample) -> None:
 def test_a_pep658_file_other_than_its_wheels_metadata_is_stored_and_served(
     mirror: Mirror, upstream: FakeUpstream, serve
 ) -> None:
-    """Upstream's PEP 658 file is what the mirror serves: read out of the wheel only when it is the
-    wheel's METADATA byte for byte, else downloaded and kept as a blob of its own."""
+    """Upstream's PEP 658 file is what the mirror serves: written out of the wheel only when it is
+    the wheel's METADATA byte for byte, else downloaded; a blob of its own either way."""
     own, other = build_wheel("top", "1.0"), build_wheel("top", "1.1")
     assert own.metadata and other.metadata and b"Version: 1.1\n" in other.metadata
     theirs = other.metadata.replace(b"Version: 1.1\n", b"Version: 1.1\nSummary: as upstream extracted it\n")
@@ -141,16 +141,47 @@ def test_a_pep658_file_other_than_its_wheels_metadata_is_stored_and_served(
     assert fetched == [f"/files/top/{own.filename}", f"/files/top/{other.filename}",
                        f"/files/top/{other.filename}.metadata"]
     blobs = {path.name for path in (mirror.store / "blobs").glob("*/*/*")}
-    assert blobs == {own.sha256, other.sha256, hashlib.sha256(theirs).hexdigest()}
+    assert blobs == {own.sha256, other.sha256, own.metadata_sha256, hashlib.sha256(theirs).hexdigest()}
 
     server = serve()
     for wheel, expected in ((own, own.metadata), (other, theirs)):
         answer = httpx.get(f"{server.url}/files/top/{wheel.filename}.metadata")
         assert answer.status_code == 200 and answer.content == expected
         assert answer.headers["etag"] == f'"{hashlib.sha256(expected).hexdigest()}"'
-    verified = mirror.run("verify")  # two wheels, two PEP 658 files (one read out of its wheel)
+    verified = mirror.run("verify")  # two wheels, two PEP 658 files
     assert verified.returncode == 0 and "4 blobs re-hashed" in verified.stdout, verified.stdout
     assert verified.stdout.rstrip().endswith(": OK")
+
+
+def test_a_repository_that_kept_pep658_files_in_their_wheels_is_still_served_and_hydrated(
+    mirror: Mirror, sample, serve
+) -> None:
+    """Syncs before PEP 658 files became blobs of their own left the ones equal to their wheel's
+    METADATA only inside the wheel (docs/pep658.md): such a store still serves them, verifies and
+    counts them present, and ``hydrate`` writes their blobs out of the wheels, fetching nothing."""
+    mirror.run("sync", check=True)
+    wheels = [(name, artifact) for name in ("demo-pkg", "other-lib") for artifact in sample[name] if artifact.metadata]
+    for _name, wheel in wheels:  # the store as an older version left it
+        digest = wheel.metadata_sha256
+        assert digest
+        (mirror.store / "blobs" / digest[:2] / digest[2:4] / digest).unlink()
+
+    server = serve()
+    for name, wheel in wheels:
+        answer = httpx.get(f"{server.url}/files/{name}/{wheel.filename}.metadata")
+        assert answer.status_code == 200 and answer.content == wheel.metadata
+    assert mirror.run("verify").returncode == 0
+    status = json.loads(mirror.run("status", "--json", check=True).stdout)
+    assert status["blobs_missing"] == []
+
+    empty = mirror.root / "empty-source"
+    (empty / "blobs").mkdir(parents=True)
+    hydrated = mirror.run("hydrate", "--from", str(empty), check=True)
+    assert f", 0 fetched (0 bytes), {len(wheels)} written out of their wheels" in hydrated.stdout
+    for _name, wheel in wheels:
+        digest = wheel.metadata_sha256
+        assert digest
+        assert (mirror.store / "blobs" / digest[:2] / digest[2:4] / digest).read_bytes() == wheel.metadata
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "directory"])

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+import crashhook
 from conftest import GITMIRROR, Mirror, isolated_env
 from fakeupstream import FakeUpstream, build_wheel
 
@@ -36,7 +37,7 @@ def paused_sync(mirror: Mirror, point: str, *args: str, **env: str) -> Iterator[
     Its output is then in ``process.output`` (stdout, stderr): the pipes are read to their end.
     """
     process = subprocess.Popen(
-        [*GITMIRROR, "sync", *args], cwd=mirror.root, env=isolated_env(GITMIRROR_PAUSE_AT=point, **env),
+        [*GITMIRROR, "sync", *args], cwd=mirror.root, env=crashhook.environment(GITMIRROR_PAUSE_AT=point, **env),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:

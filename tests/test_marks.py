@@ -103,7 +103,7 @@ def test_takedown_tombstones_and_answers_410(mirror: Mirror, server, sample) -> 
     wheel = next(a for a in sample["demo-pkg"] if a.filename == "demo_pkg-2.0-py3-none-any.whl")
     blob = mirror.store / "blobs" / wheel.sha256[:2] / wheel.sha256[2:4] / wheel.sha256
     metadata = mirror.store / "blobs" / wheel.metadata_sha256[:2] / wheel.metadata_sha256[2:4] / wheel.metadata_sha256
-    assert blob.is_file() and not metadata.exists()  # its PEP 658 file is read out of the wheel
+    assert blob.is_file() and metadata.is_file()  # its PEP 658 file is a blob of its own
     assert httpx.get(f"{server.url}/files/demo-pkg/{wheel.filename}.metadata").content == wheel.metadata
     result = mirror.run("takedown", wheel.filename, "--reason", "contains malware (CVE-0000-0000)", check=True)
     assert "taken down" in result.stdout

@@ -130,9 +130,9 @@ def test_render_copy_mode_and_missing_blobs(mirror: Mirror, sample, tmp_path: Pa
     result = mirror.run("render", "--out", str(site), "--files", "copy")
     assert result.returncode == 1
     assert f"missing blob: demo-pkg/{OLD_WHEEL}\n" in result.stderr
-    # its PEP 658 file is read out of the wheel (the sync stored no blob of its own): gone with it
-    assert f"missing blob: demo-pkg/{OLD_WHEEL}.metadata\n" in result.stderr
-    assert "2 blobs missing from the store" in result.stdout
+    # its PEP 658 file is a blob of its own: still there
+    assert f"missing blob: demo-pkg/{OLD_WHEEL}.metadata\n" not in result.stderr
+    assert "1 blobs missing from the store" in result.stdout
     assert not os.path.lexists(site / "files/demo-pkg" / OLD_WHEEL)
     assert (site / "simple/demo-pkg/index.html").is_file()  # the pages are still written
     copied = site / "files/demo-pkg/demo_pkg-1.1-py3-none-any.whl"

@@ -19,7 +19,6 @@ PACKAGE = Path(gitmirror.__file__).parent
 STORAGE = {"repo.py", "repo_write.py", "history.py", "gittree.py", "snapshot.py", "durable.py"}
 #: still importing dulwich, owned by other work of issue 25; each leaves this list when fixed
 PENDING = {
-    "crashpoints.py": "a crash point inside dulwich's file writes, to become a sys.audit event",
     "refpolicy.py": "git's ref-name grammar (dulwich.refs.check_ref_format) in the pure ref policy",
 }
 

@@ -21,6 +21,7 @@ from gitmirror.unchanged import (
     upstream_serial,
 )
 
+import crashhook
 from conftest import Mirror, isolated_env
 from fakeupstream import FakeUpstream, build_wheel
 
@@ -134,7 +135,7 @@ def test_no_record_after_a_failed_run_or_a_partial_one(mirror: Mirror, sample, u
 def test_a_crashed_run_leaves_no_record(mirror: Mirror, sample, upstream: FakeUpstream) -> None:
     synced(mirror, upstream)
     upstream.add("demo-pkg", build_wheel("demo-pkg", "3.0"))
-    crashed = mirror.run("sync", env={"GITMIRROR_CRASH_AT": "sync.downloads-done"})
+    crashed = mirror.run("sync", env=crashhook.variables(GITMIRROR_CRASH_AT="sync.downloads-done"))
     assert crashed.returncode != 0 and record_files(mirror) == []
     mark = len(upstream.requests)
     assert_full(mirror, upstream, mark)

@@ -1,6 +1,6 @@
 """Release files are downloaded in worker processes, which never outlive their sync.
 
-A point reached inside a worker acts on the sync itself (``crashpoints.adopt``): a pause stops the
+A point reached inside a worker acts on the sync itself (the test-side hook, ``crashhook``): a pause stops the
 sync, a crash kills both. A sync killed from outside leaves no worker behind: an orphan would hold
 the sync's output pipes open and could write into the store under the next run.
 """
@@ -26,6 +26,7 @@ from gitmirror.fetch import Transient
 from gitmirror.hosts import HostPolicy
 from gitmirror.store import BlobStore
 
+import crashhook
 from conftest import GITMIRROR, Mirror, isolated_env
 from fakeupstream import Artifact, FakeUpstream
 
@@ -76,11 +77,11 @@ def test_the_fork_server_is_started_without_importing_what_the_workers_run() -> 
 
 
 def test_what_html_pages_and_lockfiles_need_is_imported_only_for_them() -> None:
-    """The download processes' fork server and a sync's start import neither the ``email`` package
-    (an HTML page's charset) nor a TOML parser and ``packaging.pylock`` (``lockfiles:``)."""
+    """The download processes' fork server and a sync's start import neither a TOML parser nor
+    ``packaging.pylock`` (``lockfiles:``)."""
     loaded = subprocess.run(
         [sys.executable, "-c", "import sys, gitmirror.workers, gitmirror.sync, gitmirror.cli; "
-         "print(sorted({'email.message', 'tomllib', 'packaging.pylock'} & set(sys.modules)))"],
+         "print(sorted({'tomllib', 'packaging.pylock'} & set(sys.modules)))"],
         capture_output=True, text=True, check=True, env=isolated_env(),
     )
     assert loaded.stdout.strip() == "[]"
@@ -124,7 +125,7 @@ def test_download_processes_leave_when_the_sync_is_killed(mirror: Mirror, sample
 
 def test_a_crash_inside_a_download_process_kills_the_sync(mirror: Mirror, sample) -> None:
     killed = subprocess.run(
-        [*GITMIRROR, "sync"], cwd=mirror.root, env=isolated_env(GITMIRROR_CRASH_AT="store.fsynced"),
+        [*GITMIRROR, "sync"], cwd=mirror.root, env=crashhook.environment(GITMIRROR_CRASH_AT="store.fsynced"),
         capture_output=True, text=True, timeout=120,
     )
     assert killed.returncode == -signal.SIGKILL
