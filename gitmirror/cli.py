@@ -395,7 +395,8 @@ def hydrate(
     cfg = load_config(config)
     repo = open_repo(cfg)
     commit = snapshot_of(repo, rev, cfg)
-    result = run_hydrate(repo, BlobStore(cfg.store), commit, open_source(source, cfg.concurrency, cfg.limits),
+    opened = open_source(source, cfg.concurrency, cfg.limits, cfg.allowed_hosts)
+    result = run_hydrate(repo, BlobStore(cfg.store), commit, opened,
                          log=lambda line: typer.echo(line, err=True))
     typer.echo(result.summary())
     if result.exit_code:

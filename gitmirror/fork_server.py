@@ -10,8 +10,6 @@ server's own start could begin, and a small sync's first page then waited for it
 
 from __future__ import annotations
 
-from .tls import proxy_configured
-
 #: what the fork server imports once for every worker (PEP 691 pages are read with ``json``; a
 #: worker imports pypi_simple, 0.34 s, when it meets an HTML page: ``page.parse_page``)
 PRELOAD = ["gitmirror.workers"]
@@ -21,12 +19,9 @@ def start_early(html: bool = False) -> None:
     """Start the fork server now, for a sync that is about to run and will want workers.
 
     Nothing waits here: the fork server's socket exists at once and answers the first worker's
-    request when its imports are done. No fork server where the workers are not used (a proxy is
-    configured). ``html``: upstream answered the last run in HTML; the fork server imports
-    pypi_simple too, once for all workers.
+    request when its imports are done. ``html``: upstream answered the last run in HTML; the fork
+    server imports pypi_simple too, once for all workers.
     """
-    if proxy_configured():
-        return
     from multiprocessing import forkserver
 
     forkserver.set_forkserver_preload([*PRELOAD, "pypi_simple"] if html else PRELOAD)

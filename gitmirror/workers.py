@@ -7,7 +7,7 @@ waiting for the lock (bench/RESULTS.md). The pages (fetched and parsed) and the 
 stored wheel's METADATA moved here too: in the sync's threads they made every system call of its
 event loop wait for the lock, and the first downloads started a second late.
 
-A worker does what a thread did: fetch (``fetch.FileFetcher``: host policy, redirects, framing),
+A worker does what a thread did: fetch (``transport.Transport``: host policy, redirects, limits),
 hash and check as the bytes arrive, make durable (one ``syncfs`` for the blobs of a message,
 ``_Unnamed``) and name (``store.BlobWriter``); or fetch and
 parse a project page (``page.project_from``). It answers with the result or the same
@@ -37,14 +37,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import crashpoints
-from .fetch import FetchError, FileFetcher, Transient, stream_checked
 from .fork_server import PRELOAD
 from .hosts import HostPolicy
 from .limits import Limits
 from .metadata import WheelMetadata, from_wheel, read_stored_wheel, wheel_metadata
 from .page import MAX_PAGE_BYTES, RemoteProject, UpstreamError, project_from
 from .store import BlobStore, BlobWriter
-from .tls import USER_AGENT
+from .transport import FetchError, Transient, Transport, stream_checked
 
 if TYPE_CHECKING:
     import asyncio
@@ -278,7 +277,7 @@ def _serve(
     crashpoints.adopt(crash_counts, owner, number)
     gc.freeze()  # the modules the fork server imported: never garbage (each worker collected 100 times)
     gc.set_threshold(50_000, *gc.get_threshold()[1:])
-    fetcher = FileFetcher(hosts, timeout, USER_AGENT, limits)
+    fetcher = Transport(hosts, timeout, limits, connections=4)  # one job at a time; an index and a file host
     unnamed = _Unnamed()
     while True:
         try:
@@ -365,7 +364,7 @@ class _Unnamed:
 
 
 def _store_file(
-    fetcher: FileFetcher, unnamed: _Unnamed, store_root: str, url: str, sha256: str, size: int | None
+    fetcher: Transport, unnamed: _Unnamed, store_root: str, url: str, sha256: str, size: int | None
 ) -> int:
     writer = unnamed.writer(_store(store_root), sha256, size)
     stream_checked(fetcher.fetch, url, writer)
@@ -374,7 +373,7 @@ def _store_file(
 
 
 def _store_wheel(
-    fetcher: FileFetcher,
+    fetcher: Transport,
     unnamed: _Unnamed,
     store_root: str,
     url: str,
@@ -401,7 +400,7 @@ def _store(root: str) -> BlobStore:
 
 
 def _project(
-    fetcher: FileFetcher, _unnamed: _Unnamed, name: str, url: str, headers: dict[str, str]
+    fetcher: Transport, _unnamed: _Unnamed, name: str, url: str, headers: dict[str, str]
 ) -> RemoteProject | None:
     try:
         answer = fetcher.get_page(url, headers, MAX_PAGE_BYTES)

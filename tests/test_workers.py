@@ -22,7 +22,7 @@ from test_locking import paused_sync, process_state
 
 from gitmirror import fork_server, workers
 from gitmirror import store as store_module
-from gitmirror.fetch import Transient
+from gitmirror.transport import Transient
 from gitmirror.hosts import HostPolicy
 from gitmirror.store import BlobStore
 
