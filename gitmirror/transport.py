@@ -21,14 +21,11 @@ import random
 import re
 import threading
 import time
-import xmlrpc.client
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import cache
 from typing import TYPE_CHECKING, Any, TypeVar
-
-import httpcore
-import httpx
 
 from .hosts import HostNotAllowed, HostPolicy
 from .limits import Clock, DeadlineExceeded, Limits
@@ -37,6 +34,9 @@ from .store import IntegrityError
 from .tls import USER_AGENT, system_trust
 
 if TYPE_CHECKING:
+    import httpcore
+    import httpx
+
     from .store import BlobWriter
 
 T = TypeVar("T")
@@ -102,6 +102,8 @@ async def with_retries(attempt: Callable[[], Awaitable[T]], retries: int, backof
 
 def describe(exc: BaseException) -> str:
     """One phrase for a transport failure."""
+    import httpx
+
     if isinstance(exc, DeadlineExceeded):
         return str(exc)
     if isinstance(exc, httpx.TimeoutException | TimeoutError):
@@ -131,44 +133,51 @@ class _Attempt(threading.local):
 _attempt = _Attempt()
 
 
-class _BoundedStream(httpcore.NetworkStream):
-    """A connection whose every read ends by the current attempt's deadline (head and body alike)."""
+@cache
+def _bounded_backend() -> type[httpcore.NetworkBackend]:
+    """httpcore's backend whose connections read under ``_attempt``'s deadline (made when first used:
+    httpx and httpcore are imported by the processes that speak HTTP, not by every one that may)."""
+    import httpcore
 
-    def __init__(self, stream: httpcore.NetworkStream) -> None:
-        self._stream = stream
+    class _BoundedStream(httpcore.NetworkStream):
+        """A connection whose every read ends by the current attempt's deadline (head and body alike)."""
 
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        clock = _attempt.clock
-        if clock is None:
-            return self._stream.read(max_bytes, timeout)
-        left = clock.end + _attempt.received * clock.per_byte - time.monotonic()
-        if left <= 0:
-            raise clock.exceeded()
-        try:
-            data = self._stream.read(max_bytes, left if timeout is None else min(timeout, left))
-        except httpcore.ReadTimeout:
-            if clock.end + _attempt.received * clock.per_byte <= time.monotonic():
-                raise clock.exceeded() from None
-            raise
-        _attempt.received += len(data)
-        return data
+        def __init__(self, stream: httpcore.NetworkStream) -> None:
+            self._stream = stream
 
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._stream.write(buffer, timeout)
+        def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+            clock = _attempt.clock
+            if clock is None:
+                return self._stream.read(max_bytes, timeout)
+            left = clock.end + _attempt.received * clock.per_byte - time.monotonic()
+            if left <= 0:
+                raise clock.exceeded()
+            try:
+                data = self._stream.read(max_bytes, left if timeout is None else min(timeout, left))
+            except httpcore.ReadTimeout:
+                if clock.end + _attempt.received * clock.per_byte <= time.monotonic():
+                    raise clock.exceeded() from None
+                raise
+            _attempt.received += len(data)
+            return data
 
-    def close(self) -> None:
-        self._stream.close()
+        def write(self, buffer: bytes, timeout: float | None = None) -> None:
+            self._stream.write(buffer, timeout)
 
-    def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> Any:
-        return _BoundedStream(self._stream.start_tls(ssl_context, server_hostname, timeout))
+        def close(self) -> None:
+            self._stream.close()
 
-    def get_extra_info(self, info: str) -> Any:
-        return self._stream.get_extra_info(info)
+        def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> Any:
+            return _BoundedStream(self._stream.start_tls(ssl_context, server_hostname, timeout))
 
+        def get_extra_info(self, info: str) -> Any:
+            return self._stream.get_extra_info(info)
 
-class _BoundedBackend(httpcore.SyncBackend):
-    def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
-        return _BoundedStream(super().connect_tcp(*args, **kwargs))
+    class _BoundedBackend(httpcore.SyncBackend):
+        def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
+            return _BoundedStream(super().connect_tcp(*args, **kwargs))
+
+    return _BoundedBackend
 
 
 class Transport:
@@ -189,6 +198,8 @@ class Transport:
         user_agent: str = USER_AGENT,
         peer: str = "upstream",
     ) -> None:
+        import httpx
+
         self.hosts = hosts
         self.peer = peer  # how failures name the other end
         self.limits = limits or Limits()
@@ -206,7 +217,7 @@ class Transport:
         for transport in [self.client._transport, *self.client._mounts.values()]:
             pool = getattr(transport, "_pool", None)
             if pool is not None:
-                pool._network_backend = _BoundedBackend()
+                pool._network_backend = _bounded_backend()()
         self._local = threading.local()
 
     def _check_host(self, request: httpx.Request) -> None:
@@ -216,6 +227,8 @@ class Transport:
     @contextmanager
     def _request(self, method: str, url: str, clock: Clock | None, **kwargs: Any) -> Iterator[httpx.Response]:
         """A streamed answer under the rules; statuses worth a retry are raised as ``Transient``."""
+        import httpx
+
         _attempt.clock, _attempt.received = clock, 0
         try:
             with self.client.stream(method, url, **kwargs) as response:
@@ -285,6 +298,8 @@ class Transport:
 
     def call(self, url: str, method: str, *params: object) -> Any:
         """An XML-RPC call (``xmlrpc.client`` marshalling, this transport's HTTP); its result."""
+        import xmlrpc.client
+
         request = xmlrpc.client.dumps(params, method).encode()
         body = bytearray()
         headers = {"Content-Type": "text/xml"}

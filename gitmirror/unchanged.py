@@ -30,12 +30,10 @@ import contextlib
 import hashlib
 import json
 import os
-import xmlrpc.client
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlsplit
-from xml.parsers.expat import ExpatError
 
 from . import __version__
 from .layout import BLOBS_DIR, blob_path
@@ -222,6 +220,9 @@ def changed_projects(upstream: str, timeout: float, since: str, until: str) -> s
     bandersnatch speak it); None when the index has no such changelog, or it does not reach
     ``until`` (a truncated answer must not pass for "nothing of ours changed").
     """
+    import xmlrpc.client  # only when the serial moved
+    from xml.parsers.expat import ExpatError
+
     from .names import UnsafeNameError, normalize
     from .transport import FetchError, Transient
 

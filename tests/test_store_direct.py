@@ -20,9 +20,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from gitmirror import store as store_module
-from gitmirror.transport import Transport
 from gitmirror.hosts import HostPolicy
 from gitmirror.store import DIRECT_ALIGN, DIRECT_MIN_BYTES, BlobStore, BlobWriter, IntegrityError
+from gitmirror.transport import Transport
 
 BIG = os.urandom(3 * DIRECT_MIN_BYTES + 123)  # three whole buffers and an unaligned tail
 
