@@ -12,7 +12,7 @@ from __future__ import annotations
 
 #: what the fork server imports once for every worker (PEP 691 pages are read with ``json``; a
 #: worker imports pypi_simple, 0.34 s, when it meets an HTML page: ``page.parse_page``)
-PRELOAD = ["gitmirror.workers", "httpx"]
+PRELOAD = ["gitmirror.workers", "httpx", "httpcore"]
 
 
 def start_early(html: bool = False) -> None:
