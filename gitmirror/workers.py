@@ -138,9 +138,9 @@ class DownloadProcesses:
         """The next job, and the jobs of its kind after it (pages, or files up to ``BATCH_BYTES``)
         while many more wait than there are workers: one message there and one answer back.
 
-        Each message and each answer cost both processes system calls and a wake-up. Pages and files do not share a message, so a page the
-        walk waits for does not wait for files. When few jobs are left they go one by one: no
-        worker holds several while another has none.
+        Each message and each answer cost both processes system calls and a wake-up. Pages and
+        files do not share a message, so a page the walk waits for does not wait for files. When
+        few jobs are left they go one by one: no worker holds several while another has none.
         """
         handed: list[tuple[_Job, asyncio.Future[Any]]] = []
         limit = max(1, min(BATCH_FILES, len(self._queue) // (2 * max(1, len(self._workers)))))
