@@ -263,9 +263,9 @@ class Transport:
             if response.status_code != 200:
                 raise FetchError(f"{self.peer} answered HTTP {response.status_code}")
             length = response.headers.get("Content-Length", "")
-            if length.isdigit() and int(length) > cap and "Content-Encoding" not in response.headers:
+            if length.isdigit() and int(length) > cap:
                 raise oversize_error(self.limits.too_large(url, announced, int(length)), announced)
-            for chunk in response.iter_bytes():
+            for chunk in response.iter_raw():  # as sent: a file is hashed as the index hashed it
                 if writer.size + filled + len(chunk) > cap:  # nothing of it is written: refused whole
                     raise oversize_error(self.limits.too_large(url, announced), announced)
                 while chunk:  # whole aligned buffers: the store writes large files around the page cache
