@@ -15,7 +15,6 @@ policy and failure words; each path having its own client is how they drifted ap
 
 from __future__ import annotations
 
-import asyncio
 import mmap
 import random
 import re
@@ -29,14 +28,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .hosts import HostNotAllowed, HostPolicy
 from .limits import Clock, DeadlineExceeded, Limits
-from .page import PageAnswer
-from .store import IntegrityError
 from .tls import USER_AGENT, system_trust
 
 if TYPE_CHECKING:
     import httpcore
     import httpx
 
+    from .page import PageAnswer
     from .store import BlobWriter
 
 T = TypeVar("T")
@@ -89,6 +87,8 @@ def retry_after(value: str | None) -> float | None:
 async def with_retries(attempt: Callable[[], Awaitable[T]], retries: int, backoff: float) -> T:
     """``attempt`` until it succeeds or fails ``retries + 1`` times with ``Transient`` (then the last
     one is raised); waits with jittered exponential backoff, or ``Retry-After`` when given."""
+    import asyncio  # (the warm check, which never retries, starts faster without it)
+
     for tries in range(retries + 1):
         try:
             return await attempt()
@@ -117,6 +117,8 @@ def describe(exc: BaseException) -> str:
 
 def oversize_error(message: str, announced: int | None) -> Exception:
     """A body past its announced size fails verification (as the store says); past a cap, the fetch."""
+    from .store import IntegrityError
+
     return IntegrityError(message) if announced is not None else TooLarge(message)
 
 
@@ -282,6 +284,8 @@ class Transport:
     def get_page(self, url: str, headers: dict[str, str], limit: int) -> PageAnswer:
         """A page's answer, whatever its status (but those worth a retry: ``Transient``); it may come
         compressed, and ``limit`` bounds the body as decompressed."""
+        from .page import PageAnswer
+
         body = bytearray()
         with self._request("GET", url, self.limits.clock(), headers={"Accept-Encoding": "gzip", **headers}) as answer:
             for chunk in answer.iter_bytes():
