@@ -1,17 +1,15 @@
 """The download processes' fork server, started before the sync imports what the workers run.
 
-The fork server is a new interpreter that imports ``gitmirror.workers`` (0.1-0.4 s) before the
-first worker can fork. ``gitmirror sync`` starts it as soon as it knows it will run, so that start
-overlaps the sync's own (dulwich, the config, the repository). This module imports nothing of the
-workers: starting the fork server from ``gitmirror.workers`` itself cost the import of that module
-and all it pulls in (the fetcher, the store, the page parser: 57 ms) before the fork
-server's own start could begin, and a small sync's first page then waited for it.
+The fork server is a new interpreter that imports ``gitmirror.workers`` and httpx before the first
+worker can fork. ``gitmirror sync`` starts it as soon as it knows it will run, so that start
+overlaps the sync's own (dulwich, the config, the repository); this module imports nothing of
+the workers, so starting it costs the sync nothing.
 """
 
 from __future__ import annotations
 
 #: what the fork server imports once for every worker (PEP 691 pages are read with ``json``; a
-#: worker imports pypi_simple, 0.34 s, when it meets an HTML page: ``page.parse_page``)
+#: worker imports pypi_simple when it meets an HTML page: ``page.parse_page``)
 PRELOAD = ["gitmirror.workers", "httpx", "httpcore"]
 
 
