@@ -108,7 +108,7 @@ def hydrate(
         repo,
         BlobStore(cfg.store),
         commit,
-        open_source(source, cfg.concurrency, cfg.limits),
+        open_source(source, cfg.concurrency, cfg.limits, cfg.allowed_hosts),
         log=lambda line: typer.echo(line, err=True),
     )
     typer.echo(result.summary())

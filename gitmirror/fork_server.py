@@ -1,32 +1,25 @@
 """The download processes' fork server, started before the sync imports what the workers run.
 
-The fork server is a new interpreter that imports ``gitmirror.workers`` (0.1-0.4 s) before the
-first worker can fork. ``gitmirror sync`` starts it as soon as it knows it will run, so that start
-overlaps the sync's own (dulwich, the config, the repository). This module imports nothing of the
-workers: starting the fork server from ``gitmirror.workers`` itself cost the import of that module
-and all it pulls in (the fetcher, the store, the page parser: 57 ms) before the fork
-server's own start could begin, and a small sync's first page then waited for it.
+The fork server is a new interpreter that imports ``gitmirror.workers`` and httpx before the first
+worker can fork. ``gitmirror sync`` starts it as soon as it knows it will run, so that start
+overlaps the sync's own (dulwich, the config, the repository); this module imports nothing of
+the workers, so starting it costs the sync nothing.
 """
 
 from __future__ import annotations
 
-from .tls import proxy_configured
-
 #: what the fork server imports once for every worker (PEP 691 pages are read with ``json``; a
-#: worker imports pypi_simple, 0.34 s, when it meets an HTML page: ``page.parse_page``)
-PRELOAD = ["gitmirror.workers"]
+#: worker imports pypi_simple when it meets an HTML page: ``page.parse_page``)
+PRELOAD = ["gitmirror.workers", "httpx", "httpcore"]
 
 
 def start_early(html: bool = False) -> None:
     """Start the fork server now, for a sync that is about to run and will want workers.
 
     Nothing waits here: the fork server's socket exists at once and answers the first worker's
-    request when its imports are done. No fork server where the workers are not used (a proxy is
-    configured). ``html``: upstream answered the last run in HTML; the fork server imports
-    pypi_simple too, once for all workers.
+    request when its imports are done. ``html``: upstream answered the last run in HTML; the fork
+    server imports pypi_simple too, once for all workers.
     """
-    if proxy_configured():
-        return
     from multiprocessing import forkserver
 
     forkserver.set_forkserver_preload([*PRELOAD, "pypi_simple"] if html else PRELOAD)

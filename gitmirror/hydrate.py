@@ -18,15 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
-import httpx
-
-from . import __version__
+from .hosts import HostPolicy
 from .limits import Limits
 from .manifest import NeededBlob, blobs_needed_by
 from .metadata import in_wheel, materialize
 from .repo import DEFAULT_BRANCH, MetadataRepo, RepoError
 from .store import BlobStore, BlobWriter, IntegrityError
 from .takedowns import Lookup, repo_reader
+from .tls import USER_AGENT
+from .transport import FetchError, TooLarge, Transient, Transport, with_retries
 
 Log = Callable[[str], None]
 OpenWriter = Callable[[], BlobWriter]
@@ -145,8 +145,10 @@ def _check_kind(mode: int, last: bool, where: str) -> None:
 class ServerSource:
     """Another gitmirror (or a static render of one): blobs are at ``<base>files/<project>/<filename>``.
 
-    Bounded like a sync's downloads: a body past the manifest's size (or past the cap for its kind)
-    is refused, and an attempt past its deadline is abandoned (``limits.Limits``).
+    Fetched through the sync's transport (``transport.Transport``): the system trust store, the host
+    policy (the source's own origin, plus ``allowed_hosts``), proxies from the environment, and a
+    sync's bounds: a body past the manifest's size (or past the cap for its kind) is refused, an
+    attempt past its deadline is abandoned (``limits.Limits``).
     """
 
     def __init__(
@@ -156,18 +158,19 @@ class ServerSource:
         timeout: float = 60.0,
         retries: int = 2,
         limits: Limits | None = None,
+        allowed_hosts: tuple[str, ...] | None = None,
     ) -> None:
         self.base_url = base_url
         self.retries = retries
-        self.limits = limits or Limits()
-        self._slots = asyncio.Semaphore(concurrency)
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(max_connections=concurrency),
-            follow_redirects=True,
-            max_redirects=5,
-            headers={"User-Agent": f"gitmirror/{__version__} hydrate"},
-            trust_env=False,
+        self._concurrency = concurrency
+        self._slots: asyncio.Semaphore | None = None
+        self._transport = Transport(
+            HostPolicy(base_url, allowed_hosts),
+            timeout,
+            limits,
+            connections=concurrency,
+            user_agent=f"{USER_AGENT} hydrate",
+            peer="source",
         )
 
     def __str__(self) -> str:
@@ -178,54 +181,40 @@ class ServerSource:
 
     async def fetch(self, blob: NeededBlob, open_writer: OpenWriter) -> BlobWriter:
         """Stream the blob into a fresh writer per attempt (a partial body never mixes with a retry)."""
-        for attempt in range(self.retries + 1):
+        url = self.url_of(blob)
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self._concurrency)
+        slots = self._slots
+
+        async def attempt() -> BlobWriter:
             writer = open_writer()
             try:
-                async with self._slots:
-                    await self._stream(blob, writer)
-                return writer
-            except httpx.TooManyRedirects:
-                writer.abort()
-                raise BlobUnavailable("too many redirects") from None
-            except (httpx.TransportError, httpx.DecodingError, TimeoutError) as exc:
-                writer.abort()
-                if attempt == self.retries:
-                    reason = str(exc) if isinstance(exc, TimeoutError) else f"unreachable ({type(exc).__name__})"
-                    raise BlobUnavailable(f"source {reason}") from None
+                async with slots:
+                    await asyncio.to_thread(self._transport.fetch, url, writer)
             except BaseException:
                 writer.abort()
                 raise
-        raise AssertionError("unreachable")
+            return writer
 
-    async def _stream(self, blob: NeededBlob, writer: BlobWriter) -> None:
-        """One attempt: the body into ``writer``, within its cap and its deadline."""
-        url = self.url_of(blob)
-        cap = self.limits.cap(url, blob.size)
-        clock = self.limits.clock()
         try:
-            async with asyncio.timeout(self.limits.deadline) as deadline:
-                async with self._client.stream("GET", url) as response:
-                    if response.status_code != 200:
-                        raise BlobUnavailable(f"source answered HTTP {response.status_code}")
-                    length = response.headers.get("Content-Length", "")
-                    if length.isdigit() and int(length) > cap:
-                        raise SourceRefused(self.limits.too_large(url, blob.size, int(length)))
-                    async for chunk in response.aiter_bytes():
-                        if writer.size + len(chunk) > cap:
-                            raise SourceRefused(self.limits.too_large(url, blob.size))
-                        writer.write(chunk)
-                        deadline.reschedule(clock.end + response.num_bytes_downloaded * clock.per_byte)
-        except TimeoutError:
-            raise clock.exceeded() from None
+            return await with_retries(attempt, self.retries, backoff=0.5)
+        except Transient as exc:
+            raise BlobUnavailable(f"source {exc.reason}") from None
+        except TooLarge as exc:
+            raise SourceRefused(str(exc)) from None
+        except FetchError as exc:
+            raise BlobUnavailable(str(exc)) from None
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await asyncio.to_thread(self._transport.close)
 
 
 Source = DirectorySource | ServerSource
 
 
-def open_source(text: str, concurrency: int = 8, limits: Limits | None = None) -> Source:
+def open_source(
+    text: str, concurrency: int = 8, limits: Limits | None = None, allowed_hosts: tuple[str, ...] | None = None
+) -> Source:
     """SOURCE as given on the command line: an http(s) URL of a mirror, or a directory with a store."""
     parts = urlsplit(text)
     if parts.scheme in ("http", "https"):
@@ -234,7 +223,7 @@ def open_source(text: str, concurrency: int = 8, limits: Limits | None = None) -
         base = text if text.endswith("/") else text + "/"
         if base.endswith("/simple/"):  # people paste the index URL; files live beside it
             base = base[: -len("simple/")]
-        return ServerSource(base, concurrency=concurrency, limits=limits)
+        return ServerSource(base, concurrency=concurrency, limits=limits, allowed_hosts=allowed_hosts)
     if parts.scheme == "file":
         text = parts.path
     elif parts.scheme and len(parts.scheme) > 1:

@@ -1,15 +1,15 @@
-"""Network settings every upstream request shares (TLS trust, proxies, plain connections), light
-enough for the warm path to import: ``http.client`` and ``ssl`` are imported when first used."""
+"""The TLS trust every upstream request shares: the system store, one ``SSLContext`` per process."""
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+import threading
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 
 if TYPE_CHECKING:
-    import http.client
     import ssl
 
 USER_AGENT = f"gitmirror/{__version__}"
@@ -19,27 +19,37 @@ def system_trust() -> ssl.SSLContext:
     """Verify TLS against the operating system's CA store (or ``SSL_CERT_FILE``), not a bundled one.
 
     Corporate networks install their own roots in the system store; a mirror that only trusts a
-    bundled list cannot reach upstream there.
+    bundled list cannot reach upstream there. One context per store, which loads the store when it
+    first wraps a connection: loading it is the dear part, and a run over plain http never needs it.
     """
+    return _context(os.environ.get("SSL_CERT_FILE") or None)
+
+
+@cache
+def _context(cafile: str | None) -> ssl.SSLContext:
     import ssl
 
-    return ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE") or None)
+    class SystemTrust(ssl.SSLContext):
+        """``ssl.create_default_context(cafile=...)``, its CA store loaded on first use."""
 
+        _lock = threading.Lock()
+        _loaded = False
 
-def proxy_configured() -> bool:
-    """A proxy in the environment: then only httpx, which speaks to proxies, talks to upstream."""
-    names = ("http_proxy", "https_proxy", "all_proxy")
-    return any(os.environ.get(name) or os.environ.get(name.upper()) for name in names)
+        def _load(self) -> None:
+            with self._lock:
+                if not self._loaded:
+                    if cafile:
+                        self.load_verify_locations(cafile=cafile)
+                    else:
+                        self.load_default_certs(ssl.Purpose.SERVER_AUTH)
+                    self._loaded = True
 
+        def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:  # type: ignore[override]
+            self._load()
+            return super().wrap_socket(*args, **kwargs)
 
-def open_connection(
-    scheme: str, host: str, port: int | None, timeout: float, context: ssl.SSLContext | None = None
-) -> http.client.HTTPConnection:
-    """An ``http.client`` connection (not yet connected) for the XML-RPC changelog
-    (``unchanged.changed_projects``): https verified against ``context``, else the system store;
-    ``timeout`` applies to every socket operation. Downloads use ``http11.connect``."""
-    import http.client
+        def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:  # type: ignore[override]
+            self._load()
+            return super().wrap_bio(*args, **kwargs)
 
-    if scheme == "https":
-        return http.client.HTTPSConnection(host, port, timeout=timeout, context=context or system_trust())
-    return http.client.HTTPConnection(host, port, timeout=timeout)
+    return SystemTrust(ssl.PROTOCOL_TLS_CLIENT)  # verifies certificates and host names, as the default does

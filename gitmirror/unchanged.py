@@ -12,12 +12,12 @@ read, the branch refs it left, the blobs the chosen files need, and its warnings
 ``gitmirror sync`` repeats that run's outcome without doing it when every one of them still
 holds: same gitmirror, same configuration and requirements/lockfile bytes, refs untouched (no
 commit, yank, approval or push since), every needed blob still in the store (else the full run
-heals it), and upstream's serial where it was. Anything else, or any doubt (no serial header, a
-proxy, an error), takes the full path, which deletes the record before it starts: a record never
+heals it), and upstream's serial where it was. Anything else, or any doubt (no serial header, an
+error), takes the full path, which deletes the record before it starts: a record never
 outlives the state it describes.
 
-``gitmirror sync`` calls this before it imports anything else, so the check needs neither
-httpx, dulwich nor even the configuration parser: the record keeps the settings the check
+``gitmirror sync`` calls this first, so the check needs neither dulwich nor even the
+configuration parser: the record keeps the settings the check
 uses, and the bytes of ``mirror.yaml`` stand for the rest (any edit takes the full path). The
 record lives beside the store it describes; a *pointer* from the configuration file to it lives
 in the user's cache directory (``$XDG_CACHE_HOME/gitmirror/warm/``, else ``~/.cache/...``), keyed
@@ -30,8 +30,7 @@ import contextlib
 import hashlib
 import json
 import os
-import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlsplit
@@ -41,6 +40,7 @@ from .layout import BLOBS_DIR, blob_path
 
 if TYPE_CHECKING:
     from .config import Config
+    from .transport import Transport
 
 SCHEMA = 1
 SERIAL_HEADER = "X-PyPI-Last-Serial"
@@ -128,71 +128,37 @@ def file_digest(path: Path) -> str | None:
         return None
 
 
-MAX_HEAD_BYTES = 65536  # of the answer's status line and headers
-
-
 def upstream_serial(upstream: str, timeout: float) -> str | None:
     """Upstream's changelog serial from a ``HEAD`` of the index root, or None when it cannot say.
 
-    One request on a plain socket: ``http.client`` (with the ``email`` parser it reads headers with)
-    took 18 ms to import, a quarter of a warm run, for one status line and one header of an answer
-    without a body. Nothing is followed (no redirect, no proxy: with one configured there is no
-    warm path), TLS is verified against the system store like every other request, and anything
-    unexpected is None: the full run, which speaks HTTP through the libraries, decides.
+    One request through the transport every request uses (trust, proxies, host policy); no redirect
+    is followed, and anything unexpected is None: the full run decides.
     """
-    from .tls import USER_AGENT, proxy_configured
+    from .transport import FetchError, Transient
 
-    if proxy_configured():
-        return None
+    transport = _check_transport(upstream, timeout)
     try:
-        url = urlsplit(upstream)
-        port = url.port or (443 if url.scheme == "https" else 80)
-        target, host = url.path or "/", url.netloc.rpartition("@")[2]
-        request_words = target + host  # each must stay one word of the request it is sent in
-        if url.scheme not in ("http", "https") or not url.hostname:
-            return None
-        if not request_words.isprintable() or " " in request_words:
-            return None
-        request = (
-            f"HEAD {target} HTTP/1.1\r\nHost: {host}\r\n"
-            f"User-Agent: {USER_AGENT}\r\nAccept: application/vnd.pypi.simple.v1+json\r\n"
-            "Connection: close\r\n\r\n"
-        ).encode("ascii")
-        with socket.create_connection((url.hostname, port), timeout=min(timeout, CHECK_TIMEOUT)) as plain:
-            if url.scheme == "https":
-                from .tls import system_trust
-
-                with system_trust().wrap_socket(plain, server_hostname=url.hostname) as secure:
-                    return serial_header(_answer_head(secure, request))
-            return serial_header(_answer_head(plain, request))
-    except (OSError, ValueError):  # (UnicodeError and a bad port are ValueErrors)
+        status, headers = transport.head(upstream, {"Accept": "application/vnd.pypi.simple.v1+json"})
+    except (FetchError, Transient, ValueError, OSError):
         return None
+    finally:
+        transport.close()
+    return serial_of(status, headers)
 
 
-def _answer_head(connection: socket.socket, request: bytes) -> bytes:
-    connection.sendall(request)
-    answer = b""
-    while b"\r\n\r\n" not in answer:
-        if len(answer) > MAX_HEAD_BYTES:
-            raise ValueError("answer head too long")
-        received = connection.recv(16384)
-        if not received:
-            raise ValueError("answer ended in its head")
-        answer += received
-    return answer.partition(b"\r\n\r\n")[0]
+def _check_transport(upstream: str, timeout: float) -> Transport:
+    """The transport of the check's requests: the sync's rules, a shorter deadline."""
+    from .hosts import HostPolicy
+    from .limits import Limits
+    from .transport import Transport
+
+    return Transport(HostPolicy(upstream), min(timeout, CHECK_TIMEOUT), Limits(deadline=CHECK_TIMEOUT), connections=1)
 
 
-def serial_header(head: bytes) -> str | None:
-    """``X-PyPI-Last-Serial`` of a ``200`` answer's head (status line and headers), else None."""
-    status, *fields = head.decode("latin-1").split("\r\n")
-    version, _, rest = status.partition(" ")
-    if not version.startswith("HTTP/1.") or rest.partition(" ")[0] != "200":
-        return None
-    for field in fields:
-        name, colon, value = field.partition(":")
-        if colon and name.strip().lower() == SERIAL_HEADER.lower():
-            return value.strip() if value.strip().isdigit() else None
-    return None
+def serial_of(status: int, headers: Mapping[str, str]) -> str | None:
+    """``X-PyPI-Last-Serial`` of a ``200`` answer (``headers`` looked up case-insensitively), else None."""
+    value = (headers.get(SERIAL_HEADER) or "").strip()
+    return value if status == 200 and value.isdigit() else None
 
 
 class Record(NamedTuple):
@@ -255,31 +221,24 @@ def changed_projects(upstream: str, timeout: float, since: str, until: str) -> s
     ``until`` (a truncated answer must not pass for "nothing of ours changed").
     """
     import xmlrpc.client  # only when the serial moved
-    from http.client import HTTPException
     from xml.parsers.expat import ExpatError
 
     from .names import UnsafeNameError, normalize
-    from .tls import open_connection
+    from .transport import FetchError, Transient
 
     url = urlsplit(upstream)
-
-    class Transport(xmlrpc.client.Transport):
-        """xmlrpc's transport over the connections every other request uses (TLS trust, timeout)."""
-
-        def make_connection(self, host):  # type: ignore[no-untyped-def]
-            connection = open_connection(url.scheme, url.hostname or "", url.port, min(timeout, CHECK_TIMEOUT))
-            self._connection = host, connection  # what Transport.close() closes
-            return connection
-
-    proxy = xmlrpc.client.ServerProxy(f"{url.scheme}://{url.netloc}/pypi", transport=Transport())
+    unreadable = (OSError, ValueError, TypeError, IndexError, OverflowError, xmlrpc.client.Error, ExpatError)
+    transport = _check_transport(upstream, timeout)
     try:
         reached, names = int(since), set()
-        for row in proxy.changelog_since_serial(int(since)):
+        for row in transport.call(f"{url.scheme}://{url.netloc}/pypi", "changelog_since_serial", int(since)):
             reached = max(reached, int(row[4]))
             with contextlib.suppress(UnsafeNameError):
                 names.add(normalize(str(row[0])))
-    except (OSError, ValueError, TypeError, IndexError, OverflowError, HTTPException, ExpatError, xmlrpc.client.Error):
+    except (FetchError, Transient, *unreadable):
         return None  # no changelog to be had (or not one that reads): the full run decides
+    finally:
+        transport.close()
     return names if reached >= int(until) else None
 
 

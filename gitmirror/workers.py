@@ -1,26 +1,16 @@
 """Pages and release files fetched in worker processes: a cold sync's work off the sync's interpreter lock.
 
-A cold sync's downloads ran in threads of the sync process, which share one interpreter lock with
-the event loop, the page parsing and the dependency walk. Measured on 3,000 files / 2 GB from a
-loopback index, each download took 2.5 times as long inside a sync as alone, the threads mostly
-waiting for the lock (bench/RESULTS.md). The pages (fetched and parsed) and the unzipping of each
-stored wheel's METADATA moved here too: in the sync's threads they made every system call of its
-event loop wait for the lock, and the first downloads started a second late.
+A worker fetches through ``transport.Transport`` (host policy, redirects, trust, proxies, limits),
+hashes and checks as the bytes arrive, makes a message's blobs durable together (``_Unnamed``) and
+names them (``store.BlobWriter``); or fetches and parses a project page (``page.project_from``).
+It answers with the result or the ``Transient``/``FetchError``/``IntegrityError``/``UpstreamError``
+the sync turns into one line per file or project. Why processes: downloads in the sync's threads
+waited for the interpreter lock its event loop, page parsing and dependency walk hold.
 
-A worker does what a thread did: fetch (``fetch.FileFetcher``: host policy, redirects, framing),
-hash and check as the bytes arrive, make durable (one ``syncfs`` for the blobs of a message,
-``_Unnamed``) and name (``store.BlobWriter``); or fetch and
-parse a project page (``page.project_from``). It answers with the result or the same
-``Transient``/``FetchError``/``IntegrityError``/``UpstreamError`` the sync turns into one line per
-file or project. Workers start from a fork server that imported only this module (not the sync's
-threads, locks or event loop), and only once a run asks for a page or a file; ``gitmirror sync``
-starts the fork server itself early (``fork_server.start_early``).
-
-Each worker has one pipe, read by the event loop itself (``add_reader``): no helper threads. The
-standard ``ProcessPoolExecutor`` needs two in the sync process (queue manager and feeder), and
-their hand-offs cost a second of the sync's interpreter lock per 3,000 files. While many jobs
-wait, a message carries several (``DownloadProcesses._hand_out``) and its answer all their
-results, each job still with its own future, retries and failure.
+Workers start from a fork server (``fork_server``) only once a run asks for a page or a file. Each
+has one pipe, read by the event loop itself (``add_reader``): no helper threads in the sync. While
+many jobs wait, a message carries several (``DownloadProcesses._hand_out``), each job still with
+its own future, retries and failure.
 """
 
 from __future__ import annotations
@@ -36,14 +26,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .fetch import FetchError, FileFetcher, Transient, stream_checked
 from .fork_server import PRELOAD
 from .hosts import HostPolicy
 from .limits import Limits
 from .metadata import WheelMetadata, from_wheel, keep_pep658, read_stored_wheel, wheel_metadata
 from .page import MAX_PAGE_BYTES, RemoteProject, UpstreamError, project_from
 from .store import BlobStore, BlobWriter
-from .tls import USER_AGENT
+from .transport import FetchError, Transient, Transport, stream_checked
 
 if TYPE_CHECKING:
     import asyncio
@@ -73,10 +62,9 @@ class DownloadProcesses:
     """``processes`` workers for one event loop; create it on that loop, when a run first needs one.
 
     Workers are started as jobs wait for them (a run that asks for three pages starts three), by a
-    helper thread: the fork server's start (a new interpreter that imports this module) takes
-    0.15-0.4 s, during which the event loop could not hand out or collect any
-    work. Jobs queue meanwhile; each worker takes them as it joins. A worker that dies is replaced
-    the same way.
+    helper thread, so the event loop keeps handing out and collecting work while the fork server
+    starts. Jobs queue meanwhile; each worker takes them as it joins. A worker that dies is
+    replaced the same way.
     """
 
     def __init__(self, processes: int, hosts: HostPolicy, timeout: float, limits: Limits | None = None) -> None:
@@ -149,12 +137,9 @@ class DownloadProcesses:
         """The next job, and the jobs of its kind after it (pages, or files up to ``BATCH_BYTES``)
         while many more wait than there are workers: one message there and one answer back.
 
-        Each message and each answer cost both processes system calls and a wake-up (on a virtual
-        machine, an interrupt between its processors): handed out one by one, the jobs of a cold
-        sync of 3,000 files cost 0.4 s of the download processes' CPU in their pipes and as much
-        of the sync's, which handed them out. Pages and files do not share a message, so a page the
-        walk waits for does not wait for files. When few jobs are left they go one by one: no
-        worker holds several while another has none.
+        Each message and each answer cost both processes system calls and a wake-up. Pages and
+        files do not share a message, so a page the walk waits for does not wait for files. When
+        few jobs are left they go one by one: no worker holds several while another has none.
         """
         handed: list[tuple[_Job, asyncio.Future[Any]]] = []
         limit = max(1, min(BATCH_FILES, len(self._queue) // (2 * max(1, len(self._workers)))))
@@ -275,7 +260,7 @@ def _serve(
     _exit_with(owner)
     gc.freeze()  # the modules the fork server imported: never garbage (each worker collected 100 times)
     gc.set_threshold(50_000, *gc.get_threshold()[1:])
-    fetcher = FileFetcher(hosts, timeout, USER_AGENT, limits)
+    fetcher = Transport(hosts, timeout, limits, connections=4)  # one job at a time; an index and a file host
     unnamed = _Unnamed()
     while True:
         try:
@@ -309,9 +294,9 @@ class _Unnamed:
     """The blobs a message's jobs wrote and checked, not yet durable nor named: made durable together
     (``BlobStore.sync_all``, one ``syncfs``) and then named, before the message is answered.
 
-    A fsync per blob was 10-14 % of a cold sync; one ``syncfs`` per message took 7-10 % off
-    (bench/RESULTS.md, item 59). Every blob is still on disk before it has a name, and a job is
-    still answered only once its blob is named. Where there is no ``syncfs``, each is fsynced.
+    One ``syncfs`` per message costs less than a fsync per blob. Every blob is still on disk before
+    it has a name, and a job is answered only once its blob is named. Where there is no ``syncfs``,
+    each is fsynced.
     """
 
     def __init__(self) -> None:
@@ -362,7 +347,7 @@ class _Unnamed:
 
 
 def _store_file(
-    fetcher: FileFetcher, unnamed: _Unnamed, store_root: str, url: str, sha256: str, size: int | None
+    fetcher: Transport, unnamed: _Unnamed, store_root: str, url: str, sha256: str, size: int | None
 ) -> int:
     writer = unnamed.writer(_store(store_root), sha256, size)
     stream_checked(fetcher.fetch, url, writer)
@@ -371,7 +356,7 @@ def _store_file(
 
 
 def _store_wheel(
-    fetcher: FileFetcher,
+    fetcher: Transport,
     unnamed: _Unnamed,
     store_root: str,
     url: str,
@@ -405,7 +390,7 @@ def _store(root: str) -> BlobStore:
 
 
 def _project(
-    fetcher: FileFetcher, _unnamed: _Unnamed, name: str, url: str, headers: dict[str, str]
+    fetcher: Transport, _unnamed: _Unnamed, name: str, url: str, headers: dict[str, str]
 ) -> RemoteProject | None:
     try:
         answer = fetcher.get_page(url, headers, MAX_PAGE_BYTES)

@@ -25,10 +25,10 @@ from pathlib import Path
 import pytest
 
 from gitmirror.config import ConfigError, from_mapping
-from gitmirror.fetch import FileFetcher, Transient
 from gitmirror.hosts import HostPolicy
 from gitmirror.limits import MAX_METADATA_BYTES, MAX_UNANNOUNCED_BYTES, Limits
 from gitmirror.store import BlobStore
+from gitmirror.transport import Transient, Transport
 
 from conftest import Mirror, isolated_env
 from fakeupstream import FakeUpstream, build_wheel
@@ -215,7 +215,7 @@ def steady_body(connection: socket.socket, stop: threading.Event) -> None:
 def test_a_trickled_head_fails_at_the_deadline(raw_server, store: BlobStore) -> None:
     url, script = raw_server
     script.append(trickled_head)
-    fetcher = FileFetcher(HostPolicy(url, ("127.0.0.1:*",)), 5.0, "test", Limits(deadline=0.5))
+    fetcher = Transport(HostPolicy(url, ("127.0.0.1:*",)), 5.0, Limits(deadline=0.5))
     writer = store.writer("0" * 64, None)
     started = time.monotonic()
     with pytest.raises(Transient, match="too slow: download_deadline exceeded after 0.[5-9]"):
@@ -229,10 +229,10 @@ def test_bytes_received_extend_the_deadline_at_the_minimal_rate(raw_server, stor
     url, script = raw_server
     script.append(steady_body)
     policy = HostPolicy(url, ("127.0.0.1:*",))
-    fair = FileFetcher(policy, 5.0, "test", Limits(deadline=0.3, min_rate=16 << 10))
+    fair = Transport(policy, 5.0, Limits(deadline=0.3, min_rate=16 << 10))
     answer = fair.fetch(url, store.writer("0" * 64, None))  # 256 KiB earn 16 s more
     assert answer is not None and len(answer) == 262144
-    fixed = FileFetcher(policy, 5.0, "test", Limits(deadline=0.3, min_rate=0))  # a fixed ceiling
+    fixed = Transport(policy, 5.0, Limits(deadline=0.3, min_rate=0))  # a fixed ceiling
     with pytest.raises(Transient, match="download_deadline exceeded"):
         fixed.fetch(url, store.writer("0" * 64, None))
     fair.close()

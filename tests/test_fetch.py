@@ -1,4 +1,4 @@
-"""``gitmirror.fetch``: release files over ``gitmirror.http11``, at the level of connections and framing.
+"""``gitmirror.transport``: release files and pages over httpx, at the level of connections and framing.
 
 The sync-level behaviour (retries, messages, nothing unverified stored) is covered against the fake
 upstream in tests/test_upstream_faults.py and tests/test_hostile.py; here a scripted server on
@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 
 from gitmirror import workers
-from gitmirror.fetch import MAX_REDIRECTS, FetchError, FileFetcher, Transient
 from gitmirror.hosts import HostPolicy
 from gitmirror.metadata import read_stored_wheel
 from gitmirror.store import BlobStore
+from gitmirror.transport import MAX_REDIRECTS, FetchError, Transient, Transport
 
 BODY = b"wheel bytes " * 1000
 
@@ -104,12 +104,12 @@ def server_for() -> Iterator[Callable[[Script], ScriptedServer]]:
 
 
 @pytest.fixture
-def fetcher_for() -> Iterator[Callable[..., FileFetcher]]:
+def fetcher_for() -> Iterator[Callable[..., Transport]]:
     """``fetcher_for(server, allowed_hosts=None)``: a fetcher whose upstream is ``server``, closed afterwards."""
-    made: list[FileFetcher] = []
+    made: list[Transport] = []
 
-    def make(server: ScriptedServer, allowed_hosts: tuple[str, ...] | None = None) -> FileFetcher:
-        made.append(FileFetcher(HostPolicy(server.url + "/simple/", allowed_hosts), 5.0, "test"))
+    def make(server: ScriptedServer, allowed_hosts: tuple[str, ...] | None = None) -> Transport:
+        made.append(Transport(HostPolicy(server.url + "/simple/", allowed_hosts), 5.0))
         return made[-1]
 
     yield make
@@ -117,7 +117,7 @@ def fetcher_for() -> Iterator[Callable[..., FileFetcher]]:
         fetcher.close()
 
 
-def fetch(server: ScriptedServer, store: BlobStore, fetcher: FileFetcher, path: str = "/f.whl") -> bytes:
+def fetch(server: ScriptedServer, store: BlobStore, fetcher: Transport, path: str = "/f.whl") -> bytes:
     digest = hashlib.sha256(BODY).hexdigest()
     with store.writer(digest, len(BODY)) as writer:
         fetcher.fetch(server.url + path, writer)
@@ -236,7 +236,7 @@ def test_a_page_over_the_limit_is_refused_compressed_or_not(server_for, fetcher_
         fetcher.get_page(server.url + "/simple/big/", {}, 4096)
     with pytest.raises(Transient, match=r"truncated body \(10 of"):
         fetcher.get_page(server.url + "/simple/cut/", {}, 4096)
-    with pytest.raises(Transient, match="undecodable gzip body"):
+    with pytest.raises(Transient, match="undecodable compressed body"):
         fetcher.get_page(server.url + "/simple/garbled/", {}, 4096)
     assert fetcher.get_page(server.url + "/simple/big/", {}, 5000).body == big  # the limit itself is fine
 

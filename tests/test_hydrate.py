@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
 import json
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import httpx
@@ -201,3 +203,48 @@ def test_hydrate_and_export_bad_input_is_one_line(mirror: Mirror, sample, tmp_pa
         assert result.returncode == 2, args
         assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, (args, result.stderr)
     assert not (tmp_path / "x").exists()
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with ``server.answer(path)``: (status, headers); records the paths asked."""
+
+    def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+        self.server.paths.append(self.path)  # type: ignore[attr-defined]
+        status, headers = self.server.answer(self.path)  # type: ignore[attr-defined]
+        self.send_response(status)
+        for key, value in {**headers, "Content-Length": "0"}.items():
+            self.send_header(key, value)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _recording_server(answer) -> tuple[http.server.ThreadingHTTPServer, threading.Thread]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    server.paths, server.answer = [], answer  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, thread
+
+
+def test_hydrate_follows_the_host_policy_of_a_sync(mirror: Mirror, sample, tmp_path: Path) -> None:
+    """A source that redirects every blob to another port on loopback (a classic SSRF target) is
+    not followed there: each blob is one line naming the refused URL, and nothing is stored."""
+    mirror.run("sync", check=True)
+    elsewhere, elsewhere_thread = _recording_server(lambda path: (200, {}))
+    target = f"http://127.0.0.1:{elsewhere.server_port}"
+    source, source_thread = _recording_server(lambda path: (302, {"Location": target + path}))
+    try:
+        clone = clone_mirror(mirror, tmp_path / "clone")
+        result = clone.run("hydrate", "--from", f"http://127.0.0.1:{source.server_port}/")
+    finally:
+        for server, thread in ((source, source_thread), (elsewhere, elsewhere_thread)):
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+    assert result.returncode == 1, result.stdout + result.stderr
+    missing = [line for line in result.stderr.splitlines() if line.startswith("missing ")]
+    assert missing and all(f"refusing '{target}/files/" in line for line in missing)
+    assert source.paths and elsewhere.paths == []  # type: ignore[attr-defined]
+    assert store_blobs(clone.store) == set()

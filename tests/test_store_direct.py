@@ -20,9 +20,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from gitmirror import store as store_module
-from gitmirror.fetch import FileFetcher
 from gitmirror.hosts import HostPolicy
 from gitmirror.store import DIRECT_ALIGN, DIRECT_MIN_BYTES, BlobStore, BlobWriter, IntegrityError
+from gitmirror.transport import Transport
 
 BIG = os.urandom(3 * DIRECT_MIN_BYTES + 123)  # three whole buffers and an unaligned tail
 
@@ -175,7 +175,7 @@ def big_file_url() -> Iterator[str]:
 
 def test_a_download_reaches_the_store_in_whole_aligned_buffers(store: BlobStore, direct_writes, big_file_url) -> None:
     digest = hashlib.sha256(BIG).hexdigest()
-    fetcher = FileFetcher(HostPolicy(big_file_url), 10.0, "test")
+    fetcher = Transport(HostPolicy(big_file_url), 10.0)
     try:
         with store.writer(digest, len(BIG)) as writer:
             if not writer._direct:

@@ -16,7 +16,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from gitmirror.fetch import retry_after
+from gitmirror.transport import retry_after
 
 from conftest import GITMIRROR, Mirror, isolated_env
 from fakeupstream import FakeUpstream

@@ -22,9 +22,9 @@ from test_locking import paused_sync, process_state
 
 from gitmirror import fork_server, workers
 from gitmirror import store as store_module
-from gitmirror.fetch import Transient
 from gitmirror.hosts import HostPolicy
 from gitmirror.store import BlobStore
+from gitmirror.transport import Transient
 
 import crashhook
 from conftest import GITMIRROR, Mirror, isolated_env
@@ -67,13 +67,13 @@ def test_the_fork_server_starts_beside_the_syncs_own_start_up(mirror: Mirror, sa
 def test_the_fork_server_is_started_without_importing_what_the_workers_run() -> None:
     """``fork_server`` starts the fork server before the sync imports the fetcher, the store and
     the rest of ``gitmirror.workers`` (57 ms): the fork server imports them itself, beside the sync."""
-    assert [workers.__name__] == fork_server.PRELOAD
+    assert [workers.__name__, "httpx", "httpcore"] == fork_server.PRELOAD
     loaded = subprocess.run(
         [sys.executable, "-c", "import sys, gitmirror.fork_server; print(*sorted(sys.modules))"],
         capture_output=True, text=True, check=True, env=isolated_env(),
     ).stdout.split()
     assert "gitmirror.fork_server" in loaded
-    assert not {"gitmirror.workers", "gitmirror.fetch", "gitmirror.store", "http.client", "zipfile"} & set(loaded)
+    assert not {"gitmirror.workers", "gitmirror.transport", "gitmirror.store", "httpx", "zipfile"} & set(loaded)
 
 
 def test_what_html_pages_and_lockfiles_need_is_imported_only_for_them() -> None:
@@ -143,15 +143,6 @@ def test_a_download_process_that_dies_is_replaced_and_its_file_retried(mirror: M
             os.kill(pid, signal.SIGKILL)
     assert sync.returncode == 0, sync.output  # the files of the killed workers were fetched again
     assert not list((mirror.store / "tmp").iterdir())  # and their partial files removed
-    assert mirror.run("verify").returncode == 0
-
-
-def test_with_a_proxy_configured_files_download_in_the_syncs_own_threads(mirror: Mirror, sample) -> None:
-    """The workers speak plain HTTP only; httpx, which speaks to proxies, does the work instead."""
-    proxy = {"http_proxy": "http://127.0.0.1:9", "NO_PROXY": "127.0.0.1,localhost"}  # proxy never reached
-    with paused_sync(mirror, "store.chunk-written", **proxy) as sync:
-        assert children(sync.pid) == []  # the sync paused itself: no fork server, no workers
-    assert sync.returncode == 0
     assert mirror.run("verify").returncode == 0
 
 
