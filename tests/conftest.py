@@ -247,14 +247,38 @@ class Venv:
         ).stdout.strip()
 
 
+@pytest.fixture(scope="session")
+def venv_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One virtualenv with pip, made once per session (per xdist worker) and copied for each test.
+
+    ``python -m venv`` seeds pip from the interpreter's bundled wheel, so no host is contacted
+    (``uv venv --seed`` would fetch pip from an index); a copy costs a fraction of a new venv.
+    """
+    path = tmp_path_factory.mktemp("venv-template") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(path)], env=isolated_env(), check=True)
+    return path
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    """Hard-link a template file (pip replaces files, never writes into them), copying across devices."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def copy_venv(template: Path, path: Path) -> Venv:
+    """A fresh virtualenv at ``path`` from ``template``: the same interpreter, pip and nothing else."""
+    shutil.copytree(template, path, symlinks=True, copy_function=_link_or_copy)
+    return Venv(path)
+
+
 @pytest.fixture
-def make_venv(tmp_path: Path):
+def make_venv(tmp_path: Path, venv_template: Path):
     """Fresh virtualenvs (with pip) on demand: ``make_venv("name")``."""
     counter = iter(range(1000))
 
     def create(name: str = "") -> Venv:
-        path = tmp_path / f"venv-{name or next(counter)}"
-        subprocess.run([sys.executable, "-m", "venv", str(path)], env=isolated_env(), check=True)
-        return Venv(path)
+        return copy_venv(venv_template, tmp_path / f"venv-{name or next(counter)}")
 
     return create
