@@ -161,18 +161,29 @@ class RunningServer:
 
 
 def start_server(root: Path, *args: str) -> RunningServer:
-    """Start ``gitmirror serve`` and wait until it answers; the caller stops it."""
-    port = free_port()
-    process = subprocess.Popen(
-        [*GITMIRROR, "serve", "--port", str(port), *args],
-        cwd=root,
-        env=isolated_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_until_answering(url + "/simple/", process, "gitmirror serve")
-    return RunningServer(url=url, process=process)
+    """Start ``gitmirror serve`` and wait until it answers; the caller stops it.
+
+    A port ``free_port`` chose can be taken by a parallel test before the server binds it:
+    then the server is started again on another port.
+    """
+    for attempt in range(3):
+        port = free_port()
+        process = subprocess.Popen(
+            [*GITMIRROR, "serve", "--port", str(port), *args],
+            cwd=root,
+            env=isolated_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_answering(url + "/simple/", process, "gitmirror serve")
+        except AssertionError as error:
+            if attempt < 2 and "address already in use" in str(error).lower():
+                continue
+            raise
+        return RunningServer(url=url, process=process)
+    raise AssertionError("unreachable")
 
 
 def wait_until_answering(url: str, process: subprocess.Popen[bytes], what: str, seconds: float = 30) -> None:
