@@ -7,6 +7,7 @@ the loopback interface, and pip/uv run with the machine's own configuration swit
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
 import shutil
 import socket
@@ -264,9 +265,18 @@ def venv_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     ``python -m venv`` seeds pip from the interpreter's bundled wheel, so no host is contacted
     (``uv venv --seed`` would fetch pip from an index); a copy costs a fraction of a new venv.
+    Parallel workers share one template through their common parent directory, under a lock.
     """
-    path = tmp_path_factory.mktemp("venv-template") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(path)], env=isolated_env(), check=True)
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the run's directory, common to every worker
+    path = shared / "venv-template"
+    with open(shared / "venv-template.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (shared / "venv-template.done").exists():
+            shutil.rmtree(path, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "venv", str(path)], env=isolated_env(), check=True)
+            (shared / "venv-template.done").touch()
     return path
 
 
