@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import fcntl
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -33,6 +34,10 @@ GITMIRROR = [sys.executable, "-m", "gitmirror"]
 
 _CACHE_HOME = tempfile.mkdtemp(prefix="gitmirror-test-cache-")
 atexit.register(shutil.rmtree, _CACHE_HOME, ignore_errors=True)  # one per test run, gone with it
+
+
+#: Ports for test servers: below Linux's default ephemeral range (32768-60999), above common services.
+_PORTS_LOW, _PORTS_HIGH = 20000, 32000
 
 
 def isolated_env(**extra: str) -> dict[str, str]:
@@ -61,7 +66,23 @@ def isolated_env(**extra: str) -> dict[str, str]:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A loopback port nothing listens on, for a server the test starts next.
+
+    Chosen below the kernel's ephemeral range and from this xdist worker's own slice of it, so
+    neither a parallel worker nor an outgoing connection takes it before the server binds it.
+    """
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    slice_size = (_PORTS_HIGH - _PORTS_LOW) // max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    low = _PORTS_LOW + worker * slice_size
+    for _ in range(100):
+        port = random.randrange(low, low + slice_size)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # a crowded machine: any port the kernel offers
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
