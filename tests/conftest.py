@@ -7,7 +7,9 @@ the loopback interface, and pip/uv run with the machine's own configuration swit
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -32,6 +34,10 @@ GITMIRROR = [sys.executable, "-m", "gitmirror"]
 
 _CACHE_HOME = tempfile.mkdtemp(prefix="gitmirror-test-cache-")
 atexit.register(shutil.rmtree, _CACHE_HOME, ignore_errors=True)  # one per test run, gone with it
+
+
+#: Ports for test servers: below Linux's default ephemeral range (32768-60999), above common services.
+_PORTS_LOW, _PORTS_HIGH = 20000, 32000
 
 
 def isolated_env(**extra: str) -> dict[str, str]:
@@ -60,7 +66,23 @@ def isolated_env(**extra: str) -> dict[str, str]:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A loopback port nothing listens on, for a server the test starts next.
+
+    Chosen below the kernel's ephemeral range and from this xdist worker's own slice of it, so
+    neither a parallel worker nor an outgoing connection takes it before the server binds it.
+    """
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    slice_size = (_PORTS_HIGH - _PORTS_LOW) // max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    low = _PORTS_LOW + worker * slice_size
+    for _ in range(100):
+        port = random.randrange(low, low + slice_size)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # a crowded machine: any port the kernel offers
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
@@ -161,18 +183,29 @@ class RunningServer:
 
 
 def start_server(root: Path, *args: str) -> RunningServer:
-    """Start ``gitmirror serve`` and wait until it answers; the caller stops it."""
-    port = free_port()
-    process = subprocess.Popen(
-        [*GITMIRROR, "serve", "--port", str(port), *args],
-        cwd=root,
-        env=isolated_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_until_answering(url + "/simple/", process, "gitmirror serve")
-    return RunningServer(url=url, process=process)
+    """Start ``gitmirror serve`` and wait until it answers; the caller stops it.
+
+    A port ``free_port`` chose can be taken by a parallel test before the server binds it:
+    then the server is started again on another port.
+    """
+    for attempt in range(3):
+        port = free_port()
+        process = subprocess.Popen(
+            [*GITMIRROR, "serve", "--port", str(port), *args],
+            cwd=root,
+            env=isolated_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_answering(url + "/simple/", process, "gitmirror serve")
+        except AssertionError as error:
+            if attempt < 2 and "address already in use" in str(error).lower():
+                continue
+            raise
+        return RunningServer(url=url, process=process)
+    raise AssertionError("unreachable")
 
 
 def wait_until_answering(url: str, process: subprocess.Popen[bytes], what: str, seconds: float = 30) -> None:
@@ -247,14 +280,47 @@ class Venv:
         ).stdout.strip()
 
 
+@pytest.fixture(scope="session")
+def venv_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One virtualenv with pip, made once per session (per xdist worker) and copied for each test.
+
+    ``python -m venv`` seeds pip from the interpreter's bundled wheel, so no host is contacted
+    (``uv venv --seed`` would fetch pip from an index); a copy costs a fraction of a new venv.
+    Parallel workers share one template through their common parent directory, under a lock.
+    """
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the run's directory, common to every worker
+    path = shared / "venv-template"
+    with open(shared / "venv-template.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (shared / "venv-template.done").exists():
+            shutil.rmtree(path, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "venv", str(path)], env=isolated_env(), check=True)
+            (shared / "venv-template.done").touch()
+    return path
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    """Hard-link a template file (pip replaces files, never writes into them), copying across devices."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def copy_venv(template: Path, path: Path) -> Venv:
+    """A fresh virtualenv at ``path`` from ``template``: the same interpreter, pip and nothing else."""
+    shutil.copytree(template, path, symlinks=True, copy_function=_link_or_copy)
+    return Venv(path)
+
+
 @pytest.fixture
-def make_venv(tmp_path: Path):
+def make_venv(tmp_path: Path, venv_template: Path):
     """Fresh virtualenvs (with pip) on demand: ``make_venv("name")``."""
     counter = iter(range(1000))
 
     def create(name: str = "") -> Venv:
-        path = tmp_path / f"venv-{name or next(counter)}"
-        subprocess.run([sys.executable, "-m", "venv", str(path)], env=isolated_env(), check=True)
-        return Venv(path)
+        return copy_venv(venv_template, tmp_path / f"venv-{name or next(counter)}")
 
     return create

@@ -30,6 +30,7 @@ from packaging.requirements import InvalidRequirement
 from packaging.utils import parse_sdist_filename, parse_wheel_filename
 from pypi_simple import DistributionPackage, IndexPage, ProjectPage, ProjectStatus
 
+from conftest import copy_venv
 from fakeupstream import (
     Artifact,
     FakeUpstream,
@@ -113,10 +114,10 @@ def run(cmd: list[str | Path]) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def venv_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def venv_python(tmp_path_factory: pytest.TempPathFactory, venv_template: Path) -> Path:
     """One fresh virtualenv (with pip) for the whole module."""
-    path = tmp_path_factory.mktemp("venv")
-    run([sys.executable, "-m", "venv", path])
+    path = tmp_path_factory.mktemp("venv") / "venv"
+    copy_venv(venv_template, path)
     return path / "bin" / "python"
 
 

@@ -3,21 +3,44 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 
 import httpx
 import pytest
 from pypi_simple import ProjectPage
 
-from conftest import Mirror
+from conftest import Mirror, RunningServer, start_server, stop_server
+from fakeupstream import FakeUpstream, build_wheel, make_sample_index
 
 JSON = "application/vnd.pypi.simple.v1+json"
 HTML = "application/vnd.pypi.simple.v1+html"
 
 
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, dict]]:
+    """One synced mirror and its server, shared by the tests that only read from it."""
+    with FakeUpstream() as upstream:
+        sample = make_sample_index(upstream)
+        root = tmp_path_factory.mktemp("served") / "site"
+        root.mkdir()
+        mirror = Mirror(root=root, upstream=upstream)
+        mirror.configure("projects:\n  - demo-pkg\n  - other_lib\n")
+        mirror.run("sync", check=True)
+        server = start_server(root)
+        try:
+            yield server, sample
+        finally:
+            stop_server(server)
+
+
 @pytest.fixture
-def server(mirror: Mirror, sample, serve):
-    mirror.run("sync", check=True)
-    return serve()
+def server(served: tuple[RunningServer, dict]) -> RunningServer:
+    return served[0]
+
+
+@pytest.fixture
+def sample(served: tuple[RunningServer, dict]) -> dict:
+    return served[1]
 
 
 def test_content_negotiation(server) -> None:
@@ -96,9 +119,10 @@ def test_file_serving_headers_range_and_head(server, sample) -> None:
     assert httpx.get(f"{server.url}/files/other-lib/{wheel.filename}").status_code == 404
 
 
-def test_new_sync_is_served_without_restart(mirror: Mirror, server, upstream) -> None:
-    from fakeupstream import build_wheel
-
+def test_new_sync_is_served_without_restart(mirror: Mirror, upstream: FakeUpstream, serve) -> None:
+    make_sample_index(upstream)
+    mirror.run("sync", check=True)
+    server = serve()
     upstream.add("other_lib", build_wheel("other_lib", "0.3"))
     mirror.run("sync", check=True)
     data = httpx.get(f"{server.url}/simple/other-lib/", headers={"Accept": JSON}).json()
