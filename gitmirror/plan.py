@@ -17,12 +17,12 @@ from typing import Any
 from .closure import choose
 from .config import Config, Selection
 from .manifest import now
+from .merge import merge
 from .page import RemoteFile, UpstreamError
 from .repo import MetadataRepo, RepoError
 from .selection import roots as selection_roots
 from .state import LocalState
 from .store import BlobStore
-from .sync import merge
 from .upstream import Upstream
 
 

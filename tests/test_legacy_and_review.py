@@ -13,8 +13,8 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from gitmirror.closure import ProjectChoice
+from gitmirror.merge import ProjectOutcome, merge
 from gitmirror.page import RemoteProject, legacy_kind
-from gitmirror.sync import ProjectOutcome, merge
 
 from conftest import Mirror
 from fakeupstream import Artifact, FakeUpstream, build_wheel
