@@ -11,8 +11,8 @@ import json
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
-from .config import Selection
 from .decisions import LocalDecisions
 from .manifest import FileEntry, ProjectManifest
 from .page import RemoteFile, RemoteProject
@@ -21,6 +21,12 @@ from .takedowns import TakedownRecord
 CONFLICTS_DIR = "conflicts"
 EXIT_OK, EXIT_ERRORS, EXIT_CONFLICTS = 0, 1, 3
 KNOWN_CONFLICT = " (conflict recorded before)"
+
+
+class FileChoice(Protocol):
+    """Which new files of a project to mirror: a ``mirror.yaml`` entry or a run's ``ProjectChoice``."""
+
+    def wants_file(self, remote_file: RemoteFile) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -116,7 +122,7 @@ class SyncResult:
 def merge(
     old: ProjectManifest | None,
     remote: RemoteProject,
-    selection: Selection,
+    selection: FileChoice,
     seen_at: str,
     local: LocalDecisions | None = None,
     taken_down: Mapping[str, TakedownRecord] | None = None,

@@ -151,7 +151,7 @@ async def _plan(
                 if not project.errors:
                     project.errors.append(str(exc))
                 continue
-            _manifest, wanted, outcome = merge(old, remote, choice, seen_at)  # type: ignore[arg-type]
+            _manifest, wanted, outcome = merge(old, remote, choice, seen_at)
             project.files = wanted
             project.errors += [error for error in outcome.errors if error not in project.errors]
             if outcome.skipped_note:

@@ -10,15 +10,15 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from . import unchanged
-from .closure import choose
+from .closure import ProjectChoice, choose
 from .config import Config, Selection
 from .decisions import local_decisions, marks_path
+from .downloads import Fetched, RunDownloads
 from .manifest import FileEntry, ProjectManifest, manifest_path, now
 from .merge import (
     CONFLICTS_DIR,
@@ -32,7 +32,7 @@ from .merge import (
     recorded_conflicts,
     removed_upstream,
 )
-from .metadata import WheelMetadata, in_wheel, read_stored_wheel
+from .metadata import WheelMetadata, read_stored_wheel
 from .page import ProjectNotFound, RemoteFile, UpstreamError
 from .pages import Pages
 from .policy import check
@@ -58,10 +58,8 @@ class Syncer:
         self.log = log
         self.progress = progress or Progress()
         self.pages: Pages | None = None
-        self.metadata_stash: dict[str, bytes] = {}  # PEP 658 files read while choosing, by sha256
         self._manifests: dict[tuple[bytes | None, str], ProjectManifest | None] = {}
-        self._blob_tasks: dict[str, asyncio.Future[WheelMetadata | None]] = {}
-        self._stored_sizes: dict[str, int] = {}  # blobs this run stored, by sha256: no stat to record them
+        self.downloads = RunDownloads(store, self.progress)
         self.warnings: list[str] = []  # every warning of the run, shown or not (``sync --json`` has them all)
         self._shown_before: set[str] = set()  # warnings an earlier run showed: not shown again (``_warn``)
         self._shown: set[str] = set()  # this run's warnings that are now shown, for the next run
@@ -177,7 +175,7 @@ class Syncer:
             return None
         if recorded is None and self._takedowns.record(remote_file.sha256) is not None:
             return None
-        return self._blob_download(upstream, remote_file)
+        return self.downloads.start(upstream, remote_file)
 
     async def _store_for_closure(
         self, upstream: Upstream, parent: bytes | None, name: str, remote_file: RemoteFile
@@ -191,36 +189,6 @@ class Syncer:
             sha256, metadata_sha256 = remote_file.sha256, remote_file.core_metadata
             wheel = await asyncio.to_thread(read_stored_wheel, self.store, sha256, metadata_sha256)
         return wheel
-
-    def _blob_download(self, upstream: Upstream, remote_file: RemoteFile) -> asyncio.Future[WheelMetadata | None]:
-        """Download a release file into the store once per run, whichever asks first (the walk, the
-        closure or the merge); a failure is shared too, so a lying upstream is asked once."""
-        task = self._blob_tasks.get(remote_file.sha256)
-        if task is None:
-            task = self._blob_tasks[remote_file.sha256] = asyncio.ensure_future(self._download(upstream, remote_file))
-            # a failure is reported with the file (``_fetch``); a download nobody awaited is not an error
-            task.add_done_callback(lambda done: done.cancelled() or done.exception())
-        return task
-
-    async def _download(self, upstream: Upstream, remote_file: RemoteFile) -> WheelMetadata | None:
-        """Store the file; a wheel's core metadata is read as it is stored (None: nothing read)."""
-        if self.store.has(remote_file.sha256):
-            return None
-        sys.audit("gitmirror.crashpoint", "sync.download-start")
-        self.progress.files_queued(1, remote_file.size or 0)
-        try:
-            wheel = None
-            if remote_file.filename.endswith(".whl"):
-                stored, wheel = await upstream.store_wheel(self.store, remote_file)
-            else:
-                stored = await upstream.store_file(
-                    self.store, remote_file.url, remote_file.sha256, remote_file.size, remote_file.filename
-                )
-            self.progress.advance(stored)
-            self._stored_sizes[remote_file.sha256] = stored
-            return wheel
-        finally:
-            self.progress.file_done()
 
     def _needs_healing(self, parent: bytes | None, name: str) -> bool:
         """A recorded file whose blob is gone: its page must be fetched even if upstream says 304."""
@@ -244,6 +212,7 @@ class Syncer:
             allowed_hosts=self.config.allowed_hosts,
             limits=self.config.limits,
         ) as upstream:
+
             def start_downloads(name: str, files: list[RemoteFile]) -> None:
                 """Files join a choice for good: download them now, not after the whole walk."""
                 for remote_file in files:
@@ -251,10 +220,14 @@ class Syncer:
                         self._chosen_download(upstream, parent, name, remote_file)
 
             self.pages, choices = await choose(
-                self.config, roots, upstream, self.store, state,
+                self.config,
+                roots,
+                upstream,
+                self.store,
+                state,
                 must_refetch=lambda name: self._needs_healing(parent, name),
                 on_project=self.progress.project_found,
-                stash=self.metadata_stash,
+                stash=self.downloads.metadata_stash,
                 store_file=lambda name, remote_file: self._store_for_closure(upstream, parent, name, remote_file),
                 on_chosen=start_downloads,
             )
@@ -264,14 +237,14 @@ class Syncer:
                 for warning in choice.warnings:
                     self._warn(f"warning: {warning}", note=True)
 
-            async def tracked(selection: Selection) -> ProjectOutcome:
-                outcome = await self._project(upstream, selection, parent, seen_at, self.pages)
+            async def tracked(choice: ProjectChoice) -> ProjectOutcome:
+                outcome = await self._project(upstream, choice, parent, seen_at, self.pages)
                 self.progress.project_done(outcome.name, len(outcome.added), len(outcome.errors))
                 return outcome
 
             outcomes = list(await asyncio.gather(*(tracked(choice) for choice in choices.values())))
             # done by now (each file's outcome waited for its download); none may outlive ``upstream``
-            await asyncio.gather(*self._blob_tasks.values(), return_exceptions=True)
+            await self.downloads.wait_all()
         for outcome in outcomes:
             self._report(outcome, parent)
         return outcomes
@@ -298,10 +271,15 @@ class Syncer:
             self._warn(f"note: {outcome.name}: {note}", note=True)
 
     async def _project(
-        self, upstream: Upstream, selection: Selection, parent: bytes | None, seen_at: str, pages: Pages | None = None
+        self,
+        upstream: Upstream,
+        selection: ProjectChoice,
+        parent: bytes | None,
+        seen_at: str,
+        pages: Pages | None = None,
     ) -> ProjectOutcome:
         old = self._old_manifest(parent, selection.name)
-        choice_errors: list[str] = list(getattr(selection, "errors", []))
+        choice_errors = list(selection.errors)
         try:
             remote = await (pages.get(selection.name) if pages else upstream.project(selection.name))
         except ProjectNotFound as exc:
@@ -315,11 +293,11 @@ class Syncer:
         assert remote is not None
         sys.audit("gitmirror.crashpoint", "sync.page-fetched")
         local = local_decisions(self.repo.read_path(self.repo.tip(self.config.branch), marks_path(selection.name)))
-        recorded = old.files if old else {}
+        recorded_files = old.files if old else {}
         taken_down = {
             remote_file.sha256: record
             for remote_file in remote.files
-            if remote_file.filename not in recorded and (record := self._takedowns.record(remote_file.sha256))
+            if remote_file.filename not in recorded_files and (record := self._takedowns.record(remote_file.sha256))
         }
         manifest, wanted, outcome = merge(old, remote, selection, seen_at, local, taken_down)
         outcome.errors += choice_errors
@@ -332,11 +310,11 @@ class Syncer:
             and not self.store.has(recorded.sha256)
         ]
         fetching = wanted + healing
-        results = [self._fetched(remote_file) for remote_file in fetching]
+        results: list[Fetched | None] = [self.downloads.finished(remote_file) for remote_file in fetching]
         waiting = [number for number, result in enumerate(results) if result is None]
-        awaited = await asyncio.gather(*(self._fetch(upstream, fetching[number]) for number in waiting))
-        for number, result in zip(waiting, awaited, strict=True):
-            results[number] = result
+        awaited = await asyncio.gather(*(self.downloads.fetch(upstream, fetching[number]) for number in waiting))
+        for number, fetched in zip(waiting, awaited, strict=True):
+            results[number] = fetched
         added: dict[str, FileEntry] = {}
         for remote_file, result in zip(fetching, results, strict=True):
             assert result is not None
@@ -344,9 +322,7 @@ class Syncer:
             outcome.errors += errors
             if ok and remote_file.filename not in manifest.files and remote_file.filename not in added:
                 # Upstream need not announce sizes (PEP 700 is optional): record what was stored.
-                size = self._stored_sizes.get(remote_file.sha256)
-                if size is None:  # stored before this run
-                    size = os.stat(self.store.file(remote_file.sha256)).st_size
+                size = self.downloads.size(remote_file.sha256)
                 added[remote_file.filename] = new_entry(remote_file, seen_at, has_metadata, size)
                 outcome.added.append(remote_file.filename)
         if added:
@@ -356,72 +332,6 @@ class Syncer:
         if manifest.files or old is not None or (remote.skipped and not remote.files):
             outcome.new = manifest
         return outcome
-
-    def _fetched(self, remote_file: RemoteFile) -> tuple[bool, bool, list[str]] | None:
-        """``_fetch``'s answer where nothing is left to wait for (None: ask ``_fetch``): the file's
-        download is over and there is no PEP 658 file to store apart from it.
-
-        Most files get here done (the walk waits for the wheels it reads): no task per file.
-        """
-        task = self._blob_tasks.get(remote_file.sha256)
-        if task is None or not task.done() or task.cancelled():
-            return None
-        failure = task.exception()
-        if failure is not None:
-            return (False, False, [str(failure)]) if isinstance(failure, UpstreamError) else None
-        return self._settled(remote_file, task.result())
-
-    def _settled(self, remote_file: RemoteFile, wheel: WheelMetadata | None) -> tuple[bool, bool, list[str]] | None:
-        """A stored file's outcome when its PEP 658 file needs no work of its own: upstream offers
-        none, or it is the METADATA of the wheel this run stored (stored with it: ``read_stored_wheel``).
-        None: it does (a wheel stored before this run is read in ``_fetch``)."""
-        has_metadata = bool(remote_file.core_metadata and remote_file.metadata_url)
-        if has_metadata and (wheel is None or not wheel.serves_pep658):
-            return None
-        sys.audit("gitmirror.crashpoint", "sync.file-stored")
-        return True, has_metadata, []
-
-    async def _fetch(self, upstream: Upstream, remote_file: RemoteFile) -> tuple[bool, bool, list[str]]:
-        """Download a file and its core metadata; returns (file ok, metadata ok, errors)."""
-        try:
-            wheel = await asyncio.shield(self._blob_download(upstream, remote_file))
-        except UpstreamError as exc:
-            return False, False, [str(exc)]
-        settled = self._settled(remote_file, wheel)
-        if settled is not None:
-            return settled
-        assert remote_file.core_metadata and remote_file.metadata_url
-        if wheel is None and await self._from_stored_wheel(remote_file):
-            sys.audit("gitmirror.crashpoint", "sync.file-stored")
-            return True, True, []
-        errors: list[str] = []
-        has_metadata = False
-        try:
-            stashed = self.metadata_stash.get(remote_file.core_metadata)
-            if stashed is not None and not self.store.has(remote_file.core_metadata):
-                # create, fsync and rename off the event loop: the other downloads keep streaming
-                await asyncio.to_thread(self.store.put_bytes, stashed, remote_file.core_metadata)
-            if not self.store.has(remote_file.core_metadata):
-                await upstream.store_file(
-                    self.store, remote_file.metadata_url, remote_file.core_metadata, None,
-                    remote_file.filename + ".metadata",
-                )
-            has_metadata = True
-        except UpstreamError as exc:
-            errors.append(str(exc))
-        sys.audit("gitmirror.crashpoint", "sync.file-stored")
-        return True, has_metadata, errors
-
-    async def _from_stored_wheel(self, remote_file: RemoteFile) -> bool:
-        """Whether upstream's PEP 658 file is the METADATA of a wheel stored before this run: then
-        its blob is written from the wheel, with no download."""
-        if not remote_file.filename.endswith(".whl") or remote_file.core_metadata is None:
-            return False
-        data = await asyncio.to_thread(in_wheel, self.store, remote_file.core_metadata, remote_file.sha256)
-        if data is None:
-            return False
-        await asyncio.to_thread(self.store.put_bytes, data, remote_file.core_metadata)
-        return True
 
     def _commit(self, outcomes: list[ProjectOutcome], parent: bytes | None, branch: str) -> bytes | None:
         changes: dict[str, bytes | None] = {}
