@@ -25,7 +25,8 @@ from . import metadata as core_metadata
 from .names import UnsafeNameError, normalize
 from .page import ProjectNotFound, RemoteFile, RemoteProject, UpstreamError
 from .pages import Pages
-from .selection import ANY, Pin, Roots, Rules, rules_from
+from .roots import Pin, Roots
+from .selection import ANY, Rules, rules_from
 from .state import METADATA_FILE, WHEEL, LocalState
 from .store import BlobStore, IntegrityError
 from .upstream import Upstream

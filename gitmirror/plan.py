@@ -20,7 +20,7 @@ from .manifest import now
 from .merge import merge
 from .page import RemoteFile, UpstreamError
 from .repo import MetadataRepo, RepoError
-from .selection import roots as selection_roots
+from .roots import roots as selection_roots
 from .state import LocalState
 from .store import BlobStore
 from .upstream import Upstream

@@ -32,8 +32,8 @@ from .review_report import (
     format_duration,
     size_text,
 )
+from .roots import roots as selection_roots
 from .selection import Rules, SelectionError, rules_from
-from .selection import roots as selection_roots
 from .store import BlobStore
 
 SIZE_JUMP_RATIO = 2.0

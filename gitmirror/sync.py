@@ -38,8 +38,8 @@ from .pages import Pages
 from .policy import check
 from .progress import Progress
 from .repo import MetadataRepo
-from .selection import Roots
-from .selection import roots as selection_roots
+from .roots import Roots
+from .roots import roots as selection_roots
 from .state import LocalState
 from .store import BlobStore
 from .takedowns import Lookup, repo_reader
