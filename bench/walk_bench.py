@@ -26,7 +26,8 @@ from packaging.requirements import Requirement  # noqa: E402
 from gitmirror.closure import Resolver  # noqa: E402
 from gitmirror.metadata import CoreMetadata  # noqa: E402
 from gitmirror.page import RemoteFile, RemoteProject  # noqa: E402
-from gitmirror.selection import Root, Roots, Rules  # noqa: E402
+from gitmirror.roots import Root, Roots  # noqa: E402
+from gitmirror.selection import Rules  # noqa: E402
 
 SHA = "cd" * 32
 

@@ -21,7 +21,8 @@ def review(
     config: ConfigOption = None,
 ) -> None:
     """Report what approving would let in: new releases, dependency changes, marks, conflicts and flags."""
-    from .review import build, parse_range, to_markdown
+    from .review import build, parse_range
+    from .review_report import to_markdown
     from .store import BlobStore
 
     if output_format not in ("markdown", "json"):

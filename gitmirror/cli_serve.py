@@ -98,7 +98,7 @@ def hydrate(
     Exit codes: 0 the store is complete, 1 some blobs were missing at the source or refused (listed).
     """
     from .hydrate import hydrate as run_hydrate
-    from .hydrate import open_source
+    from .hydrate_sources import open_source
     from .store import BlobStore
 
     cfg = load_config(config)

@@ -17,12 +17,12 @@ from typing import Any
 from .closure import choose
 from .config import Config, Selection
 from .manifest import now
+from .merge import merge
 from .page import RemoteFile, UpstreamError
 from .repo import MetadataRepo, RepoError
-from .selection import roots as selection_roots
+from .roots import roots as selection_roots
 from .state import LocalState
 from .store import BlobStore
-from .sync import merge
 from .upstream import Upstream
 
 
@@ -151,7 +151,7 @@ async def _plan(
                 if not project.errors:
                     project.errors.append(str(exc))
                 continue
-            _manifest, wanted, outcome = merge(old, remote, choice, seen_at)  # type: ignore[arg-type]
+            _manifest, wanted, outcome = merge(old, remote, choice, seen_at)
             project.files = wanted
             project.errors += [error for error in outcome.errors if error not in project.errors]
             if outcome.skipped_note:

@@ -10,244 +10,42 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import os
 import sys
-from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
 
 from . import unchanged
-from .closure import choose
+from .closure import ProjectChoice, choose
 from .config import Config, Selection
-from .decisions import LocalDecisions, local_decisions, marks_path
+from .decisions import local_decisions, marks_path
+from .downloads import Fetched, RunDownloads
 from .manifest import FileEntry, ProjectManifest, manifest_path, now
-from .metadata import WheelMetadata, in_wheel, read_stored_wheel
-from .page import ProjectNotFound, RemoteFile, RemoteProject, UpstreamError
+from .merge import (
+    CONFLICTS_DIR,
+    EXIT_OK,
+    KNOWN_CONFLICT,
+    ProjectOutcome,
+    SyncResult,
+    commit_message,
+    merge,
+    new_entry,
+    recorded_conflicts,
+    removed_upstream,
+)
+from .metadata import WheelMetadata, read_stored_wheel
+from .page import ProjectNotFound, RemoteFile, UpstreamError
 from .pages import Pages
 from .policy import check
 from .progress import Progress
 from .repo import MetadataRepo
-from .selection import Roots
-from .selection import roots as selection_roots
+from .roots import Roots
+from .roots import roots as selection_roots
 from .state import LocalState
 from .store import BlobStore
-from .takedowns import Lookup, TakedownRecord, repo_reader
+from .takedowns import Lookup, repo_reader
 from .upstream import Upstream
 
-CONFLICTS_DIR = "conflicts"
-EXIT_OK, EXIT_ERRORS, EXIT_CONFLICTS = 0, 1, 3
-KNOWN_CONFLICT = " (conflict recorded before)"
-
 Log = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Conflict:
-    """Upstream now offers other bytes under a filename the mirror already serves."""
-
-    project: str
-    filename: str
-    recorded_sha256: str
-    recorded_size: int
-    upstream_sha256: str
-    upstream_size: int | None
-    detected: str
-
-    @property
-    def text(self) -> str:
-        upstream, kept = self.upstream_sha256, self.recorded_sha256
-        return f"{self.project}: {self.filename} is {upstream} upstream, the mirror keeps {kept}"
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "filename": self.filename,
-            "recorded-sha256": self.recorded_sha256,
-            "recorded-size": self.recorded_size,
-            "upstream-sha256": self.upstream_sha256,
-            "upstream-size": self.upstream_size,
-            "detected": self.detected,
-        }
-
-
-@dataclass
-class ProjectOutcome:
-    name: str
-    old: ProjectManifest | None = None
-    new: ProjectManifest | None = None
-    added: list[str] = field(default_factory=list)
-    changes: list[str] = field(default_factory=list)
-    conflicts: list[Conflict] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # reported, never a failure (taken-down bytes skipped)
-    #: filename -> type of the legacy files upstream lists that the mirror does not take
-    skipped: dict[str, str] = field(default_factory=dict)
-    #: conflicts ``conflicts/<project>.jsonl`` records already: warned about, not a failure
-    known_conflicts: list[Conflict] = field(default_factory=list)
-
-    @property
-    def skipped_note(self) -> str | None:
-        """One line for all of the project's legacy files, e.g. ``flask: skipped 14 legacy files (.egg 10, .exe 4)``."""
-        if not self.skipped:
-            return None
-        kinds = sorted(Counter(self.skipped.values()).items(), key=lambda item: (-item[1], item[0]))
-        counts = ", ".join(f"{kind} {count}" for kind, count in kinds)
-        return f"{self.name}: skipped {_count(len(self.skipped), 'legacy file')} ({counts})"
-
-
-@dataclass
-class SyncResult:
-    outcomes: list[ProjectOutcome]
-    commit: bytes | None = None
-
-    @property
-    def files_added(self) -> int:
-        return sum(len(outcome.added) for outcome in self.outcomes)
-
-    @property
-    def errors(self) -> list[str]:
-        return [error for outcome in self.outcomes for error in outcome.errors]
-
-    @property
-    def conflicts(self) -> list[Conflict]:
-        return [conflict for outcome in self.outcomes for conflict in outcome.conflicts]
-
-    @property
-    def exit_code(self) -> int:
-        if self.conflicts:
-            return EXIT_CONFLICTS
-        return EXIT_ERRORS if self.errors else EXIT_OK
-
-    def summary(self) -> str:
-        changed = sum(1 for outcome in self.outcomes if outcome.added or outcome.changes)
-        text = f"{len(self.outcomes)} projects checked, {changed} changed, {self.files_added} files added"
-        if self.conflicts:
-            text += f", {len(self.conflicts)} CONFLICTS"
-        if self.errors:
-            text += f", {len(self.errors)} errors"
-        if self.commit:
-            text += f"; commit {self.commit.decode()[:12]}"
-        else:
-            text += "; nothing to commit"
-        return text
-
-
-def merge(
-    old: ProjectManifest | None,
-    remote: RemoteProject,
-    selection: Selection,
-    seen_at: str,
-    local: LocalDecisions | None = None,
-    taken_down: Mapping[str, TakedownRecord] | None = None,
-) -> tuple[ProjectManifest, list[RemoteFile], ProjectOutcome]:
-    """Fold an upstream page into the recorded manifest, as the immutability policy allows.
-
-    ``local`` holds this mirror's own yanks and status (``gitmirror yank``/``deprecate``): they win
-    over upstream's state, so the next sync does not undo an operator's decision. ``taken_down``
-    holds the takedown index's records of the page's digests: a new file with such bytes is not
-    mirrored (a note says why), whatever its name or project.
-
-    Returns the manifest without the new files (they are added only once their blobs are safely
-    stored), the new files to download, and what changed. Pure: no I/O, so every rule is testable.
-    """
-    outcome = ProjectOutcome(name=remote.name, old=old, errors=list(remote.rejected), skipped=dict(remote.skipped))
-    manifest = old or ProjectManifest(name=remote.name)
-    if manifest.upstream_removed:
-        manifest = replace(manifest, upstream_removed=None)
-        outcome.changes.append("back upstream")
-    status, status_reason = local.status if local and local.status else (remote.status, remote.status_reason)
-    if (status, status_reason) != (manifest.status, manifest.status_reason):
-        manifest = replace(manifest, status=status, status_reason=status_reason)
-        reason = f" ({status_reason})" if status_reason else ""
-        outcome.changes.append(f"status {status}{reason}")
-    upstream_names = {remote_file.filename for remote_file in remote.files}
-    wanted: list[RemoteFile] = []
-    for remote_file in remote.files:
-        recorded = manifest.files.get(remote_file.filename)
-        if recorded is None:
-            if selection.wants_file(remote_file):
-                record = taken_down.get(remote_file.sha256) if taken_down else None
-                if record is None:
-                    wanted.append(remote_file)
-                else:
-                    outcome.notes.append(
-                        f"{remote_file.filename} not mirrored: its sha256 {remote_file.sha256} was taken down "
-                        f"as {record.project}/{record.filename} ({record.reason})"
-                    )
-            continue
-        if recorded.sha256 != remote_file.sha256:
-            outcome.conflicts.append(
-                Conflict(
-                    project=remote.name,
-                    filename=recorded.filename,
-                    recorded_sha256=recorded.sha256,
-                    recorded_size=recorded.size,
-                    upstream_sha256=remote_file.sha256,
-                    upstream_size=remote_file.size,
-                    detected=seen_at,
-                )
-            )
-            continue
-        updated = _follow_upstream(recorded, remote_file)
-        if local and recorded.filename in local.yanked:
-            updated = replace(updated, yanked=local.yanked[recorded.filename])
-        if updated != recorded:
-            outcome.changes.append(_describe_change(recorded, updated))
-            manifest = manifest.with_file(updated)
-    for entry in list(manifest.files.values()):
-        if entry.filename not in upstream_names and not entry.upstream_removed:
-            manifest = manifest.with_file(replace(entry, upstream_removed=seen_at))
-            outcome.changes.append(f"{entry.filename} removed upstream (kept)")
-    return manifest, wanted, outcome
-
-
-def _follow_upstream(recorded: FileEntry, remote_file: RemoteFile) -> FileEntry:
-    """The changes upstream may make to a recorded file: yank state, backfills, reappearance."""
-    return replace(
-        recorded,
-        yanked=remote_file.yanked,
-        upstream_removed=None,
-        core_metadata=recorded.core_metadata or remote_file.core_metadata,
-        upload_time=recorded.upload_time or remote_file.upload_time,
-    )
-
-
-def _describe_change(before: FileEntry, after: FileEntry) -> str:
-    if before.yanked != after.yanked:
-        if after.is_yanked:
-            reason = f" ({after.yanked_reason})" if after.yanked_reason else ""
-            return f"{after.filename} yanked{reason}"
-        return f"{after.filename} unyanked"
-    if before.upstream_removed and not after.upstream_removed:
-        return f"{after.filename} back upstream"
-    return f"{after.filename} metadata backfilled"
-
-
-def removed_upstream(old: ProjectManifest, seen_at: str) -> tuple[ProjectManifest, ProjectOutcome]:
-    """Upstream dropped the whole project: keep serving everything, marked as such."""
-    outcome = ProjectOutcome(name=old.name, old=old)
-    if old.upstream_removed:
-        return old, outcome
-    files = {
-        name: entry if entry.upstream_removed else replace(entry, upstream_removed=seen_at)
-        for name, entry in old.files.items()
-    }
-    outcome.changes.append("project removed upstream (kept)")
-    return replace(old, files=files, upstream_removed=seen_at), outcome
-
-
-def _entry(remote_file: RemoteFile, seen_at: str, has_metadata: bool, size: int) -> FileEntry:
-    return FileEntry(
-        filename=remote_file.filename,
-        version=remote_file.version,
-        sha256=remote_file.sha256,
-        size=size,
-        requires_python=remote_file.requires_python,
-        upload_time=remote_file.upload_time,
-        yanked=remote_file.yanked,
-        core_metadata=remote_file.core_metadata if has_metadata else None,
-        first_seen=seen_at,
-    )
 
 
 class Syncer:
@@ -260,10 +58,8 @@ class Syncer:
         self.log = log
         self.progress = progress or Progress()
         self.pages: Pages | None = None
-        self.metadata_stash: dict[str, bytes] = {}  # PEP 658 files read while choosing, by sha256
         self._manifests: dict[tuple[bytes | None, str], ProjectManifest | None] = {}
-        self._blob_tasks: dict[str, asyncio.Future[WheelMetadata | None]] = {}
-        self._stored_sizes: dict[str, int] = {}  # blobs this run stored, by sha256: no stat to record them
+        self.downloads = RunDownloads(store, self.progress)
         self.warnings: list[str] = []  # every warning of the run, shown or not (``sync --json`` has them all)
         self._shown_before: set[str] = set()  # warnings an earlier run showed: not shown again (``_warn``)
         self._shown: set[str] = set()  # this run's warnings that are now shown, for the next run
@@ -379,7 +175,7 @@ class Syncer:
             return None
         if recorded is None and self._takedowns.record(remote_file.sha256) is not None:
             return None
-        return self._blob_download(upstream, remote_file)
+        return self.downloads.start(upstream, remote_file)
 
     async def _store_for_closure(
         self, upstream: Upstream, parent: bytes | None, name: str, remote_file: RemoteFile
@@ -393,36 +189,6 @@ class Syncer:
             sha256, metadata_sha256 = remote_file.sha256, remote_file.core_metadata
             wheel = await asyncio.to_thread(read_stored_wheel, self.store, sha256, metadata_sha256)
         return wheel
-
-    def _blob_download(self, upstream: Upstream, remote_file: RemoteFile) -> asyncio.Future[WheelMetadata | None]:
-        """Download a release file into the store once per run, whichever asks first (the walk, the
-        closure or the merge); a failure is shared too, so a lying upstream is asked once."""
-        task = self._blob_tasks.get(remote_file.sha256)
-        if task is None:
-            task = self._blob_tasks[remote_file.sha256] = asyncio.ensure_future(self._download(upstream, remote_file))
-            # a failure is reported with the file (``_fetch``); a download nobody awaited is not an error
-            task.add_done_callback(lambda done: done.cancelled() or done.exception())
-        return task
-
-    async def _download(self, upstream: Upstream, remote_file: RemoteFile) -> WheelMetadata | None:
-        """Store the file; a wheel's core metadata is read as it is stored (None: nothing read)."""
-        if self.store.has(remote_file.sha256):
-            return None
-        sys.audit("gitmirror.crashpoint", "sync.download-start")
-        self.progress.files_queued(1, remote_file.size or 0)
-        try:
-            wheel = None
-            if remote_file.filename.endswith(".whl"):
-                stored, wheel = await upstream.store_wheel(self.store, remote_file)
-            else:
-                stored = await upstream.store_file(
-                    self.store, remote_file.url, remote_file.sha256, remote_file.size, remote_file.filename
-                )
-            self.progress.advance(stored)
-            self._stored_sizes[remote_file.sha256] = stored
-            return wheel
-        finally:
-            self.progress.file_done()
 
     def _needs_healing(self, parent: bytes | None, name: str) -> bool:
         """A recorded file whose blob is gone: its page must be fetched even if upstream says 304."""
@@ -446,6 +212,7 @@ class Syncer:
             allowed_hosts=self.config.allowed_hosts,
             limits=self.config.limits,
         ) as upstream:
+
             def start_downloads(name: str, files: list[RemoteFile]) -> None:
                 """Files join a choice for good: download them now, not after the whole walk."""
                 for remote_file in files:
@@ -453,10 +220,14 @@ class Syncer:
                         self._chosen_download(upstream, parent, name, remote_file)
 
             self.pages, choices = await choose(
-                self.config, roots, upstream, self.store, state,
+                self.config,
+                roots,
+                upstream,
+                self.store,
+                state,
                 must_refetch=lambda name: self._needs_healing(parent, name),
                 on_project=self.progress.project_found,
-                stash=self.metadata_stash,
+                stash=self.downloads.metadata_stash,
                 store_file=lambda name, remote_file: self._store_for_closure(upstream, parent, name, remote_file),
                 on_chosen=start_downloads,
             )
@@ -466,14 +237,14 @@ class Syncer:
                 for warning in choice.warnings:
                     self._warn(f"warning: {warning}", note=True)
 
-            async def tracked(selection: Selection) -> ProjectOutcome:
-                outcome = await self._project(upstream, selection, parent, seen_at, self.pages)
+            async def tracked(choice: ProjectChoice) -> ProjectOutcome:
+                outcome = await self._project(upstream, choice, parent, seen_at, self.pages)
                 self.progress.project_done(outcome.name, len(outcome.added), len(outcome.errors))
                 return outcome
 
             outcomes = list(await asyncio.gather(*(tracked(choice) for choice in choices.values())))
             # done by now (each file's outcome waited for its download); none may outlive ``upstream``
-            await asyncio.gather(*self._blob_tasks.values(), return_exceptions=True)
+            await self.downloads.wait_all()
         for outcome in outcomes:
             self._report(outcome, parent)
         return outcomes
@@ -482,7 +253,7 @@ class Syncer:
         """New conflicts and errors are shown at every run (they set the exit code); a conflict
         already recorded and the legacy files skipped are warnings, shown once per change."""
         if outcome.conflicts:
-            known = _recorded_conflicts(self.repo.read_path(parent, f"{CONFLICTS_DIR}/{outcome.name}.jsonl") or b"")
+            known = recorded_conflicts(self.repo.read_path(parent, f"{CONFLICTS_DIR}/{outcome.name}.jsonl") or b"")
             found, outcome.conflicts = outcome.conflicts, []
             for conflict in found:
                 is_known = (conflict.filename, conflict.upstream_sha256) in known
@@ -500,10 +271,15 @@ class Syncer:
             self._warn(f"note: {outcome.name}: {note}", note=True)
 
     async def _project(
-        self, upstream: Upstream, selection: Selection, parent: bytes | None, seen_at: str, pages: Pages | None = None
+        self,
+        upstream: Upstream,
+        selection: ProjectChoice,
+        parent: bytes | None,
+        seen_at: str,
+        pages: Pages | None = None,
     ) -> ProjectOutcome:
         old = self._old_manifest(parent, selection.name)
-        choice_errors: list[str] = list(getattr(selection, "errors", []))
+        choice_errors = list(selection.errors)
         try:
             remote = await (pages.get(selection.name) if pages else upstream.project(selection.name))
         except ProjectNotFound as exc:
@@ -517,11 +293,11 @@ class Syncer:
         assert remote is not None
         sys.audit("gitmirror.crashpoint", "sync.page-fetched")
         local = local_decisions(self.repo.read_path(self.repo.tip(self.config.branch), marks_path(selection.name)))
-        recorded = old.files if old else {}
+        recorded_files = old.files if old else {}
         taken_down = {
             remote_file.sha256: record
             for remote_file in remote.files
-            if remote_file.filename not in recorded and (record := self._takedowns.record(remote_file.sha256))
+            if remote_file.filename not in recorded_files and (record := self._takedowns.record(remote_file.sha256))
         }
         manifest, wanted, outcome = merge(old, remote, selection, seen_at, local, taken_down)
         outcome.errors += choice_errors
@@ -534,11 +310,11 @@ class Syncer:
             and not self.store.has(recorded.sha256)
         ]
         fetching = wanted + healing
-        results = [self._fetched(remote_file) for remote_file in fetching]
+        results: list[Fetched | None] = [self.downloads.finished(remote_file) for remote_file in fetching]
         waiting = [number for number, result in enumerate(results) if result is None]
-        awaited = await asyncio.gather(*(self._fetch(upstream, fetching[number]) for number in waiting))
-        for number, result in zip(waiting, awaited, strict=True):
-            results[number] = result
+        awaited = await asyncio.gather(*(self.downloads.fetch(upstream, fetching[number]) for number in waiting))
+        for number, fetched in zip(waiting, awaited, strict=True):
+            results[number] = fetched
         added: dict[str, FileEntry] = {}
         for remote_file, result in zip(fetching, results, strict=True):
             assert result is not None
@@ -546,10 +322,8 @@ class Syncer:
             outcome.errors += errors
             if ok and remote_file.filename not in manifest.files and remote_file.filename not in added:
                 # Upstream need not announce sizes (PEP 700 is optional): record what was stored.
-                size = self._stored_sizes.get(remote_file.sha256)
-                if size is None:  # stored before this run
-                    size = os.stat(self.store.file(remote_file.sha256)).st_size
-                added[remote_file.filename] = _entry(remote_file, seen_at, has_metadata, size)
+                size = self.downloads.size(remote_file.sha256)
+                added[remote_file.filename] = new_entry(remote_file, seen_at, has_metadata, size)
                 outcome.added.append(remote_file.filename)
         if added:
             manifest = manifest.with_files(added.values())
@@ -558,74 +332,6 @@ class Syncer:
         if manifest.files or old is not None or (remote.skipped and not remote.files):
             outcome.new = manifest
         return outcome
-
-    def _fetched(self, remote_file: RemoteFile) -> tuple[bool, bool, list[str]] | None:
-        """``_fetch``'s answer where nothing is left to wait for (None: ask ``_fetch``): the file's
-        download is over and there is no PEP 658 file to store apart from it.
-
-        A cold sync's walk ends only once every wheel it reads is stored, so most files get here
-        done; a task and a shield each for 3,000 files kept the event loop busy for a tenth of a
-        second after the last download, with the other core idle.
-        """
-        task = self._blob_tasks.get(remote_file.sha256)
-        if task is None or not task.done() or task.cancelled():
-            return None
-        failure = task.exception()
-        if failure is not None:
-            return (False, False, [str(failure)]) if isinstance(failure, UpstreamError) else None
-        return self._settled(remote_file, task.result())
-
-    def _settled(self, remote_file: RemoteFile, wheel: WheelMetadata | None) -> tuple[bool, bool, list[str]] | None:
-        """A stored file's outcome when its PEP 658 file needs no work of its own: upstream offers
-        none, or it is the METADATA of the wheel this run stored (stored with it: ``read_stored_wheel``).
-        None: it does (a wheel stored before this run is read in ``_fetch``)."""
-        has_metadata = bool(remote_file.core_metadata and remote_file.metadata_url)
-        if has_metadata and (wheel is None or not wheel.serves_pep658):
-            return None
-        sys.audit("gitmirror.crashpoint", "sync.file-stored")
-        return True, has_metadata, []
-
-    async def _fetch(self, upstream: Upstream, remote_file: RemoteFile) -> tuple[bool, bool, list[str]]:
-        """Download a file and its core metadata; returns (file ok, metadata ok, errors)."""
-        try:
-            wheel = await asyncio.shield(self._blob_download(upstream, remote_file))
-        except UpstreamError as exc:
-            return False, False, [str(exc)]
-        settled = self._settled(remote_file, wheel)
-        if settled is not None:
-            return settled
-        assert remote_file.core_metadata and remote_file.metadata_url
-        if wheel is None and await self._from_stored_wheel(remote_file):
-            sys.audit("gitmirror.crashpoint", "sync.file-stored")
-            return True, True, []
-        errors: list[str] = []
-        has_metadata = False
-        try:
-            stashed = self.metadata_stash.get(remote_file.core_metadata)
-            if stashed is not None and not self.store.has(remote_file.core_metadata):
-                # create, fsync and rename off the event loop: the other downloads keep streaming
-                await asyncio.to_thread(self.store.put_bytes, stashed, remote_file.core_metadata)
-            if not self.store.has(remote_file.core_metadata):
-                await upstream.store_file(
-                    self.store, remote_file.metadata_url, remote_file.core_metadata, None,
-                    remote_file.filename + ".metadata",
-                )
-            has_metadata = True
-        except UpstreamError as exc:
-            errors.append(str(exc))
-        sys.audit("gitmirror.crashpoint", "sync.file-stored")
-        return True, has_metadata, errors
-
-    async def _from_stored_wheel(self, remote_file: RemoteFile) -> bool:
-        """Whether upstream's PEP 658 file is the METADATA of a wheel stored before this run: then
-        its blob is written from the wheel, with no download."""
-        if not remote_file.filename.endswith(".whl") or remote_file.core_metadata is None:
-            return False
-        data = await asyncio.to_thread(in_wheel, self.store, remote_file.core_metadata, remote_file.sha256)
-        if data is None:
-            return False
-        await asyncio.to_thread(self.store.put_bytes, data, remote_file.core_metadata)
-        return True
 
     def _commit(self, outcomes: list[ProjectOutcome], parent: bytes | None, branch: str) -> bytes | None:
         changes: dict[str, bytes | None] = {}
@@ -653,10 +359,8 @@ class Syncer:
 def _collector_relaxed() -> Iterator[None]:
     """Fewer cyclic garbage collections during a run; the old settings after it.
 
-    A cold sync allocates a few hundred thousand short-lived objects (tasks, futures, pages), and
-    the default thresholds ran the collector 500 times over the whole heap (modules, manifests):
-    0.36 s of the sync process's 1.5 s of CPU (bench/RESULTS.md). Frozen, what exists when the
-    run starts is never scanned again; a larger first generation collects 50 times less often.
+    A run allocates many short-lived objects; frozen, what exists when it starts (modules,
+    manifests) is never scanned again, and a larger first generation collects less often.
     """
     thresholds = gc.get_threshold()
     gc.freeze()
@@ -666,31 +370,3 @@ def _collector_relaxed() -> Iterator[None]:
     finally:
         gc.set_threshold(*thresholds)
         gc.unfreeze()
-
-
-def _recorded_conflicts(log: bytes) -> set[tuple[str, str]]:
-    """(filename, upstream sha256) pairs a ``conflicts/<project>.jsonl`` log already records."""
-    return {
-        (record["filename"], record["upstream-sha256"])
-        for record in (json.loads(line) for line in log.decode().splitlines() if line)
-    }
-
-
-def commit_message(outcomes: list[ProjectOutcome]) -> str:
-    """A subject a reviewer can scan in ``git log --oneline`` and a body listing every change."""
-    touched = [outcome for outcome in outcomes if outcome.added or outcome.changes or outcome.conflicts]
-    files = sum(len(outcome.added) for outcome in touched)
-    new_projects = sum(1 for outcome in touched if outcome.old is None)
-    subject = f"sync: {_count(len(touched), 'project')}, {_count(files, 'file')} added"
-    if new_projects:
-        subject += f" ({new_projects} new)"
-    body = []
-    for outcome in sorted(touched, key=lambda item: item.name):
-        body += [f"{outcome.name}: + {filename}" for filename in sorted(outcome.added)]
-        body += [f"{outcome.name}: {change}" for change in outcome.changes]
-        body += [f"{outcome.name}: CONFLICT {conflict.filename}" for conflict in outcome.conflicts]
-    return subject + "\n\n" + "\n".join(body) + "\n"
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}{'' if number == 1 else 's'}"

@@ -13,8 +13,8 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from gitmirror.closure import ProjectChoice
+from gitmirror.merge import ProjectOutcome, merge
 from gitmirror.page import RemoteProject, legacy_kind
-from gitmirror.sync import ProjectOutcome, merge
 
 from conftest import Mirror
 from fakeupstream import Artifact, FakeUpstream, build_wheel
@@ -55,7 +55,7 @@ def test_merge_counts_legacy_files_as_skipped_not_as_errors() -> None:
     skipped = {f"Flask-0.{minor}-py2.{minor % 3 + 5}.egg": ".egg" for minor in range(10)}
     skipped |= {f"Flask-0.{minor}.win32.exe": ".exe" for minor in range(4)}
     remote = RemoteProject(name="flask", files=[], skipped=skipped, rejected=["x: belongs to project y, not flask"])
-    _manifest, wanted, outcome = merge(None, remote, ProjectChoice("flask"), "2026-01-01T00:00:00Z")  # type: ignore[arg-type]
+    _manifest, wanted, outcome = merge(None, remote, ProjectChoice("flask"), "2026-01-01T00:00:00Z")
     assert wanted == [] and outcome.errors == ["x: belongs to project y, not flask"]  # a real problem stays one
     assert outcome.skipped_note == "flask: skipped 14 legacy files (.egg 10, .exe 4)"
     assert ProjectOutcome("flask").skipped_note is None

@@ -9,18 +9,8 @@ from packaging.tags import Tag
 
 from gitmirror.config import ConfigError, from_mapping
 from gitmirror.page import RemoteFile
-from gitmirror.selection import (
-    Roots,
-    SelectionError,
-    Target,
-    expand_platform,
-    parse_size,
-    parse_versions,
-    read_lockfile,
-    read_requirements,
-    roots,
-    rules_from,
-)
+from gitmirror.roots import Roots, read_lockfile, read_requirements, roots
+from gitmirror.selection import SelectionError, Target, expand_platform, parse_size, parse_versions, rules_from
 
 from conftest import Mirror
 

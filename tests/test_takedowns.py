@@ -12,10 +12,10 @@ from pathlib import Path
 
 from gitmirror.config import parse_selection
 from gitmirror.manifest import FileEntry, ProjectManifest, Tombstone, loads, manifest_path
+from gitmirror.merge import merge
 from gitmirror.page import RemoteFile, RemoteProject
 from gitmirror.policy import UnrecordedTombstone, check_change, takedown_candidates, takedown_check
 from gitmirror.repo import MetadataRepo
-from gitmirror.sync import merge
 from gitmirror.takedowns import TakedownRecord, append, line_problems, listed, parse, shard_path, takedown_reason
 
 from conftest import Mirror, isolated_env
