@@ -138,7 +138,7 @@ class Resolver:
 
     async def _page(self, name: str, chain: tuple[str, ...]) -> RemoteProject | None:
         try:
-            return await self.pages.get(name)  # type: ignore[attr-defined, no-any-return]
+            return await self.pages.get(name)  # type: ignore[attr-defined]
         except ProjectNotFound as exc:
             self.choice(name).error(f"{exc}{_chain_text(chain)}")
         except UpstreamError as exc:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from dulwich.diff_tree import CHANGE_ADD, CHANGE_DELETE, CHANGE_MODIFY, TreeChange
 from dulwich.object_store import BaseObjectStore
-from dulwich.objects import S_IFGITLINK, Blob, Tree, TreeEntry, key_entry, sha_to_hex
+from dulwich.objects import S_IFGITLINK, Blob, ObjectID, RawObjectID, Tree, TreeEntry, key_entry, sha_to_hex
 
 from .policy import AUDIT_LOG_DIRS
 
@@ -72,12 +72,12 @@ class TreeError(ValueError):
 class Listing:
     """A tree as git reads it: name -> (mode, hex id), and what is wrong with it (empty: nothing)."""
 
-    entries: dict[bytes, tuple[int, bytes]] = field(default_factory=dict)
+    entries: dict[bytes, tuple[int, ObjectID]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     #: names of the malformed entries left out of ``entries``
     dropped: set[bytes] = field(default_factory=set)
 
-    def checked(self) -> dict[bytes, tuple[int, bytes]]:
+    def checked(self) -> dict[bytes, tuple[int, ObjectID]]:
         """The entries, or ``TreeError`` when the tree is malformed."""
         if self.problems:
             raise TreeError(self.problems)
@@ -146,7 +146,7 @@ def _raw_entries(raw: bytes) -> Iterator[tuple[bytes, bytes, bytes]]:
 def parse(raw: bytes, path: str = "") -> Listing:
     """Check one tree's raw bytes (the tree at ``path``) entry by entry, as git's fsck does."""
     listing = Listing()
-    previous: tuple[bytes, tuple[int, bytes]] | None = None
+    previous: tuple[bytes, tuple[int, ObjectID]] | None = None
     try:
         for mode_text, name, binary in _raw_entries(raw):
             where = join(path, name)
@@ -158,7 +158,7 @@ def parse(raw: bytes, path: str = "") -> Listing:
             if problem is None and mode_text != b"%o" % max(mode, 0):
                 problem = f"zero-padded mode {show(mode_text)}" if mode > 0 else f"malformed mode {show(mode_text)}"
             problem = problem or mode_problem(where, mode)
-            entry = (name, (mode, sha_to_hex(binary)))
+            entry = (name, (mode, sha_to_hex(RawObjectID(binary))))
             if problem is None and (name in listing.entries or name in listing.dropped):
                 problem = "duplicate entry name (git and dulwich would read different ones)"
             if problem is None and previous is not None and key_entry(previous) > key_entry(entry):
@@ -179,7 +179,7 @@ def parse(raw: bytes, path: str = "") -> Listing:
 def read_tree(store: BaseObjectStore, sha: bytes, path: str = "") -> Listing:
     """The one way to list a tree: object ``sha`` must exist and be a tree, then ``parse``."""
     try:
-        type_num, raw = store.get_raw(sha)
+        type_num, raw = store.get_raw(ObjectID(sha))
     except KeyError:
         return Listing(problems=[Problem(_here(path), f"tree {sha.decode()} is missing")])
     if type_num != Tree.type_num:
@@ -190,7 +190,7 @@ def read_tree(store: BaseObjectStore, sha: bytes, path: str = "") -> Listing:
 def read_blob(store: BaseObjectStore, sha: bytes, path: str) -> bytes:
     """A file entry's bytes; ``TreeError`` when the object is missing or not a blob."""
     try:
-        type_num, raw = store.get_raw(sha)
+        type_num, raw = store.get_raw(ObjectID(sha))
     except KeyError:
         raise TreeError([Problem(path, f"blob {sha.decode()} is missing")]) from None
     if type_num != Blob.type_num:
@@ -213,7 +213,7 @@ def changes(
     reported when it was new.
     """
     before = read_tree(store, old, path).entries if old else {}
-    after: dict[bytes, tuple[int, bytes]] = {}
+    after: dict[bytes, tuple[int, ObjectID]] = {}
     if new:
         listing = read_tree(store, new, path)
         if report is None:

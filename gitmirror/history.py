@@ -12,8 +12,8 @@ from pathlib import Path
 
 from dulwich.graph import find_merge_base
 from dulwich.object_store import peel_sha
-from dulwich.objects import Commit
-from dulwich.refs import check_ref_format
+from dulwich.objects import Commit, ObjectID
+from dulwich.refs import Ref, check_ref_format
 from dulwich.repo import Repo
 from dulwich.walk import ORDER_DATE, ORDER_TOPO, Walker
 
@@ -36,7 +36,7 @@ class History:
     def tip(self, branch: str = DEFAULT_BRANCH) -> bytes | None:
         """The commit id a branch points at, or None for a branch with no commits yet."""
         try:
-            return self.git.refs[self.branch_ref(branch)]
+            return self.git.refs[Ref(self.branch_ref(branch))]
         except KeyError:
             return None
 
@@ -46,24 +46,24 @@ class History:
         return obj
 
     def has_object(self, sha: bytes) -> bool:
-        return sha in self.git.object_store
+        return ObjectID(sha) in self.git.object_store
 
     def peel(self, sha: bytes) -> bytes | None:
         """The commit id ``sha`` names after following tags, or None (a tree, a blob, a missing object)."""
         try:
-            commit = peel_sha(self.git.object_store, sha)[1]
+            commit = peel_sha(self.git.object_store, ObjectID(sha))[1]
         except KeyError:
             return None
         return commit.id if isinstance(commit, Commit) else None
 
     def refs(self, base: bytes = b"refs/") -> dict[bytes, bytes]:
         """Full ref name -> the id it holds, for every ref under ``base``."""
-        return {base + name: sha for name, sha in self.git.refs.as_dict(base).items()}
+        return {base + name: sha for name, sha in self.git.refs.as_dict(Ref(base)).items()}
 
     def has_ref(self, ref: bytes) -> bool:
         """Whether ``ref`` (a full name) exists; a name git would refuse (``..``, control characters)
         is never looked up, so user input cannot reach a path outside ``refs/``."""
-        return check_ref_format(ref) and ref in self.git.refs
+        return check_ref_format(Ref(ref)) and Ref(ref) in self.git.refs
 
     def peeled_refs(self, base: bytes = b"refs/") -> dict[bytes, bytes]:
         """Full ref name -> commit id, for the refs under ``base`` that name a commit."""
@@ -72,8 +72,10 @@ class History:
 
     def move_ref(self, ref: bytes, old: bytes | None, new: bytes) -> bool:
         """Compare and swap: point ``ref`` at ``new`` if it still holds ``old`` (None: if it does not exist)."""
-        refs = self.git.refs
-        return refs.set_if_equals(ref, old, new) if old is not None else refs.add_if_new(ref, new)
+        refs, name, target = self.git.refs, Ref(ref), ObjectID(new)
+        if old is None:
+            return refs.add_if_new(name, target)
+        return refs.set_if_equals(name, ObjectID(old), target)
 
     def is_ancestor(self, ancestor: bytes, descendant: bytes) -> bool:
         """Whether ``ancestor`` is reachable from ``descendant`` (a commit is its own ancestor).
@@ -82,7 +84,7 @@ class History:
         before ``ancestor``, and commit dates are the pusher's to choose. Missing commits: False.
         """
         try:
-            return find_merge_base(self.git, [ancestor, descendant]) == [ancestor]
+            return find_merge_base(self.git, [ObjectID(ancestor), ObjectID(descendant)]) == [ancestor]
         except KeyError:
             return False
 
@@ -90,7 +92,7 @@ class History:
         """A best common ancestor of two commits, or None (no common history, or a side is None)."""
         if one is None or other is None:
             return None
-        bases = find_merge_base(self.git, [one, other])
+        bases = find_merge_base(self.git, [ObjectID(one), ObjectID(other)])
         return bases[0] if bases else None
 
     def walk(
@@ -98,11 +100,12 @@ class History:
     ) -> Iterator[Commit]:
         """Commits reachable from ``include`` but not from ``exclude``: newest first by commit date,
         or (``parents_first``) every commit after its parents."""
-        include = list(include)
-        if not include:
+        heads = [ObjectID(sha) for sha in include]
+        if not heads:
             return
         order = ORDER_TOPO if parents_first else ORDER_DATE
-        for entry in Walker(self.git.object_store, include, exclude=list(exclude), order=order, reverse=parents_first):
+        stops = [ObjectID(sha) for sha in exclude]
+        for entry in Walker(self.git.object_store, heads, exclude=stops, order=order, reverse=parents_first):
             yield entry.commit
 
     def reachable(self, starts: Iterable[bytes], wanted: set[bytes]) -> set[bytes]:

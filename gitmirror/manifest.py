@@ -246,9 +246,10 @@ def loads(data: bytes, path: str = "<manifest>") -> ProjectManifest:
             marker = header["project-status"]
             if not isinstance(marker, dict) or set(marker) - {"status", "reason"}:
                 raise ValueError("project-status must be an object with status and reason")
-            status = marker.get("status")
-            if status not in PROJECT_STATUSES:
-                raise ValueError(f"unknown project status {status!r}")
+            marked = marker.get("status")
+            if not isinstance(marked, str) or marked not in PROJECT_STATUSES:
+                raise ValueError(f"unknown project status {marked!r}")
+            status = marked
             reason = _optional_string(marker, "reason")
         manifest = ProjectManifest(
             name=name, status=status, status_reason=reason,

@@ -10,6 +10,7 @@ when upstream does not have it. The commit's author, time and message carry the 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
@@ -57,7 +58,7 @@ def _commit(
     branch: str,
     old: ProjectManifest,
     new: ProjectManifest,
-    record: dict[str, object],
+    record: Mapping[str, object],
     message: str,
     extra: dict[str, bytes] | None = None,
 ) -> bytes:

@@ -12,6 +12,7 @@ import io
 import re
 import zipfile
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,16 +48,19 @@ def parse(data: bytes) -> CoreMetadata:
     """
     end = _EMPTY_LINE.search(data)
     raw, unparsed = parse_email(data[: end.start()] if end else data)
+    fields: Mapping[str, object] = raw  # looked up by a computed key
 
     def first(key: str, header: str) -> str | None:
-        value = raw.get(key)  # type: ignore[misc]
+        value = fields.get(key)
         if not isinstance(value, str):
             value = unparsed[header][0] if unparsed.get(header) else None
         value = value.strip() if value is not None else None
         return value if value not in (None, "", "UNKNOWN") else None
 
     def every(key: str, header: str) -> tuple[str, ...]:
-        values = raw.get(key) or unparsed.get(header) or []  # type: ignore[misc]
+        values = fields.get(key)
+        if not isinstance(values, list) or not values:
+            values = unparsed.get(header) or []
         return tuple(value.strip() for value in values)
 
     urls = raw.get("project_urls")

@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeGuard
 from urllib.parse import urljoin, urlsplit
 
 from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
@@ -263,7 +264,7 @@ def _json_file(item: object, base_url: str) -> _JsonFile:
     )
 
 
-def _string_map(value: object) -> bool:
+def _string_map(value: object) -> TypeGuard[dict[str, str]]:
     return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
 
 

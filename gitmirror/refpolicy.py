@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-from dulwich.refs import check_ref_format
+from dulwich.refs import Ref, check_ref_format
 
 HEADS = b"refs/heads/"
 TAGS = b"refs/tags/"
@@ -48,7 +48,7 @@ def name_problem(name: str) -> str | None:
     One git ref component (it is one path segment of ``/snapshot/<rev>/``), valid for git, not
     ``HEAD``, and never readable as a commit id or a date.
     """
-    if not name or "/" in name or "\x7f" in name or not check_ref_format(b"refs/heads/" + name.encode()):
+    if not name or "/" in name or "\x7f" in name or not check_ref_format(Ref(b"refs/heads/" + name.encode())):
         return "not a valid name (one git ref component, no '/')"
     if name == "HEAD":
         return "HEAD is reserved"

@@ -147,7 +147,8 @@ def render_site(
     if not full and state.get("settings") == settings and _commit_known(repo, previous):
         assert isinstance(previous, str)
         changed, removed = changed_projects(repo, previous.encode(), commit)
-        incomplete = {name for name in state.get("incomplete", []) if isinstance(name, str)}
+        listed = state.get("incomplete")
+        incomplete = {name for name in listed if isinstance(name, str)} if isinstance(listed, list) else set()
         changed |= incomplete & set(names)
     else:
         result.full = True

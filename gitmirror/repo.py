@@ -138,7 +138,7 @@ class MetadataRepo(Writer):
             parent = f"{parent}/{part}" if parent else part
         return entry
 
-    def tree(self, tree_id: bytes, path: str = "") -> dict[bytes, tuple[int, bytes]]:
+    def tree(self, tree_id: bytes, path: str = "") -> Mapping[bytes, tuple[int, bytes]]:
         """A tree's entries (name -> (mode, id)) as git reads them; ``MalformedTreeError`` if git could not."""
         key = (tree_id, path)  # the rules on modes depend on where the tree sits
         listing = self._read_cache.get(key)

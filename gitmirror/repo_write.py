@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from dulwich.file import FileLocked
-from dulwich.objects import Blob, Commit, ShaFile, Tree
+from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree
 from dulwich.pack import full_unpacked_object
 
 from . import durable
@@ -45,7 +45,7 @@ class Writer(History):
 
     def write_commit(
         self,
-        changes: dict[str, bytes | None],
+        changes: Mapping[str, bytes | None],
         message: str,
         branch: str = DEFAULT_BRANCH,
         parent: bytes | None = None,
@@ -67,7 +67,7 @@ class Writer(History):
             tree_id = empty.id
         commit = Commit()
         commit.tree = tree_id
-        commit.parents = ([parent] if parent else []) + list(merged)
+        commit.parents = [ObjectID(sha) for sha in ([parent] if parent else []) + list(merged)]
         commit.author = commit.committer = self.identity()
         # Never earlier than the first parent: /snapshot/<date>/ walks first parents and relies on
         # dates that never go back (docs/refs.md), whatever this host's clock says.
@@ -111,7 +111,7 @@ class Writer(History):
             if handle is not None:
                 os.close(handle)
 
-    def _update_tree(self, tree_id: bytes | None, changes: dict[str, object], out: list[ShaFile]) -> bytes | None:
+    def _update_tree(self, tree_id: bytes | None, changes: dict[str, object], out: list[ShaFile]) -> ObjectID | None:
         """Rebuild only the trees on the changed paths; returns None for a tree left empty."""
         tree = Tree()
         if tree_id is not None:
@@ -194,7 +194,7 @@ class Writer(History):
         config.write_to_path()
 
 
-def _split(changes: dict[str, bytes | None]) -> dict[str, object]:
+def _split(changes: Mapping[str, bytes | None]) -> dict[str, object]:
     """Turn ``{"a/b/c": data}`` into nested ``{"a": {"b": {"c": data}}}``."""
     nested: dict[str, object] = {}
     for path, data in changes.items():

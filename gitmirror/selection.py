@@ -105,9 +105,9 @@ def expand_platform(platform: str) -> list[str]:
         for glibc in range(minor, -1, -1):
             result.append(f"{kind}_{major}_{glibc}_{arch}")
             if kind == "manylinux" and major == 2:
-                legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}.get(glibc)
-                if legacy and (glibc == 17 or arch in ("x86_64", "i686")):
-                    result.append(f"{legacy}_{arch}")
+                alias = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}.get(glibc)
+                if alias and (glibc == 17 or arch in ("x86_64", "i686")):
+                    result.append(f"{alias}_{arch}")
         return result + [f"linux_{arch}"]
     if match := _MACOS.fullmatch(platform):
         version = (int(match.group(1)), int(match.group(2)))

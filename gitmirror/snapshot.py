@@ -20,7 +20,7 @@ from typing import TypeVar
 from weakref import WeakKeyDictionary
 
 from dulwich.objects import Commit, Tag
-from dulwich.refs import SymrefLoop, check_ref_format
+from dulwich.refs import Ref, SymrefLoop, check_ref_format
 
 from .manifest import format_time
 from .refpolicy import HEADS, TAGS, is_date_only, looks_like_commit_id, looks_like_date, name_problem, stamp
@@ -103,14 +103,14 @@ def _by_name(repo: MetadataRepo, rev: str) -> Snapshot | None:
         name = rev.encode()
     except UnicodeEncodeError:
         return None
-    if not check_ref_format(HEADS + name):
+    if not check_ref_format(Ref(HEADS + name)):
         return None  # ".." or a control character: never a ref, and never a path to open
     candidates = [(HEADS + name, BRANCH), (TAGS + name, TAG)]
-    if name == b"HEAD" or (name.startswith(b"refs/") and check_ref_format(name)):
+    if name == b"HEAD" or (name.startswith(b"refs/") and check_ref_format(Ref(name))):
         candidates.append((name, TAG if name.startswith(TAGS) else BRANCH))
     for ref, kind in candidates:
         try:
-            sha = repo.git.refs[ref]
+            sha = repo.git.refs[Ref(ref)]
         except (KeyError, ValueError, OSError, SymrefLoop):
             continue
         commit = repo.peel(sha)

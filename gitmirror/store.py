@@ -122,7 +122,7 @@ class BlobWriter:
             if self._tmp is None:
                 self._publish_unnamed(target)
             else:
-                self._publish_named(target)
+                self._publish_named(self._tmp, target)
             self._published = True
             sys.audit("gitmirror.crashpoint", "store.published")
             return target
@@ -140,13 +140,13 @@ class BlobWriter:
             os.link(str(self._fd), target, src_dir_fd=_own_descriptors(), follow_symlinks=True)
         self._close()
 
-    def _publish_named(self, target: str) -> None:
+    def _publish_named(self, tmp: str, target: str) -> None:
         self._close()
         sys.audit("gitmirror.crashpoint", "store.fsynced")
         self.store.make_parent(target)
-        os.chmod(self._tmp, 0o444)
+        os.chmod(tmp, 0o444)
         sys.audit("gitmirror.crashpoint", "store.read-only")
-        os.replace(self._tmp, target)
+        os.replace(tmp, target)
 
     def _close(self) -> None:
         if self._fd >= 0:
@@ -181,7 +181,7 @@ def _own_descriptors() -> int:
 
 
 class BlobStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.blobs_dir = self.root / BLOBS_DIR
         self.tmp_dir = self.root / "tmp"

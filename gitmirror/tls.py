@@ -44,11 +44,11 @@ def _context(cafile: str | None) -> ssl.SSLContext:
                         self.load_default_certs(ssl.Purpose.SERVER_AUTH)
                     self._loaded = True
 
-        def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:  # type: ignore[override]
+        def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
             self._load()
             return super().wrap_socket(*args, **kwargs)
 
-        def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:  # type: ignore[override]
+        def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
             self._load()
             return super().wrap_bio(*args, **kwargs)
 

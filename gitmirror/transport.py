@@ -300,7 +300,7 @@ class Transport:
         with self._request("HEAD", url, self.limits.clock(), headers=headers, follow_redirects=False) as answer:
             return answer.status_code, answer.headers
 
-    def call(self, url: str, method: str, *params: object) -> Any:
+    def call(self, url: str, method: str, *params: str | int) -> Any:
         """An XML-RPC call (``xmlrpc.client`` marshalling, this transport's HTTP); its result."""
         import xmlrpc.client
 

@@ -42,7 +42,8 @@ def commit_violations(repo: MetadataRepo, commit: Commit) -> list[Violation]:
     def refuse(problem: Problem) -> None:
         found[Violation(problem.path, problem.rule)] = None
 
-    for parent in commit.parents or [None]:
+    parents: list[bytes | None] = list(commit.parents) or [None]
+    for parent in parents:
         for change in repo.changes(parent, commit.id, refuse):
             old, new = change.old, change.new
             path = _text((new or old).path)  # type: ignore[union-attr]
@@ -169,7 +170,7 @@ def dating_problems(repo: MetadataRepo, tip: bytes, now: float) -> list[str]:
     dated against ``refpolicy.date_problem``: ``/snapshot/<date>/`` walks that line and relies on
     dates that never go back, and a history written around the hook may break that."""
     line = list(repo.first_parents(repo.tip()))
-    ids = [commit.id for commit in line]
+    ids: list[bytes] = [commit.id for commit in line]
     problems = []
     for index in range(ids.index(tip) if tip in ids else len(line), len(line)):
         commit, parent = line[index], line[index + 1] if index + 1 < len(line) else None
