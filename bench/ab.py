@@ -43,15 +43,21 @@ def source_tree(revision: str, workdir: Path) -> Path:
         shutil.rmtree(tree, ignore_errors=True)
         shutil.copytree(REPO_ROOT / "gitmirror", tree / "gitmirror", ignore=shutil.ignore_patterns("__pycache__"))
     else:
-        found = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--verify", f"{revision}^{{commit}}"],
-                               capture_output=True, text=True)
+        found = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "--verify", f"{revision}^{{commit}}"],
+            capture_output=True,
+            text=True,
+        )
         if found.returncode:
             raise SystemExit(f"ab: {revision!r} is not a revision of {REPO_ROOT}")
         tree = workdir / "ab" / found.stdout.strip()[:12]
         if not (tree / "gitmirror").is_dir():
             tree.mkdir(parents=True, exist_ok=True)
-            archive = subprocess.run(["git", "-C", str(REPO_ROOT), "archive", found.stdout.strip(), "gitmirror"],
-                                     capture_output=True, check=True).stdout
+            archive = subprocess.run(
+                ["git", "-C", str(REPO_ROOT), "archive", found.stdout.strip(), "gitmirror"],
+                capture_output=True,
+                check=True,
+            ).stdout
             subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
     compileall.compile_dir(tree / "gitmirror", quiet=1)
     return tree
@@ -59,8 +65,14 @@ def source_tree(revision: str, workdir: Path) -> Path:
 
 def environment(tree: Path) -> dict[str, str]:
     env = quiet_env(PYTHONPATH=str(tree))
-    imported = subprocess.run([PYTHON, "-c", "import gitmirror; print(gitmirror.__file__)"], env=env, cwd=tree.parent,
-                              capture_output=True, text=True, check=True).stdout.strip()
+    imported = subprocess.run(
+        [PYTHON, "-c", "import gitmirror; print(gitmirror.__file__)"],
+        env=env,
+        cwd=tree.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     if not imported.startswith(str(tree)):
         raise SystemExit(f"ab: {tree} does not take precedence: gitmirror comes from {imported}")
     return env
@@ -89,8 +101,9 @@ def main() -> None:
     if shutil.disk_usage(outputs).free < needed:
         raise SystemExit(f"ab: {args.rounds} rounds need {needed / 1e9:.0f} GB free in {outputs}; use fewer --rounds")
 
-    sides = {label: environment(source_tree(revision, args.workdir))
-             for label, revision in (("A", args.a), ("B", args.b))}
+    sides = {
+        label: environment(source_tree(revision, args.workdir)) for label, revision in (("A", args.a), ("B", args.b))
+    }
     seconds: dict[str, list[float]] = {"A": [], "B": []}
     busy: dict[str, list[float]] = {"A": [], "B": []}
     print(f"A = {args.a}, B = {args.b}: {len(names)} projects, {size / 1e6:,.0f} MB, {args.rounds} rounds", flush=True)
@@ -102,8 +115,12 @@ def main() -> None:
                     target = outputs / f"{label}-{number}-{uuid.uuid4().hex[:8]}"
                     config = gitmirror_config(target, url, names)
                     time.sleep(1)
-                    run = cold_run([PYTHON, "-m", "gitmirror", "sync", "--quiet", "--config", str(config)],
-                                   target, upstream_pids, env=sides[label])
+                    run = cold_run(
+                        [PYTHON, "-m", "gitmirror", "sync", "--quiet", "--config", str(config)],
+                        target,
+                        upstream_pids,
+                        env=sides[label],
+                    )
                     seconds[label].append(run.wall)
                     busy[label].append(run.cpu)
                 print(f"round {number + 1}: A {seconds['A'][-1]:.2f} s, B {seconds['B'][-1]:.2f} s", flush=True)
@@ -111,8 +128,10 @@ def main() -> None:
         remove_tree(outputs)
 
     for label in ("A", "B"):
-        print(f"{label}: median {statistics.median(seconds[label]):.2f} s, mean {statistics.mean(seconds[label]):.2f},"
-              f" min {min(seconds[label]):.2f}, busy CPU median {statistics.median(busy[label]):.2f} core-s")
+        print(
+            f"{label}: median {statistics.median(seconds[label]):.2f} s, mean {statistics.mean(seconds[label]):.2f},"
+            f" min {min(seconds[label]):.2f}, busy CPU median {statistics.median(busy[label]):.2f} core-s"
+        )
     wins = sum(b < a for a, b in zip(seconds["A"], seconds["B"], strict=True))
     ratio = statistics.median(seconds["B"]) / statistics.median(seconds["A"])
     print(f"B / A (medians): {ratio:.3f}; B faster in {wins} of {args.rounds} rounds")

@@ -94,8 +94,12 @@ def run_as_installed(workdir: Path) -> str | None:
 def quiet_env(**extra: str) -> dict[str, str]:
     """The environment for tools under test, without this machine's pip/uv/git configuration."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_", "GIT_"))}
-    env.update(GIT_CONFIG_NOSYSTEM="1", GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@example.invalid",
-               PIP_CONFIG_FILE="/dev/null")
+    env.update(
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_AUTHOR_NAME="bench",
+        GIT_AUTHOR_EMAIL="bench@example.invalid",
+        PIP_CONFIG_FILE="/dev/null",
+    )
     env.update(extra)
     return env
 
@@ -118,12 +122,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def timed(command: list[str], *, cwd: Path | None = None, timeout: float = 1800, env: dict | None = None,
-          ok_codes: tuple[int, ...] = (0,)) -> float:
+def timed(
+    command: list[str],
+    *,
+    cwd: Path | None = None,
+    timeout: float = 1800,
+    env: dict | None = None,
+    ok_codes: tuple[int, ...] = (0,),
+) -> float:
     """Wall seconds of one command; a failing command stops the benchmark with its stderr."""
     start = time.perf_counter()
-    result = subprocess.run(command, cwd=cwd, env=env or quiet_env(), capture_output=True, text=True,
-                            timeout=timeout)
+    result = subprocess.run(command, cwd=cwd, env=env or quiet_env(), capture_output=True, text=True, timeout=timeout)
     elapsed = time.perf_counter() - start
     if result.returncode not in ok_codes:
         tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
@@ -132,11 +141,13 @@ def timed(command: list[str], *, cwd: Path | None = None, timeout: float = 1800,
 
 
 @contextmanager
-def running(command: list[str], url: str, *, cwd: Path | None = None, deadline: float = 60,
-            env: dict | None = None) -> Iterator[subprocess.Popen]:
+def running(
+    command: list[str], url: str, *, cwd: Path | None = None, deadline: float = 60, env: dict | None = None
+) -> Iterator[subprocess.Popen]:
     """Start a server, wait (bounded) until ``url`` answers, and always stop it afterwards."""
-    process = subprocess.Popen(command, cwd=cwd, env=env or quiet_env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        command, cwd=cwd, env=env or quiet_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         end = time.monotonic() + deadline
         while True:
@@ -285,14 +296,19 @@ class Table:
     notes: list[str] = field(default_factory=list)
 
     def markdown(self) -> str:
-        lines = [f"### {self.title}", "",
-                 "| measure | peer | peer figure | gitmirror | ratio (gitmirror / peer) | note |",
-                 "| --- | --- | ---: | ---: | ---: | --- |"]
+        lines = [
+            f"### {self.title}",
+            "",
+            "| measure | peer | peer figure | gitmirror | ratio (gitmirror / peer) | note |",
+            "| --- | --- | ---: | ---: | ---: | --- |",
+        ]
         for row in self.rows:
             better = "lower is better" if row.lower_is_better else "higher is better"
             ratio = f"{row.ratio:.2f}" if row.ratio is not None else "n/a"
-            lines.append(f"| {row.measure} ({row.unit}, {better}) | {row.peer} | {_fmt(row.peer_value)} | "
-                         f"{_fmt(row.ours)} | {ratio} | {row.note} |")
+            lines.append(
+                f"| {row.measure} ({row.unit}, {better}) | {row.peer} | {_fmt(row.peer_value)} | "
+                f"{_fmt(row.ours)} | {ratio} | {row.note} |"
+            )
         lines += [""] + [f"- {note}" for note in self.notes]
         return "\n".join(lines) + "\n"
 

@@ -18,11 +18,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gitmirror.manifest import FileEntry, ProjectManifest, manifest_path
-from gitmirror.render import render_site
-from gitmirror.repo import MetadataRepo
-from gitmirror.snapshot import resolve
-from gitmirror.store import BlobStore
+from gitmirror.model.manifest import FileEntry, ProjectManifest, manifest_path
+from gitmirror.serve.render import render_site
+from gitmirror.storage.repo import MetadataRepo
+from gitmirror.storage.snapshot import resolve
+from gitmirror.storage.store import BlobStore
 
 
 def manifest(name: str, versions: int) -> bytes:
@@ -31,8 +31,15 @@ def manifest(name: str, versions: int) -> bytes:
         filename = f"{name.replace('-', '_')}-1.{minor}-py3-none-any.whl"
         digest = hashlib.sha256(filename.encode()).hexdigest()
         project = project.with_file(
-            FileEntry(filename=filename, version=f"1.{minor}", sha256=digest, size=1000 + minor,
-                      requires_python=">=3.8", upload_time="2026-01-01T00:00:00Z", first_seen="2026-01-02T00:00:00Z")
+            FileEntry(
+                filename=filename,
+                version=f"1.{minor}",
+                sha256=digest,
+                size=1000 + minor,
+                requires_python=">=3.8",
+                upload_time="2026-01-01T00:00:00Z",
+                first_seen="2026-01-02T00:00:00Z",
+            )
         )
     return project.dumps()
 

@@ -52,9 +52,11 @@ def machine() -> str:
             if version:
                 peers.append(f"{package} {version}")
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-    return (f"{os.cpu_count()} cores (nproc), {total} memory, load average {load} at start, "
-            f"{platform.platform()}, Python {platform.python_version()}"
-            f"; {'; '.join(tools + peers)}")
+    return (
+        f"{os.cpu_count()} cores (nproc), {total} memory, load average {load} at start, "
+        f"{platform.platform()}, Python {platform.python_version()}"
+        f"; {'; '.join(tools + peers)}"
+    )
 
 
 def one_mb_file(catalog: dict) -> tuple[str, str]:
@@ -72,8 +74,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small data set, short runs: under 2 minutes")
     parser.add_argument("--only", default=",".join(STAGES), help="comma-separated stages: sync,serve,git,store")
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/gitmirror-bench"),
-                        help="scratch space (the generated upstream is kept here and reused)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("/tmp/gitmirror-bench"),
+        help="scratch space (the generated upstream is kept here and reused)",
+    )
     parser.add_argument("--record", action="store_true", help="write the tables into bench/RESULTS.md")
     args = parser.parse_args()
     stages = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -83,8 +89,9 @@ def main() -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     command = "python bench/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    header = (f"Run {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, `{command.strip()}`\n\n"
-              f"Machine: {machine()}\n")
+    header = (
+        f"Run {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, `{command.strip()}`\n\nMachine: {machine()}\n"
+    )
     print(header)
     not_installed = run_as_installed(args.workdir)
     if not_installed:

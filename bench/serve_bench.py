@@ -22,9 +22,9 @@ from pathlib import Path
 import httpx
 from common import GITMIRROR, Row, Table, free_port, missing, nginx_running, peer, quiet_env, remove_tree, running
 
-from gitmirror import index
-from gitmirror.repo import MetadataRepo
-from gitmirror.store import BlobStore
+from gitmirror.serve import index
+from gitmirror.storage.repo import MetadataRepo
+from gitmirror.storage.store import BlobStore
 
 HTML = "text/html"
 JSON = index.JSON_TYPE
@@ -121,7 +121,7 @@ def measure(url: str, seconds: float, accept: str | None, connections: int = CON
 def render_static(mirror_dir: Path, out: Path) -> tuple[int, str]:
     """The static site nginx serves: ``gitmirror render`` when the CLI has it, else the same layout here.
 
-    The fallback writes pages with gitmirror.index and files as symlinks into the blob store.
+    The fallback writes pages with gitmirror.serve.index and files as symlinks into the blob store.
     """
     remove_tree(out)
     command = [*GITMIRROR, "render", "--out", str(out), "--full", "--config", str(mirror_dir / "mirror.yaml")]
@@ -147,7 +147,7 @@ def render_static(mirror_dir: Path, out: Path) -> tuple[int, str]:
             if entry.core_metadata:
                 os.symlink(store.path(entry.core_metadata), files_dir / (entry.filename + ".metadata"))
     repo.close()
-    return len(names), "the bench's own render with gitmirror.index (no `gitmirror render` in the CLI)"
+    return len(names), "the bench's own render with gitmirror.serve.index (no `gitmirror render` in the CLI)"
 
 
 SITE_SERVER = """
@@ -198,8 +198,22 @@ def pypiserver(mirror_dir: Path, workdir: Path) -> Iterator[str]:
     repo.close()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [peer("pypi-server") or "pypi-server", "run", "-p", str(port), "-i", "127.0.0.1", "-a", ".", "-P", ".",
-               "--disable-fallback", "--log-stream", "none", str(flat)]
+    command = [
+        peer("pypi-server") or "pypi-server",
+        "run",
+        "-p",
+        str(port),
+        "-i",
+        "127.0.0.1",
+        "-a",
+        ".",
+        "-P",
+        ".",
+        "--disable-fallback",
+        "--log-stream",
+        "none",
+        str(flat),
+    ]
     with running(command, url + "/simple/"):
         yield url
 
@@ -211,8 +225,13 @@ def _targets(project: str, one_mb_project: str, one_mb_file: str, files_prefix: 
     return [
         Target("GET /simple/<project>/ HTML", f"/simple/{project}/", HTML),
         Target("GET /simple/<project>/ JSON", f"/simple/{project}/", JSON),
-        Target("GET 1 MiB file", f"{files_prefix}{one_mb_project}/{one_mb_file}" if files_prefix == "/files/"
-               else f"{files_prefix}{one_mb_file}", None),
+        Target(
+            "GET 1 MiB file",
+            f"{files_prefix}{one_mb_project}/{one_mb_file}"
+            if files_prefix == "/files/"
+            else f"{files_prefix}{one_mb_file}",
+            None,
+        ),
     ]
 
 
@@ -236,8 +255,10 @@ def _run_all(url: str, targets: list[Target], seconds: float) -> dict[str, Load 
 def run(mirror_dir: Path, workdir: Path, quick: bool, one_mb: tuple[str, str]) -> Table:
     seconds = 2 if quick else 10
     project = "bench-0001"
-    table = Table(f"Serve: {seconds} s per case, {CONNECTIONS} connections, "
-                  f"{'wrk -t1' if shutil.which('wrk') else 'async httpx client (wrk not installed)'}")
+    table = Table(
+        f"Serve: {seconds} s per case, {CONNECTIONS} connections, "
+        f"{'wrk -t1' if shutil.which('wrk') else 'async httpx client (wrk not installed)'}"
+    )
     if not shutil.which("wrk"):
         table.notes.append(missing("wrk"))
     one_mb_project, one_mb_file = one_mb
@@ -249,9 +270,11 @@ def run(mirror_dir: Path, workdir: Path, quick: bool, one_mb: tuple[str, str]) -
         if peer("nginx"):
             site = workdir / "static-site"
             count, how = render_static(mirror_dir, site)
-            table.notes.append(f"nginx serves a static site of {count} projects rendered by {how}; 1 worker "
-                               "process, sendfile on, access log off, JSON or HTML chosen from Accept; each case "
-                               "measured on gitmirror, then at once on nginx (a slow minute falls on both)")
+            table.notes.append(
+                f"nginx serves a static site of {count} projects rendered by {how}; 1 worker "
+                "process, sendfile on, access log off, JSON or HTML chosen from Accept; each case "
+                "measured on gitmirror, then at once on nginx (a slow minute falls on both)"
+            )
             site_url = servers.enter_context(nginx(site, workdir))
         else:
             table.notes.append(missing("nginx"))
@@ -278,19 +301,37 @@ def run(mirror_dir: Path, workdir: Path, quick: bool, one_mb: tuple[str, str]) -
             note = "target ratio >= 0.5" if name.startswith("nginx") and "simple" in target.label else ""
             if theirs is None:
                 note = "peer does not serve this"
-            table.rows.append(Row(f"{target.label} req/s", name, theirs and theirs.rps, mine and mine.rps, "req/s",
-                                  lower_is_better=False, note=note))
+            table.rows.append(
+                Row(
+                    f"{target.label} req/s",
+                    name,
+                    theirs and theirs.rps,
+                    mine and mine.rps,
+                    "req/s",
+                    lower_is_better=False,
+                    note=note,
+                )
+            )
             table.rows.append(Row(f"{target.label} p50", name, theirs and theirs.p50_ms, mine and mine.p50_ms, "ms"))
             table.rows.append(Row(f"{target.label} p99", name, theirs and theirs.p99_ms, mine and mine.p99_ms, "ms"))
     if not peers:
         for target in ours_targets:
             mine = ours.get(target.label)
-            table.rows.append(Row(f"{target.label} req/s", "(no peer installed)", None, mine and mine.rps, "req/s",
-                                  lower_is_better=False))
+            table.rows.append(
+                Row(
+                    f"{target.label} req/s",
+                    "(no peer installed)",
+                    None,
+                    mine and mine.rps,
+                    "req/s",
+                    lower_is_better=False,
+                )
+            )
     table.notes.append(
         f"{HELD_CONNECTIONS} concurrent connections held against `gitmirror serve` for {held_seconds} s: "
         f"{held.requests} requests answered, {held.errors} failed (socket errors + non-2xx), "
-        f"{held.rps:,.0f} req/s, p99 {held.p99_ms:.0f} ms")
+        f"{held.rps:,.0f} req/s, p99 {held.p99_ms:.0f} ms"
+    )
     errors = {label: load.errors for label, load in ours.items() if load and load.errors}
     if errors:
         table.notes.append(f"gitmirror serve errors under load: {errors}")

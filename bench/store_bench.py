@@ -18,7 +18,7 @@ from pathlib import Path
 
 from common import Row, Table, remove_tree
 
-from gitmirror.store import BlobStore
+from gitmirror.storage.store import BlobStore
 
 PROCESSES = 8  # the default ``concurrency`` of a sync
 BLOB_BYTES = 20_000  # a small wheel or a core-metadata file: most blobs of a real mirror
@@ -40,8 +40,9 @@ def publish(root: Path, unnamed: bool, count: int, seed: str) -> tuple[float, fl
     context = multiprocessing.get_context("fork")
     before = os.times()
     start = time.perf_counter()
-    workers = [context.Process(target=_store_blobs, args=(str(root), unnamed, count, f"{seed}{k}"))
-               for k in range(PROCESSES)]
+    workers = [
+        context.Process(target=_store_blobs, args=(str(root), unnamed, count, f"{seed}{k}")) for k in range(PROCESSES)
+    ]
     for worker in workers:
         worker.start()
     for worker in workers:
@@ -76,6 +77,8 @@ def run(workdir: Path, quick: bool) -> Table:
     table.notes.append(f"medians of {rounds} alternating round(s); every blob hashed, checked and fsynced in both")
     for number in range(rounds):
         (peer_wall, peer_cpu), (ours_wall, ours_cpu) = results[False][number], results[True][number]
-        table.notes.append(f"round {number + 1}: named {peer_wall:.2f} s ({peer_cpu:.2f} CPU s), "
-                           f"unnamed {ours_wall:.2f} s ({ours_cpu:.2f} CPU s)")
+        table.notes.append(
+            f"round {number + 1}: named {peer_wall:.2f} s ({peer_cpu:.2f} CPU s), "
+            f"unnamed {ours_wall:.2f} s ({ours_cpu:.2f} CPU s)"
+        )
     return table

@@ -63,8 +63,9 @@ def gitmirror_config(target: Path, upstream_url: str, names: list[str]) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     config = target / "mirror.yaml"
     listed = "".join(f"  - {name}\n" for name in names)
-    config.write_text(f"upstream: {upstream_url}/simple/\nrepo: repo\nstore: store\n"
-                      f"concurrency: {CONCURRENCY}\nprojects:\n{listed}")
+    config.write_text(
+        f"upstream: {upstream_url}/simple/\nrepo: repo\nstore: store\nconcurrency: {CONCURRENCY}\nprojects:\n{listed}"
+    )
     return config
 
 
@@ -192,12 +193,15 @@ def run(workdir: Path, quick: bool) -> tuple[Table, Path]:
     recent = wait_for_removals(wait=not quick)
     if recent:
         waited = "quick mode did not wait" if quick else "waited"
-        table.notes.append(f"{waited} {recent:.0f} s for the inodes freed by the bench's last clean-up to age "
-                           "(spread_directories)")
+        table.notes.append(
+            f"{waited} {recent:.0f} s for the inodes freed by the bench's last clean-up to age (spread_directories)"
+        )
     not_spread = spread_directories(outputs)
     if not_spread:
-        table.notes.append(f"output directories not spread over the file system ({not_spread}): a run right "
-                           "after deleting an earlier one may measure ext4's scan of freed inodes")
+        table.notes.append(
+            f"output directories not spread over the file system ({not_spread}): a run right "
+            "after deleting an earlier one may measure ext4's scan of freed inodes"
+        )
 
     def fresh(name: str) -> Path:
         return outputs / f"{name}-{uuid.uuid4().hex[:8]}"
@@ -219,11 +223,14 @@ def run(workdir: Path, quick: bool) -> tuple[Table, Path]:
                 bconfig = bandersnatch_config(bander_dir, url, names)
                 theirs = cold_run([bander, "-c", str(bconfig), "mirror"], bander_dir, upstream_pids)
             rounds.append(ColdRound(probe, copy_seconds, floor_seconds, ours, theirs))
-        ours_warm, ours_full, bander_warm = alternating_medians(WARM_RUNS, [
-            ([*GITMIRROR, "sync", "--config", str(config)], gitmirror_dir),
-            ([*GITMIRROR, "sync", "--full", "--config", str(config)], gitmirror_dir),
-            ([bander, "-c", str(bconfig), "mirror"], bander_dir) if bander else None,
-        ])
+        ours_warm, ours_full, bander_warm = alternating_medians(
+            WARM_RUNS,
+            [
+                ([*GITMIRROR, "sync", "--config", str(config)], gitmirror_dir),
+                ([*GITMIRROR, "sync", "--full", "--config", str(config)], gitmirror_dir),
+                ([bander, "-c", str(bconfig), "mirror"], bander_dir) if bander else None,
+            ],
+        )
     set_aside(kept, workdir / "trash")
     gitmirror_dir.rename(kept)  # its configuration names its repository and store relative to it
 
@@ -235,55 +242,100 @@ def run(workdir: Path, quick: bool) -> tuple[Table, Path]:
     bander_cpu = statistics.median(each.theirs.cpu for each in rounds if each.theirs) if bander else None
     for number, each in enumerate(rounds, 1):
         ours, theirs = each.ours, each.theirs
-        versus = (f", bandersnatch {theirs.wall:.2f} s (ratio {ours.wall / theirs.wall:.2f}; {theirs.cpu:.1f} "
-                  f"core-s busy, upstream {theirs.upstream_cpu:.1f})" if theirs else "")
-        table.notes.append(f"cold round {number}: CPU probe {each.probe:.2f} s; local copy {each.copy:.2f} s "
-                           f"(throughput ratio {each.copy / ours.wall:.2f}), verified floor {each.floor:.2f} s "
-                           f"(ratio {each.floor / ours.wall:.2f}), "
-                           f"gitmirror {ours.wall:.2f} s ({ours.cpu:.1f} core-s busy, "
-                           f"upstream {ours.upstream_cpu:.1f}){versus}")
+        versus = (
+            f", bandersnatch {theirs.wall:.2f} s (ratio {ours.wall / theirs.wall:.2f}; {theirs.cpu:.1f} "
+            f"core-s busy, upstream {theirs.upstream_cpu:.1f})"
+            if theirs
+            else ""
+        )
+        table.notes.append(
+            f"cold round {number}: CPU probe {each.probe:.2f} s; local copy {each.copy:.2f} s "
+            f"(throughput ratio {each.copy / ours.wall:.2f}), verified floor {each.floor:.2f} s "
+            f"(ratio {each.floor / ours.wall:.2f}), "
+            f"gitmirror {ours.wall:.2f} s ({ours.cpu:.1f} core-s busy, "
+            f"upstream {ours.upstream_cpu:.1f}){versus}"
+        )
     table.rows += [
         Row("cold sync wall time", "bandersnatch", bander_cold, ours_cold, "s", note="target ratio <= 0.5"),
-        Row("cold sync, busy CPU of the whole machine", "bandersnatch", bander_cpu, ours_cpu, "core-s",
-            note="upstream server included (notes); 2 cores"),
-        Row("warm re-sync, nothing changed", "bandersnatch", bander_warm, ours_warm, "s",
-            note="target ratio <= 0.2"),
-        Row("warm re-sync with --full (every page, 304)", "bandersnatch", bander_warm, ours_full, "s",
-            note="no shortcut: one conditional request per project"),
+        Row(
+            "cold sync, busy CPU of the whole machine",
+            "bandersnatch",
+            bander_cpu,
+            ours_cpu,
+            "core-s",
+            note="upstream server included (notes); 2 cores",
+        ),
+        Row("warm re-sync, nothing changed", "bandersnatch", bander_warm, ours_warm, "s", note="target ratio <= 0.2"),
+        Row(
+            "warm re-sync with --full (every page, 304)",
+            "bandersnatch",
+            bander_warm,
+            ours_full,
+            "s",
+            note="no shortcut: one conditional request per project",
+        ),
     ]
 
     def throughput(peer: str, seconds: float, note: str = "") -> Row:
         """The same bytes moved by ``peer`` in ``seconds``, against gitmirror's cold sync (MB/s)."""
-        return Row("cold sync throughput", peer, size / seconds / 1e6, size / ours_cold / 1e6, "MB/s",
-                   lower_is_better=False, note=note)
+        return Row(
+            "cold sync throughput",
+            peer,
+            size / seconds / 1e6,
+            size / ours_cold / 1e6,
+            "MB/s",
+            lower_is_better=False,
+            note=note,
+        )
 
     fastest_copy = min(each.copy for each in rounds)
     table.rows += [
-        throughput("local copy limit: the run's fastest cp -r + sync", fastest_copy,
-                   f"target ratio >= {THROUGHPUT_TARGET}; at its fastest a copy runs at the disk's speed "
-                   "(RESULTS item 54)"),
-        throughput("local copy, median of the rounds", copy_seconds,
-                   "slower copies pay this machine's fresh page-cache pages (RESULTS item 49)"),
-        throughput("verified-download floor (fetch_floor.py)", floor_seconds,
-                   "fetch + sha256 + write + fsync in 8 processes, nothing else"),
+        throughput(
+            "local copy limit: the run's fastest cp -r + sync",
+            fastest_copy,
+            f"target ratio >= {THROUGHPUT_TARGET}; at its fastest a copy runs at the disk's speed (RESULTS item 54)",
+        ),
+        throughput(
+            "local copy, median of the rounds",
+            copy_seconds,
+            "slower copies pay this machine's fresh page-cache pages (RESULTS item 49)",
+        ),
+        throughput(
+            "verified-download floor (fetch_floor.py)",
+            floor_seconds,
+            "fetch + sha256 + write + fsync in 8 processes, nothing else",
+        ),
     ]
     if bander_cold:
         table.rows.append(throughput("bandersnatch", bander_cold))
-    table.notes.append(f"the verified-download floor itself (its median) reaches {fastest_copy / floor_seconds:.2f} of "
-                       f"the fastest copy's throughput ({floor_seconds:.2f} s against {fastest_copy:.2f} s)")
+    table.notes.append(
+        f"the verified-download floor itself (its median) reaches {fastest_copy / floor_seconds:.2f} of "
+        f"the fastest copy's throughput ({floor_seconds:.2f} s against {fastest_copy:.2f} s)"
+    )
     allowed = fastest_copy / THROUGHPUT_TARGET  # the longest cold sync that meets the target
-    beyond = (f"{allowed - floor_seconds:.2f} s beyond the floor for all a mirror does besides the bare downloads "
-              "(its start-up, the pages, the walk, the manifests, the commit)" if allowed >= floor_seconds else
-              f"less than the floor's {floor_seconds:.2f} s: in this run a bare verified download misses it too")
-    table.notes.append(f"the throughput target allows a cold sync of {allowed:.2f} s, {beyond}; gitmirror took "
-                       f"{ours_cold - floor_seconds:.2f} s more than the floor")
+    beyond = (
+        f"{allowed - floor_seconds:.2f} s beyond the floor for all a mirror does besides the bare downloads "
+        "(its start-up, the pages, the walk, the manifests, the commit)"
+        if allowed >= floor_seconds
+        else f"less than the floor's {floor_seconds:.2f} s: in this run a bare verified download misses it too"
+    )
+    table.notes.append(
+        f"the throughput target allows a cold sync of {allowed:.2f} s, {beyond}; gitmirror took "
+        f"{ours_cold - floor_seconds:.2f} s more than the floor"
+    )
     if floor_seconds < fastest_copy:
-        table.notes.append("no copy of this run reached the disk's speed: the floor, which fetches and hashes as "
-                           "well, was faster than every copy, so the limit row understates the limit (compare with "
-                           "the floor)")
-    table.notes.append(f"cold figures are medians of {len(rounds)} alternating round(s); local copy of the same "
-                       f"{size / 1e6:,.0f} MB: {copy_seconds:.2f} s (files hot in the page cache for every contestant)")
-    table.notes.append("warm runs, one request each: bandersnatch asks XML-RPC changelog_since_serial; gitmirror "
-                       "sends HEAD to the index root and compares X-PyPI-Last-Serial with its last complete run's "
-                       "record (README: Warm sync)")
+        table.notes.append(
+            "no copy of this run reached the disk's speed: the floor, which fetches and hashes as "
+            "well, was faster than every copy, so the limit row understates the limit (compare with "
+            "the floor)"
+        )
+    table.notes.append(
+        f"cold figures are medians of {len(rounds)} alternating round(s); local copy of the same "
+        f"{size / 1e6:,.0f} MB: {copy_seconds:.2f} s (files hot in the page cache for every contestant)"
+    )
+    table.notes.append(
+        "warm runs, one request each: bandersnatch asks XML-RPC changelog_since_serial; gitmirror "
+        "sends HEAD to the index root and compares X-PyPI-Last-Serial with its last complete run's "
+        "record (README: Warm sync)"
+    )
     return table, kept

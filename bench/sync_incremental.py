@@ -24,7 +24,10 @@ from fakeupstream import FakeUpstream, build_sdist, build_wheel  # noqa: E402
 def run_sync(root: Path) -> tuple[float, str]:
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "gitmirror", "sync", "--json"], cwd=root, env=isolated_env(), capture_output=True,
+        [sys.executable, "-m", "gitmirror", "sync", "--json"],
+        cwd=root,
+        env=isolated_env(),
+        capture_output=True,
         text=True,
     )
     elapsed = time.perf_counter() - started

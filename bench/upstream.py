@@ -49,8 +49,9 @@ class SizeMix:
         return int(low * (high / low) ** rng.random())  # log-uniform inside the bucket
 
 
-FULL_MIX = SizeMix(((0.55, 5_000, 50_000), (0.30, 50_000, 1_000_000), (0.12, 1_000_000, 5_000_000),
-                    (0.03, 5_000_000, 20_000_000)))
+FULL_MIX = SizeMix(
+    ((0.55, 5_000, 50_000), (0.30, 50_000, 1_000_000), (0.12, 1_000_000, 5_000_000), (0.03, 5_000_000, 20_000_000))
+)
 QUICK_MIX = SizeMix(((0.6, 5_000, 50_000), (0.35, 50_000, 500_000), (0.05, 500_000, 2_000_000)))
 
 
@@ -77,9 +78,14 @@ def generate(root: Path, projects: int, files: int, mix: SizeMix, seed: int = 8)
             else:
                 artifact = build_wheel(name, version, requires_python=">=3.8", payload_size=size)
             (directory / artifact.filename).write_bytes(artifact.data)
-            record = {"filename": artifact.filename, "version": version, "sha256": artifact.sha256,
-                      "size": artifact.size, "requires_python": artifact.requires_python,
-                      "metadata_sha256": artifact.metadata_sha256}
+            record = {
+                "filename": artifact.filename,
+                "version": version,
+                "sha256": artifact.sha256,
+                "size": artifact.size,
+                "requires_python": artifact.requires_python,
+                "metadata_sha256": artifact.metadata_sha256,
+            }
             if artifact.metadata is not None:
                 (directory / (artifact.filename + ".metadata")).write_bytes(artifact.metadata)
             records.append(record)
@@ -103,14 +109,24 @@ def _file_url(project: str, filename: str) -> str:
 def simple_json(project: dict) -> bytes:
     files = []
     for record in project["files"]:
-        item = {"filename": record["filename"], "url": _file_url(project["name"], record["filename"]),
-                "hashes": {"sha256": record["sha256"]}, "requires-python": record["requires_python"],
-                "size": record["size"], "upload-time": UPLOAD_TIME, "yanked": False}
+        item = {
+            "filename": record["filename"],
+            "url": _file_url(project["name"], record["filename"]),
+            "hashes": {"sha256": record["sha256"]},
+            "requires-python": record["requires_python"],
+            "size": record["size"],
+            "upload-time": UPLOAD_TIME,
+            "yanked": False,
+        }
         if record["metadata_sha256"]:
             item["core-metadata"] = {"sha256": record["metadata_sha256"]}
         files.append(item)
-    page = {"meta": {"api-version": "1.1", "_last-serial": project["serial"]}, "name": project["name"],
-            "versions": [r["version"] for r in project["files"]], "files": files}
+    page = {
+        "meta": {"api-version": "1.1", "_last-serial": project["serial"]},
+        "name": project["name"],
+        "versions": [r["version"] for r in project["files"]],
+        "files": files,
+    }
     return json.dumps(page).encode()
 
 
@@ -123,25 +139,34 @@ def simple_html(project: dict) -> bytes:
         if record["metadata_sha256"]:
             attributes += f' data-core-metadata="sha256={record["metadata_sha256"]}"'
         links.append(f"<a {attributes}>{record['filename']}</a><br>")
-    return (f"<!DOCTYPE html><html><body><h1>Links for {project['name']}</h1>" + "".join(links)
-            + "</body></html>").encode()
+    return (
+        f"<!DOCTYPE html><html><body><h1>Links for {project['name']}</h1>" + "".join(links) + "</body></html>"
+    ).encode()
 
 
 def pypi_json(project: dict, base: str) -> bytes:
     """The legacy per-project JSON API, with the fields bandersnatch reads."""
     releases: dict[str, list[dict]] = {}
     for record in project["files"]:
-        releases.setdefault(record["version"], []).append({
-            "filename": record["filename"], "url": base + _file_url(project["name"], record["filename"]),
-            "size": record["size"], "upload_time_iso_8601": UPLOAD_TIME, "upload_time": UPLOAD_TIME[:19],
-            "digests": {"sha256": record["sha256"]}, "requires_python": record["requires_python"],
-            "yanked": False, "yanked_reason": None,
-            "packagetype": "bdist_wheel" if record["filename"].endswith(".whl") else "sdist",
-        })
+        releases.setdefault(record["version"], []).append(
+            {
+                "filename": record["filename"],
+                "url": base + _file_url(project["name"], record["filename"]),
+                "size": record["size"],
+                "upload_time_iso_8601": UPLOAD_TIME,
+                "upload_time": UPLOAD_TIME[:19],
+                "digests": {"sha256": record["sha256"]},
+                "requires_python": record["requires_python"],
+                "yanked": False,
+                "yanked_reason": None,
+                "packagetype": "bdist_wheel" if record["filename"].endswith(".whl") else "sdist",
+            }
+        )
     latest = project["files"][-1]["version"]
     info = {"name": project["name"], "version": latest, "summary": "benchmark project"}
-    return json.dumps({"info": info, "last_serial": project["serial"], "releases": releases,
-                       "urls": releases[latest]}).encode()
+    return json.dumps(
+        {"info": info, "last_serial": project["serial"], "releases": releases, "urls": releases[latest]}
+    ).encode()
 
 
 class Index:
@@ -153,15 +178,23 @@ class Index:
         self.serials = {p["name"]: p["serial"] for p in catalog["projects"]}
         self.last_serial = max(self.serials.values(), default=0)
         names = sorted(self.serials)
-        root_json = json.dumps({"meta": {"api-version": "1.1", "_last-serial": self.last_serial},
-                                "projects": [{"name": n, "_last-serial": self.serials[n]} for n in names]}).encode()
-        root_html = ("<!DOCTYPE html><html><body>" + "".join(f'<a href="/simple/{n}/">{n}</a>' for n in names)
-                     + "</body></html>").encode()
+        root_json = json.dumps(
+            {
+                "meta": {"api-version": "1.1", "_last-serial": self.last_serial},
+                "projects": [{"name": n, "_last-serial": self.serials[n]} for n in names],
+            }
+        ).encode()
+        root_html = (
+            "<!DOCTYPE html><html><body>" + "".join(f'<a href="/simple/{n}/">{n}</a>' for n in names) + "</body></html>"
+        ).encode()
         self.simple = {"": (root_json, root_html)}
         for project in catalog["projects"]:
             self.simple[project["name"]] = (simple_json(project), simple_html(project))
             self.pages[f"/pypi/{project['name']}/json"] = (
-                pypi_json(project, base), b"application/json", {"X-PyPI-Last-Serial": str(project["serial"])})
+                pypi_json(project, base),
+                b"application/json",
+                {"X-PyPI-Last-Serial": str(project["serial"])},
+            )
 
     def xmlrpc(self, body: bytes) -> bytes:
         params, method = xmlrpc.client.loads(body)
@@ -201,8 +234,15 @@ async def _handle(index: Index, reader: asyncio.StreamReader, writer: asyncio.St
         writer.close()
 
 
-async def _answer(index: Index, loop: asyncio.AbstractEventLoop, writer: asyncio.StreamWriter, method: str,
-                  path: str, headers: dict[str, str], body: bytes) -> None:
+async def _answer(
+    index: Index,
+    loop: asyncio.AbstractEventLoop,
+    writer: asyncio.StreamWriter,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    body: bytes,
+) -> None:
     def send(status: str, payload: bytes, content_type: bytes, extra: dict[str, str] | None = None) -> None:
         lines = [f"HTTP/1.1 {status}", f"Content-Length: {len(payload)}", f"Content-Type: {content_type.decode()}"]
         lines += [f"{k}: {v}" for k, v in (extra or {}).items()]
@@ -211,7 +251,7 @@ async def _answer(index: Index, loop: asyncio.AbstractEventLoop, writer: asyncio
     if method == "POST" and path.rstrip("/") == "/pypi":
         send("200 OK", index.xmlrpc(body), b"text/xml")
     elif path.startswith("/simple/"):
-        key = path[len("/simple/"):].strip("/")
+        key = path[len("/simple/") :].strip("/")
         if key not in index.simple:
             send("404 Not Found", b"not found", b"text/plain")
         else:
@@ -238,8 +278,9 @@ async def _answer(index: Index, loop: asyncio.AbstractEventLoop, writer: asyncio
             return
         with handle:
             size = file_path.stat().st_size
-            writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n"
-                         "Content-Type: application/octet-stream\r\n\r\n".encode())
+            writer.write(
+                f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nContent-Type: application/octet-stream\r\n\r\n".encode()
+            )
             if method != "HEAD":
                 await writer.drain()
                 await loop.sendfile(writer.transport, handle)

@@ -25,10 +25,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from gitmirror.hooks import RefUpdate, judge  # noqa: I001 - grouped with the package it measures
-from gitmirror.manifest import FileEntry, ProjectManifest, manifest_path
-from gitmirror.repo import MetadataRepo
-from gitmirror.verify import verify
+from gitmirror.audit.hooks import RefUpdate, judge  # noqa: I001 - grouped with the package it measures
+from gitmirror.audit.verify import verify
+from gitmirror.model.manifest import FileEntry, ProjectManifest, manifest_path
+from gitmirror.storage.repo import MetadataRepo
 
 PROJECTS = 200
 
@@ -36,8 +36,13 @@ PROJECTS = 200
 def entry(project: str, release: int, rng: random.Random) -> FileEntry:
     filename = f"{project.replace('-', '_')}-1.{release}-py3-none-any.whl"
     return FileEntry(
-        filename=filename, version=f"1.{release}", sha256=f"{rng.getrandbits(256):064x}", size=rng.randint(1, 10**7),
-        requires_python=">=3.8", upload_time="2026-01-02T03:04:05Z", core_metadata=f"{rng.getrandbits(256):064x}",
+        filename=filename,
+        version=f"1.{release}",
+        sha256=f"{rng.getrandbits(256):064x}",
+        size=rng.randint(1, 10**7),
+        requires_python=">=3.8",
+        upload_time="2026-01-02T03:04:05Z",
+        core_metadata=f"{rng.getrandbits(256):064x}",
         first_seen="2026-01-02T03:04:05Z",
     )
 
@@ -48,9 +53,7 @@ def repack(path: Path) -> MetadataRepo:
     return MetadataRepo(path)
 
 
-def build(
-    repo: MetadataRepo, commits: int, seed: int = 7, repack_every: int = 100
-) -> tuple[list[bytes], list[int]]:
+def build(repo: MetadataRepo, commits: int, seed: int = 7, repack_every: int = 100) -> tuple[list[bytes], list[int]]:
     """A history of ``commits`` allowed changes: the commit ids, oldest first, and for each the
     cumulative bytes of manifests a verify of the history up to it parses (old and new sides)."""
     rng = random.Random(seed)

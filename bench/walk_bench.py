@@ -23,20 +23,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Row, Table  # noqa: E402
 from packaging.requirements import Requirement  # noqa: E402
 
-from gitmirror.closure import Resolver  # noqa: E402
-from gitmirror.metadata import CoreMetadata  # noqa: E402
-from gitmirror.page import RemoteFile, RemoteProject  # noqa: E402
-from gitmirror.roots import Root, Roots  # noqa: E402
-from gitmirror.selection import Rules  # noqa: E402
+from gitmirror.model.page import RemoteFile, RemoteProject  # noqa: E402
+from gitmirror.storage.metadata import CoreMetadata  # noqa: E402
+from gitmirror.sync.closure import Resolver  # noqa: E402
+from gitmirror.sync.roots import Root, Roots  # noqa: E402
+from gitmirror.sync.selection import Rules  # noqa: E402
 
 SHA = "cd" * 32
 
 
 def big_project(releases: int) -> RemoteProject:
     files = [
-        RemoteFile(filename=f"big-1.{number}-{tag}.whl", url=f"https://files.example/big-1.{number}-{tag}.whl",
-                   version=f"1.{number}", sha256=SHA, size=100_000, requires_python=">=3.8", upload_time=None,
-                   yanked=False, core_metadata=SHA, metadata_url=None)
+        RemoteFile(
+            filename=f"big-1.{number}-{tag}.whl",
+            url=f"https://files.example/big-1.{number}-{tag}.whl",
+            version=f"1.{number}",
+            sha256=SHA,
+            size=100_000,
+            requires_python=">=3.8",
+            upload_time=None,
+            yanked=False,
+            core_metadata=SHA,
+            metadata_url=None,
+        )
         for number in range(releases)
         for tag in ("py3-none-any", "cp312-cp312-manylinux_2_17_x86_64")
     ]
@@ -73,13 +82,23 @@ def walk_seconds(releases: int) -> float:
 
 
 def run(sizes: tuple[int, ...]) -> Table:
-    table = Table(f"Dependency walk of one project of N releases (2 wheels each), N = {', '.join(map(str, sizes))}; "
-                  "peer column = time at N/2, ratio = growth when N doubles (2.0 = linear)")
+    table = Table(
+        f"Dependency walk of one project of N releases (2 wheels each), N = {', '.join(map(str, sizes))}; "
+        "peer column = time at N/2, ratio = growth when N doubles (2.0 = linear)"
+    )
     previous = None
     for releases in sizes:
         seconds = walk_seconds(releases)
-        table.rows.append(Row(f"walk of N releases, N={releases:,}", f"N={releases // 2:,}" if previous else "-",
-                              previous, seconds, "s", note=f"{seconds / releases * 1e6:.0f} us per release"))
+        table.rows.append(
+            Row(
+                f"walk of N releases, N={releases:,}",
+                f"N={releases // 2:,}" if previous else "-",
+                previous,
+                seconds,
+                "s",
+                note=f"{seconds / releases * 1e6:.0f} us per release",
+            )
+        )
         previous = seconds
     return table
 

@@ -1,5 +1,5 @@
 """``python -m gitmirror``: the same as the ``gitmirror`` command (tests and hooks use it)."""
 
-from .cli import main
+from .cli.cli import main
 
 main()

@@ -25,7 +25,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from gitmirror.store import BlobStore  # noqa: E402
+from gitmirror.storage.store import BlobStore  # noqa: E402
 
 from fakeupstream import FakeUpstream, make_sample_index  # noqa: E402
 
@@ -59,7 +59,7 @@ def isolated_env(**extra: str) -> dict[str, str]:
         GIT_AUTHOR_EMAIL="mirror@example.invalid",
         GIT_COMMITTER_NAME="Test Mirror",
         GIT_COMMITTER_EMAIL="mirror@example.invalid",
-        XDG_CACHE_HOME=_CACHE_HOME,  # the warm-sync pointers (gitmirror/unchanged.py), never the user's
+        XDG_CACHE_HOME=_CACHE_HOME,  # the warm-sync pointers (gitmirror/sync/unchanged.py), never the user's
     )
     env.update(extra)
     return env
@@ -148,9 +148,26 @@ def localhost_certificate(tmp_path: Path) -> tuple[Path, Path]:
         pytest.skip("needs the openssl command")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
     )
     return cert, key
 
@@ -266,8 +283,17 @@ class Venv:
     def uv_install(self, index_url: str, *requirements: str) -> subprocess.CompletedProcess[str]:
         uv = Path(sys.executable).parent / "uv"
         return subprocess.run(
-            [str(uv) if uv.exists() else "uv", "pip", "install", "--python", self.python, "--no-cache",
-             "--index-url", index_url, *requirements],
+            [
+                str(uv) if uv.exists() else "uv",
+                "pip",
+                "install",
+                "--python",
+                self.python,
+                "--no-cache",
+                "--index-url",
+                index_url,
+                *requirements,
+            ],
             env=isolated_env(),
             capture_output=True,
             text=True,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from gitmirror.manifest import manifest_path
-from gitmirror.repo import MetadataRepo
+from gitmirror.model.manifest import manifest_path
+from gitmirror.storage.repo import MetadataRepo
 
 from conftest import Mirror, isolated_env
 from fakeupstream import build_sdist, build_wheel
@@ -118,8 +118,11 @@ def test_approve_keeps_what_main_did_meanwhile(mirror: Mirror, sample, upstream)
     tip = repo.tip("main")
     manifest = repo.manifest(tip, "demo-pkg")
     entry = manifest.files["demo_pkg-1.0.tar.gz"]
-    repo.write_commit({DEMO: manifest.with_file(replace(entry, yanked="local decision")).dumps()},
-                      "yank demo_pkg-1.0.tar.gz", parent=tip)
+    repo.write_commit(
+        {DEMO: manifest.with_file(replace(entry, yanked="local decision")).dumps()},
+        "yank demo_pkg-1.0.tar.gz",
+        parent=tip,
+    )
     repo.close()
 
     report = json.loads(mirror.run("review", "--format", "json", check=True).stdout)
@@ -166,8 +169,13 @@ def test_partial_approval_leaves_the_rest_pending_and_syncs_never_repeat(mirror:
     assert sdist.filename in files_on(mirror, "main", manifest_path("other-lib"))
     assert wheel.filename not in files_on(mirror, "main")
     # incoming got main merged in, so it still holds the wheel and main is its ancestor
-    assert subprocess.run(["git", "--git-dir", str(mirror.repo), "merge-base", "--is-ancestor", "main", "incoming"],
-                          env=isolated_env()).returncode == 0
+    assert (
+        subprocess.run(
+            ["git", "--git-dir", str(mirror.repo), "merge-base", "--is-ancestor", "main", "incoming"],
+            env=isolated_env(),
+        ).returncode
+        == 0
+    )
     report = json.loads(mirror.run("review", "--format", "json", check=True).stdout)
     assert [p["name"] for p in report["projects"]] == ["demo-pkg"]
 

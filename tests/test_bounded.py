@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from gitmirror.config import ConfigError, from_mapping
-from gitmirror.hosts import HostPolicy
-from gitmirror.limits import MAX_METADATA_BYTES, MAX_UNANNOUNCED_BYTES, Limits
-from gitmirror.store import BlobStore
-from gitmirror.transport import Transient, Transport
+from gitmirror.model.hosts import HostPolicy
+from gitmirror.model.limits import MAX_METADATA_BYTES, MAX_UNANNOUNCED_BYTES, Limits
+from gitmirror.storage.store import BlobStore
+from gitmirror.sync.config import ConfigError, from_mapping
+from gitmirror.upstream.transport import Transient, Transport
 
 from conftest import Mirror, isolated_env
 from fakeupstream import FakeUpstream, build_wheel

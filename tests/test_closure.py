@@ -185,8 +185,11 @@ def test_lockfile_hash_no_longer_upstream_is_an_error_naming_the_file(mirror: Mi
 @pytest.mark.parametrize(
     ("files", "text", "message"),
     [
-        ({"requirements.txt": "app\nnot a requirement!\n"}, "requirements: [requirements.txt]",
-         "requirements.txt:2: invalid requirement 'not a requirement!'"),
+        (
+            {"requirements.txt": "app\nnot a requirement!\n"},
+            "requirements: [requirements.txt]",
+            "requirements.txt:2: invalid requirement 'not a requirement!'",
+        ),
         ({}, "requirements: [missing.txt]", "cannot read requirements file"),
         ({"pylock.toml": "lock-version = [\n"}, "lockfiles: [pylock.toml]", "pylock.toml: not valid TOML"),
         ({"pylock.toml": 'lock-version = "1.0"\n'}, "lockfiles: [pylock.toml]", "pylock.toml"),

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pypi_simple import PYPI_SIMPLE_ENDPOINT
 
-from gitmirror.config import Config, ConfigError, load
+from gitmirror.sync.config import Config, ConfigError, load
 
 from conftest import Mirror
 

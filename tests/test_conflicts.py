@@ -62,9 +62,7 @@ def test_replaced_file_is_kept_recorded_and_exits_3(mirror: Mirror, sample, upst
     assert mirror.run("verify").returncode == 0
 
 
-def test_deleted_file_and_project_stay_served_marked_upstream_removed(
-    mirror: Mirror, sample, upstream, serve
-) -> None:
+def test_deleted_file_and_project_stay_served_marked_upstream_removed(mirror: Mirror, sample, upstream, serve) -> None:
     mirror.run("sync", check=True)
     upstream.remove_file("demo-pkg", SDIST)
     upstream.remove_project("other_lib")
@@ -78,8 +76,10 @@ def test_deleted_file_and_project_stay_served_marked_upstream_removed(
     assert all(entry.get("upstream-removed") for name, entry in other.items() if name != "header")
 
     server = serve()
-    files = {item["filename"] for item in httpx.get(f"{server.url}/simple/demo-pkg/", headers={"Accept": JSON})
-             .json()["files"]}
+    files = {
+        item["filename"]
+        for item in httpx.get(f"{server.url}/simple/demo-pkg/", headers={"Accept": JSON}).json()["files"]
+    }
     assert SDIST in files
     assert httpx.get(f"{server.url}/simple/other-lib/").status_code == 200
     wheel = sample["other-lib"][0]

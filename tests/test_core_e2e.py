@@ -50,9 +50,22 @@ def test_sync_serve_pip_and_uv_install(mirror: Mirror, sample, serve, make_venv,
     assert hashlib.sha256(body).hexdigest() == wheel.sha256
     downloads = tmp_path / "downloads"
     subprocess.run(
-        [pip_venv.python, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(downloads),
-         "--index-url", server.index_url, "demo-pkg==1.0"],
-        env=isolated_env(), check=True, capture_output=True,
+        [
+            pip_venv.python,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-d",
+            str(downloads),
+            "--index-url",
+            server.index_url,
+            "demo-pkg==1.0",
+        ],
+        env=isolated_env(),
+        check=True,
+        capture_output=True,
     )
     assert hashlib.sha256((downloads / wheel.filename).read_bytes()).hexdigest() == wheel.sha256
     expected = wheel_member_sha(wheel, "demo_pkg/__init__.py")
@@ -130,8 +143,9 @@ def test_html_only_upstream_gives_the_same_manifest(mirror: Mirror, sample, upst
 
     def facts(text: str) -> list[tuple]:
         rows = [json.loads(line) for line in text.splitlines()[1:]]
-        return [(r["filename"], r["sha256"], r["size"], r["requires-python"], r["yanked"], r["core-metadata"])
-                for r in rows]
+        return [
+            (r["filename"], r["sha256"], r["size"], r["requires-python"], r["yanked"], r["core-metadata"]) for r in rows
+        ]
 
     # HTML carries no sizes or upload times (PEP 700 is JSON-only): sizes come from the stored bytes.
     assert facts(html_manifest) == facts(json_manifest)

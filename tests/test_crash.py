@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 import gitmirror
-from gitmirror.repo import STALE_REF_LOCK_AGE
+from gitmirror.storage.repo import STALE_REF_LOCK_AGE
 
 import crashhook
 from conftest import GITMIRROR, Mirror, isolated_env
@@ -99,7 +99,9 @@ def assert_repo_consistent(mirror: Mirror, old: str) -> str:
     """fsck passes, the branch is at ``old`` or a direct child, and the tip's blobs are all stored."""
     fsck = subprocess.run(
         ["git", "--git-dir", str(mirror.repo), "fsck", "--full", "--strict"],
-        env=isolated_env(), capture_output=True, text=True,
+        env=isolated_env(),
+        capture_output=True,
+        text=True,
     )
     assert fsck.returncode == 0, fsck.stdout + fsck.stderr
     tip = mirror.git("rev-parse", "main").strip()
@@ -136,8 +138,12 @@ def test_sync_killed_at_point_loses_nothing(
     old = mirror.git("rev-parse", "main").strip()
 
     killed = subprocess.run(
-        [*GITMIRROR, "sync"], cwd=mirror.root, env=crashhook.environment(GITMIRROR_CRASH_AT=point),
-        capture_output=True, text=True, timeout=120,
+        [*GITMIRROR, "sync"],
+        cwd=mirror.root,
+        env=crashhook.environment(GITMIRROR_CRASH_AT=point),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert killed.returncode == -signal.SIGKILL, f"{point} was never reached: {killed.stdout}{killed.stderr}"
 
@@ -171,8 +177,12 @@ def test_sync_killed_at_point_loses_nothing(
 
 def test_unknown_crash_point_is_refused(mirror: Mirror, sample) -> None:
     result = subprocess.run(
-        [*GITMIRROR, "sync"], cwd=mirror.root, env=crashhook.environment(GITMIRROR_CRASH_AT="sync.no-such-point"),
-        capture_output=True, text=True, timeout=60,
+        [*GITMIRROR, "sync"],
+        cwd=mirror.root,
+        env=crashhook.environment(GITMIRROR_CRASH_AT="sync.no-such-point"),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "names no crash point" in result.stderr.splitlines()[-1]
@@ -182,7 +192,7 @@ def test_unknown_crash_point_is_refused(mirror: Mirror, sample) -> None:
 def test_production_announces_every_point_and_reads_no_kill_switch() -> None:
     """Each point of the hook is a ``sys.audit`` event in gitmirror's code (the ref-lock points are
     the hook's own, inside dulwich); no module of gitmirror reads the tests' variables."""
-    sources = "\n".join(path.read_text() for path in Path(gitmirror.__file__).parent.glob("*.py"))
+    sources = "\n".join(path.read_text() for path in Path(gitmirror.__file__).parent.rglob("*.py"))
     announced = re.findall(r'sys\.audit\("gitmirror\.crashpoint", "([^"]+)"\)', sources)
     assert set(announced) == set(crashhook.POINTS) - set(crashhook.REF_LOCK_POINTS)
     assert len(crashhook.POINTS) >= 20 and len(set(crashhook.POINTS)) == len(crashhook.POINTS)
@@ -203,9 +213,16 @@ def test_a_full_disk_stops_the_sync_in_one_line_and_loses_nothing(
     old = mirror.git("rev-parse", "main").strip()
 
     full = subprocess.run(
-        [*GITMIRROR, "sync"], cwd=mirror.root, env=isolated_env(), capture_output=True, text=True, timeout=120,
-        preexec_fn=lambda: (signal.signal(signal.SIGXFSZ, signal.SIG_IGN),  # EFBIG, as CPython asks for
-                            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))),
+        [*GITMIRROR, "sync"],
+        cwd=mirror.root,
+        env=isolated_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: (
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN),  # EFBIG, as CPython asks for
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+        ),
     )
     assert full.returncode == 2, full.stdout + full.stderr
     assert full.stderr.splitlines() == [f"gitmirror: error: File too large: {mirror.store.relative_to(mirror.root)}"]

@@ -1,4 +1,4 @@
-"""``gitmirror.transport``: release files and pages over httpx, at the level of connections and framing.
+"""``gitmirror.upstream.transport``: release files and pages over httpx, at the level of connections and framing.
 
 The sync-level behaviour (retries, messages, nothing unverified stored) is covered against the fake
 upstream in tests/test_upstream_faults.py and tests/test_hostile.py; here a scripted server on
@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from gitmirror import workers
-from gitmirror.hosts import HostPolicy
-from gitmirror.metadata import read_stored_wheel
-from gitmirror.store import BlobStore
-from gitmirror.transport import MAX_REDIRECTS, FetchError, Transient, Transport
+from gitmirror.model.hosts import HostPolicy
+from gitmirror.storage.metadata import read_stored_wheel
+from gitmirror.storage.store import BlobStore
+from gitmirror.upstream import workers
+from gitmirror.upstream.transport import MAX_REDIRECTS, FetchError, Transient, Transport
 
 BODY = b"wheel bytes " * 1000
 
@@ -199,7 +199,7 @@ def test_pages_come_compressed_or_not_and_keep_their_headers(server_for, fetcher
         if path == "/simple/old-name/":
             return answer("301 Moved Permanently", b"", "Location: /simple/demo-pkg/\r\n"), False
         if path == "/simple/demo-pkg/":
-            headers = "Content-Encoding: gzip\r\nETag: \"v1\"\r\nContent-Type: application/vnd.pypi.simple.v1+json\r\n"
+            headers = 'Content-Encoding: gzip\r\nETag: "v1"\r\nContent-Type: application/vnd.pypi.simple.v1+json\r\n'
             return answer("200 OK", gzip.compress(PAGE), headers), False
         return answer("200 OK", PAGE, "Content-Type: application/vnd.pypi.simple.v1+json\r\n"), False
 
@@ -246,8 +246,9 @@ def _wheel(padding: int) -> bytes:
     data = io.BytesIO()
     with zipfile.ZipFile(data, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("pad/blob.bin", os.urandom(padding), compress_type=zipfile.ZIP_STORED)
-        archive.writestr("demo-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n"
-                         "Requires-Dist: other>=2\n")
+        archive.writestr(
+            "demo-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: demo\nVersion: 1.0\nRequires-Dist: other>=2\n"
+        )
     return data.getvalue()
 
 

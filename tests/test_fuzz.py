@@ -13,9 +13,9 @@ import string
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gitmirror.manifest import FileEntry, ManifestError, ProjectManifest, Tombstone, loads, manifest_path
-from gitmirror.names import SHA256_HEX, check_filename, is_normalized
-from gitmirror.page import PageAnswer, RemoteProject, UpstreamError, legacy_kind, parse_page
+from gitmirror.model.manifest import FileEntry, ManifestError, ProjectManifest, Tombstone, loads, manifest_path
+from gitmirror.model.names import SHA256_HEX, check_filename, is_normalized
+from gitmirror.model.page import PageAnswer, RemoteProject, UpstreamError, legacy_kind, parse_page
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 HOSTILE_TEXT = st.lists(
@@ -27,8 +27,19 @@ JSON_VALUES = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(HOSTILE_TEXT, inner, max_size=3),
     max_leaves=8,
 )
-FILE_KEYS = ["filename", "version", "sha256", "size", "requires-python", "upload-time", "yanked",
-             "core-metadata", "first-seen", "upstream-removed", "tombstone"]
+FILE_KEYS = [
+    "filename",
+    "version",
+    "sha256",
+    "size",
+    "requires-python",
+    "upload-time",
+    "yanked",
+    "core-metadata",
+    "first-seen",
+    "upstream-removed",
+    "tombstone",
+]
 
 
 def assert_safe_manifest(manifest: ProjectManifest) -> None:
@@ -55,12 +66,18 @@ def test_manifest_parser_on_arbitrary_bytes(data: bytes) -> None:
 @given(
     header=st.fixed_dictionaries(
         {"gitmirror-manifest": st.sampled_from([1, 1, 2, "1", None])},
-        optional={"name": HOSTILE_TEXT | st.sampled_from(["demo-pkg", "Demo_Pkg", "x"]),
-                  "project-status": JSON_VALUES, "upstream-removed": JSON_VALUES},
+        optional={
+            "name": HOSTILE_TEXT | st.sampled_from(["demo-pkg", "Demo_Pkg", "x"]),
+            "project-status": JSON_VALUES,
+            "upstream-removed": JSON_VALUES,
+        },
     ),
     lines=st.lists(
-        st.dictionaries(st.sampled_from(FILE_KEYS), JSON_VALUES | st.sampled_from(["a" * 64, "demo_pkg-1.0.tar.gz"]),
-                        max_size=len(FILE_KEYS)),
+        st.dictionaries(
+            st.sampled_from(FILE_KEYS),
+            JSON_VALUES | st.sampled_from(["a" * 64, "demo_pkg-1.0.tar.gz"]),
+            max_size=len(FILE_KEYS),
+        ),
         max_size=4,
     ),
 )
@@ -84,18 +101,35 @@ def manifests(draw: st.DrawFn) -> ProjectManifest:
     files = {}
     for version in draw(st.lists(VERSIONS, unique=True, max_size=4)):
         filename = f"{name.replace('-', '_')}-{version}.tar.gz"
-        stone = draw(st.none() | st.builds(Tombstone, reason=HOSTILE_TEXT.filter(lambda s: "\x00" not in s and s),
-                                           time=st.just("2026-01-31T12:00:00Z")))
+        stone = draw(
+            st.none()
+            | st.builds(
+                Tombstone,
+                reason=HOSTILE_TEXT.filter(lambda s: "\x00" not in s and s),
+                time=st.just("2026-01-31T12:00:00Z"),
+            )
+        )
         files[filename] = FileEntry(
-            filename=filename, version=version, sha256=draw(DIGESTS), size=draw(st.integers(0, 2**40)),
-            requires_python=draw(st.none() | st.just(">=3.8")), upload_time=draw(TIMES),
+            filename=filename,
+            version=version,
+            sha256=draw(DIGESTS),
+            size=draw(st.integers(0, 2**40)),
+            requires_python=draw(st.none() | st.just(">=3.8")),
+            upload_time=draw(TIMES),
             yanked=draw(st.booleans() | st.text(max_size=20).filter(lambda s: "\x00" not in s)),
-            core_metadata=draw(st.none() | DIGESTS), first_seen="2026-01-31T12:00:00Z",
-            upstream_removed=draw(TIMES), tombstone=stone,
+            core_metadata=draw(st.none() | DIGESTS),
+            first_seen="2026-01-31T12:00:00Z",
+            upstream_removed=draw(TIMES),
+            tombstone=stone,
         )
     status = draw(st.sampled_from(["active", "archived", "quarantined", "deprecated"]))
-    return ProjectManifest(name=name, files=files, status=status, status_reason=draw(st.none() | st.just("why")),
-                           upstream_removed=draw(TIMES))
+    return ProjectManifest(
+        name=name,
+        files=files,
+        status=status,
+        status_reason=draw(st.none() | st.just("why")),
+        upstream_removed=draw(TIMES),
+    )
 
 
 @FUZZ
@@ -123,8 +157,14 @@ def assert_safe_project(project: RemoteProject) -> None:
 
 
 CONTENT_TYPES = st.sampled_from(
-    ["application/vnd.pypi.simple.v1+json", "text/html", "text/html; charset=latin-1",
-     "application/vnd.pypi.simple.v1+html", "application/octet-stream", "text/html; charset=nonsense"]
+    [
+        "application/vnd.pypi.simple.v1+json",
+        "text/html",
+        "text/html; charset=latin-1",
+        "application/vnd.pypi.simple.v1+html",
+        "application/octet-stream",
+        "text/html; charset=nonsense",
+    ]
 )
 
 
@@ -142,11 +182,19 @@ def test_page_parser_on_arbitrary_bytes(body: bytes, content_type: str) -> None:
 @given(
     files=st.lists(
         st.fixed_dictionaries(
-            {"filename": HOSTILE_TEXT | st.sampled_from(["demo_pkg-1.0.tar.gz", "demo_pkg-1.0-py3-none-any.whl"]),
-             "url": HOSTILE_TEXT | st.sampled_from(["http://127.0.0.1:9/f/demo_pkg-1.0.tar.gz", "file:///etc/passwd"]),
-             "hashes": st.dictionaries(st.sampled_from(["sha256", "md5"]), HOSTILE_TEXT | DIGESTS, max_size=2)},
-            optional={"yanked": JSON_VALUES, "requires-python": JSON_VALUES, "size": JSON_VALUES,
-                      "upload-time": JSON_VALUES, "core-metadata": JSON_VALUES},
+            {
+                "filename": HOSTILE_TEXT | st.sampled_from(["demo_pkg-1.0.tar.gz", "demo_pkg-1.0-py3-none-any.whl"]),
+                "url": HOSTILE_TEXT
+                | st.sampled_from(["http://127.0.0.1:9/f/demo_pkg-1.0.tar.gz", "file:///etc/passwd"]),
+                "hashes": st.dictionaries(st.sampled_from(["sha256", "md5"]), HOSTILE_TEXT | DIGESTS, max_size=2),
+            },
+            optional={
+                "yanked": JSON_VALUES,
+                "requires-python": JSON_VALUES,
+                "size": JSON_VALUES,
+                "upload-time": JSON_VALUES,
+                "core-metadata": JSON_VALUES,
+            },
         ),
         max_size=4,
     ),

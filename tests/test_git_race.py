@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from gitmirror.hooks import install
-from gitmirror.repo import STALE_REF_LOCK_AGE, MetadataRepo
+from gitmirror.audit.hooks import install
+from gitmirror.storage.repo import STALE_REF_LOCK_AGE, MetadataRepo
 
 from conftest import GITMIRROR, Mirror, isolated_env
 
@@ -75,7 +75,7 @@ def test_fresh_orphan_packs_are_kept_and_old_ones_removed(repo: MetadataRepo) ->
 
 
 def test_a_commit_onto_a_ref_git_holds_locked_fails_in_one_line(repo: MetadataRepo) -> None:
-    from gitmirror.repo import RepoError
+    from gitmirror.storage.repo import RepoError
 
     lock = repo.path / "refs/heads/main.lock"
     lock.write_text("")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gitmirror.hooks import install, render_hook
+from gitmirror.audit.hooks import install, render_hook
 
 from conftest import Mirror, isolated_env
 from fakeupstream import FakeUpstream, make_sample_index
@@ -105,8 +105,9 @@ def entry(records: list[dict], filename: str) -> dict:
 
 
 def new_release(records: list[dict]) -> None:
-    records.append({**entry(records, WHEEL), "filename": "demo_pkg-3.0-py3-none-any.whl", "version": "3.0",
-                    "sha256": "ab" * 32})
+    records.append(
+        {**entry(records, WHEEL), "filename": "demo_pkg-3.0-py3-none-any.whl", "version": "3.0", "sha256": "ab" * 32}
+    )
 
 
 def assert_accepted(remote: Remote, result: subprocess.CompletedProcess[str]) -> None:
@@ -115,8 +116,9 @@ def assert_accepted(remote: Remote, result: subprocess.CompletedProcess[str]) ->
     assert remote.git("rev-parse", "main", cwd=remote.bare).stdout == local
 
 
-def assert_refused(remote: Remote, before: tuple[str, str], result: subprocess.CompletedProcess[str],
-                   expected: str) -> None:
+def assert_refused(
+    remote: Remote, before: tuple[str, str], result: subprocess.CompletedProcess[str], expected: str
+) -> None:
     assert result.returncode != 0
     assert expected in result.stderr, result.stderr
     assert remote.state() == before
@@ -159,8 +161,10 @@ def test_install_hook_keeps_a_foreign_hook_and_refuses_non_bare(remote: Remote, 
         ("yank", lambda r: entry(r, WHEEL).update(yanked="broken on arm64")),
         ("unyank", lambda r: entry(r, "demo_pkg-1.1-py3-none-any.whl").update(yanked=False)),
         ("deprecation", lambda r: r[0].update({"project-status": {"status": "deprecated", "reason": "use x"}})),
-        ("tombstone with reason", lambda r: entry(r, WHEEL).update(
-            tombstone={"reason": "malware", "time": "2026-01-01T00:00:00Z"})),
+        (
+            "tombstone with reason",
+            lambda r: entry(r, WHEEL).update(tombstone={"reason": "malware", "time": "2026-01-01T00:00:00Z"}),
+        ),
         ("upstream-removed", lambda r: entry(r, WHEEL).update({"upstream-removed": "2026-01-01T00:00:00Z"})),
     ],
 )
@@ -175,14 +179,20 @@ def test_allowed_changes_are_accepted(remote: Remote, name: str, change: Callabl
 @pytest.mark.parametrize(
     "change, expected",
     [
-        (lambda r: entry(r, WHEEL).update(sha256="cd" * 32),
-         f"remote: gitmirror: {DEMO}: sha256 of {WHEEL} changed from "),
+        (
+            lambda r: entry(r, WHEEL).update(sha256="cd" * 32),
+            f"remote: gitmirror: {DEMO}: sha256 of {WHEEL} changed from ",
+        ),
         (lambda r: entry(r, WHEEL).update(size=1), f"{DEMO}: size of {WHEEL} changed from "),
         (lambda r: r.remove(entry(r, WHEEL)), f"{DEMO}: entry for {WHEEL} removed"),
-        (lambda r: entry(r, WHEEL).update(filename="demo_pkg-1.0-py3-none-any-renamed.whl"),
-         f"{DEMO}: entry for {WHEEL} removed"),
-        (lambda r: entry(r, WHEEL).update(tombstone={"reason": "", "time": "2026-01-01T00:00:00Z"}),
-         f"{DEMO}: tombstone of {WHEEL} has no reason"),
+        (
+            lambda r: entry(r, WHEEL).update(filename="demo_pkg-1.0-py3-none-any-renamed.whl"),
+            f"{DEMO}: entry for {WHEEL} removed",
+        ),
+        (
+            lambda r: entry(r, WHEEL).update(tombstone={"reason": "", "time": "2026-01-01T00:00:00Z"}),
+            f"{DEMO}: tombstone of {WHEEL} has no reason",
+        ),
         (lambda r: r.append({"not": "a file"}), f"{DEMO}: malformed manifest"),
     ],
     ids=["edited-hash", "edited-size", "deleted-entry", "renamed-file-entry", "tombstone-without-reason", "garbage"],
@@ -256,8 +266,9 @@ def test_the_hook_alone_refuses_force_push_and_deletion(remote: Remote) -> None:
     assert_accepted(remote, remote.push("main", "v1"))
     before = remote.state()
     remote.git("commit", "-q", "--amend", "-m", "rewritten")
-    assert_refused(remote, before, remote.push("--force", "main"),
-                   "gitmirror: refs/heads/main: non-fast-forward update")
+    assert_refused(
+        remote, before, remote.push("--force", "main"), "gitmirror: refs/heads/main: non-fast-forward update"
+    )
     assert_refused(remote, before, remote.push(":main"), "gitmirror: refs/heads/main: deleting a protected branch")
     assert_refused(remote, before, remote.push(":v1"), "gitmirror: refs/tags/v1: deleting a protected branch or tag")
     remote.git("tag", "-f", "v1")

@@ -49,8 +49,18 @@ def test_hostile_project_name_on_the_command_line(mirror: Mirror, sample, name: 
 
 @pytest.mark.parametrize(
     "entry",
-    ['"a\\0b"', '"demo-pkg\\x00"', '"../x"', '"/abs"', '"back\\\\slash"', '"dеmo-pkg"', "'" + "b" * 250 + "'",
-     "[nested]", "{a: 1}", "42"],
+    [
+        '"a\\0b"',
+        '"demo-pkg\\x00"',
+        '"../x"',
+        '"/abs"',
+        '"back\\\\slash"',
+        '"dеmo-pkg"',
+        "'" + "b" * 250 + "'",
+        "[nested]",
+        "{a: 1}",
+        "42",
+    ],
 )
 def test_hostile_project_name_in_mirror_yaml(mirror: Mirror, sample, entry: str, tmp_path: Path) -> None:
     mirror.configure(f"projects:\n  - {entry}\n")
@@ -71,8 +81,8 @@ def test_hostile_project_name_in_mirror_yaml(mirror: Mirror, sample, entry: str,
         ("upstream: file:///etc/passwd\n", "upstream must be an http(s) URL"),
         ("upstream: [1, 2]\n", "upstream must be"),
         ("repo: 12\n", "repo must be"),
-        ("allowed_hosts: [\"http://evil/\"]\n", "allowed_hosts entries are host names"),
-        ("allowed_hosts: \"*\"\n", "allowed_hosts must be"),
+        ('allowed_hosts: ["http://evil/"]\n', "allowed_hosts entries are host names"),
+        ('allowed_hosts: "*"\n', "allowed_hosts must be"),
         ("\x00\x01binary", "not valid YAML"),
         ("a: !!python/object/apply:os.system ['touch pwned']\n", "not valid YAML"),
     ],
@@ -107,8 +117,11 @@ def test_hostile_upstream_page_entries_are_rejected_one_by_one(
         {"filename": "demo_pkg-1.0\u0000.tar.gz", "url": base + "x", "hashes": digest},
         {"filename": "dеmo_pkg-1.0.tar.gz", "url": base + "x", "hashes": digest},
         {"filename": "demo_pkg-1." + "0" * 300 + ".tar.gz", "url": base + "x", "hashes": digest},
-        {"filename": foreign.filename, "url": upstream.file_url("other_lib", foreign.filename),
-         "hashes": {"sha256": foreign.sha256}},
+        {
+            "filename": foreign.filename,
+            "url": upstream.file_url("other_lib", foreign.filename),
+            "hashes": {"sha256": foreign.sha256},
+        },
         {"filename": "demo_pkg-3.0.tar.gz", "url": "file:///etc/passwd", "hashes": digest},
         {"filename": "demo_pkg-4.0.tar.gz", "url": base + "y", "hashes": {"sha256": "../../etc/passwd"}},
     ]
@@ -119,8 +132,10 @@ def test_hostile_upstream_page_entries_are_rejected_one_by_one(
     assert "Traceback" not in result.stderr
     for fragment in ("invalid distribution filename", "not demo-pkg", "non-HTTP", "invalid sha256 digest"):
         assert fragment in result.stderr, fragment
-    recorded = [json.loads(line)["filename"] for line in mirror.git("show", "main:projects/de/mo/demo-pkg.jsonl")
-                .splitlines()[1:]]
+    recorded = [
+        json.loads(line)["filename"]
+        for line in mirror.git("show", "main:projects/de/mo/demo-pkg.jsonl").splitlines()[1:]
+    ]
     assert recorded == [good.filename]
     written = {path.relative_to(mirror.root).parts[0] for path in files_under(mirror.root)}
     assert written <= {"mirror", "mirror.yaml"}
@@ -132,8 +147,11 @@ def test_file_urls_to_other_hosts_follow_allowed_hosts(mirror: Mirror, upstream:
     wheel = build_wheel("demo-pkg", "1.0")
     with FakeUpstream() as elsewhere:
         elsewhere.add("demo-pkg", wheel)
-        entry = {"filename": wheel.filename, "url": elsewhere.file_url("demo-pkg", wheel.filename),
-                 "hashes": {"sha256": wheel.sha256}}
+        entry = {
+            "filename": wheel.filename,
+            "url": elsewhere.file_url("demo-pkg", wheel.filename),
+            "hashes": {"sha256": wheel.sha256},
+        }
         upstream.add("demo-pkg", build_wheel("demo-pkg", "0.1"))
         upstream.fault("/simple/demo-pkg/", "invalid_page", times=-1, body=hostile_page(upstream, [entry]))
 
@@ -152,14 +170,21 @@ def test_file_urls_to_other_hosts_follow_allowed_hosts(mirror: Mirror, upstream:
 
 
 def test_redirect_to_a_host_not_allowed_is_not_followed(mirror: Mirror, upstream: FakeUpstream) -> None:
-    from gitmirror.hosts import HostNotAllowed, HostPolicy
+    from gitmirror.model.hosts import HostNotAllowed, HostPolicy
 
     policy = HostPolicy(upstream.url)
     policy.check(upstream.file_url("demo-pkg", "demo_pkg-1.0.tar.gz"))
     policy.check("https://files.example.org/packages/x.whl")
-    for url in ("http://files.example.org/x", "https://127.0.0.1/x", "https://localhost/x", "https://[::1]/x",
-                "https://169.254.169.254/latest/meta-data", f"http://127.0.0.1:{upstream.port + 1}/x",
-                "https://files.example.org:8443/x", "ftp://files.example.org/x"):
+    for url in (
+        "http://files.example.org/x",
+        "https://127.0.0.1/x",
+        "https://localhost/x",
+        "https://[::1]/x",
+        "https://169.254.169.254/latest/meta-data",
+        f"http://127.0.0.1:{upstream.port + 1}/x",
+        "https://files.example.org:8443/x",
+        "ftp://files.example.org/x",
+    ):
         with pytest.raises(HostNotAllowed):
             policy.check(url)
     listed = HostPolicy(upstream.url, ("*.example.org", "cache.internal:8080"))
@@ -204,13 +229,18 @@ def test_malformed_manifest_push_is_refused_by_the_hook(mirror: Mirror, sample, 
 def test_an_allowed_authority_is_remembered_by_its_text_only() -> None:
     """``HostPolicy.check`` remembers the authorities it allowed; what merely shares a prefix with
     one, or hides another host behind white space or user info, is still checked in full."""
-    from gitmirror.hosts import HostNotAllowed, HostPolicy
+    from gitmirror.model.hosts import HostNotAllowed, HostPolicy
 
     policy = HostPolicy("http://127.0.0.1:8711/simple/")
     policy.check("http://127.0.0.1:8711/packages/a.whl")
     policy.check("http://127.0.0.1:8711/packages/b.whl")
-    for url in ("http://127.0.0.1:87111/x", "http://127.0.0.1:8711@evil.example/x", "http://127.0.0.1:8711.evil/x",
-                "http://127.0.0.1:8711\t@evil.example/x", "https://127.0.0.1:8711/x"):
+    for url in (
+        "http://127.0.0.1:87111/x",
+        "http://127.0.0.1:8711@evil.example/x",
+        "http://127.0.0.1:8711.evil/x",
+        "http://127.0.0.1:8711\t@evil.example/x",
+        "https://127.0.0.1:8711/x",
+    ):
         with pytest.raises(HostNotAllowed):
             policy.check(url)
     assert policy._allowed_authorities == {"http://127.0.0.1:8711"}

@@ -33,7 +33,9 @@ def clone_mirror(source: Mirror, root: Path) -> Mirror:
     root.mkdir()
     subprocess.run(
         ["git", "clone", "--quiet", "--mirror", f"file://{source.repo}", str(root / "mirror" / "repo")],
-        env=isolated_env(), check=True, capture_output=True,
+        env=isolated_env(),
+        check=True,
+        capture_output=True,
     )
     clone = Mirror(root=root, upstream=source.upstream)
     clone.configure()

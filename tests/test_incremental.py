@@ -11,7 +11,7 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from gitmirror.manifest import manifest_path
+from gitmirror.model.manifest import manifest_path
 
 from conftest import Mirror
 from fakeupstream import FakeUpstream, build_wheel
@@ -112,6 +112,7 @@ def test_config_change_takes_effect_on_unchanged_pages(mirror: Mirror, upstream:
     assert "/files/native/native-1.0-cp312-cp312-win_amd64.whl" in files
     assert not any("manylinux" in path for path in files)
 
+
 def test_quiet_prints_nothing_on_success(mirror: Mirror, sample) -> None:
     result = mirror.run("sync", "--quiet", check=True)
     assert result.stdout == "" and result.stderr == ""
@@ -138,8 +139,11 @@ def test_a_pep658_file_other_than_its_wheels_metadata_is_stored_and_served(
     mark = len(upstream.requests)
     mirror.run("sync", check=True)
     fetched = sorted(record.path for record in since(upstream, mark) if record.path.startswith("/files/"))
-    assert fetched == [f"/files/top/{own.filename}", f"/files/top/{other.filename}",
-                       f"/files/top/{other.filename}.metadata"]
+    assert fetched == [
+        f"/files/top/{own.filename}",
+        f"/files/top/{other.filename}",
+        f"/files/top/{other.filename}.metadata",
+    ]
     blobs = {path.name for path in (mirror.store / "blobs").glob("*/*/*")}
     assert blobs == {own.sha256, other.sha256, own.metadata_sha256, hashlib.sha256(theirs).hexdigest()}
 

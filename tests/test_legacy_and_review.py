@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from gitmirror.closure import ProjectChoice
-from gitmirror.merge import ProjectOutcome, merge
-from gitmirror.page import RemoteProject, legacy_kind
+from gitmirror.model.page import RemoteProject, legacy_kind
+from gitmirror.sync.closure import ProjectChoice
+from gitmirror.sync.merge import ProjectOutcome, merge
 
 from conftest import Mirror
 from fakeupstream import Artifact, FakeUpstream, build_wheel

@@ -1,4 +1,4 @@
-"""The local state beside the store (``gitmirror.state``): one SQLite file for the pages, the warnings
+"""The local state beside the store (``gitmirror.sync.state``): one SQLite file for the pages, the warnings
 shown and the parsed core metadata, its format in the file, and one rule for a file that cannot
 serve: one warning line, never read, moved aside by a run that writes, never a failure of the run."""
 
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from gitmirror.metadata import CoreMetadata, parse
-from gitmirror.page import RemoteFile, RemoteProject
-from gitmirror.state import FILE_NAME, FORMAT, METADATA_FILE, WHEEL, LocalState
+from gitmirror.model.page import RemoteFile, RemoteProject
+from gitmirror.storage.metadata import CoreMetadata, parse
+from gitmirror.sync.state import FILE_NAME, FORMAT, METADATA_FILE, WHEEL, LocalState
 
 SHA = "ab" * 32
 TIP = b"1" * 40

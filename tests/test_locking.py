@@ -37,8 +37,12 @@ def paused_sync(mirror: Mirror, point: str, *args: str, **env: str) -> Iterator[
     Its output is then in ``process.output`` (stdout, stderr): the pipes are read to their end.
     """
     process = subprocess.Popen(
-        [*GITMIRROR, "sync", *args], cwd=mirror.root, env=crashhook.environment(GITMIRROR_PAUSE_AT=point, **env),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [*GITMIRROR, "sync", *args],
+        cwd=mirror.root,
+        env=crashhook.environment(GITMIRROR_PAUSE_AT=point, **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -69,8 +73,14 @@ def test_second_sync_and_yank_fail_fast_while_a_sync_writes(mirror: Mirror, samp
 
 def test_two_syncs_started_together_never_both_write(mirror: Mirror, sample) -> None:
     processes = [
-        subprocess.Popen([*GITMIRROR, "sync"], cwd=mirror.root, env=isolated_env(),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [*GITMIRROR, "sync"],
+            cwd=mirror.root,
+            env=isolated_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(4)
     ]
     results = [(process.wait(timeout=120), process.communicate()[1]) for process in processes]

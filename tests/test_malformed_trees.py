@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from gitmirror import gittree
-from gitmirror.hooks import install
-from gitmirror.manifest import loads, manifest_path
-from gitmirror.render import render_site
-from gitmirror.repo import MalformedTreeError, MetadataRepo
-from gitmirror.store import BlobStore
+from gitmirror.audit.hooks import install
+from gitmirror.model.manifest import loads, manifest_path
+from gitmirror.serve.render import render_site
+from gitmirror.storage import gittree
+from gitmirror.storage.repo import MalformedTreeError, MetadataRepo
+from gitmirror.storage.store import BlobStore
 
 from conftest import isolated_env
 

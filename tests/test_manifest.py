@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from gitmirror.manifest import FileEntry, ManifestError, ProjectManifest, Tombstone, loads, manifest_path
-from gitmirror.names import UnsafeNameError, check_filename, normalize
+from gitmirror.model.manifest import FileEntry, ManifestError, ProjectManifest, Tombstone, loads, manifest_path
+from gitmirror.model.names import UnsafeNameError, check_filename, normalize
 
 SHA = "a" * 64
 
@@ -30,17 +30,27 @@ def test_same_state_same_bytes_whatever_the_insertion_order() -> None:
     lines = one.dumps().decode().splitlines()
     # PEP 440 order, not string order: 1.2 before 1.10.
     assert [json.loads(line)["filename"] for line in lines[1:]] == [
-        "p-1.2-py3-none-any.whl", "p-1.2.tar.gz", "p-1.10.tar.gz",
+        "p-1.2-py3-none-any.whl",
+        "p-1.2.tar.gz",
+        "p-1.10.tar.gz",
     ]
 
 
 def test_round_trip_keeps_every_field() -> None:
     manifest = ProjectManifest(
-        name="demo-pkg", status="deprecated", status_reason="use other", upstream_removed="2026-02-01T00:00:00Z",
+        name="demo-pkg",
+        status="deprecated",
+        status_reason="use other",
+        upstream_removed="2026-02-01T00:00:00Z",
     ).with_file(
         entry(
-            "demo_pkg-1.0-py3-none-any.whl", "1.0", requires_python=">=3.8", upload_time="2026-01-01T00:00:00.123456Z",
-            yanked="broken", core_metadata="b" * 64, upstream_removed="2026-02-01T00:00:00Z",
+            "demo_pkg-1.0-py3-none-any.whl",
+            "1.0",
+            requires_python=">=3.8",
+            upload_time="2026-01-01T00:00:00.123456Z",
+            yanked="broken",
+            core_metadata="b" * 64,
+            upstream_removed="2026-02-01T00:00:00Z",
             tombstone=Tombstone(reason="leaked token", time="2026-03-01T00:00:00Z"),
         )
     )
@@ -64,13 +74,23 @@ def test_adding_a_release_only_appends_or_inserts_lines() -> None:
         (b'{"gitmirror-manifest":1,"name":"P_Q"}\n', "not normalized"),
         (b'{"gitmirror-manifest":1,"name":"p","extra":1}\n', "unknown key 'extra'"),
         (b'{"gitmirror-manifest":1,"name":"p"}\nnot json\n', ":2:"),
-        (b'{"gitmirror-manifest":1,"name":"p"}\n{"filename":"../x.whl","version":"1","sha256":"' + SHA.encode()
-         + b'","size":1}\n', "invalid distribution filename"),
-        (b'{"gitmirror-manifest":1,"name":"p"}\n{"filename":"p-1.whl","version":"1","sha256":"zz","size":1}\n',
-         "invalid sha256"),
-        (b'{"gitmirror-manifest":1,"name":"p"}\n{"filename":"p-1.whl","version":"1","sha256":"' + SHA.encode()
-         + b'","size":-1}\n', "size must be"),
-        (b'\xff\xfe', "not UTF-8"),
+        (
+            b'{"gitmirror-manifest":1,"name":"p"}\n{"filename":"../x.whl","version":"1","sha256":"'
+            + SHA.encode()
+            + b'","size":1}\n',
+            "invalid distribution filename",
+        ),
+        (
+            b'{"gitmirror-manifest":1,"name":"p"}\n{"filename":"p-1.whl","version":"1","sha256":"zz","size":1}\n',
+            "invalid sha256",
+        ),
+        (
+            b'{"gitmirror-manifest":1,"name":"p"}\n{"filename":"p-1.whl","version":"1","sha256":"'
+            + SHA.encode()
+            + b'","size":-1}\n',
+            "size must be",
+        ),
+        (b"\xff\xfe", "not UTF-8"),
     ],
 )
 def test_parser_rejects_malformed_manifests_with_a_located_message(text: bytes, message: str) -> None:
@@ -87,8 +107,12 @@ def test_duplicate_entries_are_rejected() -> None:
 
 @pytest.mark.parametrize(
     ("name", "path"),
-    [("a", "projects/1/a.jsonl"), ("ab", "projects/2/ab.jsonl"), ("abc", "projects/3/a/abc.jsonl"),
-     ("demo-pkg", "projects/de/mo/demo-pkg.jsonl")],
+    [
+        ("a", "projects/1/a.jsonl"),
+        ("ab", "projects/2/ab.jsonl"),
+        ("abc", "projects/3/a/abc.jsonl"),
+        ("demo-pkg", "projects/de/mo/demo-pkg.jsonl"),
+    ],
 )
 def test_manifest_paths_follow_the_crates_io_layout(name: str, path: str) -> None:
     assert manifest_path(name) == path
@@ -100,8 +124,10 @@ def test_hostile_project_names_never_become_paths(name: str) -> None:
         manifest_path(normalize(name))
 
 
-@pytest.mark.parametrize("filename", ["../p-1.whl", "/abs/p-1.whl", "p-1.whl/../../x", "a\\b-1.whl", ".hidden.whl",
-                                      "p-1.exe.txt", "p\x00-1.whl"])
+@pytest.mark.parametrize(
+    "filename",
+    ["../p-1.whl", "/abs/p-1.whl", "p-1.whl/../../x", "a\\b-1.whl", ".hidden.whl", "p-1.exe.txt", "p\x00-1.whl"],
+)
 def test_hostile_filenames_are_refused(filename: str) -> None:
     with pytest.raises(UnsafeNameError):
         check_filename(filename)

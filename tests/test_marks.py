@@ -9,10 +9,10 @@ import json
 import httpx
 import pytest
 
-from gitmirror.manifest import FileEntry, ProjectManifest, manifest_path
-from gitmirror.marks import MarkError, takedown
-from gitmirror.repo import MetadataRepo
-from gitmirror.store import BlobStore
+from gitmirror.model.manifest import FileEntry, ProjectManifest, manifest_path
+from gitmirror.review.marks import MarkError, takedown
+from gitmirror.storage.repo import MetadataRepo
+from gitmirror.storage.store import BlobStore
 
 from conftest import Mirror
 
@@ -162,13 +162,16 @@ def test_takedown_keeps_bytes_another_served_file_needs(tmp_path) -> None:
     assert digest == hashlib.sha256(data).hexdigest()
 
     def manifest(name: str, filename: str) -> ProjectManifest:
-        entry = FileEntry(filename=filename, version="1.0", sha256=digest, size=len(data),
-                          first_seen="2026-01-01T00:00:00Z")
+        entry = FileEntry(
+            filename=filename, version="1.0", sha256=digest, size=len(data), first_seen="2026-01-01T00:00:00Z"
+        )
         return ProjectManifest(name=name).with_file(entry)
 
     repo.write_commit(
-        {manifest_path("alpha"): manifest("alpha", "alpha-1.0.tar.gz").dumps(),
-         manifest_path("beta"): manifest("beta", "beta-1.0.tar.gz").dumps()},
+        {
+            manifest_path("alpha"): manifest("alpha", "alpha-1.0.tar.gz").dumps(),
+            manifest_path("beta"): manifest("beta", "beta-1.0.tar.gz").dumps(),
+        },
         "seed",
     )
     result = takedown(repo, store, "alpha-1.0.tar.gz", "licence problem")

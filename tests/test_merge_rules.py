@@ -1,15 +1,19 @@
 """The pure core of sync and review, in process: how upstream's page folds into a recorded
-manifest (``gitmirror.merge``) and the review's diff and rendering helpers."""
+manifest (``gitmirror.sync.merge``) and the review's diff and rendering helpers."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
 
-from gitmirror.config import parse_selection
-from gitmirror.decisions import LocalDecisions
-from gitmirror.manifest import ProjectManifest
-from gitmirror.merge import (
+from gitmirror.model.decisions import LocalDecisions
+from gitmirror.model.manifest import ProjectManifest
+from gitmirror.model.page import RemoteFile, RemoteProject
+from gitmirror.model.policy import check
+from gitmirror.review.review import dependency_changes, file_kind
+from gitmirror.review.review_report import DependencyChanges, Report, format_duration, size_text, to_markdown
+from gitmirror.sync.config import parse_selection
+from gitmirror.sync.merge import (
     EXIT_CONFLICTS,
     EXIT_ERRORS,
     EXIT_OK,
@@ -21,10 +25,6 @@ from gitmirror.merge import (
     recorded_conflicts,
     removed_upstream,
 )
-from gitmirror.page import RemoteFile, RemoteProject
-from gitmirror.policy import check
-from gitmirror.review import dependency_changes, file_kind
-from gitmirror.review_report import DependencyChanges, Report, format_duration, size_text, to_markdown
 
 BEFORE = "2026-01-01T00:00:00Z"
 NOW = "2026-02-01T00:00:00Z"

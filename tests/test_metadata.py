@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gitmirror.metadata import from_wheel, parse
+from gitmirror.storage.metadata import from_wheel, parse
 
 
 def test_fields_continuations_repeats_and_the_body() -> None:

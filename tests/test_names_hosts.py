@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from gitmirror.config import ConfigError, from_mapping
-from gitmirror.hosts import HostNotAllowed, HostPolicy, check_entry
-from gitmirror.manifest import ManifestError, loads
-from gitmirror.names import UnsafeNameError, check_filename, check_sha256, is_normalized, normalize
-from gitmirror.selection import SelectionError, parse_platform, parse_python, parse_size, parse_versions
+from gitmirror.model.hosts import HostNotAllowed, HostPolicy, check_entry
+from gitmirror.model.manifest import ManifestError, loads
+from gitmirror.model.names import UnsafeNameError, check_filename, check_sha256, is_normalized, normalize
+from gitmirror.sync.config import ConfigError, from_mapping
+from gitmirror.sync.selection import SelectionError, parse_platform, parse_python, parse_size, parse_versions
 
 from conftest import Mirror
 from fakeupstream import FakeUpstream, build_wheel

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pypi_simple import ProjectPage
 
-from gitmirror.names import UnsafeNameError
-from gitmirror.page import JSON_TYPE, LegacyFile, PageAnswer, RemoteFile, UpstreamError, _remote_file, parse_page
+from gitmirror.model.names import UnsafeNameError
+from gitmirror.model.page import JSON_TYPE, LegacyFile, PageAnswer, RemoteFile, UpstreamError, _remote_file, parse_page
 
 from fakeupstream import FakeUpstream
 
@@ -68,25 +68,37 @@ DIGEST = "a" * 64
 NAMES = st.sampled_from(["demo_pkg-1.0.tar.gz", "demo_pkg-1.0-py3-none-any.whl", "other-1.0.tar.gz", "x.exe"])
 TEXT = st.text(alphabet=string.ascii_letters + string.digits + "./:=<>!, ", max_size=20)
 WELL_TYPED_FILE = st.fixed_dictionaries(
-    {"filename": NAMES,
-     "url": st.sampled_from(["demo_pkg-1.0.tar.gz", "/files/demo_pkg-1.0.tar.gz", "http://127.0.0.1:9/f/x",
-                             "file:///etc/passwd", "https://127.0.0.1/y#sha256=" + DIGEST]),
-     "hashes": st.dictionaries(st.sampled_from(["sha256", "md5"]), st.sampled_from([DIGEST, "B" * 64, "../x"]))},
+    {
+        "filename": NAMES,
+        "url": st.sampled_from(
+            [
+                "demo_pkg-1.0.tar.gz",
+                "/files/demo_pkg-1.0.tar.gz",
+                "http://127.0.0.1:9/f/x",
+                "file:///etc/passwd",
+                "https://127.0.0.1/y#sha256=" + DIGEST,
+            ]
+        ),
+        "hashes": st.dictionaries(st.sampled_from(["sha256", "md5"]), st.sampled_from([DIGEST, "B" * 64, "../x"])),
+    },
     optional={
         "requires-python": st.none() | TEXT,
         "core-metadata": st.none() | st.booleans() | st.dictionaries(st.just("sha256"), st.sampled_from([DIGEST, "z"])),
         "yanked": st.booleans() | TEXT,
         "size": st.none() | st.integers(min_value=0, max_value=10**12),
-        "upload-time": st.none() | st.sampled_from(["2026-01-31T12:00:00Z", "2026-01-31T12:00:00.123456+00:00",
-                                                    "2026-01-31T13:00:00+01:00"]),
+        "upload-time": st.none()
+        | st.sampled_from(["2026-01-31T12:00:00Z", "2026-01-31T12:00:00.123456+00:00", "2026-01-31T13:00:00+01:00"]),
         "gpg-sig": st.booleans(),
     },
 )
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(files=st.lists(WELL_TYPED_FILE, max_size=5), serial=st.none() | st.integers(0, 10**9) | st.just("77"),
-       status=st.sampled_from([{}, {"status": "archived"}, {"status": "deprecated", "reason": "use x"}]))
+@given(
+    files=st.lists(WELL_TYPED_FILE, max_size=5),
+    serial=st.none() | st.integers(0, 10**9) | st.just("77"),
+    status=st.sampled_from([{}, {"status": "archived"}, {"status": "deprecated", "reason": "use x"}]),
+)
 def test_well_typed_pages_read_as_pypi_simple_reads_them(files: list[dict], serial: object, status: dict) -> None:
     meta: dict[str, object] = {"api-version": "1.4"}
     if serial is not None:
@@ -109,14 +121,20 @@ def test_well_typed_pages_read_as_pypi_simple_reads_them(files: list[dict], seri
         (b"[]", "not a PEP 691 project page"),
         (json.dumps({"name": "demo-pkg", "files": []}).encode(), "not a PEP 691 project page"),
         (page([], meta={"api-version": 1}), "not a PEP 691 project page"),
-        (json.dumps({"meta": {"api-version": "1.0"}, "files": "nope", "name": "x"}).encode(),
-         "not a PEP 691 project page"),
+        (
+            json.dumps({"meta": {"api-version": "1.0"}, "files": "nope", "name": "x"}).encode(),
+            "not a PEP 691 project page",
+        ),
         (page([], **{"project-status": {"status": "gone"}}), "not a PEP 691 project page"),
         (page([], **{"project-status": None}), "not a PEP 691 project page"),
-        (json.dumps({"meta": {"api-version": "2.0"}, "name": "demo-pkg", "files": []}).encode(),
-         "unsupported api-version '2.0'"),
-        (json.dumps({"meta": {"api-version": "one"}, "name": "demo-pkg", "files": []}).encode(),
-         "unsupported api-version 'one'"),
+        (
+            json.dumps({"meta": {"api-version": "2.0"}, "name": "demo-pkg", "files": []}).encode(),
+            "unsupported api-version '2.0'",
+        ),
+        (
+            json.dumps({"meta": {"api-version": "one"}, "name": "demo-pkg", "files": []}).encode(),
+            "unsupported api-version 'one'",
+        ),
     ],
 )
 def test_what_is_no_page_is_one_line(body: bytes, why: str) -> None:
@@ -126,8 +144,14 @@ def test_what_is_no_page_is_one_line(body: bytes, why: str) -> None:
 
 
 def test_a_malformed_file_entry_is_rejected_and_the_rest_of_the_page_stays() -> None:
-    good = {"filename": "demo_pkg-1.0.tar.gz", "url": "demo_pkg-1.0.tar.gz", "hashes": {"sha256": DIGEST},
-            "size": 5, "upload-time": "2026-01-31T12:00:00Z", "yanked": "broken"}
+    good = {
+        "filename": "demo_pkg-1.0.tar.gz",
+        "url": "demo_pkg-1.0.tar.gz",
+        "hashes": {"sha256": DIGEST},
+        "size": 5,
+        "upload-time": "2026-01-31T12:00:00Z",
+        "yanked": "broken",
+    }
     bad = [
         "not an object",
         {"url": "x", "hashes": {}},

@@ -8,17 +8,23 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gitmirror.manifest import FileEntry, ProjectManifest, Tombstone, manifest_path
-from gitmirror.policy import check, check_change
+from gitmirror.model.manifest import FileEntry, ProjectManifest, Tombstone, manifest_path
+from gitmirror.model.policy import check, check_change
 
 PATH = manifest_path("demo-pkg")
 WHEEL = FileEntry(
-    filename="demo_pkg-1.0-py3-none-any.whl", version="1.0", sha256="a" * 64, size=100,
-    requires_python=">=3.8", upload_time="2026-01-01T00:00:00Z", core_metadata="b" * 64,
+    filename="demo_pkg-1.0-py3-none-any.whl",
+    version="1.0",
+    sha256="a" * 64,
+    size=100,
+    requires_python=">=3.8",
+    upload_time="2026-01-01T00:00:00Z",
+    core_metadata="b" * 64,
     first_seen="2026-01-02T00:00:00Z",
 )
-SDIST = FileEntry(filename="demo_pkg-1.0.tar.gz", version="1.0", sha256="c" * 64, size=50,
-                  first_seen="2026-01-02T00:00:00Z")
+SDIST = FileEntry(
+    filename="demo_pkg-1.0.tar.gz", version="1.0", sha256="c" * 64, size=50, first_seen="2026-01-02T00:00:00Z"
+)
 BASE = ProjectManifest(name="demo-pkg").with_file(WHEEL).with_file(SDIST)
 
 
@@ -38,8 +44,10 @@ ALLOWED = {
     "upstream-removed project": (BASE, replace(BASE, upstream_removed="2026-02-01T00:00:00Z")),
     "back upstream": (changed(upstream_removed="2026-02-01T00:00:00Z"), BASE),
     "tombstone": (BASE, changed(tombstone=Tombstone("malware", "2026-02-01T00:00:00Z"))),
-    "backfill core metadata": (BASE.with_file(replace(SDIST, core_metadata=None)),
-                               BASE.with_file(replace(SDIST, core_metadata="d" * 64))),
+    "backfill core metadata": (
+        BASE.with_file(replace(SDIST, core_metadata=None)),
+        BASE.with_file(replace(SDIST, core_metadata="d" * 64)),
+    ),
     "no change": (BASE, BASE),
 }
 
@@ -97,10 +105,12 @@ def test_audit_logs_only_grow() -> None:
     assert "audit log removed" in str(check_change(path, b"a\n", None)[0])
 
 
-mutable = st.fixed_dictionaries({
-    "yanked": st.one_of(st.booleans(), st.text(min_size=1, max_size=20)),
-    "upstream_removed": st.one_of(st.none(), st.just("2026-03-01T00:00:00Z")),
-})
+mutable = st.fixed_dictionaries(
+    {
+        "yanked": st.one_of(st.booleans(), st.text(min_size=1, max_size=20)),
+        "upstream_removed": st.one_of(st.none(), st.just("2026-03-01T00:00:00Z")),
+    }
+)
 frozen = st.sampled_from([("sha256", "9" * 64), ("size", 7), ("version", "9.9"), ("first_seen", "")])
 
 

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 from dulwich.objects import Commit, Tree
 
-from gitmirror import history
-from gitmirror.hooks import install
-from gitmirror.manifest import format_time
-from gitmirror.refpolicy import (
+from gitmirror.audit.hooks import install
+from gitmirror.audit.verify import verify
+from gitmirror.model.manifest import format_time
+from gitmirror.storage import history
+from gitmirror.storage.refpolicy import (
     MAX_CLOCK_SKEW,
     date_problem,
     looks_like_commit_id,
@@ -27,8 +28,8 @@ from gitmirror.refpolicy import (
     ref_problem,
     stamp,
 )
-from gitmirror.repo import MetadataRepo, RepoError
-from gitmirror.snapshot import (
+from gitmirror.storage.repo import MetadataRepo, RepoError
+from gitmirror.storage.snapshot import (
     COMMIT,
     DATE,
     Resolver,
@@ -39,7 +40,6 @@ from gitmirror.snapshot import (
     first_parent_line,
     resolve,
 )
-from gitmirror.verify import verify
 
 from conftest import Mirror, free_port, isolated_env
 from fakeupstream import FakeUpstream, make_sample_index

@@ -179,7 +179,9 @@ def test_pages_branch_with_files_elsewhere(mirror: Mirror, sample, upstream, ser
     incremental = mirror.run("render", "--branch", "pages", "--base-url", server.url, check=True)
     assert "1 projects re-rendered" in incremental.stdout
     assert mirror.git("diff", "--name-only", "pages~1", "pages").split() == [
-        ".gitmirror-render.json", "simple/other-lib/index.html", "simple/other-lib/index.json"
+        ".gitmirror-render.json",
+        "simple/other-lib/index.html",
+        "simple/other-lib/index.json",
     ]
     assert mirror.git("rev-list", "--count", "main").strip() == "2"  # main is untouched by rendering
 
@@ -187,7 +189,9 @@ def test_pages_branch_with_files_elsewhere(mirror: Mirror, sample, upstream, ser
     checkout.mkdir()
     archive = subprocess.run(
         ["git", "--git-dir", str(mirror.repo), "archive", "--format=tar", "pages"],
-        env=isolated_env(), capture_output=True, check=True,
+        env=isolated_env(),
+        capture_output=True,
+        check=True,
     ).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(checkout, filter="data")
@@ -247,8 +251,9 @@ def test_readme_nginx_config_chooses_json_or_html(mirror: Mirror, sample, tmp_pa
     http_part, locations = readme_nginx_config()
     conf = nginx_root / "nginx.conf"
     conf.write_text(
-        NGINX_CONF.format(root=nginx_root, port=port, site=site, snippet=http_part, locations=locations)
-        .replace("/srv/mirror/site", str(site))
+        NGINX_CONF.format(root=nginx_root, port=port, site=site, snippet=http_part, locations=locations).replace(
+            "/srv/mirror/site", str(site)
+        )
     )
     process = subprocess.Popen(["nginx", "-p", str(nginx_root), "-c", str(conf)], stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"

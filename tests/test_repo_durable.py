@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from gitmirror import durable
-from gitmirror import repo_write as repo_module
-from gitmirror.repo import MetadataRepo
-from gitmirror.snapshot import create_tag
+from gitmirror.storage import durable
+from gitmirror.storage import repo_write as repo_module
+from gitmirror.storage.repo import MetadataRepo
+from gitmirror.storage.snapshot import create_tag
 
 MANIFESTS = {f"projects/de/demo-{number}.json": b'{"n": %d}\n' % number for number in range(5)}
 

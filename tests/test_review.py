@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from gitmirror.manifest import manifest_path
-from gitmirror.review import dependency_changes, file_kind
+from gitmirror.model.manifest import manifest_path
+from gitmirror.review.review import dependency_changes, file_kind
 
 from conftest import Mirror
 from fakeupstream import build_sdist, build_wheel
@@ -24,8 +24,13 @@ def suspicious_releases(mirror: Mirror, upstream) -> dict[str, object]:
     mirror.run("sync", check=True)
     mirror.configure(REVIEW)
     big = build_wheel(
-        "demo-pkg", "3.0", requires_python=">=3.8", requires_dist=["other-lib>=0.2", "fresh-dep>=1"],
-        author="Someone Else", home_page="http://127.0.0.1/elsewhere", payload_size=300_000,
+        "demo-pkg",
+        "3.0",
+        requires_python=">=3.8",
+        requires_dist=["other-lib>=0.2", "fresh-dep>=1"],
+        author="Someone Else",
+        home_page="http://127.0.0.1/elsewhere",
+        payload_size=300_000,
     )
     upstream.add("demo-pkg", big, upload_time=days_ago(1))
     sdist_only = build_sdist("other_lib", "0.3", requires_python=">=3.8", requires_dist=["demo-pkg>=2.0"])
@@ -49,10 +54,16 @@ def test_report_lists_releases_dependencies_marks_and_flags(mirror: Mirror, samp
     demo = projects["demo-pkg"]
     (release,) = demo["releases"]
     assert release["version"] == "3.0" and release["previous"] == "2.0"
-    assert release["files"] == [{
-        "filename": made["big"].filename, "size": made["big"].size, "python": "py3", "platform": "any",
-        "upload_time": release["files"][0]["upload_time"], "yanked": False,
-    }]
+    assert release["files"] == [
+        {
+            "filename": made["big"].filename,
+            "size": made["big"].size,
+            "python": "py3",
+            "platform": "any",
+            "upload_time": release["files"][0]["upload_time"],
+            "yanked": False,
+        }
+    ]
     assert release["dependencies"] == {"added": ["other-lib>=0.2", "fresh-dep>=1"], "removed": [], "repinned": []}
     flags = "\n".join(release["flags"])
     assert "within the 7d cooldown" in flags
@@ -96,7 +107,8 @@ def test_policy_leaves_flagged_releases_to_a_human(mirror: Mirror, sample, upstr
     assert "fresh_dep-1.0-py3-none-any.whl" in mirror.git("show", f"main:{manifest_path('fresh-dep')}")
     remaining = json.loads(mirror.run("review", "--format", "json", check=True).stdout)
     assert [(p["name"], [r["version"] for r in p["releases"]]) for p in remaining["projects"]] == [
-        ("demo-pkg", ["3.0"]), ("other-lib", ["0.3"])
+        ("demo-pkg", ["3.0"]),
+        ("other-lib", ["0.3"]),
     ]
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from packaging.tags import Tag
 
-from gitmirror.config import ConfigError, from_mapping
-from gitmirror.page import RemoteFile
-from gitmirror.roots import Roots, read_lockfile, read_requirements, roots
-from gitmirror.selection import SelectionError, Target, expand_platform, parse_size, parse_versions, rules_from
+from gitmirror.model.page import RemoteFile
+from gitmirror.sync.config import ConfigError, from_mapping
+from gitmirror.sync.roots import Roots, read_lockfile, read_requirements, roots
+from gitmirror.sync.selection import SelectionError, Target, expand_platform, parse_size, parse_versions, rules_from
 
 from conftest import Mirror
 

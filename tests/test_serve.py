@@ -73,14 +73,20 @@ def test_json_and_html_pages_carry_the_same_facts(server, sample) -> None:
     html_page = ProjectPage.from_html("demo-pkg", httpx.get(url, headers={"Accept": HTML}).content, base_url=url)
     for one, other in zip(json_page.packages, html_page.packages, strict=True):
         assert (one.filename, one.url, one.digests, one.is_yanked, one.yanked_reason, one.requires_python) == (
-            other.filename, other.url, other.digests, other.is_yanked, other.yanked_reason, other.requires_python,
+            other.filename,
+            other.url,
+            other.digests,
+            other.is_yanked,
+            other.yanked_reason,
+            other.requires_python,
         )
         assert one.metadata_digests == other.metadata_digests
 
 
 def test_root_lists_normalized_projects(server) -> None:
     assert httpx.get(f"{server.url}/simple/", headers={"Accept": JSON}).json()["projects"] == [
-        {"name": "demo-pkg"}, {"name": "other-lib"},
+        {"name": "demo-pkg"},
+        {"name": "other-lib"},
     ]
     assert 'href="other-lib/"' in httpx.get(f"{server.url}/simple/").text
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from gitmirror.server import IMMUTABLE, TIP_MAX_AGE
+from gitmirror.serve.server import IMMUTABLE, TIP_MAX_AGE
 
 from conftest import Mirror, RunningServer
 
@@ -274,9 +274,9 @@ def test_the_tip_is_followed_into_packed_refs_and_back(mirror: Mirror, served, u
 
 def test_a_sync_renders_again_only_the_projects_it_changed(mirror: Mirror, sample, upstream) -> None:
     """Pages are kept by manifest blob: a new tip that leaves a project alone serves its page as kept."""
-    from gitmirror.repo import MetadataRepo
-    from gitmirror.store import BlobStore
-    from gitmirror.view import MirrorView
+    from gitmirror.serve.view import MirrorView
+    from gitmirror.storage.repo import MetadataRepo
+    from gitmirror.storage.store import BlobStore
 
     from fakeupstream import build_wheel
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from gitmirror.repo import MetadataRepo
-from gitmirror.snapshot import BRANCH, COMMIT, DATE, TAG, RevisionError, check_tag_name, resolve
+from gitmirror.storage.repo import MetadataRepo
+from gitmirror.storage.snapshot import BRANCH, COMMIT, DATE, TAG, RevisionError, check_tag_name, resolve
 
 from conftest import Mirror
 from fakeupstream import FakeUpstream, build_wheel
@@ -88,7 +88,7 @@ def test_snapshot_pages_show_exactly_that_state(mirror: Mirror, history: History
     assert "1.5" not in old["versions"]
     html = httpx.get(f"{server.url}/snapshot/{history.first}/simple/demo-pkg/").text
     assert OLD_WHEEL in html and NEW_WHEEL not in html and "data-yanked" in html  # 1.1 was yanked already
-    assert f'{OLD_WHEEL}#sha256=' in html and 'data-yanked="security issue"' not in html
+    assert f"{OLD_WHEEL}#sha256=" in html and 'data-yanked="security issue"' not in html
 
     # Blobs are shared, but a snapshot serves only the files it had.
     wheel = httpx.get(f"{server.url}/snapshot/{history.first}/files/demo-pkg/{OLD_WHEEL}")

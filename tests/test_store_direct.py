@@ -19,10 +19,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from gitmirror import store as store_module
-from gitmirror.hosts import HostPolicy
-from gitmirror.store import DIRECT_ALIGN, DIRECT_MIN_BYTES, BlobStore, BlobWriter, IntegrityError
-from gitmirror.transport import Transport
+from gitmirror.model.hosts import HostPolicy
+from gitmirror.storage import store as store_module
+from gitmirror.storage.store import DIRECT_ALIGN, DIRECT_MIN_BYTES, BlobStore, BlobWriter, IntegrityError
+from gitmirror.upstream.transport import Transport
 
 BIG = os.urandom(3 * DIRECT_MIN_BYTES + 123)  # three whole buffers and an unaligned tail
 

@@ -14,8 +14,8 @@ import stat
 
 import pytest
 
-from gitmirror import store as store_module
-from gitmirror.store import BlobStore, IntegrityError
+from gitmirror.storage import store as store_module
+from gitmirror.storage.store import BlobStore, IntegrityError
 
 DATA = b"release file bytes " * 300
 DIGEST = hashlib.sha256(DATA).hexdigest()

@@ -10,13 +10,13 @@ import subprocess
 from dataclasses import replace
 from pathlib import Path
 
-from gitmirror.config import parse_selection
-from gitmirror.manifest import FileEntry, ProjectManifest, Tombstone, loads, manifest_path
-from gitmirror.merge import merge
-from gitmirror.page import RemoteFile, RemoteProject
-from gitmirror.policy import UnrecordedTombstone, check_change, takedown_candidates, takedown_check
-from gitmirror.repo import MetadataRepo
-from gitmirror.takedowns import TakedownRecord, append, line_problems, listed, parse, shard_path, takedown_reason
+from gitmirror.model.manifest import FileEntry, ProjectManifest, Tombstone, loads, manifest_path
+from gitmirror.model.page import RemoteFile, RemoteProject
+from gitmirror.model.policy import UnrecordedTombstone, check_change, takedown_candidates, takedown_check
+from gitmirror.model.takedowns import TakedownRecord, append, line_problems, listed, parse, shard_path, takedown_reason
+from gitmirror.storage.repo import MetadataRepo
+from gitmirror.sync.config import parse_selection
+from gitmirror.sync.merge import merge
 
 from conftest import Mirror, isolated_env
 from fakeupstream import Artifact

@@ -1,4 +1,4 @@
-"""The warm path (``gitmirror.unchanged``): a sync that provably changes nothing costs one request.
+"""The warm path (``gitmirror.sync.unchanged``): a sync that provably changes nothing costs one request.
 
 Each test first runs a clean full sync, then changes one thing the record covers and checks that
 the next ``gitmirror sync`` notices it (full run, right outcome) or, when nothing changed, that it
@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gitmirror.unchanged import (
+from gitmirror.sync.unchanged import (
     html_hint_path,
     pages_were_html,
     pointer_path,
@@ -66,8 +66,11 @@ def test_nothing_changed_costs_one_head_request(mirror: Mirror, sample, upstream
     assert record["config_file"] == str((mirror.root / "mirror.yaml").resolve())
     pointers = list((Path(isolated_env()["XDG_CACHE_HOME"]) / "gitmirror" / "warm").iterdir())
     assert str(record_files(mirror)[0].resolve()) in [pointer.read_text() for pointer in pointers]
-    served = {entry["sha256"] for line in mirror.git("show", "main:projects/de/mo/demo-pkg.jsonl").splitlines()[1:]
-              if (entry := json.loads(line))}
+    served = {
+        entry["sha256"]
+        for line in mirror.git("show", "main:projects/de/mo/demo-pkg.jsonl").splitlines()[1:]
+        if (entry := json.loads(line))
+    }
     assert served <= set(record["blobs"])
     assert_warm(mirror, upstream, tip, mark)
     assert_warm(mirror, upstream, tip, len(upstream.requests))  # and again: the record is kept
@@ -235,7 +238,7 @@ def test_a_sync_imports_what_it_uses_and_says_failures_in_one_line(
     profiled = {"PYTHONPROFILEIMPORTTIME": "1"}
     plain = mirror.run("sync", "--config", "mirror.yaml", check=True, env=profiled)
     assert "2 projects checked, 2 changed" in plain.stdout
-    assert "gitmirror.sync" in imported(plain.stderr)
+    assert "gitmirror.sync.sync" in imported(plain.stderr)
     # PEP 691 pages are read with json: no process imports pypi_simple (and its pydantic, bs4, requests)
     assert not {"pypi_simple", "pydantic", "bs4"} & imported(plain.stderr)
     (mirror.root / "broken.yaml").write_text("upstream: [\n")

@@ -16,7 +16,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from gitmirror.transport import retry_after
+from gitmirror.upstream.transport import retry_after
 
 from conftest import GITMIRROR, Mirror, isolated_env
 from fakeupstream import FakeUpstream
@@ -53,6 +53,7 @@ def assert_file_not_mirrored(mirror: Mirror, upstream: FakeUpstream, filename: s
 
 # -- transient faults that clear: retried, then the run succeeds ------------------------------
 
+
 @pytest.mark.parametrize(
     ("match", "kind", "params"),
     [
@@ -86,6 +87,7 @@ def test_transient_fault_is_retried_and_the_run_succeeds(
 
 
 # -- faults that persist: clear error, exit 1, nothing wrong kept, other projects fine ----------
+
 
 @pytest.mark.parametrize(
     ("kind", "params", "message"),
@@ -191,8 +193,12 @@ def test_huge_page_is_refused_with_bounded_memory(mirror: Mirror, sample, upstre
     """400,000 entries (about 75 MB of JSON): refused at the page limit, memory stays near that limit."""
     upstream.fault(DEMO_PAGE, "huge_page", times=-1, entries=400_000)
     process = subprocess.Popen(
-        [*GITMIRROR, "sync"], cwd=mirror.root, env=isolated_env(),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [*GITMIRROR, "sync"],
+        cwd=mirror.root,
+        env=isolated_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     # wait4 gives this one child's peak memory (RUSAGE_CHILDREN would mix in every earlier child).
     stdout, stderr = process.stdout.read(), process.stderr.read()  # type: ignore[union-attr]

@@ -8,9 +8,9 @@ import os
 import subprocess
 import sys
 
-from gitmirror.manifest import loads, manifest_path
-from gitmirror.repo import MetadataRepo
-from gitmirror.verify import verify
+from gitmirror.audit.verify import verify
+from gitmirror.model.manifest import loads, manifest_path
+from gitmirror.storage.repo import MetadataRepo
 
 from conftest import Mirror, isolated_env
 
@@ -35,8 +35,13 @@ def test_clean_mirror_verifies(mirror: Mirror, sample) -> None:
     result = mirror.run("verify")
     assert result.returncode == 0, result.stdout
     repo = MetadataRepo(mirror.repo)
-    needed = {digest for manifest in repo.manifests(repo.tip()) for entry in manifest.served_files()
-              for digest in (entry.sha256, entry.core_metadata) if digest}
+    needed = {
+        digest
+        for manifest in repo.manifests(repo.tip())
+        for entry in manifest.served_files()
+        for digest in (entry.sha256, entry.core_metadata)
+        if digest
+    }
     assert len(needed) >= 12  # 8 files plus the wheels' core metadata
     summary = f"2 commits checked against the policy, 2 projects, 8 files, {len(needed)} blobs re-hashed"
     assert summary in result.stdout
@@ -49,8 +54,10 @@ def test_a_bad_commit_deep_in_history_fails_even_when_undone(mirror: Mirror, sam
     result = mirror.run("verify")
     assert result.returncode == 1
     lines = result.stdout.splitlines()
-    assert lines[0].endswith(f"(swap a wheel): {DEMO}: sha256 of {WHEEL} changed from "
-                             f"{lines[0].split('changed from ')[1].split(' ')[0]} to {'f' * 64}")
+    assert lines[0].endswith(
+        f"(swap a wheel): {DEMO}: sha256 of {WHEEL} changed from "
+        f"{lines[0].split('changed from ')[1].split(' ')[0]} to {'f' * 64}"
+    )
     assert "(put it back)" in lines[1]
     assert lines[-1].endswith("2 PROBLEMS")
     # The commit before the damage still verifies.
@@ -98,7 +105,10 @@ def test_a_clone_verifies_without_the_store(mirror: Mirror, sample, tmp_path) ->
     subprocess.run(["git", "clone", "-q", "--bare", str(mirror.repo), str(clone)], env=isolated_env(), check=True)
     result = subprocess.run(
         [sys.executable, "-m", "gitmirror", "verify", "--repo", str(clone), "--history-only"],
-        env=isolated_env(), capture_output=True, text=True, cwd=tmp_path,
+        env=isolated_env(),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 commits checked" in result.stdout and "blobs" not in result.stdout

@@ -1,7 +1,7 @@
 """Upstream over TLS: verified against the trust ``SSL_CERT_FILE`` names (else the system store), else refused.
 
 The warm check's HEAD (``unchanged.upstream_serial``) and the downloads go through the one
-transport (``gitmirror.transport``) and its one trust; the public index is https, so this is the
+transport (``gitmirror.upstream.transport``) and its one trust; the public index is https, so this is the
 path every real mirror takes.
 """
 
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from gitmirror.hosts import HostPolicy
-from gitmirror.store import BlobStore
-from gitmirror.transport import Transient, Transport
-from gitmirror.unchanged import upstream_serial
+from gitmirror.model.hosts import HostPolicy
+from gitmirror.storage.store import BlobStore
+from gitmirror.sync.unchanged import upstream_serial
+from gitmirror.upstream.transport import Transient, Transport
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 

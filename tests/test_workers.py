@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 from test_locking import paused_sync, process_state
 
-from gitmirror import fork_server, workers
-from gitmirror import store as store_module
-from gitmirror.hosts import HostPolicy
-from gitmirror.store import BlobStore
-from gitmirror.transport import Transient
+from gitmirror.model.hosts import HostPolicy
+from gitmirror.storage import store as store_module
+from gitmirror.storage.store import BlobStore
+from gitmirror.upstream import fork_server, workers
+from gitmirror.upstream.transport import Transient
 
 import crashhook
 from conftest import GITMIRROR, Mirror, isolated_env
@@ -52,8 +52,9 @@ def gone(pid: int) -> bool:
 
 
 def fork_servers(pid: int) -> list[int]:
-    return [child for child in children(pid)
-            if b"multiprocessing.forkserver" in Path(f"/proc/{child}/cmdline").read_bytes()]
+    return [
+        child for child in children(pid) if b"multiprocessing.forkserver" in Path(f"/proc/{child}/cmdline").read_bytes()
+    ]
 
 
 def test_the_fork_server_starts_beside_the_syncs_own_start_up(mirror: Mirror, sample) -> None:
@@ -66,23 +67,35 @@ def test_the_fork_server_starts_beside_the_syncs_own_start_up(mirror: Mirror, sa
 
 def test_the_fork_server_is_started_without_importing_what_the_workers_run() -> None:
     """``fork_server`` starts the fork server before the sync imports the fetcher, the store and
-    the rest of ``gitmirror.workers`` (57 ms): the fork server imports them itself, beside the sync."""
+    the rest of ``gitmirror.upstream.workers`` (57 ms): the fork server imports them itself, beside the sync."""
     assert [workers.__name__, "httpx", "httpcore"] == fork_server.PRELOAD
     loaded = subprocess.run(
-        [sys.executable, "-c", "import sys, gitmirror.fork_server; print(*sorted(sys.modules))"],
-        capture_output=True, text=True, check=True, env=isolated_env(),
+        [sys.executable, "-c", "import sys, gitmirror.upstream.fork_server; print(*sorted(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=isolated_env(),
     ).stdout.split()
-    assert "gitmirror.fork_server" in loaded
-    assert not {"gitmirror.workers", "gitmirror.transport", "gitmirror.store", "httpx", "zipfile"} & set(loaded)
+    assert "gitmirror.upstream.fork_server" in loaded
+    heavy = {"gitmirror.upstream.workers", "gitmirror.upstream.transport", "gitmirror.storage.store"}
+    heavy |= {"httpx", "zipfile"}
+    assert not heavy & set(loaded)
 
 
 def test_what_html_pages_and_lockfiles_need_is_imported_only_for_them() -> None:
     """The download processes' fork server and a sync's start import neither a TOML parser nor
     ``packaging.pylock`` (``lockfiles:``)."""
     loaded = subprocess.run(
-        [sys.executable, "-c", "import sys, gitmirror.workers, gitmirror.sync, gitmirror.cli; "
-         "print(sorted({'tomllib', 'packaging.pylock'} & set(sys.modules)))"],
-        capture_output=True, text=True, check=True, env=isolated_env(),
+        [
+            sys.executable,
+            "-c",
+            "import sys, gitmirror.upstream.workers, gitmirror.sync.sync, gitmirror.cli.cli; "
+            "print(sorted({'tomllib', 'packaging.pylock'} & set(sys.modules)))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=isolated_env(),
     )
     assert loaded.stdout.strip() == "[]"
 
@@ -90,8 +103,9 @@ def test_what_html_pages_and_lockfiles_need_is_imported_only_for_them() -> None:
 def test_a_sync_that_fails_before_any_download_still_says_one_line(mirror: Mirror, sample) -> None:
     """The fork server started for it leaves with it, silently."""
     (mirror.root / "mirror.yaml").write_text("upstream: [not, a, url]\n")
-    failed = subprocess.run([*GITMIRROR, "sync"], cwd=mirror.root, env=isolated_env(),
-                            capture_output=True, text=True, timeout=60)
+    failed = subprocess.run(
+        [*GITMIRROR, "sync"], cwd=mirror.root, env=isolated_env(), capture_output=True, text=True, timeout=60
+    )
     assert failed.returncode == 2
     assert len(failed.stderr.strip().splitlines()) == 1, failed.stderr
     assert failed.stderr.startswith("gitmirror: error:"), failed.stderr
@@ -125,8 +139,12 @@ def test_download_processes_leave_when_the_sync_is_killed(mirror: Mirror, sample
 
 def test_a_crash_inside_a_download_process_kills_the_sync(mirror: Mirror, sample) -> None:
     killed = subprocess.run(
-        [*GITMIRROR, "sync"], cwd=mirror.root, env=crashhook.environment(GITMIRROR_CRASH_AT="store.fsynced"),
-        capture_output=True, text=True, timeout=120,
+        [*GITMIRROR, "sync"],
+        cwd=mirror.root,
+        env=crashhook.environment(GITMIRROR_CRASH_AT="store.fsynced"),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert killed.returncode == -signal.SIGKILL
     assert not (mirror.repo / "refs" / "heads" / "main").exists()
@@ -177,8 +195,12 @@ def test_many_waiting_files_go_to_the_workers_several_to_a_message(
         processes = workers.DownloadProcesses(2, HostPolicy(upstream.url), 10)
         try:
             return await asyncio.gather(
-                *(processes.store_file(str(store.root), upstream.file_url("many", artifact.filename),
-                                       artifact.sha256, artifact.size) for artifact in artifacts),
+                *(
+                    processes.store_file(
+                        str(store.root), upstream.file_url("many", artifact.filename), artifact.sha256, artifact.size
+                    )
+                    for artifact in artifacts
+                ),
                 return_exceptions=True,
             )
         finally:
@@ -306,14 +328,18 @@ def test_a_worker_killed_with_several_files_fails_each_of_them_for_a_retry(
         processes = workers.DownloadProcesses(2, HostPolicy(upstream.url), 60)
         try:
             downloads = [
-                asyncio.ensure_future(processes.store_file(
-                    str(store.root), upstream.file_url("many", artifact.filename), artifact.sha256, artifact.size
-                ))
+                asyncio.ensure_future(
+                    processes.store_file(
+                        str(store.root), upstream.file_url("many", artifact.filename), artifact.sha256, artifact.size
+                    )
+                )
                 for artifact in artifacts
             ]
             deadline = time.monotonic() + 30
-            while not (len(busy := [w for w in processes._workers if w.waiting]) == 1
-                       and sum(download.done() for download in downloads) + len(busy[0].waiting) == 64):
+            while not (
+                len(busy := [w for w in processes._workers if w.waiting]) == 1
+                and sum(download.done() for download in downloads) + len(busy[0].waiting) == 64
+            ):
                 assert time.monotonic() < deadline, "the other files did not finish"
                 await asyncio.sleep(0.02)
             assert len(busy[0].waiting) > 1

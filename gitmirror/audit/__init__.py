@@ -1,0 +1,1 @@
+"""Proving the promise: the pre-receive hook, verify, status."""

@@ -1,0 +1,384 @@
+"""A project page as upstream answered it, parsed into what a sync needs: ``RemoteProject``.
+
+Apart from the HTTP client that fetched it: pages are fetched and parsed in the download processes
+(``gitmirror.upstream.workers``), which must not import httpx, and through httpx when a proxy is configured;
+both hand the same ``PageAnswer`` to ``parse_page``. Every name and digest is checked here, file by
+file: a hostile entry is rejected with a reason, the rest of the page stays usable.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TypeGuard
+from urllib.parse import urljoin, urlsplit
+
+from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
+
+from .manifest import PROJECT_STATUSES, format_time
+from .names import UnsafeNameError, check_filename, check_sha256, normalize
+
+MAX_PAGE_BYTES = 64 * 1024 * 1024
+JSON_TYPE = "application/vnd.pypi.simple.v1+json"
+# pypi_simple.ACCEPT_JSON_PREFERRED, spelled out: no download process imports pypi_simple for JSON pages
+ACCEPT_JSON_PREFERRED = (
+    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.5, text/html;q=0.01"
+)
+
+
+class UpstreamError(RuntimeError):
+    """A failure talking to upstream, phrased as one line for the per-project report."""
+
+
+class ProjectNotFound(UpstreamError):
+    pass
+
+
+class LegacyFile(UpstreamError):
+    """A file of a type the mirror does not take (``legacy_kind``): skipped with a note, not an error."""
+
+    def __init__(self, filename: str, kind: str) -> None:
+        super().__init__(f"{filename}: {kind} file, skipped")
+        self.filename = filename
+        self.kind = kind
+
+
+#: what installers read from an index: wheels, and sdists as ``packaging`` parses them
+TAKEN_SUFFIXES = (".whl", ".tar.gz", ".zip")
+#: types old projects still list that no installer takes from an index: eggs, Windows installers,
+#: OS packages, archives in other formats (``packaging`` parses sdists as .tar.gz and .zip only)
+LEGACY_SUFFIXES = (
+    ".egg",
+    ".exe",
+    ".msi",
+    ".rpm",
+    ".dmg",
+    ".deb",
+    ".tar.bz2",
+    ".tbz2",
+    ".tbz",
+    ".tgz",
+    ".tar.xz",
+    ".txz",
+    ".tar.z",
+    ".tar.lz",
+    ".tar.zst",
+    ".tar",
+)
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    filename: str
+    url: str
+    version: str
+    sha256: str
+    size: int | None
+    requires_python: str | None
+    upload_time: str | None
+    yanked: bool | str
+    core_metadata: str | None
+    metadata_url: str | None
+
+
+@dataclass
+class RemoteProject:
+    name: str
+    files: list[RemoteFile]
+    status: str = "active"
+    status_reason: str | None = None
+    etag: str | None = None
+    last_serial: str | None = None
+    rejected: list[str] = field(default_factory=list)
+    #: filename -> type of the legacy files on the page (``legacy_kind``): skipped, not rejected
+    skipped: dict[str, str] = field(default_factory=dict)
+    html: bool = False  # a PEP 503 page (``unchanged.remember_page_format``)
+
+
+@dataclass(frozen=True)
+class PageAnswer:
+    """An upstream answer to a page request, redirects followed; ``headers`` with lower-case names."""
+
+    status: int
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+
+    @property
+    def charset(self) -> str | None:
+        """The ``charset`` parameter of ``Content-Type``, read by the ``email`` package's parser, as
+        ``http.client`` reads it."""
+        from email.message import Message  # 8 ms of the download processes' start; HTML pages only
+
+        message = Message()
+        message["content-type"] = self.headers.get("content-type", "")
+        return message.get_content_charset()
+
+
+def check_url(url: str) -> None:
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise UpstreamError(f"refusing non-HTTP file URL {url!r}")
+
+
+def project_from(name: str, answer: PageAnswer) -> RemoteProject | None:
+    """What a page answer says: the project, None for 304 (the recorded page stands), or an error."""
+    if answer.status == 304:
+        return None
+    if answer.status == 404:
+        raise ProjectNotFound(f"{name}: not found upstream")
+    if answer.status != 200:
+        raise UpstreamError(f"{name}: upstream answered HTTP {answer.status}")
+    return parse_page(name, answer)
+
+
+def parse_page(name: str, answer: PageAnswer) -> RemoteProject:
+    """A 200 answer's page; raises UpstreamError when it is no valid page."""
+    content_type = answer.headers.get("content-type", "text/html").split(";")[0].strip().lower()
+    if content_type == JSON_TYPE:
+        return _json_page(name, answer)
+    if content_type not in ("text/html", "application/vnd.pypi.simple.v1+html"):
+        raise UpstreamError(f"{name}: unsupported page content type {content_type!r}")
+    from pypi_simple import ProjectPage  # 0.34 s (bs4, pydantic, requests): for HTML pages only
+
+    _check_html_text(name, answer.body, answer.charset)
+    try:
+        page = ProjectPage.from_html(name, answer.body, base_url=answer.url, from_encoding=answer.charset)
+    except Exception as exc:  # pypi_simple raises many kinds on garbage; all mean "invalid page"
+        raise UpstreamError(f"{name}: invalid project page ({type(exc).__name__})") from None
+    project = RemoteProject(
+        name=name,
+        files=[],
+        status=str(page.status.value) if page.status else "active",
+        status_reason=page.status_reason,
+        etag=answer.headers.get("etag"),
+        last_serial=str(page.last_serial or answer.headers.get("x-pypi-last-serial") or "") or None,
+        html=True,
+    )
+    for package in page.packages:
+        try:
+            project.files.append(_remote_file(name, package))
+        except LegacyFile as exc:
+            project.skipped[exc.filename] = exc.kind
+        except (UpstreamError, UnsafeNameError) as exc:
+            project.rejected.append(str(exc))
+    return project
+
+
+def _json_page(name: str, answer: PageAnswer) -> RemoteProject:
+    """A PEP 691 page, read with ``json`` alone.
+
+    pypi_simple reads it through pydantic models: importing it took 0.34 s of the download
+    processes' fork server, which every cold sync's first page waited for (bench/RESULTS.md). The
+    format is a few typed fields, each checked here; a malformed file entry is rejected with its
+    reason and the rest of the page stays usable (as ``_remote_file`` does for hostile values).
+    """
+    try:
+        data = json.loads(answer.body)
+    except (ValueError, RecursionError):  # also undecodable bytes, and nesting deeper than the stack
+        raise UpstreamError(f"{name}: invalid project page (not JSON)") from None
+    if not isinstance(data, dict) or not isinstance(data.get("meta"), dict):
+        raise UpstreamError(f"{name}: invalid project page (not a PEP 691 project page)")
+    version, serial = data["meta"].get("api-version"), data["meta"].get("_last-serial")
+    status = data.get("project-status", {})
+    if (
+        not isinstance(version, str)
+        or not isinstance(data.get("name"), str)
+        or not isinstance(data.get("files"), list)
+        or not isinstance(status, dict)
+        or status.get("status", "active") not in (*PROJECT_STATUSES, None)
+        or not isinstance(status.get("reason"), str | None)
+        or not isinstance(serial, str | int | None)
+        or isinstance(serial, bool)
+    ):
+        raise UpstreamError(f"{name}: invalid project page (not a PEP 691 project page)")
+    if not _supported(version):
+        raise UpstreamError(f"{name}: invalid project page (unsupported api-version {version!r})")
+    project = RemoteProject(
+        name=name,
+        files=[],
+        status=status.get("status") or "active",
+        status_reason=status.get("reason"),
+        etag=answer.headers.get("etag"),
+        last_serial=str(serial if serial is not None else answer.headers.get("x-pypi-last-serial") or "") or None,
+    )
+    for item in data["files"]:
+        try:
+            project.files.append(_remote_file(name, _json_file(item, answer.url)))
+        except LegacyFile as exc:
+            project.skipped[exc.filename] = exc.kind
+        except (UpstreamError, UnsafeNameError) as exc:
+            project.rejected.append(str(exc))
+    return project
+
+
+def _supported(version: str) -> bool:
+    """Whether ``meta.api-version`` is one this client reads: PEP 691 clients refuse a major version
+    they do not know (pypi_simple's rule: up to 1.x)."""
+    try:
+        parsed = Version(version)
+    except InvalidVersion:
+        return False
+    return (parsed.epoch, parsed.major) <= (0, 1)
+
+
+@dataclass(frozen=True)
+class _JsonFile:
+    """A ``files`` entry of a PEP 691 page, named as pypi_simple's ``DistributionPackage``, which
+    ``_remote_file`` also reads (HTML pages)."""
+
+    filename: str
+    url: str
+    digests: dict[str, str]
+    requires_python: str | None
+    has_metadata: bool
+    metadata_digests: dict[str, str] | None
+    is_yanked: bool
+    yanked_reason: str | None
+    size: int | None
+    upload_time: datetime | None
+
+
+def _json_file(item: object, base_url: str) -> _JsonFile:
+    filename = item.get("filename") if isinstance(item, dict) else None
+    if not isinstance(item, dict) or not isinstance(filename, str):
+        raise UpstreamError("a file entry without a filename, skipped")
+    url, digests = item.get("url"), item.get("hashes")
+    requires_python, metadata = item.get("requires-python"), item.get("core-metadata")
+    yanked, size, uploaded = item.get("yanked", False), item.get("size"), item.get("upload-time")
+    if (
+        not isinstance(url, str)
+        or not _string_map(digests)
+        or not isinstance(requires_python, str | None)
+        or not (isinstance(metadata, bool | None) or _string_map(metadata))
+        or not isinstance(yanked, bool | str)
+        or not isinstance(size, int | None)
+        or isinstance(size, bool)
+        or not isinstance(uploaded, str | None)
+    ):
+        raise UpstreamError(f"{filename!r}: malformed file entry, skipped")
+    try:
+        upload_time = datetime.fromisoformat(uploaded) if uploaded is not None else None
+    except ValueError:
+        raise UpstreamError(f"{filename!r}: malformed upload-time, skipped") from None
+    return _JsonFile(
+        filename=filename,
+        url=urljoin(base_url, url),
+        digests=digests,
+        requires_python=requires_python,
+        has_metadata=bool(metadata),
+        metadata_digests=metadata if isinstance(metadata, dict) else {} if metadata else None,
+        is_yanked=yanked is not False,
+        yanked_reason=yanked if isinstance(yanked, str) else None,
+        size=size,
+        upload_time=upload_time,
+    )
+
+
+def _string_map(value: object) -> TypeGuard[dict[str, str]]:
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+
+
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+
+
+def _check_html_text(name: str, body: bytes, charset: str | None) -> None:
+    """Refuse bytes that are no HTML text: the HTML parser reads garbage as a page without files.
+
+    A page without files is legitimate (upstream deleted them) and marks every recorded file as
+    removed upstream, so an unreadable answer must fail loudly instead of looking like that.
+    """
+    try:
+        text = body.decode(charset or "utf-8")
+    except (UnicodeDecodeError, LookupError):
+        raise UpstreamError(f"{name}: invalid project page (not {charset or 'utf-8'} text)") from None
+    if _CONTROL_CHARACTERS.search(text):
+        raise UpstreamError(f"{name}: invalid project page (control characters in HTML)")
+
+
+def _remote_file(project: str, package: object) -> RemoteFile:
+    try:
+        filename = check_filename(package.filename)  # type: ignore[attr-defined]
+    except UnsafeNameError:
+        _skip_if_legacy(package.filename)  # type: ignore[attr-defined]  # .dmg, .deb, .tar.xz...
+        raise
+    version = _version_of(project, filename)
+    sha256 = (package.digests or {}).get("sha256")  # type: ignore[attr-defined]
+    if not sha256:
+        raise UpstreamError(f"{filename}: upstream gives no sha256, cannot mirror it immutably")
+    url = package.url.split("#", 1)[0]  # type: ignore[attr-defined]
+    check_url(url)
+    metadata_sha = None
+    metadata_url = None
+    if package.has_metadata:  # type: ignore[attr-defined]
+        metadata_sha = (package.metadata_digests or {}).get("sha256")  # type: ignore[attr-defined]
+        metadata_url = url + ".metadata" if metadata_sha else None
+    upload = package.upload_time  # type: ignore[attr-defined]
+    yanked: bool | str = False
+    if package.is_yanked:  # type: ignore[attr-defined]
+        yanked = package.yanked_reason or True  # type: ignore[attr-defined]
+    return RemoteFile(
+        filename=filename,
+        url=url,
+        version=version,
+        sha256=check_sha256(str(sha256).lower()),  # digests become store paths: checked per file
+        size=package.size,  # type: ignore[attr-defined]
+        requires_python=package.requires_python or None,  # type: ignore[attr-defined]
+        upload_time=format_time(upload) if upload else None,
+        yanked=yanked,
+        core_metadata=check_sha256(str(metadata_sha).lower()) if metadata_sha else None,
+        metadata_url=metadata_url,
+    )
+
+
+def legacy_kind(filename: object) -> str | None:
+    """The type of a file the mirror skips as legacy (``".egg"``, ``".whl (name does not parse)"``),
+    or None: a wheel or sdist whose name parses (``_version_of`` checks it further), or a name to
+    refuse as unsafe (``check_filename``) whatever its type.
+    """
+    if not isinstance(filename, str):
+        return None
+    lower = filename.lower()
+    suffix = next((end for end in TAKEN_SUFFIXES + LEGACY_SUFFIXES if lower.endswith(end)), None)
+    if suffix is None:
+        return None
+    try:
+        check_filename(filename[: -len(suffix)] + ".whl")  # the name's safety, whatever its type
+    except UnsafeNameError:
+        return None
+    if suffix in LEGACY_SUFFIXES:
+        return suffix
+    try:
+        parse_wheel_filename(filename) if suffix == ".whl" else parse_sdist_filename(filename)
+    except (InvalidWheelFilename, InvalidSdistFilename):
+        return f"{suffix} (name does not parse)"
+    return None
+
+
+def _skip_if_legacy(filename: str) -> None:
+    """Raise ``LegacyFile`` for a file the mirror skips; asked only of names that are no plain
+    wheel or sdist, so a page's usual files are parsed once."""
+    kind = legacy_kind(filename)
+    if kind is not None:
+        raise LegacyFile(filename, kind)
+
+
+def _version_of(project: str, filename: str) -> str:
+    """The version a file claims, refusing files that claim to belong to another project."""
+    try:
+        if filename.endswith(".whl"):
+            dist, version, *_ = parse_wheel_filename(filename)
+        elif filename.endswith((".tar.gz", ".zip")):
+            dist, version = parse_sdist_filename(filename)
+        else:
+            _skip_if_legacy(filename)
+            raise UpstreamError(f"{filename}: not a wheel or sdist")
+    except (InvalidWheelFilename, InvalidSdistFilename) as exc:
+        _skip_if_legacy(filename)
+        raise UpstreamError(f"{filename}: unparseable distribution filename") from exc
+    if normalize(str(dist)) != project:
+        raise UpstreamError(f"{filename}: belongs to project {dist}, not {project}")
+    return str(version)

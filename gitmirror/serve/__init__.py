@@ -1,0 +1,1 @@
+"""The index for installers: the HTTP app, static render, hydrate."""

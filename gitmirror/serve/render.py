@@ -1,0 +1,341 @@
+"""Writing one state of the mirror as a static site: a full index with no gitmirror process running.
+
+Layout of the output directory (pages from ``index``, so they match what ``serve`` answers):
+
+- ``simple/index.html`` and ``simple/index.json`` (PEP 503 HTML and PEP 691 JSON);
+- ``simple/<project>/index.html`` and ``simple/<project>/index.json``;
+- ``files/<project>/<filename>`` (and ``<filename>.metadata``): links into the blob store, because
+  installers take the filename from the URL and the store names blobs by sha256;
+- ``.gitmirror-render.json``: the commit rendered and the settings, so the next render rewrites
+  only the projects whose manifest changed since.
+
+Rendering is deterministic (same commit and settings, same bytes) and every file is replaced
+atomically, so a web server reading the directory never serves half a page. The state file is
+removed before the first write and written after the last: an interrupted render makes the next
+one a full render instead of trusting a half-updated directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ..model.manifest import ProjectManifest, blobs_of, loads, manifest_path, project_of_path
+from ..model.names import is_normalized
+from ..storage.gittree import TREE
+from ..storage.metadata import materialize
+from ..storage.repo import MetadataRepo, RepoError
+from ..storage.store import BlobStore
+from . import index
+
+STATE_FILE = ".gitmirror-render.json"
+FILE_MODES = ("symlink", "hardlink", "copy", "none")
+RELATIVE_FILES = "../../"
+
+
+class RenderError(RepoError):
+    """A render that cannot proceed (bad option, unusable output); one line for the user."""
+
+
+@dataclass
+class RenderResult:
+    commit: bytes
+    projects: int
+    rendered: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    pages_written: int = 0
+    links_written: int = 0
+    missing: list[str] = field(default_factory=list)
+    full: bool = False
+
+    def summary(self) -> str:
+        kind = "full" if self.full else "incremental"
+        text = (
+            f"rendered {self.commit.decode()[:12]} ({kind}): {self.projects} projects, "
+            f"{len(self.rendered)} re-rendered, {len(self.removed)} removed, "
+            f"{self.pages_written} pages and {self.links_written} file links written"
+        )
+        if self.missing:
+            text += f"; {len(self.missing)} blobs missing from the store (run `gitmirror hydrate`)"
+        return text
+
+
+def files_base(base_url: str | None) -> str:
+    """The prefix of file URLs in pages: relative by default, else ``<base-url>files/...``."""
+    if not base_url:
+        return RELATIVE_FILES
+    parts = urlsplit(base_url)
+    if not (parts.scheme in ("http", "https") and parts.netloc) and not base_url.startswith("/"):
+        raise RenderError(f"--base-url must be an http(s) URL or an absolute path, got {base_url!r}")
+    return base_url if base_url.endswith("/") else base_url + "/"
+
+
+def project_pages(manifest: ProjectManifest, base: str) -> dict[str, bytes]:
+    prefix = f"simple/{manifest.name}/"
+    return {
+        prefix + "index.html": index.project_html(manifest, base),
+        prefix + "index.json": index.project_json(manifest, base),
+    }
+
+
+def root_pages(names: list[str]) -> dict[str, bytes]:
+    return {"simple/index.html": index.root_html(names), "simple/index.json": index.root_json(names)}
+
+
+def changed_projects(repo: MetadataRepo, old: bytes, new: bytes) -> tuple[set[str], set[str]]:
+    """(projects added or changed, projects gone) between two commits, from a pruned tree diff."""
+    changed: set[str] = set()
+    removed: set[str] = set()
+    for change in repo.changes(old, new):
+        before = project_of_path(change.old.path.decode()) if change.old else None
+        after = project_of_path(change.new.path.decode()) if change.new else None
+        if after:
+            changed.add(after)
+        if before and before != after:
+            removed.add(before)
+    return changed, removed - changed
+
+
+def _manifest(repo: MetadataRepo, blobs: dict[str, bytes], name: str) -> ProjectManifest | None:
+    """A manifest by its blob id (from one tree walk), not by path: no tree is parsed twice."""
+    blob_id = blobs.get(name)
+    path = manifest_path(name)
+    return None if blob_id is None else loads(repo.blob(blob_id, path), path)
+
+
+def _commit_known(repo: MetadataRepo, hexsha: object) -> bool:
+    if not isinstance(hexsha, str) or len(hexsha) != 40:
+        return False
+    try:
+        repo.commit(hexsha.encode())
+    except (KeyError, AssertionError):
+        return False
+    return True
+
+
+# -- the static directory ----------------------------------------------------------------------
+
+
+def render_site(
+    repo: MetadataRepo,
+    store: BlobStore,
+    commit: bytes,
+    out: Path,
+    base_url: str | None = None,
+    files_mode: str = "symlink",
+    full: bool = False,
+) -> RenderResult:
+    """Render ``commit`` into ``out``, rewriting only what changed since the previous render there."""
+    if files_mode not in FILE_MODES:
+        raise RenderError(f"--files must be one of {', '.join(FILE_MODES)}, got {files_mode!r}")
+    base = files_base(base_url)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RenderError(f"{out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {"base-url": base_url, "files": files_mode, "store": str(store.root.resolve())}
+    state = _read_state(out / STATE_FILE)
+    blobs = dict(repo.manifest_blobs(commit))
+    names = sorted(blobs)
+    result = RenderResult(commit=commit, projects=len(names))
+    previous = state.get("commit")
+    if not full and state.get("settings") == settings and _commit_known(repo, previous):
+        assert isinstance(previous, str)
+        changed, removed = changed_projects(repo, previous.encode(), commit)
+        listed = state.get("incomplete")
+        incomplete = {name for name in listed if isinstance(name, str)} if isinstance(listed, list) else set()
+        changed |= incomplete & set(names)
+    else:
+        result.full = True
+        changed = set(names)
+        removed = (_project_dirs(out / "simple") | _project_dirs(out / "files")) - set(names)
+    (out / STATE_FILE).unlink(missing_ok=True)
+    incomplete_projects: list[str] = []
+    for name in sorted(removed):
+        shutil.rmtree(out / "simple" / name, ignore_errors=True)
+        shutil.rmtree(out / "files" / name, ignore_errors=True)
+        result.removed.append(name)
+    for name in sorted(changed):
+        manifest = _manifest(repo, blobs, name)
+        if manifest is None:
+            continue
+        for path, data in project_pages(manifest, base).items():
+            result.pages_written += _write_if_changed(out / path, data)
+        if files_mode != "none":
+            missing = _link_files(manifest, store, out / "files" / name, files_mode, result)
+            if missing:
+                incomplete_projects.append(name)
+                result.missing += missing
+        result.rendered.append(name)
+    for path, data in root_pages(names).items():
+        result.pages_written += _write_if_changed(out / path, data)
+    state_data = {"commit": commit.decode(), "settings": settings, "incomplete": sorted(incomplete_projects)}
+    _write_if_changed(out / STATE_FILE, (json.dumps(state_data, indent=1, sort_keys=True) + "\n").encode())
+    return result
+
+
+def _read_state(path: Path) -> dict[str, object]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _project_dirs(root: Path) -> set[str]:
+    """Project directories already rendered (only names gitmirror could have written)."""
+    if not root.is_dir():
+        return set()
+    return {entry.name for entry in root.iterdir() if entry.is_dir() and is_normalized(entry.name)}
+
+
+def _write_if_changed(path: Path, data: bytes) -> int:
+    """Atomically replace ``path`` when its bytes differ; untouched pages keep their mtime (and caches)."""
+    try:
+        if path.read_bytes() == data:
+            return 0
+    except OSError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".render-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return 1
+
+
+def _link_files(
+    manifest: ProjectManifest, store: BlobStore, folder: Path, mode: str, result: RenderResult
+) -> list[str]:
+    """Make ``folder`` hold exactly the offered files of ``manifest`` (none while it is quarantined);
+    returns the ones with no blob."""
+    wanted = {blob.filename: blob for entry in index.offered_files(manifest) for blob in blobs_of(manifest.name, entry)}
+    folder.mkdir(parents=True, exist_ok=True)
+    for present in sorted(os.listdir(folder)):
+        if present not in wanted:
+            (folder / present).unlink()
+    missing = []
+    for filename, needed in sorted(wanted.items()):
+        target = folder / filename
+        blob = store.path(needed.sha256)
+        if not blob.is_file() and not materialize(store, needed):  # a PEP 658 file in its wheel is written out
+            missing.append(needed.label)
+            if os.path.lexists(target):
+                target.unlink()  # a dangling link would answer 500s instead of 404s
+            continue
+        if _is_current(target, blob, mode, folder):
+            continue
+        _place(target, blob, mode, folder)
+        result.links_written += 1
+    return missing
+
+
+def _relative_target(blob: Path, folder: Path) -> str:
+    return os.path.relpath(blob.resolve(), folder.resolve())
+
+
+def _is_current(target: Path, blob: Path, mode: str, folder: Path) -> bool:
+    if not os.path.lexists(target):
+        return False
+    if mode == "symlink":
+        return target.is_symlink() and os.readlink(target) == _relative_target(blob, folder)
+    if target.is_symlink():
+        return False
+    if mode == "hardlink":
+        return os.path.samefile(target, blob)
+    # A filename always names the same bytes in one mirror (settings include the store path).
+    return target.stat().st_size == blob.stat().st_size
+
+
+def _place(target: Path, blob: Path, mode: str, folder: Path) -> None:
+    tmp = folder / f".render-{target.name}.tmp"
+    tmp.unlink(missing_ok=True)
+    try:
+        if mode == "symlink":
+            os.symlink(_relative_target(blob, folder), tmp)
+        elif mode == "hardlink":
+            try:
+                os.link(blob, tmp)
+            except OSError as exc:
+                raise RenderError(
+                    f"cannot hard-link {blob} into {folder} ({exc.strerror}); use --files symlink or copy"
+                ) from None
+        else:
+            shutil.copyfile(blob, tmp)
+            os.chmod(tmp, 0o444)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# -- the pages branch --------------------------------------------------------------------------
+
+
+def render_branch(
+    repo: MetadataRepo, commit: bytes, branch: str, base_url: str | None, protected: tuple[str, ...] = ()
+) -> tuple[bytes | None, RenderResult]:
+    """Commit the pages of ``commit`` to ``branch`` (pages only: a git host cannot serve the store).
+
+    Returns the new commit (None when the branch already holds exactly these pages).
+    """
+    if branch in protected:
+        raise RenderError(f"refusing to render pages onto branch {branch}: it holds the mirror's manifests")
+    base = files_base(base_url)
+    with repo.writer_lock():
+        parent = repo.tip(branch)
+        state = _branch_state(repo, parent)
+        blobs = dict(repo.manifest_blobs(commit))
+        names = sorted(blobs)
+        result = RenderResult(commit=commit, projects=len(names))
+        settings = {"base-url": base_url}
+        previous = state.get("commit")
+        if state.get("settings") == settings and _commit_known(repo, previous):
+            assert isinstance(previous, str)
+            changed, removed = changed_projects(repo, previous.encode(), commit)
+        else:
+            result.full = True
+            changed = set(names)
+            removed = _tree_dirs(repo, parent, "simple") - set(names)
+        changes: dict[str, bytes | None] = {}
+        for name in sorted(removed):
+            changes[f"simple/{name}/index.html"] = None
+            changes[f"simple/{name}/index.json"] = None
+            result.removed.append(name)
+        for name in sorted(changed):
+            manifest = _manifest(repo, blobs, name)
+            if manifest is not None:
+                changes.update(project_pages(manifest, base))
+                result.rendered.append(name)
+        changes.update(root_pages(names))
+        changes[".nojekyll"] = b""
+        state_data = {"commit": commit.decode(), "settings": settings}
+        changes[STATE_FILE] = (json.dumps(state_data, indent=1, sort_keys=True) + "\n").encode()
+        changes = {path: data for path, data in changes.items() if repo.read_path(parent, path) != data}
+        result.pages_written = sum(1 for path, data in changes.items() if data and path.startswith("simple/"))
+        if not changes:
+            return None, result
+        message = f"render {commit.decode()[:12]}: {len(names)} projects\n\nsource: {commit.decode()}\n"
+        return repo.write_commit(changes, message, branch=branch, parent=parent), result
+
+
+def _branch_state(repo: MetadataRepo, commit: bytes | None) -> dict[str, object]:
+    data = repo.read_path(commit, STATE_FILE)
+    try:
+        state = json.loads(data) if data else {}
+    except ValueError:
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _tree_dirs(repo: MetadataRepo, commit: bytes | None, path: str) -> set[str]:
+    return {name for name, (mode, _sha) in repo.list_dir(commit, path).items() if mode == TREE}

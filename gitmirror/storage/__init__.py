@@ -1,0 +1,1 @@
+"""Where it is kept: the git metadata repository (the only user of dulwich) and the blob store."""

@@ -1,0 +1,1 @@
+"""Copying upstream into the repository: selection, closure, merge, the local state, warm sync."""
