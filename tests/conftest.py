@@ -180,6 +180,18 @@ def store(tmp_path: Path) -> BlobStore:
     return blob_store
 
 
+@pytest.fixture(scope="session")
+def synced_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bare repository synced once from the sample index (one commit on main); tests work on copies."""
+    root = tmp_path_factory.mktemp("synced")
+    with FakeUpstream() as upstream:
+        make_sample_index(upstream)
+        mirror = Mirror(root=root, upstream=upstream)
+        mirror.configure("projects:\n  - demo-pkg\n  - other_lib\n")
+        mirror.run("sync", check=True)
+    return mirror.repo
+
+
 @pytest.fixture
 def mirror(tmp_path: Path, upstream: FakeUpstream) -> Mirror:
     root = tmp_path / "site"

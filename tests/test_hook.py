@@ -14,24 +14,11 @@ import pytest
 
 from gitmirror.audit.hooks import install, render_hook
 
-from conftest import Mirror, isolated_env
-from fakeupstream import FakeUpstream, make_sample_index
+from conftest import isolated_env
 
 DEMO = "projects/de/mo/demo-pkg.jsonl"
 OTHER = "projects/ot/he/other-lib.jsonl"
 WHEEL = "demo_pkg-1.0-py3-none-any.whl"
-
-
-@pytest.fixture(scope="module")
-def synced_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A bare repository synced once from the sample index; each test works on a copy."""
-    root = tmp_path_factory.mktemp("template")
-    with FakeUpstream() as upstream:
-        make_sample_index(upstream)
-        mirror = Mirror(root=root, upstream=upstream)
-        mirror.configure("projects:\n  - demo-pkg\n  - other_lib\n")
-        mirror.run("sync", check=True)
-    return mirror.repo
 
 
 class Remote:
@@ -96,8 +83,8 @@ class Remote:
 
 
 @pytest.fixture
-def remote(synced_template: Path, tmp_path: Path) -> Remote:
-    return Remote(synced_template, tmp_path)
+def remote(synced_repo: Path, tmp_path: Path) -> Remote:
+    return Remote(synced_repo, tmp_path)
 
 
 def entry(records: list[dict], filename: str) -> dict:

@@ -41,8 +41,7 @@ from gitmirror.storage.snapshot import (
     resolve,
 )
 
-from conftest import Mirror, free_port, isolated_env
-from fakeupstream import FakeUpstream, make_sample_index
+from conftest import free_port, isolated_env
 
 DEMO = "projects/de/mo/demo-pkg.jsonl"
 
@@ -334,18 +333,6 @@ def test_write_commit_never_dates_before_its_parent_and_verify_reports_a_backdat
 # -- pushes through git ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def synced(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A bare repository synced once from the sample index (one commit on main); tests copy it."""
-    root = tmp_path_factory.mktemp("synced")
-    with FakeUpstream() as upstream:
-        make_sample_index(upstream)
-        mirror = Mirror(root=root, upstream=upstream)
-        mirror.configure("projects:\n  - demo-pkg\n  - other_lib\n")
-        mirror.run("sync", check=True)
-    return mirror.repo
-
-
 class Remote:
     """A bare repository with the hook installed and a clone to push from."""
 
@@ -388,8 +375,8 @@ class Remote:
 
 
 @pytest.fixture
-def remote(synced: Path, tmp_path: Path) -> Remote:
-    return Remote(synced, tmp_path)
+def remote(synced_repo: Path, tmp_path: Path) -> Remote:
+    return Remote(synced_repo, tmp_path)
 
 
 def assert_refused(remote: Remote, refspecs: tuple[str, ...], expected: str) -> None:
@@ -467,7 +454,7 @@ def test_backdated_and_future_commits_on_main_are_refused(remote: Remote) -> Non
     assert remote.push("HEAD:refs/heads/experiment").returncode == 0
 
 
-def test_honest_pushes_are_accepted(remote: Remote, synced: Path, tmp_path: Path) -> None:
+def test_honest_pushes_are_accepted(remote: Remote, synced_repo: Path, tmp_path: Path) -> None:
     # A snapshot tag made by gitmirror, a review branch with a commit, and main moving on, in one push.
     remote.git("tag", "-a", "-m", "snapshot", "release-2026.1")
     remote.git("checkout", "-q", "-b", "incoming")
@@ -482,7 +469,7 @@ def test_honest_pushes_are_accepted(remote: Remote, synced: Path, tmp_path: Path
     assert remote.push("older").returncode == 0
     # Fresh repositories with the hook: a sync's history; a review branch before main exists, then main.
     for name, pushes in [
-        ("sync.git", [(synced, "main")]),
+        ("sync.git", [(synced_repo, "main")]),
         ("review.git", [(remote.work, "incoming"), (remote.work, "main"), (remote.work, "older")]),
     ]:
         fresh = tmp_path / name
