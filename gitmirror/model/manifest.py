@@ -132,8 +132,8 @@ class ProjectManifest:
         return replace(self, files={**self.files, entry.filename: entry})
 
     def with_files(self, entries: Iterable[FileEntry]) -> ProjectManifest:
-        """``with_file`` of many at once: one at a time, each copied the files recorded so far, and a
-        cold sync of a project of 8,000 files spent 0.26 s of its event loop on the copies."""
+        """``with_file`` of many at once: one copy of the files recorded so far, not one per entry
+        (projects of thousands of files)."""
         return replace(self, files={**self.files, **{entry.filename: entry for entry in entries}})
 
     def served_files(self) -> list[FileEntry]:

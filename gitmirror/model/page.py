@@ -171,10 +171,10 @@ def parse_page(name: str, answer: PageAnswer) -> RemoteProject:
 def _json_page(name: str, answer: PageAnswer) -> RemoteProject:
     """A PEP 691 page, read with ``json`` alone.
 
-    pypi_simple reads it through pydantic models: importing it took 0.34 s of the download
-    processes' fork server, which every cold sync's first page waited for (bench/RESULTS.md). The
-    format is a few typed fields, each checked here; a malformed file entry is rejected with its
-    reason and the rest of the page stays usable (as ``_remote_file`` does for hostile values).
+    pypi_simple reads it through pydantic models, whose import every cold sync's first page would
+    wait for in the download processes. The format is a few typed fields, each checked here; a
+    malformed file entry is rejected with its reason and the rest of the page stays usable (as
+    ``_remote_file`` does for hostile values).
     """
     try:
         data = json.loads(answer.body)

@@ -210,8 +210,7 @@ class BlobStore:
         """A new private file in ``tmp/``: (its path, None when it has no name; descriptor; direct).
 
         Unnamed (``O_TMPFILE``) where the system allows: no directory entry is created, renamed or
-        left behind by a crash, and the writers do not queue for ``tmp/``'s lock (creating 3,200
-        small blobs from 8 processes took a third of the CPU, bench/RESULTS.md). ``direct`` asks
+        left behind by a crash, and concurrent writers do not queue for ``tmp/``'s directory lock. ``direct`` asks
         for ``O_DIRECT``. Where the file system refuses either, later files do not ask again.
         """
         direct = direct and self._direct_io

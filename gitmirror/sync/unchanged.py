@@ -164,7 +164,7 @@ def serial_of(status: int, headers: Mapping[str, str]) -> str | None:
 class Record(NamedTuple):
     """What a clean run of the whole configuration leaves, for the next run to compare against.
 
-    A named tuple rather than a dataclass: ``dataclasses`` (and ``inspect``) cost 5 ms of a 60 ms run.
+    A named tuple rather than a dataclass: the warm path imports neither ``dataclasses`` nor ``inspect``.
     """
 
     serial: str
