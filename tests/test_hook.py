@@ -128,6 +128,16 @@ def test_install_hook_writes_executable_using_this_python(remote: Remote) -> Non
     assert shipped.stat().st_mode & 0o111
 
 
+def test_a_hook_installed_before_the_stage_layout_still_judges(remote: Remote) -> None:
+    """Hooks written by earlier versions run ``python -m gitmirror.hooks``: that entry still refuses."""
+    hook = remote.bare / "hooks" / "pre-receive"
+    hook.write_text(render_hook(sys.executable).replace("gitmirror.audit.hooks", "gitmirror.hooks"))
+    remote.edit(DEMO, lambda records: entry(records, "demo_pkg-1.0-py3-none-any.whl").update(sha256="c" * 64))
+    remote.commit("rewrite a recorded hash")
+    refused = remote.push()
+    assert refused.returncode != 0 and "remote: gitmirror: " in refused.stderr and "sha256 of" in refused.stderr
+
+
 def test_install_hook_keeps_a_foreign_hook_and_refuses_non_bare(remote: Remote, tmp_path: Path) -> None:
     hook = remote.bare / "hooks" / "pre-receive"
     hook.write_text("#!/bin/sh\nexit 0\n")
