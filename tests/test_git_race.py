@@ -20,6 +20,7 @@ from gitmirror.audit.hooks import install
 from gitmirror.storage.repo import STALE_REF_LOCK_AGE, MetadataRepo
 
 from conftest import GITMIRROR, Mirror, isolated_env
+from fakeupstream import FakeUpstream, build_wheel
 
 DEMO = "projects/de/mo/demo-pkg.jsonl"
 WHEEL = "demo_pkg-1.0-py3-none-any.whl"
@@ -243,4 +244,42 @@ def test_pushes_and_writers_in_a_loop_each_succeed_or_fail_cleanly(mirror: Mirro
     log = mirror.git("log", "--format=%s", "main")
     assert log.count("yank: push ") == pushed and log.count("yank: demo-pkg 2.0") == written
     hook.unlink()
+    assert_repository_sound(mirror)
+
+
+def test_a_sync_racing_a_push_never_takes_its_lock_and_finishes_after_it(
+    mirror: Mirror, pusher: Pusher, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """A sync with a new release to commit meets a push holding main's ref lock: it stops in one
+    line and leaves the lock; once the push has landed, the next sync commits on top of it."""
+    wheel = build_wheel("demo-pkg", "9.0")
+    upstream.add("demo-pkg", wheel)
+    paused, go = tmp_path / "paused", tmp_path / "go"
+    hook = mirror.repo / "hooks" / "reference-transaction"
+    hook.write_text(PAUSING_HOOK.format(paused=paused, go=go))
+    hook.chmod(0o755)
+    pusher.commit_yank("yanked by a push")
+    push = pusher.push()
+    try:
+        deadline = time.monotonic() + 60
+        while not paused.exists():
+            assert push.poll() is None, push.communicate()
+            assert time.monotonic() < deadline, "the push never reached its ref update"
+            time.sleep(0.05)
+        lock = mirror.repo / "refs/heads/main.lock"
+        racing = mirror.run("sync")
+        assert racing.returncode != 0, racing.stdout + racing.stderr
+        errors = [line for line in racing.stderr.splitlines() if line.startswith("gitmirror: error:")]
+        assert len(errors) == 1 and "locked by another git process" in errors[0], racing.stderr
+        assert "Traceback" not in racing.stderr
+        assert lock.exists(), "the sync deleted the lock of a push in progress"
+    finally:
+        go.touch()
+        _out, err = push.communicate(timeout=60)
+    assert push.returncode == 0, err
+    hook.unlink()
+    synced = mirror.run("sync")
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    log = mirror.git("log", "--format=%s", "main").splitlines()
+    assert log[1] == "yank: yanked by a push" and wheel.filename in mirror.git("show", f"main:{DEMO}")
     assert_repository_sound(mirror)
