@@ -25,7 +25,7 @@ import pytest
 from gitmirror.model.hosts import HostPolicy
 from gitmirror.storage.metadata import read_stored_wheel
 from gitmirror.storage.store import BlobStore
-from gitmirror.upstream import workers
+from gitmirror.upstream import worker_process
 from gitmirror.upstream.transport import MAX_REDIRECTS, FetchError, Transient, Transport
 
 BODY = b"wheel bytes " * 1000
@@ -266,9 +266,11 @@ def test_a_wheels_metadata_is_read_from_the_bytes_just_verified(
         body = fetcher.fetch(server.url + "/probe.whl", writer)
         assert (bytes(body) == wheel) if in_memory else body is None
     opened: list[str] = []
-    monkeypatch.setattr(workers, "read_stored_wheel", lambda *args: opened.append(args[1]) or read_stored_wheel(*args))
-    unnamed = workers._Unnamed()
-    stored, metadata = workers._store_wheel(
+    monkeypatch.setattr(
+        worker_process, "read_stored_wheel", lambda *args: opened.append(args[1]) or read_stored_wheel(*args)
+    )
+    unnamed = worker_process.Unnamed()
+    stored, metadata = worker_process.store_wheel(
         fetcher, unnamed, str(tmp_path), server.url + "/demo.whl", digest, len(wheel), None
     )
     unnamed.publish()

@@ -12,6 +12,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -158,9 +160,10 @@ def assert_repository_sound(mirror: Mirror) -> None:
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
-def test_a_writer_started_while_a_push_holds_its_ref_lock_leaves_the_lock(
-    mirror: Mirror, pusher: Pusher, tmp_path: Path
-) -> None:
+@contextmanager
+def push_holding_its_ref_lock(mirror: Mirror, pusher: Pusher, tmp_path: Path) -> Iterator[Path]:
+    """A push of a yank, held at its ref update (main's lock taken) while the block runs; then it
+    must land, and the pausing hook goes."""
     paused, go = tmp_path / "paused", tmp_path / "go"
     hook = mirror.repo / "hooks" / "reference-transaction"
     hook.write_text(PAUSING_HOOK.format(paused=paused, go=go))
@@ -173,18 +176,24 @@ def test_a_writer_started_while_a_push_holds_its_ref_lock_leaves_the_lock(
             assert push.poll() is None, push.communicate()
             assert time.monotonic() < deadline, "the push never reached its ref update"
             time.sleep(0.05)
-        lock = mirror.repo / "refs/heads/main.lock"
+        yield mirror.repo / "refs/heads/main.lock"
+    finally:
+        go.touch()
+        _out, err = push.communicate(timeout=60)
+    assert push.returncode == 0, err
+    hook.unlink()
+
+
+def test_a_writer_started_while_a_push_holds_its_ref_lock_leaves_the_lock(
+    mirror: Mirror, pusher: Pusher, tmp_path: Path
+) -> None:
+    with push_holding_its_ref_lock(mirror, pusher, tmp_path) as lock:
         assert lock.exists()
         racing = mirror.run("yank", "demo-pkg", "2.0", "--reason", "yanked by gitmirror")
         assert racing.returncode == 2, racing.stdout + racing.stderr
         [line] = racing.stderr.splitlines()
         assert line.startswith("gitmirror: error: refs/heads/main is locked by another git process"), line
         assert lock.exists(), "the writer deleted the lock of a push in progress"
-    finally:
-        go.touch()
-        _out, err = push.communicate(timeout=60)
-    assert push.returncode == 0, err
-    hook.unlink()
     assert "yank: yanked by a push" in mirror.git("log", "-1", "--format=%s", "main")
     mirror.run("yank", "demo-pkg", "2.0", "--reason", "yanked by gitmirror", check=True)
     assert_repository_sound(mirror)
@@ -254,30 +263,13 @@ def test_a_sync_racing_a_push_never_takes_its_lock_and_finishes_after_it(
     line and leaves the lock; once the push has landed, the next sync commits on top of it."""
     wheel = build_wheel("demo-pkg", "9.0")
     upstream.add("demo-pkg", wheel)
-    paused, go = tmp_path / "paused", tmp_path / "go"
-    hook = mirror.repo / "hooks" / "reference-transaction"
-    hook.write_text(PAUSING_HOOK.format(paused=paused, go=go))
-    hook.chmod(0o755)
-    pusher.commit_yank("yanked by a push")
-    push = pusher.push()
-    try:
-        deadline = time.monotonic() + 60
-        while not paused.exists():
-            assert push.poll() is None, push.communicate()
-            assert time.monotonic() < deadline, "the push never reached its ref update"
-            time.sleep(0.05)
-        lock = mirror.repo / "refs/heads/main.lock"
+    with push_holding_its_ref_lock(mirror, pusher, tmp_path) as lock:
         racing = mirror.run("sync")
         assert racing.returncode != 0, racing.stdout + racing.stderr
         errors = [line for line in racing.stderr.splitlines() if line.startswith("gitmirror: error:")]
         assert len(errors) == 1 and "locked by another git process" in errors[0], racing.stderr
         assert "Traceback" not in racing.stderr
         assert lock.exists(), "the sync deleted the lock of a push in progress"
-    finally:
-        go.touch()
-        _out, err = push.communicate(timeout=60)
-    assert push.returncode == 0, err
-    hook.unlink()
     synced = mirror.run("sync")
     assert synced.returncode == 0, synced.stdout + synced.stderr
     log = mirror.git("log", "--format=%s", "main").splitlines()

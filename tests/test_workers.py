@@ -23,7 +23,7 @@ from test_locking import paused_sync, process_state
 from gitmirror.model.hosts import HostPolicy
 from gitmirror.storage import store as store_module
 from gitmirror.storage.store import BlobStore
-from gitmirror.upstream import fork_server, workers
+from gitmirror.upstream import fork_server, worker_process, workers
 from gitmirror.upstream.transport import Transient
 
 import crashhook
@@ -250,7 +250,7 @@ def test_a_file_is_answered_once_named_and_a_blob_that_cannot_be_named_fails_its
     assert os.listdir(store.root / "tmp") == []
 
 
-def checked_writers(unnamed: workers._Unnamed, store: BlobStore, count: int) -> list[tuple[bytes, object]]:
+def checked_writers(unnamed: worker_process.Unnamed, store: BlobStore, count: int) -> list[tuple[bytes, object]]:
     """``count`` blobs written and checked as a message's jobs do, each added for ``publish``."""
     written = []
     for number in range(count):
@@ -277,7 +277,7 @@ def test_a_messages_blobs_are_made_durable_together_then_named(
         monkeypatch.setattr(store, "sync_handle", lambda: None)
     monkeypatch.setattr(store, "sync_all", lambda handle: synced.append(handle) or real_sync_all(handle))
     monkeypatch.setattr(store_module.os, "fsync", lambda fd: fsynced.append(fd) or real_fsync(fd))
-    unnamed = workers._Unnamed()
+    unnamed = worker_process.Unnamed()
     written = checked_writers(unnamed, store, 3)
     assert not any(store.has(hashlib.sha256(data).hexdigest()) for data, _writer in written)  # not yet
     unnamed.publish()
@@ -297,7 +297,7 @@ def test_when_the_disk_refuses_the_sync_no_blob_of_the_message_is_named(
         raise OSError(errno.EIO, "Input/output error", str(store.root))
 
     monkeypatch.setattr(store, "sync_all", failing)
-    unnamed = workers._Unnamed()
+    unnamed = worker_process.Unnamed()
     checked_writers(unnamed, store, 2)
     unnamed.publish()
     failures = unnamed.take_failures()

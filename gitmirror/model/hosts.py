@@ -10,7 +10,7 @@ The rule, applied to every request including each redirect hop:
 - the upstream's own origin (scheme, host and port of ``upstream:``) is always allowed;
 - without ``allowed_hosts:``, any other host only over ``https`` on the default port and only by
   DNS name: no IP address in any spelling the resolver accepts (``2130706433``, ``0x7f.1``,
-  ``0177.0.0.1``, ``127.1``, ``[::ffff:127.0.0.1]``: whatever ``ipaddress`` or ``inet_aton`` reads,
+  ``0177.0.0.1``, ``127.1``, ``[::ffff:127.0.0.1]``: labels that are all decimal or hex numbers,
   or a name whose last label is a number), no single-label or local name (``localhost``,
   ``*.localhost``, ``.local``, ``.internal``...), nothing but ASCII letters, digits, ``-`` and ``_``
   in dot-separated labels. That admits the usual split of an index and its file host
@@ -22,9 +22,7 @@ The rule, applied to every request including each redirect hop:
 
 from __future__ import annotations
 
-import ipaddress
 import re
-import socket
 from dataclasses import dataclass
 from functools import cached_property
 from urllib.parse import urlsplit
@@ -66,22 +64,14 @@ def _origin(url: str) -> tuple[str, str, int]:
 def not_a_public_name(host: str) -> str | None:
     """Why ``host`` (lowercased, final dot removed) is no public DNS name, or None when it is one.
 
-    The connection resolves it with ``getaddrinfo``, which reads every legacy IPv4 spelling that
-    ``inet_aton`` does; so that is what this asks, with ``ipaddress`` for the rest.
+    The connection resolves it with ``getaddrinfo``, which reads every legacy IPv4 spelling
+    (decimal, hex, octal, short forms): a name whose labels are all such numbers is an address.
     """
     if ":" in host or "[" in host:
         return "an IP address"  # IPv6, with or without a zone id (urlsplit drops the brackets)
-    try:
-        ipaddress.ip_address(host)
-        return "an IP address"
-    except ValueError:
-        pass
-    try:
-        socket.inet_aton(host)
-        return "an IP address"
-    except (OSError, ValueError):
-        pass
     labels = host.split(".")
+    if all(_NUMBER.fullmatch(label) for label in labels):
+        return "an IP address"
     if not all(_LABEL.fullmatch(label) for label in labels):
         return "not a DNS host name"
     if _NUMBER.fullmatch(labels[-1]):

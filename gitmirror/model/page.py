@@ -110,9 +110,8 @@ class PageAnswer:
 
     @property
     def charset(self) -> str | None:
-        """The ``charset`` parameter of ``Content-Type``, read by the ``email`` package's parser, as
-        ``http.client`` reads it."""
-        from email.message import Message  # 8 ms of the download processes' start; HTML pages only
+        """The ``charset`` parameter of ``Content-Type``, read by the standard ``email`` header parser."""
+        from email.message import Message  # only HTML pages need it: kept out of the processes' start
 
         message = Message()
         message["content-type"] = self.headers.get("content-type", "")

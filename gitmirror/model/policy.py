@@ -24,12 +24,14 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .decisions import MARKS_DIR
 from .manifest import FileEntry, ManifestError, ProjectManifest, loads, project_of_path
 from .names import SHA256_HEX
 from .takedowns import TAKEDOWNS_DIR, TakedownRecord, line_problems, shard_path
 
 #: top-level folders of append-only JSON Lines audit logs: they may only gain lines
-AUDIT_LOG_DIRS = ("conflicts", "marks", TAKEDOWNS_DIR)
+CONFLICTS_DIR = "conflicts"
+AUDIT_LOG_DIRS = (CONFLICTS_DIR, MARKS_DIR, TAKEDOWNS_DIR)
 
 # Facts about a file that never change once recorded.
 _FROZEN_FIELDS = ("version", "sha256", "size", "requires_python", "first_seen")

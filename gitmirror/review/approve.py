@@ -19,13 +19,12 @@ from packaging.requirements import InvalidRequirement, Requirement
 
 from ..model.manifest import format_time, manifest_path
 from ..model.names import UnsafeNameError, normalize
-from ..model.policy import check, takedown_candidates, takedown_check
+from ..model.policy import CONFLICTS_DIR, check, takedown_candidates, takedown_check
 from ..model.takedowns import Lookup, append, listed, repo_reader, shard_path
 from ..storage.repo import MetadataRepo
 from ..storage.store import BlobStore
 from ..sync.config import Config
 from ..sync.incoming import (
-    CONFLICTS_DIR,
     Change,
     ProjectPending,
     apply,

@@ -30,12 +30,11 @@ from ..model.manifest import (
     parse_time,
     project_of_path,
 )
-from ..model.policy import check
+from ..model.policy import CONFLICTS_DIR, check
 from ..model.takedowns import TAKEDOWNS_DIR, TakedownRecord, is_shard_path, parse
 from ..storage.gittree import TREE
 from ..storage.repo import MetadataRepo, RepoError
 
-CONFLICTS_DIR = "conflicts"
 _MISSING = object()
 # Facts of a recorded file that sync may change later (everything else is frozen).
 _MUTABLE_FIELDS = ("yanked", "upstream_removed", "core_metadata", "upload_time", "tombstone")

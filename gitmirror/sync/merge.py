@@ -18,7 +18,6 @@ from ..model.manifest import FileEntry, ProjectManifest
 from ..model.page import RemoteFile, RemoteProject
 from ..model.takedowns import TakedownRecord
 
-CONFLICTS_DIR = "conflicts"
 EXIT_OK, EXIT_ERRORS, EXIT_CONFLICTS = 0, 1, 3
 KNOWN_CONFLICT = " (conflict recorded before)"
 

@@ -160,7 +160,7 @@ def read_requirements(path: Path, into: Roots, seen: set[Path], constraint: bool
 
 def read_lockfile(path: Path, into: Roots) -> None:
     """Pins from a PEP 751 ``pylock.toml``: every wheel and sdist by sha256."""
-    import tomllib  # here: 14 ms of every sync's start, for configurations that name a lockfile
+    import tomllib  # here, not at start: only configurations that name a lockfile need it
 
     from packaging.pylock import Pylock, PylockValidationError
 

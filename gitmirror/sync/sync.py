@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from ..model.decisions import local_decisions, marks_path
 from ..model.manifest import FileEntry, ProjectManifest, manifest_path, now
 from ..model.page import ProjectNotFound, RemoteFile, UpstreamError
-from ..model.policy import check
+from ..model.policy import CONFLICTS_DIR, check
 from ..model.takedowns import Lookup, repo_reader
 from ..storage.metadata import WheelMetadata, read_stored_wheel
 from ..storage.repo import MetadataRepo
@@ -28,7 +28,6 @@ from .closure import ProjectChoice, choose
 from .config import Config, Selection
 from .downloads import Fetched, RunDownloads
 from .merge import (
-    CONFLICTS_DIR,
     EXIT_OK,
     KNOWN_CONFLICT,
     ProjectOutcome,
@@ -149,7 +148,7 @@ class Syncer:
             branches=branches,
             inputs=dict(roots.sources),
             refs=unchanged.refs_digest(self.repo.path, branches),
-            # served_files() would sort each project's files by version: 0.05 s after the last download
+            # served_files() would sort each project's files by version again, after the last download
             blobs=sorted({entry.sha256 for manifest in manifests for entry in manifest.files.values() if entry.served}),
             projects=len(outcomes),
             names=sorted(outcome.name for outcome in outcomes),

@@ -341,7 +341,7 @@ def store_with(stream: Callable[[str, BlobWriter], object], url: str, writer: Bl
 
 def stream_checked(stream: Callable[[str, BlobWriter], T], url: str, writer: BlobWriter) -> T:
     """``store_with`` without the publishing: the download processes make a message's blobs durable
-    together (``workers._Unnamed``); returns ``stream``'s answer. The writer is discarded on any failure."""
+    together (``worker_process.Unnamed``); returns ``stream``'s answer. The writer is discarded on any failure."""
     try:
         answer = stream(url, writer)
         writer.check()
