@@ -22,7 +22,7 @@ def serve(
     cfg = load_config(config)
     open_repo(cfg)  # fail early and clearly when there is nothing to serve
     typer.echo(f"serving {cfg.repo} at http://{host}:{port}/simple/", err=True)
-    run_server(cfg.repo, cfg.store, host, port, cfg.branch)
+    run_server(cfg, host, port)
 
 
 def tag(

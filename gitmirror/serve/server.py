@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import os
-from pathlib import Path
 from urllib.parse import quote
 
 from starlette.applications import Starlette
@@ -23,6 +22,7 @@ from ..model.names import UnsafeNameError, check_filename, normalize
 from ..storage.repo import MetadataRepo
 from ..storage.snapshot import RevisionError
 from ..storage.store import BlobStore
+from ..sync.config import Config
 from . import index
 from .revisions import BoundedResolver
 from .view import MirrorView, Page
@@ -182,11 +182,13 @@ async def _home(request: Request) -> Response:
     return RedirectResponse("/simple/", status_code=302)
 
 
-def create_app(repo_path: Path, store_path: Path, branch: str = "main") -> Starlette:
-    view = MirrorView(MetadataRepo(repo_path), BlobStore(store_path), branch)
+def create_app(config: Config) -> Starlette:
+    """The mirror's web app for ``config`` (its repo, store and branch; features add their routes here)."""
+    view = MirrorView(MetadataRepo(config.repo), BlobStore(config.store), config.branch)
     routes = [Route("/", _home), *routes_for(SimpleRoutes(view)), *routes_for(SnapshotRoutes(view), "/snapshot/{rev}")]
     app = Starlette(routes=routes)
     app.state.view = view
+    app.state.config = config
     return app
 
 
@@ -200,10 +202,10 @@ def raise_open_file_limit(wanted: int = 65536) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-def serve(repo_path: Path, store_path: Path, host: str, port: int, branch: str = "main") -> None:
+def serve(config: Config, host: str, port: int) -> None:
     """Run the app under uvicorn (which picks uvloop and httptools when installed)."""
     import uvicorn
 
     raise_open_file_limit()
-    app = create_app(repo_path, store_path, branch)
+    app = create_app(config)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, backlog=2048, timeout_keep_alive=30)
