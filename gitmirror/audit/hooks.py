@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..storage.refpolicy import HEADS, MAINLINE, TAGS, date_problem, ref_problem
 from ..storage.repo import MetadataRepo, RepoError
+from .signatures import push_signature_problem
 from .verify import commit_violations, subject
 
 ZERO = b"0" * 40
@@ -158,6 +159,7 @@ def judge(repo: MetadataRepo, updates: list[RefUpdate], now: float | None = None
         branches[update.ref] = target
         if update.ref == MAINLINE:
             problem = mainline_problem(repo, old, target, now)
+            problem = problem or push_signature_problem(repo, target, list(repo.peeled_refs().values()))
             if problem is not None:
                 decision.reject(f"{where}: {problem}")
     if main_before is not None and new_tags:

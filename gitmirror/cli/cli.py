@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from . import cli_audit, cli_review, cli_serve, cli_sync
+from . import cli_audit, cli_review, cli_serve, cli_sign, cli_sync
 from .cli_common import friendly_errors
 
 app = typer.Typer(
@@ -40,9 +40,11 @@ COMMANDS = (
     cli_serve.hydrate,
     cli_serve.export_store,
     cli_audit.status,
+    cli_sign.check_lock,
 )
 for command in COMMANDS:
     app.command()(friendly_errors(command))
+app.add_typer(cli_sign.witness_app, name="witness")
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from . import cli_sign
 from .cli_common import ConfigOption, RevOption, load_config, open_repo, snapshot_of
 
 
@@ -35,9 +36,18 @@ def verify(
     history_only: Annotated[
         bool, typer.Option("--history-only", help="Check the git history only, not the blob store.")
     ] = False,
+    keys: cli_sign.KeysOption = None,
+    checkpoint: cli_sign.CheckpointOption = None,
+    witness_keys: cli_sign.WitnessKeysOption = None,
+    min_witnesses: cli_sign.MinWitnessesOption = 0,
+    state: cli_sign.StateOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Check every commit of the history against the policy and every served blob against its sha256.
+
+    With --keys, every commit and tag must be signed by a key of that allowed_signers file; with
+    --checkpoint, the mirror's signed checkpoint must name a commit of this clone that extends every
+    checkpoint seen before, and the history verified is the one it names (docs/signing.md).
 
     Exit codes: 0 everything holds, 1 problems found (the first ones are listed).
     """
@@ -47,11 +57,15 @@ def verify(
 
     cfg = load_config(config)
     repo = MetadataRepo(repo_path) if repo_path is not None else open_repo(cfg)
+    if checkpoint is not None:
+        accepted = cli_sign.check_checkpoint(repo, cfg, checkpoint, keys, witness_keys, min_witnesses, state)
+        rev = rev or accepted.checkpoint.commit
     report = run_verify(repo, None if history_only else BlobStore(cfg.store), rev or cfg.branch)
     for line in report.listing():
         typer.echo(line)
     typer.echo(report.summary())
-    if not report.ok:
+    signed = keys is None or cli_sign.check_signatures(repo, repo.resolve(rev or cfg.branch), keys, cfg)
+    if not (report.ok and signed):
         raise typer.Exit(1)
 
 

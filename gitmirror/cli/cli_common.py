@@ -70,7 +70,12 @@ def load_config(path: Path | None) -> Config:
 def open_repo(cfg: Config, create: bool = False) -> MetadataRepo:
     from ..storage.repo import MetadataRepo
 
-    return MetadataRepo.init(cfg.repo, cfg.branch) if create else MetadataRepo(cfg.repo)
+    repo = MetadataRepo.init(cfg.repo, cfg.branch) if create else MetadataRepo(cfg.repo)
+    if cfg.signing.configured:
+        from .cli_sign import apply_signing
+
+        apply_signing(repo, cfg.signing)
+    return repo
 
 
 def snapshot_of(repo: MetadataRepo, rev: str | None, cfg: Config) -> bytes:

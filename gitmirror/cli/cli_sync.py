@@ -20,12 +20,19 @@ if TYPE_CHECKING:
     from ..sync.config import Config, Selection
 
 
-def init(config: ConfigOption = None) -> None:
+def init(
+    config: ConfigOption = None,
+    signing_key: Annotated[
+        Path | None, typer.Option("--signing-key", help="Sign every commit and tag with this Ed25519 SSH key.")
+    ] = None,
+) -> None:
     """Create the metadata repository (branch main) and the blob store; safe to run again."""
     from ..storage.store import BlobStore
+    from .cli_sign import apply_signing
 
     cfg = load_config(config)
-    open_repo(cfg, create=True)
+    repo = open_repo(cfg, create=True)
+    apply_signing(repo, cfg.signing, signing_key)
     BlobStore(cfg.store).init()
     typer.echo(f"repository {cfg.repo}, store {cfg.store}: ready")
 

@@ -24,6 +24,7 @@ from ..storage.snapshot import RevisionError
 from ..storage.store import BlobStore
 from ..sync.config import Config
 from . import index
+from .checkpoint import checkpoint_routes
 from .revisions import BoundedResolver
 from .view import MirrorView, Page
 
@@ -186,6 +187,7 @@ def create_app(config: Config) -> Starlette:
     """The mirror's web app for ``config`` (its repo, store and branch; features add their routes here)."""
     view = MirrorView(MetadataRepo(config.repo), BlobStore(config.store), config.branch)
     routes = [Route("/", _home), *routes_for(SimpleRoutes(view)), *routes_for(SnapshotRoutes(view), "/snapshot/{rev}")]
+    routes += checkpoint_routes(view, config)
     app = Starlette(routes=routes)
     app.state.view = view
     app.state.config = config

@@ -13,12 +13,13 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 
 from dulwich.file import FileLocked
 from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree
 from dulwich.pack import full_unpacked_object
 
-from . import durable
+from . import durable, signing
 from .history import DEFAULT_BRANCH, History, RepoError
 
 LOOSE_OBJECT_LIMIT = 1000
@@ -92,7 +93,11 @@ class Writer(History):
         ref file with one: after a power loss a branch or tag could name objects that never reached
         the disk. One ``syncfs`` of the repository's file system covers them all, as the
         blob store does for its blobs (``durable``); where there is none, ``os.sync``.
+
+        Every commit and tag is signed first when the repository is set to sign (``signing``): all
+        writers pass here, so none writes an unsigned one. Signing changes their ids.
         """
+        signing.sign_objects(self.signing_policy(), new_objects)
         handle = durable.handle(self.path)  # before the objects: their write-back errors are reported
         try:
             if len(new_objects) <= LOOSE_OBJECT_LIMIT:
@@ -185,6 +190,19 @@ class Writer(History):
             except FileNotFoundError:
                 pass  # its writer finished meanwhile
         self.git.object_store.prune()  # dulwich's default grace period
+
+    def signing_policy(self) -> signing.SigningPolicy:
+        """The key this repository signs with and the keys pushes to main need (its git config)."""
+        return signing.signing_policy(self.git.get_config())
+
+    def configure_signing(
+        self, key: Path | None, allowed_signers: Path | None = None, require_signed_main: bool = False
+    ) -> None:
+        """Make every later commit and tag signed with ``key`` (``signing.signing_settings``)."""
+        config = self.git.get_config()
+        for (section, name), value in signing.signing_settings(key, allowed_signers, require_signed_main):
+            config.set(section, name, value)
+        config.write_to_path()
 
     def set_config(self, settings: Mapping[tuple[str, str], bool | str]) -> None:
         """Write ``(section, name) -> value`` into the repository's own git config."""

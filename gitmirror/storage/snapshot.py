@@ -236,6 +236,12 @@ class FirstParentLine:
             self._extend(tip)
             return commit in self._members
 
+    def length(self, tip: bytes) -> int:
+        """How many commits the first-parent line of ``tip`` holds, root and tip included."""
+        with self._lock:
+            self._extend(tip)
+            return len(self._ids)
+
     def at(self, tip: bytes, limit: float) -> tuple[bytes | None, int]:
         """(the commit for ``limit`` or None when every commit is later, the root's commit time)."""
         with self._lock:

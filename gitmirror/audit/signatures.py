@@ -1,0 +1,104 @@
+"""Signed history: every commit of a branch (and every tag naming one) signed by an allowed key.
+
+``gitmirror verify --keys FILE`` checks the whole history against an allowed_signers file; the
+pre-receive hook, when the repository asks for it (``gitmirror.requireSignedMain``), checks every
+commit a push brings to main against the repository's ``gpg.ssh.allowedSignersFile``. Both use
+``ssh_signatures.AllowedSigners.check``: the same verdict ``git verify-commit`` gives with that
+file, without a process per commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..model.ssh_signatures import AllowedSigners, AllowedSignersError
+from ..storage.refpolicy import TAGS
+from ..storage.repo import MetadataRepo
+from ..storage.signing import signed_payload
+
+MAX_LISTED = 20
+
+
+def load_allowed_signers(path: Path) -> AllowedSigners:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise AllowedSignersError(f"cannot read allowed signers file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise AllowedSignersError(f"{path}: not UTF-8 text") from None
+    return AllowedSigners.parse(text, str(path))
+
+
+@dataclass
+class SignatureReport:
+    commits: int = 0
+    tags: int = 0
+    signers: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def lines(self) -> list[str]:
+        shown = self.problems[:MAX_LISTED]
+        more = len(self.problems) - len(shown)
+        return shown + ([f"... and {more} more"] if more > 0 else [])
+
+    def summary(self) -> str:
+        if not self.ok:
+            return f"signatures: {len(self.problems)} problem(s) in {self.commits} commits and {self.tags} tags"
+        who = ", ".join(f"{name} ({count})" for name, count in sorted(self.signers.items()))
+        return f"signatures: {self.commits} commits and {self.tags} tags signed by allowed keys: {who or 'none'}"
+
+
+def verify_signatures(repo: MetadataRepo, tip: bytes, allowed: AllowedSigners) -> SignatureReport:
+    """Every commit reachable from ``tip`` and every annotated tag naming one of them, each signed by an allowed key."""
+    report = SignatureReport()
+    seen: set[bytes] = set()
+    for commit in repo.walk([tip]):
+        seen.add(commit.id)
+        report.commits += 1
+        _judge(report, allowed, f"commit {commit.id.decode()[:12]}", commit)
+    for ref, target in sorted(repo.refs(TAGS).items()):
+        tag = repo.git[target]
+        if repo.peel(target) not in seen or tag.type_name != b"tag":
+            continue  # lightweight tags carry no signature; tags of other branches are theirs
+        report.tags += 1
+        _judge(report, allowed, f"tag {ref[len(TAGS) :].decode()}", tag)
+    return report
+
+
+def push_signature_problem(repo: MetadataRepo, new: bytes, existing: list[bytes]) -> str | None:
+    """Why a push moving main to ``new`` is refused for its signatures, or None.
+
+    Only asked when the repository requires signed pushes to main: every commit the push brings
+    (reachable from ``new``, not from a ref the repository already had) must be signed by a key of
+    its ``gpg.ssh.allowedSignersFile``.
+    """
+    policy = repo.signing_policy()
+    if not policy.require_signed_main:
+        return None
+    if policy.allowed_signers is None:
+        return "signed pushes to main are required but no gpg.ssh.allowedSignersFile is set"
+    try:
+        allowed = load_allowed_signers(policy.allowed_signers)
+    except AllowedSignersError as exc:
+        return f"signed pushes to main are required but {exc}"
+    for commit in repo.walk([new], exclude=existing):
+        payload, signature, when = signed_payload(commit)
+        verdict = allowed.check(payload, signature, when)
+        if not verdict.ok:
+            problem = f"commit {commit.id.decode()[:12]}: {verdict.problem}"
+            return f"{problem}; pushes to main must be signed by an allowed key"
+    return None
+
+
+def _judge(report: SignatureReport, allowed: AllowedSigners, what: str, obj: object) -> None:
+    payload, signature, when = signed_payload(obj)  # type: ignore[arg-type]
+    verdict = allowed.check(payload, signature, when)
+    if verdict.principal is None:
+        report.problems.append(f"{what}: {verdict.problem}")
+    else:
+        report.signers[verdict.principal] = report.signers.get(verdict.principal, 0) + 1

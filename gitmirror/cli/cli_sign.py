@@ -1,0 +1,196 @@
+"""Signed history on the command line: ``verify --keys/--checkpoint``, ``witness cosign``, ``check-lock``.
+
+The mirror's side (signing every commit and tag, ``/checkpoint``) needs no command: ``init
+--signing-key`` or ``signing:`` in mirror.yaml switch it on (docs/signing.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from .cli_common import ConfigOption, fail, friendly_errors, load_config
+
+if TYPE_CHECKING:
+    from ..audit.checkpoints import Accepted
+    from ..model.ssh_signatures import AllowedSigners
+    from ..storage.repo import MetadataRepo
+    from ..sync.config import Config
+    from ..sync.signing_config import SigningSettings
+
+KeysOption = Annotated[
+    Path | None,
+    typer.Option("--keys", help="allowed_signers file of the mirror's keys (default: signing.allowed_signers)."),
+]
+CheckpointOption = Annotated[
+    str | None, typer.Option("--checkpoint", help="The mirror's checkpoint: its URL, or a file holding the note.")
+]
+WitnessKeysOption = Annotated[
+    Path | None, typer.Option("--witness-keys", help="allowed_signers file of the witnesses (principal = name).")
+]
+MinWitnessesOption = Annotated[
+    int, typer.Option("--min-witnesses", min=0, help="Cosignatures required from --witness-keys.")
+]
+StateOption = Annotated[
+    Path | None,
+    typer.Option("--state", help="Checkpoints seen before (default: $XDG_STATE_HOME/gitmirror/checkpoints.json)."),
+]
+RepoOption = Annotated[
+    Path | None, typer.Option("--repo", help="The clone to check against (default: the configured repo).")
+]
+
+
+def apply_signing(repo: MetadataRepo, settings: SigningSettings, key: Path | None = None) -> None:
+    """Write mirror.yaml's ``signing:`` (and ``key`` of ``init --signing-key``) into the repository's
+    git config, where every writer reads it; unchanged settings are not written again."""
+    key = key or settings.key
+    if key is None and settings.allowed_signers is None:
+        return
+    policy = repo.signing_policy()
+    wanted = (
+        key.resolve() if key else policy.key,
+        settings.allowed_signers.resolve() if settings.allowed_signers else policy.allowed_signers,
+        settings.require_signed_main or policy.require_signed_main,
+    )
+    if wanted != (policy.key, policy.allowed_signers, policy.require_signed_main):
+        repo.configure_signing(*wanted)
+
+
+def allowed_signers(path: Path | None, cfg: Config, what: str = "--keys") -> AllowedSigners:
+    from ..audit.signatures import load_allowed_signers
+    from ..model.ssh_signatures import AllowedSignersError
+
+    path = path or cfg.signing.allowed_signers
+    if path is None:
+        raise fail(f"{what} FILE is needed: the allowed_signers file of the keys to trust")
+    try:
+        return load_allowed_signers(path)
+    except AllowedSignersError as exc:
+        raise fail(str(exc)) from None
+
+
+def check_checkpoint(
+    repo: MetadataRepo,
+    cfg: Config,
+    source: str,
+    keys: Path | None,
+    witness_keys: Path | None = None,
+    min_witnesses: int = 0,
+    state: Path | None = None,
+) -> Accepted:
+    """``checkpoints.accept`` with its one line printed; a failed check exits 1 (a fork, loudly)."""
+    from ..audit.checkpoints import CheckpointError, ForkError, SeenCheckpoints, accept, default_state, read_note
+
+    mirror_keys = allowed_signers(keys, cfg)
+    witnesses = allowed_signers(witness_keys, cfg, "--witness-keys") if witness_keys else None
+    try:
+        seen = SeenCheckpoints(state or default_state())
+        accepted = accept(repo, read_note(source), mirror_keys, seen, witnesses, min_witnesses)
+    except ForkError as exc:
+        typer.echo(f"gitmirror: {exc}", err=True)
+        typer.echo("gitmirror: the mirror has shown two different histories: do not trust it", err=True)
+        raise typer.Exit(1) from None
+    except CheckpointError as exc:
+        typer.echo(f"gitmirror: checkpoint refused: {exc}", err=True)
+        raise typer.Exit(1) from None
+    cp = accepted.checkpoint
+    cosigned = f", cosigned by {', '.join(accepted.witnesses)}" if accepted.witnesses else ""
+    typer.echo(f"checkpoint: {cp.origin} at {cp.commit[:12]} ({cp.size} commits) holds{cosigned}")
+    return accepted
+
+
+def check_signatures(repo: MetadataRepo, tip: bytes, keys: Path | None, cfg: Config) -> bool:
+    from ..audit.signatures import verify_signatures
+
+    report = verify_signatures(repo, tip, allowed_signers(keys, cfg))
+    for line in report.lines():
+        typer.echo(line)
+    typer.echo(report.summary())
+    return report.ok
+
+
+def cosign(
+    checkpoint: CheckpointOption = None,
+    key: Annotated[Path | None, typer.Option("--key", help="The witness's Ed25519 OpenSSH private key.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="The witness's name on its signature line.")] = None,
+    keys: KeysOption = None,
+    repo_path: RepoOption = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the cosigned note here (default: stdout).")] = None,
+    state: Annotated[
+        Path | None,
+        typer.Option("--state", help="Checkpoints witnessed before (default: <state dir>/gitmirror/witnessed.json)."),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Cosign a mirror's checkpoint after checking it against a clone and the last one witnessed."""
+    from ..audit.checkpoints import cosign as add_cosignature
+    from ..audit.checkpoints import default_state
+    from ..model.signed_note import NoteError, check_name
+    from ..storage.repo import MetadataRepo
+    from ..storage.signing import check_key
+
+    if checkpoint is None or key is None or name is None:
+        raise fail("witness cosign needs --checkpoint, --key and --name")
+    try:
+        check_name(name)
+    except NoteError as exc:
+        raise fail(str(exc)) from None
+    cfg = load_config(config)
+    private_key = check_key(key)
+    repo = MetadataRepo(repo_path or cfg.repo)
+    accepted = check_checkpoint(repo, cfg, checkpoint, keys, state=state or default_state("witnessed"))
+    note = add_cosignature(accepted, name, private_key).render()
+    if out is None:
+        typer.echo(note, nl=False)
+    else:
+        out.write_text(note, encoding="utf-8")
+
+
+def check_lock(
+    lockfile: Annotated[Path, typer.Argument(help="The PEP 751 pylock.toml to check.")],
+    index: Annotated[
+        str | None, typer.Option("--index", help="The mirror's index URL; its checkpoint is <root>/checkpoint.")
+    ] = None,
+    checkpoint: CheckpointOption = None,
+    keys: KeysOption = None,
+    repo_path: RepoOption = None,
+    witness_keys: WitnessKeysOption = None,
+    min_witnesses: MinWitnessesOption = 0,
+    state: StateOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Check that every file a lockfile pins is in a signed, checkpointed state of the mirror.
+
+    Exit codes: 0 every locked file is there, 1 some are not or the checkpoint does not hold.
+    """
+    from ..audit.locks import unlisted_pins
+    from ..storage.repo import MetadataRepo
+
+    if (index is None) == (checkpoint is None):
+        raise fail("check-lock needs one of --index URL or --checkpoint URL|FILE")
+    source = checkpoint or _checkpoint_url(index or "")
+    cfg = load_config(config)
+    repo = MetadataRepo(repo_path or cfg.repo)
+    accepted = check_checkpoint(repo, cfg, source, keys, witness_keys, min_witnesses, state)
+    missing, total = unlisted_pins(repo, accepted.checkpoint.commit.encode(), lockfile)
+    for line in missing:
+        typer.echo(line)
+    if missing:
+        typer.echo(f"{len(missing)} of {total} locked files are not in the checkpointed state")
+        raise typer.Exit(1)
+    typer.echo(f"all {total} locked files are in the checkpointed state {accepted.checkpoint.commit[:12]}")
+
+
+def _checkpoint_url(index: str) -> str:
+    """``http://mirror/simple/`` (or a snapshot's index) -> ``http://mirror/checkpoint``."""
+    root = index.rstrip("/")
+    root = root.removesuffix("/simple")
+    if "/snapshot/" in root:
+        root = root[: root.index("/snapshot/")]
+    return root + "/checkpoint"
+
+
+witness_app = typer.Typer(help="Witness a mirror: cosign its checkpoints after checking them.", no_args_is_help=True)
+witness_app.command("cosign")(friendly_errors(cosign))

@@ -1,0 +1,52 @@
+"""``signing:`` in mirror.yaml: the mirror's key, its checkpoint name, and who may push to main.
+
+``key`` signs every commit and tag (``storage.signing``) and the checkpoint ``gitmirror serve``
+publishes (named ``name``, the checkpoint's origin line); ``allowed_signers`` with
+``require_signed_main`` makes the pre-receive hook refuse pushes to main not signed by one of its
+keys; ``cosignatures`` is a directory of witness-cosigned checkpoints served beside the mirror's
+own signature (docs/signing.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_KEYS = ("key", "name", "allowed_signers", "require_signed_main", "cosignatures")
+
+
+@dataclass(frozen=True)
+class SigningSettings:
+    key: Path | None = None
+    name: str | None = None
+    allowed_signers: Path | None = None
+    require_signed_main: bool = False
+    cosignatures: Path | None = None
+
+    @property
+    def configured(self) -> bool:
+        return self.key is not None or self.allowed_signers is not None
+
+
+def parse_signing(data: dict[str, Any], base: Path, where: str = "") -> SigningSettings:
+    from .config import ConfigError  # config imports this module
+
+    for key in data:
+        if key not in _KEYS:
+            raise ConfigError(f"{where}unknown key 'signing.{key}' (known: {', '.join(_KEYS)})")
+    paths: dict[str, Path | None] = {}
+    for key in ("key", "allowed_signers", "cosignatures"):
+        value = data.get(key)
+        if value is not None and not (isinstance(value, str) and value):
+            raise ConfigError(f"{where}signing.{key} must be a path, got {type(value).__name__}")
+        paths[key] = base / Path(value).expanduser() if value else None
+    name = data.get("name")
+    if name is not None and not (isinstance(name, str) and name and not any(c.isspace() or c == "+" for c in name)):
+        raise ConfigError(f"{where}signing.name must be a name without spaces or '+', got {name!r}")
+    require = data.get("require_signed_main", False)
+    if not isinstance(require, bool):
+        raise ConfigError(f"{where}signing.require_signed_main must be true or false, got {type(require).__name__}")
+    if require and paths["allowed_signers"] is None:
+        raise ConfigError(f"{where}signing.require_signed_main needs signing.allowed_signers")
+    return SigningSettings(paths["key"], name, paths["allowed_signers"], require, paths["cosignatures"])

@@ -1,0 +1,128 @@
+"""Signed history: every commit and tag the mirror writes is SSH-signed as git signs, git itself
+verifies them, ``verify --keys`` checks the whole history, and the hook can require signed pushes."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gitmirror.audit.hooks import install
+from gitmirror.storage.repo import MetadataRepo
+
+from conftest import Mirror, isolated_env
+
+pytestmark = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="OpenSSH's ssh-keygen is not installed")
+
+DEMO = "projects/de/mo/demo-pkg.jsonl"
+
+
+def make_key(where: Path, name: str) -> Path:
+    """A fresh Ed25519 key pair made by ssh-keygen; returns the private key's path."""
+    key = where / name
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)], check=True)
+    return key
+
+
+def allowed_signers(where: Path, *entries: tuple[str, Path]) -> Path:
+    path = where / "allowed_signers"
+    path.write_text("".join(f"{principal} {Path(str(key) + '.pub').read_text()}" for principal, key in entries))
+    return path
+
+
+def git(*args: str, cwd: Path, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(["git", *args], cwd=cwd, env=isolated_env(**env), capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed:\n{result.stderr}")
+    return result
+
+
+def test_every_commit_and_tag_the_mirror_writes_is_signed_git_verifies(mirror: Mirror, sample: dict, tmp_path: Path):
+    key = make_key(tmp_path, "mirror-key")
+    allowed = allowed_signers(tmp_path, ("mirror@example.invalid", key))
+    mirror.configure(f"projects: [demo-pkg]\nsigning:\n  key: {key}\n")
+    mirror.run("init", check=True)
+    mirror.run("sync", check=True)
+    mirror.run("yank", "demo-pkg", "1.0", "--reason", "broken", check=True)
+    mirror.run("deprecate", "demo-pkg", "--reason", "use other-lib", check=True)
+    mirror.run("tag", "v1", check=True)
+    # git itself, told only which keys to trust, finds each commit good ("G") and the tag too
+    trust = ("-c", f"gpg.ssh.allowedSignersFile={allowed}")
+    log = git(*trust, "log", "--format=%G? %GS %s", "main", cwd=mirror.repo).stdout.splitlines()
+    assert len(log) == 3 and all(line.startswith("G mirror@example.invalid ") for line in log), log
+    shown = git(*trust, "log", "--show-signature", "-1", "main", cwd=mirror.repo).stdout
+    assert 'Good "git" signature for mirror@example.invalid with ED25519 key' in shown
+    git(*trust, "verify-commit", "main", cwd=mirror.repo)
+    git(*trust, "verify-tag", "v1", cwd=mirror.repo)
+    verified = mirror.run("verify", "--history-only", "--keys", str(allowed))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "3 commits and 1 tags signed by allowed keys: mirror@example.invalid (4)" in verified.stdout
+    # the same history judged against another key: every commit and the tag are refused
+    (tmp_path / "other").mkdir()
+    stranger = allowed_signers(tmp_path / "other", ("x", make_key(tmp_path, "stranger")))
+    refused = mirror.run("verify", "--history-only", "--keys", str(stranger))
+    assert refused.returncode == 1 and "a key not in" in refused.stdout and "4 problem(s)" in refused.stdout
+
+
+def test_init_signing_key_signs_and_a_tampered_commit_fails_verify(mirror: Mirror, sample: dict, tmp_path: Path):
+    key = make_key(tmp_path, "mirror-key")
+    allowed = allowed_signers(tmp_path, ("mirror", key))
+    mirror.run("init", "--signing-key", str(key), check=True)
+    mirror.run("sync", check=True)
+    assert mirror.run("verify", "--history-only", "--keys", str(allowed)).returncode == 0
+    # The tip rewritten with its signature kept (its message changed): the signature no longer holds.
+    raw = git("cat-file", "commit", "main", cwd=mirror.repo).stdout
+    forged = subprocess.run(
+        ["git", "hash-object", "-t", "commit", "-w", "--stdin"],
+        cwd=mirror.repo,
+        input=raw + "\nA line added after signing.\n",
+        env=isolated_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    git("update-ref", "refs/heads/main", forged, cwd=mirror.repo)
+    result = mirror.run("verify", "--history-only", "--keys", str(allowed))
+    assert result.returncode == 1
+    assert f"commit {forged[:12]}: bad signature" in result.stdout
+    trust = f"gpg.ssh.allowedSignersFile={allowed}"
+    assert git("-c", trust, "verify-commit", forged, cwd=mirror.repo, check=False).returncode != 0
+    # an unusable key stops init in one line, before anything is written
+    (tmp_path / "not-a-key").write_text("hello\n")
+    bad = mirror.run("init", "--signing-key", str(tmp_path / "not-a-key"))
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert "not an unencrypted OpenSSH private key" in bad.stderr
+
+
+def test_the_hook_requires_pushes_to_main_signed_by_an_allowed_key(synced_repo: Path, tmp_path: Path):
+    bare = tmp_path / "served.git"
+    shutil.copytree(synced_repo, bare)
+    install(bare, sys.executable)
+    pusher, stranger = make_key(tmp_path, "pusher"), make_key(tmp_path, "stranger")
+    allowed = allowed_signers(tmp_path, ("pusher@example.invalid", pusher))
+    MetadataRepo(bare).configure_signing(None, allowed, require_signed_main=True)
+    work = tmp_path / "work"
+    git("clone", "-q", str(bare), str(work), cwd=tmp_path)
+    manifest = work / DEMO
+    before = git("rev-parse", "main", cwd=bare).stdout
+
+    def commit_and_push(message: str, *sign: str) -> subprocess.CompletedProcess[str]:
+        git("reset", "-q", "--hard", "origin/main", cwd=work)
+        manifest.write_text(manifest.read_text().replace('"yanked":false', '"yanked":"broken"', 1))
+        git("-c", "gpg.format=ssh", *sign, "commit", "-q", "-am", message, cwd=work)
+        return git("push", "origin", "main", cwd=work, check=False)
+
+    unsigned = commit_and_push("yank, unsigned")
+    assert unsigned.returncode != 0
+    assert "remote: gitmirror: refs/heads/main: commit " in unsigned.stderr
+    assert ": not signed; pushes to main must be signed" in unsigned.stderr
+    signing = ("-c", "commit.gpgSign=true", "-c")
+    foreign = commit_and_push("yank, signed by a stranger", *signing, f"user.signingKey={stranger}")
+    assert foreign.returncode != 0 and f"a key not in {allowed}" in foreign.stderr, foreign.stderr
+    assert git("rev-parse", "main", cwd=bare).stdout == before
+    signed = commit_and_push("yank, signed", *signing, f"user.signingKey={pusher}")
+    assert signed.returncode == 0, signed.stderr
+    assert git("rev-parse", "main", cwd=bare).stdout == git("rev-parse", "HEAD", cwd=work).stdout
