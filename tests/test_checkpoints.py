@@ -1,0 +1,157 @@
+"""Published checkpoints: ``/checkpoint`` states the tip, ``verify --checkpoint`` proves a clone holds
+it and that it extends what the client saw before, witnesses cosign, ``check-lock`` checks a lockfile."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+
+from gitmirror.model import signed_note
+
+from conftest import Mirror, RunningServer, isolated_env, start_server, stop_server
+from sshkeys import allowed_signers, git, make_key
+
+pytestmark = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="OpenSSH's ssh-keygen is not installed")
+
+ORIGIN = "mirror.test/simple"
+
+
+@pytest.fixture
+def signed(mirror: Mirror, sample: dict, tmp_path: Path) -> tuple[Mirror, Path]:
+    """A synced mirror signing with its own key, published as ORIGIN; returns it and its allowed_signers."""
+    key = make_key(tmp_path, "mirror-key")
+    (tmp_path / "cosigned").mkdir()
+    mirror.configure(
+        f"projects: [demo-pkg]\nsigning:\n  key: {key}\n  name: {ORIGIN}\n  cosignatures: {tmp_path / 'cosigned'}\n"
+    )
+    mirror.run("sync", check=True)
+    return mirror, allowed_signers(tmp_path, ("mirror", key))
+
+
+def client(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``gitmirror`` run by a client with its own state file, outside any mirror directory."""
+    where = tmp_path / "client"
+    where.mkdir(exist_ok=True)
+    return subprocess.run(
+        [sys.executable, "-m", "gitmirror", *args],
+        cwd=where,
+        env=isolated_env(XDG_STATE_HOME=str(tmp_path / "client-state")),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_served_checkpoint_states_the_tip_and_follows_each_commit(signed, serve, tmp_path: Path):
+    mirror, allowed = signed
+    server: RunningServer = serve()
+    response = httpx.get(server.url + "/checkpoint")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    note = signed_note.parse(response.content)
+    checkpoint = signed_note.parse_checkpoint(note.text)
+    assert (checkpoint.origin, checkpoint.size) == (ORIGIN, 1)
+    assert checkpoint.commit == mirror.git("rev-parse", "main").strip()
+    key = load_ssh_public_key(Path(str(allowed).replace("allowed_signers", "mirror-key.pub")).read_bytes())
+    assert signed_note.verified_by(note, ORIGIN, key)  # type: ignore[arg-type]
+    assert httpx.get(server.url + "/checkpoint").content == response.content  # one tip, one note
+    mirror.run("yank", "demo-pkg", "1.0", "--reason", "broken", check=True)
+    moved = signed_note.parse_checkpoint(signed_note.parse(httpx.get(server.url + "/checkpoint").content).text)
+    assert moved.size == 2 and moved.commit == mirror.git("rev-parse", "main").strip()
+
+
+def test_a_client_accepts_the_checkpoint_of_its_clone_and_detects_a_forked_history(signed, serve, tmp_path: Path):
+    mirror, allowed = signed
+    fork_root = tmp_path / "fork"
+    shutil.copytree(mirror.root, fork_root)  # the same mirror, about to make other commits
+    server = serve()
+    clone = tmp_path / "clone"
+    git("clone", "-q", str(mirror.repo), str(clone), cwd=tmp_path)
+    verify = ("verify", "--repo", str(clone), "--history-only", "--keys", str(allowed), "--checkpoint", server.url)
+    accepted = client(tmp_path, *verify)
+    assert accepted.returncode == 0, accepted.stderr
+    assert f"checkpoint: {ORIGIN} at " in accepted.stdout and "(1 commits) holds" in accepted.stdout
+    # The mirror moves on; a client whose clone lacks the new tip cannot accept it until it fetches.
+    mirror.run("yank", "demo-pkg", "1.0", "--reason", "broken", check=True)
+    behind = client(tmp_path, *verify)
+    assert behind.returncode == 1 and "does not contain the published tip" in behind.stderr
+    git("fetch", "-q", "origin", cwd=clone)
+    assert client(tmp_path, *verify).returncode == 0
+    # The fork: the same policy-valid change made again (other commits), signed by the same key.
+    (Mirror(fork_root, mirror.upstream)).run("yank", "demo-pkg", "1.0", "--reason", "broken!", check=True)
+    forked = start_server(fork_root)
+    try:
+        other_clone = tmp_path / "other-clone"
+        git("clone", "-q", str(fork_root / "mirror" / "repo"), str(other_clone), cwd=tmp_path)
+        fork_args = ("verify", "--repo", str(other_clone), "--history-only", "--keys", str(allowed))
+        detected = client(tmp_path, *fork_args, "--checkpoint", forked.url + "/checkpoint")
+    finally:
+        stop_server(forked)
+    assert detected.returncode == 1
+    assert f"gitmirror: FORK: {ORIGIN}'s checkpoint (size 2, commit " in detected.stderr
+    assert "does not extend the one seen before (size 2" in detected.stderr
+    state = json.loads((tmp_path / "client-state" / "gitmirror" / "checkpoints.json").read_text())
+    assert len(state["forks"]) == 1 and state["forks"][0]["seen"] != state["forks"][0]["new"]  # the evidence
+    # A note not signed by the trusted key is refused before anything is compared.
+    stranger = allowed_signers(tmp_path / "client", ("x", make_key(tmp_path, "stranger")))
+    untrusted = client(tmp_path, *verify[:-4], "--keys", str(stranger), "--checkpoint", server.url)
+    assert untrusted.returncode == 1 and "is not signed by a key of" in untrusted.stderr
+
+
+def test_witness_cosignature_round_trip(signed, serve, tmp_path: Path):
+    mirror, allowed = signed
+    server = serve()
+    witness_key = make_key(tmp_path, "witness-key")
+    (tmp_path / "w").mkdir()
+    witnesses = allowed_signers(tmp_path / "w", ("witness.test", witness_key))
+    clone = tmp_path / "witness-clone"
+    git("clone", "-q", str(mirror.repo), str(clone), cwd=tmp_path)
+    cosigned = tmp_path / "cosigned" / "witness.note"
+    witness = ("witness", "cosign", "--checkpoint", server.url, "--key", str(witness_key), "--name", "witness.test")
+    done = client(tmp_path, *witness, "--keys", str(allowed), "--repo", str(clone), "--out", str(cosigned))
+    assert done.returncode == 0, done.stderr
+    note = signed_note.parse(cosigned.read_bytes())
+    assert [s.name for s in note.signatures] == [ORIGIN, "witness.test"]
+    # The mirror serves the cosignature it was handed beside its own; clients can require it.
+    served = httpx.get(server.url + "/checkpoint").text
+    assert served == cosigned.read_text()
+    verify = ("verify", "--repo", str(clone), "--history-only", "--keys", str(allowed), "--checkpoint", server.url)
+    required = client(tmp_path, *verify, "--witness-keys", str(witnesses), "--min-witnesses", "1")
+    assert required.returncode == 0 and "cosigned by witness.test" in required.stdout, required.stderr
+    too_many = client(tmp_path, *verify, "--witness-keys", str(witnesses), "--min-witnesses", "2")
+    assert too_many.returncode == 1 and "1 valid cosignature(s)" in too_many.stderr and "2 required" in too_many.stderr
+    # A cosignature on another text does not count.
+    cosigned.write_text(cosigned.read_text().replace(f"{ORIGIN}\n1\n", f"{ORIGIN}\n9\n", 1))
+    assert client(tmp_path, *verify, "--witness-keys", str(witnesses), "--min-witnesses", "1").returncode == 1
+
+
+def test_check_lock_finds_every_locked_file_in_the_checkpointed_state(signed, serve, sample, tmp_path: Path):
+    mirror, allowed = signed
+    server = serve()
+    wheel = next(a for a in sample["demo-pkg"] if a.filename == "demo_pkg-1.0-py3-none-any.whl")
+    digest = hashlib.sha256(wheel.data).hexdigest()
+    lock = tmp_path / "client" / "pylock.toml"
+    lock.parent.mkdir(exist_ok=True)
+
+    def write_lock(sha: str) -> None:
+        lock.write_text(
+            'lock-version = "1.0"\ncreated-by = "tests"\n\n[[packages]]\nname = "demo-pkg"\nversion = "1.0"\n'
+            f'wheels = [{{ name = "{wheel.filename}", url = "{server.url}/files/demo-pkg/{wheel.filename}", '
+            f'hashes = {{ sha256 = "{sha}" }} }}]\n'
+        )
+
+    write_lock(digest)
+    args = ("check-lock", str(lock), "--index", server.index_url, "--keys", str(allowed), "--repo", str(mirror.repo))
+    ok = client(tmp_path, *args)
+    assert ok.returncode == 0 and "all 1 locked files are in the checkpointed state" in ok.stdout, ok.stderr
+    write_lock("ab" * 32)
+    missing = client(tmp_path, *args)
+    assert missing.returncode == 1 and f"{wheel.filename} (sha256 abababab" in missing.stdout
+    assert "not in the mirror's state" in missing.stdout and "1 of 1 locked files" in missing.stdout
