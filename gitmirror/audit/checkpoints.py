@@ -34,7 +34,8 @@ class CheckpointError(ValueError):
 
 
 class ForkError(CheckpointError):
-    """The mirror's history forked from a checkpoint seen before: two histories under one name."""
+    """The mirror's history forked from (or went back behind) a checkpoint seen before: two
+    histories, or a history and its past, shown under one name."""
 
 
 def default_state(kind: str = "checkpoints") -> Path:
@@ -180,8 +181,9 @@ def accept(
         problem = _extension_problem(line, before)
         if problem is not None:
             seen.record_fork(checkpoint.origin, before, note)
+            kind = "ROLLBACK" if problem == "goes back behind" else "FORK"
             raise ForkError(
-                f"FORK: {checkpoint.origin}'s checkpoint (size {checkpoint.size}, commit {checkpoint.commit[:12]}) "
+                f"{kind}: {checkpoint.origin}'s checkpoint (size {checkpoint.size}, commit {checkpoint.commit[:12]}) "
                 f"{problem} the one seen before (size {before.size}, commit {before.commit[:12]}); both signed "
                 f"notes are kept in {seen.path}"
             )

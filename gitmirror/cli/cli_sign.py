@@ -90,7 +90,9 @@ def check_checkpoint(
         accepted = accept(repo, read_note(source), mirror_keys, seen, witnesses, min_witnesses)
     except ForkError as exc:
         typer.echo(f"gitmirror: {exc}", err=True)
-        typer.echo("gitmirror: the mirror has shown two different histories: do not trust it", err=True)
+        typer.echo(
+            "gitmirror: the mirror signed a history that contradicts one it signed before: do not trust it", err=True
+        )
         raise typer.Exit(1) from None
     except CheckpointError as exc:
         typer.echo(f"gitmirror: checkpoint refused: {exc}", err=True)
