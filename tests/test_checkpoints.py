@@ -84,6 +84,9 @@ def test_a_client_accepts_the_checkpoint_of_its_clone_and_detects_a_forked_histo
     assert behind.returncode == 1 and "does not contain the published tip" in behind.stderr
     git("fetch", "-q", "origin", cwd=clone)
     assert client(tmp_path, *verify).returncode == 0
+    witness_key = make_key(tmp_path, "witness-key")
+    witness = ("witness", "cosign", "--key", str(witness_key), "--name", "witness.test", "--keys", str(allowed))
+    assert client(tmp_path, *witness, "--repo", str(clone), "--checkpoint", server.url).returncode == 0
     # The fork: the same policy-valid change made again (other commits), signed by the same key.
     (Mirror(fork_root, mirror.upstream)).run("yank", "demo-pkg", "1.0", "--reason", "broken!", check=True)
     forked = start_server(fork_root)
@@ -92,11 +95,13 @@ def test_a_client_accepts_the_checkpoint_of_its_clone_and_detects_a_forked_histo
         git("clone", "-q", str(fork_root / "mirror" / "repo"), str(other_clone), cwd=tmp_path)
         fork_args = ("verify", "--repo", str(other_clone), "--history-only", "--keys", str(allowed))
         detected = client(tmp_path, *fork_args, "--checkpoint", forked.url + "/checkpoint")
+        not_cosigned = client(tmp_path, *witness, "--repo", str(other_clone), "--checkpoint", forked.url)
     finally:
         stop_server(forked)
     assert detected.returncode == 1
     assert f"gitmirror: FORK: {ORIGIN}'s checkpoint (size 2, commit " in detected.stderr
     assert "does not extend the one seen before (size 2" in detected.stderr
+    assert not_cosigned.returncode == 1 and not not_cosigned.stdout and "FORK" in not_cosigned.stderr
     state = json.loads((tmp_path / "client-state" / "gitmirror" / "checkpoints.json").read_text())
     assert len(state["forks"]) == 1 and state["forks"][0]["seen"] != state["forks"][0]["new"]  # the evidence
     # A note not signed by the trusted key is refused before anything is compared.

@@ -60,13 +60,12 @@ def verify_signatures(repo: MetadataRepo, tip: bytes, allowed: AllowedSigners) -
     for commit in repo.walk([tip]):
         seen.add(commit.id)
         report.commits += 1
-        _judge(report, allowed, f"commit {commit.id.decode()[:12]}", commit)
+        _judge(report, allowed, f"commit {commit.id.decode()[:12]}", signed_payload(commit))
     for ref, target in sorted(repo.refs(TAGS).items()):
-        tag = repo.git[target]
-        if repo.peel(target) not in seen or tag.type_name != b"tag":
-            continue  # lightweight tags carry no signature; tags of other branches are theirs
-        report.tags += 1
-        _judge(report, allowed, f"tag {ref[len(TAGS) :].decode()}", tag)
+        signed = repo.signature_of(target) if target not in seen and repo.peel(target) in seen else None
+        if signed is not None:  # an annotated tag of this history (a lightweight one is its commit)
+            report.tags += 1
+            _judge(report, allowed, f"tag {ref[len(TAGS) :].decode()}", signed)
     return report
 
 
@@ -95,9 +94,10 @@ def push_signature_problem(repo: MetadataRepo, new: bytes, existing: list[bytes]
     return None
 
 
-def _judge(report: SignatureReport, allowed: AllowedSigners, what: str, obj: object) -> None:
-    payload, signature, when = signed_payload(obj)  # type: ignore[arg-type]
-    verdict = allowed.check(payload, signature, when)
+def _judge(
+    report: SignatureReport, allowed: AllowedSigners, what: str, signed: tuple[bytes, bytes | None, int]
+) -> None:
+    verdict = allowed.check(*signed)
     if verdict.principal is None:
         report.problems.append(f"{what}: {verdict.problem}")
     else:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from dulwich.file import FileLocked
-from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree
+from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tag, Tree
 from dulwich.pack import full_unpacked_object
 
 from . import durable, signing
@@ -194,6 +194,12 @@ class Writer(History):
     def signing_policy(self) -> signing.SigningPolicy:
         """The key this repository signs with and the keys pushes to main need (its git config)."""
         return signing.signing_policy(self.git.get_config())
+
+    def signature_of(self, sha: bytes) -> tuple[bytes, bytes | None, int] | None:
+        """(signed content, armored signature or None, the object's time) of a commit or annotated
+        tag; None for any other object (a lightweight tag's commit is judged as a commit)."""
+        obj = self.git[ObjectID(sha)]
+        return signing.signed_payload(obj) if isinstance(obj, Commit | Tag) else None
 
     def configure_signing(
         self, key: Path | None, allowed_signers: Path | None = None, require_signed_main: bool = False
