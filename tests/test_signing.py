@@ -29,31 +29,40 @@ def test_every_commit_and_tag_the_mirror_writes_is_signed_git_verifies(mirror: M
     mirror.run("sync", check=True)
     mirror.run("yank", "demo-pkg", "1.0", "--reason", "broken", check=True)
     mirror.run("deprecate", "demo-pkg", "--reason", "use other-lib", check=True)
+    mirror.run("takedown", "demo_pkg-2.0.tar.gz", "--reason", "malware", check=True)
     mirror.run("tag", "v1", check=True)
+    mirror.run("render", "--branch", "pages", check=True)
     # git itself, told only which keys to trust, finds each commit good ("G") and the tag too
     trust = ("-c", f"gpg.ssh.allowedSignersFile={allowed}")
     log = git(*trust, "log", "--format=%G? %GS %s", "main", cwd=mirror.repo).stdout.splitlines()
-    assert len(log) == 3 and all(line.startswith("G mirror@example.invalid ") for line in log), log
+    log += git(*trust, "log", "--format=%G? %GS %s", "pages", "--not", "main", cwd=mirror.repo).stdout.splitlines()
+    assert len(log) == 5 and all(line.startswith("G mirror@example.invalid ") for line in log), log
     shown = git(*trust, "log", "--show-signature", "-1", "main", cwd=mirror.repo).stdout
     assert 'Good "git" signature for mirror@example.invalid with ED25519 key' in shown
     git(*trust, "verify-commit", "main", cwd=mirror.repo)
     git(*trust, "verify-tag", "v1", cwd=mirror.repo)
     verified = mirror.run("verify", "--history-only", "--keys", str(allowed))
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert "3 commits and 1 tags signed by allowed keys: mirror@example.invalid (4)" in verified.stdout
+    assert "4 commits and 1 tags signed by allowed keys: mirror@example.invalid (5)" in verified.stdout
     # the same history judged against another key: every commit and the tag are refused
     (tmp_path / "other").mkdir()
     stranger = allowed_signers(tmp_path / "other", ("x", make_key(tmp_path, "stranger")))
     refused = mirror.run("verify", "--history-only", "--keys", str(stranger))
-    assert refused.returncode == 1 and "a key not in" in refused.stdout and "4 problem(s)" in refused.stdout
+    assert refused.returncode == 1 and "a key not in" in refused.stdout and "5 problem(s)" in refused.stdout
 
 
 def test_init_signing_key_signs_and_a_tampered_commit_fails_verify(mirror: Mirror, sample: dict, tmp_path: Path):
     key = make_key(tmp_path, "mirror-key")
     allowed = allowed_signers(tmp_path, ("mirror", key))
+    mirror.configure("projects: [demo-pkg]\n")
+    mirror.run("sync", check=True)  # before signing was turned on
     mirror.run("init", "--signing-key", str(key), check=True)
+    mirror.configure("projects: [demo-pkg, other_lib]\n")
     mirror.run("sync", check=True)
-    assert mirror.run("verify", "--history-only", "--keys", str(allowed)).returncode == 0
+    unsigned_past = mirror.run("verify", "--history-only", "--keys", str(allowed))
+    assert unsigned_past.returncode == 1 and ": not signed" in unsigned_past.stdout
+    since = ("--signed-from", mirror.git("rev-parse", "main").strip())
+    assert mirror.run("verify", "--history-only", "--keys", str(allowed), *since).returncode == 0
     # The tip rewritten with its signature kept (its message changed): the signature no longer holds.
     raw = git("cat-file", "commit", "main", cwd=mirror.repo).stdout
     forged = subprocess.run(
@@ -66,7 +75,7 @@ def test_init_signing_key_signs_and_a_tampered_commit_fails_verify(mirror: Mirro
         check=True,
     ).stdout.strip()
     git("update-ref", "refs/heads/main", forged, cwd=mirror.repo)
-    result = mirror.run("verify", "--history-only", "--keys", str(allowed))
+    result = mirror.run("verify", "--history-only", "--keys", str(allowed), *since)
     assert result.returncode == 1
     assert f"commit {forged[:12]}: bad signature" in result.stdout
     trust = f"gpg.ssh.allowedSignersFile={allowed}"

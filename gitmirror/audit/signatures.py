@@ -53,11 +53,16 @@ class SignatureReport:
         return f"signatures: {self.commits} commits and {self.tags} tags signed by allowed keys: {who or 'none'}"
 
 
-def verify_signatures(repo: MetadataRepo, tip: bytes, allowed: AllowedSigners) -> SignatureReport:
-    """Every commit reachable from ``tip`` and every annotated tag naming one of them, each signed by an allowed key."""
+def verify_signatures(
+    repo: MetadataRepo, tip: bytes, allowed: AllowedSigners, signed_from: bytes | None = None
+) -> SignatureReport:
+    """Every commit reachable from ``tip`` and every annotated tag naming one of them, each signed by
+    an allowed key; with ``signed_from``, only that commit and those after it (a mirror that turned
+    signing on later keeps its unsigned past)."""
     report = SignatureReport()
     seen: set[bytes] = set()
-    for commit in repo.walk([tip]):
+    before = repo.commit(signed_from).parents if signed_from is not None else []
+    for commit in repo.walk([tip], exclude=before):
         seen.add(commit.id)
         report.commits += 1
         _judge(report, allowed, f"commit {commit.id.decode()[:12]}", signed_payload(commit))

@@ -37,6 +37,7 @@ def verify(
         bool, typer.Option("--history-only", help="Check the git history only, not the blob store.")
     ] = False,
     keys: cli_sign.KeysOption = None,
+    signed_from: cli_sign.SignedFromOption = None,
     checkpoint: cli_sign.CheckpointOption = None,
     witness_keys: cli_sign.WitnessKeysOption = None,
     min_witnesses: cli_sign.MinWitnessesOption = 0,
@@ -64,7 +65,7 @@ def verify(
     for line in report.listing():
         typer.echo(line)
     typer.echo(report.summary())
-    signed = keys is None or cli_sign.check_signatures(repo, repo.resolve(rev or cfg.branch), keys, cfg)
+    signed = keys is None or cli_sign.check_signatures(repo, repo.resolve(rev or cfg.branch), keys, cfg, signed_from)
     if not (report.ok and signed):
         raise typer.Exit(1)
 

@@ -27,6 +27,10 @@ KeysOption = Annotated[
 CheckpointOption = Annotated[
     str | None, typer.Option("--checkpoint", help="The mirror's checkpoint: its URL, or a file holding the note.")
 ]
+SignedFromOption = Annotated[
+    str | None,
+    typer.Option("--signed-from", help="With --keys: the first commit that must be signed (earlier ones need not)."),
+]
 WitnessKeysOption = Annotated[
     Path | None, typer.Option("--witness-keys", help="allowed_signers file of the witnesses (principal = name).")
 ]
@@ -103,10 +107,13 @@ def check_checkpoint(
     return accepted
 
 
-def check_signatures(repo: MetadataRepo, tip: bytes, keys: Path | None, cfg: Config) -> bool:
+def check_signatures(
+    repo: MetadataRepo, tip: bytes, keys: Path | None, cfg: Config, signed_from: str | None = None
+) -> bool:
     from ..audit.signatures import verify_signatures
 
-    report = verify_signatures(repo, tip, allowed_signers(keys, cfg))
+    first = repo.resolve(signed_from) if signed_from is not None else None
+    report = verify_signatures(repo, tip, allowed_signers(keys, cfg), first)
     for line in report.lines():
         typer.echo(line)
     typer.echo(report.summary())
