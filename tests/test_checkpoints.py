@@ -160,3 +160,15 @@ def test_check_lock_finds_every_locked_file_in_the_checkpointed_state(signed, se
     missing = client(tmp_path, *args)
     assert missing.returncode == 1 and f"{wheel.filename} (sha256 abababab" in missing.stdout
     assert "not in the mirror's state" in missing.stdout and "1 of 1 locked files" in missing.stdout
+
+
+def test_an_unsigned_mirror_publishes_no_checkpoint_until_init_gives_it_a_key(mirror, synced_repo, serve, tmp_path):
+    shutil.copytree(synced_repo, mirror.repo)
+    unsigned = serve()
+    answer = httpx.get(unsigned.url + "/checkpoint")
+    assert answer.status_code == 404 and answer.text == "this mirror publishes no checkpoint: it has no signing key\n"
+    key = make_key(tmp_path, "mirror-key")
+    mirror.run("init", "--signing-key", str(key), check=True)  # the key goes to the repository's config only
+    note = signed_note.parse(httpx.get(serve().url + "/checkpoint").content)
+    checkpoint = signed_note.parse_checkpoint(note.text)
+    assert checkpoint.origin.startswith("gitmirror-") and checkpoint.size == 1
