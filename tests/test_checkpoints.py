@@ -132,6 +132,10 @@ def test_witness_cosignature_round_trip(signed, serve, tmp_path: Path):
     assert required.returncode == 0 and "cosigned by witness.test" in required.stdout, required.stderr
     too_many = client(tmp_path, *verify, "--witness-keys", str(witnesses), "--min-witnesses", "2")
     assert too_many.returncode == 1 and "1 valid cosignature(s)" in too_many.stderr and "2 required" in too_many.stderr
+    garbage = tmp_path / "garbage.note"
+    garbage.write_bytes(b"\xff\xfe not a note")
+    refused = client(tmp_path, *verify[:-1], str(garbage))
+    assert refused.returncode == 1 and refused.stderr == "gitmirror: checkpoint refused: note: not UTF-8\n"
     # A cosignature on another text does not count.
     cosigned.write_text(cosigned.read_text().replace(f"{ORIGIN}\n1\n", f"{ORIGIN}\n9\n", 1))
     assert client(tmp_path, *verify, "--witness-keys", str(witnesses), "--min-witnesses", "1").returncode == 1

@@ -27,6 +27,8 @@ from ..model.ssh_signatures import AllowedSigners
 from ..storage.repo import MetadataRepo
 
 STATE_VERSION = 1
+#: a checkpoint is a few lines and at most 100 signatures (``signed_note.MAX_SIGNATURES``)
+MAX_NOTE_BYTES = 64 * 1024
 
 
 class CheckpointError(ValueError):
@@ -51,12 +53,18 @@ def read_note(source: str, timeout: float = 30.0) -> bytes:
 
         url = source if source.rstrip("/").endswith("checkpoint") else source.rstrip("/") + "/checkpoint"
         try:
-            response = httpx.get(url, timeout=timeout, follow_redirects=True)
+            with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as response:
+                body = b""
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_NOTE_BYTES:
+                        raise CheckpointError(f"{url}: more than {MAX_NOTE_BYTES} bytes, not a checkpoint")
         except httpx.HTTPError as exc:
             raise CheckpointError(f"cannot fetch {url}: {exc}") from None
         if response.status_code != 200:
-            raise CheckpointError(f"{url} answered {response.status_code}: {response.text.strip()[:200]}")
-        return response.content
+            reason = body.decode(errors="replace").strip()[:200]
+            raise CheckpointError(f"{url} answered {response.status_code}: {reason}")
+        return body
     try:
         return Path(source).read_bytes()
     except OSError as exc:
