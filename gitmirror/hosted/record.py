@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import IO
 
-from ..model.hosted import HostedProject
+from ..model.hosted import HostedSettings, with_pep708
 from ..model.manifest import FileEntry, ProjectManifest, manifest_path, now
 from ..model.policy import check
 from ..model.takedowns import takedown_reason
@@ -38,7 +38,7 @@ class Received:
     uploader: str  # the token's name
 
 
-def record(repo: MetadataRepo, store: BlobStore, branch: str, hosted: HostedProject, upload: Received) -> str:
+def record(repo: MetadataRepo, store: BlobStore, branch: str, settings: HostedSettings, upload: Received) -> str:
     """Record ``upload`` on ``branch``; returns the line to answer with (200), or raises ``UploadRefused``."""
     form = upload.form
     with ExitStack() as stack:
@@ -68,8 +68,7 @@ def record(repo: MetadataRepo, store: BlobStore, branch: str, hosted: HostedProj
             core_metadata=core,
             first_seen=moment,
         )
-        manifest = (old or ProjectManifest(name=form.project)).with_file(entry)
-        manifest = replace(manifest, tracks=hosted.tracks, alternate_locations=hosted.alternate_locations)
+        manifest = with_pep708((old or ProjectManifest(name=form.project)).with_file(entry), settings)
         path = manifest_path(form.project)
         violations = check(old, manifest, path)
         if violations:  # never expected: the lookups above are the rule's own cases

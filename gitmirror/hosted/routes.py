@@ -120,11 +120,9 @@ class Uploads:
 
     def _record(self, form: Any, content: UploadFile, uploader: str) -> str:
         size, metadata, requires_python = check_file(form, content.file)
-        entry = self.config.hosted.entry(form.project)
-        assert entry is not None
         repo = MetadataRepo(self.config.repo)
         try:
             received = Received(form, content.file, size, metadata, requires_python, uploader)
-            return record(repo, self.store, self.config.branch, entry, received)
+            return record(repo, self.store, self.config.branch, self.config.hosted, received)
         finally:
             repo.close()

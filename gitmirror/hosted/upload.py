@@ -102,7 +102,7 @@ def _name_and_version(filename: str) -> tuple[str, Version]:
         else:
             raise bad(f"{filename}: only wheels (.whl) and sdists (.tar.gz, .zip) are accepted")
     except (InvalidWheelFilename, InvalidSdistFilename) as exc:
-        raise bad(f"invalid distribution filename: {exc}") from None
+        raise bad(f"{filename}: {exc}") from None
     return name, version
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from .manifest import ProjectManifest
 
 _SEPARATORS = re.compile(r"[-_.]+")
 
@@ -63,3 +65,14 @@ class HostedSettings:
         """True when no writer may take ``name`` from upstream: hosted here, not tracking upstream's."""
         entry = self.entry(name)
         return entry is not None and not entry.follows_upstream
+
+
+def with_pep708(manifest: ProjectManifest, settings: HostedSettings) -> ProjectManifest:
+    """``manifest`` carrying the PEP 708 data ``hosted:`` declares for it (none for a project not
+    hosted here): every writer of a hosted project's manifest records them, so each commit's page
+    says what ``mirror.yaml`` said when it was written."""
+    entry = settings.entry(manifest.name)
+    tracks, alternates = (entry.tracks, entry.alternate_locations) if entry else ((), ())
+    if (manifest.tracks, manifest.alternate_locations) == (tracks, alternates):
+        return manifest
+    return replace(manifest, tracks=tracks, alternate_locations=alternates)
