@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
@@ -27,7 +26,7 @@ from ..sync.config import Config
 from .auth import ReadAuth, token_name
 from .record import Received, record
 from .tokens import TokenStore
-from .upload import UploadRefused, bad, check_file, check_form
+from .upload import UploadForm, UploadRefused, bad, check_file, check_form
 
 MAX_FIELD_BYTES = 8 << 20  # a long description is the largest field
 TOKEN_NEEDED = "uploads need a valid token: HTTP basic auth, user __token__, the token as password"
@@ -118,7 +117,7 @@ class Uploads:
                 f"{project} is not hosted here: add it (or a matching glob) to hosted: in mirror.yaml to allow uploads",
             )
 
-    def _record(self, form: Any, content: UploadFile, uploader: str) -> str:
+    def _record(self, form: UploadForm, content: UploadFile, uploader: str) -> str:
         size, metadata, requires_python = check_file(form, content.file)
         repo = MetadataRepo(self.config.repo)
         try:
