@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -350,6 +351,21 @@ def test_yank_and_takedown_work_on_uploads(hosted: tuple[Mirror, RunningServer, 
     assert (again.status_code, again.text) == (400, f"{wheel.filename} was taken down; a filename is never reused\n")
     renamed = build_wheel("acme-lib", "1.0", tag="py2.py3-none-any")
     assert form_post(server, token, renamed).status_code == 200  # other bytes, another name: fine
+
+
+def test_concurrent_uploads_are_all_recorded_one_commit_each(hosted: tuple[Mirror, RunningServer, str]) -> None:
+    mirror, server, token = hosted
+    wheels = [build_wheel("acme-lib", f"1.{minor}") for minor in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda wheel: form_post(server, token, wheel), wheels))
+    assert [answer.status_code for answer in answers] == [200] * 4
+    page = httpx.get(server.index_url + "acme-lib/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    assert page.json()["versions"] == ["1.0", "1.1", "1.2", "1.3"]
+    subjects = mirror.git("log", "--format=%s", "-4", "main").splitlines()
+    assert sorted(subjects) == [f"upload: acme-lib 1.{minor}" for minor in range(4)]
+    mirror.run("deprecate", "acme-lib", "--status", "archived", "--reason", "use acme-core", check=True)
+    status = httpx.get(server.index_url + "acme-lib/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    assert status.json()["project-status"] == {"status": "archived", "reason": "use acme-core"}
 
 
 def test_twine_is_installed() -> None:
