@@ -94,6 +94,10 @@ class Syncer:
                 self._warn(notice)
             for warning in roots.warnings:
                 self._warn(f"warning: {warning}")
+            for selection in selections:
+                if self.config.hosted.kept_from_upstream(selection.name):
+                    hosted = "hosted here (hosted: in mirror.yaml), never taken from upstream"
+                    self._warn(f"note: {selection.name}: {hosted}")
             # read before the first page: a change upstream during this run moves it past the record's
             serial = unchanged.upstream_serial(self.config.upstream, self.config.timeout) if whole_config else None
             try:
