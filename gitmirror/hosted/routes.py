@@ -102,7 +102,10 @@ class Uploads:
             self._check_hosted(fields.get("name", ""))
             checked = check_form(fields, content_file.filename if content_file else None)
             assert content_file is not None  # check_form refuses an upload without a file
-            return await asyncio.to_thread(self._record, checked, content_file, uploader)
+            line = await asyncio.to_thread(self._record, checked, content_file, uploader)
+            if fields.get("attestations", "").strip() not in ("", "[]"):
+                line += "; its attestations were not kept (PEP 740 provenance is not served by this index)"
+            return line
         finally:
             await form.close()
 
