@@ -378,5 +378,19 @@ def test_concurrent_uploads_are_all_recorded_one_commit_each(hosted: tuple[Mirro
     assert status.json()["project-status"] == {"status": "archived", "reason": "use acme-core"}
 
 
+def test_taken_down_bytes_are_refused_under_another_filename(hosted: tuple[Mirror, RunningServer, str]) -> None:
+    mirror, server, token = hosted
+    sdist = build_sdist("acme-lib", "1.0")
+    assert form_post(server, token, sdist).status_code == 200
+    mirror.run("takedown", sdist.filename, "--reason", "malware", check=True)
+    renamed = Artifact("acme-lib-1.0.tar.gz", sdist.data)
+    answer = form_post(server, token, renamed, name="acme-lib", version="1.0")
+    assert (answer.status_code, answer.text) == (
+        400,
+        "acme-lib-1.0.tar.gz: these bytes were taken down (malware); they are never served again\n",
+    )
+    assert not (mirror.store / "blobs" / sdist.sha256[:2] / sdist.sha256[2:4] / sdist.sha256).exists()
+
+
 def test_twine_is_installed() -> None:
     assert shutil.which("twine", path=str(Path(sys.executable).parent)) is not None
