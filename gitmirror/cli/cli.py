@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from . import cli_audit, cli_review, cli_serve, cli_sign, cli_sync
+from . import cli_audit, cli_hosted, cli_review, cli_serve, cli_sign, cli_sync
 from .cli_common import friendly_errors
 
 app = typer.Typer(
@@ -45,6 +45,7 @@ COMMANDS = (
 for command in COMMANDS:
     app.command()(friendly_errors(command))
 app.add_typer(cli_sign.witness_app, name="witness")
+app.add_typer(cli_hosted.token_app, name="token")
 
 
 def main() -> None:

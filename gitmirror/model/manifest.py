@@ -23,6 +23,7 @@ from .names import UnsafeNameError, check_filename, check_sha256, is_normalized,
 FORMAT_VERSION = 1
 PROJECT_STATUSES = ("active", "archived", "quarantined", "deprecated")
 _TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z")  # fullmatch
+_URL = re.compile(r"https?://[!#-;=?-~]+")  # fullmatch: printable ASCII, no quote, space, < or >
 PROJECTS_DIR = "projects"
 SUFFIX = ".jsonl"
 
@@ -127,6 +128,10 @@ class ProjectManifest:
     status: str = "active"
     status_reason: str | None = None
     upstream_removed: str | None = None
+    #: PEP 708, for projects hosted here (``model.hosted``): project pages elsewhere this one tracks, and
+    #: the locations the operator declares as the same project; recorded so every commit's page keeps them
+    tracks: tuple[str, ...] = ()
+    alternate_locations: tuple[str, ...] = ()
 
     def with_file(self, entry: FileEntry) -> ProjectManifest:
         return replace(self, files={**self.files, entry.filename: entry})
@@ -155,6 +160,10 @@ class ProjectManifest:
             data["project-status"] = {"status": self.status, "reason": self.status_reason}
         if self.upstream_removed:
             data["upstream-removed"] = self.upstream_removed
+        if self.tracks:
+            data["tracks"] = list(self.tracks)
+        if self.alternate_locations:
+            data["alternate-locations"] = list(self.alternate_locations)
         return data
 
     def dumps(self) -> bytes:
@@ -229,7 +238,7 @@ _FILE_KEYS = {
     "upstream-removed",
     "tombstone",
 }
-_HEADER_KEYS = {"gitmirror-manifest", "name", "project-status", "upstream-removed"}
+_HEADER_KEYS = {"gitmirror-manifest", "name", "project-status", "upstream-removed", "tracks", "alternate-locations"}
 
 
 def loads(data: bytes, path: str = "<manifest>") -> ProjectManifest:
@@ -265,6 +274,8 @@ def loads(data: bytes, path: str = "<manifest>") -> ProjectManifest:
             status=status,
             status_reason=reason,
             upstream_removed=_optional_time(header, "upstream-removed"),
+            tracks=_urls(header, "tracks"),
+            alternate_locations=_urls(header, "alternate-locations"),
         )
     except (ValueError, UnsafeNameError) as exc:
         raise ManifestError(f"{path}:1: {exc}") from exc
@@ -306,6 +317,16 @@ def _optional_string(data: dict[str, Any], key: str) -> str | None:
     if not isinstance(value, str) or "\x00" in value or len(value) > 10_000:
         raise ValueError(f"{key} must be a string")
     return value
+
+
+def _urls(data: dict[str, Any], key: str) -> tuple[str, ...]:
+    """A PEP 708 list of http(s) URLs (absent: none); they end up in pages, so nothing else is taken."""
+    value = data.get(key, [])
+    if not isinstance(value, list) or not all(
+        isinstance(url, str) and _URL.fullmatch(url) and len(url) <= 2000 for url in value
+    ):
+        raise ValueError(f"{key} must be a list of http(s) URLs")
+    return tuple(value)
 
 
 def _optional_time(data: dict[str, Any], key: str) -> str | None:

@@ -67,6 +67,10 @@ def project_json(manifest: ProjectManifest, files_base: str = "../../") -> bytes
         if manifest.status_reason:
             status["reason"] = manifest.status_reason
         page["project-status"] = status
+    if manifest.tracks:  # PEP 708
+        page["tracks"] = list(manifest.tracks)
+    if manifest.alternate_locations:
+        page["alternate-locations"] = list(manifest.alternate_locations)
     return json.dumps(page, separators=(",", ":")).encode()
 
 
@@ -77,6 +81,8 @@ def project_html(manifest: ProjectManifest, files_base: str = "../../") -> bytes
         head.append(f'<meta name="pypi:project-status" content="{escape(manifest.status)}">')
         if manifest.status_reason:
             head.append(f'<meta name="pypi:project-status-reason" content="{escape(manifest.status_reason)}">')
+    head += [f'<meta name="pypi:tracks" content="{escape(url)}">' for url in manifest.tracks]  # PEP 708
+    head += [f'<meta name="pypi:alternate-locations" content="{escape(url)}">' for url in manifest.alternate_locations]
     links = []
     for entry in offered_files(manifest):
         attributes = [f'href="{escape(file_url(manifest.name, entry, files_base))}#sha256={entry.sha256}"']

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from ..hosted.routes import install as install_hosted
 from ..model.names import UnsafeNameError, check_filename, normalize
 from ..storage.repo import MetadataRepo
 from ..storage.snapshot import RevisionError
@@ -191,6 +192,7 @@ def create_app(config: Config) -> Starlette:
     app = Starlette(routes=routes)
     app.state.view = view
     app.state.config = config
+    install_hosted(app, config)
     return app
 
 

@@ -129,7 +129,11 @@ class Resolver:
 
     def _spawn(self, demand: _Demand) -> None:
         key = (demand.name, str(demand.specifier), demand.extras, demand.targets)
-        if key in self._seen or self.rules.project_excluded(demand.name):
+        if (
+            key in self._seen
+            or self.rules.project_excluded(demand.name)
+            or self.rules.hosted.kept_from_upstream(demand.name)
+        ):
             return
         self._seen.add(key)
         self.choice(demand.name)
@@ -147,6 +151,8 @@ class Resolver:
 
     async def _pin(self, name: str, pins: list[Pin]) -> None:
         """Lockfile entries: exactly the pinned files, found upstream by hash."""
+        if self.rules.hosted.kept_from_upstream(name):
+            return  # uploaded here, never filled from upstream (``model.hosted``)
         choice = self.choice(name)
         remote = await self._page(name, (pins[0].lockfile,))
         if remote is None:

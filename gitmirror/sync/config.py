@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 
+from ..model.hosted import HostedSettings
 from ..model.hosts import check_entry as check_host_entry
 from ..model.limits import DEADLINE_SECONDS, MAX_UNANNOUNCED_BYTES, MIN_RATE, Limits
 from ..model.names import UnsafeNameError, normalize
@@ -91,6 +92,7 @@ class Config:
     branch: str = "main"
     review: ReviewSettings = field(default_factory=ReviewSettings)
     signing: SigningSettings = field(default_factory=SigningSettings)
+    hosted: HostedSettings = field(default_factory=HostedSettings)  # projects uploaded here (docs/hosted.md)
     source: Path | None = field(default=None, compare=False)
     source_sha256: str | None = field(default=None, compare=False)  # of the bytes read (gitmirror.sync.unchanged)
 
@@ -123,6 +125,7 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "download_min_rate": ((str, int), "bytes per second like 16384 or '16KiB', or 0"),
     "review": (dict, "a mapping with enabled, branch, cooldown, auto_approve"),
     "signing": (dict, "a mapping with key, name, allowed_signers, require_signed_main, cosignatures"),
+    "hosted": ((list, dict), "a list of hosted project names and glob patterns, or a mapping with projects"),
 }
 
 
@@ -207,6 +210,7 @@ def from_mapping(data: dict[str, Any], base: Path = Path("."), source: Path | No
         **parse_selection_settings(data, base, where),
         review=parse_review(data.get("review", {}), where),
         signing=parse_signing(data.get("signing", {}), base, where),
+        hosted=_hosted(data, upstream, where),
         source=source,
     )
 
@@ -221,6 +225,12 @@ def _size(data: dict[str, Any], key: str, default: int, where: str) -> int:
         return parse_size(data[key])
     except SelectionError as exc:
         raise ConfigError(f"{where}{key} {exc}") from None
+
+
+def _hosted(data: dict[str, Any], upstream: str, where: str) -> HostedSettings:
+    from .hosted_config import parse_hosted
+
+    return parse_hosted(data.get("hosted"), upstream, where)
 
 
 def _rate(data: dict[str, Any], where: str) -> int:

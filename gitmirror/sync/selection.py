@@ -22,6 +22,8 @@ from packaging.markers import Marker
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
+from ..model.hosted import HostedSettings
+
 if TYPE_CHECKING:
     from ..model.page import RemoteFile
     from .config import Config
@@ -189,6 +191,7 @@ class Rules:
     versions: int | None = None
     exclude: tuple[str, ...] = ()
     max_file_size: int | None = None
+    hosted: HostedSettings = field(default_factory=HostedSettings)  # never taken from upstream (model.hosted)
     _marker_cache: dict[tuple[str, int, frozenset[str]], bool] = field(default_factory=dict, compare=False)
 
     @property
@@ -262,4 +265,5 @@ def rules_from(config: Config) -> Rules:
         versions=config.versions,
         exclude=config.exclude,
         max_file_size=config.max_file_size,
+        hosted=config.hosted,
     )

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from ..model.decisions import local_decisions, marks_path
+from ..model.hosted import with_pep708
 from ..model.manifest import FileEntry, ProjectManifest, manifest_path, now
 from ..model.page import ProjectNotFound, RemoteFile, UpstreamError
 from ..model.policy import CONFLICTS_DIR, check
@@ -93,6 +94,10 @@ class Syncer:
                 self._warn(notice)
             for warning in roots.warnings:
                 self._warn(f"warning: {warning}")
+            for selection in selections:
+                if self.config.hosted.kept_from_upstream(selection.name):
+                    hosted = "hosted here (hosted: in mirror.yaml), never taken from upstream"
+                    self._warn(f"note: {selection.name}: {hosted}")
             # read before the first page: a change upstream during this run moves it past the record's
             serial = unchanged.upstream_serial(self.config.upstream, self.config.timeout) if whole_config else None
             try:
@@ -336,6 +341,7 @@ class Syncer:
         changes: dict[str, bytes | None] = {}
         for outcome in outcomes:
             if outcome.new is not None and (outcome.added or outcome.changes or outcome.old is None):
+                outcome.new = with_pep708(outcome.new, self.config.hosted)  # a hosted project that tracks upstream
                 path = manifest_path(outcome.name)
                 violations = check(outcome.old, outcome.new, path)
                 if violations:  # a bug in merge(), never a reason to break the promise

@@ -1,0 +1,67 @@
+"""HTTP basic authentication with API tokens (user ``__token__``), and the private-index mode.
+
+Uploads always need a token; with ``hosted.read_auth`` every read does too (``ReadAuth``, an ASGI
+middleware in front of the whole app). A read without credentials answers 401 with a challenge, so
+pip and uv send the credentials of the index URL (or their keyring's); wrong or revoked ones 403.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from starlette.datastructures import Headers
+from starlette.responses import PlainTextResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .tokens import TokenStore
+
+TOKEN_USER = "__token__"
+REALM = 'Basic realm="gitmirror", charset="UTF-8"'
+
+
+def credentials(authorization: str | None) -> tuple[str, str] | None:
+    """(user, password) of a basic ``Authorization`` header, or None when there is none or it is malformed."""
+    if not authorization:
+        return None
+    scheme, _, encoded = authorization.partition(" ")
+    if scheme.lower() != "basic" or len(encoded) > 1000:
+        return None
+    try:
+        user, colon, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (user, password) if colon else None
+
+
+def token_name(tokens: TokenStore, authorization: str | None) -> str | None:
+    """The name of the active token the header carries as ``__token__``'s password, else None."""
+    found = credentials(authorization)
+    if found is None or found[0] != TOKEN_USER:
+        return None
+    return tokens.check(found[1])
+
+
+class ReadAuth:
+    """Every request needs a valid token (the upload route checks its own: 403 without a challenge)."""
+
+    def __init__(self, app: ASGIApp, tokens: TokenStore, open_prefixes: tuple[str, ...] = ("/legacy",)) -> None:
+        self.app = app
+        self.tokens = tokens
+        self.open_prefixes = open_prefixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or str(scope["path"]).startswith(self.open_prefixes):
+            await self.app(scope, receive, send)
+            return
+        authorization = Headers(scope=scope).get("authorization")
+        if authorization is None:
+            response = PlainTextResponse(
+                "this index needs a token: user __token__, the token as password", 401, {"WWW-Authenticate": REALM}
+            )
+        elif token_name(self.tokens, authorization) is None:
+            response = PlainTextResponse("invalid or revoked token (user __token__, the token as password)", 403)
+        else:
+            await self.app(scope, receive, send)
+            return
+        await response(scope, receive, send)

@@ -1,0 +1,130 @@
+"""The upload API at ``/legacy/`` (as the public index has it) and the private-index mode, added to
+the server's app by ``install`` (docs/hosted.md).
+
+The body is parsed as it streams (Starlette's multipart parser spools the file to a temporary file
+on disk past 1 MiB) and counted: past ``hosted.max_upload_size`` the upload stops with 400, so a
+2 GB body never sits in memory. Checking and recording run in a worker thread (hashing, zip checks
+and the writer lock block).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from ..model.names import UnsafeNameError, normalize
+from ..storage.repo import MetadataRepo
+from ..storage.store import BlobStore
+from ..sync.config import Config
+from .auth import ReadAuth, token_name
+from .record import Received, record
+from .tokens import TokenStore
+from .upload import UploadForm, UploadRefused, bad, check_file, check_form
+
+MAX_FIELD_BYTES = 8 << 20  # a long description is the largest field
+TOKEN_NEEDED = "uploads need a valid token: HTTP basic auth, user __token__, the token as password"
+
+
+def install(app: Starlette, config: Config) -> None:
+    """Add the upload routes to ``app`` and, with ``hosted.read_auth``, require tokens for reads."""
+    tokens = TokenStore(config.repo)
+    uploads = Uploads(config, app.state.view.store, tokens)
+    for path in ("/legacy/", "/legacy"):
+        app.router.routes.append(Route(path, uploads.upload, methods=["POST"]))
+    if config.hosted.read_auth:
+        app.add_middleware(ReadAuth, tokens=tokens)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _counted(stream: AsyncIterator[bytes], limit: int) -> AsyncGenerator[bytes, None]:
+    """``stream``, stopped with ``_TooLarge`` once more than ``limit`` bytes arrived."""
+    seen = 0
+    async for chunk in stream:
+        seen += len(chunk)
+        if seen > limit:
+            raise _TooLarge
+        yield chunk
+
+
+class Uploads:
+    def __init__(self, config: Config, store: BlobStore, tokens: TokenStore) -> None:
+        self.config = config
+        self.store = store
+        self.tokens = tokens
+
+    async def upload(self, request: Request) -> Response:
+        try:
+            line = await self._upload(request)
+        except UploadRefused as exc:
+            return PlainTextResponse(exc.line + "\n", status_code=exc.status)
+        return PlainTextResponse(line + "\n")
+
+    async def _upload(self, request: Request) -> str:
+        uploader = token_name(self.tokens, request.headers.get("authorization"))
+        if uploader is None:
+            raise UploadRefused(403, TOKEN_NEEDED)
+        limit = self.config.hosted.max_upload_size
+        announced = request.headers.get("content-length")
+        if announced is not None and (not announced.isdigit() or int(announced) > limit):
+            raise bad(f"upload of {announced} bytes is over the limit of {limit} bytes (hosted.max_upload_size)")
+        if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+            raise bad("an upload is a multipart/form-data POST (as twine and uv publish send it)")
+        parser = MultiPartParser(
+            request.headers,
+            _counted(request.stream(), limit),
+            max_files=1,
+            max_fields=1000,
+            max_part_size=MAX_FIELD_BYTES,
+        )
+        try:
+            form = await parser.parse()
+        except _TooLarge:
+            raise bad(f"upload over the limit of {limit} bytes (hosted.max_upload_size)") from None
+        except MultiPartException as exc:
+            raise bad(f"malformed upload form: {exc.message}") from None
+        try:
+            fields: dict[str, str] = {}
+            for key, value in form.multi_items():
+                if isinstance(value, str):
+                    fields.setdefault(key, value)
+            content = form.get("content")
+            content_file = content if isinstance(content, UploadFile) else None
+            self._check_hosted(fields.get("name", ""))
+            checked = check_form(fields, content_file.filename if content_file else None)
+            assert content_file is not None  # check_form refuses an upload without a file
+            line = await asyncio.to_thread(self._record, checked, content_file, uploader)
+            if fields.get("attestations", "").strip() not in ("", "[]"):
+                line += "; its attestations were not kept (PEP 740 provenance is not served by this index)"
+            return line
+        finally:
+            await form.close()
+
+    def _check_hosted(self, name: str) -> None:
+        try:
+            project = normalize(name.strip())
+        except UnsafeNameError:
+            return  # check_form says why
+        if not self.config.hosted.is_hosted(project):
+            raise UploadRefused(
+                403,
+                f"{project} is not hosted here: add it (or a matching glob) to hosted: in mirror.yaml to allow uploads",
+            )
+
+    def _record(self, form: UploadForm, content: UploadFile, uploader: str) -> str:
+        size, metadata, requires_python = check_file(form, content.file)
+        repo = MetadataRepo(self.config.repo)
+        try:
+            received = Received(form, content.file, size, metadata, requires_python, uploader)
+            return record(repo, self.store, self.config.branch, self.config.hosted, received)
+        finally:
+            repo.close()

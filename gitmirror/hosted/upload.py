@@ -1,0 +1,181 @@
+"""The legacy upload form (what twine, ``uv publish``, flit and hatch POST), checked before anything is kept.
+
+A multipart POST with ``:action=file_upload``, ``name``, ``version``, ``content`` (the file),
+``sha256_digest`` and the core metadata fields. ``check_form`` judges the fields (pure), ``check_file``
+the received bytes: the digest, and for a wheel that it is a zip archive whose ``.dist-info`` and
+METADATA name the project and version its filename does (an installer trusts both). Every refusal
+is an ``UploadRefused`` carrying its HTTP status and the one line the client shows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import IO
+
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from packaging.version import InvalidVersion, Version
+
+from ..model.names import UnsafeNameError, check_filename, check_sha256, normalize
+from ..storage import metadata as core_metadata
+
+#: the forms a file may be uploaded in: what installers take from an index
+WHEEL, SDIST = "bdist_wheel", "sdist"
+_SDIST_SUFFIXES = (".tar.gz", ".zip")
+
+
+class UploadRefused(Exception):
+    """An upload answered with ``status`` and one line of why; nothing of it is kept."""
+
+    def __init__(self, status: int, line: str) -> None:
+        super().__init__(line)
+        self.status = status
+        self.line = line
+
+
+def bad(line: str) -> UploadRefused:
+    return UploadRefused(400, line)
+
+
+@dataclass(frozen=True)
+class UploadForm:
+    """The checked fields of one upload."""
+
+    project: str  # normalized
+    version: str
+    filename: str
+    sha256: str
+    requires_python: str | None
+
+    @property
+    def is_wheel(self) -> bool:
+        return self.filename.endswith(".whl")
+
+
+def check_form(fields: Mapping[str, str], filename: str | None) -> UploadForm:
+    """The upload's fields, checked against each other and against the file's name."""
+    action = fields.get(":action")
+    if action != "file_upload":
+        raise bad(f"unsupported :action {action!r} (only file_upload)")
+    for field in ("name", "version", "sha256_digest"):
+        if not fields.get(field, "").strip():
+            raise bad(f"missing field {field}")
+    if not filename:
+        raise bad("missing field content (the file)")
+    try:
+        project = normalize(fields["name"].strip())
+        check_filename(filename)
+    except UnsafeNameError as exc:
+        raise bad(str(exc)) from None
+    try:
+        version = Version(fields["version"].strip())
+    except InvalidVersion:
+        raise bad(f"invalid version {fields['version']!r}") from None
+    digest = fields["sha256_digest"].strip().lower()
+    try:
+        check_sha256(digest)
+    except UnsafeNameError:
+        raise bad(f"sha256_digest {fields['sha256_digest']!r} is not a sha256 hex digest") from None
+    named, named_version = _name_and_version(filename)
+    if named != project or named_version != version:
+        raise bad(f"{filename} does not match the upload's name {project} and version {version}")
+    requires_python = fields.get("requires_python", "").strip() or None
+    return UploadForm(project, fields["version"].strip(), filename, digest, requires_python)
+
+
+def _name_and_version(filename: str) -> tuple[str, Version]:
+    """The project and version a distribution filename names (``packaging``'s parsers)."""
+    try:
+        if filename.endswith(".whl"):
+            name, version, _build, _tags = parse_wheel_filename(filename)
+        elif filename.endswith(_SDIST_SUFFIXES):
+            name, version = parse_sdist_filename(filename)
+        else:
+            raise bad(f"{filename}: only wheels (.whl) and sdists (.tar.gz, .zip) are accepted")
+    except (InvalidWheelFilename, InvalidSdistFilename) as exc:
+        raise bad(f"{filename}: {exc}") from None
+    return name, version
+
+
+def file_sha256(handle: IO[bytes]) -> tuple[str, int]:
+    """The sha256 and size of an uploaded file (read from its start, in chunks)."""
+    handle.seek(0)
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := handle.read(1 << 20):
+        digest.update(chunk)
+        size += len(chunk)
+    handle.seek(0)
+    return digest.hexdigest(), size
+
+
+def check_file(form: UploadForm, handle: IO[bytes]) -> tuple[int, bytes | None, str | None]:
+    """Check the bytes: their sha256 is the form's, a wheel is a wheel of its filename.
+
+    Returns the size, the wheel's METADATA (its PEP 658 file; None for an sdist) and the
+    Requires-Python to record (the wheel's METADATA, else the form's).
+    """
+    digest, size = file_sha256(handle)
+    if digest != form.sha256:
+        raise bad(f"sha256_digest {form.sha256} does not match the uploaded file (sha256 {digest})")
+    if size == 0:
+        raise bad(f"{form.filename} is empty")
+    if not form.is_wheel:
+        return size, None, form.requires_python
+    metadata = wheel_metadata(form, handle)
+    parsed = core_metadata.parse(metadata)
+    return size, metadata, parsed.requires_python
+
+
+def wheel_metadata(form: UploadForm, handle: IO[bytes]) -> bytes:
+    """The METADATA of a wheel whose archive, ``.dist-info`` and metadata all name the form's project
+    and version; every member's CRC is checked (a damaged wheel fails at install, not here, otherwise)."""
+    try:
+        with zipfile.ZipFile(handle) as archive:
+            metadata = _metadata_member(form, archive)
+    except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, zlib.error, EOFError, ValueError):
+        raise bad(f"{form.filename} is not a valid wheel: not a zip archive") from None
+    finally:
+        handle.seek(0)
+    parsed = core_metadata.parse(metadata)
+    if not _same(parsed.name, parsed.version, form):
+        raise bad(
+            f"{form.filename}: its METADATA says {parsed.name or '?'} {parsed.version or '?'}, "
+            f"the upload {form.project} {form.version}"
+        )
+    return metadata
+
+
+def _metadata_member(form: UploadForm, archive: zipfile.ZipFile) -> bytes:
+    not_a_wheel = f"{form.filename} is not a valid wheel"
+    names = archive.namelist()
+    damaged = archive.testzip()
+    if damaged is not None:
+        raise bad(f"{not_a_wheel}: {damaged} is damaged")
+    dist_infos = {name.split("/", 1)[0] for name in names if name.split("/", 1)[0].endswith(".dist-info")}
+    if len(dist_infos) != 1:
+        raise bad(f"{not_a_wheel}: it needs exactly one .dist-info directory, has {len(dist_infos)}")
+    dist_info = dist_infos.pop()
+    for required in ("METADATA", "WHEEL", "RECORD"):
+        if f"{dist_info}/{required}" not in names:
+            raise bad(f"{not_a_wheel}: {dist_info}/{required} is missing")
+    name, _, version = dist_info.removesuffix(".dist-info").rpartition("-")
+    if not _same(name, version, form):
+        raise bad(f"{not_a_wheel}: its {dist_info} does not match {form.project} {form.version}")
+    return archive.read(f"{dist_info}/METADATA")
+
+
+def _same(name: str, version: str, form: UploadForm) -> bool:
+    try:
+        return canonicalize_name(name) == form.project and Version(version) == Version(form.version)
+    except InvalidVersion:
+        return False

@@ -1,0 +1,270 @@
+"""Hosted projects beside mirrored ones: the pure parts in-process (tokens, the hosted matcher,
+``hosted:`` parsing, the upload form), and through real processes the dependency-confusion rule
+(sync never fills a hosted name from upstream), PEP 708 data on pages, and the private-index mode."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+from test_upload import create_token, form_post
+
+from gitmirror.hosted.auth import credentials, token_name
+from gitmirror.hosted.tokens import TokenError, TokenStore, matching, new_token, record_for, token_digest
+from gitmirror.hosted.upload import UploadRefused, check_file, check_form
+from gitmirror.model.hosted import HostedProject, HostedSettings
+from gitmirror.model.manifest import ProjectManifest, loads
+from gitmirror.sync.config import ConfigError, from_mapping
+
+from conftest import Mirror, isolated_env
+from fakeupstream import FakeUpstream, build_wheel
+
+# -- tokens ------------------------------------------------------------------------------------
+
+
+def test_a_token_is_stored_as_a_salted_hash_and_checked_by_it() -> None:
+    token = new_token()
+    record = record_for("ci", token)
+    assert token not in json.dumps(record.__dict__)
+    assert record.sha256 == token_digest(token, record.salt)
+    assert record_for("ci", token).salt != record.salt  # same token, another salt, another hash
+    assert matching({"ci": record}, token) == "ci"
+    assert matching({"ci": record}, token + "x") is None
+    assert matching({"ci": record}, "not-a-token") is None
+
+
+def test_the_token_file_keeps_hashes_only_and_revoked_names_stay_taken(tmp_path: Path) -> None:
+    tokens = TokenStore(tmp_path)
+    token = tokens.create("deploy")
+    text = (tmp_path / "gitmirror-tokens.json").read_text()
+    assert token not in text and "deploy" in text
+    assert (tmp_path / "gitmirror-tokens.json").stat().st_mode & 0o077 == 0
+    assert tokens.check(token) == "deploy"
+    tokens.revoke("deploy")
+    assert tokens.check(token) is None
+    with pytest.raises(TokenError, match="never reused"):
+        tokens.create("deploy")
+    with pytest.raises(TokenError, match="no token named nobody"):
+        tokens.revoke("nobody")
+    with pytest.raises(TokenError, match="invalid token name"):
+        tokens.create("../x")
+
+
+def test_basic_credentials_are_parsed_strictly(tmp_path: Path) -> None:
+    import base64
+
+    def basic(text: str) -> str:
+        return "Basic " + base64.b64encode(text.encode()).decode()
+
+    assert credentials(basic("__token__:abc:def")) == ("__token__", "abc:def")
+    assert credentials(basic("no-colon")) is None
+    assert credentials("Bearer abc") is None
+    assert credentials("Basic !!!") is None
+    tokens = TokenStore(tmp_path)
+    token = tokens.create("ci")
+    assert token_name(tokens, basic(f"__token__:{token}")) == "ci"
+    assert token_name(tokens, basic(f"ci:{token}")) is None
+
+
+# -- the hosted matcher and hosted: ------------------------------------------------------------
+
+
+def test_hosted_names_and_globs_match_normalized_names() -> None:
+    settings = from_mapping(
+        {"upstream": "http://127.0.0.1:9/simple/", "hosted": ["Acme_*", "tool", {"name": "lib", "tracks": []}]}
+    ).hosted
+    assert settings.is_hosted("acme-app") and settings.is_hosted("tool") and settings.is_hosted("lib")
+    assert not settings.is_hosted("acme") and not settings.is_hosted("tools")
+    assert settings.kept_from_upstream("acme-app")
+    assert not settings.kept_from_upstream("requests")
+    assert not HostedSettings().is_hosted("anything")
+
+
+def test_tracking_the_upstream_page_lets_sync_fill_a_hosted_name() -> None:
+    upstream = "http://127.0.0.1:9/simple/"
+    settings = from_mapping(
+        {
+            "upstream": upstream,
+            "hosted": {
+                "projects": [
+                    "acme-*",
+                    {"name": "acme-shared", "tracks": upstream + "acme-shared/"},
+                    {"name": "acme-fork", "tracks": ["https://elsewhere.example/simple/acme-fork/"]},
+                ],
+                "read_auth": True,
+                "max_upload_size": "10MiB",
+            },
+        }
+    ).hosted
+    assert settings.entry("acme-shared") == HostedProject(
+        "acme-shared", (upstream + "acme-shared/",), (), follows_upstream=True
+    )  # the exact name wins over the glob listed first
+    assert not settings.kept_from_upstream("acme-shared")
+    assert settings.kept_from_upstream("acme-fork")  # tracks another index: upstream's is still kept out
+    assert settings.read_auth and settings.max_upload_size == 10 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"projects": ["x"], "colour": 1}, "unknown key 'hosted.colour'"),
+        (["../x"], "invalid project name '../x'"),
+        ([{"name": "x", "tracks": ["ftp://a/"]}], "'ftp://a/' is not an http(s) URL"),
+        ([{"name": "x-*", "tracks": ["https://a/simple/x/"]}], "tracks names one upstream project"),
+        ({"read_auth": "yes"}, "hosted.read_auth must be true or false"),
+        ({"max_upload_size": "lots"}, "hosted.max_upload_size"),
+        ("acme", "hosted must be a list of hosted project names"),
+    ],
+)
+def test_bad_hosted_settings_are_one_line(value: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("*", r"\*")):
+        from_mapping({"hosted": value})
+
+
+def test_pep708_data_round_trips_through_the_manifest_and_bad_urls_are_refused() -> None:
+    manifest = ProjectManifest(name="tool", tracks=("https://a.example/simple/tool/",))
+    assert loads(manifest.dumps()) == manifest
+    with pytest.raises(ValueError, match="tracks must be a list of http"):
+        loads(b'{"gitmirror-manifest":1,"name":"tool","tracks":["javascript:alert(1)"]}\n')
+
+
+# -- the upload form ----------------------------------------------------------------------------
+
+
+def _fields(**overrides: str) -> dict[str, str]:
+    wheel = build_wheel("acme-lib", "1.0")
+    fields = {":action": "file_upload", "name": "acme-lib", "version": "1.0", "sha256_digest": wheel.sha256}
+    fields.update(overrides)
+    return fields
+
+
+def test_the_upload_form_is_checked_against_the_filename() -> None:
+    form = check_form(_fields(name="Acme_Lib"), "acme_lib-1.0-py3-none-any.whl")
+    assert (form.project, form.version, form.is_wheel) == ("acme-lib", "1.0", True)
+    sdist = check_form(_fields(requires_python=">=3.9"), "acme_lib-1.0.tar.gz")
+    assert sdist.requires_python == ">=3.9" and not sdist.is_wheel
+    for fields, filename, line in [
+        (_fields(), None, "missing field content (the file)"),
+        (_fields(name=""), "acme_lib-1.0.tar.gz", "missing field name"),
+        (_fields(version="one"), "acme_lib-1.0.tar.gz", "invalid version 'one'"),
+        (_fields(sha256_digest="abc"), "acme_lib-1.0.tar.gz", "sha256_digest 'abc' is not a sha256 hex digest"),
+        (_fields(), "acme_lib-1.0.egg", "acme_lib-1.0.egg: only wheels (.whl) and sdists (.tar.gz, .zip) are accepted"),
+        (_fields(), "../acme_lib-1.0.tar.gz", "invalid distribution filename '../acme_lib-1.0.tar.gz'"),
+        (
+            _fields(),
+            "acme_lib-1.0-x.whl",
+            "acme_lib-1.0-x.whl: Invalid wheel filename (wrong number of parts): 'acme_lib-1.0-x'",
+        ),
+    ]:
+        with pytest.raises(UploadRefused) as refused:
+            check_form(fields, filename)
+        assert (refused.value.status, refused.value.line) == (400, line)
+
+
+def test_a_wheel_file_yields_its_metadata_and_requires_python() -> None:
+    wheel = build_wheel("acme-lib", "1.0", requires_python=">=3.10")
+    form = check_form(_fields(sha256_digest=wheel.sha256), wheel.filename)
+    size, metadata, requires_python = check_file(form, io.BytesIO(wheel.data))
+    assert (size, metadata, requires_python) == (len(wheel.data), wheel.metadata, ">=3.10")
+
+
+# -- dependency confusion: sync never fills a hosted name from upstream ----------------------------
+
+
+@pytest.fixture
+def confusable(mirror: Mirror, sample: dict, upstream: FakeUpstream) -> Mirror:
+    """Upstream publishes ``acme-app`` 9.0 (a hosted name, a higher version) and a public project
+    depending on it; the mirror hosts ``acme-*`` and selects both."""
+    upstream.add("acme-app", build_wheel("acme-app", "9.0"))
+    upstream.add("public-tool", build_wheel("public-tool", "1.0", requires_dist=["acme-app>=1"]))
+    mirror.configure('projects:\n  - demo-pkg\n  - acme-app\n  - public-tool\nhosted: ["acme-*"]\n')
+    return mirror
+
+
+def test_an_upstream_project_taking_a_hosted_name_is_never_offered(
+    confusable: Mirror, upstream: FakeUpstream, serve, make_venv
+) -> None:
+    confusable.run("sync", check=True)
+    assert upstream.count("/acme-app/") == 0  # not even its page is asked for
+    assert "acme-app" not in confusable.git("ls-tree", "-r", "--name-only", "main")
+    server = serve()
+    token = create_token(confusable, "ci")
+    assert form_post(server, token, build_wheel("acme-app", "1.0")).status_code == 200
+    upstream.add("acme-app", build_wheel("acme-app", "10.0"))
+    assert confusable.run("sync", "--full", check=True).returncode == 0
+    page = httpx.get(server.index_url + "acme-app/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}).json()
+    assert page["versions"] == ["1.0"]
+    venv = make_venv()
+    installed = venv.pip_install(server.index_url, "acme-app", "public-tool")
+    assert installed.returncode == 0, installed.stderr
+    assert venv.run("import acme_app; print(acme_app.__version__)") == "1.0"
+
+
+def test_a_hosted_project_tracking_upstream_is_filled_from_it_and_says_so(
+    confusable: Mirror, upstream: FakeUpstream, serve, tmp_path: Path
+) -> None:
+    tracks = upstream.page_url("acme-app")
+    confusable.configure(
+        "projects:\n  - acme-app\nhosted:\n  - name: acme-app\n"
+        f"    tracks: [{tracks}]\n    alternate-locations: [https://other.example/simple/acme-app/]\n"
+    )
+    confusable.run("sync", check=True)
+    server = serve()
+    page = httpx.get(server.index_url + "acme-app/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    data = page.json()
+    assert data["versions"] == ["9.0"]
+    assert data["tracks"] == [tracks]
+    assert data["alternate-locations"] == ["https://other.example/simple/acme-app/"]
+    html = httpx.get(server.index_url + "acme-app/").text
+    assert f'<meta name="pypi:tracks" content="{tracks}">' in html
+    assert '<meta name="pypi:alternate-locations" content="https://other.example/simple/acme-app/">' in html
+    confusable.run("render", "--out", str(tmp_path / "site"), check=True)
+    assert (tmp_path / "site" / "simple" / "acme-app" / "index.json").read_bytes() == page.content
+    assert (tmp_path / "site" / "simple" / "acme-app" / "index.html").read_text() == html
+
+
+# -- a private index: reads need a token too ---------------------------------------------------------
+
+
+def test_read_auth_requires_a_token_for_every_read(mirror: Mirror, sample: dict, serve, make_venv) -> None:
+    mirror.configure('projects:\n  - demo-pkg\nhosted:\n  projects: ["acme-*"]\n  read_auth: true\n')
+    mirror.run("sync", check=True)
+    token = create_token(mirror, "reader")
+    server = serve()
+    anonymous = httpx.get(server.index_url + "demo-pkg/")
+    assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"].startswith("Basic")
+    assert httpx.get(server.index_url, auth=("__token__", "gitmirror-wrong")).status_code == 403
+    assert httpx.get(server.index_url + "demo-pkg/", auth=("__token__", token)).status_code == 200
+    files = [link for link in sample["demo-pkg"] if link.filename.endswith(".whl")]
+    assert httpx.get(server.url + f"/files/demo-pkg/{files[0].filename}").status_code == 401
+    assert form_post(server, token, build_wheel("acme-lib", "1.0")).status_code == 200
+    host = server.url.removeprefix("http://")
+    venv = make_venv()
+    denied = venv.pip_install(server.index_url, "demo-pkg")
+    assert denied.returncode != 0
+    installed = venv.pip_install(f"http://__token__:{token}@{host}/simple/", "acme-lib", "demo-pkg")
+    assert installed.returncode == 0, installed.stderr
+    uv_venv = make_venv("uv")
+    uv_installed = uv_venv.uv_install(f"http://__token__:{token}@{host}/simple/", "acme-lib")
+    assert uv_installed.returncode == 0, uv_installed.stderr
+    mirror.run("token", "revoke", "reader", check=True)
+    assert httpx.get(server.index_url, auth=("__token__", token)).status_code == 403
+
+
+def test_token_commands_print_the_token_last_and_fail_in_one_line(mirror: Mirror) -> None:
+    mirror.run("init", check=True)
+    created = mirror.run("token", "create", "ci", check=True)
+    token = created.stdout.strip().splitlines()[-1]
+    assert token.startswith("gitmirror-") and len(token) > 40
+    listed = mirror.run("token", "list", check=True).stdout
+    assert listed.startswith("ci\tcreated ") and listed.rstrip().endswith("active") and token not in listed
+    again = mirror.run("token", "create", "ci")
+    assert (again.returncode, again.stderr) == (2, "gitmirror: error: a token named ci exists\n")
+    history = subprocess.run(
+        ["git", "--git-dir", str(mirror.repo), "log", "--all", "-p"], env=isolated_env(), capture_output=True, text=True
+    )
+    assert token not in history.stdout and "gitmirror-tokens" not in history.stdout
