@@ -7,7 +7,7 @@ each question, on dulwich's own helpers (``peel_sha``, ``dulwich.graph``, ``Walk
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from dulwich.graph import find_merge_base
@@ -29,6 +29,7 @@ class History:
 
     git: Repo
     path: Path
+    entry: Callable[[bytes | None, str], tuple[int, bytes] | None]  # ``MetadataRepo.entry``
 
     def branch_ref(self, branch: str = DEFAULT_BRANCH) -> bytes:
         return f"refs/heads/{branch}".encode()
@@ -128,3 +129,34 @@ class History:
                 raise KeyError(commit_id)
             yield commit
             commit_id = commit.parents[0] if commit.parents else None
+
+    def path_changes(
+        self, tip: bytes | None, paths: Sequence[str], stop: bytes | None = None
+    ) -> Iterator[tuple[Commit, tuple[bytes | None, ...]]]:
+        """The commits of ``tip``'s first-parent line (down to ``stop``, not yielded) that changed
+        any of ``paths``, newest first, each with the object ids of ``paths`` there (None: absent).
+
+        What the branch served, change by change: a merge (an approval) counts as one change, the
+        commit that made it the branch's state. A commit whose root tree equals its parent's is
+        skipped without a lookup.
+        """
+
+        def ids_at(commit: Commit | None) -> tuple[bytes | None, ...]:
+            if commit is None:
+                return (None,) * len(paths)
+            found = (self.entry(commit.id, path) for path in paths)
+            return tuple(entry[1] if entry is not None else None for entry in found)
+
+        newer: tuple[Commit, tuple[bytes | None, ...]] | None = None
+        for commit in self.first_parents(tip, stop):
+            if newer is not None and newer[0].tree == commit.tree:  # ``newer`` changed nothing
+                newer = (commit, newer[1])
+                continue
+            ids = ids_at(commit)
+            if newer is not None and newer[1] != ids:
+                yield newer
+            newer = (commit, ids)
+        if newer is not None:
+            base = self.commit(stop) if stop is not None else None
+            if newer[1] != ids_at(base):
+                yield newer

@@ -21,6 +21,7 @@ from ..model.hosts import check_entry as check_host_entry
 from ..model.limits import DEADLINE_SECONDS, MAX_UNANNOUNCED_BYTES, MIN_RATE, Limits
 from ..model.names import UnsafeNameError, normalize
 from ..storage.refpolicy import name_problem
+from .serve_settings import ServeSettings, parse_serve
 
 CONFIG_NAME = "mirror.yaml"
 # libyaml's safe loader when PyYAML was built with it: same documents, same errors, ten times faster
@@ -89,6 +90,7 @@ class Config:
     download_min_rate: int = MIN_RATE
     branch: str = "main"
     review: ReviewSettings = field(default_factory=ReviewSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
     source: Path | None = field(default=None, compare=False)
     source_sha256: str | None = field(default=None, compare=False)  # of the bytes read (gitmirror.sync.unchanged)
 
@@ -120,6 +122,7 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "download_deadline": ((int, float), "a number of seconds"),
     "download_min_rate": ((str, int), "bytes per second like 16384 or '16KiB', or 0"),
     "review": (dict, "a mapping with enabled, branch, cooldown, auto_approve"),
+    "serve": (dict, "a mapping with host, port, workers, log_level, access_log"),
 }
 
 
@@ -203,6 +206,7 @@ def from_mapping(data: dict[str, Any], base: Path = Path("."), source: Path | No
         download_min_rate=_rate(data, where),
         **parse_selection_settings(data, base, where),
         review=parse_review(data.get("review", {}), where),
+        serve=parse_serve(data.get("serve", {}), where),
         source=source,
     )
 
