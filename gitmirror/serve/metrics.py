@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -53,6 +54,7 @@ PROXY_UPSTREAM_ERRORS = Counter(
     registry=REGISTRY,
 )
 UNMATCHED = "unmatched"
+METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"))
 STORE_SIZE_TTL = 300.0  # seconds a store size is reported before it is measured again
 
 log = logging.getLogger("gitmirror.serve")
@@ -64,6 +66,7 @@ class RequestMetrics:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -85,12 +88,21 @@ class RequestMetrics:
             await self.app(scope, receive, observed)
         finally:
             route = scope.get("route")
-            label = route.path if route is not None and hasattr(route, "path") else UNMATCHED
-            REQUESTS.labels(label, scope["method"], str(status)).inc()
-            LATENCY.labels(label).observe(time.perf_counter() - started)
-            BYTES_SERVED.labels(label).inc(sent)
+            method = scope["method"] if scope["method"] in METHODS else "other"  # a client's method is any token
+            key = (route.path if route is not None and hasattr(route, "path") else UNMATCHED, method, status)
+            children = self._children.get(key) or self._labelled(key)
+            children[0].inc()
+            children[1].observe(time.perf_counter() - started)
+            children[2].inc(sent)
             if ACCESS.isEnabledFor(logging.INFO):
                 ACCESS.info(access_line(scope, status, sent))
+
+    def _labelled(self, key: tuple[str, str, int]) -> tuple[Any, Any, Any]:
+        """The metric children of one (route, method, status), looked up once (``labels`` takes a lock)."""
+        route, method, status = key
+        children = (REQUESTS.labels(route, method, str(status)), LATENCY.labels(route), BYTES_SERVED.labels(route))
+        self._children[key] = children  # routes, methods and statuses are few
+        return children
 
 
 class StoreSize:
