@@ -173,6 +173,19 @@ def test_history_lists_each_change_with_its_commit(client: TestClient, site: Mir
     assert "taken down: demo_pkg-1.0.tar.gz" in demo and "legal" in demo
 
 
+def test_history_read_before_a_new_commit_gains_it_on_top(mirror: Mirror, sample: dict) -> None:
+    mirror.run("sync", check=True)
+    client = TestClient(create_app(load(mirror.root / "mirror.yaml")))
+    first = assert_inert(client.get("/project/other-lib/history/").text).words
+    assert "first seen: other_lib-0.2-py3-none-any.whl" in first and "yanked" not in first
+    mirror.run("yank", "other-lib", "0.1", "--reason", "superseded", check=True)
+    again = assert_inert(client.get("/project/other-lib/history/").text).words
+    yank_commit = mirror.git("rev-parse", "main").strip()
+    assert again.index(yank_commit[:12]) < again.index("yanked: other_lib-0.1-py3-none-any.whl: superseded")
+    assert again.index("superseded") < again.index("first seen: other_lib-0.2-py3-none-any.whl")
+    assert again.count("first seen: other_lib-0.1-py3-none-any.whl") == 1
+
+
 def test_snapshots_list_tags_and_diff_against_the_tip(client: TestClient) -> None:
     html = client.get("/snapshots/").text
     assert 'href="/snapshot/before-marks/simple/"' in html and 'href="/snapshots/before-marks/diff/"' in html

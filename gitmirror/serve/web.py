@@ -170,7 +170,9 @@ class Pages:
         def entries() -> list[Any] | None:
             view = self.view()
             tip = view.tip()
-            return None if view.manifest(tip, name) is None else self.histories.get(view.repo, tip, name)
+            if view.manifest(tip, name) is None:
+                return None
+            return self.histories.get(view.repo, tip, name, self.config.branch)
 
         found = await self.run(entries)
         if found is None:

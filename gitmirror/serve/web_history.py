@@ -20,6 +20,7 @@ from ..model.decisions import marks_path
 from ..model.manifest import ProjectManifest, loads, manifest_path
 from ..model.policy import CONFLICTS_DIR
 from ..storage.repo import Commit, MetadataRepo
+from ..storage.snapshot import first_parent_line
 from ..sync.incoming import Change, project_changes
 
 
@@ -45,13 +46,15 @@ class HistoryEntry:
     events: list[Event] = field(default_factory=list)
 
 
-def project_history(repo: MetadataRepo, tip: bytes | None, name: str) -> list[HistoryEntry]:
-    """Every commit of the branch that changed ``name``'s manifest, conflicts or marks, newest first."""
+def project_history(repo: MetadataRepo, tip: bytes | None, name: str, since: bytes | None = None) -> list[HistoryEntry]:
+    """Every commit of the branch that changed ``name``'s manifest, conflicts or marks, newest first;
+    with ``since`` (a commit on ``tip``'s first-parent line) only the commits after it."""
     paths = (manifest_path(name), f"{CONFLICTS_DIR}/{name}.jsonl", marks_path(name))
-    changes = list(repo.path_changes(tip, paths))
+    changes = list(repo.path_changes(tip, paths, since))
+    oldest = repo.path_ids(repo.commit(since) if since is not None else None, paths)
     history = []
     for index, (commit, ids) in enumerate(changes):
-        older = changes[index + 1][1] if index + 1 < len(changes) else (None, None, None)
+        older = changes[index + 1][1] if index + 1 < len(changes) else oldest
         history.append(_entry(repo, commit, paths, older, ids))
     return history
 
@@ -142,22 +145,33 @@ def decision_event(record: dict[str, Any]) -> Event:
 
 
 class HistoryCache:
-    """``project_history`` kept per (tip, project), bounded; shared by the web threads."""
+    """``project_history`` per project at the newest tip asked, bounded; shared by the web threads.
+
+    When the tip moves forward only the commits since the tip already read are walked (a branch's
+    old tips stay on its first-parent line, docs/refs.md); otherwise the history is read again whole.
+    """
 
     def __init__(self, size: int = 256) -> None:
         self.size = size
         self._lock = threading.Lock()
-        self._kept: OrderedDict[tuple[bytes | None, str], list[HistoryEntry]] = OrderedDict()
+        self._kept: OrderedDict[str, tuple[bytes | None, list[HistoryEntry]]] = OrderedDict()
 
-    def get(self, repo: MetadataRepo, tip: bytes | None, name: str) -> list[HistoryEntry]:
-        key = (tip, name)
+    def get(self, repo: MetadataRepo, tip: bytes | None, name: str, branch: str) -> list[HistoryEntry]:
         with self._lock:
-            if key in self._kept:
-                self._kept.move_to_end(key)
-                return self._kept[key]
-        history = project_history(repo, tip, name)
+            known = self._kept.get(name)
+            if known is not None:
+                self._kept.move_to_end(name)
+        if known is not None and known[0] == tip:
+            return known[1]
+        if known is not None and known[0] is not None and tip is not None:
+            if first_parent_line(repo, branch).holds(tip, known[0]):
+                history = project_history(repo, tip, name, since=known[0]) + known[1]
+            else:
+                history = project_history(repo, tip, name)
+        else:
+            history = project_history(repo, tip, name)
         with self._lock:
-            self._kept[key] = history
+            self._kept[name] = (tip, history)
             if len(self._kept) > self.size:
                 self._kept.popitem(last=False)
         return history
