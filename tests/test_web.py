@@ -26,7 +26,7 @@ from gitmirror.serve.names_index import NameIndex, search_key
 from gitmirror.serve.server import create_app
 from gitmirror.sync.config import ConfigError, from_mapping, load
 
-from conftest import GITMIRROR, Mirror, free_port, isolated_env, wait_until_answering
+from conftest import GITMIRROR, Mirror, free_port, isolated_env, start_server, stop_server, wait_until_answering
 from fakeupstream import FakeUpstream, build_sdist, build_wheel, make_sample_index
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
@@ -212,10 +212,12 @@ def test_review_page_shows_what_waits_with_flags_and_dependency_changes(tmp_path
         mirror.run("sync", check=True)
         client = TestClient(create_app(load(tmp_path / "mirror.yaml")))
         html = client.get("/review/").text
+        home = assert_inert(client.get("/").text).words
     text = assert_inert(html).words
     assert "other-lib" in text and "0.3" in text and "gitmirror approve other-lib" in text
     assert "re-pinned demo-pkg>=1.0 → demo-pkg>=2" in text
     assert 'added evil; python_version < "<script>"' in text and "<script>" not in html.replace("&lt;", "")
+    assert "review before serving: syncs land on incoming" in home and 'href="/review/"' in html
 
 
 HOSTILE_REQ = 'evil; python_version < "<script>"'
@@ -255,6 +257,18 @@ def test_serve_settings_are_checked_in_mirror_yaml() -> None:
     ):
         with pytest.raises(ConfigError, match=re.escape(message)):
             from_mapping({"serve": bad})
+
+
+def test_several_workers_serve_the_same_mirror(mirror: Mirror, sample: dict) -> None:
+    mirror.configure("projects:\n  - demo-pkg\nserve:\n  workers: 2\n  access_log: false\n")
+    mirror.run("sync", check=True)
+    server = start_server(mirror.root)
+    try:
+        assert httpx.get(server.url + "/health/ready").text == "ready\n"
+        assert "demo-pkg" in httpx.get(server.url + "/project/demo-pkg/").text
+        assert httpx.get(server.url + "/simple/demo-pkg/").status_code == 200
+    finally:
+        stop_server(server)
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

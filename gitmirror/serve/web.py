@@ -132,9 +132,7 @@ class Pages:
             "last_sync": web_data.commit_line(last_sync) if last_sync is not None else None,
             "last_clean_sync": web_data.when(clean) if clean is not None else None,
             "projects": len(self.name_index(tip)),
-            "snapshots": len(
-                self.memo(("tags", tuple(sorted(repo.refs(b"refs/tags/").items()))), lambda: web_data.snapshots(repo))
-            ),
+            "snapshots": len(self._snapshots()),
             "recent": self.memo(("recent", tip), lambda: web_data.recent_changes(repo, tip)),
         }
 
@@ -194,8 +192,13 @@ class Pages:
         return self.memo(key, lambda: build_review(view.repo, view.store, config, config.branch, config.review.branch))
 
     async def snapshots(self, request: Request) -> Response:
-        rows = await self.run(lambda: web_data.snapshots(self.view().repo))
+        rows = await self.run(self._snapshots)
         return self.page(request, "snapshots.html", snapshots=rows)
+
+    def _snapshots(self) -> list[web_data.SnapshotRow]:
+        view = self.view()
+        tip, tags = view.tip(), tuple(sorted(view.repo.refs(b"refs/tags/").items()))
+        return self.memo(("snapshots", tip, tags), lambda: web_data.snapshots(view.repo, tip, self.config.branch))
 
     async def snapshot_diff(self, request: Request) -> Response:
         rev = request.path_params["rev"]

@@ -17,7 +17,7 @@ from packaging.version import InvalidVersion, Version
 from ..model.manifest import FileEntry, ProjectManifest, project_of_path
 from ..storage import metadata
 from ..storage.repo import Commit, MetadataRepo
-from ..storage.snapshot import list_tags
+from ..storage.snapshot import first_parent_line, list_tags
 from ..storage.store import BlobStore
 from ..sync.config import Config
 from ..sync.unchanged import record_path
@@ -176,9 +176,11 @@ class SnapshotRow:
     time: str
 
 
-def snapshots(repo: MetadataRepo) -> list[SnapshotRow]:
-    """Every tag, newest commit first."""
-    rows = [(repo.commit(commit), name) for name, commit in list_tags(repo)]
+def snapshots(repo: MetadataRepo, tip: bytes | None, branch: str) -> list[SnapshotRow]:
+    """Every tag naming a state ``branch`` stood at (what ``/snapshot/<tag>/`` serves), newest first."""
+    line = first_parent_line(repo, branch)
+    served = [(name, commit) for name, commit in list_tags(repo) if tip is not None and line.holds(tip, commit)]
+    rows = [(repo.commit(commit), name) for name, commit in served]
     rows.sort(key=lambda row: (row[0].commit_time, row[1]), reverse=True)
     return [SnapshotRow(name, commit.id.decode(), when(commit.commit_time)) for commit, name in rows]
 
