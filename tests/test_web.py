@@ -22,8 +22,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
+from gitmirror.serve.metrics import StoreSize, measure_store
 from gitmirror.serve.names_index import NameIndex, search_key
 from gitmirror.serve.server import create_app
+from gitmirror.storage.store import BlobStore
 from gitmirror.sync.config import ConfigError, from_mapping, load
 
 from conftest import GITMIRROR, Mirror, free_port, isolated_env, start_server, stop_server, wait_until_answering
@@ -101,6 +103,7 @@ def test_home_says_what_the_mirror_is(client: TestClient, site: Mirror) -> None:
     assert site.upstream.url in text
     assert "3" in re.search(r"Projects\s*(\d+)", text).group(1)  # type: ignore[union-attr]
     assert "mirror: syncs land on main" in text
+    assert re.search(r"Store (being measured|\d+ files, [\d.]+ [kM]?B)", text)
     assert re.search(r"Last sync commit\s*[0-9a-f]{12} \d{4}-\d\d-\d\d .*sync: 3 projects", text)
     assert "takedown" in text and "deprecate" in text or "status: hostile-pkg" in text  # recent changes
     assert ("a", {"href": "/project/hostile-pkg/"}) in page.tags
@@ -269,6 +272,19 @@ def test_several_workers_serve_the_same_mirror(mirror: Mirror, sample: dict) -> 
         assert httpx.get(server.url + "/simple/demo-pkg/").status_code == 200
     finally:
         stop_server(server)
+
+
+def test_store_size_is_measured_in_the_background(store: BlobStore) -> None:
+    store.put_bytes(b"one blob")
+    store.put_bytes(b"another, longer blob")
+    assert measure_store(store.blobs_dir) == (2, 28)
+    size = StoreSize(store, ttl=60)
+    deadline = time.monotonic() + 10
+    while size.current() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert size.current() == (2, 28)
+    store.put_bytes(b"a third")
+    assert size.current() == (2, 28)  # kept for ``ttl`` seconds: a scrape never walks the store
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

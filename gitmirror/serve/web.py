@@ -62,8 +62,9 @@ class Pages:
         self._names = web_data.PerTip(2)  # name indexes: the tip's, and the one before while it moves
         self._memo = web_data.PerTip(64)  # reports, last sync commits, recent changes: per tip
         self.histories = HistoryCache()
+        self.collector = metrics.MirrorCollector(config, self.last_sync_time)
         self.registry = CollectorRegistry()
-        self.registry.register(metrics.MirrorCollector(config, self.last_sync_time))
+        self.registry.register(self.collector)
 
     # -- running work off the event loop -------------------------------------------------------
 
@@ -133,6 +134,7 @@ class Pages:
             "last_clean_sync": web_data.when(clean) if clean is not None else None,
             "projects": len(self.name_index(tip)),
             "snapshots": len(self._snapshots()),
+            "store": self.collector.store_size.current(),  # (blobs, bytes), None until first measured
             "recent": self.memo(("recent", tip), lambda: web_data.recent_changes(repo, tip)),
         }
 
