@@ -112,14 +112,15 @@ class Pages:
 
     # -- pages -----------------------------------------------------------------------------------
 
-    def page(self, request: Request, template: str, status: int = 200, **context: Any) -> Response:
+    async def page(self, request: Request, template: str, status: int = 200, **context: Any) -> Response:
+        """``template`` rendered in the pool (a project of thousands of files is not rendered on the loop)."""
         base = str(request.base_url)
         context = {"index_url": base + "simple/", "review_enabled": self.config.review.enabled, **context}
-        body = ENVIRONMENT.get_template(template).render(**context)
+        body = await self.run(ENVIRONMENT.get_template(template).render, context)
         return Response(body, status_code=status, media_type=HTML, headers={"cache-control": "no-cache"})
 
     async def home(self, request: Request) -> Response:
-        return self.page(request, "home.html", **await self.run(self._home_facts))
+        return await self.page(request, "home.html", **await self.run(self._home_facts))
 
     def _home_facts(self) -> dict[str, Any]:
         view = self.view()
@@ -142,9 +143,9 @@ class Pages:
         query = request.query_params.get("q", "")[:200]
         key = search_key(query)
         if key is None:
-            return self.page(request, "search.html", query=query, results=[], more=False)
+            return await self.page(request, "search.html", query=query, results=[], more=False)
         results, more = await self.run(lambda: self.name_index(self.view().tip()).search(key, SEARCH_LIMIT))
-        return self.page(request, "search.html", query=query, results=results, more=more)
+        return await self.page(request, "search.html", query=query, results=results, more=more)
 
     async def project(self, request: Request) -> Response:
         name = _project_name(request)
@@ -152,8 +153,8 @@ class Pages:
             return name
         facts = await self.run(self._project_facts, name)
         if facts is None:
-            return self.page(request, "missing.html", 404, what=f"no project {name} in this mirror")
-        return self.page(request, "project.html", **facts)
+            return await self.page(request, "missing.html", 404, what=f"no project {name} in this mirror")
+        return await self.page(request, "project.html", **facts)
 
     def _project_facts(self, name: str) -> dict[str, Any] | None:
         view = self.view()
@@ -176,17 +177,17 @@ class Pages:
 
         found = await self.run(entries)
         if found is None:
-            return self.page(request, "missing.html", 404, what=f"no project {name} in this mirror")
-        return self.page(request, "history.html", name=name, history=found)
+            return await self.page(request, "missing.html", 404, what=f"no project {name} in this mirror")
+        return await self.page(request, "history.html", name=name, history=found)
 
     async def review(self, request: Request) -> Response:
         if not self.config.review.enabled:
-            return self.page(request, "missing.html", 404, what="review is not enabled in this mirror's mirror.yaml")
+            return await self.page(request, "missing.html", 404, what="review is not enabled in this mirror.yaml")
         try:
             report = await self.run(self._review_report)
         except RepoError as exc:
-            return self.page(request, "missing.html", 404, what=str(exc))
-        return self.page(request, "review.html", report=report)
+            return await self.page(request, "missing.html", 404, what=str(exc))
+        return await self.page(request, "review.html", report=report)
 
     def _review_report(self) -> Report:
         view, config = self.view(), self.config
@@ -195,7 +196,7 @@ class Pages:
 
     async def snapshots(self, request: Request) -> Response:
         rows = await self.run(self._snapshots)
-        return self.page(request, "snapshots.html", snapshots=rows)
+        return await self.page(request, "snapshots.html", snapshots=rows)
 
     def _snapshots(self) -> list[web_data.SnapshotRow]:
         view = self.view()
@@ -214,8 +215,8 @@ class Pages:
         try:
             commit, changes = await self.run(diff)
         except RevisionError as exc:
-            return self.page(request, "missing.html", 404, what=" ".join(str(exc).split()))
-        return self.page(request, "diff.html", rev=rev, commit=commit, diff=changes)
+            return await self.page(request, "missing.html", 404, what=" ".join(str(exc).split()))
+        return await self.page(request, "diff.html", rev=rev, commit=commit, diff=changes)
 
 
 def _project_name(request: Request) -> str | Response:
