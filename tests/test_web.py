@@ -274,6 +274,19 @@ def test_several_workers_serve_the_same_mirror(mirror: Mirror, sample: dict) -> 
         stop_server(server)
 
 
+def test_serve_refuses_bad_settings_in_one_line(mirror: Mirror) -> None:
+    bad_flag = mirror.run("serve", "--log-level", "loud")
+    assert bad_flag.returncode == 2
+    assert bad_flag.stderr.strip().splitlines() == [
+        "gitmirror: error: --log-level must be one of critical, error, warning, info, debug, got 'loud'"
+    ]
+    mirror.configure("serve:\n  port: 0\n")
+    bad_file = mirror.run("serve")
+    assert bad_file.returncode == 2 and bad_file.stderr.strip().splitlines() == [
+        "gitmirror: error: mirror.yaml: serve.port must be a port number from 1 to 65535, got 0"
+    ]
+
+
 def test_store_size_is_measured_in_the_background(store: BlobStore) -> None:
     store.put_bytes(b"one blob")
     store.put_bytes(b"another, longer blob")
