@@ -249,7 +249,7 @@ def test_serve_settings_are_checked_in_mirror_yaml() -> None:
         9000,
         2,
         "warning",
-        True,
+        False,
     )
     for bad, message in (
         ({"prot": 1}, "unknown key 'serve.prot'"),
@@ -322,7 +322,7 @@ def test_metrics_and_access_log_over_real_http(mirror: Mirror, sample: dict, tmp
     url = f"http://127.0.0.1:{port}"
     with (tmp_path / "access.log").open("wb") as stdout, (tmp_path / "errors.log").open("wb") as stderr:
         process = subprocess.Popen(
-            [*GITMIRROR, "serve", "--port", str(port)],
+            [*GITMIRROR, "serve", "--port", str(port), "--access-log"],
             cwd=mirror.root,
             env=isolated_env(),
             stdout=stdout,

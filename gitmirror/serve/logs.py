@@ -27,12 +27,16 @@ def access_line(scope: Scope, status: int, sent: int, now: float | None = None) 
     target = scope.get("raw_path", b"").decode("latin-1") or scope.get("path", "")
     if scope.get("query_string"):
         target += "?" + scope["query_string"].decode("latin-1")
-    headers = dict(scope.get("headers", ()))
+    referer = agent = b"-"
+    for name, value in scope.get("headers", ()):
+        if name == b"user-agent":
+            agent = value
+        elif name == b"referer":
+            referer = value
     request = f"{scope.get('method', '-')} {target} HTTP/{scope.get('http_version', '1.1')}"
     return (
         f"{client[0] if client else '-'} - - [{stamp}] {_quoted(request)} {status} {sent or '-'} "
-        f"{_quoted(headers.get(b'referer', b'-').decode('latin-1'))} "
-        f"{_quoted(headers.get(b'user-agent', b'-').decode('latin-1'))}"
+        f"{_quoted(referer.decode('latin-1'))} {_quoted(agent.decode('latin-1'))}"
     )
 
 

@@ -19,7 +19,7 @@ class ServeSettings:
     port: int = 8080
     workers: int = 1  # processes; each answers on its own (and counts its own /metrics)
     log_level: str = "info"
-    access_log: bool = True  # one line per request on stdout (combined log format)
+    access_log: bool = False  # one line per request on stdout (combined log format); off: it costs per request
 
 
 def parse_serve(data: dict[str, Any], where: str = "") -> ServeSettings:
