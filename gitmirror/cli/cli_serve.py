@@ -12,17 +12,29 @@ from .cli_common import ConfigOption, RevOption, fail, load_config, open_repo, s
 
 
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (serve.host, else 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (serve.port, else 8080).")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes (serve.workers, else 1).")] = None,
+    log_level: Annotated[
+        str | None, typer.Option(help="critical, error, warning, info or debug (serve.log_level, else info).")
+    ] = None,
+    access_log: Annotated[
+        bool | None, typer.Option("--access-log/--no-access-log", help="One line per request on stdout.")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Serve the simple index (PEP 503/691) of the branch tip and the files of the store."""
+    """Serve the simple index (PEP 503/691) of the branch tip, the files of the store, web pages,
+    /health and /metrics; flags override `serve:` in mirror.yaml."""
     from ..serve.server import serve as run_server
+    from ..sync.serve_settings import LOG_LEVELS
 
     cfg = load_config(config)
+    if log_level is not None and log_level.lower() not in LOG_LEVELS:
+        raise fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
     open_repo(cfg)  # fail early and clearly when there is nothing to serve
-    typer.echo(f"serving {cfg.repo} at http://{host}:{port}/simple/", err=True)
-    run_server(cfg, host, port)
+    where = f"http://{host or cfg.serve.host}:{port or cfg.serve.port}/"
+    typer.echo(f"serving {cfg.repo} at {where} (simple index at {where}simple/)", err=True)
+    run_server(cfg, host, port, workers, log_level and log_level.lower(), access_log)
 
 
 def tag(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+from pathlib import Path
 from urllib.parse import quote
 
 from starlette.applications import Starlette
@@ -24,7 +25,7 @@ from ..storage.repo import MetadataRepo
 from ..storage.snapshot import RevisionError
 from ..storage.store import BlobStore
 from ..sync.config import Config
-from . import index
+from . import index, logs, web
 from .checkpoint import checkpoint_routes
 from .revisions import BoundedResolver
 from .view import MirrorView, Page
@@ -180,18 +181,15 @@ class SnapshotRoutes(SimpleRoutes):
         return snapshot.commit, IMMUTABLE if snapshot.pinned else SNAPSHOT_MAX_AGE
 
 
-async def _home(request: Request) -> Response:
-    return RedirectResponse("/simple/", status_code=302)
-
-
 def create_app(config: Config) -> Starlette:
     """The mirror's web app for ``config`` (its repo, store and branch; features add their routes here)."""
     view = MirrorView(MetadataRepo(config.repo), BlobStore(config.store), config.branch)
-    routes = [Route("/", _home), *routes_for(SimpleRoutes(view)), *routes_for(SnapshotRoutes(view), "/snapshot/{rev}")]
+    routes = [*routes_for(SimpleRoutes(view)), *routes_for(SnapshotRoutes(view), "/snapshot/{rev}")]
     routes += checkpoint_routes(view, config)
     app = Starlette(routes=routes)
     app.state.view = view
     app.state.config = config
+    web.install(app, config)  # the pages for people, /health, /metrics, request metrics and the access log
     install_hosted(app, config)
     return app
 
@@ -206,10 +204,45 @@ def raise_open_file_limit(wanted: int = 65536) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-def serve(config: Config, host: str, port: int) -> None:
-    """Run the app under uvicorn (which picks uvloop and httptools when installed)."""
+def serve(
+    config: Config,
+    host: str | None = None,
+    port: int | None = None,
+    workers: int | None = None,
+    log_level: str | None = None,
+    access_log: bool | None = None,
+) -> None:
+    """Run the app under uvicorn (which picks uvloop and httptools when installed); each argument
+    left None comes from ``serve:`` in mirror.yaml. Several workers each build the app from the
+    same configuration file (``app_from_environment``)."""
     import uvicorn
 
+    settings = config.serve
+    workers = workers or settings.workers
+    level = log_level or settings.log_level
+    options: dict[str, object] = {
+        "host": host or settings.host,
+        "port": port or settings.port,
+        "log_config": logs.log_config(level, settings.access_log if access_log is None else access_log),
+        "log_level": level,
+        "access_log": False,  # written by metrics.RequestMetrics, with the bytes sent
+        "backlog": 2048,
+        "timeout_keep_alive": 30,
+    }
     raise_open_file_limit()
-    app = create_app(config)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, backlog=2048, timeout_keep_alive=30)
+    if workers > 1:
+        os.environ[CONFIG_VARIABLE] = str(config.source.resolve()) if config.source else ""
+        uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+    else:
+        uvicorn.run(create_app(config), **options)  # type: ignore[arg-type]
+
+
+CONFIG_VARIABLE = "GITMIRROR_SERVE_CONFIG"
+
+
+def app_from_environment() -> Starlette:
+    """The app of one worker process: ``create_app`` of the configuration ``serve`` was started with."""
+    from ..sync.config import load
+
+    path = os.environ.get(CONFIG_VARIABLE)
+    return create_app(load(Path(path) if path else None))

@@ -7,12 +7,12 @@ each question, on dulwich's own helpers (``peel_sha``, ``dulwich.graph``, ``Walk
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from dulwich.graph import find_merge_base
 from dulwich.object_store import peel_sha
-from dulwich.objects import Commit, ObjectID
+from dulwich.objects import Commit, ObjectID, Tree
 from dulwich.refs import Ref, check_ref_format
 from dulwich.repo import Repo
 from dulwich.walk import ORDER_DATE, ORDER_TOPO, Walker
@@ -128,3 +128,57 @@ class History:
                 raise KeyError(commit_id)
             yield commit
             commit_id = commit.parents[0] if commit.parents else None
+
+    def path_changes(
+        self, tip: bytes | None, paths: Sequence[str], stop: bytes | None = None
+    ) -> Iterator[tuple[Commit, tuple[bytes | None, ...]]]:
+        """The commits of ``tip``'s first-parent line (down to ``stop``, not yielded) that changed
+        any of ``paths``, newest first, each with the object ids of ``paths`` there (None: absent).
+
+        What the branch served, change by change: a merge (an approval) counts as one change, the
+        commit that made it the branch's state. Only ids are compared (read what they name through
+        ``MetadataRepo``, which checks trees); each tree on the way is parsed once, so a commit
+        that left a path's directories alone costs the parse of its root and top directories.
+        """
+        trees: dict[bytes, Tree] = {}
+
+        def ids_at(commit: Commit | None) -> tuple[bytes | None, ...]:
+            return self.path_ids(commit, paths, trees)
+
+        newer: tuple[Commit, tuple[bytes | None, ...]] | None = None
+        for commit in self.first_parents(tip, stop):
+            ids = ids_at(commit)
+            if newer is not None and newer[1] != ids:
+                yield newer
+            newer = (commit, ids)
+        if newer is not None and newer[1] != ids_at(self.commit(stop) if stop is not None else None):
+            yield newer
+
+    def path_ids(
+        self, commit: Commit | None, paths: Sequence[str], trees: dict[bytes, Tree] | None = None
+    ) -> tuple[bytes | None, ...]:
+        """The object ids of ``paths`` at ``commit`` (None: absent, or no commit); ``trees`` keeps
+        the trees read on the way for the next call."""
+        if commit is None:
+            return (None,) * len(paths)
+        trees = {} if trees is None else trees
+        if len(trees) > 4096:
+            trees.clear()
+        return tuple(_lookup(self.git, trees, commit.tree, path.encode().split(b"/")) for path in paths)
+
+
+def _lookup(git: Repo, trees: dict[bytes, Tree], tree_id: bytes, names: list[bytes]) -> bytes | None:
+    """The id ``names`` (a path's parts) lead to from tree ``tree_id``, or None; trees kept in ``trees``."""
+    current: bytes = tree_id
+    for name in names:
+        tree = trees.get(current)
+        if tree is None:
+            obj = git[ObjectID(current)]
+            if not isinstance(obj, Tree):
+                return None
+            tree = trees[current] = obj
+        try:
+            current = tree[name][1]
+        except KeyError:
+            return None
+    return current

@@ -22,6 +22,7 @@ from ..model.hosts import check_entry as check_host_entry
 from ..model.limits import DEADLINE_SECONDS, MAX_UNANNOUNCED_BYTES, MIN_RATE, Limits
 from ..model.names import UnsafeNameError, normalize
 from ..storage.refpolicy import name_problem
+from .serve_settings import ServeSettings, parse_serve
 from .signing_config import SigningSettings, parse_signing
 
 CONFIG_NAME = "mirror.yaml"
@@ -93,6 +94,7 @@ class Config:
     review: ReviewSettings = field(default_factory=ReviewSettings)
     signing: SigningSettings = field(default_factory=SigningSettings)
     hosted: HostedSettings = field(default_factory=HostedSettings)  # projects uploaded here (docs/hosted.md)
+    serve: ServeSettings = field(default_factory=ServeSettings)
     source: Path | None = field(default=None, compare=False)
     source_sha256: str | None = field(default=None, compare=False)  # of the bytes read (gitmirror.sync.unchanged)
 
@@ -126,6 +128,7 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "review": (dict, "a mapping with enabled, branch, cooldown, auto_approve"),
     "signing": (dict, "a mapping with key, name, allowed_signers, require_signed_main, cosignatures"),
     "hosted": ((list, dict), "a list of hosted project names and glob patterns, or a mapping with projects"),
+    "serve": (dict, "a mapping with host, port, workers, log_level, access_log"),
 }
 
 
@@ -211,6 +214,7 @@ def from_mapping(data: dict[str, Any], base: Path = Path("."), source: Path | No
         review=parse_review(data.get("review", {}), where),
         signing=parse_signing(data.get("signing", {}), base, where),
         hosted=_hosted(data, upstream, where),
+        serve=parse_serve(data.get("serve", {}), where),
         source=source,
     )
 

@@ -1,0 +1,50 @@
+"""``/health``: liveness (the process answers) and readiness (it can serve what it promises).
+
+Ready means the metadata repository's branch can be read and the blob store's directory is there
+and readable: a load balancer takes the instance out of rotation with the reason, instead of users
+meeting 404s for files the index lists. Cheap enough to be probed every second.
+"""
+
+from __future__ import annotations
+
+import os
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from .view import MirrorView
+
+
+def not_ready_reason(view: MirrorView) -> str | None:
+    """Why the server cannot serve now, in one line, or None when it can."""
+    repo_head = view.repo.path / "HEAD"
+    if not repo_head.is_file():
+        return f"metadata repository {view.repo.path} is not reachable"
+    try:
+        view.tip()
+    except (OSError, KeyError, ValueError) as exc:
+        return f"branch {view.branch} cannot be read: {exc}"
+    blobs = view.store.blobs_dir
+    if not blobs.is_dir() or not os.access(blobs, os.R_OK | os.X_OK):
+        return f"blob store {view.store.root} is not reachable"
+    return None
+
+
+async def health(request: Request) -> Response:
+    """``/health``: 200 while the process answers; ``/health?ready=1`` is ``/health/ready``."""
+    if request.query_params.get("ready") not in (None, "", "0"):
+        return await ready(request)
+    return PlainTextResponse("ok\n", headers={"cache-control": "no-store"})
+
+
+async def ready(request: Request) -> Response:
+    """``/health/ready``: 200 ``ready``, or 503 with the reason."""
+    reason = not_ready_reason(request.app.state.view)
+    if reason is not None:
+        return PlainTextResponse(f"not ready: {reason}\n", status_code=503, headers={"cache-control": "no-store"})
+    return PlainTextResponse("ready\n", headers={"cache-control": "no-store"})
+
+
+def health_routes() -> list[Route]:
+    return [Route("/health", health), Route("/health/ready", ready)]

@@ -1,0 +1,364 @@
+"""The web pages, /health and /metrics, over a real synced mirror whose upstream is hostile.
+
+Upstream (and a mirror operator's reasons) supply yank reasons, status reasons, summaries and commit
+messages: each test page carries markup and script in them and proves none of it reaches the page
+as markup. Pages are asked in-process (Starlette's TestClient over ``create_app``); ``/health``,
+``/metrics`` and the access log also over real HTTP from ``gitmirror serve``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.testclient import TestClient
+
+from gitmirror.serve.metrics import StoreSize, measure_store
+from gitmirror.serve.names_index import NameIndex, search_key
+from gitmirror.serve.server import create_app
+from gitmirror.storage.store import BlobStore
+from gitmirror.sync.config import ConfigError, from_mapping, load
+
+from conftest import GITMIRROR, Mirror, free_port, isolated_env, start_server, stop_server, wait_until_answering
+from fakeupstream import FakeUpstream, build_sdist, build_wheel, make_sample_index
+
+HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+ESCAPED = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;"
+
+
+def publish_hostile(upstream: FakeUpstream) -> None:
+    """A project whose upstream puts markup in its summary, a dependency marker and a yank reason."""
+    wheel = build_wheel("hostile-pkg", "6.6", summary=HOSTILE, requires_dist=['demo-pkg; extra == "x"'])
+    upstream.add("hostile-pkg", wheel, yanked=HOSTILE)
+    upstream.add("hostile-pkg", build_wheel("hostile-pkg", "7.0", summary="fine"))
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mirror]:
+    """A mirror synced from the sample index plus ``hostile-pkg``, then marked by its operator:
+    deprecated and a takedown, both with hostile reasons, and one tag."""
+    with FakeUpstream() as upstream:
+        make_sample_index(upstream)
+        publish_hostile(upstream)
+        root = tmp_path_factory.mktemp("web") / "site"
+        root.mkdir()
+        mirror = Mirror(root=root, upstream=upstream)
+        mirror.configure("projects:\n  - demo-pkg\n  - other_lib\n  - hostile-pkg\n")
+        mirror.run("sync", check=True)
+        mirror.run("tag", "before-marks", check=True)
+        mirror.run("deprecate", "hostile-pkg", "--reason", HOSTILE, check=True)
+        sdist = build_sdist("demo-pkg", "1.0").filename
+        mirror.run("takedown", sdist, "--project", "demo-pkg", "--reason", "legal " + HOSTILE, check=True)
+        yield mirror
+
+
+@pytest.fixture(scope="module")
+def client(site: Mirror) -> TestClient:
+    return TestClient(create_app(load(site.root / "mirror.yaml")))
+
+
+class Markup(HTMLParser):
+    """The elements and attributes of a page, as a browser's parser sees them."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+        self.feed(html)
+
+    @property
+    def words(self) -> str:
+        """The page's text with white space collapsed, as a reader sees it."""
+        return " ".join(" ".join(self.text).split())
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def assert_inert(html: str) -> Markup:
+    """No script, no event handler, no image from upstream: every hostile string is text."""
+    page = Markup(html)
+    assert [tag for tag, _ in page.tags if tag in ("script", "img", "iframe")] == []
+    assert not [attrs for _, attrs in page.tags if any(name.startswith("on") for name in attrs)]
+    return page
+
+
+def test_home_says_what_the_mirror_is(client: TestClient, site: Mirror) -> None:
+    response = client.get("/")
+    assert response.status_code == 200 and response.headers["content-type"] == "text/html; charset=utf-8"
+    page = assert_inert(response.text)
+    text = page.words
+    assert site.upstream.url in text
+    assert "3" in re.search(r"Projects\s*(\d+)", text).group(1)  # type: ignore[union-attr]
+    assert "mirror: syncs land on main" in text
+    assert re.search(r"Store (being measured|\d+ files, [\d.]+ [kM]?B)", text)
+    assert re.search(r"Last sync commit\s*[0-9a-f]{12} \d{4}-\d\d-\d\d .*sync: 3 projects", text)
+    assert "takedown" in text and "deprecate" in text or "status: hostile-pkg" in text  # recent changes
+    assert ("a", {"href": "/project/hostile-pkg/"}) in page.tags
+    assert ("input", {"id": "q", "name": "q", "type": "search", "value": "", "autocomplete": "off"}) in page.tags
+    assert ("label", {"for": "q"}) in page.tags
+    assert "pip install --index-url http://testserver/simple/" in text
+
+
+def test_search_finds_by_prefix_then_substring_and_escapes_the_query(client: TestClient) -> None:
+    response = client.get("/search/", params={"q": "Demo_PKG"})
+    assert re.findall(r'href="/project/([^"]+)/"', response.text) == ["demo-pkg"]
+    names = re.findall(r'<li><a href="/project/([^"]+)/"', client.get("/search/", params={"q": "pkg"}).text)
+    assert names == ["demo-pkg", "hostile-pkg"]
+    names = re.findall(r'<li><a href="/project/([^"]+)/"', client.get("/search/", params={"q": "o"}).text)
+    assert names == ["other-lib", "demo-pkg", "hostile-pkg"]  # starting with it, then containing it
+    hostile = client.get("/search/", params={"q": HOSTILE})
+    assert hostile.status_code == 200 and HOSTILE not in hostile.text and ESCAPED in hostile.text
+    assert_inert(hostile.text)
+    assert "No project name contains" in hostile.text
+
+
+def test_name_index_is_fast_on_half_a_million_names() -> None:
+    names = sorted(f"{word}-{number}" for number in range(125_000) for word in ("alpha", "beta", "gamma", "zeta"))
+    index = NameIndex(names)
+    started = time.perf_counter()
+    found, more = index.search(search_key("TA-1249") or "", limit=100)
+    assert time.perf_counter() - started < 0.5  # a miss scans the joined names in C: milliseconds
+    assert found[:2] == ["beta-1249", "beta-12490"] and more
+    assert index.search("nothing-like-this", 100) == ([], False)
+    assert index.search("gamma-124999", 100) == (["gamma-124999"], False)
+    assert search_key("<b>") is None and search_key("Foo.Bar_baz") == "foo-bar-baz"
+
+
+def test_project_page_shows_every_fact_and_no_markup(client: TestClient, site: Mirror) -> None:
+    response = client.get("/project/hostile-pkg/")
+    assert response.status_code == 200
+    html = response.text
+    assert HOSTILE not in html and html.count(ESCAPED) >= 3  # status reason, yank reason, summary
+    page = assert_inert(html)
+    text = page.words
+    assert "deprecated" in text and "yanked" in text
+    assert text.index("7.0") < text.index("6.6")  # newest first
+    assert 'demo-pkg; extra == "x"' in text  # Requires-Dist from the PEP 658 file in the store
+    assert "pip install --index-url http://testserver/simple/ hostile-pkg" in text
+    assert "uv add --default-index http://testserver/simple/ hostile-pkg" in text
+    assert re.search(r"<code class=\"digest\">[0-9a-f]{64}</code>", html)
+    demo = client.get("/project/Demo_Pkg/", follow_redirects=False)
+    assert demo.status_code == 301 and demo.headers["location"] == "/project/demo-pkg/"
+    demo_text = assert_inert(client.get("/project/demo-pkg/").text).words
+    assert "taken down" in demo_text and "tombstone" in demo_text and "broken build" in demo_text
+    assert ">=3.99" in demo_text and "1.0 MB" not in demo_text  # Requires-Python; sizes for people
+
+
+def test_missing_and_unsafe_projects_are_404_without_reflection(client: TestClient) -> None:
+    assert client.get("/project/nope/").status_code == 404
+    unsafe = client.get("/project/%3Cscript%3E/")
+    assert unsafe.status_code == 404 and "<script>" not in unsafe.text
+    assert client.get("/project/nope/history/").status_code == 404
+
+
+def test_history_lists_each_change_with_its_commit(client: TestClient, site: Mirror) -> None:
+    html = client.get("/project/hostile-pkg/history/").text
+    assert HOSTILE not in html and ESCAPED in html
+    text = assert_inert(html).words
+    commits = site.git("log", "--format=%H", "main").split()
+    assert commits[1][:12] in text and commits[-1][:12] in text  # the deprecation and the sync
+    assert "project status: deprecated" in text and "first seen: hostile_pkg-6.6-py3-none-any.whl" in text
+    assert "decided by" in text
+    demo = assert_inert(client.get("/project/demo-pkg/history/").text).words
+    assert "taken down: demo_pkg-1.0.tar.gz" in demo and "legal" in demo
+
+
+def test_history_read_before_a_new_commit_gains_it_on_top(mirror: Mirror, sample: dict) -> None:
+    mirror.run("sync", check=True)
+    client = TestClient(create_app(load(mirror.root / "mirror.yaml")))
+    first = assert_inert(client.get("/project/other-lib/history/").text).words
+    assert "first seen: other_lib-0.2-py3-none-any.whl" in first and "yanked" not in first
+    mirror.run("yank", "other-lib", "0.1", "--reason", "superseded", check=True)
+    again = assert_inert(client.get("/project/other-lib/history/").text).words
+    yank_commit = mirror.git("rev-parse", "main").strip()
+    assert again.index(yank_commit[:12]) < again.index("yanked: other_lib-0.1-py3-none-any.whl: superseded")
+    assert again.index("superseded") < again.index("first seen: other_lib-0.2-py3-none-any.whl")
+    assert again.count("first seen: other_lib-0.1-py3-none-any.whl") == 1
+
+
+def test_snapshots_list_tags_and_diff_against_the_tip(client: TestClient) -> None:
+    html = client.get("/snapshots/").text
+    assert 'href="/snapshot/before-marks/simple/"' in html and 'href="/snapshots/before-marks/diff/"' in html
+    diff = client.get("/snapshots/before-marks/diff/").text
+    assert re.findall(r'href="/project/([^"]+)/history/"', diff) == ["demo-pkg", "hostile-pkg"]
+    assert client.get("/snapshot/before-marks/simple/").status_code == 200
+    missing = client.get("/snapshots/%3Cb%3Enope/diff/")
+    assert missing.status_code == 404 and "<b>" not in missing.text
+
+
+def test_review_page_is_404_unless_review_is_enabled(client: TestClient) -> None:
+    response = client.get("/review/")
+    assert response.status_code == 404 and "review is not enabled" in response.text
+
+
+def test_review_page_shows_what_waits_with_flags_and_dependency_changes(tmp_path: Path) -> None:
+    with FakeUpstream() as upstream:
+        make_sample_index(upstream)
+        mirror = Mirror(root=tmp_path, upstream=upstream)
+        mirror.configure("projects:\n  - other_lib\nreview:\n  enabled: true\n")
+        mirror.run("sync", check=True)
+        mirror.run("approve", "--all", check=True)
+        upstream.add("other_lib", build_wheel("other_lib", "0.3", requires_dist=["demo-pkg>=2", HOSTILE_REQ]))
+        mirror.run("sync", check=True)
+        client = TestClient(create_app(load(tmp_path / "mirror.yaml")))
+        html = client.get("/review/").text
+        home = assert_inert(client.get("/").text).words
+    text = assert_inert(html).words
+    assert "other-lib" in text and "0.3" in text and "gitmirror approve other-lib" in text
+    assert "re-pinned demo-pkg>=1.0 → demo-pkg>=2" in text
+    assert 'added evil; python_version < "<script>"' in text and "<script>" not in html.replace("&lt;", "")
+    assert "review before serving: syncs land on incoming" in home and 'href="/review/"' in html
+
+
+HOSTILE_REQ = 'evil; python_version < "<script>"'
+
+
+def test_health_readiness_follows_the_store(tmp_path: Path, synced_repo: Path) -> None:
+    repo, store = tmp_path / "repo", tmp_path / "store"
+    shutil.copytree(synced_repo, repo)
+    shutil.copytree(synced_repo.parent / "store", store)
+    client = TestClient(create_app(from_mapping({"repo": str(repo), "store": str(store)})))
+    assert client.get("/health").text == "ok\n"
+    assert client.get("/health/ready").text == "ready\n" and client.get("/health?ready=1").status_code == 200
+    shutil.rmtree(store)
+    for url in ("/health/ready", "/health?ready=1"):
+        response = client.get(url)
+        assert response.status_code == 503 and response.text == f"not ready: blob store {store} is not reachable\n"
+    assert client.get("/health").status_code == 200  # alive all the same
+    shutil.rmtree(repo)
+    assert "metadata repository" in client.get("/health/ready").text
+
+
+def test_serve_settings_are_checked_in_mirror_yaml() -> None:
+    settings = from_mapping({"serve": {"host": "0.0.0.0", "port": 9000, "workers": 2, "log_level": "WARNING"}}).serve
+    assert (settings.host, settings.port, settings.workers, settings.log_level, settings.access_log) == (
+        "0.0.0.0",
+        9000,
+        2,
+        "warning",
+        False,
+    )
+    for bad, message in (
+        ({"prot": 1}, "unknown key 'serve.prot'"),
+        ({"port": 70000}, "serve.port must be a port number"),
+        ({"workers": 0}, "serve.workers must be a positive integer"),
+        ({"log_level": "loud"}, "serve.log_level must be one of"),
+        ({"access_log": "yes"}, "serve.access_log must be true or false"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            from_mapping({"serve": bad})
+
+
+def test_several_workers_serve_the_same_mirror(mirror: Mirror, sample: dict) -> None:
+    mirror.configure("projects:\n  - demo-pkg\nserve:\n  workers: 2\n  access_log: false\n")
+    mirror.run("sync", check=True)
+    server = start_server(mirror.root)
+    try:
+        assert httpx.get(server.url + "/health/ready").text == "ready\n"
+        assert "demo-pkg" in httpx.get(server.url + "/project/demo-pkg/").text
+        assert httpx.get(server.url + "/simple/demo-pkg/").status_code == 200
+    finally:
+        stop_server(server)
+
+
+def test_serve_refuses_bad_settings_in_one_line(mirror: Mirror) -> None:
+    bad_flag = mirror.run("serve", "--log-level", "loud")
+    assert bad_flag.returncode == 2
+    assert bad_flag.stderr.strip().splitlines() == [
+        "gitmirror: error: --log-level must be one of critical, error, warning, info, debug, got 'loud'"
+    ]
+    mirror.configure("serve:\n  port: 0\n")
+    bad_file = mirror.run("serve")
+    assert bad_file.returncode == 2 and bad_file.stderr.strip().splitlines() == [
+        "gitmirror: error: mirror.yaml: serve.port must be a port number from 1 to 65535, got 0"
+    ]
+
+
+def test_store_size_is_measured_in_the_background(store: BlobStore) -> None:
+    store.put_bytes(b"one blob")
+    store.put_bytes(b"another, longer blob")
+    assert measure_store(store.blobs_dir) == (2, 28)
+    size = StoreSize(store, ttl=60)
+    deadline = time.monotonic() + 10
+    while size.current() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert size.current() == (2, 28)
+    store.put_bytes(b"a third")
+    assert size.current() == (2, 28)  # kept for ``ttl`` seconds: a scrape never walks the store
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """``/metrics`` parsed by prometheus_client's own parser: (sample name, labels) -> value."""
+    text = httpx.get(url + "/metrics").text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+COMBINED = re.compile(
+    r'127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] "GET (\S+) HTTP/1\.1" (\d{3}) (\d+|-) "-" "([^"]*)"'
+)
+
+
+def test_metrics_and_access_log_over_real_http(mirror: Mirror, sample: dict, tmp_path: Path) -> None:
+    mirror.configure("projects:\n  - demo-pkg\nserve:\n  log_level: warning\n  port: 1\n")
+    mirror.run("sync", check=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with (tmp_path / "access.log").open("wb") as stdout, (tmp_path / "errors.log").open("wb") as stderr:
+        process = subprocess.Popen(
+            [*GITMIRROR, "serve", "--port", str(port), "--access-log"],
+            cwd=mirror.root,
+            env=isolated_env(),
+            stdout=stdout,
+            stderr=stderr,
+        )
+        try:
+            wait_until_answering(url + "/health", process, "gitmirror serve")
+            before = scrape(url)
+            for _ in range(3):
+                assert httpx.get(url + "/simple/demo-pkg/").status_code == 200
+            assert httpx.get(url + "/simple/nope/").status_code == 404
+            assert httpx.get(url + "/no/such/page", headers={"user-agent": 'evil "agent"'}).status_code == 404
+            after = scrape(url)
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+    route = ("route", "/simple/{project}/")
+
+    def grew(name: str, *labels: tuple[str, str]) -> float:
+        key = (name, tuple(sorted(labels)))
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert grew("gitmirror_http_requests_total", ("method", "GET"), route, ("status", "200")) == 3
+    assert grew("gitmirror_http_requests_total", ("method", "GET"), route, ("status", "404")) == 1
+    assert grew("gitmirror_http_requests_total", ("method", "GET"), ("route", "unmatched"), ("status", "404")) == 1
+    assert grew("gitmirror_http_request_duration_seconds_count", route) == 4
+    assert grew("gitmirror_http_response_bytes_total", route) > 0
+    assert after[("gitmirror_last_sync_commit_timestamp_seconds", ())] > time.time() - 600
+    assert after[("gitmirror_last_sync_clean", ())] == 1
+    assert not [key for key in after if key[0] == "gitmirror_proxy_upstream_errors_total"]  # none counted yet
+    lines = (tmp_path / "access.log").read_text().splitlines()
+    parsed = [COMBINED.fullmatch(line) for line in lines]
+    assert all(parsed), lines
+    requests = [(match.group(1), match.group(2)) for match in parsed if match]
+    assert requests.count(("/simple/demo-pkg/", "200")) == 3 and ("/no/such/page", "404") in requests
+    assert "evil \\x22agent\\x22" in lines[-2]  # quotes in a client's header cannot end the field
+    errors = (tmp_path / "errors.log").read_text().splitlines()
+    assert errors[0].startswith(f"serving mirror/repo at http://127.0.0.1:{port}/")  # the flag beat serve.port
+    assert all(json.loads(line)["level"] for line in errors[1:])
