@@ -241,6 +241,8 @@ def test_read_auth_requires_a_token_for_every_read(mirror: Mirror, sample: dict,
     assert httpx.get(server.index_url + "demo-pkg/", auth=("__token__", token)).status_code == 200
     files = [link for link in sample["demo-pkg"] if link.filename.endswith(".whl")]
     assert httpx.get(server.url + f"/files/demo-pkg/{files[0].filename}").status_code == 401
+    assert httpx.get(server.url + "/").status_code == 401  # the pages for people are private too
+    assert httpx.get(server.url + "/health/ready").status_code == 200  # load balancers probe without a token
     assert form_post(server, token, build_wheel("acme-lib", "1.0")).status_code == 200
     host = server.url.removeprefix("http://")
     venv = make_venv()
