@@ -64,7 +64,7 @@ def render(
     Exit codes: 0 done, 1 pages written but some blobs are missing from the store (listed).
     """
     from ..serve.render import render_branch, render_site
-    from ..storage.store import BlobStore
+    from ..sync.store_config import open_store
 
     if out is None and branch is None:
         raise fail("give --out DIR, --branch NAME, or both")
@@ -73,7 +73,7 @@ def render(
     commit = snapshot_of(repo, rev, cfg)
     missing: list[str] = []
     if out is not None:
-        result = render_site(repo, BlobStore(cfg.store), commit, out, base_url, files, full)
+        result = render_site(repo, open_store(cfg), commit, out, base_url, files, full)
         missing = result.missing
         for label in missing:
             typer.echo(f"missing blob: {label}", err=True)
@@ -99,16 +99,16 @@ def hydrate(
     """
     from ..serve.hydrate import hydrate as run_hydrate
     from ..serve.hydrate_sources import open_source
-    from ..storage.store import BlobStore
+    from ..sync.store_config import open_store
 
     cfg = load_config(config)
     repo = open_repo(cfg)
     commit = snapshot_of(repo, rev, cfg)
     result = run_hydrate(
         repo,
-        BlobStore(cfg.store),
+        open_store(cfg),
         commit,
-        open_source(source, cfg.concurrency, cfg.limits, cfg.allowed_hosts),
+        open_source(source, cfg.concurrency, cfg.limits, cfg.allowed_hosts, cfg.s3),
         log=lambda line: typer.echo(line, err=True),
     )
     typer.echo(result.summary())
@@ -126,14 +126,14 @@ def export_store(
 ) -> None:
     """Write the blobs one snapshot needs to a directory (sneakernet); `hydrate --from DIR` reads it."""
     from ..serve.hydrate import export_store as run_export
-    from ..storage.store import BlobStore
+    from ..sync.store_config import open_store
 
     cfg = load_config(config)
     repo = open_repo(cfg)
     commit = snapshot_of(repo, rev, cfg)
     earlier = snapshot_of(repo, since, cfg) if since is not None else None
     result = run_export(
-        repo, BlobStore(cfg.store), commit, out, since=earlier, log=lambda line: typer.echo(line, err=True)
+        repo, open_store(cfg), commit, out, since=earlier, log=lambda line: typer.echo(line, err=True)
     )
     typer.echo(f"{out}: {result.summary()}")
     if result.exit_code:

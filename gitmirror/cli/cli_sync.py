@@ -22,12 +22,12 @@ if TYPE_CHECKING:
 
 def init(config: ConfigOption = None) -> None:
     """Create the metadata repository (branch main) and the blob store; safe to run again."""
-    from ..storage.store import BlobStore
+    from ..sync.store_config import describe, open_store
 
     cfg = load_config(config)
     open_repo(cfg, create=True)
-    BlobStore(cfg.store).init()
-    typer.echo(f"repository {cfg.repo}, store {cfg.store}: ready")
+    open_store(cfg).init()
+    typer.echo(f"repository {cfg.repo}, store {describe(cfg)}: ready")
 
 
 def sync(
@@ -104,9 +104,9 @@ def select(cfg: Config, requested: Sequence[str]) -> list[Selection]:
 def run(config_path: Path | None, projects: Sequence[str] = (), quiet: bool = False, as_json: bool = False) -> int:
     """Sync as the command does, without the warm check; returns its exit code (0 done, 1 failures,
     3 conflicts)."""
-    from ..storage.store import BlobStore
     from ..sync.incoming import sync_branch
     from ..sync.progress import make_progress, summary_json
+    from ..sync.store_config import open_store
     from ..sync.sync import Syncer
 
     cfg = load_config(config_path)
@@ -117,7 +117,7 @@ def run(config_path: Path | None, projects: Sequence[str] = (), quiet: bool = Fa
     repo = open_repo(cfg, create=True)
     branch = sync_branch(repo, cfg.branch, cfg.review.branch if cfg.review.enabled else None)
     progress = make_progress(quiet=quiet, as_json=as_json)
-    syncer = Syncer(cfg, repo, BlobStore(cfg.store), log=progress.log, progress=progress)
+    syncer = Syncer(cfg, repo, open_store(cfg), log=progress.log, progress=progress)
     if branch != cfg.branch:
         syncer.notices.append(f"review mode: committing to {branch}; `gitmirror review` shows what waits")
     try:
