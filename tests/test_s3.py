@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
+import signal
 from pathlib import Path
 
 import boto3
 import httpx
 
+from gitmirror.storage.s3store import PART_BYTES
+
+import crashhook
 from conftest import Mirror
-from s3fixture import s3_mirror, s3_server  # noqa: F401 - fixtures
+from fakeupstream import build_wheel
+from s3fixture import new_bucket
 
 
 def bucket_blobs(mirror: Mirror) -> dict[str, bytes]:
     """Every object under the store's ``blobs/``: name -> bytes."""
-    client = boto3.client("s3", endpoint_url=_endpoint(mirror), region_name="us-east-1")
+    client = _client(mirror)
     found = {}
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=mirror.bucket, Prefix="pypi/blobs/"):
         for item in page.get("Contents", []):
-            found[item["Key"].rsplit("/", 1)[-1]] = client.get_object(Bucket=mirror.bucket, Key=item["Key"])["Body"].read()
+            found[item["Key"].rsplit("/", 1)[-1]] = client.get_object(Bucket=mirror.bucket, Key=item["Key"])[
+                "Body"
+            ].read()
     return found
 
 
@@ -61,8 +70,109 @@ def test_sync_into_a_bucket_then_pip_and_uv_install_through_serve(s3_mirror: Mir
     assert "8 files added" not in mirror.run("sync", check=True).stdout  # a second run stores nothing again
 
 
-def test_an_unreachable_bucket_stops_in_one_line(mirror: Mirror, s3_server, tmp_path: Path) -> None:  # noqa: F811
+def test_an_unreachable_bucket_stops_in_one_line(mirror: Mirror, s3_server, tmp_path: Path) -> None:
     mirror.configure("store: s3://gm-nowhere/p\ns3:\n  endpoint_url: http://127.0.0.1:9\n")
     result = mirror.run("init")
     assert result.returncode == 2
     assert result.stderr.startswith("gitmirror: ") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_kill_9_mid_upload_leaves_nothing_under_the_final_name_and_the_next_sync_completes(
+    s3_mirror: Mirror, upstream
+) -> None:
+    """A sync SIGKILLed while a multipart upload of a 12 MB wheel is half sent: no object under the
+    wheel's sha256, no commit; the next sync stores it whole."""
+    mirror = s3_mirror
+    big = build_wheel("big-pkg", "1.0", payload_size=12 << 20)
+    assert len(big.data) > PART_BYTES  # sent as a multipart upload
+    upstream.add("big-pkg", big)
+    mirror.configure("projects:\n  - big-pkg\n" + _settings(mirror))
+    mirror.run("init", check=True)
+    killed = mirror.run("sync", env=crashhook.variables(GITMIRROR_CRASH_AT="store.uploading"))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert big.sha256 not in bucket_blobs(mirror)
+    assert "main" not in mirror.git("branch", "--list")
+    mirror.run("sync", check=True)
+    stored = bucket_blobs(mirror)
+    assert hashlib.sha256(stored[big.sha256]).hexdigest() == big.sha256
+
+
+def test_verify_catches_a_tampered_object_and_a_missing_one(s3_mirror: Mirror, sample) -> None:
+    mirror = s3_mirror
+    mirror.run("sync", check=True)
+    assert mirror.run("verify").returncode == 0
+    wheel = next(a for a in sample["demo-pkg"] if a.filename == "demo_pkg-1.0-py3-none-any.whl")
+    client = _client(mirror)
+    key = f"pypi/blobs/{wheel.sha256[:2]}/{wheel.sha256[2:4]}/{wheel.sha256}"
+    client.put_object(Bucket=mirror.bucket, Key=key, Body=b"not the wheel")
+    result = mirror.run("verify")
+    assert result.returncode != 0
+    assert wheel.filename in result.stdout + result.stderr
+    client.delete_object(Bucket=mirror.bucket, Key=key)
+    result = mirror.run("verify")
+    assert result.returncode != 0 and "missing" in (result.stdout + result.stderr).lower()
+
+
+def test_hydrate_into_a_bucket_from_a_directory_and_back(
+    mirror: Mirror,
+    sample,
+    s3_server,
+    tmp_path: Path,
+) -> None:
+    """A directory mirror's blobs hydrate an empty bucket (verified); a second directory mirror
+    hydrates from that bucket (``--from s3://``, the endpoint from ``AWS_ENDPOINT_URL``)."""
+    mirror.run("sync", check=True)
+    bucket = new_bucket()
+    in_bucket = _clone(mirror, tmp_path / "in-bucket", s3_server.settings(bucket))
+    in_bucket.bucket = bucket  # type: ignore[attr-defined]
+    in_bucket.run("init", check=True)
+    result = in_bucket.run("hydrate", "--from", str(mirror.store), check=True)
+    assert "8 fetched" in result.stdout, result.stdout
+    assert set(bucket_blobs(in_bucket)) == {path.name for path in (mirror.store / "blobs").glob("*/*/*")}
+    in_bucket.run("verify", check=True)
+
+    back = _clone(mirror, tmp_path / "back", "")
+    result = back.run("hydrate", "--from", f"s3://{bucket}/pypi", env={"AWS_ENDPOINT_URL": s3_server.endpoint})
+    assert result.returncode == 0, result.stderr
+    assert "8 fetched" in result.stdout
+    back.run("verify", check=True)
+
+
+def test_render_with_base_url_at_the_bucket(s3_mirror: Mirror, sample, tmp_path: Path) -> None:
+    """``render --files bucket --base-url <bucket>``: pages link into the bucket, where each file is
+    a copy of its blob under ``files/<project>/<filename>``; symlinks make no sense there."""
+    mirror = s3_mirror
+    mirror.run("sync", check=True)
+    out = tmp_path / "site"
+    refused = mirror.run("render", "--out", str(out))
+    assert refused.returncode == 2 and "--files must be one of copy, bucket, none" in refused.stderr
+    base = f"{_endpoint(mirror)}/{mirror.bucket}/pypi/"
+    mirror.run("render", "--out", str(out), "--files", "bucket", "--base-url", base, check=True)
+    page = json.loads((out / "simple" / "demo-pkg" / "index.json").read_text())
+    assert page["files"]
+    for file in page["files"]:
+        assert file["url"].startswith(base)
+        body = httpx.get(file["url"]).content  # SeaweedFS without identities answers anonymous reads
+        assert hashlib.sha256(body).hexdigest() == file["hashes"]["sha256"]
+    copied = tmp_path / "copied"
+    mirror.run("render", "--out", str(copied), "--files", "copy", check=True)
+    wheel = next(a for a in sample["demo-pkg"] if a.filename == "demo_pkg-1.0-py3-none-any.whl")
+    assert (copied / "files" / "demo-pkg" / wheel.filename).read_bytes() == wheel.data
+
+
+def _settings(mirror: Mirror) -> str:
+    text = (mirror.root / "mirror.yaml").read_text()
+    return text[text.index("store: ") :]
+
+
+def _client(mirror: Mirror):  # type: ignore[no-untyped-def]
+    return boto3.client("s3", endpoint_url=_endpoint(mirror), region_name="us-east-1")
+
+
+def _clone(mirror: Mirror, root: Path, settings: str) -> Mirror:
+    """A mirror with a copy of ``mirror``'s repository and an empty store of its own."""
+    root.mkdir()
+    shutil.copytree(mirror.repo, root / "mirror" / "repo", symlinks=True)
+    clone = Mirror(root=root, upstream=mirror.upstream)
+    clone.configure("projects:\n  - demo-pkg\n  - other_lib\n" + settings)
+    return clone

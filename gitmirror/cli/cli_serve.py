@@ -132,9 +132,7 @@ def export_store(
     repo = open_repo(cfg)
     commit = snapshot_of(repo, rev, cfg)
     earlier = snapshot_of(repo, since, cfg) if since is not None else None
-    result = run_export(
-        repo, open_store(cfg), commit, out, since=earlier, log=lambda line: typer.echo(line, err=True)
-    )
+    result = run_export(repo, open_store(cfg), commit, out, since=earlier, log=lambda line: typer.echo(line, err=True))
     typer.echo(f"{out}: {result.summary()}")
     if result.exit_code:
         raise typer.Exit(result.exit_code)

@@ -60,9 +60,7 @@ def parse_range(text: str | None, cfg: Config) -> tuple[str, str]:
     return base, head
 
 
-def build(
-    repo: MetadataRepo, store: Blobs, cfg: Config, base: str, head: str, now: datetime | None = None
-) -> Report:
+def build(repo: MetadataRepo, store: Blobs, cfg: Config, base: str, head: str, now: datetime | None = None) -> Report:
     now = now or datetime.now(UTC)
     base_commit, head_commit = _resolve(repo, base, cfg), _resolve(repo, head, cfg)
     items = pending(repo, base_commit, head_commit)

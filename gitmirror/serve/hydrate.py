@@ -106,9 +106,7 @@ def without_taken_down(
     return needed
 
 
-async def _hydrate_all(
-    wanted: list[NeededBlob], store: Blobs, source: Source, result: HydrateResult, log: Log
-) -> None:
+async def _hydrate_all(wanted: list[NeededBlob], store: Blobs, source: Source, result: HydrateResult, log: Log) -> None:
     # PEP 658 files are written out of their wheels where they can be: fetched after the wheels, if at all
     try:
         await asyncio.gather(*(_hydrate_one(blob, store, source, result, log) for blob in wanted if not blob.wheel))

@@ -222,9 +222,7 @@ def _write_if_changed(path: Path, data: bytes) -> int:
     return 1
 
 
-def _link_files(
-    manifest: ProjectManifest, store: Blobs, folder: Path, mode: str, result: RenderResult
-) -> list[str]:
+def _link_files(manifest: ProjectManifest, store: Blobs, folder: Path, mode: str, result: RenderResult) -> list[str]:
     """Make ``folder`` hold exactly the offered files of ``manifest`` (none while it is quarantined);
     returns the ones with no blob."""
     wanted = {blob.filename: blob for entry in index.offered_files(manifest) for blob in blobs_of(manifest.name, entry)}

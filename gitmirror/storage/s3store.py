@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -333,16 +334,22 @@ def _client(settings: S3Settings) -> ObjectStore:
         raise S3Error("an s3:// store needs obstore and boto3: pip install 'gitmirror[s3]'") from None
     session = _session(settings)
     config: dict[str, Any] = {"region": settings.region or session.region_name or "us-east-1"}
-    if settings.endpoint_url:
-        config["endpoint"] = settings.endpoint_url
+    endpoint = endpoint_url(settings)
+    if endpoint:
+        config["endpoint"] = endpoint
     return ObjectStore(
         settings.bucket,
         prefix=settings.prefix or None,
         config=config,  # type: ignore[arg-type]
-        client_options={"allow_http": (settings.endpoint_url or "").startswith("http://")},
+        client_options={"allow_http": (endpoint or "").startswith("http://")},
         credential_provider=Boto3CredentialProvider(session),
         checksum_algorithm="sha256",
     )
+
+
+def endpoint_url(settings: S3Settings) -> str | None:
+    """The endpoint: mirror.yaml's, else the standard ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``."""
+    return settings.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
 
 
 def _session(settings: S3Settings) -> Any:
@@ -360,7 +367,7 @@ def create_bucket(settings: S3Settings) -> bool:
     import botocore.exceptions
 
     session = _session(settings)
-    client = session.client("s3", endpoint_url=settings.endpoint_url, region_name=settings.region or "us-east-1")
+    client = session.client("s3", endpoint_url=endpoint_url(settings), region_name=settings.region or "us-east-1")
     try:
         client.head_bucket(Bucket=settings.bucket)
         return False
