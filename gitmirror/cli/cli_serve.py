@@ -3,17 +3,25 @@ naming its states, and carrying them to other machines."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from .cli_common import ConfigOption, RevOption, fail, load_config, open_repo, snapshot_of
 
+if TYPE_CHECKING:
+    from ..sync.config import Config
+
 
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    follow: Annotated[
+        str | None, typer.Option("--follow", help="Fast-forward the branch to this git remote's (docs/s3.md).")
+    ] = None,
+    follow_interval: Annotated[float, typer.Option("--follow-interval", help="Seconds between fetches.")] = 30.0,
     config: ConfigOption = None,
 ) -> None:
     """Serve the simple index (PEP 503/691) of the branch tip and the files of the store."""
@@ -21,8 +29,21 @@ def serve(
 
     cfg = load_config(config)
     open_repo(cfg)  # fail early and clearly when there is nothing to serve
+    if follow is not None:
+        start_following(cfg, follow, follow_interval)
     typer.echo(f"serving {cfg.repo} at http://{host}:{port}/simple/", err=True)
     run_server(cfg, host, port)
+
+
+def start_following(cfg: Config, remote: str, interval: float) -> None:
+    """The follower of ``serve --follow``, its branch guarded by the pre-receive hook (installed if missing)."""
+    from ..audit.hooks import install
+    from ..serve.follow import Follower
+
+    if interval <= 0:
+        raise fail("--follow-interval must be a positive number of seconds")
+    install(cfg.repo, sys.executable)
+    Follower(cfg.repo, remote, cfg.branch, interval, log=lambda line: typer.echo(line, err=True)).start()
 
 
 def tag(
