@@ -19,10 +19,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from conftest import Mirror, free_port
+if TYPE_CHECKING:
+    from conftest import Mirror
 
 GRPC_OFFSET = 10000
 #: the credentials every test process uses (SeaweedFS without an identity file accepts any)
@@ -48,6 +50,8 @@ class S3Server:
 
 def _free_pair() -> int:
     """A port free on loopback whose gRPC twin (port + 10000) is free too."""
+    from conftest import free_port  # imported when used: conftest imports this module's fixtures
+
     for _ in range(50):
         port = free_port()
         with socket.socket() as sock:

