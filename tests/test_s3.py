@@ -176,3 +176,17 @@ def _clone(mirror: Mirror, root: Path, settings: str) -> Mirror:
     clone = Mirror(root=root, upstream=mirror.upstream)
     clone.configure("projects:\n  - demo-pkg\n  - other_lib\n" + settings)
     return clone
+
+
+def test_takedown_deletes_the_object_and_export_store_writes_the_directory_layout(
+    s3_mirror: Mirror, sample, tmp_path: Path
+) -> None:
+    mirror = s3_mirror
+    mirror.run("sync", check=True)
+    exported = tmp_path / "export"
+    mirror.run("export-store", "--out", str(exported), check=True)
+    assert {path.name for path in (exported / "blobs").glob("*/*/*")} == set(bucket_blobs(mirror))
+    wheel = next(a for a in sample["demo-pkg"] if a.filename == "demo_pkg-1.0-py3-none-any.whl")
+    mirror.run("takedown", wheel.filename, "--reason", "legal", check=True)
+    assert wheel.sha256 not in bucket_blobs(mirror)
+    assert mirror.run("verify").returncode == 0  # a taken-down file is not needed
