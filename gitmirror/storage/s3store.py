@@ -30,11 +30,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from ..model.layout import BLOBS_DIR
 from ..model.names import check_sha256
 from .blobs import S3_SCHEME
+from .s3present import PresentRecord
 from .store import MISSING, IntegrityError, check_announced
 
 if TYPE_CHECKING:
     from obstore.store import S3Store as ObjectStore
 
+#: the local state directory under ``root`` (as for a directory store: ``sync.unchanged.STATE_DIR``)
+STATE_DIR = "state"
 #: blobs up to this size are kept in memory until sent, larger ones in an unnamed local file
 SPOOL_IN_MEMORY = 8 << 20
 #: the part size of a multipart upload; a blob at most this big is sent in one PUT
@@ -79,7 +82,7 @@ class S3Store:
         self.root = Path(root)
         self.tmp_dir = self.root / "tmp"
         self._client: ObjectStore | None = None
-        self._present: set[str] = set()
+        self.record = PresentRecord(self.root / STATE_DIR / f"s3-blobs-{_record_key(settings)}", self.__iter__)
 
     @classmethod
     def from_location(cls, location: str) -> S3Store:
@@ -118,13 +121,15 @@ class S3Store:
         return 0
 
     def has(self, sha256: str) -> bool:
-        if sha256 in self._present:
+        """A blob this machine's record of the bucket lists (``s3present``) costs no request; any
+        other is asked for (another machine may have stored it) and recorded when found."""
+        if self.record.contains(sha256):
             return True
         try:
             self.size(sha256)
         except FileNotFoundError:
             return False
-        self._present.add(sha256)
+        self.record.add(sha256)
         return True
 
     def size(self, sha256: str) -> int:
@@ -207,11 +212,13 @@ class S3Store:
         """Delete a blob (takedown only); returns whether it existed."""
         import obstore
 
-        self._present.discard(sha256)
-        if not self.has(sha256):
+        try:
+            self.size(sha256)
+        except FileNotFoundError:
+            self.record.discard(sha256)
             return False
-        self._present.discard(sha256)
         _call(obstore.delete, self.client, self.key(sha256))
+        self.record.discard(sha256)
         return True
 
     def __iter__(self) -> Iterator[str]:
@@ -276,7 +283,7 @@ class S3Writer:
                 _call(obstore.put, self.store.client, key, self._spool.read(), use_multipart=False)
             else:
                 _call(obstore.put, self.store.client, key, self._parts(), chunk_size=PART_BYTES)
-            self.store._present.add(self.expected_sha256)
+            self.store.record.add(self.expected_sha256)
             sys.audit("gitmirror.crashpoint", "store.published")
             return f"{self.store.settings.url}/{key}"
         finally:
@@ -324,6 +331,12 @@ class _RawReader(io.RawIOBase):
         if not self.closed:
             self._file.close()
         super().close()
+
+
+def _record_key(settings: S3Settings) -> str:
+    """Which bucket and prefix at which endpoint a local record describes, in 16 hex digits."""
+    where = f"{endpoint_url(settings) or 'aws'}|{settings.bucket}|{settings.prefix}"
+    return hashlib.sha256(where.encode()).hexdigest()[:16]
 
 
 def _client(settings: S3Settings) -> ObjectStore:
