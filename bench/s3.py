@@ -11,6 +11,7 @@ bucket on other machines adds its network, and a directory store its own disk's 
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import statistics
 import sys
@@ -18,7 +19,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from common import GITMIRROR, quiet_env, timed, upstream_server
+from common import GITMIRROR, process_cpu, quiet_env, timed, upstream_server
 from sync_bench import gitmirror_config, prepare
 from upstream import total_bytes
 
@@ -56,9 +57,16 @@ def main() -> None:
                         bucket = f"bench-{uuid.uuid4().hex[:12]}"
                         config.write_text(f"{text}store: s3://{bucket}/pypi\ns3:\n  endpoint_url: {server.endpoint}\n")
                         timed([*GITMIRROR, "init"], cwd=target, env=env)
+                    before = _children_cpu(), process_cpu([server.process.pid])
                     seconds = timed([*GITMIRROR, "sync"], cwd=target, env=env)
+                    sync_cpu = _children_cpu() - before[0]
+                    weed_cpu = process_cpu([server.process.pid]) - before[1]
                     times[kind].append(seconds)
-                    print(f"round {number + 1} {kind:9} {seconds:6.2f} s  {size / seconds / 1e6:7.1f} MB/s", flush=True)
+                    print(
+                        f"round {number + 1} {kind:9} {seconds:6.2f} s  {size / seconds / 1e6:7.1f} MB/s  "
+                        f"gitmirror {sync_cpu:5.1f} core-s, SeaweedFS {weed_cpu:5.1f} core-s",
+                        flush=True,
+                    )
     finally:
         stop_seaweedfs(server)
         shutil.rmtree(rounds, ignore_errors=True)
@@ -71,6 +79,12 @@ def main() -> None:
     ratio = directory / bucket
     verdict = "met" if ratio >= TARGET else "NOT met"
     print(f"bucket throughput / directory throughput: {ratio:.2f} (target >= {TARGET}: {verdict})")
+
+
+def _children_cpu() -> float:
+    """Core-seconds of the finished child processes (each sync and its download processes)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 if __name__ == "__main__":

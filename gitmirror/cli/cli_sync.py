@@ -117,7 +117,7 @@ def run(config_path: Path | None, projects: Sequence[str] = (), quiet: bool = Fa
     repo = open_repo(cfg, create=True)
     branch = sync_branch(repo, cfg.branch, cfg.review.branch if cfg.review.enabled else None)
     progress = make_progress(quiet=quiet, as_json=as_json)
-    syncer = Syncer(cfg, repo, open_store(cfg), log=progress.log, progress=progress)
+    syncer = Syncer(cfg, repo, open_store(cfg, syncing=True), log=progress.log, progress=progress)
     if branch != cfg.branch:
         syncer.notices.append(f"review mode: committing to {branch}; `gitmirror review` shows what waits")
     try:

@@ -21,6 +21,7 @@ import os
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from concurrent import futures
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -42,6 +43,8 @@ STATE_DIR = "state"
 SPOOL_IN_MEMORY = 8 << 20
 #: the part size of a multipart upload; a blob at most this big is sent in one PUT
 PART_BYTES = 8 << 20
+#: blobs of one process on their way at once
+UPLOAD_THREADS = 4
 #: bytes asked for per read while a blob is streamed or re-hashed
 READ_BYTES = 1 << 20
 
@@ -77,11 +80,16 @@ def parse_url(url: str) -> tuple[str, str]:
 class S3Store:
     """Blobs in a bucket; ``root`` is a local directory for temporary files and local state."""
 
-    def __init__(self, settings: S3Settings, root: str | Path) -> None:
+    def __init__(self, settings: S3Settings, root: str | Path, trust_record: bool = False) -> None:
         self.settings = settings
+        #: ``has`` answers from the record alone: for a sync, where a blob another machine stored
+        #: since the record was made is downloaded and sent again (the same bytes, the same name)
+        #: instead of costing a request for every new file
+        self.trust_record = trust_record
         self.root = Path(root)
         self.tmp_dir = self.root / "tmp"
         self._client: ObjectStore | None = None
+        self._uploads: futures.ThreadPoolExecutor | None = None
         self.record = PresentRecord(self.root / STATE_DIR / f"s3-blobs-{_record_key(settings)}", self.__iter__)
 
     @classmethod
@@ -98,6 +106,12 @@ class S3Store:
         settings = asdict(self.settings)
         options = {key: value for key, value in settings.items() if value and key not in ("bucket", "prefix")}
         return f"{self.settings.url}?{urlencode({**options, 'root': str(self.root)})}"
+
+    def uploads(self) -> futures.ThreadPoolExecutor:
+        """The threads that send checked blobs, started on first use (in the process that uploads)."""
+        if self._uploads is None:
+            self._uploads = futures.ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="gitmirror-s3-upload")
+        return self._uploads
 
     @property
     def client(self) -> ObjectStore:
@@ -125,6 +139,8 @@ class S3Store:
         other is asked for (another machine may have stored it) and recorded when found."""
         if self.record.contains(sha256):
             return True
+        if self.trust_record:
+            return False
         try:
             self.size(sha256)
         except FileNotFoundError:
@@ -251,6 +267,7 @@ class S3Writer:
         self._hash = hashlib.sha256()
         store.tmp_dir.mkdir(parents=True, exist_ok=True)
         self._spool: IO[bytes] = tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY, dir=str(store.tmp_dir))  # noqa: SIM115
+        self._upload: futures.Future[str] | None = None
         sys.audit("gitmirror.crashpoint", "store.tmp-created")
 
     def write(self, chunk: bytes | memoryview) -> None:
@@ -262,32 +279,41 @@ class S3Writer:
         sys.audit("gitmirror.crashpoint", "store.chunk-written")
 
     def check(self) -> None:
+        """Raise IntegrityError, keeping nothing, unless the bytes are the announced ones; checked
+        bytes start on their way to the bucket at once (``publish`` waits for them), so a download
+        process fetches its next file while this one is sent."""
         try:
             check_announced(self._hash.hexdigest(), self.size, self.expected_sha256, self.expected_size)
         except BaseException:
             self.abort()
             raise
+        self._upload = self.store.uploads().submit(self._send)
 
     def commit(self) -> str:
         self.check()
         return self.publish()
 
     def publish(self, durable: bool = False) -> str:
-        """Send the checked bytes under the blob's key; nothing is named when the upload fails."""
+        """The checked bytes under the blob's key, once sent; nothing is named when the upload fails."""
+        if self._upload is None:
+            raise AssertionError("publish before check")
+        try:
+            return self._upload.result()
+        finally:
+            self.abort()
+
+    def _send(self) -> str:
         import obstore
 
         key = self.store.key(self.expected_sha256)
-        try:
-            self._spool.seek(0)
-            if self.size <= PART_BYTES:
-                _call(obstore.put, self.store.client, key, self._spool.read(), use_multipart=False)
-            else:
-                _call(obstore.put, self.store.client, key, self._parts(), chunk_size=PART_BYTES)
-            self.store.record.add(self.expected_sha256)
-            sys.audit("gitmirror.crashpoint", "store.published")
-            return f"{self.store.settings.url}/{key}"
-        finally:
-            self.abort()
+        self._spool.seek(0)
+        if self.size <= PART_BYTES:
+            _call(obstore.put, self.store.client, key, self._spool.read(), use_multipart=False)
+        else:
+            _call(obstore.put, self.store.client, key, self._parts(), chunk_size=PART_BYTES)
+        self.store.record.add(self.expected_sha256)
+        sys.audit("gitmirror.crashpoint", "store.published")
+        return f"{self.store.settings.url}/{key}"
 
     def _parts(self) -> Iterator[bytes]:
         while part := self._spool.read(PART_BYTES):
@@ -295,6 +321,9 @@ class S3Writer:
             sys.audit("gitmirror.crashpoint", "store.uploading")
 
     def abort(self) -> None:
+        """Drop the local bytes (after an upload under way ends: it reads them)."""
+        if self._upload is not None:
+            futures.wait([self._upload])
         self._spool.close()
 
     def __enter__(self) -> S3Writer:
@@ -340,14 +369,23 @@ def _record_key(settings: S3Settings) -> str:
 
 
 def _client(settings: S3Settings) -> ObjectStore:
+    """obstore's client for the bucket. Credentials in the environment are read by obstore itself;
+    boto3 (its chain: the AWS files, profiles, SSO) is asked only when there are none or a profile
+    is named, so the download processes of an ordinary sync do not each import it."""
     try:
-        from obstore.auth.boto3 import Boto3CredentialProvider
         from obstore.store import S3Store as ObjectStore
     except ImportError:
         raise S3Error("an s3:// store needs obstore and boto3: pip install 'gitmirror[s3]'") from None
-    session = _session(settings)
-    config: dict[str, Any] = {"region": settings.region or session.region_name or "us-east-1"}
     endpoint = endpoint_url(settings)
+    region = settings.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    options: dict[str, Any] = {}
+    if settings.profile or not os.environ.get("AWS_ACCESS_KEY_ID"):
+        from obstore.auth.boto3 import Boto3CredentialProvider
+
+        session = _session(settings)
+        region = region or session.region_name
+        options["credential_provider"] = Boto3CredentialProvider(session)
+    config: dict[str, Any] = {"region": region or "us-east-1"}
     if endpoint:
         config["endpoint"] = endpoint
     return ObjectStore(
@@ -355,8 +393,8 @@ def _client(settings: S3Settings) -> ObjectStore:
         prefix=settings.prefix or None,
         config=config,  # type: ignore[arg-type]
         client_options={"allow_http": (endpoint or "").startswith("http://")},
-        credential_provider=Boto3CredentialProvider(session),
         checksum_algorithm="sha256",
+        **options,
     )
 
 

@@ -51,12 +51,13 @@ def parse_store(data: dict[str, Any], base: Path, where: str) -> dict[str, Any]:
     return {"store": base / local_dir, "s3": S3Settings(bucket, prefix, **options)}
 
 
-def open_store(config: Config) -> Blobs:
-    """The store ``config`` names: its bucket, else its directory."""
+def open_store(config: Config, syncing: bool = False) -> Blobs:
+    """The store ``config`` names: its bucket, else its directory. ``syncing``: for ``sync``, which
+    takes a blob missing from this machine's record of a bucket to be absent (``S3Store.trust_record``)."""
     if config.s3 is not None:
         from ..storage.s3store import S3Store
 
-        return S3Store(config.s3, config.store)
+        return S3Store(config.s3, config.store, trust_record=syncing)
     from ..storage.store import BlobStore
 
     return BlobStore(config.store)
