@@ -21,7 +21,8 @@ from ..model.limits import Limits
 from ..model.manifest import NeededBlob
 from ..storage.blobs import BlobWriting
 from ..storage.repo import RepoError
-from ..storage.s3store import S3Settings, S3Store, parse_url
+from ..storage.s3client import S3Settings, parse_url
+from ..storage.s3store import S3Store
 from ..storage.store import BlobStore, IntegrityError
 from ..upstream.tls import USER_AGENT
 from ..upstream.transport import FetchError, TooLarge, Transient, Transport, with_retries

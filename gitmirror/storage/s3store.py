@@ -8,21 +8,19 @@ digest name, and a process killed mid-upload leaves nothing under it (a multipar
 stays invisible; a bucket lifecycle rule for incomplete uploads removes its parts, docs/s3.md).
 The upload carries its sha256 (``x-amz-checksum-sha256``): the server refuses bytes changed on the way.
 
-Credentials come from the standard AWS environment variables and files (boto3's chain); obstore
-moves the bytes (it was the faster client, bench/RESULTS.md). Both are imported only by a run that
-opens a bucket.
+How the bucket is reached is ``s3client``'s. Which blobs the bucket holds is answered from a
+local record (``s3present``) rather than a request per blob.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import os
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from concurrent import futures
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -30,7 +28,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ..model.layout import BLOBS_DIR
 from ..model.names import check_sha256
-from .blobs import S3_SCHEME
+from .s3client import S3Error, S3Settings, client_for, create_bucket, endpoint_url, parse_url
 from .s3present import PresentRecord
 from .store import MISSING, IntegrityError, check_announced
 
@@ -47,34 +45,6 @@ PART_BYTES = 8 << 20
 UPLOAD_THREADS = 4
 #: bytes asked for per read while a blob is streamed or re-hashed
 READ_BYTES = 1 << 20
-
-
-class S3Error(OSError):
-    """A bucket that cannot be used (missing client, refused credentials, unreachable endpoint)."""
-
-
-@dataclass(frozen=True)
-class S3Settings:
-    """Where the bucket is and how to reach it (``store: s3://BUCKET/PREFIX`` and ``s3:`` in mirror.yaml)."""
-
-    bucket: str
-    prefix: str = ""  # without slashes at either end
-    endpoint_url: str | None = None  # None: AWS itself
-    region: str | None = None  # None: from the AWS configuration, else us-east-1
-    profile: str | None = None  # a profile of the AWS files; None: the default chain
-    presign_seconds: int = 0  # serve: redirect file requests to presigned URLs valid this long (0: stream)
-
-    @property
-    def url(self) -> str:
-        return f"{S3_SCHEME}{self.bucket}/{self.prefix}" if self.prefix else f"{S3_SCHEME}{self.bucket}"
-
-
-def parse_url(url: str) -> tuple[str, str]:
-    """(bucket, prefix) of ``s3://BUCKET/PREFIX``; ValueError for anything else."""
-    parts = urlsplit(url)
-    if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
-        raise ValueError(f"expected s3://BUCKET/PREFIX, got {url!r}")
-    return parts.netloc, parts.path.strip("/")
 
 
 class S3Store:
@@ -117,7 +87,7 @@ class S3Store:
     def client(self) -> ObjectStore:
         """The obstore client, made on first use (after a download process forked, never before)."""
         if self._client is None:
-            self._client = _client(self.settings)
+            self._client = client_for(self.settings)
         return self._client
 
     def key(self, sha256: str) -> str:
@@ -366,74 +336,6 @@ def _record_key(settings: S3Settings) -> str:
     """Which bucket and prefix at which endpoint a local record describes, in 16 hex digits."""
     where = f"{endpoint_url(settings) or 'aws'}|{settings.bucket}|{settings.prefix}"
     return hashlib.sha256(where.encode()).hexdigest()[:16]
-
-
-def _client(settings: S3Settings) -> ObjectStore:
-    """obstore's client for the bucket. Credentials in the environment are read by obstore itself;
-    boto3 (its chain: the AWS files, profiles, SSO) is asked only when there are none or a profile
-    is named, so the download processes of an ordinary sync do not each import it."""
-    try:
-        from obstore.store import S3Store as ObjectStore
-    except ImportError:
-        raise S3Error("an s3:// store needs obstore and boto3: pip install 'gitmirror[s3]'") from None
-    endpoint = endpoint_url(settings)
-    region = settings.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    options: dict[str, Any] = {}
-    if settings.profile or not os.environ.get("AWS_ACCESS_KEY_ID"):
-        from obstore.auth.boto3 import Boto3CredentialProvider
-
-        session = _session(settings)
-        region = region or session.region_name
-        options["credential_provider"] = Boto3CredentialProvider(session)
-    config: dict[str, Any] = {"region": region or "us-east-1"}
-    if endpoint:
-        config["endpoint"] = endpoint
-    return ObjectStore(
-        settings.bucket,
-        prefix=settings.prefix or None,
-        config=config,  # type: ignore[arg-type]
-        client_options={"allow_http": (endpoint or "").startswith("http://")},
-        checksum_algorithm="sha256",
-        **options,
-    )
-
-
-def endpoint_url(settings: S3Settings) -> str | None:
-    """The endpoint: mirror.yaml's, else the standard ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``."""
-    return settings.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-
-
-def _session(settings: S3Settings) -> Any:
-    import boto3  # type: ignore[import-untyped]
-    import botocore.exceptions  # type: ignore[import-untyped]
-
-    try:
-        return boto3.Session(profile_name=settings.profile, region_name=settings.region)
-    except botocore.exceptions.ProfileNotFound as exc:
-        raise S3Error(f"{settings.url}: {exc}") from None
-
-
-def create_bucket(settings: S3Settings) -> bool:
-    """Create the bucket unless it exists; returns whether it was created."""
-    import botocore.exceptions
-
-    session = _session(settings)
-    client = session.client("s3", endpoint_url=endpoint_url(settings), region_name=settings.region or "us-east-1")
-    try:
-        client.head_bucket(Bucket=settings.bucket)
-        return False
-    except botocore.exceptions.ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
-            raise S3Error(f"{settings.url}: {exc}") from None
-    except botocore.exceptions.BotoCoreError as exc:
-        raise S3Error(f"{settings.url}: {exc}") from None
-    region = settings.region or session.region_name or "us-east-1"
-    extra = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
-    try:
-        client.create_bucket(Bucket=settings.bucket, **extra)
-    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-        raise S3Error(f"{settings.url}: cannot create the bucket: {exc}") from None
-    return True
 
 
 def _call(function: Any, *args: Any, **kwargs: Any) -> Any:

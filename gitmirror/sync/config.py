@@ -21,7 +21,7 @@ from ..model.hosts import check_entry as check_host_entry
 from ..model.limits import DEADLINE_SECONDS, MAX_UNANNOUNCED_BYTES, MIN_RATE, Limits
 from ..model.names import UnsafeNameError, normalize
 from ..storage.refpolicy import name_problem
-from ..storage.s3store import S3Settings
+from ..storage.s3client import S3Settings
 from .store_config import parse_store
 
 CONFIG_NAME = "mirror.yaml"

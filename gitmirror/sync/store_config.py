@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..storage.blobs import S3_SCHEME, Blobs
-from ..storage.s3store import S3Settings, parse_url
+from ..storage.s3client import S3Settings, parse_url
 
 if TYPE_CHECKING:
     from .config import Config
