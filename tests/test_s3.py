@@ -108,6 +108,8 @@ def test_verify_catches_a_tampered_object_and_a_missing_one(s3_mirror: Mirror, s
     result = mirror.run("verify")
     assert result.returncode != 0
     assert wheel.filename in result.stdout + result.stderr
+    damaged = json.loads(mirror.run("status", "--verify", "--json", check=True).stdout)
+    assert wheel.filename in json.dumps(damaged)
     client.delete_object(Bucket=mirror.bucket, Key=key)
     result = mirror.run("verify")
     assert result.returncode != 0 and "missing" in (result.stdout + result.stderr).lower()
@@ -190,3 +192,18 @@ def test_takedown_deletes_the_object_and_export_store_writes_the_directory_layou
     mirror.run("takedown", wheel.filename, "--reason", "legal", check=True)
     assert wheel.sha256 not in bucket_blobs(mirror)
     assert mirror.run("verify").returncode == 0  # a taken-down file is not needed
+
+
+def test_serve_redirects_to_presigned_urls_when_configured(s3_mirror: Mirror, sample, serve) -> None:
+    """``presign_seconds``: a file request answers 302 to a URL the bucket serves itself, uncached."""
+    mirror = s3_mirror
+    mirror.configure("projects:\n  - demo-pkg\n" + _settings(mirror) + "  presign_seconds: 60\n")
+    mirror.run("sync", check=True)
+    server = serve()
+    wheel = next(a for a in sample["demo-pkg"] if a.filename == "demo_pkg-1.0-py3-none-any.whl")
+    answer = httpx.get(f"{server.url}/files/demo-pkg/{wheel.filename}")
+    assert answer.status_code == 302 and answer.headers["cache-control"] == "no-store"
+    assert answer.headers["location"].startswith(_endpoint(mirror)) and "X-Amz-Signature" in answer.headers["location"]
+    assert hashlib.sha256(httpx.get(answer.headers["location"]).content).hexdigest() == wheel.sha256
+    missing = httpx.get(f"{server.url}/files/demo-pkg/no_such-1.0-py3-none-any.whl")
+    assert missing.status_code == 404
