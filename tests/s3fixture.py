@@ -42,6 +42,7 @@ CREDENTIALS = {
 class S3Server:
     endpoint: str
     process: subprocess.Popen[bytes]
+    master_socket: Path  # the one file it writes outside its data directory (a fixed path in /tmp)
 
     def settings(self, bucket: str, prefix: str = "pypi") -> str:
         """The mirror.yaml lines of a store in ``bucket`` on this server."""
@@ -81,8 +82,11 @@ def start_seaweedfs(data: Path) -> S3Server:
         f"-filer.localSocket={data}/filer.sock", f"-s3.localSocket={data}/s3.sock",
     ]  # fmt: skip
     log = open(data / "weed.log", "wb")  # noqa: SIM115 - the server's, closed with it
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    server = S3Server(f"http://127.0.0.1:{s3}", process)
+    environment = {**os.environ, "TMPDIR": str(data)}  # its logs go there, not to /tmp
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=environment)
+    server = S3Server(
+        f"http://127.0.0.1:{s3}", process, Path(f"/tmp/seaweedfs-master-grpc-{master + GRPC_OFFSET}.sock")
+    )
     _wait_until_writable(server, data / "weed.log")
     return server
 
@@ -116,6 +120,7 @@ def stop_seaweedfs(server: S3Server, grace: float = 10) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(server.process.pid, signal.SIGKILL)
             server.process.wait()
+    server.master_socket.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
