@@ -68,10 +68,20 @@ def test_two_followers_serve_identical_bytes_while_a_sync_runs(s3_mirror: Mirror
         # a rewrite of the remote's history (main moved back) is not followed
         first = primary.git("rev-list", "--max-parents=0", "main").split()[0]
         primary.git("update-ref", "refs/heads/main", first)
-        time.sleep(1.5)
+        deadline = time.monotonic() + 30
+        while any(_fetched(m) != first for m in machines):  # each follower has seen the rewrite
+            assert time.monotonic() < deadline, "the followers did not fetch the rewritten branch"
+            time.sleep(0.2)
+        time.sleep(3)  # its push into itself, refused, and the line that says so
         assert all(m.git("rev-parse", "main").strip() == tip for m in machines)
     finally:
         for server in servers:
             stop_server(server)
     refusal = servers[0].process.stderr.read().decode() if servers[0].process.stderr else ""
     assert "follow: refused main" in refusal
+
+
+def _fetched(machine: Mirror) -> str:
+    """The commit the machine's follower fetched last (empty before its first fetch)."""
+    head = machine.repo / "FETCH_HEAD"
+    return head.read_text().split()[0] if head.exists() and head.read_text().strip() else ""
