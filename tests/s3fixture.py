@@ -42,7 +42,7 @@ CREDENTIALS = {
 class S3Server:
     endpoint: str
     process: subprocess.Popen[bytes]
-    master_socket: Path  # the one file it writes outside its data directory (a fixed path in /tmp)
+    sockets: list[Path]  # what it writes outside its data directory (gRPC sockets at fixed paths in /tmp)
 
     def settings(self, bucket: str, prefix: str = "pypi") -> str:
         """The mirror.yaml lines of a store in ``bucket`` on this server."""
@@ -84,9 +84,11 @@ def start_seaweedfs(data: Path) -> S3Server:
     log = open(data / "weed.log", "wb")  # noqa: SIM115 - the server's, closed with it
     environment = {**os.environ, "TMPDIR": str(data)}  # its logs go there, not to /tmp
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=environment)
-    server = S3Server(
-        f"http://127.0.0.1:{s3}", process, Path(f"/tmp/seaweedfs-master-grpc-{master + GRPC_OFFSET}.sock")
-    )
+    sockets = [
+        Path(f"/tmp/seaweedfs-{kind}-grpc-{port + GRPC_OFFSET}.sock")
+        for kind, port in (("master", master), ("volume", volume), ("s3", s3))
+    ]
+    server = S3Server(f"http://127.0.0.1:{s3}", process, sockets)
     _wait_until_writable(server, data / "weed.log")
     return server
 
@@ -120,7 +122,8 @@ def stop_seaweedfs(server: S3Server, grace: float = 10) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(server.process.pid, signal.SIGKILL)
             server.process.wait()
-    server.master_socket.unlink(missing_ok=True)
+    for socket_file in server.sockets:
+        socket_file.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
