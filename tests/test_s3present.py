@@ -35,3 +35,16 @@ def test_a_takedown_rewrites_the_record_and_a_record_without_header_is_listed_ag
     fresh = PresentRecord(path, lambda: [B])
     assert fresh.contains(B) and not fresh.contains(C)
     assert path.read_bytes().startswith(HEADER)
+
+
+def test_without_a_listing_a_record_is_used_only_when_there_is_one(tmp_path: Path) -> None:
+    """A server's record (no listing): nothing is listed or written until a sync has made one."""
+    path = tmp_path / "s3-blobs-x"
+    server = PresentRecord(path, None)
+    assert not server.contains(A) and not path.exists()
+    server.add(A)  # found by asking the bucket: kept in memory
+    assert server.contains(A) and not path.exists()
+    server.discard(A)
+    assert not server.contains(A) and not path.exists()
+    PresentRecord(path, lambda: [B]).contains(B)  # a sync made the record
+    assert PresentRecord(path, None).contains(B)

@@ -60,7 +60,8 @@ class S3Store:
         self.tmp_dir = self.root / "tmp"
         self._client: ObjectStore | None = None
         self._uploads: futures.ThreadPoolExecutor | None = None
-        self.record = PresentRecord(self.root / STATE_DIR / f"s3-blobs-{_record_key(settings)}", self.__iter__)
+        record = self.root / STATE_DIR / f"s3-blobs-{_record_key(settings)}"
+        self.record = PresentRecord(record, self.__iter__ if trust_record else None)
 
     @classmethod
     def from_location(cls, location: str) -> S3Store:
