@@ -362,3 +362,6 @@ def make_venv(tmp_path: Path, venv_template: Path):
         return copy_venv(venv_template, tmp_path / f"venv-{name or next(counter)}")
 
     return create
+
+
+from s3fixture import s3_mirror, s3_server  # noqa: E402,F401 - the S3 server fixtures (tests/s3fixture.py)

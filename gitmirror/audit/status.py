@@ -13,10 +13,11 @@ from datetime import UTC, datetime
 
 from ..model.manifest import format_time
 from ..serve.hydrate import needed_blobs
+from ..storage.blobs import Blobs
 from ..storage.metadata import blob_problem
 from ..storage.repo import MetadataRepo
 from ..storage.snapshot import list_tags
-from ..storage.store import MISSING, BlobStore
+from ..storage.store import MISSING
 
 SHOWN_MISSING = 20
 
@@ -107,7 +108,7 @@ def _last_sync(repo: MetadataRepo, tip: bytes) -> tuple[str, str] | None:
 
 def collect(
     repo: MetadataRepo,
-    store: BlobStore,
+    store: Blobs,
     commit: bytes | None,
     branch: str = "main",
     verify: bool = False,

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from ..model.manifest import ProjectManifest, blobs_needed_by, project_of_path
 from ..model.policy import UnrecordedTombstone, Violation, check_change, takedown_candidates, takedown_check
 from ..model.takedowns import Lookup, listed, repo_reader
+from ..storage.blobs import Blobs
 from ..storage.gittree import FILE_MODES, Problem
 from ..storage.metadata import blob_problem
 from ..storage.refpolicy import date_problem
 from ..storage.repo import Commit, MalformedTreeError, MetadataRepo
-from ..storage.store import BlobStore
 
 MAX_LISTED = 20
 
@@ -132,7 +132,7 @@ class Report:
         return lines
 
 
-def verify(repo: MetadataRepo, store: BlobStore | None, rev: str = "main", workers: int = 4) -> Report:
+def verify(repo: MetadataRepo, store: Blobs | None, rev: str = "main", workers: int = 4) -> Report:
     """Check every commit reachable from ``rev``, then the store against the manifests at ``rev``.
 
     ``store=None`` checks the history only (a clone without the blob store).
@@ -180,7 +180,7 @@ def dating_problems(repo: MetadataRepo, tip: bytes, now: float) -> list[str]:
     return problems
 
 
-def _check_store(manifests: list[ProjectManifest], store: BlobStore, report: Report, workers: int) -> None:
+def _check_store(manifests: list[ProjectManifest], store: Blobs, report: Report, workers: int) -> None:
     """Re-hash every blob a served file needs (a PEP 658 file kept in its wheel: the wheel's METADATA);
     taken-down blobs must be gone unless still needed."""
     wanted = blobs_needed_by(manifests)
@@ -196,7 +196,7 @@ def _check_store(manifests: list[ProjectManifest], store: BlobStore, report: Rep
         if problem is None:
             report.blobs_checked += 1
             with contextlib.suppress(FileNotFoundError):  # none for a PEP 658 file read out of its wheel
-                report.bytes_checked += store.path(digest).stat().st_size
+                report.bytes_checked += store.size(digest)
         else:
             report.problems.append(f"store: {wanted[digest].label} ({digest}): {problem}")
     for digest, label in sorted(taken_down.items(), key=lambda item: item[1]):

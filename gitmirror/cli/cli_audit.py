@@ -54,14 +54,14 @@ def verify(
     """
     from ..audit.verify import verify as run_verify
     from ..storage.repo import MetadataRepo
-    from ..storage.store import BlobStore
+    from ..sync.store_config import open_store
 
     cfg = load_config(config)
     repo = MetadataRepo(repo_path) if repo_path is not None else open_repo(cfg)
     if checkpoint is not None:
         accepted = cli_sign.check_checkpoint(repo, cfg, checkpoint, keys, witness_keys, min_witnesses, state)
         rev = rev or accepted.checkpoint.commit
-    report = run_verify(repo, None if history_only else BlobStore(cfg.store), rev or cfg.branch)
+    report = run_verify(repo, None if history_only else open_store(cfg), rev or cfg.branch)
     for line in report.listing():
         typer.echo(line)
     typer.echo(report.summary())
@@ -82,13 +82,13 @@ def status(
     import json
 
     from ..audit.status import collect
-    from ..storage.store import BlobStore
+    from ..sync.store_config import open_store
 
     cfg = load_config(config)
     repo = open_repo(cfg)
     commit = snapshot_of(repo, rev, cfg) if rev is not None else repo.tip(cfg.branch)
     review = cfg.review.branch if cfg.review.enabled else None
-    report = collect(repo, BlobStore(cfg.store), commit, cfg.branch, verify=verify_blobs, review_branch=review)
+    report = collect(repo, open_store(cfg), commit, cfg.branch, verify=verify_blobs, review_branch=review)
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:

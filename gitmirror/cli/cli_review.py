@@ -23,13 +23,13 @@ def review(
     """Report what approving would let in: new releases, dependency changes, marks, conflicts and flags."""
     from ..review.review import build, parse_range
     from ..review.review_report import to_markdown
-    from ..storage.store import BlobStore
+    from ..sync.store_config import open_store
 
     if output_format not in ("markdown", "json"):
         raise fail(f"--format must be markdown or json, got {output_format!r}")
     cfg = load_config(config)
     base, head = parse_range(revisions, cfg)
-    report = build(open_repo(cfg), BlobStore(cfg.store), cfg, base, head)
+    report = build(open_repo(cfg), open_store(cfg), cfg, base, head)
     typer.echo(report.to_json() if output_format == "json" else to_markdown(report), nl=False)
 
 
@@ -44,12 +44,12 @@ def approve(
     """Move approved changes from the review branch onto main (one commit, authored by you)."""
     from ..review.approve import ApproveError
     from ..review.approve import approve as run_approve
-    from ..storage.store import BlobStore
+    from ..sync.store_config import open_store
 
     cfg = load_config(config)
     try:
         result = run_approve(
-            open_repo(cfg), BlobStore(cfg.store), cfg, targets or [], everything=approve_all, by_policy=policy
+            open_repo(cfg), open_store(cfg), cfg, targets or [], everything=approve_all, by_policy=policy
         )
     except ApproveError as exc:
         raise fail(str(exc)) from None
@@ -100,8 +100,8 @@ def takedown(
 ) -> None:
     """Tombstone a file: kept in the manifest with reason and date, removed from store and index (410 Gone)."""
     from ..review.marks import takedown as run_takedown
-    from ..storage.store import BlobStore
+    from ..sync.store_config import open_store
 
     cfg = load_config(config)
-    result = run_takedown(open_repo(cfg), BlobStore(cfg.store), filename, reason, project=project, branch=cfg.branch)
+    result = run_takedown(open_repo(cfg), open_store(cfg), filename, reason, project=project, branch=cfg.branch)
     echo_decision(result)

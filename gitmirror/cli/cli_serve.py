@@ -3,12 +3,16 @@ naming its states, and carrying them to other machines."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from .cli_common import ConfigOption, RevOption, fail, load_config, open_repo, snapshot_of
+
+if TYPE_CHECKING:
+    from ..sync.config import Config
 
 
 def serve(
@@ -21,6 +25,10 @@ def serve(
     access_log: Annotated[
         bool | None, typer.Option("--access-log/--no-access-log", help="One line per request on stdout.")
     ] = None,
+    follow: Annotated[
+        str | None, typer.Option("--follow", help="Fast-forward the branch to this git remote's (docs/s3.md).")
+    ] = None,
+    follow_interval: Annotated[float, typer.Option("--follow-interval", help="Seconds between fetches.")] = 30.0,
     config: ConfigOption = None,
 ) -> None:
     """Serve the simple index (PEP 503/691) of the branch tip, the files of the store, web pages,
@@ -32,9 +40,22 @@ def serve(
     if log_level is not None and log_level.lower() not in LOG_LEVELS:
         raise fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
     open_repo(cfg)  # fail early and clearly when there is nothing to serve
+    if follow is not None:
+        start_following(cfg, follow, follow_interval)
     where = f"http://{host or cfg.serve.host}:{port or cfg.serve.port}/"
     typer.echo(f"serving {cfg.repo} at {where} (simple index at {where}simple/)", err=True)
     run_server(cfg, host, port, workers, log_level and log_level.lower(), access_log)
+
+
+def start_following(cfg: Config, remote: str, interval: float) -> None:
+    """The follower of ``serve --follow``, its branch guarded by the pre-receive hook (installed if missing)."""
+    from ..audit.hooks import install
+    from ..serve.follow import Follower
+
+    if interval <= 0:
+        raise fail("--follow-interval must be a positive number of seconds")
+    install(cfg.repo, sys.executable)
+    Follower(cfg.repo, remote, cfg.branch, interval, log=lambda line: typer.echo(line, err=True)).start()
 
 
 def tag(
@@ -76,7 +97,7 @@ def render(
     Exit codes: 0 done, 1 pages written but some blobs are missing from the store (listed).
     """
     from ..serve.render import render_branch, render_site
-    from ..storage.store import BlobStore
+    from ..sync.store_config import open_store
 
     if out is None and branch is None:
         raise fail("give --out DIR, --branch NAME, or both")
@@ -85,7 +106,7 @@ def render(
     commit = snapshot_of(repo, rev, cfg)
     missing: list[str] = []
     if out is not None:
-        result = render_site(repo, BlobStore(cfg.store), commit, out, base_url, files, full)
+        result = render_site(repo, open_store(cfg), commit, out, base_url, files, full)
         missing = result.missing
         for label in missing:
             typer.echo(f"missing blob: {label}", err=True)
@@ -111,16 +132,16 @@ def hydrate(
     """
     from ..serve.hydrate import hydrate as run_hydrate
     from ..serve.hydrate_sources import open_source
-    from ..storage.store import BlobStore
+    from ..sync.store_config import open_store
 
     cfg = load_config(config)
     repo = open_repo(cfg)
     commit = snapshot_of(repo, rev, cfg)
     result = run_hydrate(
         repo,
-        BlobStore(cfg.store),
+        open_store(cfg),
         commit,
-        open_source(source, cfg.concurrency, cfg.limits, cfg.allowed_hosts),
+        open_source(source, cfg.concurrency, cfg.limits, cfg.allowed_hosts, cfg.s3),
         log=lambda line: typer.echo(line, err=True),
     )
     typer.echo(result.summary())
@@ -138,15 +159,13 @@ def export_store(
 ) -> None:
     """Write the blobs one snapshot needs to a directory (sneakernet); `hydrate --from DIR` reads it."""
     from ..serve.hydrate import export_store as run_export
-    from ..storage.store import BlobStore
+    from ..sync.store_config import open_store
 
     cfg = load_config(config)
     repo = open_repo(cfg)
     commit = snapshot_of(repo, rev, cfg)
     earlier = snapshot_of(repo, since, cfg) if since is not None else None
-    result = run_export(
-        repo, BlobStore(cfg.store), commit, out, since=earlier, log=lambda line: typer.echo(line, err=True)
-    )
+    result = run_export(repo, open_store(cfg), commit, out, since=earlier, log=lambda line: typer.echo(line, err=True))
     typer.echo(f"{out}: {result.summary()}")
     if result.exit_code:
         raise typer.Exit(result.exit_code)

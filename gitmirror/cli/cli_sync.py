@@ -27,14 +27,14 @@ def init(
     ] = None,
 ) -> None:
     """Create the metadata repository (branch main) and the blob store; safe to run again."""
-    from ..storage.store import BlobStore
+    from ..sync.store_config import describe, open_store
     from .cli_sign import apply_signing
 
     cfg = load_config(config)
     repo = open_repo(cfg, create=True)
     apply_signing(repo, cfg.signing, signing_key)
-    BlobStore(cfg.store).init()
-    typer.echo(f"repository {cfg.repo}, store {cfg.store}: ready")
+    open_store(cfg).init()
+    typer.echo(f"repository {cfg.repo}, store {describe(cfg)}: ready")
 
 
 def sync(
@@ -111,9 +111,9 @@ def select(cfg: Config, requested: Sequence[str]) -> list[Selection]:
 def run(config_path: Path | None, projects: Sequence[str] = (), quiet: bool = False, as_json: bool = False) -> int:
     """Sync as the command does, without the warm check; returns its exit code (0 done, 1 failures,
     3 conflicts)."""
-    from ..storage.store import BlobStore
     from ..sync.incoming import sync_branch
     from ..sync.progress import make_progress, summary_json
+    from ..sync.store_config import open_store
     from ..sync.sync import Syncer
 
     cfg = load_config(config_path)
@@ -124,7 +124,7 @@ def run(config_path: Path | None, projects: Sequence[str] = (), quiet: bool = Fa
     repo = open_repo(cfg, create=True)
     branch = sync_branch(repo, cfg.branch, cfg.review.branch if cfg.review.enabled else None)
     progress = make_progress(quiet=quiet, as_json=as_json)
-    syncer = Syncer(cfg, repo, BlobStore(cfg.store), log=progress.log, progress=progress)
+    syncer = Syncer(cfg, repo, open_store(cfg, syncing=True), log=progress.log, progress=progress)
     if branch != cfg.branch:
         syncer.notices.append(f"review mode: committing to {branch}; `gitmirror review` shows what waits")
     try:

@@ -10,6 +10,7 @@ import errno
 from ..model.manifest import ManifestError
 from ..model.names import UnsafeNameError
 from ..storage.repo import RepoError
+from ..storage.s3client import S3Error
 from ..storage.store import IntegrityError
 from ..sync.config import ConfigError
 from ..sync.selection import SelectionError
@@ -22,6 +23,7 @@ KNOWN_FAILURES: tuple[type[Exception], ...] = (
     ManifestError,
     IntegrityError,
     SelectionError,
+    S3Error,
 )
 
 

@@ -45,7 +45,9 @@ def token_name(tokens: TokenStore, authorization: str | None) -> str | None:
 class ReadAuth:
     """Every request needs a valid token (the upload route checks its own: 403 without a challenge)."""
 
-    def __init__(self, app: ASGIApp, tokens: TokenStore, open_prefixes: tuple[str, ...] = ("/legacy", "/health")) -> None:
+    def __init__(
+        self, app: ASGIApp, tokens: TokenStore, open_prefixes: tuple[str, ...] = ("/legacy", "/health")
+    ) -> None:
         self.app = app
         self.tokens = tokens
         self.open_prefixes = open_prefixes

@@ -21,8 +21,8 @@ from ..model.manifest import format_time, manifest_path
 from ..model.names import UnsafeNameError, normalize
 from ..model.policy import CONFLICTS_DIR, check, takedown_candidates, takedown_check
 from ..model.takedowns import Lookup, append, listed, repo_reader, shard_path
+from ..storage.blobs import Blobs
 from ..storage.repo import MetadataRepo
-from ..storage.store import BlobStore
 from ..sync.config import Config
 from ..sync.incoming import (
     Change,
@@ -153,7 +153,7 @@ def select_policy(
 
 def approve(
     repo: MetadataRepo,
-    store: BlobStore,
+    store: Blobs,
     cfg: Config,
     targets: list[str],
     everything: bool = False,

@@ -30,8 +30,8 @@ from ..model.names import normalize
 from ..model.policy import check
 from ..model.takedowns import TakedownRecord, shard_path
 from ..model.takedowns import append as append_record
+from ..storage.blobs import Blobs
 from ..storage.repo import DEFAULT_BRANCH, MetadataRepo, RepoError
-from ..storage.store import BlobStore
 
 
 class MarkError(RepoError):
@@ -161,7 +161,7 @@ def _find_file(repo: MetadataRepo, commit: bytes | None, filename: str, project:
 
 def takedown(
     repo: MetadataRepo,
-    store: BlobStore,
+    store: Blobs,
     filename: str,
     reason: str,
     project: str | None = None,

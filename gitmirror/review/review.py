@@ -19,8 +19,8 @@ from packaging.version import InvalidVersion, Version
 
 from ..model.manifest import FileEntry, ProjectManifest, format_time
 from ..storage import metadata
+from ..storage.blobs import Blobs
 from ..storage.repo import MetadataRepo, RepoError
-from ..storage.store import BlobStore
 from ..sync.config import Config
 from ..sync.incoming import Change, ProjectPending, pending, uploaded_at
 from ..sync.roots import roots as selection_roots
@@ -60,9 +60,7 @@ def parse_range(text: str | None, cfg: Config) -> tuple[str, str]:
     return base, head
 
 
-def build(
-    repo: MetadataRepo, store: BlobStore, cfg: Config, base: str, head: str, now: datetime | None = None
-) -> Report:
+def build(repo: MetadataRepo, store: Blobs, cfg: Config, base: str, head: str, now: datetime | None = None) -> Report:
     now = now or datetime.now(UTC)
     base_commit, head_commit = _resolve(repo, base, cfg), _resolve(repo, head, cfg)
     items = pending(repo, base_commit, head_commit)
@@ -98,7 +96,7 @@ def _resolve(repo: MetadataRepo, rev: str, cfg: Config) -> bytes | None:
 
 
 def requested_extras(
-    cfg: Config, repo: MetadataRepo, store: BlobStore, head: bytes | None, projects: list[ProjectReport]
+    cfg: Config, repo: MetadataRepo, store: Blobs, head: bytes | None, projects: list[ProjectReport]
 ) -> dict[str, set[str]]:
     """The extras anything asks for, by project: the configuration's roots, the newest release of
     every project at ``head`` and the releases under review (what the sync's closure would follow)."""
@@ -149,7 +147,7 @@ def _flag_unserved_dependencies(
                 release.flags.append(f"new dependency {name} is not served by this mirror yet")
 
 
-def _project(item: ProjectPending, store: BlobStore, cooldown: timedelta, now: datetime) -> ProjectReport:
+def _project(item: ProjectPending, store: Blobs, cooldown: timedelta, now: datetime) -> ProjectReport:
     report = ProjectReport(name=item.name, new_project=item.main is None)
     head = item.head or item.main
     for version in item.new_versions:
@@ -187,7 +185,7 @@ def _release(
     version: str,
     new_files: list[FileEntry],
     head: ProjectManifest | None,
-    store: BlobStore,
+    store: Blobs,
     cooldown: timedelta,
     now: datetime,
 ) -> ReleaseReport:
@@ -253,7 +251,7 @@ def _previous_version(head: ProjectManifest | None, version: str | None) -> str 
     return best[1] if best else None
 
 
-def release_metadata(store: BlobStore, files: list[FileEntry]) -> metadata.CoreMetadata | None:
+def release_metadata(store: Blobs, files: list[FileEntry]) -> metadata.CoreMetadata | None:
     """A release's core metadata: PEP 658 file or wheel first, then the sdist's PKG-INFO."""
     ordered = sorted(files, key=lambda entry: (not entry.filename.endswith(".whl"), entry.filename))
     for entry in ordered:
@@ -262,7 +260,7 @@ def release_metadata(store: BlobStore, files: list[FileEntry]) -> metadata.CoreM
             return found
     for entry in ordered:
         if entry.filename.endswith(".tar.gz") and store.has(entry.sha256):
-            data = _sdist_pkg_info(store.path(entry.sha256).read_bytes())
+            data = _sdist_pkg_info(store.read_bytes(entry.sha256))
             if data is not None:
                 return metadata.parse(data)
     return None

@@ -1,8 +1,9 @@
 """``/health``: liveness (the process answers) and readiness (it can serve what it promises).
 
-Ready means the metadata repository's branch can be read and the blob store's directory is there
-and readable: a load balancer takes the instance out of rotation with the reason, instead of users
-meeting 404s for files the index lists. Cheap enough to be probed every second.
+Ready means the metadata repository's branch can be read and the blob store answers (its directory
+is there and readable, or its bucket answers a request): a load balancer takes the instance out of
+rotation with the reason, instead of users meeting 404s for files the index lists. Cheap enough to
+be probed every second.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from ..storage.store import BlobStore
 from .view import MirrorView
+
+PROBE_SHA256 = "0" * 64  # a name no blob has: asking for it shows the store answers
 
 
 def not_ready_reason(view: MirrorView) -> str | None:
@@ -25,9 +29,15 @@ def not_ready_reason(view: MirrorView) -> str | None:
         view.tip()
     except (OSError, KeyError, ValueError) as exc:
         return f"branch {view.branch} cannot be read: {exc}"
-    blobs = view.store.blobs_dir
-    if not blobs.is_dir() or not os.access(blobs, os.R_OK | os.X_OK):
-        return f"blob store {view.store.root} is not reachable"
+    store = view.store
+    if isinstance(store, BlobStore):
+        if not store.blobs_dir.is_dir() or not os.access(store.blobs_dir, os.R_OK | os.X_OK):
+            return f"blob store {store.root} is not reachable"
+        return None
+    try:
+        store.has(PROBE_SHA256)  # one cheap request: does the bucket answer?
+    except Exception as exc:  # any failure of the object store's client means "not ready"
+        return f"blob store {store.location} is not reachable: {' '.join(str(exc).split())[:200]}"
     return None
 
 

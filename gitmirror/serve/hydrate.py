@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..model.manifest import NeededBlob, blobs_needed_by
 from ..model.takedowns import Lookup, repo_reader
+from ..storage.blobs import Blobs
 from ..storage.metadata import in_wheel, materialize
 from ..storage.repo import DEFAULT_BRANCH, MetadataRepo
 from ..storage.store import BlobStore, IntegrityError
@@ -64,7 +65,7 @@ class HydrateResult:
 
 def hydrate(
     repo: MetadataRepo,
-    store: BlobStore,
+    store: Blobs,
     commit: bytes | None,
     source: Source,
     log: Log = print,
@@ -105,9 +106,7 @@ def without_taken_down(
     return needed
 
 
-async def _hydrate_all(
-    wanted: list[NeededBlob], store: BlobStore, source: Source, result: HydrateResult, log: Log
-) -> None:
+async def _hydrate_all(wanted: list[NeededBlob], store: Blobs, source: Source, result: HydrateResult, log: Log) -> None:
     # PEP 658 files are written out of their wheels where they can be: fetched after the wheels, if at all
     try:
         await asyncio.gather(*(_hydrate_one(blob, store, source, result, log) for blob in wanted if not blob.wheel))
@@ -120,7 +119,7 @@ async def _hydrate_all(
         await source.close()
 
 
-async def _hydrate_one(blob: NeededBlob, store: BlobStore, source: Source, result: HydrateResult, log: Log) -> None:
+async def _hydrate_one(blob: NeededBlob, store: Blobs, source: Source, result: HydrateResult, log: Log) -> None:
     try:
         writer = await source.fetch(blob, lambda: store.writer(blob.sha256, blob.size))
         writer.commit()  # checks sha256 and size; a wrong blob is deleted, never made visible
@@ -166,7 +165,7 @@ class ExportResult:
 
 def export_store(
     repo: MetadataRepo,
-    store: BlobStore,
+    store: Blobs,
     commit: bytes,
     out: Path,
     since: bytes | None = None,
@@ -191,15 +190,14 @@ def export_store(
         if target.has(blob.sha256):
             result.present += 1
             continue
-        path = store.path(blob.sha256)
-        kept_in_wheel = None if path.is_file() else in_wheel(store, blob.sha256, blob.wheel)
+        kept_in_wheel = None if store.has(blob.sha256) else in_wheel(store, blob.sha256, blob.wheel)
         if kept_in_wheel is not None:  # an exported store is read by other tools: the file is written out
             target.put_bytes(kept_in_wheel, blob.sha256)
             result.written += 1
             result.bytes_written += len(kept_in_wheel)
             continue
         try:
-            with path.open("rb") as handle, target.writer(blob.sha256, blob.size) as writer:
+            with store.open(blob.sha256) as handle, target.writer(blob.sha256, blob.size) as writer:
                 while chunk := handle.read(CHUNK):
                     writer.write(chunk)
                 writer.commit()

@@ -10,19 +10,24 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from ..model.hosts import HostPolicy
 from ..model.limits import Limits
 from ..model.manifest import NeededBlob
+from ..storage.blobs import BlobWriting
 from ..storage.repo import RepoError
-from ..storage.store import BlobStore, BlobWriter, IntegrityError
+from ..storage.s3client import S3Settings, parse_url
+from ..storage.s3store import S3Store
+from ..storage.store import BlobStore, IntegrityError
 from ..upstream.tls import USER_AGENT
 from ..upstream.transport import FetchError, TooLarge, Transient, Transport, with_retries
 
-OpenWriter = Callable[[], BlobWriter]
+OpenWriter = Callable[[], BlobWriting]
 CHUNK = 1 << 20
 
 
@@ -54,7 +59,7 @@ class DirectorySource:
     def __str__(self) -> str:
         return str(self.store.root)
 
-    async def fetch(self, blob: NeededBlob, open_writer: OpenWriter) -> BlobWriter:
+    async def fetch(self, blob: NeededBlob, open_writer: OpenWriter) -> BlobWriting:
         handle = self._open(blob)
         cap = self.limits.cap(blob.filename, blob.size)
         try:
@@ -162,14 +167,14 @@ class ServerSource:
     def url_of(self, blob: NeededBlob) -> str:
         return f"{self.base_url}files/{quote(blob.project)}/{quote(blob.filename)}"
 
-    async def fetch(self, blob: NeededBlob, open_writer: OpenWriter) -> BlobWriter:
+    async def fetch(self, blob: NeededBlob, open_writer: OpenWriter) -> BlobWriting:
         """Stream the blob into a fresh writer per attempt (a partial body never mixes with a retry)."""
         url = self.url_of(blob)
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._concurrency)
         slots = self._slots
 
-        async def attempt() -> BlobWriter:
+        async def attempt() -> BlobWriting:
             writer = open_writer()
             try:
                 async with slots:
@@ -192,14 +197,60 @@ class ServerSource:
         await asyncio.to_thread(self._transport.close)
 
 
-Source = DirectorySource | ServerSource
+class BucketSource:
+    """A store in a bucket (``s3://BUCKET/PREFIX``), reached with the settings of the mirror's own
+    ``s3:`` (endpoint, region, profile); blobs are streamed into the writer with a sync's byte cap."""
+
+    def __init__(self, store: S3Store, limits: Limits | None = None) -> None:
+        self.store = store
+        self.limits = limits or Limits()
+
+    def __str__(self) -> str:
+        return self.store.settings.url
+
+    async def fetch(self, blob: NeededBlob, open_writer: OpenWriter) -> BlobWriting:
+        return await asyncio.to_thread(self._copy, blob, open_writer)
+
+    def _copy(self, blob: NeededBlob, open_writer: OpenWriter) -> BlobWriting:
+        cap = self.limits.cap(blob.filename, blob.size)
+        writer = open_writer()
+        try:
+            for chunk in self.store.chunks(blob.sha256):
+                if writer.size + len(chunk) > cap:
+                    raise SourceRefused(self.limits.too_large(blob.filename, blob.size))
+                writer.write(chunk)
+        except FileNotFoundError:
+            writer.abort()
+            raise BlobUnavailable("not in the source bucket") from None
+        except BaseException:
+            writer.abort()
+            raise
+        return writer
+
+    async def close(self) -> None:
+        return None
+
+
+Source = DirectorySource | ServerSource | BucketSource
 
 
 def open_source(
-    text: str, concurrency: int = 8, limits: Limits | None = None, allowed_hosts: tuple[str, ...] | None = None
+    text: str,
+    concurrency: int = 8,
+    limits: Limits | None = None,
+    allowed_hosts: tuple[str, ...] | None = None,
+    s3: S3Settings | None = None,
 ) -> Source:
-    """SOURCE as given on the command line: an http(s) URL of a mirror, or a directory with a store."""
+    """SOURCE as given on the command line: an http(s) URL of a mirror, ``s3://BUCKET/PREFIX`` (reached
+    with ``s3``'s endpoint and credentials settings, when given), or a directory with a store."""
     parts = urlsplit(text)
+    if parts.scheme == "s3":
+        try:
+            bucket, prefix = parse_url(text)
+        except ValueError as exc:
+            raise SourceError(f"invalid source: {exc}") from None
+        settings = replace(s3, bucket=bucket, prefix=prefix) if s3 is not None else S3Settings(bucket, prefix)
+        return BucketSource(S3Store(settings, tempfile.gettempdir()), limits)
     if parts.scheme in ("http", "https"):
         if not parts.netloc:
             raise SourceError(f"invalid source URL {text!r}")

@@ -160,10 +160,11 @@ class MirrorCollector(Collector):
     def __init__(self, config: Config, last_sync: Callable[[], float | None]) -> None:
         self.config = config
         self.last_sync = last_sync
-        self.store_size = StoreSize(BlobStore(config.store))
+        # a directory store is walked; a bucket would be listed object by object, so its size is not reported
+        self.store_size = StoreSize(BlobStore(config.store)) if config.s3 is None else None
 
     def collect(self) -> Iterator[Metric]:
-        measured = self.store_size.current()
+        measured = self.store_size.current() if self.store_size is not None else None
         if measured is not None:
             yield GaugeMetricFamily(
                 "gitmirror_store_blobs", "Blobs in the store (measured in the background)", value=measured[0]

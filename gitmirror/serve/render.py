@@ -27,14 +27,18 @@ from urllib.parse import urlsplit
 
 from ..model.manifest import ProjectManifest, blobs_of, loads, manifest_path, project_of_path
 from ..model.names import is_normalized
+from ..storage.blobs import Blobs
 from ..storage.gittree import TREE
 from ..storage.metadata import materialize
 from ..storage.repo import MetadataRepo, RepoError
-from ..storage.store import BlobStore
+from ..storage.s3store import S3Store
 from . import index
+from .bucket_files import place_from_bucket
 
 STATE_FILE = ".gitmirror-render.json"
-FILE_MODES = ("symlink", "hardlink", "copy", "none")
+FILE_MODES = ("symlink", "hardlink", "copy", "bucket", "none")
+DIRECTORY_MODES = ("symlink", "hardlink", "copy", "none")
+BUCKET_MODES = ("copy", "bucket", "none")  # a store in a bucket has no file to link to
 RELATIVE_FILES = "../../"
 
 
@@ -123,7 +127,7 @@ def _commit_known(repo: MetadataRepo, hexsha: object) -> bool:
 
 def render_site(
     repo: MetadataRepo,
-    store: BlobStore,
+    store: Blobs,
     commit: bytes,
     out: Path,
     base_url: str | None = None,
@@ -133,12 +137,16 @@ def render_site(
     """Render ``commit`` into ``out``, rewriting only what changed since the previous render there."""
     if files_mode not in FILE_MODES:
         raise RenderError(f"--files must be one of {', '.join(FILE_MODES)}, got {files_mode!r}")
+    allowed = BUCKET_MODES if isinstance(store, S3Store) else DIRECTORY_MODES
+    if files_mode not in allowed:
+        raise RenderError(f"--files must be one of {', '.join(allowed)} for this store, got {files_mode!r}")
     base = files_base(base_url)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RenderError(f"{out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    settings = {"base-url": base_url, "files": files_mode, "store": str(store.root.resolve())}
+    where = store.location if isinstance(store, S3Store) else str(store.root.resolve())
+    settings = {"base-url": base_url, "files": files_mode, "store": where}
     state = _read_state(out / STATE_FILE)
     blobs = dict(repo.manifest_blobs(commit))
     names = sorted(blobs)
@@ -214,9 +222,7 @@ def _write_if_changed(path: Path, data: bytes) -> int:
     return 1
 
 
-def _link_files(
-    manifest: ProjectManifest, store: BlobStore, folder: Path, mode: str, result: RenderResult
-) -> list[str]:
+def _link_files(manifest: ProjectManifest, store: Blobs, folder: Path, mode: str, result: RenderResult) -> list[str]:
     """Make ``folder`` hold exactly the offered files of ``manifest`` (none while it is quarantined);
     returns the ones with no blob."""
     wanted = {blob.filename: blob for entry in index.offered_files(manifest) for blob in blobs_of(manifest.name, entry)}
@@ -227,12 +233,17 @@ def _link_files(
     missing = []
     for filename, needed in sorted(wanted.items()):
         target = folder / filename
-        blob = store.path(needed.sha256)
-        if not blob.is_file() and not materialize(store, needed):  # a PEP 658 file in its wheel is written out
+        local = store.local_file(needed.sha256)
+        stored = os.path.isfile(local) if local else store.has(needed.sha256)
+        if not stored and not materialize(store, needed):  # a PEP 658 file in its wheel is written out
             missing.append(needed.label)
             if os.path.lexists(target):
                 target.unlink()  # a dangling link would answer 500s instead of 404s
             continue
+        if isinstance(store, S3Store):
+            result.links_written += place_from_bucket(store, needed.sha256, manifest.name, target, mode)
+            continue
+        blob = Path(store.local_file(needed.sha256) or "")
         if _is_current(target, blob, mode, folder):
             continue
         _place(target, blob, mode, folder)

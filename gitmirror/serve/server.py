@@ -22,10 +22,12 @@ from starlette.routing import Route
 from ..hosted.routes import install as install_hosted
 from ..model.names import UnsafeNameError, check_filename, normalize
 from ..storage.repo import MetadataRepo
+from ..storage.s3store import S3Store
 from ..storage.snapshot import RevisionError
-from ..storage.store import BlobStore
 from ..sync.config import Config
+from ..sync.store_config import open_store
 from . import index, logs, web
+from .bucket_files import bucket_file
 from .checkpoint import checkpoint_routes
 from .revisions import BoundedResolver
 from .view import MirrorView, Page
@@ -119,7 +121,13 @@ class SimpleRoutes:
             return PlainTextResponse(withheld, status_code=410)
         digest = entry.core_metadata if is_metadata else entry.sha256
         assert digest is not None
-        path = self.view.store.path(digest)
+        store = self.view.store
+        if isinstance(store, S3Store):
+            headers = {"ETag": f'"{digest}"', "Cache-Control": IMMUTABLE}
+            etags = request.headers.get("if-none-match", "")
+            return await bucket_file(self.view, store, name, entry, digest, is_metadata, etags, headers)
+        path = store.local_file(digest)
+        assert path is not None, "a store that is not a bucket has its blobs on this machine"
         try:
             stat_result: os.stat_result | None = os.stat(path)
         except OSError:
@@ -183,7 +191,7 @@ class SnapshotRoutes(SimpleRoutes):
 
 def create_app(config: Config) -> Starlette:
     """The mirror's web app for ``config`` (its repo, store and branch; features add their routes here)."""
-    view = MirrorView(MetadataRepo(config.repo), BlobStore(config.store), config.branch)
+    view = MirrorView(MetadataRepo(config.repo), open_store(config), config.branch)
     routes = [*routes_for(SimpleRoutes(view)), *routes_for(SnapshotRoutes(view), "/snapshot/{rev}")]
     routes += checkpoint_routes(view, config)
     app = Starlette(routes=routes)

@@ -18,9 +18,9 @@ from typing import Any
 
 from ..model.manifest import FileEntry, ProjectManifest, blobs_of, loads, manifest_path
 from ..storage import gittree
+from ..storage.blobs import Blobs
 from ..storage.metadata import in_wheel
 from ..storage.repo import MetadataRepo
-from ..storage.store import BlobStore
 from . import index
 
 
@@ -49,7 +49,7 @@ class _LRU(OrderedDict[tuple[object, ...], Any]):
 class MirrorView:
     """Pages and files of one repository at any commit; shared by live and snapshot routes."""
 
-    def __init__(self, repo: MetadataRepo, store: BlobStore, branch: str = "main") -> None:
+    def __init__(self, repo: MetadataRepo, store: Blobs, branch: str = "main") -> None:
         self.repo = repo
         self.store = store
         self.branch = branch

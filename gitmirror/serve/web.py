@@ -135,7 +135,7 @@ class Pages:
             "last_clean_sync": web_data.when(clean) if clean is not None else None,
             "projects": len(self.name_index(tip)),
             "snapshots": len(self._snapshots()),
-            "store": self.collector.store_size.current(),  # (blobs, bytes), None until first measured
+            "store": self.collector.store_size and self.collector.store_size.current(),  # (blobs, bytes) or None
             "recent": self.memo(("recent", tip), lambda: web_data.recent_changes(repo, tip)),
         }
 

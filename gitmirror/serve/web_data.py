@@ -16,9 +16,9 @@ from packaging.version import InvalidVersion, Version
 
 from ..model.manifest import FileEntry, ProjectManifest, project_of_path
 from ..storage import metadata
+from ..storage.blobs import Blobs
 from ..storage.repo import Commit, MetadataRepo
 from ..storage.snapshot import first_parent_line, list_tags
-from ..storage.store import BlobStore
 from ..sync.config import Config
 from ..sync.unchanged import record_path
 from .index import offers_files
@@ -121,7 +121,7 @@ class Release:
     summary: str | None
 
 
-def releases(manifest: ProjectManifest, store: BlobStore, cache: PerTip) -> list[Release]:
+def releases(manifest: ProjectManifest, store: Blobs, cache: PerTip) -> list[Release]:
     """The project's releases, newest first, with their core-metadata dependencies where the store
     holds a PEP 658 file of the release."""
     by_version: dict[str, list[FileEntry]] = {}
@@ -151,7 +151,7 @@ def _version_order(version: str) -> tuple[int, Version | str]:
         return (0, version)
 
 
-def _release_metadata(entries: list[FileEntry], store: BlobStore, cache: PerTip) -> metadata.CoreMetadata | None:
+def _release_metadata(entries: list[FileEntry], store: Blobs, cache: PerTip) -> metadata.CoreMetadata | None:
     for entry in entries:
         digest = entry.core_metadata
         if digest is None or entry.tombstone is not None:
@@ -161,7 +161,7 @@ def _release_metadata(entries: list[FileEntry], store: BlobStore, cache: PerTip)
             return cache[key]  # type: ignore[return-value]
         if store.has(digest):
             try:
-                parsed = metadata.parse(store.path(digest).read_bytes())
+                parsed = metadata.parse(store.read_bytes(digest))
             except OSError:
                 continue
             cache.remember(key, parsed)

@@ -15,11 +15,13 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from packaging.metadata import parse_email
 
 from ..model.manifest import FileEntry, NeededBlob
-from .store import MISSING, BlobStore
+from .blobs import Blobs
+from .store import MISSING
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ def parse(data: bytes) -> CoreMetadata:
     )
 
 
-def from_wheel(wheel: str | Path | bytes | memoryview) -> bytes | None:
+def from_wheel(wheel: str | Path | bytes | memoryview | IO[bytes]) -> bytes | None:
     """The METADATA bytes inside a wheel (a file, or the wheel in memory), or None when it has none
     or cannot be read (no zip, damaged, encrypted, an unknown compression: a hostile upload must not
     stop a sync or a server).
@@ -99,6 +101,12 @@ def from_wheel(wheel: str | Path | bytes | memoryview) -> bytes | None:
     return None
 
 
+def from_stored_wheel(store: Blobs, sha256: str) -> bytes | None:
+    """``from_wheel`` of a stored blob, read in place (an S3 store fetches the ranges zipfile reads)."""
+    with store.open(sha256) as wheel:
+        return from_wheel(wheel)
+
+
 @dataclass(frozen=True)
 class WheelMetadata:
     """The core metadata inside a wheel just stored (``read_stored_wheel``)."""
@@ -112,13 +120,13 @@ class WheelMetadata:
         return self.metadata is not None and self.upstreams
 
 
-def read_stored_wheel(store: BlobStore, sha256: str, metadata_sha256: str | None) -> WheelMetadata:
+def read_stored_wheel(store: Blobs, sha256: str, metadata_sha256: str | None) -> WheelMetadata:
     """Read a stored wheel's METADATA, and store it as upstream's PEP 658 file when it is that file.
 
     Done where the wheel was downloaded (a download process) as soon as it is stored: a sync
     needs the dependencies of every release it walks, and the PEP 658 file then costs no download.
     """
-    inside = from_wheel(store.file(sha256))
+    inside = from_stored_wheel(store, sha256)
     wheel = wheel_metadata(inside, metadata_sha256)
     if inside is not None and metadata_sha256 is not None and keep_pep658(store, wheel, metadata_sha256):
         store.put_bytes(inside, metadata_sha256)
@@ -133,12 +141,12 @@ def wheel_metadata(inside: bytes | None, metadata_sha256: str | None) -> WheelMe
     return WheelMetadata(parse(inside), upstreams)
 
 
-def keep_pep658(store: BlobStore, wheel: WheelMetadata, metadata_sha256: str) -> bool:
+def keep_pep658(store: Blobs, wheel: WheelMetadata, metadata_sha256: str) -> bool:
     """Whether the wheel's METADATA is upstream's PEP 658 file and the store lacks its blob."""
     return wheel.serves_pep658 and not store.has(metadata_sha256)
 
 
-def in_wheel(store: BlobStore, metadata_sha256: str, wheel_sha256: str | None) -> bytes | None:
+def in_wheel(store: Blobs, metadata_sha256: str, wheel_sha256: str | None) -> bytes | None:
     """A PEP 658 file read out of its stored wheel: the wheel's METADATA when its sha256 is the
     file's, else None (no wheel, wheel not stored, or upstream's file differs from it).
 
@@ -147,13 +155,13 @@ def in_wheel(store: BlobStore, metadata_sha256: str, wheel_sha256: str | None) -
     """
     if wheel_sha256 is None or not store.has(wheel_sha256):
         return None
-    inside = from_wheel(store.path(wheel_sha256))
+    inside = from_stored_wheel(store, wheel_sha256)
     if inside is None or hashlib.sha256(inside).hexdigest() != metadata_sha256:
         return None
     return inside
 
 
-def blob_problem(store: BlobStore, blob: NeededBlob, rehash: bool) -> str | None:
+def blob_problem(store: Blobs, blob: NeededBlob, rehash: bool) -> str | None:
     """What keeps ``store`` from serving ``blob`` (None: nothing): its file missing, or damaged
     when ``rehash``; a PEP 658 file readable out of its wheel is there."""
     problem = store.verify(blob.sha256, blob.size) if rehash else None if store.has(blob.sha256) else MISSING
@@ -162,7 +170,7 @@ def blob_problem(store: BlobStore, blob: NeededBlob, rehash: bool) -> str | None
     return problem
 
 
-def materialize(store: BlobStore, blob: NeededBlob) -> bool:
+def materialize(store: Blobs, blob: NeededBlob) -> bool:
     """Give ``blob`` a file in ``store`` (a PEP 658 file kept in its wheel is written out now), for
     what links to files (``render``, ``hydrate``); False when the store cannot have it (not there, not in a
     stored wheel, or a store that cannot be written: a render of a read-only one lists it missing)."""
@@ -178,11 +186,11 @@ def materialize(store: BlobStore, blob: NeededBlob) -> bool:
     return True
 
 
-def for_entry(store: BlobStore, entry: FileEntry) -> CoreMetadata | None:
+def for_entry(store: Blobs, entry: FileEntry) -> CoreMetadata | None:
     """The metadata of a recorded file, from the store; None when it cannot be known offline."""
     if entry.core_metadata and store.has(entry.core_metadata):
-        return parse(store.path(entry.core_metadata).read_bytes())  # upstream's PEP 658 file
+        return parse(store.read_bytes(entry.core_metadata))  # upstream's PEP 658 file
     if entry.filename.endswith(".whl") and store.has(entry.sha256):
-        data = from_wheel(store.path(entry.sha256))
+        data = from_stored_wheel(store, entry.sha256)
         return parse(data) if data is not None else None
     return None

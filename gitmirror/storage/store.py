@@ -17,6 +17,7 @@ import secrets
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 from ..model.layout import BLOBS_DIR, blob_path
 from ..model.names import check_sha256
@@ -28,6 +29,15 @@ MISSING = "missing from the store"
 
 class IntegrityError(ValueError):
     """Bytes that do not match the sha256 or size they were announced with."""
+
+
+def check_announced(digest: str, size: int, expected_sha256: str, expected_size: int | None) -> None:
+    """Raise IntegrityError unless the bytes received are the ones announced (every backend's check)."""
+    if expected_size is not None and size != expected_size:
+        raise IntegrityError(f"got {size} bytes, announced {expected_size}")
+    if digest != expected_sha256:
+        raise IntegrityError(f"sha256 mismatch: announced {expected_sha256}, got {digest}")
+    sys.audit("gitmirror.crashpoint", "store.verified")
 
 
 #: blobs announced at least this big bypass the page cache (``O_DIRECT``) while they are written
@@ -101,12 +111,7 @@ class BlobWriter:
     def check(self) -> None:
         """Raise IntegrityError, keeping nothing, unless the bytes are the announced ones."""
         try:
-            digest = self._hash.hexdigest()
-            if self.expected_size is not None and self.size != self.expected_size:
-                raise IntegrityError(f"got {self.size} bytes, announced {self.expected_size}")
-            if digest != self.expected_sha256:
-                raise IntegrityError(f"sha256 mismatch: announced {self.expected_sha256}, got {digest}")
-            sys.audit("gitmirror.crashpoint", "store.verified")
+            check_announced(self._hash.hexdigest(), self.size, self.expected_sha256, self.expected_size)
         except BaseException:
             self.abort()
             raise
@@ -191,6 +196,10 @@ class BlobStore:
         self._unnamed = hasattr(os, "O_TMPFILE") and os.path.isdir(_OWN_DESCRIPTORS)
         self._present: set[str] = set()  # blobs known to be stored (``has``)
 
+    @property
+    def location(self) -> str:
+        return str(self.root)
+
     def init(self) -> None:
         self.blobs_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -267,6 +276,18 @@ class BlobStore:
     def file(self, sha256: str) -> str:
         """``path`` as a plain string, for the hot paths: a ``Path`` costs more than the lookup it names."""
         return blob_path(self._blobs, check_sha256(sha256))
+
+    def local_file(self, sha256: str) -> str | None:
+        return self.file(sha256)
+
+    def open(self, sha256: str) -> IO[bytes]:
+        return open(self.file(sha256), "rb")
+
+    def read_bytes(self, sha256: str) -> bytes:
+        return self.path(sha256).read_bytes()
+
+    def size(self, sha256: str) -> int:
+        return os.stat(self.file(sha256)).st_size
 
     def has(self, sha256: str) -> bool:
         """Asked several times per file by a sync, on its event loop: a blob seen once is not looked

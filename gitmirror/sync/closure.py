@@ -21,7 +21,7 @@ from packaging.version import InvalidVersion, Version
 
 from ..model.names import UnsafeNameError, normalize
 from ..model.page import ProjectNotFound, RemoteFile, RemoteProject, UpstreamError
-from ..storage.store import BlobStore
+from ..storage.blobs import Blobs
 from ..upstream.upstream import Upstream
 from .pages import Pages
 from .release_metadata import MetadataSource, StoreFile
@@ -272,7 +272,7 @@ async def choose(
     config: Config,
     roots: Roots,
     upstream: Upstream,
-    store: BlobStore,
+    store: Blobs,
     state: LocalState,
     *,
     must_refetch: Callable[[str], bool] = lambda name: False,

@@ -22,8 +22,10 @@ from ..model.hosts import check_entry as check_host_entry
 from ..model.limits import DEADLINE_SECONDS, MAX_UNANNOUNCED_BYTES, MIN_RATE, Limits
 from ..model.names import UnsafeNameError, normalize
 from ..storage.refpolicy import name_problem
+from ..storage.s3client import S3Settings
 from .serve_settings import ServeSettings, parse_serve
 from .signing_config import SigningSettings, parse_signing
+from .store_config import parse_store
 
 CONFIG_NAME = "mirror.yaml"
 # libyaml's safe loader when PyYAML was built with it: same documents, same errors, ten times faster
@@ -70,7 +72,8 @@ def _default_upstream() -> str:
 class Config:
     upstream: str = field(default_factory=_default_upstream)
     repo: Path = Path("mirror/repo")
-    store: Path = Path("mirror/store")
+    store: Path = Path("mirror/store")  # the blobs' directory; for an S3 store its local directory
+    s3: S3Settings | None = None  # the bucket of ``store: s3://...`` (gitmirror/sync/store_config.py)
     projects: tuple[Selection, ...] = ()
     concurrency: int = 8
     timeout: float = 30.0
@@ -108,7 +111,8 @@ class Config:
 _FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "upstream": (str, "a URL"),
     "repo": (str, "a path"),
-    "store": (str, "a path"),
+    "store": (str, "a path or s3://BUCKET/PREFIX"),
+    "s3": (dict, "a mapping with endpoint_url, region, profile, presign_seconds, local_dir"),
     "projects": (list, "a list of project names or requirements"),
     "concurrency": (int, "a positive integer"),
     "timeout": ((int, float), "a number of seconds"),
@@ -201,7 +205,7 @@ def from_mapping(data: dict[str, Any], base: Path = Path("."), source: Path | No
     return Config(
         upstream=upstream,
         repo=base / data.get("repo", "mirror/repo"),
-        store=base / data.get("store", "mirror/store"),
+        **parse_store(data, base, where),
         projects=selections,
         concurrency=concurrency,
         timeout=timeout,

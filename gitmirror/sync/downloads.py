@@ -7,12 +7,11 @@ its failure), so upstream is asked once and every writer is done before the run 
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 
 from ..model.page import RemoteFile, UpstreamError
+from ..storage.blobs import Blobs
 from ..storage.metadata import WheelMetadata, in_wheel
-from ..storage.store import BlobStore
 from ..upstream.upstream import Upstream
 from .progress import Progress
 
@@ -23,7 +22,7 @@ Fetched = tuple[bool, bool, list[str]]
 class RunDownloads:
     """The store's downloads of one run, keyed by sha256."""
 
-    def __init__(self, store: BlobStore, progress: Progress) -> None:
+    def __init__(self, store: Blobs, progress: Progress) -> None:
         self.store = store
         self.progress = progress
         self.metadata_stash: dict[str, bytes] = {}  # PEP 658 files read while choosing, by sha256
@@ -33,7 +32,7 @@ class RunDownloads:
     def size(self, sha256: str) -> int:
         """The stored blob's size: as this run stored it, else from the file system."""
         size = self.stored_sizes.get(sha256)
-        return size if size is not None else os.stat(self.store.file(sha256)).st_size
+        return size if size is not None else self.store.size(sha256)
 
     async def wait_all(self) -> None:
         """Every download started is over (none may outlive the upstream client); failures stay with their files."""

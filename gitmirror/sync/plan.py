@@ -16,14 +16,15 @@ from typing import Any
 
 from ..model.manifest import now
 from ..model.page import RemoteFile, UpstreamError
+from ..storage.blobs import Blobs
 from ..storage.repo import MetadataRepo, RepoError
-from ..storage.store import BlobStore
 from ..upstream.upstream import Upstream
 from .closure import choose
 from .config import Config, Selection
 from .merge import merge
 from .roots import roots as selection_roots
 from .state import LocalState
+from .store_config import open_store
 
 
 @dataclass
@@ -116,7 +117,7 @@ def make_plan(config: Config, selections: Sequence[Selection], with_files: bool 
     state = LocalState(config.store, config.branch, config.upstream, writable=False, warn=unusable.append)
     state.load(parent)
     try:
-        plan = asyncio.run(_plan(config, roots, repo, parent, BlobStore(config.store), state))
+        plan = asyncio.run(_plan(config, roots, repo, parent, open_store(config), state))
     finally:
         state.close()
     plan.warnings[:0] = [*roots.warnings, *unusable]
@@ -128,7 +129,7 @@ async def _plan(
     roots: Any,
     repo: MetadataRepo | None,
     parent: bytes | None,
-    store: BlobStore,
+    store: Blobs,
     state: LocalState,
 ) -> Plan:
     seen_at = now()

@@ -12,7 +12,8 @@ from typing import IO
 
 from ..model.page import RemoteFile, UpstreamError
 from ..storage import metadata as core_metadata
-from ..storage.store import BlobStore, IntegrityError
+from ..storage.blobs import Blobs
+from ..storage.store import IntegrityError
 from ..upstream.upstream import Upstream
 from .state import METADATA_FILE, WHEEL, LocalState
 
@@ -60,7 +61,7 @@ class MetadataSource:
     def __init__(
         self,
         upstream: Upstream,
-        store: BlobStore,
+        store: Blobs,
         persist: bool,
         stash: dict[str, bytes] | None = None,
         store_file: StoreFile | None = None,
@@ -94,13 +95,13 @@ class MetadataSource:
                 known = self.cache.metadata(METADATA_FILE, remote_file.core_metadata)
                 if known is not None:
                     return known
-                parsed = core_metadata.parse(self.store.path(remote_file.core_metadata).read_bytes())
+                parsed = core_metadata.parse(self.store.read_bytes(remote_file.core_metadata))
                 return self._learn(METADATA_FILE, remote_file.core_metadata, parsed)
             if remote_file.filename.endswith(".whl") and self.store.has(remote_file.sha256):
                 known = self.cache.metadata(WHEEL, remote_file.sha256)
                 if known is not None:
                     return known
-                data = await asyncio.to_thread(core_metadata.from_wheel, self.store.path(remote_file.sha256))
+                data = await asyncio.to_thread(core_metadata.from_stored_wheel, self.store, remote_file.sha256)
                 if data is not None:
                     return self._learn(WHEEL, remote_file.sha256, core_metadata.parse(data))
         for remote_file in ordered:  # a wheel this sync stores anyway
@@ -141,7 +142,7 @@ class MetadataSource:
         label = label or url.rsplit("/", 1)[-1]
         if keep and self.persist:
             await self.upstream.store_file(self.store, url, sha256, size, label)
-            return self.store.path(sha256).read_bytes()
+            return self.store.read_bytes(sha256)
         writers: list[MemoryWriter] = []
 
         def open_writer() -> MemoryWriter:

@@ -20,9 +20,9 @@ from ..model.manifest import FileEntry, ProjectManifest, manifest_path, now
 from ..model.page import ProjectNotFound, RemoteFile, UpstreamError
 from ..model.policy import CONFLICTS_DIR, check
 from ..model.takedowns import Lookup, repo_reader
+from ..storage.blobs import Blobs
 from ..storage.metadata import WheelMetadata, read_stored_wheel
 from ..storage.repo import MetadataRepo
-from ..storage.store import BlobStore
 from ..upstream.upstream import Upstream
 from . import unchanged
 from .closure import ProjectChoice, choose
@@ -50,7 +50,7 @@ Log = Callable[[str], None]
 
 class Syncer:
     def __init__(
-        self, config: Config, repo: MetadataRepo, store: BlobStore, log: Log = print, progress: Progress | None = None
+        self, config: Config, repo: MetadataRepo, store: Blobs, log: Log = print, progress: Progress | None = None
     ) -> None:
         self.config = config
         self.repo = repo

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     import httpx
 
     from ..model.page import PageAnswer
-    from ..storage.store import BlobWriter
+    from ..storage.blobs import BlobWriting
 
 T = TypeVar("T")
 
@@ -248,7 +248,7 @@ class Transport:
         finally:
             _attempt.clock = None
 
-    def fetch(self, url: str, writer: BlobWriter) -> memoryview | None:
+    def fetch(self, url: str, writer: BlobWriting) -> memoryview | None:
         """Stream ``url`` into ``writer`` (which hashes and checks the size as bytes arrive).
 
         Returns the whole body where it fit in this thread's buffer (a wheel's METADATA is then
@@ -326,7 +326,7 @@ class Transport:
         self.client.close()
 
 
-def store_with(stream: Callable[[str, BlobWriter], object], url: str, writer: BlobWriter) -> int:
+def store_with(stream: Callable[[str, BlobWriting], object], url: str, writer: BlobWriting) -> int:
     """Stream ``url`` into ``writer`` and publish it (hash and size checked); returns the size.
 
     The writer is discarded whatever happens: a failed attempt leaves nothing behind.
@@ -339,7 +339,7 @@ def store_with(stream: Callable[[str, BlobWriter], object], url: str, writer: Bl
         writer.abort()
 
 
-def stream_checked(stream: Callable[[str, BlobWriter], T], url: str, writer: BlobWriter) -> T:
+def stream_checked(stream: Callable[[str, BlobWriting], T], url: str, writer: BlobWriting) -> T:
     """``store_with`` without the publishing: the download processes make a message's blobs durable
     together (``worker_process.Unnamed``); returns ``stream``'s answer. The writer is discarded on any failure."""
     try:

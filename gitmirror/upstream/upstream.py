@@ -19,8 +19,9 @@ from urllib.parse import urljoin
 from ..model.hosts import HostNotAllowed, HostPolicy
 from ..model.limits import Limits
 from ..model.page import ACCEPT_JSON_PREFERRED, RemoteFile, RemoteProject, UpstreamError, check_url
+from ..storage.blobs import Blobs, BlobWriting
 from ..storage.metadata import WheelMetadata
-from ..storage.store import BlobStore, BlobWriter, IntegrityError
+from ..storage.store import IntegrityError
 from . import workers
 from .transport import FetchError, Transient, Transport, store_with, with_retries
 
@@ -92,7 +93,7 @@ class Upstream:
             self.pages_in_html = self.pages_in_html or page.html
         return page
 
-    async def download(self, url: str, open_writer: Callable[[], BlobWriter], label: str) -> int:
+    async def download(self, url: str, open_writer: Callable[[], BlobWriting], label: str) -> int:
         """Stream ``url`` into a fresh writer per attempt, in this process, and commit it (verifying
         hash and size); returns the size."""
         self._check_file_url(url, label)
@@ -107,15 +108,15 @@ class Upstream:
 
         return await self._retrying_async(label, lambda: loop.run_in_executor(threads, attempt))
 
-    async def store_file(self, store: BlobStore, url: str, sha256: str, size: int | None, label: str) -> int:
+    async def store_file(self, store: Blobs, url: str, sha256: str, size: int | None, label: str) -> int:
         """Download ``url`` into ``store`` as blob ``sha256`` in a download process; returns the bytes stored."""
-        root = str(store.root)
+        root = store.location
         return await self._in_processes(url, label, lambda processes: processes.store_file(root, url, sha256, size))
 
-    async def store_wheel(self, store: BlobStore, remote_file: RemoteFile) -> tuple[int, WheelMetadata]:
+    async def store_wheel(self, store: Blobs, remote_file: RemoteFile) -> tuple[int, WheelMetadata]:
         """``store_file`` of a wheel, and its core metadata (``metadata.read_stored_wheel``)."""
         label, url, sha256, size = remote_file.filename, remote_file.url, remote_file.sha256, remote_file.size
-        root, metadata_sha256 = str(store.root), remote_file.core_metadata
+        root, metadata_sha256 = store.location, remote_file.core_metadata
         return await self._in_processes(
             url, label, lambda processes: processes.store_wheel(root, url, sha256, size, metadata_sha256)
         )

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from ..model.hosts import HostPolicy
 from ..model.limits import Limits
 from ..model.page import MAX_PAGE_BYTES, RemoteProject, UpstreamError, project_from
+from ..storage.blobs import Blobs, BlobWriting, open_location
 from ..storage.metadata import WheelMetadata, from_wheel, keep_pep658, read_stored_wheel, wheel_metadata
-from ..storage.store import BlobStore, BlobWriter
 from .transport import FetchError, Transport, stream_checked
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 #: a message: (job kind, its arguments) each
 Job = tuple[str, tuple[Any, ...]]
 
-_stores: dict[str, BlobStore] = {}
+_stores: dict[str, Blobs] = {}
 
 
 def serve(
@@ -84,18 +84,18 @@ class Unnamed:
 
     def __init__(self) -> None:
         self.job = 0  # the message's job being run: what ``add`` files a blob under
-        self._writers: list[tuple[int, BlobWriter]] = []
+        self._writers: list[tuple[int, BlobWriting]] = []
         self._failures: dict[int, BaseException] = {}
         self._handles: dict[Path, int | None] = {}  # per store, open for this process's life
 
-    def writer(self, store: BlobStore, sha256: str, size: int | None) -> BlobWriter:
+    def writer(self, store: Blobs, sha256: str, size: int | None) -> BlobWriting:
         """A writer for a blob of ``store``, whose file system's write-back errors from now on are
         reported by ``publish`` (``BlobStore.sync_handle``, opened before the first blob)."""
         if store.root not in self._handles:
             self._handles[store.root] = store.sync_handle()
         return store.writer(sha256, size)
 
-    def add(self, writer: BlobWriter) -> None:
+    def add(self, writer: BlobWriting) -> None:
         """A checked blob of the current job, to be made durable and named by ``publish``."""
         self._writers.append((self.job, writer))
 
@@ -166,8 +166,8 @@ def store_wheel(
     return writer.size, read_stored_wheel(store, sha256, metadata_sha256)
 
 
-def _store(root: str) -> BlobStore:
-    return _stores.get(root) or _stores.setdefault(root, BlobStore(root))
+def _store(location: str) -> Blobs:
+    return _stores.get(location) or _stores.setdefault(location, open_location(location))
 
 
 def _project(
