@@ -37,7 +37,7 @@ from ..storage.repo import MetadataRepo, RepoError
 
 _MISSING = object()
 # Facts of a recorded file that sync may change later (everything else is frozen).
-_MUTABLE_FIELDS = ("yanked", "upstream_removed", "core_metadata", "upload_time", "tombstone")
+_MUTABLE_FIELDS = ("yanked", "upstream_removed", "core_metadata", "upload_time", "tombstone", "provenance")
 _FROZEN_FIELDS = ("version", "sha256", "size", "requires_python", "first_seen")
 
 
@@ -113,7 +113,7 @@ def _field_change(
         kind = "yank" if after is not False else "unyank"
     elif attribute == "upstream_removed":
         kind = "upstream-removed" if after else "back-upstream"
-    elif attribute in ("core_metadata", "upload_time"):
+    elif attribute in ("core_metadata", "upload_time", "provenance"):
         kind = "backfill" if before is None else "rewrite"
     else:
         kind = "tombstone" if before is None else "rewrite"

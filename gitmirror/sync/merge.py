@@ -146,6 +146,10 @@ def merge(
         manifest = replace(manifest, status=status, status_reason=status_reason)
         reason = f" ({status_reason})" if status_reason else ""
         outcome.changes.append(f"status {status}{reason}")
+    pep708 = (tuple(remote.tracks), tuple(remote.alternate_locations))  # upstream's own, passed through
+    if pep708 != (manifest.tracks, manifest.alternate_locations):
+        manifest = replace(manifest, tracks=pep708[0], alternate_locations=pep708[1])
+        outcome.changes.append("PEP 708 tracks and alternate-locations changed")
     upstream_names = {remote_file.filename for remote_file in remote.files}
     wanted: list[RemoteFile] = []
     for remote_file in remote.files:

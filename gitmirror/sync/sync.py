@@ -41,6 +41,7 @@ from .merge import (
 )
 from .pages import Pages
 from .progress import Progress
+from .provenance import mirror_provenance
 from .roots import Roots
 from .roots import roots as selection_roots
 from .state import LocalState
@@ -331,6 +332,8 @@ class Syncer:
                 outcome.added.append(remote_file.filename)
         if added:
             manifest = manifest.with_files(added.values())
+        recheck = pages is None or selection.name in pages.fresh  # a page unchanged since: nothing to compare
+        manifest = await mirror_provenance(upstream, self.store, manifest, remote, outcome, recheck, seen_at)
         sys.audit("gitmirror.crashpoint", "sync.project-merged")
         # a project upstream lists only legacy files for is recorded with what it has: nothing
         if manifest.files or old is not None or (remote.skipped and not remote.files):

@@ -1,0 +1,254 @@
+"""PEP 740 provenance and PEP 708 data: mirrored from upstream, kept on upload, served from every commit.
+
+A real sync from the loopback upstream records each file's provenance object as a blob and its
+digest in the manifest; ``gitmirror serve`` and ``gitmirror render`` give the same pages and bytes;
+the record never changes (a conflict when upstream's does, a refused push when a commit edits it);
+hostile objects cost one line, never the file. twine uploads attestations; upstream's PEP 708
+``tracks`` and ``alternate-locations`` reach the mirror's pages.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from test_hook import Remote, assert_refused
+from test_upload import HOSTED, create_token, form_post, twine, write
+
+from gitmirror.model.manifest import loads
+from gitmirror.model.page import PageAnswer, parse_page
+
+from conftest import Mirror, RunningServer
+from fakeupstream import FakeUpstream, build_wheel
+
+JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
+WHEEL = "demo_pkg-1.0-py3-none-any.whl"
+SDIST = "demo_pkg-1.0.tar.gz"
+MANIFEST = "projects/de/mo/demo-pkg.jsonl"
+
+
+def provenance_object(note: str) -> bytes:
+    bundle = {"publisher": {"kind": "GitHub", "claims": {"note": note}}, "attestations": [{"version": 1}]}
+    return json.dumps({"version": 1, "attestation_bundles": [bundle]}).encode()
+
+
+def recorded(mirror: Mirror, ref: str = "main") -> dict[str, dict]:
+    lines = mirror.git("show", f"{ref}:{MANIFEST}").splitlines()[1:]
+    return {record["filename"]: record for record in map(json.loads, lines)}
+
+
+def json_files(url: str) -> dict[str, dict]:
+    page = httpx.get(url, headers=JSON)
+    assert page.status_code == 200, page.text
+    return {item["filename"]: item for item in page.json()["files"]}
+
+
+def test_a_sync_records_provenance_and_every_commit_serves_it(
+    mirror: Mirror, upstream: FakeUpstream, sample: dict, serve, tmp_path: Path
+) -> None:
+    provenance = provenance_object("first")
+    upstream.set_provenance("demo-pkg", WHEEL, provenance)
+    mirror.run("sync", check=True)
+    digest = hashlib.sha256(provenance).hexdigest()
+    assert recorded(mirror)[WHEEL]["provenance"] == digest
+    assert "provenance" not in recorded(mirror)[SDIST]  # none upstream: no field
+    first = mirror.git("rev-parse", "main").strip()
+
+    upstream.add("demo-pkg", build_wheel("demo-pkg", "3.0"))
+    mirror.run("sync", check=True)
+    assert mirror.git("rev-parse", "main").strip() != first
+    server: RunningServer = serve()
+    for base in (server.url, f"{server.url}/snapshot/{first}"):
+        page_url = f"{base}/simple/demo-pkg/"
+        files = json_files(page_url)
+        assert files[WHEEL]["provenance"] == f"../../files/demo-pkg/{WHEEL}.provenance"
+        assert "provenance" not in files[SDIST]
+        html = httpx.get(page_url).text
+        assert f'data-provenance="../../files/demo-pkg/{WHEEL}.provenance"' in html
+        served = httpx.get(f"{base}/files/demo-pkg/{WHEEL}.provenance")
+        assert (served.status_code, served.content) == (200, provenance)
+        assert served.headers["content-type"] == "application/json"
+    assert httpx.get(f"{server.url}/files/demo-pkg/{SDIST}.provenance").status_code == 404
+
+    site = tmp_path / "site"
+    mirror.run("render", "--out", str(site), check=True)
+    assert (site / "simple/demo-pkg/index.json").read_bytes() == httpx.get(
+        server.index_url + "demo-pkg/", headers=JSON
+    ).content
+    assert (site / "simple/demo-pkg/index.html").read_bytes() == httpx.get(server.index_url + "demo-pkg/").content
+    assert (site / f"files/demo-pkg/{WHEEL}.provenance").read_bytes() == provenance
+    assert mirror.run("verify").returncode == 0
+
+
+def test_upstream_changing_a_recorded_provenance_is_a_conflict_and_the_record_stays(
+    mirror: Mirror, upstream: FakeUpstream, sample: dict
+) -> None:
+    original = provenance_object("first")
+    upstream.set_provenance("demo-pkg", WHEEL, original)
+    mirror.run("sync", check=True)
+    before = mirror.git("show", f"main:{MANIFEST}")
+
+    rewritten = provenance_object("rewritten")
+    upstream.set_provenance("demo-pkg", WHEEL, rewritten)
+    result = mirror.run("sync")
+    assert result.returncode == 3, result.stdout + result.stderr
+    new, old = hashlib.sha256(rewritten).hexdigest(), hashlib.sha256(original).hexdigest()
+    assert f"CONFLICT demo-pkg: {WHEEL}.provenance is {new} upstream, the mirror keeps {old}" in result.stderr
+    assert mirror.git("show", f"main:{MANIFEST}") == before
+    conflict = json.loads(mirror.git("show", "main:conflicts/demo-pkg.jsonl").splitlines()[-1])
+    assert (conflict["filename"], conflict["recorded-sha256"], conflict["upstream-sha256"]) == (
+        f"{WHEEL}.provenance",
+        old,
+        new,
+    )
+
+
+def test_hostile_provenance_is_refused_in_one_line_and_the_file_is_kept(
+    mirror: Mirror, upstream: FakeUpstream, sample: dict
+) -> None:
+    upstream.set_provenance("demo-pkg", WHEEL, b'{"version": 1, "attestation_bundles": []' + b" " * (1 << 20) + b"}")
+    upstream.set_provenance("demo-pkg", SDIST, b"<html>not json</html>")
+    other = "demo_pkg-2.0-py3-none-any.whl"
+    upstream.set_provenance("demo-pkg", other, provenance_object("x"), url="http://elsewhere.invalid/p.provenance")
+    result = mirror.run("sync")
+    assert result.returncode == 1, result.stdout + result.stderr
+    errors = sorted(line for line in result.stderr.splitlines() if line.startswith("error: "))
+    kept = "(the file is kept without it)"
+    refused_host = "refusing 'http://elsewhere.invalid/p.provenance': only the upstream's own host"
+    assert errors[0] == f"error: {WHEEL}.provenance: body larger than 1048576 bytes {kept}"
+    assert errors[1] == f"error: {SDIST}.provenance: refused, not JSON {kept}"
+    assert errors[2].startswith(f"error: {other}.provenance: {refused_host}") and errors[2].endswith(kept)
+    files = recorded(mirror)
+    assert {WHEEL, SDIST, other} <= set(files)
+    assert not any("provenance" in files[name] for name in (WHEEL, SDIST, other))
+
+
+def test_the_hook_refuses_a_push_that_edits_or_drops_a_recorded_provenance(
+    mirror: Mirror, upstream: FakeUpstream, sample: dict, tmp_path: Path
+) -> None:
+    upstream.set_provenance("demo-pkg", WHEEL, provenance_object("first"))
+    mirror.run("sync", check=True)
+    remote = Remote(mirror.repo, tmp_path / "hook")
+    recorded_digest = recorded(mirror)[WHEEL]["provenance"]
+
+    def edit(records: list[dict]) -> None:
+        next(record for record in records if record.get("filename") == WHEEL)["provenance"] = "ab" * 32
+
+    before = remote.state()
+    remote.edit(MANIFEST, edit)
+    remote.commit("edit a provenance")
+    assert_refused(
+        remote, before, remote.push(), f"provenance of {WHEEL} changed from {recorded_digest} to {'ab' * 32}"
+    )
+
+    remote.git("reset", "-q", "--hard", "origin/main")
+
+    def drop(records: list[dict]) -> None:
+        del next(record for record in records if record.get("filename") == WHEEL)["provenance"]
+
+    remote.edit(MANIFEST, drop)
+    remote.commit("drop a provenance")
+    assert_refused(remote, before, remote.push(), f"provenance of {WHEEL} changed from {recorded_digest} to None")
+
+
+def test_upstream_pep708_data_reaches_the_served_pages(
+    mirror: Mirror, upstream: FakeUpstream, sample: dict, serve
+) -> None:
+    tracks, alternate = "https://elsewhere.example/simple/demo-pkg/", "https://mirror.example/simple/demo-pkg/"
+    upstream.set_pep708("demo-pkg", tracks=[tracks], alternate_locations=[alternate, 'javascript:"><script>'])
+    result = mirror.run("sync")
+    assert "error: demo-pkg: alternate-locations holds other than http(s) URLs, left out" in result.stderr
+    header = json.loads(mirror.git("show", f"main:{MANIFEST}").splitlines()[0])
+    assert (header["tracks"], header["alternate-locations"]) == ([tracks], [alternate])
+    server = serve()
+    page = httpx.get(server.index_url + "demo-pkg/", headers=JSON).json()
+    assert (page["tracks"], page["alternate-locations"]) == ([tracks], [alternate])
+    html = httpx.get(server.index_url + "demo-pkg/").text
+    assert f'<meta name="pypi:tracks" content="{tracks}">' in html
+    assert f'<meta name="pypi:alternate-locations" content="{alternate}">' in html
+
+    upstream.set_pep708("demo-pkg")  # upstream drops them: the next commit's page follows
+    mirror.run("sync", check=True)
+    header = json.loads(mirror.git("show", f"main:{MANIFEST}").splitlines()[0])
+    assert "tracks" not in header and "alternate-locations" not in header
+
+
+@pytest.mark.parametrize("html_only", [False, True])
+def test_pages_give_provenance_urls_and_pep708_data(upstream: FakeUpstream, sample: dict, html_only: bool) -> None:
+    upstream.html_only = html_only
+    upstream.set_provenance("demo-pkg", WHEEL, provenance_object("x"))
+    upstream.set_pep708("demo-pkg", tracks=["https://elsewhere.example/simple/demo-pkg/"])
+    answer = httpx.get(upstream.page_url("demo-pkg"), headers=JSON)
+    headers = {key.lower(): value for key, value in answer.headers.items()}
+    project = parse_page("demo-pkg", PageAnswer(answer.status_code, str(answer.url), headers, answer.content))
+    assert project.html is html_only
+    urls = {remote.filename: remote.provenance_url for remote in project.files}
+    assert urls[WHEEL] == upstream.file_url("demo-pkg", WHEEL) + ".provenance"
+    assert urls[SDIST] is None
+    assert project.tracks == ["https://elsewhere.example/simple/demo-pkg/"]
+
+
+def attestation(filename: str, sha256: str) -> dict:
+    statement = {
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": filename, "digest": {"sha256": sha256}}],
+        "predicateType": "https://docs.pypi.org/attestations/publish/v1",
+        "predicate": None,
+    }
+    return {
+        "version": 1,
+        "verification_material": {"certificate": "MIIB", "transparency_entries": []},
+        "envelope": {"statement": base64.b64encode(json.dumps(statement).encode()).decode(), "signature": "MEUC"},
+    }
+
+
+@pytest.fixture
+def hosted(mirror: Mirror, sample: dict, serve) -> tuple[Mirror, RunningServer, str]:
+    mirror.configure(HOSTED)
+    mirror.run("sync", check=True)
+    return mirror, serve(), create_token(mirror, "ci")
+
+
+def test_twine_uploads_attestations_served_back_as_provenance(
+    hosted: tuple[Mirror, RunningServer, str], tmp_path: Path
+) -> None:
+    mirror, server, token = hosted
+    wheel = build_wheel("acme-lib", "1.0")
+    path = write(tmp_path, wheel)
+    sent = attestation(wheel.filename, wheel.sha256)
+    attestation_file = path.parent / f"{wheel.filename}.publish.attestation"
+    attestation_file.write_text(json.dumps(sent))
+    result = twine(server, token, path, attestation_file, "--attestations")  # type: ignore[arg-type]
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    item = json_files(server.index_url + "acme-lib/")[wheel.filename]
+    assert item["provenance"] == f"../../files/acme-lib/{wheel.filename}.provenance"
+    served = httpx.get(f"{server.url}/files/acme-lib/{wheel.filename}.provenance")
+    provenance = served.json()
+    assert provenance["version"] == 1
+    bundle = provenance["attestation_bundles"][0]
+    assert bundle["publisher"] == {"kind": "gitmirror-token", "claims": {"token": "ci"}}
+    assert bundle["attestations"] == [sent]
+    manifest = loads(mirror.git("show", "main:projects/ac/me/acme-lib.jsonl").encode())
+    assert manifest.files[wheel.filename].provenance == hashlib.sha256(served.content).hexdigest()
+
+
+def test_an_attestation_for_other_bytes_is_refused(hosted: tuple[Mirror, RunningServer, str]) -> None:
+    _mirror, server, token = hosted
+    wheel = build_wheel("acme-lib", "1.0")
+    wrong = json.dumps([attestation(wheel.filename, "00" * 32)])
+    answer = form_post(server, token, wheel, attestations=wrong)
+    assert answer.status_code == 400
+    assert answer.text == (
+        f"attestation 1 is about {wheel.filename} (sha256 {'00' * 32}), not {wheel.filename} (sha256 {wheel.sha256})\n"
+    )
+    assert httpx.get(server.index_url + "acme-lib/").status_code == 404  # nothing was kept
+    shapeless = form_post(server, token, wheel, attestations='[{"version": 1}]')
+    assert (shapeless.status_code, shapeless.text) == (
+        400,
+        "attestation 1 needs an envelope and a verification_material\n",
+    )
