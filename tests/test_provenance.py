@@ -252,3 +252,21 @@ def test_an_attestation_for_other_bytes_is_refused(hosted: tuple[Mirror, Running
         400,
         "attestation 1 needs an envelope and a verification_material\n",
     )
+
+
+def test_a_takedown_withholds_the_provenance_and_removes_its_blob(
+    mirror: Mirror, upstream: FakeUpstream, sample: dict, serve
+) -> None:
+    provenance = provenance_object("first")
+    upstream.set_provenance("demo-pkg", WHEEL, provenance)
+    mirror.run("sync", check=True)
+    first = mirror.git("rev-parse", "main").strip()
+    mirror.run("takedown", WHEEL, "--reason", "malware", check=True)
+    digest = hashlib.sha256(provenance).hexdigest()
+    assert not (mirror.store / "blobs" / digest[:2] / digest[2:4] / digest).exists()
+    server = serve()
+    for base in (server.url, f"{server.url}/snapshot/{first}"):
+        answer = httpx.get(f"{base}/files/demo-pkg/{WHEEL}.provenance")
+        assert answer.status_code == 410 and answer.text.startswith(f"{WHEEL} was taken down on ")
+    assert WHEEL not in json_files(server.index_url + "demo-pkg/")
+    assert mirror.run("verify").returncode == 0
