@@ -270,3 +270,16 @@ def test_a_takedown_withholds_the_provenance_and_removes_its_blob(
         assert answer.status_code == 410 and answer.text.startswith(f"{WHEEL} was taken down on ")
     assert WHEEL not in json_files(server.index_url + "demo-pkg/")
     assert mirror.run("verify").returncode == 0
+
+
+def test_a_hosted_project_tracking_upstream_keeps_its_own_pep708_data(
+    mirror: Mirror, upstream: FakeUpstream, sample: dict
+) -> None:
+    tracks = upstream.page_url("demo-pkg")
+    upstream.set_pep708("demo-pkg", tracks=["https://elsewhere.example/simple/demo-pkg/"])
+    mirror.configure(f"projects:\n  - demo-pkg\nhosted:\n  - name: demo-pkg\n    tracks: [{tracks}]\n")
+    mirror.run("sync", check=True)
+    header = json.loads(mirror.git("show", f"main:{MANIFEST}").splitlines()[0])
+    assert header["tracks"] == [tracks] and "alternate-locations" not in header
+    again = mirror.run("sync", check=True)
+    assert "0 changed" in again.stdout and "nothing to commit" in again.stdout

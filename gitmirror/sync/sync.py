@@ -304,7 +304,9 @@ class Syncer:
             for remote_file in remote.files
             if remote_file.filename not in recorded_files and (record := self._takedowns.record(remote_file.sha256))
         }
-        manifest, wanted, outcome = merge(old, remote, selection, seen_at, local, taken_down)
+        hosted = self.config.hosted.entry(selection.name)  # a hosted project that tracks upstream
+        pep708 = (hosted.tracks, hosted.alternate_locations) if hosted else None
+        manifest, wanted, outcome = merge(old, remote, selection, seen_at, local, taken_down, pep708)
         outcome.errors += choice_errors
         healing = [
             remote_file
