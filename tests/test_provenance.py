@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -19,8 +21,11 @@ import pytest
 from test_hook import Remote, assert_refused
 from test_upload import HOSTED, create_token, form_post, twine, write
 
-from gitmirror.model.manifest import loads
+from gitmirror.model.manifest import ManifestError, loads
 from gitmirror.model.page import PageAnswer, parse_page
+from gitmirror.model.policy import check
+from gitmirror.model.provenance import MAX_PROVENANCE_BYTES, ProvenanceError, check_provenance, from_attestations
+from gitmirror.storage.store import BlobStore
 
 from conftest import Mirror, RunningServer
 from fakeupstream import FakeUpstream, build_wheel
@@ -263,7 +268,7 @@ def test_a_takedown_withholds_the_provenance_and_removes_its_blob(
     first = mirror.git("rev-parse", "main").strip()
     mirror.run("takedown", WHEEL, "--reason", "malware", check=True)
     digest = hashlib.sha256(provenance).hexdigest()
-    assert not (mirror.store / "blobs" / digest[:2] / digest[2:4] / digest).exists()
+    assert not BlobStore(mirror.store).has(digest)
     server = serve()
     for base in (server.url, f"{server.url}/snapshot/{first}"):
         answer = httpx.get(f"{base}/files/demo-pkg/{WHEEL}.provenance")
@@ -283,3 +288,63 @@ def test_a_hosted_project_tracking_upstream_keeps_its_own_pep708_data(
     assert header["tracks"] == [tracks] and "alternate-locations" not in header
     again = mirror.run("sync", check=True)
     assert "0 changed" in again.stdout and "nothing to commit" in again.stdout
+
+
+def test_a_lost_provenance_blob_is_healed_by_the_next_sync(
+    mirror: Mirror, upstream: FakeUpstream, sample: dict
+) -> None:
+    provenance = provenance_object("first")
+    upstream.set_provenance("demo-pkg", WHEEL, provenance)
+    mirror.run("sync", check=True)
+    digest = hashlib.sha256(provenance).hexdigest()
+    blob = BlobStore(mirror.store).path(digest)
+    blob.unlink()
+    assert mirror.run("verify").returncode != 0
+    result = mirror.run("sync", check=True)
+    assert "nothing to commit" in result.stdout
+    assert blob.read_bytes() == provenance
+    assert mirror.run("verify").returncode == 0
+
+
+def test_policy_and_manifest_treat_provenance_as_frozen_and_optional() -> None:
+    line = {"filename": WHEEL, "version": "1.0", "sha256": "aa" * 32, "size": 1, "first-seen": "2026-01-01T00:00:00Z"}
+    old_form = b'{"gitmirror-manifest":1,"name":"demo-pkg"}\n' + json.dumps(line).encode() + b"\n"
+    manifest = loads(old_form)
+    assert manifest.files[WHEEL].provenance is None and b"provenance" not in manifest.dumps()  # no field: as before
+    backfilled = manifest.with_file(replace(manifest.files[WHEEL], provenance="bb" * 32))
+    assert loads(backfilled.dumps()) == backfilled and b'"provenance":"' + b"bb" * 32 + b'"' in backfilled.dumps()
+    assert check(manifest, backfilled, MANIFEST) == []
+    changed = backfilled.with_file(replace(backfilled.files[WHEEL], provenance="cc" * 32))
+    assert [str(v) for v in check(backfilled, changed, MANIFEST)] == [
+        f"{MANIFEST}: provenance of {WHEEL} changed from {'bb' * 32} to {'cc' * 32}"
+    ]
+    assert len(check(backfilled, manifest, MANIFEST)) == 1  # dropped
+    with pytest.raises(ManifestError, match="invalid sha256 digest"):
+        loads(old_form.replace(b'"first-seen"', b'"provenance": "../x", "first-seen"'))
+
+
+def test_uploaded_attestations_become_one_provenance_object() -> None:
+    sent = attestation(WHEEL, "aa" * 32)
+    data = from_attestations(json.dumps([sent]), WHEEL, "aa" * 32, "ci")
+    check_provenance(data)
+    assert json.loads(data)["attestation_bundles"] == [
+        {"publisher": {"kind": "gitmirror-token", "claims": {"token": "ci"}}, "attestations": [sent]}
+    ]
+    normalized = attestation("Demo.Pkg-1.0-py3-none-any.whl", "aa" * 32)  # PEP 740: compared parsed
+    from_attestations(json.dumps([normalized]), WHEEL, "aa" * 32, "ci")
+    for field, message in [
+        ("not json", "attestations is not JSON"),
+        ("[]", "attestations must be a JSON array of one or more attestation objects"),
+        ('{"version": 1}', "attestations must be a JSON array of one or more attestation objects"),
+        ('[{"version": 2}]', "attestation 1 is not a version 1 attestation object"),
+    ]:
+        with pytest.raises(ProvenanceError) as refused:
+            from_attestations(field, WHEEL, "aa" * 32, "ci")
+        assert str(refused.value) == message
+    for data, message in [
+        (b"\xff", "not JSON"),
+        (b"[]", "not a PEP 740 provenance object (version 1 with attestation_bundles)"),
+        (b" " * (MAX_PROVENANCE_BYTES + 1), f"larger than {MAX_PROVENANCE_BYTES} bytes"),
+    ]:
+        with pytest.raises(ProvenanceError, match=re.escape(message)):
+            check_provenance(data)

@@ -7,7 +7,8 @@ checks its form, stores it as a blob named by its sha256 and records that digest
 manifest entry, in the same commit as the file when the file is new. Once recorded it is frozen like
 the file (``model.policy``): when the project's page changed, recorded objects are fetched again and
 one that upstream now serves with other bytes is a conflict (``<filename>.provenance``), the recorded
-one kept. A provenance that cannot be had costs one error line, never the file.
+one kept. A recorded object whose blob is missing from the store is fetched again and, the same
+bytes, stored. A provenance that cannot be had costs one error line, never the file.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ async def mirror_provenance(
         and (entry := manifest.files.get(remote_file.filename)) is not None
         and entry.sha256 == remote_file.sha256
         and entry.served
-        and (entry.provenance is None or recheck)
+        and (entry.provenance is None or recheck or not store.has(entry.provenance))
     ]
     answers = await asyncio.gather(*(_fetch(upstream, remote_file) for remote_file, _entry in asked))
     recorded: list[FileEntry] = []
@@ -60,6 +61,8 @@ async def mirror_provenance(
                 outcome.changes.append(f"{entry.filename} provenance recorded")
         elif entry.provenance != digest:
             outcome.conflicts.append(_conflict(store, remote.name, entry, digest, len(data), seen_at))
+        elif not store.has(digest):  # the recorded blob went missing: healed from upstream's same bytes
+            await asyncio.to_thread(store.put_bytes, data, digest)
     return manifest.with_files(recorded) if recorded else manifest
 
 

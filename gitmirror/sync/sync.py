@@ -155,7 +155,16 @@ class Syncer:
             inputs=dict(roots.sources),
             refs=unchanged.refs_digest(self.repo.path, branches),
             # served_files() would sort each project's files by version again, after the last download
-            blobs=sorted({entry.sha256 for manifest in manifests for entry in manifest.files.values() if entry.served}),
+            blobs=sorted(
+                {
+                    digest
+                    for manifest in manifests
+                    for entry in manifest.files.values()
+                    if entry.served
+                    for digest in (entry.sha256, entry.provenance)  # a provenance lost is fetched again
+                    if digest
+                }
+            ),
             projects=len(outcomes),
             names=sorted(outcome.name for outcome in outcomes),
             warnings=tuple(self.warnings),
