@@ -348,3 +348,21 @@ def test_uploaded_attestations_become_one_provenance_object() -> None:
     ]:
         with pytest.raises(ProvenanceError, match=re.escape(message)):
             check_provenance(data)
+
+
+def test_review_carries_a_provenance_backfill_and_holds_pep708_data_for_a_reviewer(
+    mirror: Mirror, upstream: FakeUpstream, sample: dict
+) -> None:
+    mirror.run("sync", check=True)
+    mirror.configure("projects:\n  - demo-pkg\n  - other_lib\nreview:\n  enabled: true\n  cooldown: 7d\n")
+    provenance = provenance_object("later")
+    upstream.set_provenance("demo-pkg", WHEEL, provenance)
+    tracks = "https://elsewhere.example/simple/demo-pkg/"
+    upstream.set_pep708("demo-pkg", tracks=[tracks])
+    mirror.run("sync", check=True)
+    assert "provenance" not in recorded(mirror)[WHEEL]  # main serves what was approved only
+    policy = mirror.run("approve", "--policy", check=True).stdout
+    assert recorded(mirror)[WHEEL]["provenance"] == hashlib.sha256(provenance).hexdigest()
+    assert f"held demo-pkg: PEP 708 tracks ['{tracks}'], alternate-locations [] (loosens a mark" in policy
+    mirror.run("approve", "demo-pkg", check=True)
+    assert json.loads(mirror.git("show", f"main:{MANIFEST}").splitlines()[0])["tracks"] == [tracks]
