@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Iterable
 from dataclasses import replace
 
 from ..model.manifest import PROVENANCE_SUFFIX, FileEntry, ProjectManifest
@@ -92,3 +93,16 @@ def _conflict(store: BlobStore, project: str, entry: FileEntry, digest: str, siz
         upstream_size=size,
         detected=seen_at,
     )
+
+
+def served_blobs(manifests: Iterable[ProjectManifest]) -> set[str]:
+    """The digests of served files and of their provenance objects: what the warm check must find in
+    the store (a provenance lost is fetched again by a full run)."""
+    return {
+        digest
+        for manifest in manifests
+        for entry in manifest.files.values()  # served_files() would sort them again, after the last download
+        if entry.served
+        for digest in (entry.sha256, entry.provenance)
+        if digest
+    }

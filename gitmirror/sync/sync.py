@@ -41,7 +41,7 @@ from .merge import (
 )
 from .pages import Pages
 from .progress import Progress
-from .provenance import mirror_provenance
+from .provenance import mirror_provenance, served_blobs
 from .roots import Roots
 from .roots import roots as selection_roots
 from .state import LocalState
@@ -155,16 +155,7 @@ class Syncer:
             inputs=dict(roots.sources),
             refs=unchanged.refs_digest(self.repo.path, branches),
             # served_files() would sort each project's files by version again, after the last download
-            blobs=sorted(
-                {
-                    digest
-                    for manifest in manifests
-                    for entry in manifest.files.values()
-                    if entry.served
-                    for digest in (entry.sha256, entry.provenance)  # a provenance lost is fetched again
-                    if digest
-                }
-            ),
+            blobs=sorted(served_blobs(manifests)),
             projects=len(outcomes),
             names=sorted(outcome.name for outcome in outcomes),
             warnings=tuple(self.warnings),
