@@ -366,3 +366,11 @@ def test_review_carries_a_provenance_backfill_and_holds_pep708_data_for_a_review
     assert f"held demo-pkg: PEP 708 tracks ['{tracks}'], alternate-locations [] (loosens a mark" in policy
     mirror.run("approve", "demo-pkg", check=True)
     assert json.loads(mirror.git("show", f"main:{MANIFEST}").splitlines()[0])["tracks"] == [tracks]
+
+
+def test_an_html_upstream_provenance_is_mirrored_too(mirror: Mirror, upstream: FakeUpstream, sample: dict) -> None:
+    upstream.html_only = True
+    provenance = provenance_object("html")
+    upstream.set_provenance("demo-pkg", SDIST, provenance)
+    mirror.run("sync", check=True)
+    assert recorded(mirror)[SDIST]["provenance"] == hashlib.sha256(provenance).hexdigest()
