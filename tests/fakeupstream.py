@@ -385,6 +385,8 @@ class _File:
     yanked: bool | str
     requires_python: str | None
     core_metadata: bool
+    provenance: bytes | None = None  # PEP 740, served at the file's URL + ".provenance"
+    provenance_url: str | None = None  # announced instead of that URL (another host, say)
 
 
 @dataclass
@@ -394,6 +396,8 @@ class _Project:
     last_serial: int = 0
     status: str | None = None
     status_reason: str | None = None
+    tracks: list[str] = field(default_factory=list)  # PEP 708
+    alternate_locations: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -668,6 +672,21 @@ class FakeUpstream:
             proj.status, proj.status_reason = status, reason
             self._bump(proj)
 
+    def set_provenance(self, project: str, filename: str, data: bytes | None, url: str | None = None) -> None:
+        """Serve ``data`` as the file's PEP 740 provenance object at its URL + ``.provenance`` and
+        announce it on the page (``url``: announce that URL instead); ``None`` stops announcing it."""
+        with self._lock:
+            proj, f = self._file(project, filename)
+            f.provenance, f.provenance_url = data, url
+            self._bump(proj)
+
+    def set_pep708(self, project: str, tracks: Sequence[str] = (), alternate_locations: Sequence[str] = ()) -> None:
+        """The project page's PEP 708 ``tracks`` and ``alternate-locations``."""
+        with self._lock:
+            proj = self._project(project)
+            proj.tracks, proj.alternate_locations = list(tracks), list(alternate_locations)
+            self._bump(proj)
+
     def artifact(self, project: str, filename: str) -> Artifact:
         """The artifact currently served under that name."""
         with self._lock:
@@ -828,6 +847,7 @@ class FakeUpstream:
             proj = self._projects[key]
             files = [] if proj.status == "quarantined" else list(proj.files.values())
             serial, status, reason = proj.last_serial, proj.status, proj.status_reason
+            tracks, alternates = list(proj.tracks), list(proj.alternate_locations)
         wrong = self._take_wrong_hash(f.artifact.filename for f in files)
         entries = []
         for f in files:
@@ -858,6 +878,8 @@ class FakeUpstream:
                     meta = {"sha256": art.metadata_sha256}
                 item["core-metadata"] = meta
                 item["data-dist-info-metadata"] = meta
+                if f.provenance is not None:
+                    item["provenance"] = f.provenance_url or self.file_url(key, art.filename) + ".provenance"
                 json_files.append(item)
             doc: dict[str, Any] = {
                 "meta": {"api-version": API_VERSION, "_last-serial": serial},
@@ -867,6 +889,10 @@ class FakeUpstream:
             }
             if status is not None:
                 doc["project-status"] = {"status": status} | ({"reason": reason} if reason is not None else {})
+            if tracks:
+                doc["tracks"] = tracks
+            if alternates:
+                doc["alternate-locations"] = alternates
             body = json.dumps(doc, indent=1).encode()
         else:
             metas = []
@@ -874,6 +900,8 @@ class FakeUpstream:
                 metas.append(("pypi:project-status", status))
                 if reason is not None:
                     metas.append(("pypi:project-status-reason", reason))
+            metas += [("pypi:tracks", url) for url in tracks]
+            metas += [("pypi:alternate-locations", url) for url in alternates]
             links = []
             for f, sha in entries:
                 art = f.artifact
@@ -885,6 +913,10 @@ class FakeUpstream:
                 if f.core_metadata and art.metadata_sha256:
                     attrs.append(("data-core-metadata", f"sha256={art.metadata_sha256}"))
                     attrs.append(("data-dist-info-metadata", f"sha256={art.metadata_sha256}"))
+                if f.provenance is not None:
+                    attrs.append(
+                        ("data-provenance", f.provenance_url or f"{self.file_url(key, art.filename)}.provenance")
+                    )
                 rendered = " ".join(f'{k}="{html.escape(v, quote=True)}"' for k, v in attrs)
                 links.append(f"    <a {rendered}>{html.escape(art.filename)}</a><br />\n")
             body = _html_document(f"Links for {key}", metas, "".join(links))
@@ -946,6 +978,9 @@ class FakeUpstream:
             if proj is None or proj.status == "quarantined" or project != key:
                 return _text(404, "Not Found\n")
             f = proj.files.get(filename)
+            provenance = proj.files.get(filename.removesuffix(".provenance"))
+            if f is None and provenance is not None and provenance.provenance is not None:
+                return _Response(200, [("Content-Type", "application/json")], provenance.provenance)
             if f is None and filename.endswith(".metadata"):
                 f = proj.files.get(filename[: -len(".metadata")])
                 want_metadata = True

@@ -169,13 +169,6 @@ def test_tokens_missing_wrong_and_revoked_are_refused(hosted: tuple[Mirror, Runn
     assert "uploaded-by: ci-2" in log
 
 
-def test_attestations_are_said_not_to_be_kept(hosted: tuple[Mirror, RunningServer, str]) -> None:
-    _mirror, server, token = hosted
-    answer = form_post(server, token, build_wheel("acme-lib", "1.0"), attestations='[{"version": 1}]')
-    assert answer.status_code == 200
-    assert answer.text.endswith("; its attestations were not kept (PEP 740 provenance is not served by this index)\n")
-
-
 def test_a_name_not_hosted_is_refused_with_how_to_allow_it(hosted: tuple[Mirror, RunningServer, str]) -> None:
     _mirror, server, token = hosted
     answer = form_post(server, token, build_wheel("demo-pkg", "9.0"))

@@ -36,6 +36,7 @@ class Received:
     metadata: bytes | None  # the wheel's METADATA: its PEP 658 file
     requires_python: str | None
     uploader: str  # the token's name
+    provenance: bytes | None = None  # PEP 740, built from the upload's attestations (``model.provenance``)
 
 
 def record(repo: MetadataRepo, store: BlobStore, branch: str, settings: HostedSettings, upload: Received) -> str:
@@ -56,6 +57,7 @@ def record(repo: MetadataRepo, store: BlobStore, branch: str, settings: HostedSe
         if reason is not None:
             raise bad(f"{form.filename}: these bytes were taken down ({reason}); they are never served again")
         core = store.put_bytes(upload.metadata) if upload.metadata is not None else None
+        provenance = store.put_bytes(upload.provenance) if upload.provenance is not None else None
         _store_blob(store, upload)
         moment = now()
         entry = FileEntry(
@@ -67,6 +69,7 @@ def record(repo: MetadataRepo, store: BlobStore, branch: str, settings: HostedSe
             upload_time=moment,
             core_metadata=core,
             first_seen=moment,
+            provenance=provenance,
         )
         manifest = with_pep708((old or ProjectManifest(name=form.project)).with_file(entry), settings)
         path = manifest_path(form.project)

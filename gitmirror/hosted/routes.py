@@ -20,6 +20,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from ..model.names import UnsafeNameError, normalize
+from ..model.provenance import ProvenanceError, from_attestations
 from ..storage.repo import MetadataRepo
 from ..storage.store import BlobStore
 from ..sync.config import Config
@@ -102,10 +103,8 @@ class Uploads:
             self._check_hosted(fields.get("name", ""))
             checked = check_form(fields, content_file.filename if content_file else None)
             assert content_file is not None  # check_form refuses an upload without a file
-            line = await asyncio.to_thread(self._record, checked, content_file, uploader)
-            if fields.get("attestations", "").strip() not in ("", "[]"):
-                line += "; its attestations were not kept (PEP 740 provenance is not served by this index)"
-            return line
+            provenance = _provenance(fields.get("attestations", ""), checked, uploader)
+            return await asyncio.to_thread(self._record, checked, content_file, uploader, provenance)
         finally:
             await form.close()
 
@@ -120,11 +119,21 @@ class Uploads:
                 f"{project} is not hosted here: add it (or a matching glob) to hosted: in mirror.yaml to allow uploads",
             )
 
-    def _record(self, form: UploadForm, content: UploadFile, uploader: str) -> str:
+    def _record(self, form: UploadForm, content: UploadFile, uploader: str, provenance: bytes | None) -> str:
         size, metadata, requires_python = check_file(form, content.file)
         repo = MetadataRepo(self.config.repo)
         try:
-            received = Received(form, content.file, size, metadata, requires_python, uploader)
+            received = Received(form, content.file, size, metadata, requires_python, uploader, provenance)
             return record(repo, self.store, self.config.branch, self.config.hosted, received)
         finally:
             repo.close()
+
+
+def _provenance(attestations: str, form: UploadForm, uploader: str) -> bytes | None:
+    """The PEP 740 provenance object of the upload's ``attestations`` field (None: none sent)."""
+    if attestations.strip() in ("", "[]"):
+        return None
+    try:
+        return from_attestations(attestations, form.filename, form.sha256, uploader)
+    except ProvenanceError as exc:
+        raise bad(str(exc)) from None

@@ -68,11 +68,13 @@ class HostedSettings:
 
 
 def with_pep708(manifest: ProjectManifest, settings: HostedSettings) -> ProjectManifest:
-    """``manifest`` carrying the PEP 708 data ``hosted:`` declares for it (none for a project not
-    hosted here): every writer of a hosted project's manifest records them, so each commit's page
-    says what ``mirror.yaml`` said when it was written."""
+    """``manifest`` carrying the PEP 708 data ``hosted:`` declares for it: every writer of a hosted
+    project's manifest records them, so each commit's page says what ``mirror.yaml`` said when it was
+    written. A project not hosted here keeps what it has (upstream's own, passed through by sync)."""
     entry = settings.entry(manifest.name)
-    tracks, alternates = (entry.tracks, entry.alternate_locations) if entry else ((), ())
+    if entry is None:
+        return manifest
+    tracks, alternates = entry.tracks, entry.alternate_locations
     if (manifest.tracks, manifest.alternate_locations) == (tracks, alternates):
         return manifest
     return replace(manifest, tracks=tracks, alternate_locations=alternates)

@@ -26,6 +26,8 @@ _TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-
 _URL = re.compile(r"https?://[!#-;=?-~]+")  # fullmatch: printable ASCII, no quote, space, < or >
 PROJECTS_DIR = "projects"
 SUFFIX = ".jsonl"
+#: PEP 740: a file's provenance object is served at its URL plus this suffix
+PROVENANCE_SUFFIX = ".provenance"
 
 
 class ManifestError(ValueError):
@@ -88,6 +90,8 @@ class FileEntry:
     first_seen: str = ""
     upstream_removed: str | None = None
     tombstone: Tombstone | None = None
+    #: sha256 of the file's PEP 740 provenance object (a blob of its own in the store), or None
+    provenance: str | None = None
 
     @property
     def is_yanked(self) -> bool:
@@ -114,6 +118,8 @@ class FileEntry:
             "core-metadata": self.core_metadata,
             "first-seen": self.first_seen,
         }
+        if self.provenance:
+            data["provenance"] = self.provenance
         if self.upstream_removed:
             data["upstream-removed"] = self.upstream_removed
         if self.tombstone:
@@ -206,11 +212,14 @@ def blobs_needed_by(manifests: Iterable[ProjectManifest]) -> dict[str, NeededBlo
 
 
 def blobs_of(project: str, entry: FileEntry) -> list[NeededBlob]:
-    """The blobs one served file needs: its own, and its PEP 658 file's (readable out of a wheel)."""
+    """The blobs one served file needs: its own, its PEP 658 file's (readable out of a wheel) and its
+    PEP 740 provenance object's."""
     blobs = [NeededBlob(entry.sha256, entry.size, project, entry.filename)]
     if entry.core_metadata:
         wheel = entry.sha256 if entry.filename.endswith(".whl") else None
         blobs.append(NeededBlob(entry.core_metadata, None, project, entry.filename + ".metadata", wheel))
+    if entry.provenance:
+        blobs.append(NeededBlob(entry.provenance, None, project, entry.filename + PROVENANCE_SUFFIX))
     return blobs
 
 
@@ -237,6 +246,7 @@ _FILE_KEYS = {
     "first-seen",
     "upstream-removed",
     "tombstone",
+    "provenance",
 }
 _HEADER_KEYS = {"gitmirror-manifest", "name", "project-status", "upstream-removed", "tracks", "alternate-locations"}
 
@@ -319,12 +329,15 @@ def _optional_string(data: dict[str, Any], key: str) -> str | None:
     return value
 
 
+def is_page_url(url: object) -> bool:
+    """Whether ``url`` may be recorded as PEP 708 data: an http(s) URL that cannot break out of a page."""
+    return isinstance(url, str) and _URL.fullmatch(url) is not None and len(url) <= 2000
+
+
 def _urls(data: dict[str, Any], key: str) -> tuple[str, ...]:
     """A PEP 708 list of http(s) URLs (absent: none); they end up in pages, so nothing else is taken."""
     value = data.get(key, [])
-    if not isinstance(value, list) or not all(
-        isinstance(url, str) and _URL.fullmatch(url) and len(url) <= 2000 for url in value
-    ):
+    if not isinstance(value, list) or not all(is_page_url(url) for url in value):
         raise ValueError(f"{key} must be a list of http(s) URLs")
     return tuple(value)
 
@@ -346,6 +359,9 @@ def _file_entry(data: dict[str, Any]) -> FileEntry:
     core = data.get("core-metadata")
     if core is not None:
         check_sha256(core)
+    provenance = data.get("provenance")
+    if provenance is not None:
+        check_sha256(provenance)
     tombstone = None
     if data.get("tombstone") is not None:
         stone = data["tombstone"]
@@ -366,4 +382,5 @@ def _file_entry(data: dict[str, Any]) -> FileEntry:
         first_seen=_optional_time(data, "first-seen") or "",
         upstream_removed=_optional_time(data, "upstream-removed"),
         tombstone=tombstone,
+        provenance=provenance,
     )

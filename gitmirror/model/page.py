@@ -19,7 +19,7 @@ from urllib.parse import urljoin, urlsplit
 from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from .manifest import PROJECT_STATUSES, format_time
+from .manifest import PROJECT_STATUSES, format_time, is_page_url
 from .names import UnsafeNameError, check_filename, check_sha256, normalize
 
 MAX_PAGE_BYTES = 64 * 1024 * 1024
@@ -83,6 +83,8 @@ class RemoteFile:
     yanked: bool | str
     core_metadata: str | None
     metadata_url: str | None
+    #: where upstream serves the file's PEP 740 provenance object, or None
+    provenance_url: str | None = None
 
 
 @dataclass
@@ -97,6 +99,9 @@ class RemoteProject:
     #: filename -> type of the legacy files on the page (``legacy_kind``): skipped, not rejected
     skipped: dict[str, str] = field(default_factory=dict)
     html: bool = False  # a PEP 503 page (``unchanged.remember_page_format``)
+    #: PEP 708 data of upstream's page (http(s) URLs only: ``manifest.is_page_url``)
+    tracks: list[str] = field(default_factory=list)
+    alternate_locations: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -157,9 +162,11 @@ def parse_page(name: str, answer: PageAnswer) -> RemoteProject:
         last_serial=str(page.last_serial or answer.headers.get("x-pypi-last-serial") or "") or None,
         html=True,
     )
+    project.tracks = _page_urls(project, "tracks", page.tracks)
+    project.alternate_locations = _page_urls(project, "alternate-locations", page.alternate_locations)
     for package in page.packages:
         try:
-            project.files.append(_remote_file(name, package))
+            project.files.append(_remote_file(name, package, answer.url))
         except LegacyFile as exc:
             project.skipped[exc.filename] = exc.kind
         except (UpstreamError, UnsafeNameError) as exc:
@@ -204,14 +211,26 @@ def _json_page(name: str, answer: PageAnswer) -> RemoteProject:
         etag=answer.headers.get("etag"),
         last_serial=str(serial if serial is not None else answer.headers.get("x-pypi-last-serial") or "") or None,
     )
+    project.tracks = _page_urls(project, "tracks", data.get("tracks", []))
+    project.alternate_locations = _page_urls(project, "alternate-locations", data.get("alternate-locations", []))
     for item in data["files"]:
         try:
-            project.files.append(_remote_file(name, _json_file(item, answer.url)))
+            project.files.append(_remote_file(name, _json_file(item, answer.url), answer.url))
         except LegacyFile as exc:
             project.skipped[exc.filename] = exc.kind
         except (UpstreamError, UnsafeNameError) as exc:
             project.rejected.append(str(exc))
     return project
+
+
+def _page_urls(project: RemoteProject, key: str, value: object) -> list[str]:
+    """Upstream's PEP 708 ``key``, passed through to the mirror's pages: what is no http(s) URL is
+    left out with a line (it would end up in a page)."""
+    urls = value if isinstance(value, list) else [value]
+    kept = [url for url in urls if isinstance(url, str) and is_page_url(url)]
+    if len(kept) != len(urls):
+        project.rejected.append(f"{project.name}: {key} holds other than http(s) URLs, left out")
+    return kept
 
 
 def _supported(version: str) -> bool:
@@ -239,6 +258,7 @@ class _JsonFile:
     yanked_reason: str | None
     size: int | None
     upload_time: datetime | None
+    provenance_url: str | None
 
 
 def _json_file(item: object, base_url: str) -> _JsonFile:
@@ -248,6 +268,7 @@ def _json_file(item: object, base_url: str) -> _JsonFile:
     url, digests = item.get("url"), item.get("hashes")
     requires_python, metadata = item.get("requires-python"), item.get("core-metadata")
     yanked, size, uploaded = item.get("yanked", False), item.get("size"), item.get("upload-time")
+    provenance = item.get("provenance")
     if (
         not isinstance(url, str)
         or not _string_map(digests)
@@ -257,6 +278,7 @@ def _json_file(item: object, base_url: str) -> _JsonFile:
         or not isinstance(size, int | None)
         or isinstance(size, bool)
         or not isinstance(uploaded, str | None)
+        or not isinstance(provenance, str | None)
     ):
         raise UpstreamError(f"{filename!r}: malformed file entry, skipped")
     try:
@@ -274,6 +296,7 @@ def _json_file(item: object, base_url: str) -> _JsonFile:
         yanked_reason=yanked if isinstance(yanked, str) else None,
         size=size,
         upload_time=upload_time,
+        provenance_url=provenance,
     )
 
 
@@ -298,7 +321,7 @@ def _check_html_text(name: str, body: bytes, charset: str | None) -> None:
         raise UpstreamError(f"{name}: invalid project page (control characters in HTML)")
 
 
-def _remote_file(project: str, package: object) -> RemoteFile:
+def _remote_file(project: str, package: object, base_url: str = "") -> RemoteFile:
     try:
         filename = check_filename(package.filename)  # type: ignore[attr-defined]
     except UnsafeNameError:
@@ -330,7 +353,14 @@ def _remote_file(project: str, package: object) -> RemoteFile:
         yanked=yanked,
         core_metadata=check_sha256(str(metadata_sha).lower()) if metadata_sha else None,
         metadata_url=metadata_url,
+        provenance_url=_provenance_url(package.provenance_url, base_url),  # type: ignore[attr-defined]
     )
+
+
+def _provenance_url(value: str | None, base_url: str) -> str | None:
+    """Where a file's PEP 740 provenance is, relative URLs resolved against the page's (checked when
+    fetched: a bad one costs the provenance, not the file)."""
+    return urljoin(base_url, value) if value else None
 
 
 def legacy_kind(filename: object) -> str | None:

@@ -9,6 +9,7 @@ project status; marking or unmarking ``upstream-removed``; backfilling a missing
 or upload time; turning a file into a tombstone with a non-empty reason. Everything else is a
 violation. The audit logs beside the manifests (``conflicts/``, ``marks/`` and ``takedowns/``) may
 only grow by added lines: removing the record of a conflict or of a mirror decision would hide history.
+A file's PEP 740 ``provenance`` digest is a backfill too: recorded once, then frozen like the file.
 Which entries a tree may hold at all (regular files here, no symlinks or gitlinks) is ``gittree``'s rule.
 
 One rule spans paths, as taken-down bytes must not come back under another name or project: within
@@ -36,7 +37,7 @@ AUDIT_LOG_DIRS = (CONFLICTS_DIR, MARKS_DIR, TAKEDOWNS_DIR)
 # Facts about a file that never change once recorded.
 _FROZEN_FIELDS = ("version", "sha256", "size", "requires_python", "first_seen")
 # Facts that may be filled in later when upstream did not know them yet, but never changed.
-_BACKFILL_FIELDS = ("core_metadata", "upload_time")
+_BACKFILL_FIELDS = ("core_metadata", "upload_time", "provenance")
 
 
 @dataclass(frozen=True)

@@ -200,7 +200,7 @@ def takedown(
         needed = blobs_needed_by(repo.manifests(commit or parent))
         removed = [
             digest
-            for digest in (entry.sha256, entry.core_metadata)
+            for digest in (entry.sha256, entry.core_metadata, entry.provenance)
             if digest and digest not in needed and store.remove(digest)
         ]
     if commit is None:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from html import escape
 from typing import Any
 
-from ..model.manifest import FileEntry, ProjectManifest
+from ..model.manifest import PROVENANCE_SUFFIX, FileEntry, ProjectManifest
 
 API_VERSION = "1.4"  # PEP 792 (project status) is the newest feature served
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
@@ -55,6 +55,8 @@ def project_json(manifest: ProjectManifest, files_base: str = "../../") -> bytes
         metadata: dict[str, str] | bool = {"sha256": entry.core_metadata} if entry.core_metadata else False
         item["core-metadata"] = metadata
         item["data-dist-info-metadata"] = metadata
+        if entry.provenance:  # PEP 740
+            item["provenance"] = file_url(manifest.name, entry, files_base) + PROVENANCE_SUFFIX
         files.append(item)
     page: dict[str, Any] = {
         "meta": {"api-version": API_VERSION},
@@ -93,6 +95,9 @@ def project_html(manifest: ProjectManifest, files_base: str = "../../") -> bytes
         if entry.core_metadata:
             attributes.append(f'data-core-metadata="sha256={entry.core_metadata}"')
             attributes.append(f'data-dist-info-metadata="sha256={entry.core_metadata}"')
+        if entry.provenance:  # PEP 740
+            provenance = file_url(manifest.name, entry, files_base) + PROVENANCE_SUFFIX
+            attributes.append(f'data-provenance="{escape(provenance)}"')
         links.append(f"    <a {' '.join(attributes)}>{escape(entry.filename)}</a><br>")
     return _html_page(f"Links for {name}", head, links)
 

@@ -20,6 +20,7 @@ from starlette.responses import FileResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from ..hosted.routes import install as install_hosted
+from ..model.manifest import PROVENANCE_SUFFIX
 from ..model.names import UnsafeNameError, check_filename, normalize
 from ..storage.repo import MetadataRepo
 from ..storage.s3store import S3Store
@@ -29,6 +30,7 @@ from ..sync.store_config import open_store
 from . import index, logs, web
 from .bucket_files import bucket_file
 from .checkpoint import checkpoint_routes
+from .provenance import provenance_response
 from .revisions import BoundedResolver
 from .view import MirrorView, Page
 
@@ -106,12 +108,14 @@ class SimpleRoutes:
         project, filename = request.path_params["project"], request.path_params["filename"]
         try:
             name = normalize(project)
-            check_filename(filename.removesuffix(".metadata"))
+            check_filename(filename.removesuffix(".metadata").removesuffix(PROVENANCE_SUFFIX))
         except UnsafeNameError:
             return PlainTextResponse("no such file", status_code=404)
         if name != project:
             return RedirectResponse(_file_url(request, project, name, filename), status_code=301)
         commit, _ = await self.commit_of(request)
+        if filename.endswith(PROVENANCE_SUFFIX):  # PEP 740
+            return provenance_response(self.view, commit, name, filename, request, IMMUTABLE)
         found = self.view.file_entry(commit, name, filename)
         if found is None:
             return PlainTextResponse("no such file in this mirror", status_code=404)

@@ -37,7 +37,7 @@ from ..storage.repo import MetadataRepo, RepoError
 
 _MISSING = object()
 # Facts of a recorded file that sync may change later (everything else is frozen).
-_MUTABLE_FIELDS = ("yanked", "upstream_removed", "core_metadata", "upload_time", "tombstone")
+_MUTABLE_FIELDS = ("yanked", "upstream_removed", "core_metadata", "upload_time", "tombstone", "provenance")
 _FROZEN_FIELDS = ("version", "sha256", "size", "requires_python", "first_seen")
 
 
@@ -50,7 +50,7 @@ class Change:
 
     project: str
     kind: str  # new-file, yank, unyank, upstream-removed, back-upstream, backfill, tombstone, rewrite,
-    #            status, project-upstream-removed, project-back-upstream, conflict
+    #            status, project-upstream-removed, project-back-upstream, conflict, pep708
     filename: str | None = None
     version: str | None = None
     field: str | None = None
@@ -79,6 +79,9 @@ class Change:
         if self.kind == "status":
             status, reason = self.after
             return f"status {status}" + (f" ({reason})" if reason else "")
+        if self.kind == "pep708":
+            tracks, alternates = self.after
+            return f"PEP 708 tracks {list(tracks)}, alternate-locations {list(alternates)}"
         if self.kind == "conflict":
             return f"conflict {self.after.get('filename')} (upstream {str(self.after.get('upstream-sha256'))[:12]})"
         return self.kind.replace("project-", "project ")
@@ -113,7 +116,7 @@ def _field_change(
         kind = "yank" if after is not False else "unyank"
     elif attribute == "upstream_removed":
         kind = "upstream-removed" if after else "back-upstream"
-    elif attribute in ("core_metadata", "upload_time"):
+    elif attribute in ("core_metadata", "upload_time", "provenance"):
         kind = "backfill" if before is None else "rewrite"
     else:
         kind = "tombstone" if before is None else "rewrite"
@@ -139,6 +142,10 @@ def project_changes(
         kind = "project-upstream-removed" if source.upstream_removed else "project-back-upstream"
         after = source.upstream_removed
         changes.append(Change(name, kind, field="upstream_removed", before=target_removed, after=after))
+    source_pep708 = (source.tracks, source.alternate_locations)
+    target_pep708 = (target.tracks, target.alternate_locations) if target else ((), ())
+    if source_pep708 != target_pep708 and (base is None or source_pep708 != (base.tracks, base.alternate_locations)):
+        changes.append(Change(name, "pep708", before=target_pep708, after=source_pep708))
     target_files = target.files if target else {}
     base_files = base.files if base else {}
     for entry in source.sorted_files():
@@ -177,6 +184,8 @@ def apply(target: ProjectManifest | None, name: str, changes: Iterable[Change]) 
             result = replace(result, status=status, status_reason=reason)
         elif change.kind in ("project-upstream-removed", "project-back-upstream"):
             result = replace(result, upstream_removed=change.after)
+        elif change.kind == "pep708":
+            result = replace(result, tracks=change.after[0], alternate_locations=change.after[1])
         elif change.filename is not None and change.field is not None:
             entry = result.files.get(change.filename)
             if entry is not None:

@@ -125,13 +125,16 @@ def merge(
     seen_at: str,
     local: LocalDecisions | None = None,
     taken_down: Mapping[str, TakedownRecord] | None = None,
+    pep708: tuple[tuple[str, ...], tuple[str, ...]] | None = None,
 ) -> tuple[ProjectManifest, list[RemoteFile], ProjectOutcome]:
     """Fold an upstream page into the recorded manifest, as the immutability policy allows.
 
     ``local`` holds this mirror's own yanks and status (``gitmirror yank``/``deprecate``): they win
     over upstream's state, so the next sync does not undo an operator's decision. ``taken_down``
     holds the takedown index's records of the page's digests: a new file with such bytes is not
-    mirrored (a note says why), whatever its name or project.
+    mirrored (a note says why), whatever its name or project. ``pep708``: the PEP 708 ``tracks`` and
+    ``alternate-locations`` the project's pages carry whatever upstream says (a hosted project's);
+    None: upstream's own, passed through.
 
     Returns the manifest without the new files (they are added only once their blobs are safely
     stored), the new files to download, and what changed. Pure: no I/O, so every rule is testable.
@@ -146,6 +149,11 @@ def merge(
         manifest = replace(manifest, status=status, status_reason=status_reason)
         reason = f" ({status_reason})" if status_reason else ""
         outcome.changes.append(f"status {status}{reason}")
+    if pep708 is None:
+        pep708 = (tuple(remote.tracks), tuple(remote.alternate_locations))
+    if pep708 != (manifest.tracks, manifest.alternate_locations):
+        manifest = replace(manifest, tracks=pep708[0], alternate_locations=pep708[1])
+        outcome.changes.append("PEP 708 tracks and alternate-locations changed")
     upstream_names = {remote_file.filename for remote_file in remote.files}
     wanted: list[RemoteFile] = []
     for remote_file in remote.files:

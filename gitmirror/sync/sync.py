@@ -41,6 +41,7 @@ from .merge import (
 )
 from .pages import Pages
 from .progress import Progress
+from .provenance import mirror_provenance, served_blobs
 from .roots import Roots
 from .roots import roots as selection_roots
 from .state import LocalState
@@ -154,7 +155,7 @@ class Syncer:
             inputs=dict(roots.sources),
             refs=unchanged.refs_digest(self.repo.path, branches),
             # served_files() would sort each project's files by version again, after the last download
-            blobs=sorted({entry.sha256 for manifest in manifests for entry in manifest.files.values() if entry.served}),
+            blobs=sorted(served_blobs(manifests)),
             projects=len(outcomes),
             names=sorted(outcome.name for outcome in outcomes),
             warnings=tuple(self.warnings),
@@ -303,7 +304,9 @@ class Syncer:
             for remote_file in remote.files
             if remote_file.filename not in recorded_files and (record := self._takedowns.record(remote_file.sha256))
         }
-        manifest, wanted, outcome = merge(old, remote, selection, seen_at, local, taken_down)
+        hosted = self.config.hosted.entry(selection.name)  # a hosted project that tracks upstream
+        pep708 = (hosted.tracks, hosted.alternate_locations) if hosted else None
+        manifest, wanted, outcome = merge(old, remote, selection, seen_at, local, taken_down, pep708)
         outcome.errors += choice_errors
         healing = [
             remote_file
@@ -331,6 +334,8 @@ class Syncer:
                 outcome.added.append(remote_file.filename)
         if added:
             manifest = manifest.with_files(added.values())
+        recheck = pages is None or selection.name in pages.fresh  # a page unchanged since: nothing to compare
+        manifest = await mirror_provenance(upstream, self.store, manifest, remote, outcome, recheck, seen_at)
         sys.audit("gitmirror.crashpoint", "sync.project-merged")
         # a project upstream lists only legacy files for is recorded with what it has: nothing
         if manifest.files or old is not None or (remote.skipped and not remote.files):

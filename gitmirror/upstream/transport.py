@@ -281,9 +281,9 @@ class Transport:
             writer.write(buffer[:filled])
         return buffer[:filled] if whole else None
 
-    def get_page(self, url: str, headers: dict[str, str], limit: int) -> PageAnswer:
+    def get_page(self, url: str, headers: dict[str, str], limit: int, what: str = "project page") -> PageAnswer:
         """A page's answer, whatever its status (but those worth a retry: ``Transient``); it may come
-        compressed, and ``limit`` bounds the body as decompressed."""
+        compressed, and ``limit`` bounds the body as decompressed (past it: "<what> larger than ...")."""
         from ..model.page import PageAnswer
 
         body = bytearray()
@@ -291,7 +291,7 @@ class Transport:
             for chunk in answer.iter_bytes():
                 body += chunk
                 if len(body) > limit:
-                    raise FetchError(f"project page larger than {limit} bytes")
+                    raise FetchError(f"{what} larger than {limit} bytes")
             fields = {key.lower(): value for key, value in answer.headers.items()}
             return PageAnswer(answer.status_code, str(answer.url), fields, bytes(body))
 

@@ -97,16 +97,35 @@ class Upstream:
         """Stream ``url`` into a fresh writer per attempt, in this process, and commit it (verifying
         hash and size); returns the size."""
         self._check_file_url(url, label)
-        if self._transport is None:
-            self._transport = Transport(self.hosts, self._timeout, self.limits, connections=self._concurrency)
-            self._threads = ThreadPoolExecutor(self._concurrency, thread_name_prefix="gitmirror-upstream")
-        transport, threads, loop = self._transport, self._threads, asyncio.get_running_loop()
+        transport, threads, loop = self._threaded()
 
         def attempt() -> int:
             with _one_line(label):
                 return store_with(transport.fetch, url, open_writer())
 
         return await self._retrying_async(label, lambda: loop.run_in_executor(threads, attempt))
+
+    async def document(self, url: str, label: str, limit: int) -> bytes:
+        """A small document kept in memory (a PEP 740 provenance object), in this process's threads:
+        the file rules (URL, host policy, retries, deadline) and at most ``limit`` bytes."""
+        self._check_file_url(url, label)
+        transport, threads, loop = self._threaded()
+
+        def attempt() -> bytes:
+            with _one_line(label):
+                answer = transport.get_page(url, {"Accept": "application/json"}, limit, what="body")
+                if answer.status != 200:
+                    raise FetchError(f"upstream answered HTTP {answer.status}")
+                return answer.body
+
+        return await self._retrying_async(label, lambda: loop.run_in_executor(threads, attempt))
+
+    def _threaded(self) -> tuple[Transport, ThreadPoolExecutor, asyncio.AbstractEventLoop]:
+        """This process's transport and threads (started by the first request that needs them)."""
+        if self._transport is None or self._threads is None:
+            self._transport = Transport(self.hosts, self._timeout, self.limits, connections=self._concurrency)
+            self._threads = ThreadPoolExecutor(self._concurrency, thread_name_prefix="gitmirror-upstream")
+        return self._transport, self._threads, asyncio.get_running_loop()
 
     async def store_file(self, store: Blobs, url: str, sha256: str, size: int | None, label: str) -> int:
         """Download ``url`` into ``store`` as blob ``sha256`` in a download process; returns the bytes stored."""
