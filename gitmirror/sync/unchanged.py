@@ -157,7 +157,7 @@ def _check_transport(upstream: str, timeout: float) -> Transport:
 
 def serial_of(status: int, headers: Mapping[str, str]) -> str | None:
     """``X-PyPI-Last-Serial`` of a ``200`` answer (``headers`` looked up case-insensitively), else None."""
-    value = (headers.get(SERIAL_HEADER) or "").strip()
+    value = next((value for name, value in headers.items() if name.lower() == SERIAL_HEADER.lower()), "").strip()
     return value if status == 200 and value.isdigit() else None
 
 

@@ -1,6 +1,6 @@
 """The download processes' fork server, started before the sync imports what the workers run.
 
-The fork server is a new interpreter that imports ``gitmirror.upstream.workers`` and httpx before the first
+The fork server is a new interpreter that imports ``gitmirror.upstream.workers`` and httpcore before the first
 worker can fork. ``gitmirror sync`` starts it as soon as it knows it will run, so that start
 overlaps the sync's own (dulwich, the config, the repository); this module imports nothing of
 the workers, so starting it costs the sync nothing.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 #: what the fork server imports once for every worker (PEP 691 pages are read with ``json``; a
 #: worker imports pypi_simple when it meets an HTML page: ``page.parse_page``)
-PRELOAD = ["gitmirror.upstream.workers", "httpx", "httpcore"]
+PRELOAD = ["gitmirror.upstream.workers", "httpcore"]
 
 
 def start_early(html: bool = False) -> None:

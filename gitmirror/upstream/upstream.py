@@ -4,7 +4,7 @@ Pages are asked for as PEP 691 JSON and parsed by ``pypi_simple`` whichever seri
 back (an HTML-only upstream just works; ``gitmirror.model.page``). Every request is retried on timeouts,
 resets, 429 and 5xx, honouring ``Retry-After``. Downloads stream into a ``BlobWriter``, so bytes
 are hashed as they arrive and memory stays flat whatever the file size. Every path (the download
-processes, this process's threads, httpx through a proxy) applies the same ``limits.Limits``.
+processes, this process's threads, requests through a proxy) applies the same ``limits.Limits``.
 """
 
 from __future__ import annotations
