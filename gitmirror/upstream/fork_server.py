@@ -8,19 +8,17 @@ the workers, so starting it costs the sync nothing.
 
 from __future__ import annotations
 
-#: what the fork server imports once for every worker (PEP 691 pages are read with ``json``; a
-#: worker imports pypi_simple when it meets an HTML page: ``page.parse_page``)
-PRELOAD = ["gitmirror.upstream.workers", "httpcore"]
+#: what the fork server imports once for every worker (pypi_simple: every worker parses pages)
+PRELOAD = ["gitmirror.upstream.workers", "httpcore", "pypi_simple"]
 
 
-def start_early(html: bool = False) -> None:
+def start_early() -> None:
     """Start the fork server now, for a sync that is about to run and will want workers.
 
     Nothing waits here: the fork server's socket exists at once and answers the first worker's
-    request when its imports are done. ``html``: upstream answered the last run in HTML; the fork
-    server imports pypi_simple too, once for all workers.
+    request when its imports are done.
     """
     from multiprocessing import forkserver
 
-    forkserver.set_forkserver_preload([*PRELOAD, "pypi_simple"] if html else PRELOAD)
+    forkserver.set_forkserver_preload(PRELOAD)
     forkserver.ensure_running()

@@ -56,7 +56,6 @@ class Upstream:
         self._threads: ThreadPoolExecutor | None = None
         self._transport: Transport | None = None
         self._processes: workers.DownloadProcesses | None = None
-        self.pages_in_html: bool | None = None  # whether upstream answered in HTML (None: no page parsed)
 
     async def __aenter__(self) -> Upstream:
         return self
@@ -87,10 +86,7 @@ class Upstream:
         if etag:
             headers["If-None-Match"] = etag
         processes = self._processes_started()
-        page = await self._retrying_async(name, lambda: processes.project(name, url, headers))
-        if page is not None:
-            self.pages_in_html = self.pages_in_html or page.html
-        return page
+        return await self._retrying_async(name, lambda: processes.project(name, url, headers))
 
     async def download(self, url: str, open_writer: Callable[[], BlobWriter], label: str) -> int:
         """Stream ``url`` into a fresh writer per attempt, in this process, and commit it (verifying
