@@ -4,8 +4,11 @@
 mirror in ``MIRROR_DIR`` (a bench run's ``gitmirror-mirror``) with each revision and nginx (one
 worker) over its ``gitmirror render`` output, all up at once, and measures ``/simple/<project>/``
 as HTML and as JSON with ``wrk -t1 -c32`` on each in turn, the order rotating every round. It
-prints every measure, each contestant's median req/s, and A's and B's medians over nginx's (the
-target ratio, bench/RESULTS.md). ``WORKTREE`` as a revision is the working tree as it is.
+prints every measure, each contestant's median req/s and CPU per request (its server processes'
+CPU time over the requests answered), and A's and B's medians against nginx's (the target ratio,
+bench/RESULTS.md). CPU per request holds on a busy shared machine where req/s swings with the
+neighbours; nginx's over a contestant's is the req/s ratio of two servers bound by one core each.
+``WORKTREE`` as a revision is the working tree as it is.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from ab import environment, source_tree
-from common import PYTHON, free_port, running
-from serve_bench import HTML, JSON, nginx, render_static, wrk
+from common import PYTHON, free_port, nginx_running, process_cpu, running
+from serve_bench import HTML, JSON, SITE_SERVER, render_static, wrk
 
 PROJECT = "bench-0001"
 
@@ -34,31 +37,45 @@ def main() -> None:
     args = parser.parse_args()
     mirror = args.mirror.resolve()
     results: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}  # us per request
     with ExitStack() as servers:
         site = args.workdir / "serve-ab-site"
         render_static(mirror, site)
-        urls = {"nginx": servers.enter_context(nginx(site, args.workdir))}
+        port = free_port()
+        served = SITE_SERVER.format(port=port, site=site)
+        urls, pids = {}, {}
+        urls["nginx"], pids["nginx"] = servers.enter_context(
+            nginx_running(args.workdir / "nginx", port, served, "/simple/")
+        )
         for label, revision in (("A", args.a), ("B", args.b)):
             port = free_port()
             env = environment(source_tree(revision, args.workdir / label))
             command = [PYTHON, "-m", "gitmirror", "serve", "--port", str(port), "--config", str(mirror / "mirror.yaml")]
             urls[label] = f"http://127.0.0.1:{port}"
-            servers.enter_context(running(command, urls[label] + "/simple/", cwd=mirror, env=env))
+            pids[label] = [servers.enter_context(running(command, urls[label] + "/simple/", cwd=mirror, env=env)).pid]
         order = ["nginx", "A", "B"]
         for number in range(args.rounds):
             turn = order[number % 3 :] + order[: number % 3]
             for kind, accept in (("HTML", HTML), ("JSON", JSON)):
                 line = []
                 for label in turn:
+                    before = process_cpu(pids[label])
                     load = wrk(f"{urls[label]}/simple/{PROJECT}/", args.seconds, accept)
+                    per_request = (process_cpu(pids[label]) - before) / load.requests * 1e6
                     results.setdefault((label, kind), []).append(load.rps)
-                    line.append(f"{label} {load.rps:,.0f}")
+                    cpu.setdefault((label, kind), []).append(per_request)
+                    line.append(f"{label} {load.rps:,.0f} ({per_request:.1f} us)")
                 print(f"round {number + 1} {kind}: " + ", ".join(line), flush=True)
     for kind in ("HTML", "JSON"):
         nginx_rps, a, b = (statistics.median(results[(label, kind)]) for label in ("nginx", "A", "B"))
         print(
             f"{kind}: nginx {nginx_rps:,.0f}, A {a:,.0f} ({a / nginx_rps:.2f}), B {b:,.0f} ({b / nginx_rps:.2f})"
             f" req/s; B / A {b / a:.3f}"
+        )
+        nginx_us, a_us, b_us = (statistics.median(cpu[(label, kind)]) for label in ("nginx", "A", "B"))
+        print(
+            f"{kind} CPU per request: nginx {nginx_us:.1f}, A {a_us:.1f} ({nginx_us / a_us:.2f}),"
+            f" B {b_us:.1f} ({nginx_us / b_us:.2f}) us; B / A {b_us / a_us:.3f}"
         )
 
 

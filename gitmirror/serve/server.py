@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from ..model.names import UnsafeNameError, check_filename, normalize
 from ..storage.repo import MetadataRepo
@@ -35,8 +36,14 @@ SNAPSHOT_MAX_AGE = "public, max-age=300"  # tags and dates: stable in practice, 
 
 def page_response(request: Request, page: Page, cache_control: str) -> Response:
     """A page with its ETag, or 304 when the client holds it; one ETag per representation, so ``Vary: Accept``."""
+    return _page_answer(page, cache_control, page.etag in request.headers.get("if-none-match", ""))
+
+
+@functools.lru_cache(maxsize=4096)
+def _page_answer(page: Page, cache_control: str, held: bool) -> Response:
+    """``page_response``'s answer, built once: a ``Response`` holds no state of the request it answers."""
     headers = {"etag": page.etag, "vary": "Accept", "cache-control": cache_control}
-    if page.etag in request.headers.get("if-none-match", ""):
+    if held:
         return Response(status_code=304, headers=headers)
     charset = "" if page.media_type == index.JSON_TYPE else "; charset=utf-8"
     return Response(page.body, headers={**headers, "content-type": page.media_type + charset})
@@ -154,10 +161,23 @@ def _file_url(request: Request, raw: str, name: str, filename: str) -> str:
     return quote(f"{prefix}{name}/{filename}", safe=_URL_SAFE)
 
 
+class ProjectPages:
+    """``/simple/<project>/`` as an ASGI app (a ``Route``'s endpoint may be one): the page installers
+    ask for most, answered without the wrapping Starlette gives each request of a function endpoint
+    (its errors still reach the app's exception handlers)."""
+
+    def __init__(self, handlers: SimpleRoutes) -> None:
+        self.handlers = handlers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.handlers.project(Request(scope, receive))
+        await response(scope, receive, send)
+
+
 def routes_for(handlers: SimpleRoutes, prefix: str = "") -> list[Route]:
     return [
         Route(prefix + "/simple/", handlers.root),
-        Route(prefix + "/simple/{project}/", handlers.project),
+        Route(prefix + "/simple/{project}/", ProjectPages(handlers), methods=["GET", "HEAD"]),
         Route(prefix + "/simple/{project}", handlers.project_without_slash),
         Route(prefix + "/files/{project}/{filename}", handlers.file),
     ]
