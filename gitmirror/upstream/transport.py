@@ -264,6 +264,8 @@ class Transport:
             proxy = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
         if parts.scheme.startswith("socks"):
             return httpcore.SOCKSProxy(proxy, **options)
+        if parts.scheme == "https":  # TLS to the proxy itself: the same trust
+            options["proxy_ssl_context"] = system_trust()
         return httpcore.HTTPProxy(proxy, **options)
 
     @contextmanager
