@@ -22,7 +22,8 @@ from .names import UnsafeNameError, check_filename, check_sha256, normalize
 
 MAX_PAGE_BYTES = 64 * 1024 * 1024
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
-# pypi_simple.ACCEPT_JSON_PREFERRED, spelled out: the warm check imports this module, not pypi_simple
+# pypi_simple.ACCEPT_JSON_PREFERRED, spelled out: pages are parsed in the download processes; the sync
+# process, which asks for them, need not import pypi_simple
 ACCEPT_JSON_PREFERRED = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.5, text/html;q=0.01"
 )

@@ -21,17 +21,16 @@ import mmap
 import random
 import re
 import threading
-import time
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..model.hosts import HostNotAllowed, HostPolicy
 from ..model.limits import Clock, DeadlineExceeded, Limits
+from . import deadline
 from .tls import USER_AGENT, system_trust
 
 if TYPE_CHECKING:
@@ -129,63 +128,6 @@ def oversize_error(message: str, announced: int | None) -> Exception:
 _SHORT_BODY = re.compile(r"received (\d+) bytes, expected (\d+)")
 
 
-class _Attempt(threading.local):
-    """The deadline of this thread's request under way, which every socket read obeys."""
-
-    clock: Clock | None = None
-    received = 0
-
-
-_attempt = _Attempt()
-
-
-@cache
-def _bounded_backend() -> type[httpcore.NetworkBackend]:
-    """httpcore's backend whose connections read under ``_attempt``'s deadline (made when first used:
-    httpcore is imported by the processes that speak HTTP, not by every one that may)."""
-    import httpcore
-
-    class _BoundedStream(httpcore.NetworkStream):
-        """A connection whose every read ends by the current attempt's deadline (head and body alike)."""
-
-        def __init__(self, stream: httpcore.NetworkStream) -> None:
-            self._stream = stream
-
-        def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-            clock = _attempt.clock
-            if clock is None:
-                return self._stream.read(max_bytes, timeout)
-            left = clock.end + _attempt.received * clock.per_byte - time.monotonic()
-            if left <= 0:
-                raise clock.exceeded()
-            try:
-                data = self._stream.read(max_bytes, left if timeout is None else min(timeout, left))
-            except httpcore.ReadTimeout:
-                if clock.end + _attempt.received * clock.per_byte <= time.monotonic():
-                    raise clock.exceeded() from None
-                raise
-            _attempt.received += len(data)
-            return data
-
-        def write(self, buffer: bytes, timeout: float | None = None) -> None:
-            self._stream.write(buffer, timeout)
-
-        def close(self) -> None:
-            self._stream.close()
-
-        def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> Any:
-            return _BoundedStream(self._stream.start_tls(ssl_context, server_hostname, timeout))
-
-        def get_extra_info(self, info: str) -> Any:
-            return self._stream.get_extra_info(info)
-
-    class _BoundedBackend(httpcore.SyncBackend):
-        def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
-            return _BoundedStream(super().connect_tcp(*args, **kwargs))
-
-    return _BoundedBackend
-
-
 @dataclass
 class Answer:
     """An answer under way: its status, final URL, headers (lower-case names) and body as sent."""
@@ -252,7 +194,7 @@ class Transport:
             "ssl_context": system_trust(),
             "max_connections": self._connections,
             "max_keepalive_connections": self._connections,
-            "network_backend": _bounded_backend()(),
+            "network_backend": deadline.backend()(),
         }
         if proxy is None:
             return httpcore.ConnectionPool(**options)
@@ -284,7 +226,7 @@ class Transport:
         import httpcore
 
         fields = {**self._headers, **(headers or {})}
-        _attempt.clock, _attempt.received = clock, 0
+        deadline.attempt.clock, deadline.attempt.received = clock, 0
         try:
             for _hop in range(MAX_REDIRECTS + 1):
                 self.hosts.check(url)  # every hop: a redirect cannot lead past the policy
@@ -314,7 +256,7 @@ class Transport:
         except (zlib.error, DeadlineExceeded) as exc:
             raise Transient(describe(exc)) from None
         finally:
-            _attempt.clock = None
+            deadline.attempt.clock = None
 
     def fetch(self, url: str, writer: BlobWriter) -> memoryview | None:
         """Stream ``url`` into ``writer`` (which hashes and checks the size as bytes arrive).
