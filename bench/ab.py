@@ -2,8 +2,11 @@
 
 ``python bench/ab.py REV_A REV_B [--rounds 14] [--quick]`` syncs the generated upstream (the full
 2 GB set, or the quick one) into an empty mirror with each revision, ``--rounds`` times each in
-A B / B A order, and prints every run, each side's median, mean and busy CPU, how many rounds B
-won, and B's median over A's. ``WORKTREE`` as a revision is the working tree as it is.
+A B / B A order, and prints every run, each side's median, mean, busy CPU and own CPU, how many
+rounds B won, and B's median over A's. Own CPU is the CPU time of the sync and every process it
+starts (``cpu_of.py``): unlike the machine's busy CPU, other sessions' work on a shared machine
+does not count in it.
+``WORKTREE`` as a revision is the working tree as it is.
 
 Two ``bench/run.py`` runs cannot compare revisions here: this machine's speed moves by up to 3.5
 times within an hour. What else it takes, learnt the hard way (bench/RESULTS.md, items 29, 57, 58):
@@ -34,6 +37,7 @@ from sync_bench import cold_run, gitmirror_config, prepare, spread_directories
 from upstream import total_bytes
 
 WORKTREE = "WORKTREE"
+CPU_OF = str(Path(__file__).parent / "cpu_of.py")
 
 
 def source_tree(revision: str, workdir: Path) -> Path:
@@ -106,6 +110,7 @@ def main() -> None:
     }
     seconds: dict[str, list[float]] = {"A": [], "B": []}
     busy: dict[str, list[float]] = {"A": [], "B": []}
+    own: dict[str, list[float]] = {"A": [], "B": []}
     print(f"A = {args.a}, B = {args.b}: {len(names)} projects, {size / 1e6:,.0f} MB, {args.rounds} rounds", flush=True)
     try:
         with upstream_server(root, args.workdir) as (url, upstream_pids):
@@ -115,26 +120,36 @@ def main() -> None:
                     target = outputs / f"{label}-{number}-{uuid.uuid4().hex[:8]}"
                     config = gitmirror_config(target, url, names)
                     time.sleep(1)
+                    counted = target / "cpu.txt"
+                    sync = [PYTHON, "-m", "gitmirror", "sync", "--quiet", "--config", str(config)]
                     run = cold_run(
-                        [PYTHON, "-m", "gitmirror", "sync", "--quiet", "--config", str(config)],
+                        [PYTHON, CPU_OF, str(counted), *sync],
                         target,
                         upstream_pids,
                         env=sides[label],
                     )
-                    seconds[label].append(run.wall)
+                    wall, cpu = map(float, counted.read_text().split())  # the sync's wall, not its stragglers'
+                    seconds[label].append(wall)
                     busy[label].append(run.cpu)
-                print(f"round {number + 1}: A {seconds['A'][-1]:.2f} s, B {seconds['B'][-1]:.2f} s", flush=True)
+                    own[label].append(cpu)
+                print(
+                    f"round {number + 1}: A {seconds['A'][-1]:.2f} s ({own['A'][-1]:.2f} CPU s),"
+                    f" B {seconds['B'][-1]:.2f} s ({own['B'][-1]:.2f} CPU s)",
+                    flush=True,
+                )
     finally:
         remove_tree(outputs)
 
     for label in ("A", "B"):
         print(
             f"{label}: median {statistics.median(seconds[label]):.2f} s, mean {statistics.mean(seconds[label]):.2f},"
-            f" min {min(seconds[label]):.2f}, busy CPU median {statistics.median(busy[label]):.2f} core-s"
+            f" min {min(seconds[label]):.2f}, busy CPU median {statistics.median(busy[label]):.2f} core-s,"
+            f" own CPU median {statistics.median(own[label]):.2f} s"
         )
     wins = sum(b < a for a, b in zip(seconds["A"], seconds["B"], strict=True))
     ratio = statistics.median(seconds["B"]) / statistics.median(seconds["A"])
-    print(f"B / A (medians): {ratio:.3f}; B faster in {wins} of {args.rounds} rounds")
+    cpu_ratio = statistics.median(own["B"]) / statistics.median(own["A"])
+    print(f"B / A (medians): {ratio:.3f}, own CPU {cpu_ratio:.3f}; B faster in {wins} of {args.rounds} rounds")
     if args.rounds < 14:
         print("note: fewer than 14 rounds cannot tell 5 % apart on this machine (bench/RESULTS.md, item 58)")
 

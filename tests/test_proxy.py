@@ -87,3 +87,24 @@ def test_a_sync_goes_through_the_forward_proxy(mirror: Mirror, sample, upstream:
     warm = mirror.run("sync", check=True, env=env)  # the warm check's one HEAD goes through it too
     assert "unchanged since the last complete sync" in warm.stdout
     assert seen[before:] == [("HEAD", upstream.url)]
+
+
+def test_hosts_in_no_proxy_are_reached_directly(sample, upstream: FakeUpstream, proxy, monkeypatch) -> None:
+    """``no_proxy`` names hosts the transport reaches around the proxy; the others go through it."""
+    from gitmirror.model.hosts import HostPolicy
+    from gitmirror.upstream.transport import Transport
+
+    address, seen = proxy
+    page = upstream.page_url("demo-pkg")
+    for no_proxy, through_proxy in (("127.0.0.1", False), ("other.example", True)):
+        for name in ("http_proxy", "HTTP_PROXY"):
+            monkeypatch.setenv(name, address)
+        for name in ("no_proxy", "NO_PROXY"):
+            monkeypatch.setenv(name, no_proxy)
+        before = len(seen)
+        transport = Transport(HostPolicy(upstream.url), 5)
+        try:
+            assert transport.get_page(page, {}, 1 << 20).status == 200
+        finally:
+            transport.close()
+        assert seen[before:] == ([("GET", page)] if through_proxy else [])

@@ -15,8 +15,6 @@ import httpx
 import pytest
 
 from gitmirror.sync.unchanged import (
-    html_hint_path,
-    pages_were_html,
     pointer_path,
     serial_of,
     upstream_serial,
@@ -233,14 +231,13 @@ def imported(stderr: str) -> set[str]:
 def test_a_sync_imports_what_it_uses_and_says_failures_in_one_line(
     mirror: Mirror, sample, upstream: FakeUpstream
 ) -> None:
-    """A sync of PEP 691 pages needs no HTML parser (pypi_simple, its bs4) and, with no proxy
-    configured, no httpx; a bad configuration is one line and exit code 2, like every command's."""
+    """A sync imports no httpx (its transport is httpcore's pools); a bad configuration is one line
+    and exit code 2, like every command's."""
     profiled = {"PYTHONPROFILEIMPORTTIME": "1"}
     plain = mirror.run("sync", "--config", "mirror.yaml", check=True, env=profiled)
     assert "2 projects checked, 2 changed" in plain.stdout
     assert "gitmirror.sync.sync" in imported(plain.stderr)
-    # PEP 691 pages are read with json: no process imports pypi_simple (and its pydantic, bs4, requests)
-    assert not {"pypi_simple", "pydantic", "bs4"} & imported(plain.stderr)
+    assert "httpcore" in imported(plain.stderr) and "httpx" not in imported(plain.stderr)
     (mirror.root / "broken.yaml").write_text("upstream: [\n")
     for args in (("--config", "broken.yaml"), ("--json", "--config", "broken.yaml"), ("demo-pkg", "-c", "broken.yaml")):
         failed = mirror.run("sync", *args)
@@ -281,25 +278,3 @@ def test_the_warm_check_sends_nothing_it_cannot_send_as_one_request(upstream: Fa
     sent = upstream.requests[mark:]
     assert len(sent) <= 3 and all(record.method == "HEAD" and " " not in record.path for record in sent)
     assert not any("x-injected" in {name.lower() for name in record.headers} for record in sent)
-
-
-def test_a_run_that_read_html_pages_is_remembered_for_the_next_fork_server(
-    mirror: Mirror, sample, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Workers import pypi_simple (0.34 s) when they meet an HTML page, each of them; after a run
-    that read HTML ``gitmirror sync`` has the fork server import it once for all
-    (``fork_server.start_early(html=True)``).
-    Any run that parsed pages says which they were; a run of 304s says nothing."""
-    monkeypatch.setenv("XDG_CACHE_HOME", isolated_env()["XDG_CACHE_HOME"])
-    config = (mirror.root / "mirror.yaml").resolve()
-    upstream.html_only = True
-    mirror.run("sync", check=True)
-    assert html_hint_path(config).is_file()
-    monkeypatch.chdir(mirror.root)
-    assert pages_were_html(None) and pages_were_html(Path("mirror.yaml"))  # ./mirror.yaml, as the sync command asks
-    assert mirror.run("sync", "--full", check=True).returncode == 0  # every page 304: nothing learned
-    assert pages_were_html(None)
-    upstream.html_only = False
-    upstream.add("demo-pkg", build_wheel("demo-pkg", "3.0"))
-    mirror.run("sync", check=True)
-    assert not html_hint_path(config).exists() and not pages_were_html(None)

@@ -68,7 +68,7 @@ def test_the_fork_server_starts_beside_the_syncs_own_start_up(mirror: Mirror, sa
 def test_the_fork_server_is_started_without_importing_what_the_workers_run() -> None:
     """``fork_server`` starts the fork server before the sync imports the fetcher, the store and
     the rest of ``gitmirror.upstream.workers`` (57 ms): the fork server imports them itself, beside the sync."""
-    assert [workers.__name__, "httpx", "httpcore"] == fork_server.PRELOAD
+    assert [workers.__name__, "httpcore", "pypi_simple"] == fork_server.PRELOAD
     loaded = subprocess.run(
         [sys.executable, "-c", "import sys, gitmirror.upstream.fork_server; print(*sorted(sys.modules))"],
         capture_output=True,
@@ -78,7 +78,7 @@ def test_the_fork_server_is_started_without_importing_what_the_workers_run() -> 
     ).stdout.split()
     assert "gitmirror.upstream.fork_server" in loaded
     heavy = {"gitmirror.upstream.workers", "gitmirror.upstream.transport", "gitmirror.storage.store"}
-    heavy |= {"httpx", "zipfile"}
+    heavy |= {"httpcore", "pypi_simple", "zipfile"}
     assert not heavy & set(loaded)
 
 

@@ -49,22 +49,21 @@ def default_state(kind: str = "checkpoints") -> Path:
 def read_note(source: str, timeout: float = 30.0) -> bytes:
     """The note at ``source``: an http(s) URL (a mirror's root means its ``/checkpoint``) or a file."""
     if source.startswith(("http://", "https://")):
-        import httpx
+        from ..model.hosts import HostPolicy
+        from ..upstream.transport import FetchError, Transient, Transport
 
         url = source if source.rstrip("/").endswith("checkpoint") else source.rstrip("/") + "/checkpoint"
+        transport = Transport(HostPolicy(url), timeout, peer="mirror")
         try:
-            with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as response:
-                body = b""
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > MAX_NOTE_BYTES:
-                        raise CheckpointError(f"{url}: more than {MAX_NOTE_BYTES} bytes, not a checkpoint")
-        except httpx.HTTPError as exc:
+            answer = transport.get_page(url, {}, MAX_NOTE_BYTES, what="checkpoint")
+        except (FetchError, Transient) as exc:
             raise CheckpointError(f"cannot fetch {url}: {exc}") from None
-        if response.status_code != 200:
-            reason = body.decode(errors="replace").strip()[:200]
-            raise CheckpointError(f"{url} answered {response.status_code}: {reason}")
-        return body
+        finally:
+            transport.close()
+        if answer.status != 200:
+            reason = answer.body.decode(errors="replace").strip()[:200]
+            raise CheckpointError(f"{url} answered {answer.status}: {reason}")
+        return answer.body
     try:
         return Path(source).read_bytes()
     except OSError as exc:

@@ -59,7 +59,7 @@ def sync(
         code = warm_sync(config, quiet)
         if code is not None:
             raise typer.Exit(code)
-    start_workers(config, html_hint=plain)
+    start_workers()
     try:
         code = run(config, projects or [], quiet=quiet, as_json=as_json)
     finally:
@@ -80,15 +80,12 @@ def warm_sync(config_path: Path | None, quiet: bool) -> int | None:
         return None
 
 
-def start_workers(config_path: Path | None, html_hint: bool) -> None:
-    """Start the download processes' fork server beside the rest of the sync's start-up; with the
-    HTML page parser when the last plain sync of this configuration read HTML pages
-    (``unchanged.remember_page_format``)."""
+def start_workers() -> None:
+    """Start the download processes' fork server beside the rest of the sync's start-up."""
     try:
-        from ..sync.unchanged import pages_were_html
         from ..upstream.fork_server import start_early
 
-        start_early(html=html_hint and pages_were_html(config_path))
+        start_early()
     except Exception:  # noqa: BLE001 - a head start only: the sync starts it itself and reports failures
         pass
 

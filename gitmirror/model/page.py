@@ -1,9 +1,9 @@
 """A project page as upstream answered it, parsed into what a sync needs: ``RemoteProject``.
 
 Apart from the HTTP client that fetched it: pages are fetched and parsed in the download processes
-(``gitmirror.upstream.workers``), which must not import httpx, and through httpx when a proxy is configured;
-both hand the same ``PageAnswer`` to ``parse_page``. Every name and digest is checked here, file by
-file: a hostile entry is rejected with a reason, the rest of the page stays usable.
+(``gitmirror.upstream.workers``) and in the sync's own threads; both hand the same ``PageAnswer`` to
+``parse_page``, which reads JSON and HTML pages with pypi_simple. Every name and digest is checked
+here, file by file: a hostile entry is rejected with a reason, the rest of the page stays usable.
 """
 
 from __future__ import annotations
@@ -12,19 +12,18 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TypeGuard
 from urllib.parse import urljoin, urlsplit
 
 from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
-from packaging.version import InvalidVersion, Version
+from packaging.version import InvalidVersion
 
-from .manifest import PROJECT_STATUSES, format_time, is_page_url
+from .manifest import format_time, is_page_url
 from .names import UnsafeNameError, check_filename, check_sha256, normalize
 
 MAX_PAGE_BYTES = 64 * 1024 * 1024
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
-# pypi_simple.ACCEPT_JSON_PREFERRED, spelled out: no download process imports pypi_simple for JSON pages
+# pypi_simple.ACCEPT_JSON_PREFERRED, spelled out: pages are parsed in the download processes; the sync
+# process, which asks for them, need not import pypi_simple
 ACCEPT_JSON_PREFERRED = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.5, text/html;q=0.01"
 )
@@ -98,7 +97,6 @@ class RemoteProject:
     rejected: list[str] = field(default_factory=list)
     #: filename -> type of the legacy files on the page (``legacy_kind``): skipped, not rejected
     skipped: dict[str, str] = field(default_factory=dict)
-    html: bool = False  # a PEP 503 page (``unchanged.remember_page_format``)
     #: PEP 708 data of upstream's page (http(s) URLs only: ``manifest.is_page_url``)
     tracks: list[str] = field(default_factory=list)
     alternate_locations: list[str] = field(default_factory=list)
@@ -160,7 +158,6 @@ def parse_page(name: str, answer: PageAnswer) -> RemoteProject:
         status_reason=page.status_reason,
         etag=answer.headers.get("etag"),
         last_serial=str(page.last_serial or answer.headers.get("x-pypi-last-serial") or "") or None,
-        html=True,
     )
     project.tracks = _page_urls(project, "tracks", page.tracks)
     project.alternate_locations = _page_urls(project, "alternate-locations", page.alternate_locations)
@@ -175,47 +172,37 @@ def parse_page(name: str, answer: PageAnswer) -> RemoteProject:
 
 
 def _json_page(name: str, answer: PageAnswer) -> RemoteProject:
-    """A PEP 691 page, read with ``json`` alone.
+    """A PEP 691 page, read by pypi_simple entry by entry: a malformed file entry is rejected with its
+    reason and the rest of the page stays usable (as ``_remote_file`` does for hostile values)."""
+    from pypi_simple import ProjectPage, UnsupportedRepoVersionError
 
-    pypi_simple reads it through pydantic models, whose import every cold sync's first page would
-    wait for in the download processes. The format is a few typed fields, each checked here; a
-    malformed file entry is rejected with its reason and the rest of the page stays usable (as
-    ``_remote_file`` does for hostile values).
-    """
     try:
         data = json.loads(answer.body)
     except (ValueError, RecursionError):  # also undecodable bytes, and nesting deeper than the stack
         raise UpstreamError(f"{name}: invalid project page (not JSON)") from None
-    if not isinstance(data, dict) or not isinstance(data.get("meta"), dict):
-        raise UpstreamError(f"{name}: invalid project page (not a PEP 691 project page)")
-    version, serial = data["meta"].get("api-version"), data["meta"].get("_last-serial")
-    status = data.get("project-status", {})
-    if (
-        not isinstance(version, str)
-        or not isinstance(data.get("name"), str)
-        or not isinstance(data.get("files"), list)
-        or not isinstance(status, dict)
-        or status.get("status", "active") not in (*PROJECT_STATUSES, None)
-        or not isinstance(status.get("reason"), str | None)
-        or not isinstance(serial, str | int | None)
-        or isinstance(serial, bool)
-    ):
-        raise UpstreamError(f"{name}: invalid project page (not a PEP 691 project page)")
-    if not _supported(version):
-        raise UpstreamError(f"{name}: invalid project page (unsupported api-version {version!r})")
+    files = data.get("files") if isinstance(data, dict) else None
+    try:
+        if not isinstance(files, list):
+            raise ValueError("no list of files")
+        page = ProjectPage.from_json_data({**data, "files": []}, answer.url)  # the page, its files apart
+    except (UnsupportedRepoVersionError, InvalidVersion):  # the page is valid up to its api-version
+        version = data["meta"]["api-version"]
+        raise UpstreamError(f"{name}: invalid project page (unsupported api-version {version!r})") from None
+    except ValueError:  # pydantic's ValidationError
+        raise UpstreamError(f"{name}: invalid project page (not a PEP 691 project page)") from None
     project = RemoteProject(
         name=name,
         files=[],
-        status=status.get("status") or "active",
-        status_reason=status.get("reason"),
+        status=str(page.status.value) if page.status else "active",
+        status_reason=page.status_reason,
         etag=answer.headers.get("etag"),
-        last_serial=str(serial if serial is not None else answer.headers.get("x-pypi-last-serial") or "") or None,
+        last_serial=str(page.last_serial or answer.headers.get("x-pypi-last-serial") or "") or None,
     )
     project.tracks = _page_urls(project, "tracks", data.get("tracks", []))
     project.alternate_locations = _page_urls(project, "alternate-locations", data.get("alternate-locations", []))
-    for item in data["files"]:
+    for item in files:
         try:
-            project.files.append(_remote_file(name, _json_file(item, answer.url), answer.url))
+            project.files.append(_remote_file(name, _json_file(item, name, answer.url), answer.url))
         except LegacyFile as exc:
             project.skipped[exc.filename] = exc.kind
         except (UpstreamError, UnsafeNameError) as exc:
@@ -233,75 +220,22 @@ def _page_urls(project: RemoteProject, key: str, value: object) -> list[str]:
     return kept
 
 
-def _supported(version: str) -> bool:
-    """Whether ``meta.api-version`` is one this client reads: PEP 691 clients refuse a major version
-    they do not know (pypi_simple's rule: up to 1.x)."""
-    try:
-        parsed = Version(version)
-    except InvalidVersion:
-        return False
-    return (parsed.epoch, parsed.major) <= (0, 1)
+def _json_file(item: object, project: str, base_url: str) -> object:
+    """One ``files`` entry of a PEP 691 page through pypi_simple; a malformed one is refused in one line."""
+    from pydantic import ValidationError
+    from pypi_simple import DistributionPackage
 
-
-@dataclass(frozen=True)
-class _JsonFile:
-    """A ``files`` entry of a PEP 691 page, named as pypi_simple's ``DistributionPackage``, which
-    ``_remote_file`` also reads (HTML pages)."""
-
-    filename: str
-    url: str
-    digests: dict[str, str]
-    requires_python: str | None
-    has_metadata: bool
-    metadata_digests: dict[str, str] | None
-    is_yanked: bool
-    yanked_reason: str | None
-    size: int | None
-    upload_time: datetime | None
-    provenance_url: str | None
-
-
-def _json_file(item: object, base_url: str) -> _JsonFile:
     filename = item.get("filename") if isinstance(item, dict) else None
     if not isinstance(item, dict) or not isinstance(filename, str):
         raise UpstreamError("a file entry without a filename, skipped")
-    url, digests = item.get("url"), item.get("hashes")
-    requires_python, metadata = item.get("requires-python"), item.get("core-metadata")
-    yanked, size, uploaded = item.get("yanked", False), item.get("size"), item.get("upload-time")
-    provenance = item.get("provenance")
-    if (
-        not isinstance(url, str)
-        or not _string_map(digests)
-        or not isinstance(requires_python, str | None)
-        or not (isinstance(metadata, bool | None) or _string_map(metadata))
-        or not isinstance(yanked, bool | str)
-        or not isinstance(size, int | None)
-        or isinstance(size, bool)
-        or not isinstance(uploaded, str | None)
-        or not isinstance(provenance, str | None)
-    ):
-        raise UpstreamError(f"{filename!r}: malformed file entry, skipped")
+    size = item.get("size")
+    if not isinstance(size, int | None) or isinstance(size, bool):  # pydantic reads "5" and true as sizes
+        raise UpstreamError(f"{filename!r}: malformed size, skipped")
     try:
-        upload_time = datetime.fromisoformat(uploaded) if uploaded is not None else None
-    except ValueError:
-        raise UpstreamError(f"{filename!r}: malformed upload-time, skipped") from None
-    return _JsonFile(
-        filename=filename,
-        url=urljoin(base_url, url),
-        digests=digests,
-        requires_python=requires_python,
-        has_metadata=bool(metadata),
-        metadata_digests=metadata if isinstance(metadata, dict) else {} if metadata else None,
-        is_yanked=yanked is not False,
-        yanked_reason=yanked if isinstance(yanked, str) else None,
-        size=size,
-        upload_time=upload_time,
-        provenance_url=provenance,
-    )
-
-
-def _string_map(value: object) -> TypeGuard[dict[str, str]]:
-    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+        return DistributionPackage.from_json_data(item, project, base_url)
+    except ValidationError as exc:
+        field = exc.errors()[0]["loc"][0] if exc.errors() else "file entry"
+        raise UpstreamError(f"{filename!r}: malformed {field}, skipped") from None
 
 
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from ..hosted.routes import install as install_hosted
 from ..model.manifest import PROVENANCE_SUFFIX
@@ -42,8 +43,14 @@ SNAPSHOT_MAX_AGE = "public, max-age=300"  # tags and dates: stable in practice, 
 
 def page_response(request: Request, page: Page, cache_control: str) -> Response:
     """A page with its ETag, or 304 when the client holds it; one ETag per representation, so ``Vary: Accept``."""
+    return _page_answer(page, cache_control, page.etag in request.headers.get("if-none-match", ""))
+
+
+@functools.lru_cache(maxsize=4096)
+def _page_answer(page: Page, cache_control: str, held: bool) -> Response:
+    """``page_response``'s answer, built once: a ``Response`` holds no state of the request it answers."""
     headers = {"etag": page.etag, "vary": "Accept", "cache-control": cache_control}
-    if page.etag in request.headers.get("if-none-match", ""):
+    if held:
         return Response(status_code=304, headers=headers)
     charset = "" if page.media_type == index.JSON_TYPE else "; charset=utf-8"
     return Response(page.body, headers={**headers, "content-type": page.media_type + charset})
@@ -169,10 +176,23 @@ def _file_url(request: Request, raw: str, name: str, filename: str) -> str:
     return quote(f"{prefix}{name}/{filename}", safe=_URL_SAFE)
 
 
+class ProjectPages:
+    """``/simple/<project>/`` as an ASGI app (a ``Route``'s endpoint may be one): the page installers
+    ask for most, answered without the wrapping Starlette gives each request of a function endpoint
+    (its errors still reach the app's exception handlers)."""
+
+    def __init__(self, handlers: SimpleRoutes) -> None:
+        self.handlers = handlers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.handlers.project(Request(scope, receive))
+        await response(scope, receive, send)
+
+
 def routes_for(handlers: SimpleRoutes, prefix: str = "") -> list[Route]:
     return [
         Route(prefix + "/simple/", handlers.root),
-        Route(prefix + "/simple/{project}/", handlers.project),
+        Route(prefix + "/simple/{project}/", ProjectPages(handlers), methods=["GET", "HEAD"]),
         Route(prefix + "/simple/{project}", handlers.project_without_slash),
         Route(prefix + "/files/{project}/{filename}", handlers.file),
     ]
@@ -226,7 +246,11 @@ def serve(
 ) -> None:
     """Run the app under uvicorn (which picks uvloop and httptools when installed); each argument
     left None comes from ``serve:`` in mirror.yaml. Several workers each build the app from the
-    same configuration file (``app_from_environment``)."""
+    same configuration file (``app_from_environment``).
+
+    No ``X-Forwarded-*`` handling (``proxy_headers``): the app's URLs are relative and it reads no
+    client address, so behind a reverse proxy or not, that layer would only cost every request.
+    """
     import uvicorn
 
     settings = config.serve
@@ -238,6 +262,7 @@ def serve(
         "log_config": logs.log_config(level, settings.access_log if access_log is None else access_log),
         "log_level": level,
         "access_log": False,  # written by metrics.RequestMetrics, with the bytes sent
+        "proxy_headers": False,
         "backlog": 2048,
         "timeout_keep_alive": 30,
     }

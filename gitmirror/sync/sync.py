@@ -236,8 +236,6 @@ class Syncer:
                 store_file=lambda name, remote_file: self._store_for_closure(upstream, parent, name, remote_file),
                 on_chosen=start_downloads,
             )
-            if upstream.pages_in_html is not None:
-                unchanged.remember_page_format(self.config, upstream.pages_in_html)
             for choice in choices.values():
                 for warning in choice.warnings:
                     self._warn(f"warning: {warning}", note=True)

@@ -69,37 +69,6 @@ def pointer_path(config_path: Path) -> Path:
     return Path(cache) / "gitmirror" / "warm" / key
 
 
-def html_hint_path(config_path: Path) -> Path:
-    """Exists while the last sync of this configuration read HTML pages (``remember_page_format``)."""
-    pointer = pointer_path(config_path)
-    return pointer.with_name(pointer.name + ".html")
-
-
-def pages_were_html(config_path: Path | None) -> bool:
-    """Whether the last sync of this configuration read HTML pages: then the download processes'
-    fork server imports pypi_simple (HTML only) once for all of them (``fork_server.start_early``)."""
-    resolved = config_file(config_path)
-    return resolved is not None and html_hint_path(resolved).exists()
-
-
-def remember_page_format(config: Config, html: bool) -> None:
-    """After the pages of a sync: whether they were HTML, for the next run's fork server (best effort).
-
-    A worker imports pypi_simple (0.34 s) when it first meets an HTML page; eight of them meeting
-    one each is 2.7 core-s, once per run. Any run, not only clean ones: HTML indexes rarely send the
-    serial a record needs.
-    """
-    if config.source is None:
-        return
-    hint = html_hint_path(config.source.resolve())
-    with contextlib.suppress(OSError):
-        if html:
-            hint.parent.mkdir(parents=True, exist_ok=True)
-            hint.touch()
-        else:
-            hint.unlink(missing_ok=True)
-
-
 def refs_digest(repo: Path, branches: Iterable[str]) -> str:
     """The bytes of the refs a sync reads or moves: any commit, yank, approval or push changes them.
 
@@ -157,7 +126,7 @@ def _check_transport(upstream: str, timeout: float) -> Transport:
 
 def serial_of(status: int, headers: Mapping[str, str]) -> str | None:
     """``X-PyPI-Last-Serial`` of a ``200`` answer (``headers`` looked up case-insensitively), else None."""
-    value = (headers.get(SERIAL_HEADER) or "").strip()
+    value = next((value for name, value in headers.items() if name.lower() == SERIAL_HEADER.lower()), "").strip()
     return value if status == 200 and value.isdigit() else None
 
 

@@ -1,16 +1,18 @@
-"""The one way gitmirror speaks HTTP to an upstream index or a hydrate source (httpx).
+"""The one way gitmirror speaks HTTP to an upstream index or a hydrate source (httpcore).
 
 Every request goes through a ``Transport``: TLS verified against the system trust store (one
 ``SSLContext`` per process, ``tls.system_trust``), the host policy checked on every request and
 every redirect hop (``hosts.HostPolicy``, at most ``MAX_REDIRECTS``), proxies from the environment
-(``http_proxy``, ``https_proxy``, ``no_proxy``: httpx's ``trust_env``), the idle ``timeout`` on
+(``http_proxy``, ``https_proxy``, ``all_proxy``, ``no_proxy``: ``urllib.request.getproxies``), the idle ``timeout`` on
 every socket operation, and the bounds of ``limits.Limits``: a body past its announced size or its
 kind's cap is refused, an attempt past its deadline (its head included) is ``Transient``.
 Failures come out as two kinds: ``Transient`` (a retry may fix it; ``with_retries`` retries it,
 honouring ``Retry-After``) and ``FetchError`` (it may not).
 
 Why one module: downloads, pages, hydrate, the warm check and the changelog must agree on trust,
-policy and failure words; each path having its own client is how they drifted apart.
+policy and failure words; each path having its own client is how they drifted apart. httpcore's
+connection pools rather than httpx's client: these requests need none of what httpx adds (cookies,
+auth, URL normalising, decoders but gzip), which costs a download process half again the CPU per file.
 """
 
 from __future__ import annotations
@@ -19,20 +21,20 @@ import mmap
 import random
 import re
 import threading
-import time
-from collections.abc import Awaitable, Callable, Iterator
+import zlib
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..model.hosts import HostNotAllowed, HostPolicy
 from ..model.limits import Clock, DeadlineExceeded, Limits
+from . import deadline
 from .tls import USER_AGENT, system_trust
 
 if TYPE_CHECKING:
     import httpcore
-    import httpx
 
     from ..model.page import PageAnswer
     from ..storage.blobs import BlobWriting
@@ -41,6 +43,7 @@ T = TypeVar("T")
 
 MAX_REDIRECTS = 5
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 #: the read buffer of each thread: bodies up to this size are answered whole (``Transport.fetch``)
 BUFFER_BYTES = 1 << 20
 #: the most bytes of an XML-RPC answer (``Transport.call``)
@@ -102,15 +105,15 @@ async def with_retries(attempt: Callable[[], Awaitable[T]], retries: int, backof
 
 def describe(exc: BaseException) -> str:
     """One phrase for a transport failure."""
-    import httpx
+    import httpcore
 
     if isinstance(exc, DeadlineExceeded):
         return str(exc)
-    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+    if isinstance(exc, httpcore.TimeoutException | TimeoutError):
         return "timed out"
-    if isinstance(exc, httpx.DecodingError):
+    if isinstance(exc, zlib.error):
         return "undecodable compressed body"
-    if isinstance(exc, httpx.RemoteProtocolError) and (short := _SHORT_BODY.search(str(exc))):
+    if isinstance(exc, httpcore.RemoteProtocolError) and (short := _SHORT_BODY.search(str(exc))):
         return f"truncated body ({short[1]} of {short[2]} bytes)"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
@@ -125,69 +128,22 @@ def oversize_error(message: str, announced: int | None) -> Exception:
 _SHORT_BODY = re.compile(r"received (\d+) bytes, expected (\d+)")
 
 
-class _Attempt(threading.local):
-    """The deadline of this thread's request under way, which every socket read obeys."""
+@dataclass
+class Answer:
+    """An answer under way: its status, final URL, headers (lower-case names) and body as sent."""
 
-    clock: Clock | None = None
-    received = 0
-
-
-_attempt = _Attempt()
-
-
-@cache
-def _bounded_backend() -> type[httpcore.NetworkBackend]:
-    """httpcore's backend whose connections read under ``_attempt``'s deadline (made when first used:
-    httpx and httpcore are imported by the processes that speak HTTP, not by every one that may)."""
-    import httpcore
-
-    class _BoundedStream(httpcore.NetworkStream):
-        """A connection whose every read ends by the current attempt's deadline (head and body alike)."""
-
-        def __init__(self, stream: httpcore.NetworkStream) -> None:
-            self._stream = stream
-
-        def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-            clock = _attempt.clock
-            if clock is None:
-                return self._stream.read(max_bytes, timeout)
-            left = clock.end + _attempt.received * clock.per_byte - time.monotonic()
-            if left <= 0:
-                raise clock.exceeded()
-            try:
-                data = self._stream.read(max_bytes, left if timeout is None else min(timeout, left))
-            except httpcore.ReadTimeout:
-                if clock.end + _attempt.received * clock.per_byte <= time.monotonic():
-                    raise clock.exceeded() from None
-                raise
-            _attempt.received += len(data)
-            return data
-
-        def write(self, buffer: bytes, timeout: float | None = None) -> None:
-            self._stream.write(buffer, timeout)
-
-        def close(self) -> None:
-            self._stream.close()
-
-        def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> Any:
-            return _BoundedStream(self._stream.start_tls(ssl_context, server_hostname, timeout))
-
-        def get_extra_info(self, info: str) -> Any:
-            return self._stream.get_extra_info(info)
-
-    class _BoundedBackend(httpcore.SyncBackend):
-        def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
-            return _BoundedStream(super().connect_tcp(*args, **kwargs))
-
-    return _BoundedBackend
+    status: int
+    url: str
+    headers: dict[str, str]
+    body: Iterable[bytes]
 
 
 class Transport:
-    """An httpx client with gitmirror's rules, for the threads of one process (thread-safe).
+    """httpcore connection pools with gitmirror's rules, for the threads of one process (thread-safe).
 
     ``hosts``: where requests may go; ``timeout``: seconds per socket operation; ``limits``: bytes
-    and deadlines of each attempt; ``connections``: connections kept per origin; ``peer``: what
-    failures call the other end ("upstream answered HTTP 404").
+    and deadlines of each attempt; ``connections``: connections kept per pool (one pool for direct
+    requests, one per proxy); ``peer``: what failures call the other end ("upstream answered HTTP 404").
     """
 
     def __init__(
@@ -200,53 +156,107 @@ class Transport:
         user_agent: str = USER_AGENT,
         peer: str = "upstream",
     ) -> None:
-        import httpx
+        import urllib.request
 
         self.hosts = hosts
         self.peer = peer  # how failures name the other end
         self.limits = limits or Limits()
-        self.client = httpx.Client(
-            timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-            follow_redirects=True,
-            max_redirects=MAX_REDIRECTS,
-            headers={"User-Agent": user_agent, "Accept-Encoding": "identity"},
-            verify=system_trust(),
-            trust_env=True,
-            event_hooks={"request": [self._check_host]},
-        )
-        # every connection, direct or through a proxy, reads under the attempt's deadline
-        for transport in [self.client._transport, *self.client._mounts.values()]:
-            pool = getattr(transport, "_pool", None)
-            if pool is not None:
-                pool._network_backend = _bounded_backend()()
+        self._headers = {"User-Agent": user_agent, "Accept-Encoding": "identity"}
+        self._timeouts = {"timeout": dict.fromkeys(("connect", "read", "write", "pool"), timeout)}
+        self._connections = connections
+        self._proxies = urllib.request.getproxies()
+        self._pools: dict[str | None, httpcore.ConnectionPool] = {}
+        self._lock = threading.Lock()
         self._local = threading.local()
 
-    def _check_host(self, request: httpx.Request) -> None:
-        """Before every request, redirect hops included: a redirect cannot lead past the policy."""
-        self.hosts.check(str(request.url))
+    def _pool(self, url: str) -> httpcore.ConnectionPool:
+        """The pool for ``url``: direct, or through the proxy the environment names for its scheme."""
+        from urllib.parse import urlsplit
+        from urllib.request import proxy_bypass
+
+        parts = urlsplit(url)
+        proxy = self._proxies.get(parts.scheme) or self._proxies.get("all")
+        if proxy and proxy_bypass(parts.netloc):  # no_proxy
+            proxy = None
+        with self._lock:
+            pool = self._pools.get(proxy)
+            if pool is None:
+                pool = self._pools[proxy] = self._new_pool(proxy)
+        return pool
+
+    def _new_pool(self, proxy: str | None) -> httpcore.ConnectionPool:
+        """A pool whose every connection, direct or through a proxy, reads under the attempt's deadline."""
+        from urllib.parse import unquote, urlsplit
+
+        import httpcore
+
+        options: dict[str, Any] = {
+            "ssl_context": system_trust(),
+            "max_connections": self._connections,
+            "max_keepalive_connections": self._connections,
+            "network_backend": deadline.backend()(),
+        }
+        if proxy is None:
+            return httpcore.ConnectionPool(**options)
+        if "://" not in proxy:
+            proxy = "http://" + proxy
+        parts = urlsplit(proxy)
+        if parts.username is not None:
+            options["proxy_auth"] = (unquote(parts.username), unquote(parts.password or ""))
+            proxy = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+        if parts.scheme.startswith("socks"):
+            return httpcore.SOCKSProxy(proxy, **options)
+        if parts.scheme == "https":  # TLS to the proxy itself: the same trust
+            options["proxy_ssl_context"] = system_trust()
+        return httpcore.HTTPProxy(proxy, **options)
 
     @contextmanager
-    def _request(self, method: str, url: str, clock: Clock | None, **kwargs: Any) -> Iterator[httpx.Response]:
+    def _request(
+        self,
+        method: str,
+        url: str,
+        clock: Clock | None,
+        headers: dict[str, str] | None = None,
+        content: bytes | None = None,
+        follow_redirects: bool = True,
+    ) -> Iterator[Answer]:
         """A streamed answer under the rules; statuses worth a retry are raised as ``Transient``."""
-        import httpx
+        from urllib.parse import urljoin
 
-        _attempt.clock, _attempt.received = clock, 0
+        import httpcore
+
+        fields = {**self._headers, **(headers or {})}
+        deadline.attempt.clock, deadline.attempt.received = clock, 0
         try:
-            with self.client.stream(method, url, **kwargs) as response:
-                if response.status_code in RETRY_STATUSES:
-                    raise Transient(f"HTTP {response.status_code}", retry_after(response.headers.get("Retry-After")))
-                yield response
+            for _hop in range(MAX_REDIRECTS + 1):
+                self.hosts.check(url)  # every hop: a redirect cannot lead past the policy
+                with self._pool(url).stream(
+                    method, _ascii(url), headers=list(fields.items()), content=content, extensions=self._timeouts
+                ) as response:
+                    answered = {
+                        key.decode("latin-1").lower(): value.decode("latin-1") for key, value in response.headers
+                    }
+                    if follow_redirects and response.status in REDIRECT_STATUSES and "location" in answered:
+                        url = urljoin(url, answered["location"])
+                        response.read()  # to its end: the connection stays for the next hop
+                        if method == "POST" and response.status in (301, 302, 303):  # as browsers do
+                            method, content = "GET", None
+                        continue
+                    if response.status in RETRY_STATUSES:
+                        raise Transient(f"HTTP {response.status}", retry_after(answered.get("retry-after")))
+                    yield Answer(response.status, url, answered, response.stream)  # type: ignore[arg-type]
+                    return
+            raise FetchError("too many redirects")
         except HostNotAllowed as exc:
             raise FetchError(str(exc)) from None
-        except httpx.TooManyRedirects:
-            raise FetchError("too many redirects") from None
-        except httpx.InvalidURL as exc:
+        except (httpcore.UnsupportedProtocol, httpcore.LocalProtocolError, UnicodeError) as exc:
             raise FetchError(f"invalid URL: {exc}") from None
-        except (httpx.TransportError, httpx.DecodingError, DeadlineExceeded) as exc:
+        except (httpcore.NetworkError, httpcore.TimeoutException, httpcore.ProtocolError, httpcore.ProxyError) as exc:
+            raise Transient(describe(exc)) from None
+        except (zlib.error, DeadlineExceeded) as exc:
             raise Transient(describe(exc)) from None
         finally:
-            _attempt.clock = None
+            deadline.attempt.clock = None
 
     def fetch(self, url: str, writer: BlobWriting) -> memoryview | None:
         """Stream ``url`` into ``writer`` (which hashes and checks the size as bytes arrive).
@@ -262,12 +272,12 @@ class Transport:
         buffer = self._buffer()
         filled, whole = 0, True
         with self._request("GET", url, self.limits.clock()) as response:
-            if response.status_code != 200:
-                raise FetchError(f"{self.peer} answered HTTP {response.status_code}")
-            length = response.headers.get("Content-Length", "")
+            if response.status != 200:
+                raise FetchError(f"{self.peer} answered HTTP {response.status}")
+            length = response.headers.get("content-length", "")
             if length.isdigit() and int(length) > cap:
                 raise oversize_error(self.limits.too_large(url, announced, int(length)), announced)
-            for chunk in response.iter_raw():  # as sent: a file is hashed as the index hashed it
+            for chunk in response.body:  # as sent: a file is hashed as the index hashed it
                 if writer.size + filled + len(chunk) > cap:  # nothing of it is written: refused whole
                     raise oversize_error(self.limits.too_large(url, announced), announced)
                 while chunk:  # whole aligned buffers: the store writes large files around the page cache
@@ -286,35 +296,26 @@ class Transport:
         compressed, and ``limit`` bounds the body as decompressed (past it: "<what> larger than ...")."""
         from ..model.page import PageAnswer
 
-        body = bytearray()
         with self._request("GET", url, self.limits.clock(), headers={"Accept-Encoding": "gzip", **headers}) as answer:
-            for chunk in answer.iter_bytes():
-                body += chunk
-                if len(body) > limit:
-                    raise FetchError(f"{what} larger than {limit} bytes")
-            fields = {key.lower(): value for key, value in answer.headers.items()}
-            return PageAnswer(answer.status_code, str(answer.url), fields, bytes(body))
+            body = _decoded(answer, limit, f"{what} larger than {limit} bytes")
+            return PageAnswer(answer.status, answer.url, answer.headers, body)
 
-    def head(self, url: str, headers: dict[str, str]) -> tuple[int, httpx.Headers]:
-        """Status and headers of a ``HEAD`` of ``url``, redirects not followed."""
+    def head(self, url: str, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
+        """Status and headers (lower-case names) of a ``HEAD`` of ``url``, redirects not followed."""
         with self._request("HEAD", url, self.limits.clock(), headers=headers, follow_redirects=False) as answer:
-            return answer.status_code, answer.headers
+            return answer.status, answer.headers
 
     def call(self, url: str, method: str, *params: str | int) -> Any:
         """An XML-RPC call (``xmlrpc.client`` marshalling, this transport's HTTP); its result."""
         import xmlrpc.client
 
         request = xmlrpc.client.dumps(params, method).encode()
-        body = bytearray()
         headers = {"Content-Type": "text/xml"}
         with self._request("POST", url, self.limits.clock(), content=request, headers=headers) as answer:
-            if answer.status_code != 200:
-                raise FetchError(f"{self.peer} answered HTTP {answer.status_code}")
-            for chunk in answer.iter_bytes():
-                body += chunk
-                if len(body) > MAX_CALL_BYTES:
-                    raise FetchError(f"answer larger than {MAX_CALL_BYTES} bytes")
-        return xmlrpc.client.loads(bytes(body))[0][0]
+            if answer.status != 200:
+                raise FetchError(f"{self.peer} answered HTTP {answer.status}")
+            body = _decoded(answer, MAX_CALL_BYTES, f"answer larger than {MAX_CALL_BYTES} bytes")
+        return xmlrpc.client.loads(body)[0][0]
 
     def _buffer(self) -> memoryview:
         buffer = getattr(self._local, "buffer", None)
@@ -323,7 +324,38 @@ class Transport:
         return buffer
 
     def close(self) -> None:
-        self.client.close()
+        with self._lock:
+            for pool in self._pools.values():
+                pool.close()
+            self._pools.clear()
+
+
+def _ascii(url: str) -> str:
+    """``url`` as httpcore takes it: characters beyond ASCII (or spaces) percent-encoded, as a browser would."""
+    if url.isascii() and " " not in url:
+        return url
+    from urllib.parse import quote
+
+    return quote(url, safe="!#$%&'()*+,/:;=?@[]~")
+
+
+def _decoded(answer: Answer, limit: int, too_large: str) -> bytes:
+    """``answer``'s body, gzip undone (the one compression asked for), refused past ``limit`` bytes as decoded."""
+    encoding = answer.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip", "x-gzip"):
+        raise FetchError(f"{answer.url}: unsupported Content-Encoding {encoding!r}")
+    inflate = zlib.decompressobj(zlib.MAX_WBITS | 16) if encoding != "identity" else None
+    body = bytearray()
+    for chunk in answer.body:
+        # at most one byte past the limit is ever inflated: a bomb is stopped at the limit, not in memory
+        body += inflate.decompress(chunk, limit + 1 - len(body)) if inflate else chunk
+        if len(body) > limit:
+            raise FetchError(too_large)
+    if inflate:
+        body += inflate.flush()
+        if len(body) > limit:
+            raise FetchError(too_large)
+    return bytes(body)
 
 
 def store_with(stream: Callable[[str, BlobWriting], object], url: str, writer: BlobWriting) -> int:

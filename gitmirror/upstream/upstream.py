@@ -4,7 +4,7 @@ Pages are asked for as PEP 691 JSON and parsed by ``pypi_simple`` whichever seri
 back (an HTML-only upstream just works; ``gitmirror.model.page``). Every request is retried on timeouts,
 resets, 429 and 5xx, honouring ``Retry-After``. Downloads stream into a ``BlobWriter``, so bytes
 are hashed as they arrive and memory stays flat whatever the file size. Every path (the download
-processes, this process's threads, httpx through a proxy) applies the same ``limits.Limits``.
+processes, this process's threads, requests through a proxy) applies the same ``limits.Limits``.
 """
 
 from __future__ import annotations
@@ -57,7 +57,6 @@ class Upstream:
         self._threads: ThreadPoolExecutor | None = None
         self._transport: Transport | None = None
         self._processes: workers.DownloadProcesses | None = None
-        self.pages_in_html: bool | None = None  # whether upstream answered in HTML (None: no page parsed)
 
     async def __aenter__(self) -> Upstream:
         return self
@@ -88,10 +87,7 @@ class Upstream:
         if etag:
             headers["If-None-Match"] = etag
         processes = self._processes_started()
-        page = await self._retrying_async(name, lambda: processes.project(name, url, headers))
-        if page is not None:
-            self.pages_in_html = self.pages_in_html or page.html
-        return page
+        return await self._retrying_async(name, lambda: processes.project(name, url, headers))
 
     async def download(self, url: str, open_writer: Callable[[], BlobWriting], label: str) -> int:
         """Stream ``url`` into a fresh writer per attempt, in this process, and commit it (verifying
