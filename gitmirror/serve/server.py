@@ -189,6 +189,9 @@ def create_app(config: Config) -> Starlette:
     app = Starlette(routes=routes)
     app.state.view = view
     app.state.config = config
+    from .proxy_routes import install as install_proxy  # here: it builds on this module's handlers
+
+    install_proxy(app, config, view)
     return app
 
 

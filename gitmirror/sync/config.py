@@ -21,6 +21,7 @@ from ..model.hosts import check_entry as check_host_entry
 from ..model.limits import DEADLINE_SECONDS, MAX_UNANNOUNCED_BYTES, MIN_RATE, Limits
 from ..model.names import UnsafeNameError, normalize
 from ..storage.refpolicy import name_problem
+from .proxy_settings import ProxySettings, parse_proxy
 
 CONFIG_NAME = "mirror.yaml"
 # libyaml's safe loader when PyYAML was built with it: same documents, same errors, ten times faster
@@ -89,6 +90,7 @@ class Config:
     download_min_rate: int = MIN_RATE
     branch: str = "main"
     review: ReviewSettings = field(default_factory=ReviewSettings)
+    proxy: ProxySettings | None = None  # pull-through mode (gitmirror/sync/proxy_settings.py)
     source: Path | None = field(default=None, compare=False)
     source_sha256: str | None = field(default=None, compare=False)  # of the bytes read (gitmirror.sync.unchanged)
 
@@ -120,7 +122,12 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "download_deadline": ((int, float), "a number of seconds"),
     "download_min_rate": ((str, int), "bytes per second like 16384 or '16KiB', or 0"),
     "review": (dict, "a mapping with enabled, branch, cooldown, auto_approve"),
+    "proxy": ((bool, dict), "true, false or a mapping with ttl, commit_interval, commit_changes, allow, deny"),
 }
+
+
+def _types(expected: type | tuple[type, ...]) -> tuple[type, ...]:
+    return expected if isinstance(expected, tuple) else (expected,)
 
 
 def parse_selection(text: object, where: str = "projects") -> Selection:
@@ -168,7 +175,7 @@ def from_mapping(data: dict[str, Any], base: Path = Path("."), source: Path | No
         if key not in _FIELDS:
             raise ConfigError(f"{where}unknown key {key!r} (known: {', '.join(_FIELDS)})")
         expected, description = _FIELDS[key]
-        if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
+        if not isinstance(value, expected) or (isinstance(value, bool) and bool not in _types(expected)):
             raise ConfigError(f"{where}{key} must be {description}, got {type(value).__name__}")
     upstream = data["upstream"] if "upstream" in data else _default_upstream()
     parts = urlsplit(upstream)
@@ -203,6 +210,7 @@ def from_mapping(data: dict[str, Any], base: Path = Path("."), source: Path | No
         download_min_rate=_rate(data, where),
         **parse_selection_settings(data, base, where),
         review=parse_review(data.get("review", {}), where),
+        proxy=parse_proxy(data.get("proxy", False), where),
         source=source,
     )
 

@@ -1,0 +1,394 @@
+"""The pull-through proxy: any project on first request, fetched and merged as ``sync`` does.
+
+A page request for a project the proxy has not fetched within ``ttl`` refreshes it: the page comes
+through the sync's ``Pages``/``Upstream`` (transport, host policy, retries), the sync's resolver
+picks the files ``mirror.yaml``'s filters take, and ``merge`` folds it into the record (conflicts
+kept and reported, removals marked). Files the record does not hold yet are *offered*: listed with
+upstream's sha256 and size, stored on their first request (``stream``) and recorded then, so a
+manifest never names a blob the store lacks. Everything recorded goes into the ``Batch`` the
+writer commits; until then the batch is the record.
+
+Upstream down or slow: what is recorded is served as it is, marked stale; an unrecorded project is
+an ``Unavailable`` (502/504) with one line of why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from packaging.requirements import Requirement
+
+from ..model.decisions import local_decisions, marks_path
+from ..model.manifest import FileEntry, ProjectManifest, now
+from ..model.page import ProjectNotFound, RemoteFile, UpstreamError
+from ..model.policy import CONFLICTS_DIR
+from ..model.takedowns import listed, repo_reader
+from ..storage.repo import MetadataRepo, RepoError
+from ..storage.store import BlobStore
+from ..sync.closure import ProjectChoice, Resolver
+from ..sync.config import Config
+from ..sync.downloads import RunDownloads
+from ..sync.merge import merge, new_entry, recorded_conflicts, removed_upstream
+from ..sync.pages import Pages
+from ..sync.progress import Progress
+from ..sync.roots import Root, Roots
+from ..sync.selection import rules_from
+from ..upstream.upstream import Upstream
+from .batch import Batch, Pending, commit_batch, due
+from .singleflight import SingleFlight
+from .stream import SharedBody, TeeWriter
+
+#: how long a page request waits for the refresh of a recorded project before it is served as recorded
+STALE_WAIT = 2.0
+
+Log = Callable[[str], None]
+
+
+class Unavailable(Exception):
+    """No answer for a request: an HTTP status and one line of why."""
+
+    def __init__(self, status: int, line: str) -> None:
+        super().__init__(line)
+        self.status = status
+        self.line = line
+
+
+@dataclass
+class Upstreamed:
+    """What the last refresh of a project learnt upstream (kept in memory only)."""
+
+    fetched_at: float | None = None
+    offers: dict[str, RemoteFile] = field(default_factory=dict)
+    missing: bool = False
+
+
+@dataclass(frozen=True)
+class Served:
+    """A project page to render: the record plus the offers, and why it may be stale (None: current)."""
+
+    manifest: ProjectManifest
+    stale: str | None = None
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A file whose verified blob (``sha256``) is in the store."""
+
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Streaming:
+    """A file on its way from upstream; ``size`` as announced."""
+
+    body: SharedBody
+    size: int | None
+    sha256: str
+
+
+class PullThrough:
+    """The proxy of one mirror; ``committed(name)`` and ``committed_names()`` read the branch tip."""
+
+    def __init__(
+        self,
+        config: Config,
+        repo: MetadataRepo,
+        store: BlobStore,
+        committed: Callable[[str], ProjectManifest | None],
+        committed_names: Callable[[], list[str]],
+        log: Log,
+    ) -> None:
+        assert config.proxy is not None
+        self.config = config
+        self.settings = config.proxy
+        self.repo = repo
+        self.store = store
+        self.committed = committed
+        self.committed_names = committed_names
+        self.log = log
+        self.rules = rules_from(config)
+        self.batch = Batch()
+        self.committing: dict[str, Pending] = {}
+        self.known: dict[str, Upstreamed] = {}
+        self.refreshes: SingleFlight[str, None] = SingleFlight()
+        self.files: SingleFlight[str, None] = SingleFlight()
+        self.metadata: SingleFlight[str, int] = SingleFlight()
+        self._bodies: dict[str, SharedBody] = {}
+        self._upstream: Upstream | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._batch_full = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.store.init()
+        self._upstream = Upstream(
+            self.config.upstream,
+            concurrency=self.config.concurrency,
+            timeout=self.config.timeout,
+            retries=self.config.retries,
+            allowed_hosts=self.config.allowed_hosts,
+            limits=self.config.limits,
+        )
+        self._writer = asyncio.create_task(self._write_batches())
+
+    async def stop(self) -> None:
+        """Stop fetching and commit what was recorded (a shutdown loses nothing recorded)."""
+        if self._writer is not None:
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+        for flights in (self.refreshes, self.files, self.metadata):
+            await flights.cancel_all()
+        await self.commit()
+        if self._upstream is not None:
+            await self._upstream.__aexit__(None, None, None)
+
+    @property
+    def upstream(self) -> Upstream:
+        assert self._upstream is not None, "PullThrough.start() first"
+        return self._upstream
+
+    # -- the record --------------------------------------------------------------------------------
+
+    def recorded(self, name: str) -> ProjectManifest | None:
+        """The record of ``name``: uncommitted batch first, then the commit in flight, then the tip."""
+        item = self.batch.items.get(name) or self.committing.get(name)
+        return item.manifest if item is not None else self.committed(name)
+
+    def recorded_names(self) -> list[str]:
+        return sorted({*self.committed_names(), *self.batch.items, *self.committing})
+
+    def _record(self, name: str, change: Pending) -> None:
+        self.batch.record(name, change, time.monotonic())
+        if self.batch.weight >= self.settings.commit_changes:
+            self._batch_full.set()
+
+    # -- pages -------------------------------------------------------------------------------------
+
+    def _fresh(self, name: str) -> Upstreamed | None:
+        known = self.known.get(name)
+        if known is None or known.fetched_at is None:
+            return None
+        return known if time.monotonic() - known.fetched_at < self.settings.ttl.total_seconds() else None
+
+    def fetches(self, name: str) -> bool:
+        """Whether the proxy fetches ``name`` from upstream (``proxy.allow``/``deny`` and ``exclude``)."""
+        return self.settings.admits(name) and not self.rules.project_excluded(name)
+
+    async def project(self, name: str) -> Served:
+        """The page of ``name``: refreshed when older than the TTL; raises ``Unavailable``."""
+        recorded = self.recorded(name)
+        if not self.fetches(name):
+            if recorded is None:
+                raise Unavailable(404, f"{name} is not offered by this proxy (proxy allow/deny, exclude)")
+            return Served(recorded)
+        stale = None
+        if self._fresh(name) is None:
+            refresh = asyncio.shield(self.refreshes.start(name, lambda: self._refresh(name)))
+            try:
+                await (refresh if recorded is None else asyncio.wait_for(refresh, STALE_WAIT))
+            except TimeoutError:
+                stale = "upstream is slow, refresh in flight"
+            except ProjectNotFound:
+                if recorded is None:
+                    raise Unavailable(404, f"no project {name} upstream") from None
+            except UpstreamError as exc:
+                if recorded is None:
+                    raise Unavailable(504 if "timed out" in str(exc) else 502, f"upstream: {exc}") from None
+                stale = f"upstream unavailable: {exc}"
+            if stale is not None:
+                self.log(f"proxy: serving {name} as recorded ({stale})")
+        recorded = self.recorded(name)
+        if recorded is None:
+            raise Unavailable(404, f"no project {name} upstream")
+        known = self.known.get(name)
+        offers = [
+            new_entry(offer, "", bool(offer.core_metadata and offer.metadata_url), offer.size)
+            for offer in (known.offers.values() if known else ())
+            if offer.filename not in recorded.files and offer.size is not None
+        ]
+        return Served(recorded.with_files(offers), stale)
+
+    async def _refresh(self, name: str) -> None:
+        """Fetch the page as sync does, merge it into the record, and keep its offers."""
+        seen_at = now()
+        pages = Pages(self.upstream)
+        choices = await Resolver(self.rules, pages, None, follow=False).resolve(
+            Roots(requirements=[Root(Requirement(name), "proxy request")])
+        )
+        known = self.known.setdefault(name, Upstreamed())
+        try:
+            remote = await pages.get(name)
+        except ProjectNotFound:
+            known.fetched_at, known.offers, known.missing = time.monotonic(), {}, True
+            old = self.recorded(name)
+            if old is not None:
+                manifest, outcome = removed_upstream(old, seen_at)
+                if outcome.changes:
+                    self._record(name, Pending(old, manifest, changes=outcome.changes))
+            raise
+        choice = choices.get(name) or ProjectChoice(name)
+        old = self.recorded(name)
+        tip = self.repo.tip(self.config.branch)
+        local = local_decisions(self.repo.read_path(tip, marks_path(name)))
+        new_digests = [rf.sha256 for rf in remote.files if old is None or rf.filename not in old.files]
+        taken_down = listed(repo_reader(self.repo, tip), new_digests)
+        manifest, wanted, outcome = merge(old, remote, choice, seen_at, local, taken_down)
+        for line in outcome.errors + outcome.notes:
+            self.log(f"proxy: {name}: {line}")
+        conflicts = [
+            conflict
+            for conflict in outcome.conflicts
+            if (conflict.filename, conflict.upstream_sha256) not in self._known_conflicts(name, tip)
+        ]
+        for conflict in conflicts:
+            self.log(f"proxy: CONFLICT {conflict.text}")
+        if old is None or outcome.changes or conflicts:
+            changes = outcome.changes if old is not None else ["recorded on first request", *outcome.changes]
+            self._record(name, Pending(old, manifest, changes=changes, conflicts=conflicts))
+        known.fetched_at, known.missing = time.monotonic(), False
+        known.offers = {remote_file.filename: remote_file for remote_file in wanted}
+        # a page must announce a file's size: one upstream does not announce is stored first
+        unsized = [remote_file for remote_file in wanted if remote_file.size is None]
+        await asyncio.gather(*(self._stored(name, remote_file) for remote_file in unsized), return_exceptions=True)
+
+    def _known_conflicts(self, name: str, tip: bytes | None) -> set[tuple[str, str]]:
+        logged = recorded_conflicts(self.repo.read_path(tip, f"{CONFLICTS_DIR}/{name}.jsonl") or b"")
+        for item in (self.committing.get(name), self.batch.items.get(name)):
+            logged |= {(c.filename, c.upstream_sha256) for c in item.conflicts} if item else set()
+        return logged
+
+    # -- files -------------------------------------------------------------------------------------
+
+    async def file(self, name: str, filename: str) -> Stored | Streaming | None:
+        """A file the record holds uncommitted, or one offered (downloaded now); None: the tip's
+        (or nobody's) file, for the mirror's own file route."""
+        committed = self.committed(name)
+        if committed is not None and _entry(committed, filename) is not None:
+            return None
+        found = _entry(self.recorded(name), filename)
+        if found is not None:
+            entry, is_metadata = found
+            return Stored(entry.core_metadata if is_metadata and entry.core_metadata else entry.sha256)
+        if not self.fetches(name):
+            return None
+        if self._fresh(name) is None:
+            try:
+                await self.project(name)  # a page served before a restart names files this process never saw
+            except Unavailable:
+                return None
+        known = self.known.get(name)
+        offer = known.offers.get(filename.removesuffix(".metadata")) if known else None
+        if offer is None or _quarantined(self.recorded(name)):
+            return None
+        if filename.endswith(".metadata"):
+            if offer.filename == filename or not (offer.core_metadata and offer.metadata_url):
+                return None
+            return await self._metadata(offer)
+        if self.store.has(offer.sha256):
+            await self._stored(name, offer)
+            return Stored(offer.sha256)
+        return Streaming(self._download(name, offer), offer.size, offer.sha256)
+
+    def _download(self, name: str, offer: RemoteFile) -> SharedBody:
+        """The one download of ``offer``'s bytes, joined by every request while it runs."""
+        body = self._bodies.get(offer.sha256)
+        if body is None:
+            body = self._bodies[offer.sha256] = SharedBody(asyncio.get_running_loop())
+            task = self.files.start(offer.sha256, lambda: self._fetch(name, offer, body))
+            task.add_done_callback(lambda _: self._bodies.pop(offer.sha256, None))
+        return body
+
+    async def _fetch(self, name: str, offer: RemoteFile, body: SharedBody) -> None:
+        try:
+            size = await self.upstream.download(
+                offer.url, lambda: TeeWriter(self.store, offer.sha256, offer.size, body), offer.filename
+            )
+        except UpstreamError as exc:
+            self.log(f"proxy: {exc}")
+            body.finish(str(exc))
+            return
+        except BaseException:
+            body.finish(f"{offer.filename}: download interrupted")
+            raise
+        body.finish()
+        await self._stored(name, offer, size)
+
+    async def _stored(self, name: str, offer: RemoteFile, size: int | None = None) -> None:
+        """Record ``offer`` once its blob is stored (downloaded now if it is not), with its PEP 658 file
+        as sync stores it (``RunDownloads.fetch``)."""
+        stored, has_metadata, errors = await RunDownloads(self.store, Progress()).fetch(self.upstream, offer)
+        for error in errors:
+            self.log(f"proxy: {error}")
+        current = self.recorded(name)
+        if not stored or (current is not None and offer.filename in current.files):
+            return
+        base = current or ProjectManifest(name=name)
+        size = size if size is not None else offer.size
+        if size is None:
+            size = self.store.path(offer.sha256).stat().st_size
+        entry = new_entry(offer, now(), has_metadata, size)
+        self._record(name, Pending(current, base.with_file(entry), added=[offer.filename]))
+
+    async def _metadata(self, offer: RemoteFile) -> Stored:
+        """The PEP 658 file of an offered wheel, stored (unrecorded until its wheel is) before it is served."""
+        sha256, url = offer.core_metadata, offer.metadata_url
+        assert sha256 is not None and url is not None
+        if not self.store.has(sha256):
+            label = offer.filename + ".metadata"
+            work = self.metadata.start(sha256, lambda: self.upstream.store_file(self.store, url, sha256, None, label))
+            try:
+                await asyncio.shield(work)
+            except UpstreamError as exc:
+                raise Unavailable(502, f"upstream: {exc}") from None
+        return Stored(sha256)
+
+    # -- the writer --------------------------------------------------------------------------------
+
+    async def _write_batches(self) -> None:
+        """The one writer: commits the batch when it is due, never per request."""
+        interval = self.settings.commit_interval
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._batch_full.wait(), timeout=min(1.0, interval))
+            self._batch_full.clear()
+            if due(self.batch.weight, self.batch.started, time.monotonic(), interval, self.settings.commit_changes):
+                await self.commit()
+
+    async def commit(self) -> bytes | None:
+        """Commit the batch now (in a thread, under the writer lock); a failure keeps it for the next try."""
+        if not self.batch.items:
+            return None
+        self.committing = self.batch.take()
+        try:
+            commit = await asyncio.to_thread(commit_batch, self.repo, self.config.branch, self.committing)
+        except RepoError as exc:
+            self.log(f"proxy: commit postponed: {exc}")
+            self.batch.put_back(self.committing, time.monotonic())
+            return None
+        finally:
+            self.committing = {}
+        if commit is not None:
+            self.log(f"proxy: committed {commit.decode()[:12]}")
+        return commit
+
+
+def _entry(manifest: ProjectManifest | None, filename: str) -> tuple[FileEntry, bool] | None:
+    """The entry a file URL names in ``manifest``, and whether it asks for the PEP 658 file."""
+    if manifest is None:
+        return None
+    entry = manifest.files.get(filename)
+    if entry is not None:
+        return entry, False
+    entry = manifest.files.get(filename.removesuffix(".metadata"))
+    if filename.endswith(".metadata") and entry is not None and entry.core_metadata:
+        return entry, True
+    return None
+
+
+def _quarantined(manifest: ProjectManifest | None) -> bool:
+    return manifest is not None and manifest.status == "quarantined"
