@@ -1,0 +1,180 @@
+"""The pull-through proxy end to end: real pip and uv, a real server process, the loopback upstream.
+
+A project nobody listed installs through ``gitmirror serve`` with ``proxy:``; what was served is
+recorded in git like synced content (``verify`` passes), later installs need no upstream file
+request and still work with upstream gone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import Mirror, RunningServer, start_server, stop_server
+from fakeupstream import FakeUpstream, build_wheel
+
+JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
+
+
+def proxy_mirror(mirror: Mirror, settings: str = "  commit_interval: 1\n", extra: str = "") -> None:
+    """The ``mirror`` fixture without projects, in proxy mode, initialised."""
+    mirror.configure(f"proxy:\n{settings}{extra}")
+    mirror.run("init", check=True)
+
+
+def recorded(mirror: Mirror, project: str) -> str:
+    """The manifest of ``project`` on main ('' when it is not recorded)."""
+    name = project.replace("_", "-")
+    path = f"projects/{name[:2]}/{name[2:4]}/{name}.jsonl"
+    listing = mirror.git("ls-tree", "-r", "--name-only", "main")
+    return mirror.git("show", f"main:{path}") if path in listing.split() else ""
+
+
+def file_requests(upstream: FakeUpstream) -> int:
+    """Requests for release files (PEP 658 files not counted)."""
+    return upstream.count("/files/", method="GET") - upstream.count(".metadata", method="GET")
+
+
+def test_pip_and_uv_install_an_unlisted_project_then_from_the_record_alone(
+    mirror: Mirror, sample, serve, make_venv
+) -> None:
+    proxy_mirror(mirror, "  ttl: 0\n  commit_interval: 1\n")
+    server: RunningServer = serve()
+    first = make_venv("pip")
+    result = first.pip_install(server.index_url, "other-lib==0.2")
+    assert result.returncode == 0, result.stderr
+    assert first.run("import other_lib, demo_pkg; print(demo_pkg.__version__)") == "1.0"
+    assert file_requests(mirror.upstream) == 2  # the two wheels, once each
+    uv_venv = make_venv("uv")
+    result = uv_venv.uv_install(server.index_url, "other-lib==0.2")
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert file_requests(mirror.upstream) == 2  # uv got them from the store
+
+    stop_server(server)  # a clean stop commits the batch
+    assert "other_lib-0.2-py3-none-any.whl" in recorded(mirror, "other-lib")
+    assert "demo_pkg-1.0-py3-none-any.whl" in recorded(mirror, "demo-pkg")
+    verify = mirror.run("verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "proxy: 2 projects" in mirror.git("log", "--format=%s", "main")
+
+    mirror.upstream.stop()
+    server = serve()
+    page = httpx.get(server.index_url + "demo-pkg/", headers=JSON)
+    assert page.status_code == 200
+    assert page.headers["x-gitmirror-stale"].startswith("upstream unavailable")
+    assert [item["filename"] for item in page.json()["files"]] == ["demo_pkg-1.0-py3-none-any.whl"]
+    offline = make_venv("offline")
+    result = offline.pip_install(server.index_url, "other-lib==0.2")
+    assert result.returncode == 0, result.stderr
+    assert offline.run("import demo_pkg; print(demo_pkg.__version__)") == "1.0"
+    missing = httpx.get(server.index_url + "never-seen/")
+    assert missing.status_code == 502
+    assert missing.text.startswith("upstream: never-seen")
+    assert "/simple/never-seen/" not in httpx.get(server.index_url).text
+    assert 'href="other-lib/"' in httpx.get(server.index_url).text
+
+
+def test_a_replaced_file_is_a_conflict_and_the_original_bytes_stay(mirror: Mirror, sample, serve) -> None:
+    proxy_mirror(mirror, "  ttl: 0\n  commit_interval: 1\n")
+    server = serve()
+    wheel = "demo_pkg-1.0-py3-none-any.whl"
+    original = next(art for art in sample["demo-pkg"] if art.filename == wheel)
+    assert httpx.get(server.index_url + "demo-pkg/").status_code == 200
+    served = httpx.get(f"{server.url}/files/demo-pkg/{wheel}")
+    assert served.content == original.data
+    mirror.upstream.replace_file("demo-pkg", wheel, b"other bytes under the same name")
+    page = httpx.get(server.index_url + "demo-pkg/", headers=JSON).json()
+    listed = next(item for item in page["files"] if item["filename"] == wheel)
+    assert listed["hashes"]["sha256"] == original.sha256
+    assert httpx.get(f"{server.url}/files/demo-pkg/{wheel}").content == original.data
+    stop_server(server)
+    conflicts = mirror.git("show", "main:conflicts/demo-pkg.jsonl")
+    assert wheel in conflicts and hashlib.sha256(b"other bytes under the same name").hexdigest() in conflicts
+    assert original.sha256 in recorded(mirror, "demo-pkg")
+    assert mirror.run("verify").returncode == 0
+
+
+def test_fifty_clients_one_page_request_and_one_download_per_file(mirror: Mirror, sample, serve) -> None:
+    proxy_mirror(mirror)
+    wheel = "other_lib-0.2-py3-none-any.whl"
+    mirror.upstream.fault("/simple/other-lib/", "delay", seconds=0.5)
+    mirror.upstream.fault(wheel, "delay", seconds=0.5)
+    server = serve()
+    with ThreadPoolExecutor(50) as pool:
+        pages = list(pool.map(lambda _: httpx.get(server.index_url + "other-lib/", timeout=30), range(50)))
+        assert {page.status_code for page in pages} == {200}
+        files = list(pool.map(lambda _: httpx.get(f"{server.url}/files/other-lib/{wheel}", timeout=30), range(50)))
+    assert mirror.upstream.count("/simple/other-lib/") == 1
+    assert mirror.upstream.count(f"/files/other-lib/{wheel}") == 1
+    expected = next(art.data for art in sample["other-lib"] if art.filename == wheel)
+    assert {response.status_code for response in files} == {200}
+    assert {response.content for response in files} == {expected}
+
+
+def test_kill_9_mid_download_leaves_store_and_repo_consistent(mirror: Mirror, upstream: FakeUpstream) -> None:
+    proxy_mirror(mirror)
+    big = build_wheel("big-pkg", "1.0", payload_size=3 << 20)
+    upstream.add("big-pkg", big)
+    upstream.fault(big.filename, "trickle", interval=0.5)
+    server = start_server(mirror.root)
+    assert httpx.get(server.index_url + "big-pkg/").status_code == 200
+    path = f"/files/big-pkg/{big.filename}"
+
+    def download() -> None:
+        with pytest.raises(httpx.HTTPError):  # the server dies under it
+            httpx.get(server.url + path, timeout=30)
+
+    started = threading.Thread(target=download, daemon=True)
+    started.start()
+    deadline = time.monotonic() + 10
+    while upstream.count(big.filename) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # bytes are on their way into the store's temporary file
+    server.process.send_signal(signal.SIGKILL)
+    server.process.wait()
+    verify = mirror.run("verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert not any(Path(mirror.store, "blobs").rglob(big.sha256))
+    upstream.clear_faults()
+    restarted = start_server(mirror.root)
+    try:
+        assert httpx.get(restarted.url + path, timeout=30).content == big.data
+    finally:
+        stop_server(restarted)
+    assert big.filename in recorded(mirror, "big-pkg")
+    assert mirror.run("verify").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("kind", "params"),
+    [("wrong_hash", {"times": -1}), ("truncate", {"times": -1}), ("endless", {"times": -1})],
+)
+def test_a_hostile_upstream_never_poisons_the_record(
+    mirror: Mirror, upstream: FakeUpstream, serve, kind: str, params: dict
+) -> None:
+    proxy_mirror(mirror, "  ttl: 0\n  commit_interval: 1\n")
+    wheel = build_wheel("target", "1.0", payload_size=200_000)
+    upstream.add("target", wheel)
+    upstream.fault(wheel.filename, kind, **params)
+    server = serve()
+    assert httpx.get(server.index_url + "target/").status_code == 200
+    url = f"{server.url}/files/target/{wheel.filename}"
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(url, timeout=30).raise_for_status()
+    upstream.clear_faults()
+    assert httpx.get(server.index_url + "target/").status_code == 200
+    good = httpx.get(url, timeout=30)
+    assert good.content == wheel.data
+    stop_server(server)
+    manifest = recorded(mirror, "target")
+    assert wheel.sha256 in manifest and manifest.count(wheel.filename) == 1
+    blobs = [path.name for path in Path(mirror.store, "blobs").rglob("*") if path.is_file()]
+    assert wheel.sha256 in blobs
+    assert mirror.run("verify").returncode == 0
