@@ -33,6 +33,8 @@ def recorded(mirror: Mirror, project: str) -> str:
     """The manifest of ``project`` on main ('' when it is not recorded)."""
     name = project.replace("_", "-")
     path = f"projects/{name[:2]}/{name[2:4]}/{name}.jsonl"
+    if not (mirror.repo / "refs" / "heads" / "main").exists():
+        return ""
     listing = mirror.git("ls-tree", "-r", "--name-only", "main")
     return mirror.git("show", f"main:{path}") if path in listing.split() else ""
 
@@ -178,3 +180,26 @@ def test_a_hostile_upstream_never_poisons_the_record(
     blobs = [path.name for path in Path(mirror.store, "blobs").rglob("*") if path.is_file()]
     assert wheel.sha256 in blobs
     assert mirror.run("verify").returncode == 0
+
+
+def test_sync_and_the_proxy_record_into_one_mirror(mirror: Mirror, sample, serve, tmp_path: Path) -> None:
+    """The proxy's batch waits while a sync commits; then it lands on top of the sync, both kept,
+    and render and verify read the proxy's commits as any other."""
+    proxy_mirror(mirror, "  commit_interval: 600\n", extra="projects:\n  - demo-pkg\n")
+    server = serve()
+    wheel = "other_lib-0.1-py3-none-any.whl"
+    assert httpx.get(server.index_url + "other-lib/").status_code == 200
+    assert httpx.get(f"{server.url}/files/other-lib/{wheel}").status_code == 200
+    assert recorded(mirror, "other-lib") == ""  # in the batch, served, not committed yet
+    mirror.run("sync", "demo-pkg", check=True)
+    assert "demo_pkg-2.0.tar.gz" in recorded(mirror, "demo-pkg")
+    page = httpx.get(server.index_url + "other-lib/", headers=JSON).json()
+    assert wheel in [item["filename"] for item in page["files"]]
+    stop_server(server)  # the batch is flushed on top of the sync's commit
+    assert wheel in recorded(mirror, "other-lib")
+    assert "demo_pkg-2.0.tar.gz" in recorded(mirror, "demo-pkg")
+    assert mirror.git("log", "-1", "--format=%s", "main").startswith("proxy: ")
+    assert mirror.run("verify").returncode == 0
+    site = tmp_path / "site-out"
+    mirror.run("render", "--out", str(site), check=True)
+    assert wheel in (site / "simple" / "other-lib" / "index.html").read_text()
