@@ -203,3 +203,30 @@ def test_sync_and_the_proxy_record_into_one_mirror(mirror: Mirror, sample, serve
     site = tmp_path / "site-out"
     mirror.run("render", "--out", str(site), check=True)
     assert wheel in (site / "simple" / "other-lib" / "index.html").read_text()
+
+
+def test_with_review_new_releases_wait_for_the_cooldown_or_an_approval(
+    mirror: Mirror, sample, serve, make_venv
+) -> None:
+    """Review mode: the proxy records into the review branch; releases older than the cooldown reach
+    ``main`` by review's policy at once, a fresh one is held until someone approves it."""
+    fresh = build_wheel("other_lib", "0.3", requires_python=">=3.8")
+    mirror.upstream.add("other_lib", fresh)  # uploaded now: within the cooldown
+    proxy_mirror(mirror, extra="review:\n  enabled: true\n  cooldown: 7d\n")
+    server = serve()
+    page = httpx.get(server.index_url + "other-lib/", headers=JSON)
+    assert page.status_code == 200, page.text
+    assert page.json()["versions"] == ["0.1", "0.2"]
+    venv = make_venv("review")
+    result = venv.pip_install(server.index_url, "other-lib")
+    assert result.returncode == 0, result.stderr
+    assert venv.run("import importlib.metadata as m; print(m.version('other-lib'))") == "0.2"
+    assert httpx.get(f"{server.url}/files/other-lib/{fresh.filename}").status_code == 404
+    report = mirror.run("review", check=True).stdout
+    assert "0.3" in report
+    mirror.run("approve", "other-lib==0.3", check=True)
+    page = httpx.get(server.index_url + "other-lib/", headers=JSON).json()
+    assert page["versions"] == ["0.1", "0.2", "0.3"]
+    assert httpx.get(f"{server.url}/files/other-lib/{fresh.filename}").content == fresh.data
+    stop_server(server)
+    assert mirror.run("verify").returncode == 0

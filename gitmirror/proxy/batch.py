@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from ..model.manifest import ProjectManifest, manifest_path
 from ..model.policy import CONFLICTS_DIR, check
 from ..storage.repo import MetadataRepo
-from ..sync.incoming import apply, merged_conflicts, project_changes
+from ..sync.incoming import apply, catch_up, merged_conflicts, project_changes
 from ..sync.merge import Conflict, ProjectOutcome, commit_message
 
 
@@ -83,12 +83,15 @@ def due(weight: int, started: float | None, now: float, interval: float, changes
     return weight >= changes or now - started >= interval
 
 
-def commit_batch(repo: MetadataRepo, branch: str, items: dict[str, Pending]) -> bytes | None:
+def commit_batch(repo: MetadataRepo, branch: str, items: dict[str, Pending], main: str | None = None) -> bytes | None:
     """Commit ``items`` on top of ``branch`` under the writer lock; None when nothing changed.
+    ``main``: ``branch`` is its review branch, brought up to date with it first (as a sync does).
 
     Raises ``RepoError`` when another writer holds the lock (the batch waits for the next try).
     """
     with repo.writer_lock():
+        if main is not None:
+            catch_up(repo, main, branch)
         parent = repo.tip(branch)
         files: dict[str, bytes | None] = {}
         outcomes = []

@@ -10,6 +10,10 @@ writer commits; until then the batch is the record.
 
 Upstream down or slow: what is recorded is served as it is, marked stale; an unrecorded project is
 an ``Unavailable`` (502/504) with one line of why.
+
+With ``review:`` the proxy records into the review branch and downloads what it records at once
+(a reviewer reads it), serves ``main`` only, and after each commit lets review's policy
+(``approve --policy``: cooldown, ``auto_approve``, flags) move what it approves onto ``main``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from ..model.manifest import FileEntry, ProjectManifest, now
 from ..model.page import ProjectNotFound, RemoteFile, UpstreamError
 from ..model.policy import CONFLICTS_DIR
 from ..model.takedowns import listed, repo_reader
+from ..review.approve import ApproveError, approve
 from ..storage.repo import MetadataRepo, RepoError
 from ..storage.store import BlobStore
 from ..sync.closure import ProjectChoice, Resolver
@@ -90,16 +95,25 @@ class Streaming:
     sha256: str
 
 
+@dataclass(frozen=True)
+class BranchReader:
+    """The manifests and project names at the tip of one branch (the server's cached view)."""
+
+    manifest: Callable[[str], ProjectManifest | None]
+    names: Callable[[], list[str]]
+
+
 class PullThrough:
-    """The proxy of one mirror; ``committed(name)`` and ``committed_names()`` read the branch tip."""
+    """The proxy of one mirror: it records into ``recording``'s branch and serves ``serving``'s
+    (both ``main``, or with ``review:`` the review branch and ``main``)."""
 
     def __init__(
         self,
         config: Config,
         repo: MetadataRepo,
         store: BlobStore,
-        committed: Callable[[str], ProjectManifest | None],
-        committed_names: Callable[[], list[str]],
+        recording: BranchReader,
+        serving: BranchReader,
         log: Log,
     ) -> None:
         assert config.proxy is not None
@@ -107,8 +121,12 @@ class PullThrough:
         self.settings = config.proxy
         self.repo = repo
         self.store = store
-        self.committed = committed
-        self.committed_names = committed_names
+        self.committed = recording.manifest
+        self.committed_names = recording.names
+        self.serving = serving
+        self.review = config.review.enabled
+        self.branch = config.review.branch if self.review else config.branch
+        self._policy_due = False  # review mode: something was recorded since review's policy last ran
         self.log = log
         self.rules = rules_from(config)
         self.batch = Batch()
@@ -118,6 +136,7 @@ class PullThrough:
         self.files: SingleFlight[str, None] = SingleFlight()
         self.metadata: SingleFlight[str, int] = SingleFlight()
         self._bodies: dict[str, SharedBody] = {}
+        self._projects_downloads: dict[str, set[asyncio.Future[None]]] = {}
         self._upstream: Upstream | None = None
         self._writer: asyncio.Task[None] | None = None
         self._batch_full = asyncio.Event()
@@ -160,6 +179,9 @@ class PullThrough:
         return item.manifest if item is not None else self.committed(name)
 
     def recorded_names(self) -> list[str]:
+        """The projects ``/simple/`` lists: what is served (in review mode, ``main``'s alone)."""
+        if self.review:
+            return self.serving.names()
         return sorted({*self.committed_names(), *self.batch.items, *self.committing})
 
     def _record(self, name: str, change: Pending) -> None:
@@ -181,11 +203,48 @@ class PullThrough:
 
     async def project(self, name: str) -> Served:
         """The page of ``name``: refreshed when older than the TTL; raises ``Unavailable``."""
+        if self.review:
+            return await self._reviewed(name)
         recorded = self.recorded(name)
         if not self.fetches(name):
             if recorded is None:
                 raise Unavailable(404, f"{name} is not offered by this proxy (proxy allow/deny, exclude)")
             return Served(recorded)
+        stale = await self._refreshed(name, recorded)
+        recorded = self.recorded(name)
+        if recorded is None:
+            raise Unavailable(404, f"no project {name} upstream")
+        known = self.known.get(name)
+        offers = [
+            new_entry(offer, "", bool(offer.core_metadata and offer.metadata_url), offer.size)
+            for offer in (known.offers.values() if known else ())
+            if offer.filename not in recorded.files and offer.size is not None
+        ]
+        return Served(recorded.with_files(offers), stale)
+
+    async def _reviewed(self, name: str) -> Served:
+        """Review mode: ``main``'s page once the refresh was recorded (and, for a project ``main``
+        does not serve yet, committed and judged by review's policy)."""
+        served = self.serving.manifest(name)
+        if not self.fetches(name):
+            if served is None:
+                raise Unavailable(404, f"{name} is not offered by this proxy (proxy allow/deny, exclude)")
+            return Served(served)
+        stale = await self._refreshed(name, served)
+        if served is None:
+            await asyncio.gather(*self._projects_downloads.get(name, ()), return_exceptions=True)
+            await self.commit()
+            served = self.serving.manifest(name)
+        if served is None:
+            raise Unavailable(404, f"{name}: nothing approved yet (review: new releases wait for approval)")
+        return Served(served, stale)
+
+    async def _refreshed(self, name: str, recorded: ProjectManifest | None) -> str | None:
+        """Refresh ``name`` when its page is older than the TTL; why what is served is stale (None: it is not).
+
+        Waits for the refresh of an unrecorded project (raising ``Unavailable`` when it fails),
+        ``STALE_WAIT`` at most for a recorded one, which is served as recorded meanwhile.
+        """
         stale = None
         if self._fresh(name) is None:
             refresh = asyncio.shield(self.refreshes.start(name, lambda: self._refresh(name)))
@@ -202,16 +261,7 @@ class PullThrough:
                 stale = f"upstream unavailable: {exc}"
             if stale is not None:
                 self.log(f"proxy: serving {name} as recorded ({stale})")
-        recorded = self.recorded(name)
-        if recorded is None:
-            raise Unavailable(404, f"no project {name} upstream")
-        known = self.known.get(name)
-        offers = [
-            new_entry(offer, "", bool(offer.core_metadata and offer.metadata_url), offer.size)
-            for offer in (known.offers.values() if known else ())
-            if offer.filename not in recorded.files and offer.size is not None
-        ]
-        return Served(recorded.with_files(offers), stale)
+        return stale
 
     async def _refresh(self, name: str) -> None:
         """Fetch the page as sync does, merge it into the record, and keep its offers."""
@@ -252,6 +302,11 @@ class PullThrough:
             self._record(name, Pending(old, manifest, changes=changes, conflicts=conflicts))
         known.fetched_at, known.missing = time.monotonic(), False
         known.offers = {remote_file.filename: remote_file for remote_file in wanted}
+        if self.review:  # recorded at once, for the reviewer (and review's policy) to read
+            self._policy_due = True
+            for remote_file in wanted:
+                self._download(name, remote_file)
+            return
         # a page must announce a file's size: one upstream does not announce is stored first
         unsized = [remote_file for remote_file in wanted if remote_file.size is None]
         await asyncio.gather(*(self._stored(name, remote_file) for remote_file in unsized), return_exceptions=True)
@@ -266,7 +321,9 @@ class PullThrough:
 
     async def file(self, name: str, filename: str) -> Stored | Streaming | None:
         """A file the record holds uncommitted, or one offered (downloaded now); None: the tip's
-        (or nobody's) file, for the mirror's own file route."""
+        (or nobody's) file, for the mirror's own file route (in review mode: always, ``main``'s)."""
+        if self.review:
+            return None
         committed = self.committed(name)
         if committed is not None and _entry(committed, filename) is not None:
             return None
@@ -301,6 +358,8 @@ class PullThrough:
             body = self._bodies[offer.sha256] = SharedBody(asyncio.get_running_loop())
             task = self.files.start(offer.sha256, lambda: self._fetch(name, offer, body))
             task.add_done_callback(lambda _: self._bodies.pop(offer.sha256, None))
+            self._projects_downloads.setdefault(name, set()).add(task)
+            task.add_done_callback(self._projects_downloads[name].discard)
         return body
 
     async def _fetch(self, name: str, offer: RemoteFile, body: SharedBody) -> None:
@@ -360,12 +419,18 @@ class PullThrough:
                 await self.commit()
 
     async def commit(self) -> bytes | None:
-        """Commit the batch now (in a thread, under the writer lock); a failure keeps it for the next try."""
+        """Commit the batch now (in a thread, under the writer lock); a failure keeps it for the next try.
+        In review mode, review's policy then approves what it may onto ``main``."""
         if not self.batch.items:
+            if self._policy_due:
+                await asyncio.to_thread(self._approve_by_policy)
             return None
         self.committing = self.batch.take()
+        main = self.config.branch if self.review else None
         try:
-            commit = await asyncio.to_thread(commit_batch, self.repo, self.config.branch, self.committing)
+            commit = await asyncio.to_thread(commit_batch, self.repo, self.branch, self.committing, main)
+            if self.review:
+                await asyncio.to_thread(self._approve_by_policy)
         except RepoError as exc:
             self.log(f"proxy: commit postponed: {exc}")
             self.batch.put_back(self.committing, time.monotonic())
@@ -373,8 +438,20 @@ class PullThrough:
         finally:
             self.committing = {}
         if commit is not None:
-            self.log(f"proxy: committed {commit.decode()[:12]}")
+            self.log(f"proxy: committed {commit.decode()[:12]} to {self.branch}")
         return commit
+
+    def _approve_by_policy(self) -> None:
+        """``gitmirror approve --policy``: what the cooldown, ``auto_approve`` and the flags allow reaches ``main``."""
+        self._policy_due = False
+        try:
+            result = approve(self.repo, self.store, self.config, [], by_policy=True)
+        except (ApproveError, RepoError) as exc:
+            self._policy_due = True
+            self.log(f"proxy: review policy not applied: {exc}")
+            return
+        if result.commit is not None:
+            self.log(f"proxy: {result.summary().splitlines()[-1]}")
 
 
 def _entry(manifest: ProjectManifest | None, filename: str) -> tuple[FileEntry, bool] | None:

@@ -19,7 +19,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..model.names import UnsafeNameError, check_filename, normalize
-from ..proxy.pullthrough import PullThrough, Stored, Unavailable
+from ..proxy.pullthrough import BranchReader, PullThrough, Stored, Unavailable
 from ..proxy.stream import DownloadFailed, SharedBody
 from ..sync.config import Config
 from . import index
@@ -106,18 +106,18 @@ async def _body(body: SharedBody, filename: str) -> AsyncIterator[bytes]:
         raise
 
 
+def _reader(view: MirrorView) -> BranchReader:
+    """The tip of ``view``'s branch, read through its cache."""
+    return BranchReader(lambda name: view.manifest(view.tip(), name), lambda: view.projects(view.tip()))
+
+
 def install(app: Starlette, config: Config, view: MirrorView) -> None:
     """With ``proxy:`` configured: the proxy's routes before the mirror's, started and stopped with the app."""
     if config.proxy is None:
         return
-    proxy = PullThrough(
-        config,
-        view.repo,
-        view.store,
-        committed=lambda name: view.manifest(view.tip(), name),
-        committed_names=lambda: view.projects(view.tip()),
-        log=_log,
-    )
+    serving = _reader(view)
+    recording = _reader(MirrorView(view.repo, view.store, config.review.branch)) if config.review.enabled else serving
+    proxy = PullThrough(config, view.repo, view.store, recording, serving, log=_log)
     handlers = ProxyRoutes(proxy, SimpleRoutes(view))
     app.router.routes[0:0] = [
         Route("/simple/", handlers.root),
