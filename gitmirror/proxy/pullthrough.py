@@ -5,8 +5,8 @@ through the sync's ``Pages``/``Upstream`` (transport, host policy, retries), the
 picks the files ``mirror.yaml``'s filters take, and ``merge`` folds it into the record (conflicts
 kept and reported, removals marked). Files the record does not hold yet are *offered*: listed with
 upstream's sha256 and size, stored on their first request (``stream``) and recorded then, so a
-manifest never names a blob the store lacks. Everything recorded goes into the ``Batch`` the
-writer commits; until then the batch is the record.
+manifest never names a blob the store lacks. Everything recorded goes to the one writer
+(``writer.BatchWriter``), whose uncommitted batch is the record until it commits.
 
 Upstream down or slow: what is recorded is served as it is, marked stale; an unrecorded project is
 an ``Unavailable`` (502/504) with one line of why.
@@ -19,7 +19,6 @@ With ``review:`` the proxy records into the review branch and downloads what it 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,9 +29,8 @@ from ..model.decisions import local_decisions, marks_path
 from ..model.manifest import FileEntry, ProjectManifest, now
 from ..model.page import ProjectNotFound, RemoteFile, UpstreamError
 from ..model.policy import CONFLICTS_DIR
-from ..model.takedowns import listed, repo_reader
-from ..review.approve import ApproveError, approve
-from ..storage.repo import MetadataRepo, RepoError
+from ..model.takedowns import Lookup, repo_reader
+from ..storage.repo import MetadataRepo
 from ..storage.store import BlobStore
 from ..sync.closure import ProjectChoice, Resolver
 from ..sync.config import Config
@@ -43,9 +41,10 @@ from ..sync.progress import Progress
 from ..sync.roots import Root, Roots
 from ..sync.selection import rules_from
 from ..upstream.upstream import Upstream
-from .batch import Batch, Pending, commit_batch, due
+from .batch import Pending
 from .singleflight import SingleFlight
 from .stream import SharedBody, TeeWriter
+from .writer import BatchWriter
 
 #: how long a page request waits for the refresh of a recorded project before it is served as recorded
 STALE_WAIT = 2.0
@@ -125,12 +124,9 @@ class PullThrough:
         self.committed_names = recording.names
         self.serving = serving
         self.review = config.review.enabled
-        self.branch = config.review.branch if self.review else config.branch
-        self._policy_due = False  # review mode: something was recorded since review's policy last ran
         self.log = log
         self.rules = rules_from(config)
-        self.batch = Batch()
-        self.committing: dict[str, Pending] = {}
+        self.writer = BatchWriter(config, repo, store, log)
         self.known: dict[str, Upstreamed] = {}
         self.refreshes: SingleFlight[str, None] = SingleFlight()
         self.files: SingleFlight[str, None] = SingleFlight()
@@ -138,8 +134,7 @@ class PullThrough:
         self._bodies: dict[str, SharedBody] = {}
         self._projects_downloads: dict[str, set[asyncio.Future[None]]] = {}
         self._upstream: Upstream | None = None
-        self._writer: asyncio.Task[None] | None = None
-        self._batch_full = asyncio.Event()
+        self._writing: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -153,16 +148,16 @@ class PullThrough:
             allowed_hosts=self.config.allowed_hosts,
             limits=self.config.limits,
         )
-        self._writer = asyncio.create_task(self._write_batches())
+        self._writing = asyncio.create_task(self.writer.run())
 
     async def stop(self) -> None:
         """Stop fetching and commit what was recorded (a shutdown loses nothing recorded)."""
-        if self._writer is not None:
-            self._writer.cancel()
-            await asyncio.gather(self._writer, return_exceptions=True)
+        if self._writing is not None:
+            self._writing.cancel()
+            await asyncio.gather(self._writing, return_exceptions=True)
         for flights in (self.refreshes, self.files, self.metadata):
             await flights.cancel_all()
-        await self.commit()
+        await self.writer.commit()
         if self._upstream is not None:
             await self._upstream.__aexit__(None, None, None)
 
@@ -175,19 +170,14 @@ class PullThrough:
 
     def recorded(self, name: str) -> ProjectManifest | None:
         """The record of ``name``: uncommitted batch first, then the commit in flight, then the tip."""
-        item = self.batch.items.get(name) or self.committing.get(name)
+        item = self.writer.pending(name)
         return item.manifest if item is not None else self.committed(name)
 
     def recorded_names(self) -> list[str]:
         """The projects ``/simple/`` lists: what is served (in review mode, ``main``'s alone)."""
         if self.review:
             return self.serving.names()
-        return sorted({*self.committed_names(), *self.batch.items, *self.committing})
-
-    def _record(self, name: str, change: Pending) -> None:
-        self.batch.record(name, change, time.monotonic())
-        if self.batch.weight >= self.settings.commit_changes:
-            self._batch_full.set()
+        return sorted({*self.committed_names(), *self.writer.names()})
 
     # -- pages -------------------------------------------------------------------------------------
 
@@ -233,7 +223,7 @@ class PullThrough:
         stale = await self._refreshed(name, served)
         if served is None:
             await asyncio.gather(*self._projects_downloads.get(name, ()), return_exceptions=True)
-            await self.commit()
+            await self.writer.commit()
             served = self.serving.manifest(name)
         if served is None:
             raise Unavailable(404, f"{name}: nothing approved yet (review: new releases wait for approval)")
@@ -279,31 +269,29 @@ class PullThrough:
             if old is not None:
                 manifest, outcome = removed_upstream(old, seen_at)
                 if outcome.changes:
-                    self._record(name, Pending(old, manifest, changes=outcome.changes))
+                    self.writer.record(name, Pending(old, manifest, changes=outcome.changes))
             raise
         choice = choices.get(name) or ProjectChoice(name)
         old = self.recorded(name)
-        tip = self.repo.tip(self.config.branch)
+        tip, recording = self.repo.tip(self.config.branch), self.repo.tip(self.writer.branch)
         local = local_decisions(self.repo.read_path(tip, marks_path(name)))
         new_digests = [rf.sha256 for rf in remote.files if old is None or rf.filename not in old.files]
-        taken_down = listed(repo_reader(self.repo, tip), new_digests)
+        lookup = Lookup([repo_reader(self.repo, recording), repo_reader(self.repo, tip)])
+        taken_down = {digest: record for digest in new_digests if (record := lookup.record(digest)) is not None}
         manifest, wanted, outcome = merge(old, remote, choice, seen_at, local, taken_down)
         for line in outcome.errors + outcome.notes:
             self.log(f"proxy: {name}: {line}")
-        conflicts = [
-            conflict
-            for conflict in outcome.conflicts
-            if (conflict.filename, conflict.upstream_sha256) not in self._known_conflicts(name, tip)
-        ]
+        known_conflicts = self._known_conflicts(name, recording) if outcome.conflicts else set()
+        conflicts = [c for c in outcome.conflicts if (c.filename, c.upstream_sha256) not in known_conflicts]
         for conflict in conflicts:
             self.log(f"proxy: CONFLICT {conflict.text}")
         if old is None or outcome.changes or conflicts:
             changes = outcome.changes if old is not None else ["recorded on first request", *outcome.changes]
-            self._record(name, Pending(old, manifest, changes=changes, conflicts=conflicts))
+            self.writer.record(name, Pending(old, manifest, changes=changes, conflicts=conflicts))
         known.fetched_at, known.missing = time.monotonic(), False
         known.offers = {remote_file.filename: remote_file for remote_file in wanted}
         if self.review:  # recorded at once, for the reviewer (and review's policy) to read
-            self._policy_due = True
+            self.writer.policy_due = True
             for remote_file in wanted:
                 self._download(name, remote_file)
             return
@@ -313,8 +301,8 @@ class PullThrough:
 
     def _known_conflicts(self, name: str, tip: bytes | None) -> set[tuple[str, str]]:
         logged = recorded_conflicts(self.repo.read_path(tip, f"{CONFLICTS_DIR}/{name}.jsonl") or b"")
-        for item in (self.committing.get(name), self.batch.items.get(name)):
-            logged |= {(c.filename, c.upstream_sha256) for c in item.conflicts} if item else set()
+        item = self.writer.pending(name)
+        logged |= {(c.filename, c.upstream_sha256) for c in item.conflicts} if item else set()
         return logged
 
     # -- files -------------------------------------------------------------------------------------
@@ -391,7 +379,7 @@ class PullThrough:
         if size is None:
             size = self.store.path(offer.sha256).stat().st_size
         entry = new_entry(offer, now(), has_metadata, size)
-        self._record(name, Pending(current, base.with_file(entry), added=[offer.filename]))
+        self.writer.record(name, Pending(current, base.with_file(entry), added=[offer.filename]))
 
     async def _metadata(self, offer: RemoteFile) -> Stored:
         """The PEP 658 file of an offered wheel, stored (unrecorded until its wheel is) before it is served."""
@@ -405,53 +393,6 @@ class PullThrough:
             except UpstreamError as exc:
                 raise Unavailable(502, f"upstream: {exc}") from None
         return Stored(sha256)
-
-    # -- the writer --------------------------------------------------------------------------------
-
-    async def _write_batches(self) -> None:
-        """The one writer: commits the batch when it is due, never per request."""
-        interval = self.settings.commit_interval
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._batch_full.wait(), timeout=min(1.0, interval))
-            self._batch_full.clear()
-            if due(self.batch.weight, self.batch.started, time.monotonic(), interval, self.settings.commit_changes):
-                await self.commit()
-
-    async def commit(self) -> bytes | None:
-        """Commit the batch now (in a thread, under the writer lock); a failure keeps it for the next try.
-        In review mode, review's policy then approves what it may onto ``main``."""
-        if not self.batch.items:
-            if self._policy_due:
-                await asyncio.to_thread(self._approve_by_policy)
-            return None
-        self.committing = self.batch.take()
-        main = self.config.branch if self.review else None
-        try:
-            commit = await asyncio.to_thread(commit_batch, self.repo, self.branch, self.committing, main)
-            if self.review:
-                await asyncio.to_thread(self._approve_by_policy)
-        except RepoError as exc:
-            self.log(f"proxy: commit postponed: {exc}")
-            self.batch.put_back(self.committing, time.monotonic())
-            return None
-        finally:
-            self.committing = {}
-        if commit is not None:
-            self.log(f"proxy: committed {commit.decode()[:12]} to {self.branch}")
-        return commit
-
-    def _approve_by_policy(self) -> None:
-        """``gitmirror approve --policy``: what the cooldown, ``auto_approve`` and the flags allow reaches ``main``."""
-        self._policy_due = False
-        try:
-            result = approve(self.repo, self.store, self.config, [], by_policy=True)
-        except (ApproveError, RepoError) as exc:
-            self._policy_due = True
-            self.log(f"proxy: review policy not applied: {exc}")
-            return
-        if result.commit is not None:
-            self.log(f"proxy: {result.summary().splitlines()[-1]}")
 
 
 def _entry(manifest: ProjectManifest | None, filename: str) -> tuple[FileEntry, bool] | None:
