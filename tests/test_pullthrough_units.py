@@ -11,7 +11,7 @@ import pytest
 from gitmirror.model.manifest import FileEntry, ProjectManifest, manifest_path
 from gitmirror.proxy.batch import Batch, Pending, commit_batch, due
 from gitmirror.proxy.singleflight import SingleFlight
-from gitmirror.proxy.stream import DownloadFailed, SharedBody
+from gitmirror.proxy.stream import RELEASE_BYTES, DownloadFailed, SharedBody
 from gitmirror.storage.repo import MetadataRepo
 from gitmirror.sync.config import ConfigError, from_mapping
 from gitmirror.sync.proxy_settings import ProxySettings
@@ -145,7 +145,7 @@ def test_a_batch_is_replayed_onto_a_branch_another_writer_moved(tmp_path: Path) 
 
 def test_a_shared_body_holds_its_last_byte_until_verified_and_skips_repeated_bytes() -> None:
     async def scenario() -> tuple[list[bytes], list[bytes]]:
-        body = SharedBody(asyncio.get_running_loop())
+        body = SharedBody(asyncio.get_running_loop(), Path("/nonexistent"))
         received: list[bytes] = []
 
         async def read() -> None:
@@ -169,7 +169,7 @@ def test_a_shared_body_holds_its_last_byte_until_verified_and_skips_repeated_byt
 
 def test_a_failed_shared_body_ends_every_reader_with_the_reason() -> None:
     async def scenario() -> bytes:
-        body = SharedBody(asyncio.get_running_loop())
+        body = SharedBody(asyncio.get_running_loop(), Path("/nonexistent"))
         body.extend(0, b"abc")
         body.finish("sha256 mismatch")
         got = b""
@@ -179,3 +179,32 @@ def test_a_failed_shared_body_ends_every_reader_with_the_reason() -> None:
         return got
 
     assert asyncio.run(scenario()) == b"ab"
+
+
+def test_bytes_every_reader_took_are_let_go_and_a_late_reader_reads_the_blob(tmp_path: Path) -> None:
+    blob = tmp_path / "blob"
+    data = bytes(range(256)) * (3 * RELEASE_BYTES // 256)
+
+    async def scenario() -> tuple[int, bytes, bytes]:
+        body = SharedBody(asyncio.get_running_loop(), blob)
+        early = bytearray()
+
+        async def read_early() -> None:
+            async for chunk in body.stream():
+                early.extend(chunk)
+
+        reader = asyncio.create_task(read_early())
+        await asyncio.sleep(0)
+        for offset in range(0, len(data), 65536):
+            body.extend(offset, data[offset : offset + 65536])
+            await asyncio.sleep(0)
+        kept = len(body.body)
+        blob.write_bytes(data)  # what the writer names once the bytes are verified
+        body.finish()
+        await reader
+        late = b"".join([chunk async for chunk in body.stream()])
+        return kept, bytes(early), late
+
+    kept, early, late = asyncio.run(scenario())
+    assert kept < 2 * RELEASE_BYTES  # not the whole body
+    assert early == data and late == data

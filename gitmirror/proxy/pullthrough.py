@@ -343,7 +343,9 @@ class PullThrough:
         """The one download of ``offer``'s bytes, joined by every request while it runs."""
         body = self._bodies.get(offer.sha256)
         if body is None:
-            body = self._bodies[offer.sha256] = SharedBody(asyncio.get_running_loop())
+            body = self._bodies[offer.sha256] = SharedBody(
+                asyncio.get_running_loop(), self.store.path(offer.sha256), keep=not self.review
+            )
             task = self.files.start(offer.sha256, lambda: self._fetch(name, offer, body))
             task.add_done_callback(lambda _: self._bodies.pop(offer.sha256, None))
             self._projects_downloads.setdefault(name, set()).add(task)

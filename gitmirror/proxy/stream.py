@@ -6,14 +6,23 @@ sha256 and size and named the blob: a client never receives a whole body that fa
 mismatch aborts its response while the store keeps nothing. A retried attempt restreams from the
 start; only bytes past what the clients already got are passed on (the hash check at the end
 proves they were the same).
+
+Memory stays bounded by the slowest reader's lag, not the file's size: bytes every reader has
+taken are let go, and a client arriving after that waits for the verified blob and reads it from
+the store.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from ..storage.store import BlobStore, BlobWriter
+
+#: bytes every reader has taken are let go in steps of at least this many
+RELEASE_BYTES = 1 << 20
+CHUNK_BYTES = 256 * 1024
 
 
 class DownloadFailed(Exception):
@@ -21,14 +30,26 @@ class DownloadFailed(Exception):
 
 
 class SharedBody:
-    """The bytes received so far and how the download ended; clients read it with ``stream``."""
+    """The bytes of one download not yet taken by every reader, and how it ended.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    ``blob``: where the verified blob will be, for readers arriving after bytes were let go;
+    ``keep`` False: nobody reads along (a download for the record only), nothing is kept.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, blob: Path, keep: bool = True) -> None:
         self.loop = loop
+        self.blob = blob
+        self.keep = keep
         self.body = bytearray()
+        self.base = 0  # the offset of ``body[0]``: bytes before it were let go
         self.verified = False
         self.error: str | None = None
+        self._readers: dict[int, int] = {}  # reader id -> bytes it has taken
         self._changed = asyncio.Event()
+
+    @property
+    def received(self) -> int:
+        return self.base + len(self.body)
 
     def from_thread(self, offset: int, data: bytes) -> None:
         """Bytes an attempt received at ``offset`` (called in a download thread)."""
@@ -36,9 +57,12 @@ class SharedBody:
 
     def extend(self, offset: int, data: bytes) -> None:
         """Keep the part of ``data`` past what was received before (an attempt's retry repeats bytes)."""
-        known = len(self.body)
+        known = self.received
         if offset <= known < offset + len(data):
-            self.body += data[known - offset :]
+            if self.keep:
+                self.body += data[known - offset :]
+            else:
+                self.base += offset + len(data) - known
             self._wake()
 
     def finish(self, error: str | None = None) -> None:
@@ -50,22 +74,48 @@ class SharedBody:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def stream(self, chunk: int = 256 * 1024) -> AsyncIterator[bytes]:
+    def _let_go(self) -> None:
+        """Drop the bytes every reader has taken (all of them once nobody reads along)."""
+        low = min(self._readers.values(), default=self.received)
+        if low - self.base >= RELEASE_BYTES or (not self._readers and low > self.base):
+            del self.body[: low - self.base]
+            self.base = low
+
+    async def stream(self) -> AsyncIterator[bytes]:
         """The body from its first byte, as it arrives; raises ``DownloadFailed`` when it fails."""
-        sent = 0
-        while True:
-            changed = self._changed
-            ready = len(self.body) if self.verified else len(self.body) - 1
-            if sent < ready:
-                end = min(ready, sent + chunk)
-                yield bytes(self.body[sent:end])
-                sent = end
-                continue
-            if self.error is not None:
-                raise DownloadFailed(self.error)
-            if self.verified:
-                return
-            await changed.wait()
+        if self.base > 0:  # its first bytes were let go: the verified blob, once it is there
+            async for chunk in self._from_store():
+                yield chunk
+            return
+        reader = id(object())
+        self._readers[reader] = sent = 0
+        try:
+            while True:
+                changed = self._changed
+                ready = self.received if self.verified else self.received - 1
+                if sent < ready:
+                    end = min(ready, sent + CHUNK_BYTES)
+                    yield bytes(self.body[sent - self.base : end - self.base])
+                    sent = self._readers[reader] = end
+                    self._let_go()
+                    continue
+                if self.error is not None:
+                    raise DownloadFailed(self.error)
+                if self.verified:
+                    return
+                await changed.wait()
+        finally:
+            del self._readers[reader]
+            self._let_go()
+
+    async def _from_store(self) -> AsyncIterator[bytes]:
+        while not self.verified and self.error is None:
+            await self._changed.wait()
+        if self.error is not None:
+            raise DownloadFailed(self.error)
+        with open(self.blob, "rb") as handle:
+            while chunk := await asyncio.to_thread(handle.read, CHUNK_BYTES):
+                yield chunk
 
 
 class TeeWriter(BlobWriter):
