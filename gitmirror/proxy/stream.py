@@ -44,7 +44,7 @@ class SharedBody:
         self.base = 0  # the offset of ``body[0]``: bytes before it were let go
         self.verified = False
         self.error: str | None = None
-        self._readers: dict[int, int] = {}  # reader id -> bytes it has taken
+        self._readers: dict[object, int] = {}  # reader -> bytes it has taken
         self._changed = asyncio.Event()
 
     @property
@@ -87,7 +87,7 @@ class SharedBody:
             async for chunk in self._from_store():
                 yield chunk
             return
-        reader = id(object())
+        reader = object()  # alive while it reads: its key is its own
         self._readers[reader] = sent = 0
         try:
             while True:
