@@ -230,3 +230,20 @@ def test_with_review_new_releases_wait_for_the_cooldown_or_an_approval(
     assert httpx.get(f"{server.url}/files/other-lib/{fresh.filename}").content == fresh.data
     stop_server(server)
     assert mirror.run("verify").returncode == 0
+
+
+def test_a_slow_upstream_gets_504_for_the_unrecorded_and_a_stale_page_for_the_recorded(
+    mirror: Mirror, sample, serve
+) -> None:
+    proxy_mirror(mirror, "  ttl: 0\n  commit_interval: 1\n", extra="timeout: 1\nretries: 0\n")
+    server = serve()
+    assert httpx.get(server.index_url + "demo-pkg/").status_code == 200
+    mirror.upstream.fault("/simple/", "delay", times=-1, seconds=4)
+    started = time.monotonic()
+    page = httpx.get(server.index_url + "demo-pkg/", headers=JSON, timeout=30)
+    assert page.status_code == 200 and time.monotonic() - started < 3.5
+    assert page.headers["x-gitmirror-stale"]
+    assert page.json()["name"] == "demo-pkg"
+    unrecorded = httpx.get(server.index_url + "other-lib/", timeout=30)
+    assert unrecorded.status_code == 504
+    assert unrecorded.text.startswith("upstream: other-lib") and "timed out" in unrecorded.text
