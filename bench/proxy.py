@@ -86,9 +86,7 @@ def run(workdir: Path, rounds: int) -> Table:
             table.notes.append(missing("nginx"))
     for name in ("devpi-server", "proxpi"):
         if not peer(name):
-            table.notes.append(
-                f"{name} not installed: python3 -m venv /tmp/bench-peers && /tmp/bench-peers/bin/pip install {name}"
-            )
+            table.notes.append(f"{name} not installed: {PEERS_VENV}/bin/pip install {name} (a venv of its own)")
     median = statistics.median
     table.rows.append(Row("warm install", "nginx (static site)", median(static) if static else None, median(warm), "s"))
     table.rows.append(Row("cold install", "straight from upstream", median(direct), median(cold), "s"))

@@ -19,8 +19,9 @@ With ``review:`` the proxy records into the review branch and downloads what it 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from packaging.requirements import Requirement
@@ -130,7 +131,6 @@ class PullThrough:
         self.known: dict[str, Upstreamed] = {}
         self.refreshes: SingleFlight[str, None] = SingleFlight()
         self.files: SingleFlight[str, None] = SingleFlight()
-        self.metadata: SingleFlight[str, int] = SingleFlight()
         self._bodies: dict[str, SharedBody] = {}
         self._projects_downloads: dict[str, set[asyncio.Future[None]]] = {}
         self._upstream: Upstream | None = None
@@ -155,7 +155,7 @@ class PullThrough:
         if self._writing is not None:
             self._writing.cancel()
             await asyncio.gather(self._writing, return_exceptions=True)
-        for flights in (self.refreshes, self.files, self.metadata):
+        for flights in (self.refreshes, self.files):
             await flights.cancel_all()
         await self.writer.commit()
         if self._upstream is not None:
@@ -293,7 +293,8 @@ class PullThrough:
         if self.review:  # recorded at once, for the reviewer (and review's policy) to read
             self.writer.policy_due = True
             for remote_file in wanted:
-                self._download(name, remote_file)
+                then = functools.partial(self._stored, name, remote_file)
+                self._download(remote_file.sha256, remote_file.url, remote_file.size, remote_file.filename, then, name)
             return
         # a page must announce a file's size: one upstream does not announce is stored first
         unsized = [remote_file for remote_file in wanted if remote_file.size is None]
@@ -333,39 +334,65 @@ class PullThrough:
         if filename.endswith(".metadata"):
             if offer.filename == filename or not (offer.core_metadata and offer.metadata_url):
                 return None
-            return await self._metadata(offer)
+            if self.store.has(offer.core_metadata):
+                return Stored(offer.core_metadata)  # stored on its own, recorded with its wheel
+            label = offer.filename + ".metadata"
+            body = self._download(offer.core_metadata, offer.metadata_url, None, label)
+            return Streaming(body, None, offer.core_metadata)
         if self.store.has(offer.sha256):
             await self._stored(name, offer)
             return Stored(offer.sha256)
-        return Streaming(self._download(name, offer), offer.size, offer.sha256)
+        then = functools.partial(self._stored, name, offer)
+        body = self._download(offer.sha256, offer.url, offer.size, offer.filename, then, project=name)
+        return Streaming(body, offer.size, offer.sha256)
 
-    def _download(self, name: str, offer: RemoteFile) -> SharedBody:
-        """The one download of ``offer``'s bytes, joined by every request while it runs."""
-        body = self._bodies.get(offer.sha256)
+    def _download(
+        self,
+        sha256: str,
+        url: str,
+        size: int | None,
+        label: str,
+        then: Callable[[int], Awaitable[None]] | None = None,
+        project: str | None = None,
+    ) -> SharedBody:
+        """The one download of blob ``sha256``, joined by every request while it runs; ``then(size)``
+        once it is stored. ``project``: the downloads of a project a request may wait for."""
+        body = self._bodies.get(sha256)
         if body is None:
-            body = self._bodies[offer.sha256] = SharedBody(
-                asyncio.get_running_loop(), self.store.path(offer.sha256), keep=not self.review
-            )
-            task = self.files.start(offer.sha256, lambda: self._fetch(name, offer, body))
-            task.add_done_callback(lambda _: self._bodies.pop(offer.sha256, None))
-            self._projects_downloads.setdefault(name, set()).add(task)
-            task.add_done_callback(self._projects_downloads[name].discard)
+            loop = asyncio.get_running_loop()
+            body = self._bodies[sha256] = SharedBody(loop, self.store.path(sha256), keep=not self.review)
+            task = self.files.start(sha256, lambda: self._fetch(sha256, url, size, label, body, then))
+            task.add_done_callback(lambda _: self._bodies.pop(sha256, None))
+            if project is not None:
+                self._projects_downloads.setdefault(project, set()).add(task)
+                task.add_done_callback(self._projects_downloads[project].discard)
         return body
 
-    async def _fetch(self, name: str, offer: RemoteFile, body: SharedBody) -> None:
+    async def _fetch(
+        self,
+        sha256: str,
+        url: str,
+        size: int | None,
+        label: str,
+        body: SharedBody,
+        then: Callable[[int], Awaitable[None]] | None,
+    ) -> None:
         try:
-            size = await self.upstream.download(
-                offer.url, lambda: TeeWriter(self.store, offer.sha256, offer.size, body), offer.filename
-            )
+            stored = await self.upstream.download(url, lambda: TeeWriter(self.store, sha256, size, body), label)
         except UpstreamError as exc:
             self.log(f"proxy: {exc}")
             body.finish(str(exc))
             return
+        except OSError as exc:  # the store refused (a full disk): served maybe, kept not
+            self.log(f"proxy: {label}: not stored: {exc}")
+            body.finish(f"{label}: not stored")
+            return
         except BaseException:
-            body.finish(f"{offer.filename}: download interrupted")
+            body.finish(f"{label}: download interrupted")
             raise
         body.finish()
-        await self._stored(name, offer, size)
+        if then is not None:
+            await then(stored)
 
     async def _stored(self, name: str, offer: RemoteFile, size: int | None = None) -> None:
         """Record ``offer`` once its blob is stored (downloaded now if it is not), with its PEP 658 file
@@ -382,19 +409,6 @@ class PullThrough:
             size = self.store.path(offer.sha256).stat().st_size
         entry = new_entry(offer, now(), has_metadata, size)
         self.writer.record(name, Pending(current, base.with_file(entry), added=[offer.filename]))
-
-    async def _metadata(self, offer: RemoteFile) -> Stored:
-        """The PEP 658 file of an offered wheel, stored (unrecorded until its wheel is) before it is served."""
-        sha256, url = offer.core_metadata, offer.metadata_url
-        assert sha256 is not None and url is not None
-        if not self.store.has(sha256):
-            label = offer.filename + ".metadata"
-            work = self.metadata.start(sha256, lambda: self.upstream.store_file(self.store, url, sha256, None, label))
-            try:
-                await asyncio.shield(work)
-            except UpstreamError as exc:
-                raise Unavailable(502, f"upstream: {exc}") from None
-        return Stored(sha256)
 
 
 def _entry(manifest: ProjectManifest | None, filename: str) -> tuple[FileEntry, bool] | None:

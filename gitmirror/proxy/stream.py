@@ -58,7 +58,7 @@ class SharedBody:
     def extend(self, offset: int, data: bytes) -> None:
         """Keep the part of ``data`` past what was received before (an attempt's retry repeats bytes)."""
         known = self.received
-        if offset <= known < offset + len(data):
+        if offset <= known < offset + len(data) and not self.verified:
             if self.keep:
                 self.body += data[known - offset :]
             else:
@@ -129,3 +129,8 @@ class TeeWriter(BlobWriter):
         offset = self.size
         super().write(chunk)  # refuses a body past its announced size before anyone sees it
         self.shared.from_thread(offset, bytes(chunk))
+
+    def check(self) -> None:
+        """Once the bytes are the announced ones, readers get the last byte (the blob is named next)."""
+        super().check()
+        self.shared.loop.call_soon_threadsafe(self.shared.finish)
