@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from packaging.requirements import Requirement
@@ -44,7 +44,7 @@ from ..sync.selection import rules_from
 from ..upstream.upstream import Upstream
 from .batch import Pending
 from .singleflight import SingleFlight
-from .stream import SharedBody, TeeWriter
+from .stream import Downloads, SharedBody
 from .writer import BatchWriter
 
 #: how long a page request waits for the refresh of a recorded project before it is served as recorded
@@ -130,9 +130,7 @@ class PullThrough:
         self.writer = BatchWriter(config, repo, store, log)
         self.known: dict[str, Upstreamed] = {}
         self.refreshes: SingleFlight[str, None] = SingleFlight()
-        self.files: SingleFlight[str, None] = SingleFlight()
-        self._bodies: dict[str, SharedBody] = {}
-        self._projects_downloads: dict[str, set[asyncio.Future[None]]] = {}
+        self.downloads: Downloads | None = None
         self._upstream: Upstream | None = None
         self._writing: asyncio.Task[None] | None = None
 
@@ -148,6 +146,7 @@ class PullThrough:
             allowed_hosts=self.config.allowed_hosts,
             limits=self.config.limits,
         )
+        self.downloads = Downloads(self._upstream, self.store, self.log, keep=not self.review)
         self._writing = asyncio.create_task(self.writer.run())
 
     async def stop(self) -> None:
@@ -155,11 +154,17 @@ class PullThrough:
         if self._writing is not None:
             self._writing.cancel()
             await asyncio.gather(self._writing, return_exceptions=True)
-        for flights in (self.refreshes, self.files):
-            await flights.cancel_all()
+        await self.refreshes.cancel_all()
+        if self.downloads is not None:
+            await self.downloads.cancel_all()
         await self.writer.commit()
         if self._upstream is not None:
             await self._upstream.__aexit__(None, None, None)
+
+    @property
+    def _downloads(self) -> Downloads:
+        assert self.downloads is not None, "PullThrough.start() first"
+        return self.downloads
 
     @property
     def upstream(self) -> Upstream:
@@ -222,7 +227,7 @@ class PullThrough:
             return Served(served)
         stale = await self._refreshed(name, served)
         if served is None:
-            await asyncio.gather(*self._projects_downloads.get(name, ()), return_exceptions=True)
+            await self._downloads.of_project(name)
             await self.writer.commit()
             served = self.serving.manifest(name)
         if served is None:
@@ -294,7 +299,9 @@ class PullThrough:
             self.writer.policy_due = True
             for remote_file in wanted:
                 then = functools.partial(self._stored, name, remote_file)
-                self._download(remote_file.sha256, remote_file.url, remote_file.size, remote_file.filename, then, name)
+                self._downloads.start(
+                    remote_file.sha256, remote_file.url, remote_file.size, remote_file.filename, then, name
+                )
             return
         # a page must announce a file's size: one upstream does not announce is stored first
         unsized = [remote_file for remote_file in wanted if remote_file.size is None]
@@ -337,62 +344,14 @@ class PullThrough:
             if self.store.has(offer.core_metadata):
                 return Stored(offer.core_metadata)  # stored on its own, recorded with its wheel
             label = offer.filename + ".metadata"
-            body = self._download(offer.core_metadata, offer.metadata_url, None, label)
+            body = self._downloads.start(offer.core_metadata, offer.metadata_url, None, label)
             return Streaming(body, None, offer.core_metadata)
         if self.store.has(offer.sha256):
             await self._stored(name, offer)
             return Stored(offer.sha256)
         then = functools.partial(self._stored, name, offer)
-        body = self._download(offer.sha256, offer.url, offer.size, offer.filename, then, project=name)
+        body = self._downloads.start(offer.sha256, offer.url, offer.size, offer.filename, then, project=name)
         return Streaming(body, offer.size, offer.sha256)
-
-    def _download(
-        self,
-        sha256: str,
-        url: str,
-        size: int | None,
-        label: str,
-        then: Callable[[int], Awaitable[None]] | None = None,
-        project: str | None = None,
-    ) -> SharedBody:
-        """The one download of blob ``sha256``, joined by every request while it runs; ``then(size)``
-        once it is stored. ``project``: the downloads of a project a request may wait for."""
-        body = self._bodies.get(sha256)
-        if body is None:
-            loop = asyncio.get_running_loop()
-            body = self._bodies[sha256] = SharedBody(loop, self.store.path(sha256), keep=not self.review)
-            task = self.files.start(sha256, lambda: self._fetch(sha256, url, size, label, body, then))
-            task.add_done_callback(lambda _: self._bodies.pop(sha256, None))
-            if project is not None:
-                self._projects_downloads.setdefault(project, set()).add(task)
-                task.add_done_callback(self._projects_downloads[project].discard)
-        return body
-
-    async def _fetch(
-        self,
-        sha256: str,
-        url: str,
-        size: int | None,
-        label: str,
-        body: SharedBody,
-        then: Callable[[int], Awaitable[None]] | None,
-    ) -> None:
-        try:
-            stored = await self.upstream.download(url, lambda: TeeWriter(self.store, sha256, size, body), label)
-        except UpstreamError as exc:
-            self.log(f"proxy: {exc}")
-            body.finish(str(exc))
-            return
-        except OSError as exc:  # the store refused (a full disk): served maybe, kept not
-            self.log(f"proxy: {label}: not stored: {exc}")
-            body.finish(f"{label}: not stored")
-            return
-        except BaseException:
-            body.finish(f"{label}: download interrupted")
-            raise
-        body.finish()
-        if then is not None:
-            await then(stored)
 
     async def _stored(self, name: str, offer: RemoteFile, size: int | None = None) -> None:
         """Record ``offer`` once its blob is stored (downloaded now if it is not), with its PEP 658 file

@@ -1,4 +1,4 @@
-"""A file downloaded once and streamed to every client asking for it meanwhile.
+"""A file downloaded once (``Downloads``) and streamed to every client asking for it meanwhile.
 
 Bytes go from upstream into a ``BlobWriter`` (hashed, written to the store's temporary file) and,
 as they arrive, to every waiting client. The last byte is held back until the writer verified the
@@ -15,10 +15,13 @@ the store.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+from ..model.page import UpstreamError
 from ..storage.store import BlobStore, BlobWriter
+from ..upstream.upstream import Upstream
+from .singleflight import SingleFlight
 
 #: bytes every reader has taken are let go in steps of at least this many
 RELEASE_BYTES = 1 << 20
@@ -134,3 +137,73 @@ class TeeWriter(BlobWriter):
         """Once the bytes are the announced ones, readers get the last byte (the blob is named next)."""
         super().check()
         self.shared.loop.call_soon_threadsafe(self.shared.finish)
+
+
+class Downloads:
+    """The proxy's downloads in flight: one per blob, whoever asks, streamed to every reader.
+
+    ``keep`` False: nobody reads along (review mode records files without serving them).
+    """
+
+    def __init__(self, upstream: Upstream, store: BlobStore, log: Callable[[str], None], keep: bool = True) -> None:
+        self.upstream = upstream
+        self.store = store
+        self.log = log
+        self.keep = keep
+        self._flights: SingleFlight[str, None] = SingleFlight()
+        self._bodies: dict[str, SharedBody] = {}
+        self._by_project: dict[str, set[asyncio.Future[None]]] = {}
+
+    def start(
+        self,
+        sha256: str,
+        url: str,
+        size: int | None,
+        label: str,
+        then: Callable[[int], Awaitable[None]] | None = None,
+        project: str | None = None,
+    ) -> SharedBody:
+        """The one download of blob ``sha256``, joined by every request while it runs; ``then(size)``
+        once it is stored. ``project``: counted among that project's downloads (``of_project``)."""
+        body = self._bodies.get(sha256)
+        if body is None:
+            body = self._bodies[sha256] = SharedBody(asyncio.get_running_loop(), self.store.path(sha256), self.keep)
+            task = self._flights.start(sha256, lambda: self._fetch(sha256, url, size, label, body, then))
+            task.add_done_callback(lambda _: self._bodies.pop(sha256, None))
+            if project is not None:
+                self._by_project.setdefault(project, set()).add(task)
+                task.add_done_callback(self._by_project[project].discard)
+        return body
+
+    async def of_project(self, project: str) -> None:
+        """Wait until the project's downloads in flight are over (failures are reported where they happen)."""
+        await asyncio.gather(*self._by_project.get(project, ()), return_exceptions=True)
+
+    async def cancel_all(self) -> None:
+        await self._flights.cancel_all()
+
+    async def _fetch(
+        self,
+        sha256: str,
+        url: str,
+        size: int | None,
+        label: str,
+        body: SharedBody,
+        then: Callable[[int], Awaitable[None]] | None,
+    ) -> None:
+        try:
+            stored = await self.upstream.download(url, lambda: TeeWriter(self.store, sha256, size, body), label)
+        except UpstreamError as exc:
+            self.log(f"proxy: {exc}")
+            body.finish(str(exc))
+            return
+        except OSError as exc:  # the store refused (a full disk): served maybe, kept not
+            self.log(f"proxy: {label}: not stored: {exc}")
+            body.finish(f"{label}: not stored")
+            return
+        except BaseException:
+            body.finish(f"{label}: download interrupted")
+            raise
+        body.finish()
+        if then is not None:
+            await then(stored)
