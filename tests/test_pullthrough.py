@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import Mirror, RunningServer, start_server, stop_server
+from gitmirror.audit.hooks import install
+
+from conftest import Mirror, RunningServer, isolated_env, start_server, stop_server
 from fakeupstream import FakeUpstream, build_wheel
 
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
@@ -247,3 +251,43 @@ def test_a_slow_upstream_gets_504_for_the_unrecorded_and_a_stale_page_for_the_re
     unrecorded = httpx.get(server.index_url + "other-lib/", timeout=30)
     assert unrecorded.status_code == 504
     assert unrecorded.text.startswith("upstream: other-lib") and "timed out" in unrecorded.text
+
+
+def test_what_the_proxy_recorded_is_history_like_any_other(mirror: Mirror, sample, serve, tmp_path: Path) -> None:
+    """The hook accepts a push of the proxy's commits, a clone hydrates from it and verifies, and
+    a tag of its state is served as a snapshot."""
+    proxy_mirror(mirror)
+    server = serve()
+    wheel = "other_lib-0.2-py3-none-any.whl"
+    for path in ("/simple/other-lib/", f"/files/other-lib/{wheel}.metadata", f"/files/other-lib/{wheel}"):
+        assert httpx.get(server.url + path).status_code == 200
+    stop_server(server)
+    mirror.run("tag", "v1", check=True)
+
+    pushed = tmp_path / "pushed.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(pushed)], env=isolated_env(), check=True)
+    install(pushed, sys.executable)
+    push = subprocess.run(
+        ["git", "--git-dir", str(mirror.repo), "push", f"file://{pushed}", "main"],
+        env=isolated_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert push.returncode == 0, push.stderr
+    tip = subprocess.run(
+        ["git", "--git-dir", str(pushed), "rev-parse", "main"], env=isolated_env(), capture_output=True, text=True
+    )
+    assert tip.stdout == mirror.git("rev-parse", "main")
+
+    clone = Mirror(root=tmp_path / "clone", upstream=mirror.upstream)
+    clone.root.mkdir()
+    subprocess.run(
+        ["git", "clone", "-q", "--mirror", f"file://{mirror.repo}", str(clone.repo)], env=isolated_env(), check=True
+    )
+    clone.configure()
+    server = serve()
+    hydrated = clone.run("hydrate", "--from", server.index_url)
+    assert hydrated.returncode == 0, hydrated.stderr
+    assert clone.run("verify").returncode == 0
+    snapshot = httpx.get(server.url + "/snapshot/v1/simple/other-lib/").text
+    assert wheel in snapshot
