@@ -291,3 +291,23 @@ def test_what_the_proxy_recorded_is_history_like_any_other(mirror: Mirror, sampl
     assert clone.run("verify").returncode == 0
     snapshot = httpx.get(server.url + "/snapshot/v1/simple/other-lib/").text
     assert wheel in snapshot
+
+
+def test_allow_deny_and_the_sync_filters_shape_what_is_offered(mirror: Mirror, sample, serve) -> None:
+    proxy_mirror(mirror, '  allow: ["demo-*", "other-*"]\n  deny: ["other-*"]\n', extra="sdists: false\n")
+    server = serve()
+    denied = httpx.get(server.index_url + "other-lib/")
+    assert (
+        denied.status_code == 404
+        and denied.text == "other-lib is not offered by this proxy (proxy allow/deny, exclude)"
+    )
+    assert httpx.get(server.index_url + "six/").status_code == 404  # not allowed
+    assert mirror.upstream.count("/simple/") == 0
+    page = httpx.get(server.index_url + "demo-pkg/", headers=JSON).json()
+    assert {item["filename"] for item in page["files"]} == {
+        "demo_pkg-1.0-py3-none-any.whl",
+        "demo_pkg-1.1-py3-none-any.whl",
+        "demo_pkg-2.0-py3-none-any.whl",
+    }
+    assert next(item for item in page["files"] if "1.1" in item["filename"])["yanked"] == "broken build"
+    assert httpx.get(f"{server.url}/files/demo-pkg/demo_pkg-1.0.tar.gz").status_code == 404
