@@ -2,8 +2,8 @@
 
 Warm (every file already recorded) against the same install from the rendered static site under
 nginx; cold (a fresh mirror: every page and file pulled through) against installing straight from
-the same upstream. Rounds alternate, medians are compared. devpi-server and proxpi are measured
-when installed in the peers venv.
+the same upstream; proxpi (from the peers venv) cold and warm over the same upstream. Rounds
+alternate, medians are compared.
 
     python bench/proxy.py [--rounds 3] [--workdir /tmp/gitmirror-bench/proxy]
 """
@@ -14,9 +14,24 @@ import argparse
 import statistics
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from common import GITMIRROR, PEERS_VENV, REPO_ROOT, Row, Table, missing, peer, quiet_env, remove_tree, timed
+from common import (
+    GITMIRROR,
+    PEERS_VENV,
+    REPO_ROOT,
+    Row,
+    Table,
+    free_port,
+    missing,
+    peer,
+    quiet_env,
+    remove_tree,
+    running,
+    timed,
+)
 from serve_bench import gitmirror_serve, nginx, render_static
 
 sys.path.insert(0, str(REPO_ROOT / "tests"))
@@ -60,10 +75,24 @@ def new_mirror(path: Path, upstream_url: str) -> Path:
     return path
 
 
+@contextmanager
+def proxpi(upstream_url: str, cache: Path) -> Iterator[str]:
+    """proxpi (Flask's threaded server, as its README runs it) over the same upstream, caching in ``cache``."""
+    remove_tree(cache)
+    port = free_port()
+    flask = str(PEERS_VENV / "bin" / "flask")
+    env = quiet_env(PROXPI_INDEX_URL=upstream_url, PROXPI_CACHE_DIR=str(cache), PROXPI_LOGGING_LEVEL="WARNING")
+    command = [flask, "--app", "proxpi.server", "run", "--port", str(port), "--with-threads"]
+    url = f"http://127.0.0.1:{port}"
+    with running(command, url + "/health", env=env):
+        yield url + "/index/"
+
+
 def run(workdir: Path, rounds: int) -> Table:
     table = Table(f"Proxy: uv pip install of a {PROJECTS}-project closure, median of {rounds} rounds")
     venv = workdir / "venv"
-    direct, cold, warm, static = [], [], [], []
+    direct, cold, warm, static, peer_cold, peer_warm = [], [], [], [], [], []
+    has_proxpi = (PEERS_VENV / "lib").exists() and bool(list((PEERS_VENV / "lib").glob("python*/site-packages/proxpi")))
     with FakeUpstream() as upstream:
         publish(upstream)
         mirror = workdir / "mirror"
@@ -73,6 +102,10 @@ def run(workdir: Path, rounds: int) -> Table:
             with gitmirror_serve(mirror) as url:
                 cold.append(install(url + "/simple/", venv))
                 warm += [install(url + "/simple/", venv) for _ in range(rounds)]
+            if has_proxpi:
+                with proxpi(upstream.url, workdir / "proxpi-cache") as url:
+                    peer_cold.append(install(url, venv))
+                    peer_warm += [install(url, venv) for _ in range(rounds)]
         site = workdir / "site"
         count, how = render_static(mirror, site)
         if peer("nginx"):
@@ -84,12 +117,15 @@ def run(workdir: Path, rounds: int) -> Table:
             table.notes.append(f"nginx (1 worker) serves {count} projects rendered by {how}")
         else:
             table.notes.append(missing("nginx"))
-    for name in ("devpi-server", "proxpi"):
-        if not peer(name):
-            table.notes.append(f"{name} not installed: {PEERS_VENV}/bin/pip install {name} (a venv of its own)")
     median = statistics.median
     table.rows.append(Row("warm install", "nginx (static site)", median(static) if static else None, median(warm), "s"))
     table.rows.append(Row("cold install", "straight from upstream", median(direct), median(cold), "s"))
+    if has_proxpi:
+        table.rows.append(Row("warm install", "proxpi", median(peer_warm), median(warm), "s"))
+        table.rows.append(Row("cold install", "proxpi", median(peer_cold), median(cold), "s"))
+    else:
+        table.notes.append(f"proxpi not installed: {PEERS_VENV}/bin/pip install proxpi")
+    table.notes.append("devpi-server: not measured (its mirror index needs devpi-client to point it at an upstream)")
     table.notes.append(
         f"upstream: tests/fakeupstream.py on 127.0.0.1, {PROJECTS} projects x 2 releases, wheels of "
         f"{PAYLOAD_BYTES // 1000} KB with PEP 658 files; uv --no-cache into a fresh venv each time"
