@@ -311,3 +311,17 @@ def test_allow_deny_and_the_sync_filters_shape_what_is_offered(mirror: Mirror, s
     }
     assert next(item for item in page["files"] if "1.1" in item["filename"])["yanked"] == "broken build"
     assert httpx.get(f"{server.url}/files/demo-pkg/demo_pkg-1.0.tar.gz").status_code == 404
+
+
+def test_files_an_upstream_announces_no_size_for_are_stored_before_their_page(mirror: Mirror, sample, serve) -> None:
+    """A PEP 691 page must state each file's size: one upstream leaves out is stored (and recorded) first."""
+    mirror.upstream.announce_sizes = False
+    proxy_mirror(mirror)
+    server = serve()
+    page = httpx.get(server.index_url + "other-lib/", headers=JSON).json()
+    sizes = {item["filename"]: item["size"] for item in page["files"]}
+    assert sizes == {art.filename: len(art.data) for art in sample["other-lib"]}
+    assert file_requests(mirror.upstream) == 2
+    stop_server(server)
+    assert all(filename in recorded(mirror, "other-lib") for filename in sizes)
+    assert mirror.run("verify").returncode == 0
