@@ -49,6 +49,8 @@ from .writer import BatchWriter
 
 #: how long a page request waits for the refresh of a recorded project before it is served as recorded
 STALE_WAIT = 2.0
+#: the most projects whose upstream page the proxy keeps in memory (clients may ask for any name)
+KNOWN_PROJECTS = 50_000
 
 Log = Callable[[str], None]
 
@@ -152,8 +154,9 @@ class PullThrough:
     async def stop(self) -> None:
         """Stop fetching and commit what was recorded (a shutdown loses nothing recorded)."""
         if self._writing is not None:
-            self._writing.cancel()
-            await asyncio.gather(self._writing, return_exceptions=True)
+            self.writer.stop()
+            await self._writing
+        await self.refreshes.settle(self.config.timeout)  # what a refresh learnt is recorded, not lost
         await self.refreshes.cancel_all()
         if self.downloads is not None:
             await self.downloads.cancel_all()
@@ -265,7 +268,10 @@ class PullThrough:
         choices = await Resolver(self.rules, pages, None, follow=False).resolve(
             Roots(requirements=[Root(Requirement(name), "proxy request")])
         )
-        known = self.known.setdefault(name, Upstreamed())
+        known = self.known.pop(name, None) or Upstreamed()
+        self.known[name] = known  # the most recently fetched last: the oldest go first
+        if len(self.known) > KNOWN_PROJECTS:
+            del self.known[next(iter(self.known))]
         try:
             remote = await pages.get(name)
         except ProjectNotFound:

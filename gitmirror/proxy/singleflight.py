@@ -38,6 +38,11 @@ class SingleFlight(Generic[K, T]):
         if not done.cancelled():
             done.exception()  # its callers report it; a task nobody awaited is not an error
 
+    async def settle(self, timeout: float) -> None:
+        """Let the running tasks finish, ``timeout`` seconds at most (then ``cancel_all``)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks.values()), timeout=timeout)
+
     async def cancel_all(self) -> None:
         """Stop every running task (shutdown): none may outlive the upstream client."""
         tasks = list(self._tasks.values())

@@ -172,8 +172,14 @@ class Downloads:
             task.add_done_callback(lambda _: self._bodies.pop(sha256, None))
             if project is not None:
                 self._by_project.setdefault(project, set()).add(task)
-                task.add_done_callback(self._by_project[project].discard)
+                task.add_done_callback(lambda done: self._over(project, done))
         return body
+
+    def _over(self, project: str, task: asyncio.Future[None]) -> None:
+        running = self._by_project.get(project, set())
+        running.discard(task)
+        if not running:
+            self._by_project.pop(project, None)
 
     async def of_project(self, project: str) -> None:
         """Wait until the project's downloads in flight are over (failures are reported where they happen)."""

@@ -37,6 +37,8 @@ class BatchWriter:
         self.committing: dict[str, Pending] = {}
         self.policy_due = False  # review mode: something was recorded since review's policy last ran
         self._full = asyncio.Event()
+        self._stopping = False
+        self._one_commit = asyncio.Lock()  # the writer loop and a review-mode request may both ask
 
     def record(self, name: str, change: Pending) -> None:
         self.batch.record(name, change, time.monotonic())
@@ -51,18 +53,29 @@ class BatchWriter:
         return {*self.batch.items, *self.committing}
 
     async def run(self) -> None:
-        """Commit the batch whenever it is due, until cancelled."""
+        """Commit the batch whenever it is due, until ``stop``."""
         interval = self.settings.commit_interval
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._full.wait(), timeout=min(1.0, interval))
             self._full.clear()
-            if due(self.batch.weight, self.batch.started, time.monotonic(), interval, self.settings.commit_changes):
+            if not self._stopping and due(
+                self.batch.weight, self.batch.started, time.monotonic(), interval, self.settings.commit_changes
+            ):
                 await self.commit()
+
+    def stop(self) -> None:
+        """Let ``run`` return (after the commit it may be making: a commit is never cut short)."""
+        self._stopping = True
+        self._full.set()
 
     async def commit(self) -> bytes | None:
         """Commit the batch now (in a thread, under the writer lock); a failure keeps it for the next try.
         In review mode, review's policy then approves what it may onto ``main``."""
+        async with self._one_commit:
+            return await self._commit()
+
+    async def _commit(self) -> bytes | None:
         if not self.batch.items:
             if self.policy_due:
                 await asyncio.to_thread(self._approve_by_policy)
