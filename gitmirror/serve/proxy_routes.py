@@ -86,6 +86,8 @@ class ProxyRoutes:
         if answer is None:
             return await self.mirror.file(request)
         headers = {"ETag": f'"{answer.sha256}"', "Cache-Control": IMMUTABLE}
+        if answer.sha256 in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers=headers)
         if isinstance(answer, Stored):
             path = self.proxy.store.path(answer.sha256)
             if not path.exists():
