@@ -103,9 +103,12 @@ def run(workdir: Path, rounds: int) -> Table:
                 cold.append(install(url + "/simple/", venv))
                 warm += [install(url + "/simple/", venv) for _ in range(rounds)]
             if has_proxpi:
-                with proxpi(upstream.url, workdir / "proxpi-cache") as url:
-                    peer_cold.append(install(url, venv))
-                    peer_warm += [install(url, venv) for _ in range(rounds)]
+                try:
+                    with proxpi(upstream.url, workdir / "proxpi-cache") as url:
+                        peer_cold.append(install(url, venv))
+                        peer_warm += [install(url, venv) for _ in range(rounds)]
+                except RuntimeError as exc:  # a peer failing costs its rows, not the table
+                    table.notes.append(f"proxpi failed a round: {exc}")
         site = workdir / "site"
         count, how = render_static(mirror, site)
         if peer("nginx"):
@@ -120,10 +123,10 @@ def run(workdir: Path, rounds: int) -> Table:
     median = statistics.median
     table.rows.append(Row("warm install", "nginx (static site)", median(static) if static else None, median(warm), "s"))
     table.rows.append(Row("cold install", "straight from upstream", median(direct), median(cold), "s"))
-    if has_proxpi:
+    if peer_cold and peer_warm:
         table.rows.append(Row("warm install", "proxpi", median(peer_warm), median(warm), "s"))
         table.rows.append(Row("cold install", "proxpi", median(peer_cold), median(cold), "s"))
-    else:
+    elif not has_proxpi:
         table.notes.append(f"proxpi not installed: {PEERS_VENV}/bin/pip install proxpi")
     table.notes.append("devpi-server: not measured (its mirror index needs devpi-client to point it at an upstream)")
     table.notes.append(
