@@ -221,6 +221,9 @@ def create_app(config: Config) -> Starlette:
     app = Starlette(routes=routes)
     app.state.view = view
     app.state.config = config
+    from .proxy_routes import install as install_proxy  # here: it builds on this module's handlers
+
+    install_proxy(app, config, view)
     web.install(app, config)  # the pages for people, /health, /metrics, request metrics and the access log
     install_hosted(app, config)
     return app

@@ -23,6 +23,7 @@ from ..model.limits import DEADLINE_SECONDS, MAX_UNANNOUNCED_BYTES, MIN_RATE, Li
 from ..model.names import UnsafeNameError, normalize
 from ..storage.refpolicy import name_problem
 from ..storage.s3client import S3Settings
+from .proxy_settings import ProxySettings, parse_proxy
 from .serve_settings import ServeSettings, parse_serve
 from .signing_config import SigningSettings, parse_signing
 from .store_config import parse_store
@@ -98,6 +99,7 @@ class Config:
     signing: SigningSettings = field(default_factory=SigningSettings)
     hosted: HostedSettings = field(default_factory=HostedSettings)  # projects uploaded here (docs/hosted.md)
     serve: ServeSettings = field(default_factory=ServeSettings)
+    proxy: ProxySettings | None = None  # pull-through mode (gitmirror/sync/proxy_settings.py)
     source: Path | None = field(default=None, compare=False)
     source_sha256: str | None = field(default=None, compare=False)  # of the bytes read (gitmirror.sync.unchanged)
 
@@ -133,7 +135,12 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "signing": (dict, "a mapping with key, name, allowed_signers, require_signed_main, cosignatures"),
     "hosted": ((list, dict), "a list of hosted project names and glob patterns, or a mapping with projects"),
     "serve": (dict, "a mapping with host, port, workers, log_level, access_log"),
+    "proxy": ((bool, dict), "true, false or a mapping with ttl, commit_interval, commit_changes, allow, deny"),
 }
+
+
+def _types(expected: type | tuple[type, ...]) -> tuple[type, ...]:
+    return expected if isinstance(expected, tuple) else (expected,)
 
 
 def parse_selection(text: object, where: str = "projects") -> Selection:
@@ -181,7 +188,7 @@ def from_mapping(data: dict[str, Any], base: Path = Path("."), source: Path | No
         if key not in _FIELDS:
             raise ConfigError(f"{where}unknown key {key!r} (known: {', '.join(_FIELDS)})")
         expected, description = _FIELDS[key]
-        if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
+        if not isinstance(value, expected) or (isinstance(value, bool) and bool not in _types(expected)):
             raise ConfigError(f"{where}{key} must be {description}, got {type(value).__name__}")
     upstream = data["upstream"] if "upstream" in data else _default_upstream()
     parts = urlsplit(upstream)
@@ -202,6 +209,8 @@ def from_mapping(data: dict[str, Any], base: Path = Path("."), source: Path | No
     if not 0 < deadline < float("inf"):
         raise ConfigError(f"{where}download_deadline must be a positive number of seconds")
     selections = tuple(parse_selection(entry, f"{where}projects") for entry in data.get("projects", []))
+    if data.get("proxy") not in (None, False) and str(data.get("store", "")).startswith("s3://"):
+        raise ConfigError(f"{where}proxy: needs a directory store; the proxy does not write into an s3:// store yet")
     return Config(
         upstream=upstream,
         repo=base / data.get("repo", "mirror/repo"),
@@ -219,6 +228,7 @@ def from_mapping(data: dict[str, Any], base: Path = Path("."), source: Path | No
         signing=parse_signing(data.get("signing", {}), base, where),
         hosted=_hosted(data, upstream, where),
         serve=parse_serve(data.get("serve", {}), where),
+        proxy=parse_proxy(data.get("proxy", False), where),
         source=source,
     )
 

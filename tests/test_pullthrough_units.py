@@ -1,0 +1,210 @@
+"""The pure parts of the pull-through proxy, in process: settings, single-flight, batching, shared bodies."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from gitmirror.model.manifest import FileEntry, ProjectManifest, manifest_path
+from gitmirror.proxy.batch import Batch, Pending, commit_batch, due
+from gitmirror.proxy.singleflight import SingleFlight
+from gitmirror.proxy.stream import RELEASE_BYTES, DownloadFailed, SharedBody
+from gitmirror.storage.repo import MetadataRepo
+from gitmirror.sync.config import ConfigError, from_mapping
+from gitmirror.sync.proxy_settings import ProxySettings
+
+SHA = "a" * 64
+
+
+def entry(filename: str, version: str = "1.0", sha256: str = SHA) -> FileEntry:
+    return FileEntry(filename=filename, version=version, sha256=sha256, size=3, first_seen="2026-01-01T00:00:00Z")
+
+
+# -- settings ------------------------------------------------------------------------------------
+
+
+def test_proxy_settings_from_mirror_yaml() -> None:
+    assert from_mapping({}).proxy is None
+    assert from_mapping({"proxy": False}).proxy is None
+    assert from_mapping({"proxy": True}).proxy == ProxySettings()
+    settings = from_mapping(
+        {"proxy": {"ttl": "1m", "commit_interval": 2.5, "commit_changes": 7, "allow": ["Acme-*"], "deny": ["acme-x"]}}
+    ).proxy
+    assert settings == ProxySettings(timedelta(minutes=1), 2.5, 7, ("acme-*",), ("acme-x",))
+    assert settings.admits("acme-tools") and not settings.admits("acme-x") and not settings.admits("attrs")
+    assert ProxySettings(deny=("evil*",)).admits("attrs") and not ProxySettings(deny=("evil*",)).admits("evil-pkg")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (3, "proxy must be true, false or a mapping"),
+        ({"ttl": "soon"}, "proxy.ttl must be a duration"),
+        ({"commit_interval": 0}, "proxy.commit_interval must be a positive number"),
+        ({"commit_changes": 0}, "proxy.commit_changes must be a positive integer"),
+        ({"commit_changes": True}, "proxy.commit_changes must be a positive integer"),
+        ({"allow": "acme-*"}, "proxy.allow must be a list"),
+        ({"deny": [""]}, "proxy.deny must be a list"),
+        ({"tll": 5}, "unknown key 'proxy.tll'"),
+    ],
+)
+def test_bad_proxy_settings_are_one_line(value: object, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        from_mapping({"proxy": value})
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+# -- single-flight -------------------------------------------------------------------------------
+
+
+def test_single_flight_runs_one_task_per_key_at_a_time() -> None:
+    calls: list[str] = []
+
+    async def scenario() -> None:
+        flights: SingleFlight[str, str] = SingleFlight()
+        gate = asyncio.Event()
+
+        async def work(key: str) -> str:
+            calls.append(key)
+            await gate.wait()
+            return key.upper()
+
+        tasks = [flights.start(key, lambda key=key: work(key)) for key in ["a"] * 20 + ["b"] * 5]  # type: ignore[misc]
+        gate.set()
+        results = await asyncio.gather(*tasks)
+        assert results == ["A"] * 20 + ["B"] * 5
+        assert flights.running("a") is None
+        await flights.start("a", lambda: work("a"))  # over: the next request starts a new one
+
+    asyncio.run(scenario())
+    assert calls == ["a", "b", "a"]
+
+
+def test_single_flight_shares_a_failure() -> None:
+    async def scenario() -> list[BaseException]:
+        flights: SingleFlight[str, None] = SingleFlight()
+
+        async def fail() -> None:
+            await asyncio.sleep(0)
+            raise RuntimeError("upstream said no")
+
+        tasks = [flights.start("x", fail) for _ in range(3)]
+        return list(await asyncio.gather(*tasks, return_exceptions=True))
+
+    failures = asyncio.run(scenario())
+    assert len({id(failure) for failure in failures}) == 1 and str(failures[0]) == "upstream said no"
+
+
+# -- batching ------------------------------------------------------------------------------------
+
+
+def test_a_batch_is_due_after_its_interval_or_its_number_of_changes() -> None:
+    assert not due(0, None, 100.0, interval=10, changes=5)
+    assert not due(3, 95.0, 100.0, interval=10, changes=5)
+    assert due(3, 90.0, 100.0, interval=10, changes=5)
+    assert due(5, 99.9, 100.0, interval=10, changes=5)
+
+
+def test_a_batch_keeps_the_first_base_and_the_last_manifest() -> None:
+    batch = Batch()
+    first = ProjectManifest("demo")
+    second = first.with_file(entry("demo-1.0.tar.gz"))
+    batch.record("demo", Pending(None, first, changes=["recorded on first request"]), at=5.0)
+    batch.record("demo", Pending(first, second, added=["demo-1.0.tar.gz"]), at=6.0)
+    assert batch.started == 5.0 and batch.weight == 3
+    taken = batch.take()
+    assert taken["demo"].base is None and taken["demo"].manifest == second
+    assert batch.items == {} and batch.started is None
+    third = second.with_file(entry("demo-2.0.tar.gz", "2.0"))
+    batch.record("demo", Pending(second, third, added=["demo-2.0.tar.gz"]), at=7.0)
+    batch.put_back(taken, at=8.0)  # the commit failed: its changes come first
+    assert batch.items["demo"].base is None and batch.items["demo"].manifest == third
+    assert batch.items["demo"].added == ["demo-1.0.tar.gz", "demo-2.0.tar.gz"]
+
+
+def test_a_batch_is_replayed_onto_a_branch_another_writer_moved(tmp_path: Path) -> None:
+    repo = MetadataRepo.init(tmp_path / "repo")
+    path = manifest_path("demo")
+    before = ProjectManifest("demo").with_file(entry("demo-1.0.tar.gz"))
+    parent = repo.write_commit({path: before.dumps()}, "sync: demo\n")
+    proxied = before.with_file(entry("demo-1.1.tar.gz", "1.1"))
+    synced = before.with_file(entry("demo-2.0.tar.gz", "2.0"))
+    repo.write_commit({path: synced.dumps()}, "sync: demo 2.0\n", parent=parent)  # meanwhile
+    commit = commit_batch(repo, "main", {"demo": Pending(before, proxied, added=["demo-1.1.tar.gz"])})
+    assert commit is not None
+    recorded = repo.manifest(commit, "demo")
+    assert recorded is not None and sorted(recorded.files) == ["demo-1.0.tar.gz", "demo-1.1.tar.gz", "demo-2.0.tar.gz"]
+    assert repo.commit(commit).message.decode().startswith("proxy: 1 project, 1 file added")
+
+
+# -- shared bodies -------------------------------------------------------------------------------
+
+
+def test_a_shared_body_holds_its_last_byte_until_verified_and_skips_repeated_bytes() -> None:
+    async def scenario() -> tuple[list[bytes], list[bytes]]:
+        body = SharedBody(asyncio.get_running_loop(), Path("/nonexistent"))
+        received: list[bytes] = []
+
+        async def read() -> None:
+            async for chunk in body.stream():
+                received.append(chunk)
+
+        reader = asyncio.create_task(read())
+        body.extend(0, b"hello ")
+        body.extend(0, b"hello wor")  # a retried attempt repeats the first bytes
+        body.extend(9, b"ld")
+        await asyncio.sleep(0)
+        held = list(received)
+        body.finish()
+        await reader
+        return held, received
+
+    held, received = asyncio.run(scenario())
+    assert b"".join(held) == b"hello worl"
+    assert b"".join(received) == b"hello world"
+
+
+def test_a_failed_shared_body_ends_every_reader_with_the_reason() -> None:
+    async def scenario() -> bytes:
+        body = SharedBody(asyncio.get_running_loop(), Path("/nonexistent"))
+        body.extend(0, b"abc")
+        body.finish("sha256 mismatch")
+        got = b""
+        with pytest.raises(DownloadFailed, match="sha256 mismatch"):
+            async for chunk in body.stream():
+                got += chunk
+        return got
+
+    assert asyncio.run(scenario()) == b"ab"
+
+
+def test_bytes_every_reader_took_are_let_go_and_a_late_reader_reads_the_blob(tmp_path: Path) -> None:
+    blob = tmp_path / "blob"
+    data = bytes(range(256)) * (3 * RELEASE_BYTES // 256)
+
+    async def scenario() -> tuple[int, bytes, bytes]:
+        body = SharedBody(asyncio.get_running_loop(), blob)
+        early = bytearray()
+
+        async def read_early() -> None:
+            async for chunk in body.stream():
+                early.extend(chunk)
+
+        reader = asyncio.create_task(read_early())
+        await asyncio.sleep(0)
+        for offset in range(0, len(data), 65536):
+            body.extend(offset, data[offset : offset + 65536])
+            await asyncio.sleep(0)
+        kept = len(body.body)
+        blob.write_bytes(data)  # what the writer names once the bytes are verified
+        body.finish()
+        await reader
+        late = b"".join([chunk async for chunk in body.stream()])
+        return kept, bytes(early), late
+
+    kept, early, late = asyncio.run(scenario())
+    assert kept < 2 * RELEASE_BYTES  # not the whole body
+    assert early == data and late == data
