@@ -8,13 +8,15 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
 
-from gitmirror.model import signed_note
+from gitmirror.model import cosignature, signed_note
 
 from conftest import Mirror, RunningServer, isolated_env, start_server, stop_server
 from sshkeys import allowed_signers, git, make_key
@@ -124,6 +126,12 @@ def test_witness_cosignature_round_trip(signed, serve, tmp_path: Path):
     assert done.returncode == 0, done.stderr
     note = signed_note.parse(cosigned.read_bytes())
     assert [s.name for s in note.signatures] == [ORIGIN, "witness.test"]
+    # The witness's line is a C2SP cosignature/v1, dated now.
+    witness_public = load_ssh_public_key(Path(str(witness_key) + ".pub").read_bytes())
+    assert isinstance(witness_public, Ed25519PublicKey)
+    cosigned_at = cosignature.cosigned_at(note, "witness.test", witness_public)
+    assert cosigned_at is not None and abs(cosigned_at - time.time()) < 120
+    assert not signed_note.verified_by(note, "witness.test", witness_public)
     # The mirror serves the cosignature it was handed beside its own; clients can require it.
     served = httpx.get(server.url + "/checkpoint").text
     assert served == cosigned.read_text()
@@ -136,6 +144,18 @@ def test_witness_cosignature_round_trip(signed, serve, tmp_path: Path):
     garbage.write_bytes(b"\xff\xfe not a note")
     refused = client(tmp_path, *verify[:-1], str(garbage))
     assert refused.returncode == 1 and refused.stderr == "gitmirror: checkpoint refused: note: not UTF-8\n"
+    # A plain signed-note signature by the witness's key is no cosignature.
+    witness_private = load_ssh_private_key(witness_key.read_bytes(), password=None)
+    assert isinstance(witness_private, Ed25519PrivateKey)
+    plain = note.with_signature(signed_note.sign(note.text, "witness.test", witness_private))
+    cosigned.write_text(signed_note.Note(note.text, (note.signatures[0], plain.signatures[-1])).render())
+    not_cosigned = client(tmp_path, *verify, "--witness-keys", str(witnesses), "--min-witnesses", "1")
+    assert not_cosigned.returncode == 1 and "0 valid cosignature(s)" in not_cosigned.stderr
+    # A cosignature dated in the future does not count.
+    future = cosignature.cosign(note.text, "witness.test", witness_private, int(time.time()) + 3600)
+    cosigned.write_text(note.with_signature(future).render())
+    assert client(tmp_path, *verify, "--witness-keys", str(witnesses), "--min-witnesses", "1").returncode == 1
+    cosigned.write_text(note.render())
     # A cosignature on another text does not count.
     cosigned.write_text(cosigned.read_text().replace(f"{ORIGIN}\n1\n", f"{ORIGIN}\n9\n", 1))
     assert client(tmp_path, *verify, "--witness-keys", str(witnesses), "--min-witnesses", "1").returncode == 1

@@ -116,3 +116,43 @@ def test_the_hook_requires_pushes_to_main_signed_by_an_allowed_key(synced_repo: 
     signed = commit_and_push("yank, signed", *signing, f"user.signingKey={pusher}")
     assert signed.returncode == 0, signed.stderr
     assert git("rev-parse", "main", cwd=bare).stdout == git("rev-parse", "HEAD", cwd=work).stdout
+
+
+def test_the_hook_requires_pushed_annotated_tags_signed_by_an_allowed_key(synced_repo: Path, tmp_path: Path):
+    bare = tmp_path / "served.git"
+    shutil.copytree(synced_repo, bare)
+    install(bare, sys.executable)
+    pusher, stranger = make_key(tmp_path, "pusher"), make_key(tmp_path, "stranger")
+    allowed = allowed_signers(tmp_path, ("pusher@example.invalid", pusher))
+    work = tmp_path / "work"
+    git("clone", "-q", str(bare), str(work), cwd=tmp_path)
+
+    def tag_and_push(name: str, *how: str) -> subprocess.CompletedProcess[str]:
+        git("-c", "gpg.format=ssh", *how, "tag", "-m", f"release {name}", name, "origin/main", cwd=work)
+        return git("push", "origin", f"refs/tags/{name}", cwd=work, check=False)
+
+    def refusals(pushed: subprocess.CompletedProcess[str]) -> list[str]:
+        return [line.rstrip() for line in pushed.stderr.splitlines() if line.startswith("remote: gitmirror: refs/")]
+
+    # Without the requirement an unsigned annotated tag is taken as before.
+    assert tag_and_push("before").returncode == 0
+    MetadataRepo(bare).configure_signing(None, allowed, require_signed_main=True)
+    unsigned = tag_and_push("unsigned", "-c", "tag.gpgSign=false")
+    assert unsigned.returncode != 0
+    assert refusals(unsigned) == [
+        "remote: gitmirror: refs/tags/unsigned: not signed; tags must be signed by an allowed key "
+        "(as pushes to main must)"
+    ], unsigned.stderr
+    foreign = tag_and_push("foreign", "-c", "tag.gpgSign=true", "-c", f"user.signingKey={stranger}")
+    assert foreign.returncode != 0
+    (refused,) = refusals(foreign)
+    assert refused.startswith("remote: gitmirror: refs/tags/foreign: signed by SHA256:")
+    assert refused.endswith(f", a key not in {allowed}; tags must be signed by an allowed key (as pushes to main must)")
+    assert git("tag", "--list", cwd=bare).stdout.split() == ["before"]
+    signed = tag_and_push("signed", "-c", "tag.gpgSign=true", "-c", f"user.signingKey={pusher}")
+    assert signed.returncode == 0, signed.stderr
+    trust = f"gpg.ssh.allowedSignersFile={allowed}"
+    git("-c", trust, "verify-tag", "signed", cwd=bare)
+    # A lightweight tag has no signature to check; it names a commit of main, as any new tag must.
+    git("tag", "light", "origin/main", cwd=work)
+    assert git("push", "origin", "refs/tags/light", cwd=work, check=False).returncode == 0

@@ -2,12 +2,12 @@
 
 A checkpoint (``model.signed_note.Checkpoint``) is accepted when the mirror's key signed it (one
 Ed25519 key of an allowed_signers file, signing under the checkpoint's origin), enough witnesses
-cosigned it, the clone holds its commit as the ``size``-th of that commit's first-parent line, and
-it extends the last checkpoint of the same origin seen before: that one's commit sits at its size
-on the new commit's first-parent line. Each accepted checkpoint is remembered (``SeenCheckpoints``),
-so a mirror that shows one client two histories is caught the first time the client sees the
-second, in any later run; because each accepted checkpoint extends the one before, checking the
-last one checks them all.
+cosigned it (C2SP ``cosignature/v1``, ``model.cosignature``, dated no later than now), the clone
+holds its commit as the ``size``-th of that commit's first-parent line, and it extends the last
+checkpoint of the same origin seen before: that one's commit sits at its size on the new commit's
+first-parent line. Each accepted checkpoint is remembered (``SeenCheckpoints``), so a mirror that
+shows one client two histories is caught the first time the client sees the second, in any later
+run; because each accepted checkpoint extends the one before, checking the last one checks them all.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ..model import signed_note
+from ..model import cosignature, signed_note
 from ..model.signed_note import Checkpoint, Note, NoteError
 from ..model.ssh_signatures import AllowedSigners
 from ..storage.repo import MetadataRepo
@@ -29,6 +30,8 @@ from ..storage.repo import MetadataRepo
 STATE_VERSION = 1
 #: a checkpoint is a few lines and at most 100 signatures (``signed_note.MAX_SIGNATURES``)
 MAX_NOTE_BYTES = 64 * 1024
+#: a cosignature dated later than now plus this (seconds of clock skew) does not count
+MAX_CLOCK_SKEW = 300
 
 
 class CheckpointError(ValueError):
@@ -139,13 +142,14 @@ def open_checkpoint(
         raise CheckpointError(str(exc)) from None
     if not any(signed_note.verified_by(note, checkpoint.origin, key) for _, key in mirror_keys.ed25519_keys()):
         raise CheckpointError(f"checkpoint of {checkpoint.origin} is not signed by a key of {mirror_keys.source}")
+    latest = int(time.time()) + MAX_CLOCK_SKEW
     witnesses = tuple(
         sorted(
             {
                 name
                 for principals, key in (witness_keys.ed25519_keys() if witness_keys else [])
                 for name in principals.split(",")
-                if name != checkpoint.origin and signed_note.verified_by(note, name, key)
+                if name != checkpoint.origin and _cosigned_by(note, name, key, latest)
             }
         )
     )
@@ -199,8 +203,14 @@ def accept(
 
 
 def cosign(accepted: Accepted, name: str, private_key: Ed25519PrivateKey) -> Note:
-    """The accepted note with the witness ``name``'s signature added."""
-    return accepted.note.with_signature(signed_note.sign(accepted.note.text, name, private_key))
+    """The accepted note with the witness ``name``'s ``cosignature/v1``, dated now, added."""
+    return accepted.note.with_signature(cosignature.cosign(accepted.note.text, name, private_key, int(time.time())))
+
+
+def _cosigned_by(note: Note, name: str, key: Ed25519PublicKey, latest: int) -> bool:
+    """Whether ``name`` validly cosigned ``note`` at a time no later than ``latest``."""
+    when = cosignature.cosigned_at(note, name, key)
+    return when is not None and when <= latest
 
 
 def _extension_problem(line: Sequence[bytes], before: Seen) -> str | None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..storage.refpolicy import HEADS, MAINLINE, TAGS, date_problem, ref_problem
 from ..storage.repo import MetadataRepo, RepoError
-from .signatures import push_signature_problem
+from .signatures import push_signature_problem, tag_signature_problem
 from .verify import commit_violations, subject
 
 ZERO = b"0" * 40
@@ -140,6 +140,9 @@ def judge(repo: MetadataRepo, updates: list[RefUpdate], now: float | None = None
         if update.old == ZERO:
             if is_tag:
                 new_tags[update.ref] = target
+                problem = tag_signature_problem(repo, update.new)
+                if problem is not None:
+                    decision.reject(f"{where}: {problem}")
                 continue
             if main_before is not None and not repo.is_ancestor(main_before, target):
                 decision.reject(

@@ -2,9 +2,9 @@
 
 ``gitmirror verify --keys FILE`` checks the whole history against an allowed_signers file; the
 pre-receive hook, when the repository asks for it (``gitmirror.requireSignedMain``), checks every
-commit a push brings to main against the repository's ``gpg.ssh.allowedSignersFile``. Both use
-``ssh_signatures.AllowedSigners.check``: the same verdict ``git verify-commit`` gives with that
-file, without a process per commit.
+commit a push brings to main, and every annotated tag it creates, against the repository's
+``gpg.ssh.allowedSignersFile``. Both use ``ssh_signatures.AllowedSigners.check``: the same verdict
+``git verify-commit`` gives with that file, without a process per commit.
 """
 
 from __future__ import annotations
@@ -81,15 +81,9 @@ def push_signature_problem(repo: MetadataRepo, new: bytes, existing: list[bytes]
     (reachable from ``new``, not from a ref the repository already had) must be signed by a key of
     its ``gpg.ssh.allowedSignersFile``.
     """
-    policy = repo.signing_policy()
-    if not policy.require_signed_main:
-        return None
-    if policy.allowed_signers is None:
-        return "signed pushes to main are required but no gpg.ssh.allowedSignersFile is set"
-    try:
-        allowed = load_allowed_signers(policy.allowed_signers)
-    except AllowedSignersError as exc:
-        return f"signed pushes to main are required but {exc}"
+    allowed, problem = _required_signers(repo)
+    if allowed is None:
+        return problem
     for commit in repo.walk([new], exclude=existing):
         payload, signature, when = signed_payload(commit)
         verdict = allowed.check(payload, signature, when)
@@ -97,6 +91,39 @@ def push_signature_problem(repo: MetadataRepo, new: bytes, existing: list[bytes]
             problem = f"commit {commit.id.decode()[:12]}: {verdict.problem}"
             return f"{problem}; pushes to main must be signed by an allowed key"
     return None
+
+
+def tag_signature_problem(repo: MetadataRepo, tag: bytes) -> str | None:
+    """Why a pushed annotated tag ``tag`` (its object id) is refused for its signature, or None.
+
+    When pushes to main must be signed, so must every annotated tag a push creates: a tag is a name
+    that means one thing forever, so who gave it must be as certain as who wrote main. A
+    lightweight tag carries no signature; it names a commit the other rules already judge.
+    """
+    allowed, problem = _required_signers(repo)
+    if allowed is None:
+        return problem
+    signed = repo.signature_of(tag)
+    if signed is None or repo.peel(tag) == tag:  # a commit itself: a lightweight tag
+        return None
+    verdict = allowed.check(*signed)
+    if verdict.ok:
+        return None
+    return f"{verdict.problem}; tags must be signed by an allowed key (as pushes to main must)"
+
+
+def _required_signers(repo: MetadataRepo) -> tuple[AllowedSigners | None, str | None]:
+    """(the keys pushes must be signed by, None) when the repository requires signed pushes;
+    (None, why none can be) when it requires them but names no readable file; (None, None) otherwise."""
+    policy = repo.signing_policy()
+    if not policy.require_signed_main:
+        return None, None
+    if policy.allowed_signers is None:
+        return None, "signed pushes to main are required but no gpg.ssh.allowedSignersFile is set"
+    try:
+        return load_allowed_signers(policy.allowed_signers), None
+    except AllowedSignersError as exc:
+        return None, f"signed pushes to main are required but {exc}"
 
 
 def _judge(

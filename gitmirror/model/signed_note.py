@@ -74,9 +74,11 @@ def check_name(name: str) -> str:
     return name
 
 
-def key_id(name: str, public_key: Ed25519PublicKey) -> bytes:
+def key_id(name: str, public_key: Ed25519PublicKey, algorithm: int = ALG_ED25519) -> bytes:
+    """SHA-256(name || 0x0A || algorithm || public key)[:4]: the algorithm byte keeps a key's note
+    signatures and its cosignatures apart."""
     raw = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
-    return hashlib.sha256(check_name(name).encode() + b"\n" + bytes([ALG_ED25519]) + raw).digest()[:4]
+    return hashlib.sha256(check_name(name).encode() + b"\n" + bytes([algorithm]) + raw).digest()[:4]
 
 
 def verifier_key(name: str, public_key: Ed25519PublicKey) -> str:
