@@ -235,11 +235,20 @@ def test_review_page_shows_what_waits_with_flags_and_dependency_changes(tmp_path
         client = TestClient(create_app(load(tmp_path / "mirror.yaml")))
         html = client.get("/review/").text
         home = assert_inert(client.get("/").text).words
+        mirror.run("approve", "--all", check=True)
+        history = client.get("/project/other-lib/history/").text
     text = assert_inert(html).words
     assert "other-lib" in text and "0.3" in text and "gitmirror approve other-lib" in text
     assert "re-pinned demo-pkg>=1.0 → demo-pkg>=2" in text
     assert 'added evil; python_version < "<script>"' in text and "<script>" not in html.replace("&lt;", "")
     assert "review before serving: syncs land on incoming" in home and 'href="/review/"' in html
+    assert "Review on: what waits" in home
+    assert re.search(r"Last sync commit [0-9a-f]{12} \S+ \S+ UTC: sync: 1 project, 1 file added", home)  # on incoming
+    writers = re.findall(r'<p class="writer writer-(\w+)">Written by: ([^<]+)</p>', history)
+    assert writers == [
+        ("approval", "approval by Test Mirror &lt;mirror@example.invalid&gt;"),
+        ("sync", "sync from upstream"),
+    ]
 
 
 HOSTILE_REQ = 'evil; python_version < "<script>"'
