@@ -445,7 +445,10 @@ def test_home_and_history_show_each_writer_and_hosted_projects(
     assert re.search(
         r"Last upload commit [0-9a-f]{12} \S+ \S+ UTC: upload: acme-lib 1.0 \(upload by token ci-bot\)", home
     )
-    assert "Pull-through proxy on" in home
+    assert (
+        "Pull-through proxy on: any project is fetched on first request and recorded (a page counts as current for 5m)"
+        in home
+    )
     assert "Hosted projects on: acme-* , uploaded to http://testserver/legacy/" in home
     assert "Review off" in home
 

@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from ..model.names import UnsafeNameError, normalize
 from ..review.review import build as build_review
-from ..review.review_report import Report, size_text
+from ..review.review_report import Report, format_duration, size_text
 from ..storage.repo import Commit, MetadataRepo, RepoError
 from ..storage.snapshot import RevisionError, resolve
 from ..storage.store import BlobStore
@@ -49,6 +49,7 @@ ENVIRONMENT = Environment(
     lstrip_blocks=True,
 )
 ENVIRONMENT.filters["size"] = size_text
+ENVIRONMENT.filters["duration"] = format_duration
 STYLESHEET = resources.files("gitmirror.serve").joinpath("static/web.css").read_bytes()
 HTML = "text/html; charset=utf-8"
 
