@@ -21,10 +21,14 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
+from test_upload import create_token, form_post
 
 from gitmirror.serve.metrics import StoreSize, measure_store
 from gitmirror.serve.names_index import NameIndex, search_key
 from gitmirror.serve.server import create_app
+from gitmirror.serve.web_provenance import Publisher, publishers
+from gitmirror.serve.web_writers import Writer, WriterActivity, writer_of
+from gitmirror.storage.repo import Commit, MetadataRepo
 from gitmirror.storage.store import BlobStore
 from gitmirror.sync.config import ConfigError, from_mapping, load
 
@@ -39,7 +43,22 @@ def publish_hostile(upstream: FakeUpstream) -> None:
     """A project whose upstream puts markup in its summary, a dependency marker and a yank reason."""
     wheel = build_wheel("hostile-pkg", "6.6", summary=HOSTILE, requires_dist=['demo-pkg; extra == "x"'])
     upstream.add("hostile-pkg", wheel, yanked=HOSTILE)
-    upstream.add("hostile-pkg", build_wheel("hostile-pkg", "7.0", summary="fine"))
+    fine = build_wheel("hostile-pkg", "7.0", summary="fine")
+    upstream.add("hostile-pkg", fine)
+    upstream.set_provenance("hostile-pkg", fine.filename, HOSTILE_PROVENANCE)
+
+
+HOSTILE_PROVENANCE = json.dumps(
+    {
+        "version": 1,
+        "attestation_bundles": [
+            {"publisher": {"kind": "GitHub", "repository": "acme/" + HOSTILE, "workflow": "release.yml"}},
+            {"publisher": {"kind": HOSTILE, "claims": {"note": "claimed", "nested": {"a": 1}}}},
+            {"publisher": ["not", "an", "object"]},
+            "not a bundle",
+        ],
+    }
+).encode()
 
 
 @pytest.fixture(scope="module")
@@ -216,11 +235,20 @@ def test_review_page_shows_what_waits_with_flags_and_dependency_changes(tmp_path
         client = TestClient(create_app(load(tmp_path / "mirror.yaml")))
         html = client.get("/review/").text
         home = assert_inert(client.get("/").text).words
+        mirror.run("approve", "--all", check=True)
+        history = client.get("/project/other-lib/history/").text
     text = assert_inert(html).words
     assert "other-lib" in text and "0.3" in text and "gitmirror approve other-lib" in text
     assert "re-pinned demo-pkg>=1.0 → demo-pkg>=2" in text
     assert 'added evil; python_version < "<script>"' in text and "<script>" not in html.replace("&lt;", "")
     assert "review before serving: syncs land on incoming" in home and 'href="/review/"' in html
+    assert "Review on: what waits" in home
+    assert re.search(r"Last sync commit [0-9a-f]{12} \S+ \S+ UTC: sync: 1 project, 1 file added", home)  # on incoming
+    writers = re.findall(r'<p class="writer writer-(\w+)">Written by: ([^<]+)</p>', history)
+    assert writers == [
+        ("approval", "approval by Test Mirror &lt;mirror@example.invalid&gt;"),
+        ("sync", "sync from upstream"),
+    ]
 
 
 HOSTILE_REQ = 'evil; python_version < "<script>"'
@@ -362,3 +390,103 @@ def test_metrics_and_access_log_over_real_http(mirror: Mirror, sample: dict, tmp
     errors = (tmp_path / "errors.log").read_text().splitlines()
     assert errors[0].startswith(f"serving mirror/repo at http://127.0.0.1:{port}/")  # the flag beat serve.port
     assert all(json.loads(line)["level"] for line in errors[1:])
+
+
+def test_project_page_shows_provenance_and_its_publishers_as_text(client: TestClient) -> None:
+    html = client.get("/project/hostile-pkg/").text
+    assert HOSTILE not in html
+    page = assert_inert(html)
+    link = "/files/hostile-pkg/hostile_pkg-7.0-py3-none-any.whl.provenance"
+    assert ("a", {"href": link}) in page.tags
+    assert client.get(link).content == HOSTILE_PROVENANCE  # the link answers the recorded object
+    text = page.words
+    assert f"published by GitHub (repository acme/{HOSTILE}, workflow release.yml)" in text
+    assert f"{HOSTILE} (note claimed)" in text  # claims of a ``claims`` object; nested values skipped
+    assert text.count("provenance (PEP 740)") == 1  # the 6.6 wheel has none
+
+
+def test_publishers_are_read_from_any_content_without_failing() -> None:
+    bundle = {"publisher": {"kind": "GitLab", "claims": {"project": "a/b", "flag": True, "n": 3}}}
+    data = json.dumps({"version": 1, "attestation_bundles": [bundle, bundle]}).encode()
+    assert publishers(data) == [Publisher("GitLab", [("project", "a/b"), ("n", "3")])]  # once; bools skipped
+    for malformed in (b"", b"<html>", b"[1]", b'{"attestation_bundles": 3}', b"\xff\xfe", b"[" * 100_000):
+        assert publishers(malformed) == []
+    assert publishers(b'{"attestation_bundles": [{"publisher": {"kind": ""}}]}') == []
+
+
+def test_commit_writers_are_named_from_their_messages() -> None:
+    upload = "upload: acme-lib 1.0\n\nacme-lib: + acme_lib-1.0-py3-none-any.whl\nuploaded-by: ci\n"
+    assert writer_of(upload, "gitmirror <m@x>") == Writer("upload", "upload by token ci")
+    approve = "approve: 1 change in 1 project from incoming\n\nx: + y  [z]\n\nApproved-by: Ann <a@x>\n"
+    assert writer_of(approve, "bot <b@x>") == Writer("approval", "approval by Ann <a@x>")
+    assert writer_of("sync: 1 project, 2 files added\n", "a").kind == "sync"
+    assert writer_of("proxy: 1 project, 1 file added\n", "a").label == "pull-through proxy"
+    assert writer_of("yank: demo 1.0\n\nreason: r\n", "Op <o@x>").label == "mark (yank) by Op <o@x>"
+    assert writer_of("takedown: demo f.whl\n", "Op <o@x>").label == "takedown by Op <o@x>"
+    assert writer_of("fix by hand\n\nuploaded-by: x\n", "Me <m@x>") == Writer("other", "other commit by Me <m@x>")
+
+
+def test_home_and_history_show_each_writer_and_hosted_projects(
+    mirror: Mirror, sample: dict, serve, tmp_path: Path
+) -> None:
+    """Sync, an upload over HTTP, the pull-through proxy and a yank write one mirror; the pages say who wrote what."""
+    mirror.configure('projects:\n  - demo-pkg\nproxy:\n  commit_interval: 600\nhosted:\n  - "acme-*"\n')
+    mirror.run("sync", check=True)
+    token = create_token(mirror, "ci-bot")
+    server = serve()
+    assert form_post(server, token, build_wheel("acme-lib", "1.0")).status_code == 200
+    assert httpx.get(server.index_url + "other-lib/").status_code == 200  # fetched and recorded by the proxy
+    stop_server(server)  # the proxy's batch is committed on the way out
+    mirror.run("yank", "demo-pkg", "1.0", "--reason", HOSTILE, check=True)
+    client = TestClient(create_app(load(mirror.root / "mirror.yaml")))
+    home = assert_inert(client.get("/").text).words
+    assert re.search(r"Last sync commit [0-9a-f]{12} \S+ \S+ UTC: sync: 1 project.* \(sync from upstream\)", home)
+    assert re.search(r"Last proxy commit [0-9a-f]{12} \S+ \S+ UTC: proxy: 1 project.* \(pull-through proxy\)", home)
+    assert re.search(
+        r"Last upload commit [0-9a-f]{12} \S+ \S+ UTC: upload: acme-lib 1.0 \(upload by token ci-bot\)", home
+    )
+    assert (
+        "Pull-through proxy on: any project is fetched on first request and recorded (a page counts as current for 5m)"
+        in home
+    )
+    assert "Hosted projects on: acme-* , uploaded to http://testserver/legacy/" in home
+    assert "Review off" in home
+
+    def writers(name: str) -> list[str]:
+        html = client.get(f"/project/{name}/history/").text
+        assert HOSTILE not in html
+        assert_inert(html)
+        return re.findall(r'<p class="writer writer-(\w+)">Written by: ([^<]*)</p>', html)
+
+    assert writers("acme-lib") == [("upload", "upload by token ci-bot")]
+    assert writers("other-lib") == [("proxy", "pull-through proxy")]
+    assert [kind for kind, _ in writers("demo-pkg")] == ["yank", "sync"]
+    hosted = assert_inert(client.get("/project/acme-lib/").text).words
+    assert "Hosted here: its files are uploaded to this mirror, never taken from upstream ( hosted: acme-* )" in hosted
+    assert 'twine upload --repository-url http://testserver/legacy/ -u __token__ -p "$TOKEN" dist/*' in hosted
+    mirrored = client.get("/project/demo-pkg/").text
+    assert "Hosted here" not in mirrored and "twine upload" not in mirrored
+
+
+def test_writer_activity_walks_only_the_new_commits_when_the_tip_moves(tmp_path: Path) -> None:
+    repo = MetadataRepo.init(tmp_path / "repo")
+    sync = repo.write_commit({"a": b"1\n"}, "sync: 1 project, 1 file added\n", parent=repo.tip())
+    upload = repo.write_commit({"a": b"2\n"}, "upload: acme 1.0\n\nuploaded-by: ci\n", parent=repo.tip())
+    activity = WriterActivity()
+    found = activity.newest(repo, "main")
+    assert {kind: commit.id for kind, commit in found.items()} == {"sync": sync, "upload": upload}
+    proxy = repo.write_commit({"a": b"3\n"}, "proxy: 1 project, 1 file added\n", parent=repo.tip())
+    repo.write_commit({"a": b"4\n"}, "yank: acme 1.0\n", parent=repo.tip())
+    walked: list[bytes] = []
+    first_parents = repo.first_parents
+
+    def counting(tip: bytes | None, stop: bytes | None = None) -> Iterator[Commit]:
+        for commit in first_parents(tip, stop):
+            walked.append(commit.id)
+            yield commit
+
+    repo.first_parents = counting  # type: ignore[method-assign]
+    found = activity.newest(repo, "main")
+    assert {kind: commit.id for kind, commit in found.items()} == {"sync": sync, "upload": upload, "proxy": proxy}
+    assert len(walked) == 3  # the yank, the proxy commit, and the old tip that ends the walk
+    assert activity.newest(repo, "main") is found and len(walked) == 3  # same tip: no walk at all

@@ -25,8 +25,8 @@ from starlette.routing import Route
 
 from ..model.names import UnsafeNameError, normalize
 from ..review.review import build as build_review
-from ..review.review_report import Report, size_text
-from ..storage.repo import MetadataRepo, RepoError
+from ..review.review_report import Report, format_duration, size_text
+from ..storage.repo import Commit, MetadataRepo, RepoError
 from ..storage.snapshot import RevisionError, resolve
 from ..storage.store import BlobStore
 from ..sync.config import Config
@@ -36,6 +36,8 @@ from .names_index import NameIndex, search_key
 from .revisions import check_shape
 from .view import MirrorView
 from .web_history import HistoryCache
+from .web_provenance import stored_publishers
+from .web_writers import WriterActivity, writer_of
 
 T = TypeVar("T")
 SEARCH_LIMIT = 100
@@ -47,6 +49,7 @@ ENVIRONMENT = Environment(
     lstrip_blocks=True,
 )
 ENVIRONMENT.filters["size"] = size_text
+ENVIRONMENT.filters["duration"] = format_duration
 STYLESHEET = resources.files("gitmirror.serve").joinpath("static/web.css").read_bytes()
 HTML = "text/html; charset=utf-8"
 
@@ -62,6 +65,7 @@ class Pages:
         self._names = web_data.PerTip(2)  # name indexes: the tip's, and the one before while it moves
         self._memo = web_data.PerTip(64)  # reports, last sync commits, recent changes: per tip
         self.histories = HistoryCache()
+        self.activity = WriterActivity()
         self.collector = metrics.MirrorCollector(config, self.last_sync_time)
         self.registry = CollectorRegistry()
         self.registry.register(self.collector)
@@ -101,9 +105,7 @@ class Pages:
 
     def last_sync_time(self) -> float | None:
         """For ``/metrics``: the commit time of the newest sync commit on the synced branch."""
-        view = self.view()
-        tip = view.repo.tip(web_data.synced_branch(self.config))
-        commit = self.memo(("last-sync", tip), lambda: web_data.last_sync_commit(view.repo, tip))
+        commit = self.activity.newest(self.view().repo, web_data.synced_branch(self.config)).get("sync")
         return commit.commit_time if commit is not None else None
 
     async def metrics(self, request: Request) -> Response:
@@ -115,7 +117,12 @@ class Pages:
     async def page(self, request: Request, template: str, status: int = 200, **context: Any) -> Response:
         """``template`` rendered in the pool (a project of thousands of files is not rendered on the loop)."""
         base = str(request.base_url)
-        context = {"index_url": base + "simple/", "review_enabled": self.config.review.enabled, **context}
+        context = {
+            "index_url": base + "simple/",
+            "upload_url": base + "legacy/",
+            "review_enabled": self.config.review.enabled,
+            **context,
+        }
         body = await self.run(ENVIRONMENT.get_template(template).render, context)
         return Response(body, status_code=status, media_type=HTML, headers={"cache-control": "no-cache"})
 
@@ -125,13 +132,14 @@ class Pages:
     def _home_facts(self) -> dict[str, Any]:
         view = self.view()
         repo, tip = view.repo, view.tip()
-        synced_tip = repo.tip(web_data.synced_branch(self.config))
-        last_sync = self.memo(("last-sync", synced_tip), lambda: web_data.last_sync_commit(repo, synced_tip))
+        synced = self.activity.newest(repo, web_data.synced_branch(self.config))
+        served = self.activity.newest(repo, self.config.branch)  # uploads land on the served branch
+        activity = {"sync": synced.get("sync"), "proxy": synced.get("proxy"), "upload": served.get("upload")}
         clean = web_data.last_clean_sync(self.config)
         return {
             "config": self.config,
             "tip": web_data.commit_line(repo.commit(tip)) if tip is not None else None,
-            "last_sync": web_data.commit_line(last_sync) if last_sync is not None else None,
+            "last": {kind: _activity_line(commit) for kind, commit in activity.items()},
             "last_clean_sync": web_data.when(clean) if clean is not None else None,
             "projects": len(self.name_index(tip)),
             "snapshots": len(self._snapshots()),
@@ -161,7 +169,18 @@ class Pages:
         manifest = view.manifest(view.tip(), name)
         if manifest is None:
             return None
-        return {"manifest": manifest, "releases": web_data.releases(manifest, view.store, self._local.metadata)}
+        cache = self._local.metadata
+        provenance = {
+            entry.filename: stored_publishers(view.store, entry.provenance, cache)
+            for entry in manifest.files.values()
+            if entry.provenance and entry.tombstone is None
+        }
+        return {
+            "manifest": manifest,
+            "releases": web_data.releases(manifest, view.store, cache),
+            "provenance": provenance,
+            "hosted": self.config.hosted.entry(manifest.name),
+        }
 
     async def history(self, request: Request) -> Response:
         name = _project_name(request)
@@ -217,6 +236,14 @@ class Pages:
         except RevisionError as exc:
             return await self.page(request, "missing.html", 404, what=" ".join(str(exc).split()))
         return await self.page(request, "diff.html", rev=rev, commit=commit, diff=changes)
+
+
+def _activity_line(commit: Commit | None) -> tuple[web_data.CommitLine, str] | None:
+    """A writer's newest commit for the home page: its line and who wrote it."""
+    if commit is None:
+        return None
+    writer = writer_of(commit.message.decode("utf-8", "replace"), commit.author.decode("utf-8", "replace"))
+    return web_data.commit_line(commit), writer.label
 
 
 def _project_name(request: Request) -> str | Response:

@@ -25,8 +25,6 @@ from .index import offers_files
 
 RECENT_COMMITS = 20
 PROJECTS_PER_COMMIT = 12
-SYNC_PREFIX = b"sync:"
-SYNC_SEARCH_DEPTH = 10_000  # commits walked back for the last sync commit
 
 
 def when(timestamp: float) -> str:
@@ -51,16 +49,6 @@ def commit_line(commit: Commit, projects: list[str] | None = None) -> CommitLine
 def synced_branch(config: Config) -> str:
     """The branch syncs commit to: the review branch in review mode."""
     return config.review.branch if config.review.enabled else config.branch
-
-
-def last_sync_commit(repo: MetadataRepo, tip: bytes | None) -> Commit | None:
-    """The newest sync commit on ``tip``'s first-parent line (within ``SYNC_SEARCH_DEPTH`` commits)."""
-    for depth, commit in enumerate(repo.first_parents(tip)):
-        if commit.message.startswith(SYNC_PREFIX):
-            return commit
-        if depth >= SYNC_SEARCH_DEPTH:
-            break
-    return None
 
 
 def last_clean_sync(config: Config) -> float | None:

@@ -22,6 +22,7 @@ from ..model.policy import CONFLICTS_DIR
 from ..storage.repo import Commit, MetadataRepo
 from ..storage.snapshot import first_parent_line
 from ..sync.incoming import Change, project_changes
+from .web_writers import Writer, writer_of
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class HistoryEntry:
     author: str
     subject: str
     body: str
+    writer: Writer
     events: list[Event] = field(default_factory=list)
 
 
@@ -68,12 +70,14 @@ def _entry(
 ) -> HistoryEntry:
     message = commit.message.decode("utf-8", "replace")
     subject, _, body = message.partition("\n")
+    author = commit.author.decode("utf-8", "replace")
     entry = HistoryEntry(
         commit=commit.id.decode(),
         time=datetime.fromtimestamp(commit.commit_time, UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        author=commit.author.decode("utf-8", "replace"),
+        author=author,
         subject=subject,
         body=body.strip(),
+        writer=writer_of(message, author),
     )
     manifest_path_, conflicts_path, marks_path_ = paths
     if older[0] != newer[0]:
