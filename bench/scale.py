@@ -17,6 +17,7 @@ source of the code that shapes them, so a rerun only measures.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import inspect
 import json
@@ -197,9 +198,9 @@ def op_root(where: Path) -> str:
     repo = MetadataRepo(where / "repo")
     base, changed = _reset(repo, where)
     view = MirrorView(repo, BlobStore(where / "store"))
-    view.root_page(base, HTML_TYPE)  # the server was serving the tip before the commit
+    asyncio.run(view.root_page(base, HTML_TYPE))  # the server was serving the tip before the commit
     start = time.perf_counter()
-    view.root_page(changed, HTML_TYPE)
+    asyncio.run(view.root_page(changed, HTML_TYPE))
     return _done(start)
 
 
