@@ -101,6 +101,7 @@ def _outcome(name: str, old: ProjectManifest | None, new: ProjectManifest) -> me
 def build_key(count: int) -> str:
     """Trees depend on the write path and the commit message: rebuilt when either changes."""
     shaping = inspect.getsource(merge.commit_message) + inspect.getsource(MetadataRepo.write_commit)
+    shaping += inspect.getsource(_empty_store)
     return f"{count}-{hashlib.sha256(shaping.encode()).hexdigest()[:10]}"
 
 
@@ -125,12 +126,30 @@ def build(workdir: Path, count: int) -> Path:
     repo.move_ref(b"refs/heads/base", None, base)
     changed = _changed_commit(repo, base, names)
     repo.move_ref(b"refs/heads/changed", None, changed)
-    (where / "store").mkdir()
+    _empty_store(where / "store", repo, changed, count)
     (where / "changed-names").write_text("\n".join(_changed_names(names)) + "\n")
     (where / "built").write_text(f"{base.decode()} {changed.decode()}\n")
     repo.close()
     print(f"built {count:,} projects in {time.perf_counter() - start:.0f} s: {where}", flush=True)
     return where
+
+
+def _empty_store(store: Path, repo: MetadataRepo, tip: bytes, count: int) -> None:
+    """Every blob the served files need, as an empty file (the operations look for blobs, they do
+    not read them); only up to 100k projects (a million files: more would fill the inode table)."""
+    store.mkdir()
+    if count > 100_000:
+        return
+    from gitmirror.model.layout import BLOBS_DIR, blob_path
+
+    blobs = os.path.join(store, BLOBS_DIR)
+    for recorded in repo.manifests(tip):
+        for entry in recorded.files.values():
+            for digest in (entry.sha256, entry.core_metadata):
+                if digest:
+                    path = blob_path(blobs, digest)
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o444))
 
 
 def _changed_names(names: list[str]) -> list[str]:
@@ -184,10 +203,17 @@ def op_hook(where: Path) -> str:
 
     repo = MetadataRepo(where / "repo")
     base, changed = _reset(repo, where)
-    start = time.perf_counter()
-    decision = judge(repo, [RefUpdate(base, changed, b"refs/heads/main")])
-    assert not decision.rejected, decision.messages
-    return _done(start)
+    hidden = {ref: repo.git.refs[ref] for ref in (b"refs/heads/changed", b"refs/heads/scratch")}
+    for ref in hidden:  # as pushed: no ref of the repository names the new commit yet
+        del repo.git.refs[ref]
+    try:
+        start = time.perf_counter()
+        decision = judge(repo, [RefUpdate(base, changed, b"refs/heads/main")])
+        assert not decision.rejected, decision.messages
+        return _done(start)
+    finally:
+        for ref, sha in hidden.items():
+            repo.git.refs[ref] = sha
 
 
 def op_root(where: Path) -> str:
@@ -293,24 +319,17 @@ def op_warm(where: Path) -> str:
 
 
 def _write_warm_record(where: Path, record_file: Path, config: Path) -> None:
-    """What ``Syncer._record`` leaves after a clean run of every project, with every blob present
-    (empty files: the check looks for them, it does not read them). Upstream is a closed local
+    """What ``Syncer._record`` leaves after a clean run of every project. Upstream is a closed local
     port: the check's one request is refused at once, so the figure is the local part."""
-    from gitmirror.model.layout import BLOBS_DIR, blob_path
     from gitmirror.sync import unchanged
 
     repo = MetadataRepo(where / "repo")
-    tip = repo.tip("changed")
-    blobs = os.path.join(where / "store", BLOBS_DIR)
-    outcomes = []
-    for manifest_ in repo.manifests(tip):
-        outcomes.append(merge.ProjectOutcome(name=manifest_.name, old=manifest_))
-        for entry in manifest_.files.values():
-            path = blob_path(blobs, entry.sha256)
-            if not os.path.exists(path):
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o444))
-    record = unchanged.Record(
+    names, digests = [], []
+    for recorded in repo.manifests(repo.tip("main")):
+        names.append(recorded.name)
+        digests += [entry.sha256 for entry in recorded.files.values() if entry.served]
+    dirs = unchanged.blob_dirs(digests)
+    unchanged.Record(
         serial="1",
         config_file=str(config),
         config_sha256=hashlib.sha256(config.read_bytes()).hexdigest(),
@@ -320,19 +339,11 @@ def _write_warm_record(where: Path, record_file: Path, config: Path) -> None:
         store=str(where / "store"),
         branches=["main"],
         inputs={},
-        refs="",
-        blobs=[],
-        projects=0,
-        names=[],
-    )
-    record = _full_record(record, outcomes)
-    record = record._replace(refs=unchanged.refs_digest(where / "repo", record.branches))
-    record.save(record_file)
-
-
-def _full_record(record, outcomes):
-    served = sorted({e.sha256 for o in outcomes for e in o.old.files.values() if e.served})
-    return record._replace(blobs=served, projects=len(outcomes), names=sorted(o.name for o in outcomes))
+        refs=unchanged.refs_digest(where / "repo", ["main"]),
+        blob_dirs=dirs,
+        blob_dirs_state=unchanged.blob_dirs_state(str(where / "store"), dirs) or "",
+        projects=len(names),
+    ).save(record_file, names)
 
 
 def _peak_rss_mb() -> float:
