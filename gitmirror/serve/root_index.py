@@ -20,19 +20,34 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from ..model.manifest import project_of_path
 from ..storage.repo import MetadataRepo
-from .render import changed_projects
 
 Render = Callable[[list[str]], Any]
+
+
+def changed_projects(repo: MetadataRepo, old: bytes, new: bytes) -> tuple[set[str], set[str]]:
+    """(projects added or changed, projects gone) between two commits, from a pruned tree diff."""
+    changed: set[str] = set()
+    removed: set[str] = set()
+    for change in repo.changes(old, new):
+        before = project_of_path(change.old.path.decode()) if change.old else None
+        after = project_of_path(change.new.path.decode()) if change.new else None
+        if after:
+            changed.add(after)
+        if before and before != after:
+            removed.add(before)
+    return changed, removed - changed
 
 
 def changed_names(repo: MetadataRepo, names: list[str], old: bytes, new: bytes) -> tuple[set[str], set[str]]:
     """(projects added, projects removed) from commit ``old``, whose sorted names are ``names``, to ``new``."""
     changed, removed = changed_projects(repo, old, new)
-    return {name for name in changed if not _listed(names, name)}, removed
+    return {name for name in changed if not listed(names, name)}, removed
 
 
-def _listed(names: list[str], name: str) -> bool:
+def listed(names: list[str], name: str) -> bool:
+    """Whether ``name`` is in the sorted list ``names``."""
     at = bisect.bisect_left(names, name)
     return at < len(names) and names[at] == name
 
