@@ -21,6 +21,7 @@ from ..model.hosts import check_entry as check_host_entry
 from ..model.limits import DEADLINE_SECONDS, MAX_UNANNOUNCED_BYTES, MIN_RATE, Limits
 from ..model.names import UnsafeNameError, normalize
 from ..storage.refpolicy import name_problem
+from .all_settings import FullIndex, parse_full_index
 
 CONFIG_NAME = "mirror.yaml"
 # libyaml's safe loader when PyYAML was built with it: same documents, same errors, ten times faster
@@ -89,6 +90,7 @@ class Config:
     download_min_rate: int = MIN_RATE
     branch: str = "main"
     review: ReviewSettings = field(default_factory=ReviewSettings)
+    full_index: FullIndex | None = None  # ``projects: all`` (gitmirror/sync/all_settings.py)
     source: Path | None = field(default=None, compare=False)
     source_sha256: str | None = field(default=None, compare=False)  # of the bytes read (gitmirror.sync.unchanged)
 
@@ -103,7 +105,9 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "upstream": (str, "a URL"),
     "repo": (str, "a path"),
     "store": (str, "a path"),
-    "projects": (list, "a list of project names or requirements"),
+    "projects": ((list, str), "a list of project names or requirements, or 'all'"),
+    "batch_projects": (int, "a positive integer"),
+    "batch_minutes": ((int, float), "a number of minutes"),
     "concurrency": (int, "a positive integer"),
     "timeout": ((int, float), "a number of seconds"),
     "retries": (int, "a non-negative integer"),
@@ -188,7 +192,9 @@ def from_mapping(data: dict[str, Any], base: Path = Path("."), source: Path | No
     deadline = float(data.get("download_deadline", DEADLINE_SECONDS))
     if not 0 < deadline < float("inf"):
         raise ConfigError(f"{where}download_deadline must be a positive number of seconds")
-    selections = tuple(parse_selection(entry, f"{where}projects") for entry in data.get("projects", []))
+    full_index = parse_full_index(data, where)
+    listed = data.get("projects", []) if full_index is None else []
+    selections = tuple(parse_selection(entry, f"{where}projects") for entry in listed)
     return Config(
         upstream=upstream,
         repo=base / data.get("repo", "mirror/repo"),
@@ -203,6 +209,7 @@ def from_mapping(data: dict[str, Any], base: Path = Path("."), source: Path | No
         download_min_rate=_rate(data, where),
         **parse_selection_settings(data, base, where),
         review=parse_review(data.get("review", {}), where),
+        full_index=full_index,
         source=source,
     )
 
