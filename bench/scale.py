@@ -313,6 +313,7 @@ def op_warm(where: Path) -> str:
     config = _config(where)
     if not record_file.exists():
         _write_warm_record(where, record_file, config)
+        return json.dumps({"again": True})  # measured in a fresh process: the writing is not the check's
     start = time.perf_counter()
     holding = unchanged.still_holds(config)
     return _done(start, "(holds)" if holding else "(full run: no upstream here)")
@@ -384,7 +385,8 @@ def measure(where: Path, row: str) -> dict[str, object]:
     )
     if done.returncode != 0:
         return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return measure(where, row) if result.get("again") else result
 
 
 def main() -> None:
