@@ -39,6 +39,7 @@ CHANGED = 1_000
 FILES = 10
 SEEN = "2024-01-02T03:04:05Z"
 CLUSTERS = ("django-", "pytest-", "python-")
+CLUSTER_SIZE = 20_000  # names sharing a 4-letter prefix, as the largest real clusters
 #: row -> (what it measures, target at 500k projects: seconds, MB)
 ROWS = {
     "commit": ("commit of 1,000 changed projects", 2.0, 300),
@@ -55,9 +56,9 @@ ROWS = {
 
 
 def project_name(number: int) -> str:
-    """Three quarters in three clusters (each fills its shard directory), the rest spread out."""
+    """Three clusters of up to ``CLUSTER_SIZE`` names (each fills one shard directory), the rest spread out."""
     kind = number % 4
-    if kind < 3:
+    if kind < 3 and number < 4 * CLUSTER_SIZE:
         return f"{CLUSTERS[kind]}{_word(number)}"
     return f"{_word(number)}{_word(number * 7 + 3)[:3]}"
 
@@ -101,7 +102,7 @@ def _outcome(name: str, old: ProjectManifest | None, new: ProjectManifest) -> me
 def build_key(count: int) -> str:
     """Trees depend on the write path and the commit message: rebuilt when either changes."""
     shaping = inspect.getsource(merge.commit_message) + inspect.getsource(MetadataRepo.write_commit)
-    shaping += inspect.getsource(_empty_store)
+    shaping += inspect.getsource(_empty_store) + inspect.getsource(project_name)
     return f"{count}-{hashlib.sha256(shaping.encode()).hexdigest()[:10]}"
 
 
