@@ -31,6 +31,7 @@ from ..storage.repo import Commit, MalformedTreeError, MetadataRepo
 from ..storage.store import BlobStore
 
 MAX_LISTED = 20
+TAKEDOWN_BATCH = 1000  # manifest changes judged against the takedown index at once
 
 
 def _text(path: bytes) -> str:
@@ -65,6 +66,9 @@ def commit_violations(repo: MetadataRepo, commit: Commit) -> list[Violation]:
                 served, stones = takedown_candidates(old_bytes, new_bytes)
                 if served or stones:
                     judged.append((path, served, stones))
+                if len(judged) >= TAKEDOWN_BATCH:  # judged in batches: a first commit brings every file
+                    found.update(dict.fromkeys(takedown_violations(repo, commit, judged)))
+                    judged.clear()
     found.update(dict.fromkeys(takedown_violations(repo, commit, judged)))
     return list(found)
 
