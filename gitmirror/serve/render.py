@@ -32,7 +32,7 @@ from ..storage.metadata import materialize
 from ..storage.repo import MetadataRepo, RepoError
 from ..storage.store import BlobStore
 from . import index
-from .root_index import changed_projects, listed, updated
+from .root_index import changed_projects, updated
 
 STATE_FILE = ".gitmirror-render.json"
 FILE_MODES = ("symlink", "hardlink", "copy", "none")
@@ -88,16 +88,14 @@ def root_pages(names: list[str]) -> dict[str, bytes]:
     return {"simple/index.html": index.root_html(names), "simple/index.json": index.root_json(names)}
 
 
-def _rendered_names(out: Path, changed: set[str], removed: set[str]) -> tuple[list[str] | None, bool]:
-    """The project list of the last render in ``out`` (its root JSON page) moved by a diff, and
-    whether it moved; None when that page cannot be read."""
+def _rendered_names(out: Path, added: set[str], removed: set[str]) -> list[str] | None:
+    """The project list of the last render in ``out`` (its root JSON page) moved by a diff; None
+    when that page cannot be read."""
     try:
         page = json.loads((out / "simple" / "index.json").read_bytes())
-        names = [project["name"] for project in page["projects"]]
+        return updated([project["name"] for project in page["projects"]], added, removed)
     except (OSError, ValueError, KeyError, TypeError):
-        return None, True
-    added = {name for name in changed if not listed(names, name)}
-    return (updated(names, added, removed), True) if added or removed else (names, False)
+        return None
 
 
 def _manifest_blob(repo: MetadataRepo, commit: bytes, name: str) -> bytes | None:
@@ -148,19 +146,20 @@ def render_site(
     if not full and state.get("settings") == settings and _commit_known(repo, previous):
         assert isinstance(previous, str)
         changed, removed = changed_projects(repo, previous.encode(), commit)
-        names, list_moved = _rendered_names(out, changed, removed)
-        if names is None:
-            names, list_moved = repo.projects(commit), True
+        added = {name for name in changed if _manifest_blob(repo, previous.encode(), name) is None}
+        count = state.get("projects")
+        names: list[str] | None = None  # the project list is read only when it moved
+        if added or removed or not isinstance(count, int):
+            names = _rendered_names(out, added, removed) or repo.projects(commit)
+            count = len(names)
         stated = state.get("incomplete")
-        incomplete = {name for name in stated if isinstance(name, str)} if isinstance(stated, list) else set()
-        changed |= {name for name in incomplete if listed(names, name)}
-        result = RenderResult(commit=commit, projects=len(names))
+        changed |= {name for name in stated if isinstance(name, str)} if isinstance(stated, list) else set()
+        result = RenderResult(commit=commit, projects=count)
         blobs = {name: blob for name in changed if (blob := _manifest_blob(repo, commit, name)) is not None}
     else:
         blobs = dict(repo.manifest_blobs(commit))
         names = sorted(blobs)
         result = RenderResult(commit=commit, projects=len(names), full=True)
-        list_moved = True
         changed = set(names)
         removed = (_project_dirs(out / "simple") | _project_dirs(out / "files")) - set(names)
     (out / STATE_FILE).unlink(missing_ok=True)
@@ -181,9 +180,14 @@ def render_site(
                 incomplete_projects.append(name)
                 result.missing += missing
         result.rendered.append(name)
-    for path, data in root_pages(names).items() if list_moved else ():
+    for path, data in root_pages(names).items() if names is not None else ():
         result.pages_written += _write_if_changed(out / path, data)
-    state_data = {"commit": commit.decode(), "settings": settings, "incomplete": sorted(incomplete_projects)}
+    state_data = {
+        "commit": commit.decode(),
+        "settings": settings,
+        "incomplete": sorted(incomplete_projects),
+        "projects": result.projects,
+    }
     _write_if_changed(out / STATE_FILE, (json.dumps(state_data, indent=1, sort_keys=True) + "\n").encode())
     return result
 
