@@ -97,3 +97,19 @@ def test_projects_all_is_checked(mirror: Mirror) -> None:
     assert bad.returncode == 2 and "projects must be a list of project names or requirements, or 'all'" in bad.stderr
     mirror.configure("projects: [demo-pkg]\nbatch_projects: 5\n")
     assert "batch_projects applies to `projects: all` only" in mirror.run("sync").stderr
+
+
+def test_batches_are_cut_to_what_fits_in_the_minutes() -> None:
+    from gitmirror.sync.full_index import batches
+
+    clock = iter([0.0, 120.0, 120.0, 180.0, 180.0, 240.0, 240.0, 300.0] + [300.0] * 20)
+    sizes = [len(batch) for batch in batches([str(n) for n in range(30)], 10, 1.0, lambda: next(clock))]
+    # 10 projects took 120 s: 5 fit in a minute; 5 took 60 s: 5 again; then the rest
+    assert sizes[:3] == [10, 5, 5] and sum(sizes) == 30
+
+
+def test_eta_reads_as_a_share_and_the_time_left() -> None:
+    from gitmirror.sync.progress import eta
+
+    assert eta(3000, 40000, 600.0, "projects") == "3000 of 40000 projects (7.5 %), 2 h 3 min left"
+    assert eta(0, 10, 1.0, "projects") == "0 of 10 projects (0.0 %)"
