@@ -25,7 +25,6 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
-from ..model.manifest import manifest_path
 from ..model.names import UnsafeNameError, normalize
 from ..model.page import UpstreamError
 from ..storage.repo import MetadataRepo
@@ -145,8 +144,8 @@ def run_full_index(
             result.mode, todo = "root", names
             next_state = {"serial": serial, "complete": True}
         else:  # cold, or resumed: what the last commit holds is done
-            tip = repo.tip(branch)
-            todo = [name for name in names if repo.entry(tip, manifest_path(name)) is None]
+            committed = set(repo.projects(repo.tip(branch)))  # one walk, not one lookup per name
+            todo = [name for name in names if name not in committed]
             started_at = since if isinstance(since, str) and "serial" in state else serial
             next_state = {"serial": started_at, "complete": True}
             _save(path, {"serial": started_at, "complete": False})
