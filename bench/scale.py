@@ -362,6 +362,42 @@ def _done(start: float, note: str = "") -> str:
     return json.dumps({"seconds": seconds, "rss_mb": peak, "note": note})
 
 
+def cold_sync(workdir: Path, projects: int) -> str:
+    """``projects: all`` from a loopback upstream of ``projects`` one-wheel projects, into an empty
+    mirror: wall time per upstream request (pages, files, PEP 658 files) and the sync's peak RSS."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from fakeupstream import FakeUpstream, build_wheel
+
+    where = workdir / f"cold-{projects}"
+    shutil.rmtree(where, ignore_errors=True)
+    where.mkdir(parents=True)
+    with FakeUpstream() as upstream:
+        for number in range(projects):
+            upstream.add(f"cold-{number}", build_wheel(f"cold-{number}", "1.0"))
+        (where / "mirror.yaml").write_text(f"upstream: {upstream.url}\nprojects: all\nbatch_projects: 1000\n")
+        start = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-c", _COLD_SYNC, str(where / "mirror.yaml")], capture_output=True, text=True
+        )
+        seconds = time.perf_counter() - start
+        requests = len(upstream.requests)
+    if done.returncode != 0:
+        return f"error: {done.stderr.strip().splitlines()[-1:]}"
+    peak = float(done.stdout.split()[-1])
+    return f"{1000 * seconds / requests:.2f} ms per request ({requests} requests, {seconds:.1f} s), {peak:.0f} MB"
+
+
+_COLD_SYNC = """
+import sys
+from pathlib import Path
+from gitmirror.cli.cli_sync import run
+code = run(Path(sys.argv[1]), quiet=True)
+hwm = [line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:")]
+print(int(hwm[0].split()[1]) / 1024)
+sys.exit(code)
+"""
+
+
 OPS = {
     "commit": op_commit,
     "hook": op_hook,
@@ -395,6 +431,7 @@ def main() -> None:
     parser.add_argument("--projects", type=int, default=50_000)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/gitmirror-scale"))
     parser.add_argument("--only", default="", help="comma-separated rows: " + ", ".join(OPS))
+    parser.add_argument("--cold", type=int, default=0, help="also a cold `projects: all` sync of N tiny projects")
     parser.add_argument("--op", help=argparse.SUPPRESS)
     parser.add_argument("--where", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -416,6 +453,8 @@ def main() -> None:
             continue
         figure = f"{result['seconds']:.3f} s {result['note']}".strip()
         print(f"| {label} | {figure} | {result['rss_mb']:.0f} MB | {target} |", flush=True)
+    if args.cold:
+        print(f"| cold sync of {args.cold} projects | {cold_sync(args.workdir, args.cold)} | | < 0.3 ms, < 2 GB |")
 
 
 if __name__ == "__main__":
