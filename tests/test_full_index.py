@@ -95,6 +95,9 @@ def test_projects_all_is_checked(mirror: Mirror) -> None:
     mirror.configure("projects: everything\n")
     bad = mirror.run("sync")
     assert bad.returncode == 2 and "projects must be a list of project names or requirements, or 'all'" in bad.stderr
+    mirror.configure("projects: all\n")
+    planned = mirror.run("plan")
+    assert planned.returncode == 2 and "plan does not cover `projects: all`" in planned.stderr
     mirror.configure("projects: [demo-pkg]\nbatch_projects: 5\n")
     assert "batch_projects applies to `projects: all` only" in mirror.run("sync").stderr
 

@@ -179,6 +179,9 @@ def plan(
     from ..sync.plan import make_plan
 
     cfg = load_config(config)
+    if cfg.full_index is not None and not projects:
+        typer.echo("gitmirror: plan does not cover `projects: all` (it would read every page upstream lists)", err=True)
+        raise typer.Exit(2)
     result = make_plan(cfg, select(cfg, projects or []), with_files=not projects)
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
