@@ -50,7 +50,10 @@ POINTS: tuple[str, ...] = (
     "repo.ref-lock-written",  # the lock file holds the new id and is fsynced, not yet renamed
     "repo.ref-moved",  # the branch points at the new commit
     "sync.committed",  # the commit is done, the writer lock still held
+    "full-index.batch-committed",  # ``projects: all``: one batch is committed, the next not started
 )
+#: reached only by a ``projects: all`` sync (tests/test_full_index.py)
+FULL_INDEX_POINTS = ("full-index.batch-committed",)
 REF_LOCK_POINTS = ("repo.ref-lock-taken", "repo.ref-lock-written")
 #: points only a store in a bucket reaches (tests/test_s3.py)
 BUCKET_POINTS = ("store.uploading",)  # a multipart upload has sent a part, not completed

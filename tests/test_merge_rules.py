@@ -17,6 +17,7 @@ from gitmirror.sync.merge import (
     EXIT_CONFLICTS,
     EXIT_ERRORS,
     EXIT_OK,
+    Conflict,
     ProjectOutcome,
     SyncResult,
     commit_message,
@@ -154,6 +155,22 @@ def test_the_commit_message_lists_every_change() -> None:
         result.exit_code == EXIT_OK
         and result.summary() == "3 projects checked, 2 changed, 2 files added; nothing to commit"
     )
+
+
+def test_the_commit_message_of_a_large_sync_counts_and_shows_the_first_changes() -> None:
+    outcomes = [
+        ProjectOutcome(name=f"p{number:05d}", added=[f"p{number:05d}-{r}.tar.gz" for r in range(10)])
+        for number in range(5_000)
+    ]
+    conflict = Conflict("p04999", "p04999-1.tar.gz", "a" * 64, 1, "b" * 64, 1, NOW)
+    outcomes[-1].conflicts.append(conflict)
+    message = commit_message(outcomes)
+    lines = message.splitlines()
+    assert lines[0] == "sync: 5000 projects, 50000 files added (5000 new)"
+    assert lines[2].startswith("50001 changes: 50000 files added, 0 other changes, 1 conflict; the first 50")
+    assert lines[3] == "p04999: CONFLICT p04999-1.tar.gz"  # conflicts first, whatever their name
+    assert lines[4] == "p00000: + p00000-0.tar.gz" and lines[-1] == "... and 49951 more"
+    assert len(lines) == 3 + 50 + 1
 
 
 def test_dependency_changes_key_by_project_and_marker() -> None:

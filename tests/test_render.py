@@ -277,3 +277,23 @@ def test_readme_nginx_config_chooses_json_or_html(mirror: Mirror, sample, tmp_pa
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_an_incremental_render_moves_the_project_list_with_the_diff(mirror: Mirror, sample, tmp_path: Path) -> None:
+    mirror.configure("projects:\n  - demo-pkg\ndependencies: false\n")
+    mirror.run("sync", check=True)
+    first = mirror.git("rev-parse", "main").strip()
+    site = tmp_path / "static"
+    mirror.run("render", "--out", str(site), check=True)
+    mirror.configure("projects:\n  - demo-pkg\n  - other_lib\n")
+    mirror.run("sync", check=True)
+    added = mirror.run("render", "--out", str(site), check=True)
+    assert "incremental" in added.stdout and "2 projects, 1 re-rendered" in added.stdout
+    root = json.loads((site / "simple/index.json").read_text())
+    assert [project["name"] for project in root["projects"]] == ["demo-pkg", "other-lib"]
+    fresh = tmp_path / "fresh"
+    mirror.run("render", "--out", str(fresh), "--full", check=True)
+    assert tree_bytes(fresh) == tree_bytes(site)
+    removed = mirror.run("render", "--out", str(site), "--rev", first, check=True)
+    assert "1 projects, 0 re-rendered, 1 removed" in removed.stdout
+    assert "other-lib" not in (site / "simple/index.html").read_text()

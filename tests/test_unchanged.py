@@ -69,7 +69,8 @@ def test_nothing_changed_costs_one_head_request(mirror: Mirror, sample, upstream
         for line in mirror.git("show", "main:projects/de/mo/demo-pkg.jsonl").splitlines()[1:]
         if (entry := json.loads(line))
     }
-    assert served <= set(record["blobs"])
+    assert {digest[:4] for digest in served} <= {record["blob_dirs"][at : at + 4] for at in range(0, 400, 4)}
+    assert "demo-pkg" in Path(f"{record_files(mirror)[0]}.names").read_text().split()
     assert_warm(mirror, upstream, tip, mark)
     assert_warm(mirror, upstream, tip, len(upstream.requests))  # and again: the record is kept
     quiet = mirror.run("sync", "--quiet", check=True)

@@ -1,6 +1,6 @@
 """What the mirror holds, at a glance: projects, files, bytes, the tip, the last sync, missing blobs.
 
-Read-only and cheap: one pass over the manifests of one commit plus an existence check per blob,
+Read-only: one pass over the manifests of one commit, one at a time, and an existence check per blob,
 a look inside the wheel for a PEP 658 file an older sync kept there (docs/pep658.md); ``--verify``
 re-hashes instead, for a periodic integrity check of the store. In review mode syncs commit to the
 review branch, not ``main``: its tip and last sync are reported too, or a stalled sync would hide.
@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-from ..model.manifest import format_time
-from ..serve.hydrate import needed_blobs
+from ..model.manifest import blobs_needed_by, format_time
 from ..storage.blobs import Blobs
 from ..storage.metadata import blob_problem
 from ..storage.repo import MetadataRepo
@@ -131,7 +130,8 @@ def collect(
         status.commits += 1
         if status.last_sync is None and current.message.startswith(b"sync:"):
             status.last_sync, status.last_sync_commit = _when(current.commit_time), current.id.decode()
-    for manifest in repo.manifests(commit):
+    checked: set[str] = set()  # a blob two files share is checked once
+    for manifest in repo.manifests(commit):  # one pass, one manifest at a time
         status.projects += 1
         if manifest.status != "active":
             status.statuses[manifest.status] = status.statuses.get(manifest.status, 0) + 1
@@ -143,14 +143,18 @@ def collect(
             status.bytes += entry.size
             status.yanked += entry.is_yanked
             status.upstream_removed += entry.upstream_removed is not None
-    needed = needed_blobs(repo, commit)
-    status.blobs_needed = len(needed)
-    for blob in needed.values():
-        problem = blob_problem(store, blob, rehash=verify)
-        if problem is None:
-            continue
-        if problem == MISSING:
-            status.blobs_missing.append(blob.label)
-        else:
-            status.blobs_damaged.append(f"{blob.label}: {problem}")
+        for blob in blobs_needed_by([manifest]).values():
+            if blob.sha256 not in checked:
+                checked.add(blob.sha256)
+                _check(status, blob_problem(store, blob, rehash=verify), blob.label)
+    status.blobs_needed = len(checked)
+    status.blobs_missing.sort()
+    status.blobs_damaged.sort()
     return status
+
+
+def _check(status: MirrorStatus, problem: str | None, label: str) -> None:
+    if problem == MISSING:
+        status.blobs_missing.append(label)
+    elif problem is not None:
+        status.blobs_damaged.append(f"{label}: {problem}")

@@ -15,7 +15,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..model.manifest import ProjectManifest, blobs_needed_by, project_of_path
-from ..model.policy import UnrecordedTombstone, Violation, check_change, takedown_candidates, takedown_check
+from ..model.policy import (
+    Entries,
+    UnrecordedTombstone,
+    Violation,
+    check_change,
+    takedown_candidates,
+    takedown_check,
+)
 from ..model.takedowns import Lookup, listed, repo_reader
 from ..storage.blobs import Blobs
 from ..storage.gittree import FILE_MODES, Problem
@@ -24,6 +31,7 @@ from ..storage.refpolicy import date_problem
 from ..storage.repo import Commit, MalformedTreeError, MetadataRepo
 
 MAX_LISTED = 20
+TAKEDOWN_BATCH = 1000  # manifest changes judged against the takedown index at once
 
 
 def _text(path: bytes) -> str:
@@ -37,7 +45,7 @@ def commit_violations(repo: MetadataRepo, commit: Commit) -> list[Violation]:
     tree the commit brings in is read through ``gittree``: each malformed entry is one violation.
     """
     found: dict[Violation, None] = {}
-    manifests: list[tuple[str, bytes | None, bytes | None]] = []  # for takedown_violations
+    judged: list[Judged] = []  # the takedown rule's entries of each manifest change, not its bytes
 
     def refuse(problem: Problem) -> None:
         found[Violation(problem.path, problem.rule)] = None
@@ -55,17 +63,23 @@ def commit_violations(repo: MetadataRepo, commit: Commit) -> list[Violation]:
             old_bytes = _old_bytes(repo, old.mode, old.sha, _text(old.path)) if old else None
             found.update(dict.fromkeys(check_change(path, old_bytes, new_bytes)))
             if project_of_path(path) is not None:
-                manifests.append((path, old_bytes, new_bytes))
-    found.update(dict.fromkeys(takedown_violations(repo, commit, manifests)))
+                served, stones = takedown_candidates(old_bytes, new_bytes)
+                if served or stones:
+                    judged.append((path, served, stones))
+                if len(judged) >= TAKEDOWN_BATCH:  # judged in batches: a first commit brings every file
+                    found.update(dict.fromkeys(takedown_violations(repo, commit, judged)))
+                    judged.clear()
+    found.update(dict.fromkeys(takedown_violations(repo, commit, judged)))
     return list(found)
 
 
-def takedown_violations(
-    repo: MetadataRepo, commit: Commit, changes: list[tuple[str, bytes | None, bytes | None]]
-) -> list[Violation]:
-    """The takedown rule over a commit's manifest changes ``(path, old bytes, new bytes)``, each
-    against one parent: reads only the takedown shards of the digests those changes bring in."""
-    judged = [(path, *takedown_candidates(old, new)) for path, old, new in changes]
+#: one manifest change as the takedown rule sees it: (path, new served entries, new tombstones)
+Judged = tuple[str, Entries, Entries]
+
+
+def takedown_violations(repo: MetadataRepo, commit: Commit, judged: list[Judged]) -> list[Violation]:
+    """The takedown rule over a commit's manifest changes (``takedown_candidates`` of each, against
+    one parent): reads only the takedown shards of the digests those changes bring in."""
     digests = [digest for _path, served, stones in judged for _name, digest in served + stones]
     if not digests:
         return []
@@ -154,14 +168,18 @@ def verify(repo: MetadataRepo, store: Blobs | None, rev: str = "main", workers: 
             report.problems.append(f"commit {commit.id.decode()[:12]} ({subject(commit)}): {violation}{hint}")
     report.problems += dating_problems(repo, tip, time.time())
     try:
+        if store is None:  # counted by lines (one per file after the header): the history checked them
+            for name, blob_id in repo.manifest_blobs(tip):
+                report.projects += 1
+                report.files += repo.blob(blob_id, name).count(b"\n") - 1
+            return report
         manifests = list(repo.manifests(tip))
     except MalformedTreeError as exc:  # reported in the history above too; nothing at the tip to check
         report.problems.append(f"{rev}: {exc}")
         return report
     report.projects = len(manifests)
     report.files = sum(len(manifest.files) for manifest in manifests)
-    if store is not None:
-        _check_store(manifests, store, report, workers)
+    _check_store(manifests, store, report, workers)
     return report
 
 

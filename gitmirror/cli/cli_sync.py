@@ -114,6 +114,8 @@ def run(config_path: Path | None, projects: Sequence[str] = (), quiet: bool = Fa
     from ..sync.sync import Syncer
 
     cfg = load_config(config_path)
+    if cfg.full_index is not None and not projects:
+        return run_all(cfg, quiet=quiet, as_json=as_json)
     selections = select(cfg, projects)
     if not selections and (projects or not (cfg.requirements or cfg.lockfiles)):
         print("nothing to mirror: list projects in mirror.yaml or on the command line", flush=True)
@@ -137,6 +139,36 @@ def run(config_path: Path | None, projects: Sequence[str] = (), quiet: bool = Fa
     return result.exit_code
 
 
+def run_all(cfg: Config, quiet: bool, as_json: bool) -> int:
+    """``projects: all``: every project upstream lists, one commit per batch (``sync.full_index``)."""
+    import dataclasses
+    import json
+    import sys
+
+    from ..model.page import UpstreamError
+    from ..storage.store import BlobStore
+    from ..sync.full_index import run_full_index
+    from ..sync.incoming import sync_branch
+    from ..sync.progress import make_progress
+    from ..upstream.transport import FetchError, Transient
+
+    repo = open_repo(cfg, create=True)
+    branch = sync_branch(repo, cfg.branch, cfg.review.branch if cfg.review.enabled else None)
+    progress = make_progress(quiet=quiet, as_json=as_json)
+    try:
+        result = run_full_index(cfg, repo, BlobStore(cfg.store), branch, progress, progress.log)
+    except (UpstreamError, FetchError, Transient) as exc:
+        print(f"gitmirror: cannot list upstream's projects: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        progress.close()
+    if as_json:
+        print(json.dumps(dataclasses.asdict(result), indent=2), flush=True)
+    elif not quiet:
+        print(result.summary(), flush=True)
+    return result.exit_code
+
+
 def plan(
     projects: Annotated[list[str] | None, typer.Argument(help="Projects to plan (default: all configured).")] = None,
     config: ConfigOption = None,
@@ -151,6 +183,9 @@ def plan(
     from ..sync.plan import make_plan
 
     cfg = load_config(config)
+    if cfg.full_index is not None and not projects:
+        typer.echo("gitmirror: plan does not cover `projects: all` (it would read every page upstream lists)", err=True)
+        raise typer.Exit(2)
     result = make_plan(cfg, select(cfg, projects or []), with_files=not projects)
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))

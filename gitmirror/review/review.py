@@ -9,15 +9,17 @@ commit pair is the same wherever and whenever it is produced, except for the age
 
 from __future__ import annotations
 
+import functools
 import io
 import tarfile
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from ..model.manifest import FileEntry, ProjectManifest, format_time
+from ..model.manifest import FileEntry, ProjectManifest, format_time, manifest_path
 from ..storage import metadata
 from ..storage.blobs import Blobs
 from ..storage.repo import MetadataRepo, RepoError
@@ -64,9 +66,13 @@ def build(repo: MetadataRepo, store: Blobs, cfg: Config, base: str, head: str, n
     now = now or datetime.now(UTC)
     base_commit, head_commit = _resolve(repo, base, cfg), _resolve(repo, head, cfg)
     items = pending(repo, base_commit, head_commit)
-    served = set(repo.projects(base_commit))
     projects = [_project(item, store, cfg.review.cooldown, now) for item in items]
-    _flag_unserved_dependencies(projects, served, cfg, requested_extras(cfg, repo, store, head_commit, projects))
+
+    def served(name: str) -> bool:
+        return repo.entry(base_commit, manifest_path(name)) is not None
+
+    extras = functools.cache(lambda: requested_extras(cfg, repo, store, head_commit, projects))
+    _flag_unserved_dependencies(projects, served, cfg, extras)
     new_projects: dict[str, list[str]] = {p.name: [] for p in projects if p.new_project}
     for project in projects:
         for release in project.releases:
@@ -123,16 +129,18 @@ def requested_extras(
 
 
 def _flag_unserved_dependencies(
-    projects: list[ProjectReport], served: set[str], cfg: Config, extras: dict[str, set[str]]
+    projects: list[ProjectReport], served: Callable[[str], bool], cfg: Config, extras: Callable[[], dict[str, set[str]]]
 ) -> None:
     """Flag a new dependency the mirror does not serve, when it applies: its marker holds in a
-    target environment with the extras asked for (``extra == "docs"`` nobody asked for does not)."""
+    target environment with the extras asked for (``extra == "docs"`` nobody asked for does not).
+
+    ``extras`` reads every project's newest release: asked only when a new dependency is not served.
+    """
     try:
         rules = rules_from(cfg)
     except SelectionError:
         rules = Rules()
     for project in projects:
-        asked = frozenset(extras.get(project.name, ()))
         for release in project.releases:
             for text in release.dependencies.added:
                 try:
@@ -140,9 +148,10 @@ def _flag_unserved_dependencies(
                 except InvalidRequirement:
                     continue
                 name = canonicalize_name(requirement.name)
-                if name in served or not any(
-                    rules.marker_holds(requirement.marker, target, asked) for target in rules.target_ids
-                ):
+                if served(name):
+                    continue
+                asked = frozenset(extras().get(project.name, ()))
+                if not any(rules.marker_holds(requirement.marker, target, asked) for target in rules.target_ids):
                     continue
                 release.flags.append(f"new dependency {name} is not served by this mirror yet")
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..model.manifest import ProjectManifest, blobs_of, loads, manifest_path, project_of_path
+from ..model.manifest import ProjectManifest, blobs_of, loads, manifest_path
 from ..model.names import is_normalized
 from ..storage.blobs import Blobs
 from ..storage.gittree import TREE
@@ -34,6 +34,7 @@ from ..storage.repo import MetadataRepo, RepoError
 from ..storage.s3store import S3Store
 from . import index
 from .bucket_files import place_from_bucket
+from .root_index import changed_projects, updated
 
 STATE_FILE = ".gitmirror-render.json"
 FILE_MODES = ("symlink", "hardlink", "copy", "bucket", "none")
@@ -91,18 +92,19 @@ def root_pages(names: list[str]) -> dict[str, bytes]:
     return {"simple/index.html": index.root_html(names), "simple/index.json": index.root_json(names)}
 
 
-def changed_projects(repo: MetadataRepo, old: bytes, new: bytes) -> tuple[set[str], set[str]]:
-    """(projects added or changed, projects gone) between two commits, from a pruned tree diff."""
-    changed: set[str] = set()
-    removed: set[str] = set()
-    for change in repo.changes(old, new):
-        before = project_of_path(change.old.path.decode()) if change.old else None
-        after = project_of_path(change.new.path.decode()) if change.new else None
-        if after:
-            changed.add(after)
-        if before and before != after:
-            removed.add(before)
-    return changed, removed - changed
+def _rendered_names(out: Path, added: set[str], removed: set[str]) -> list[str] | None:
+    """The project list of the last render in ``out`` (its root JSON page) moved by a diff; None
+    when that page cannot be read."""
+    try:
+        page = json.loads((out / "simple" / "index.json").read_bytes())
+        return updated([project["name"] for project in page["projects"]], added, removed)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _manifest_blob(repo: MetadataRepo, commit: bytes, name: str) -> bytes | None:
+    entry = repo.entry(commit, manifest_path(name))
+    return entry[1] if entry is not None and entry[0] != TREE else None
 
 
 def _manifest(repo: MetadataRepo, blobs: dict[str, bytes], name: str) -> ProjectManifest | None:
@@ -148,18 +150,24 @@ def render_site(
     where = store.location if isinstance(store, S3Store) else str(store.root.resolve())
     settings = {"base-url": base_url, "files": files_mode, "store": where}
     state = _read_state(out / STATE_FILE)
-    blobs = dict(repo.manifest_blobs(commit))
-    names = sorted(blobs)
-    result = RenderResult(commit=commit, projects=len(names))
     previous = state.get("commit")
     if not full and state.get("settings") == settings and _commit_known(repo, previous):
         assert isinstance(previous, str)
         changed, removed = changed_projects(repo, previous.encode(), commit)
-        listed = state.get("incomplete")
-        incomplete = {name for name in listed if isinstance(name, str)} if isinstance(listed, list) else set()
-        changed |= incomplete & set(names)
+        added = {name for name in changed if _manifest_blob(repo, previous.encode(), name) is None}
+        count = state.get("projects")
+        names: list[str] | None = None  # the project list is read only when it moved
+        if added or removed or not isinstance(count, int):
+            names = _rendered_names(out, added, removed) or repo.projects(commit)
+            count = len(names)
+        stated = state.get("incomplete")
+        changed |= {name for name in stated if isinstance(name, str)} if isinstance(stated, list) else set()
+        result = RenderResult(commit=commit, projects=count)
+        blobs = {name: blob for name in changed if (blob := _manifest_blob(repo, commit, name)) is not None}
     else:
-        result.full = True
+        blobs = dict(repo.manifest_blobs(commit))
+        names = sorted(blobs)
+        result = RenderResult(commit=commit, projects=len(names), full=True)
         changed = set(names)
         removed = (_project_dirs(out / "simple") | _project_dirs(out / "files")) - set(names)
     (out / STATE_FILE).unlink(missing_ok=True)
@@ -180,9 +188,14 @@ def render_site(
                 incomplete_projects.append(name)
                 result.missing += missing
         result.rendered.append(name)
-    for path, data in root_pages(names).items():
+    for path, data in root_pages(names).items() if names is not None else ():
         result.pages_written += _write_if_changed(out / path, data)
-    state_data = {"commit": commit.decode(), "settings": settings, "incomplete": sorted(incomplete_projects)}
+    state_data = {
+        "commit": commit.decode(),
+        "settings": settings,
+        "incomplete": sorted(incomplete_projects),
+        "projects": result.projects,
+    }
     _write_if_changed(out / STATE_FILE, (json.dumps(state_data, indent=1, sort_keys=True) + "\n").encode())
     return result
 

@@ -83,7 +83,7 @@ class SimpleRoutes:
         if media_type is None:
             return PlainTextResponse("not acceptable: ask for PEP 691 JSON or HTML", status_code=406)
         commit, cache_control = await self.commit_of(request)
-        return page_response(request, self.view.root_page(commit, media_type), cache_control)
+        return page_response(request, await self.view.root_page(commit, media_type), cache_control)
 
     async def project(self, request: Request) -> Response:
         raw = request.path_params["project"]

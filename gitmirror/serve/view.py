@@ -1,14 +1,15 @@
 """What the server shows: the simple-API pages and file entries of one repository at any commit.
 
-Pages are rendered by ``index`` and kept in one bounded LRU: the project list and root page by
-commit, a project's manifest and pages by the id of its manifest blob, so a sync that moves the
-tip re-renders only the projects it changed. Everything kept is a function of immutable git
-objects, so nothing kept can go stale.
+Pages are rendered by ``index``. The root page comes from ``root_index`` (off the event loop, from
+the previous commit's project list); a project's manifest and pages are kept in one bounded LRU by
+the id of its manifest blob, so a sync that moves the tip re-renders only the projects it changed.
+Everything kept is a function of immutable git objects, so nothing kept can go stale.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 import time
@@ -22,6 +23,7 @@ from ..storage.blobs import Blobs
 from ..storage.metadata import in_wheel
 from ..storage.repo import MetadataRepo
 from . import index
+from .root_index import RootIndex
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class MirrorView:
         self.store = store
         self.branch = branch
         self._cache = _LRU(8192)
+        self._root = RootIndex(repo.path)
         self._tip: tuple[object, float, bytes | None] | None = None
         self._ref_files = tuple(str(repo.path / name) for name in (f"refs/heads/{branch}", "packed-refs"))
 
@@ -92,18 +95,12 @@ class MirrorView:
         return self._cache[key]
 
     def projects(self, commit: bytes | None) -> list[str]:
-        key = ("projects", commit)
-        if key not in self._cache:
-            return self._cache.remember(key, self.repo.projects(commit))
-        return self._cache[key]
+        """The sorted project names of ``commit``, kept up to date from the last (``root_index``)."""
+        return self._root.names_of(commit)
 
-    def root_page(self, commit: bytes | None, media_type: str) -> Page:
-        key = ("root", commit, media_type)
-        if key not in self._cache:
-            names = self.projects(commit)
-            body = index.root_json(names) if media_type == index.JSON_TYPE else index.root_html(names)
-            return self._cache.remember(key, _page(body, media_type))
-        return self._cache[key]
+    async def root_page(self, commit: bytes | None, media_type: str) -> Page:
+        """The root page, built off the event loop from the last one (``root_index``)."""
+        return await self._root.page(commit, media_type, functools.partial(_root_page, media_type=media_type))
 
     def project_page(self, commit: bytes | None, name: str, media_type: str) -> Page | None:
         blob = self._manifest_blob(commit, name)
@@ -167,6 +164,10 @@ def _stat_key(path: str) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return status.st_ino, status.st_mtime_ns, status.st_size
+
+
+def _root_page(names: list[str], media_type: str) -> Page:
+    return _page(index.root_json(names) if media_type == index.JSON_TYPE else index.root_html(names), media_type)
 
 
 def _page(body: bytes, media_type: str) -> Page:

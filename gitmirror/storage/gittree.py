@@ -26,13 +26,25 @@ out), so a check can go on and report everything; a reader refuses any tree with
 
 from __future__ import annotations
 
+import binascii
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from dulwich.diff_tree import CHANGE_ADD, CHANGE_DELETE, CHANGE_MODIFY, TreeChange
+from dulwich.errors import ObjectFormatException
 from dulwich.object_store import BaseObjectStore
-from dulwich.objects import S_IFGITLINK, Blob, ObjectID, RawObjectID, Tree, TreeEntry, key_entry, sha_to_hex
+from dulwich.objects import (
+    S_IFGITLINK,
+    Blob,
+    ObjectID,
+    RawObjectID,
+    Tree,
+    TreeEntry,
+    key_entry,
+    parse_tree,
+    sha_to_hex,
+)
 
 from ..model.policy import AUDIT_LOG_DIRS
 
@@ -46,6 +58,9 @@ _NTFS_DOTGIT = re.compile(rb"(?:\.git|git~1)[. ]*(?:\Z|[\\:])", re.IGNORECASE)
 _NTFS_DOTGITMODULES = re.compile(rb"(?:\.gitmodules|gitmod~[1-4]|gi7eba~[1-9])[. ]*(?:\Z|[\\:])", re.IGNORECASE)
 _HFS_IGNORABLE = re.compile("[\u200c-\u200f\u202a-\u202e\u206a-\u206f\ufeff]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_PLAIN_NAME = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._-]*")
+_PLAIN_MODES = (TREE, REGULAR, EXECUTABLE)
+_NULL_HEX = b"0" * 40
 
 
 @dataclass(frozen=True)
@@ -145,6 +160,9 @@ def _raw_entries(raw: bytes) -> Iterator[tuple[bytes, bytes, bytes]]:
 
 def parse(raw: bytes, path: str = "") -> Listing:
     """Check one tree's raw bytes (the tree at ``path``) entry by entry, as git's fsck does."""
+    plain = _plain(raw)
+    if plain is not None:
+        return plain
     listing = Listing()
     previous: tuple[bytes, tuple[int, ObjectID]] | None = None
     try:
@@ -173,6 +191,33 @@ def parse(raw: bytes, path: str = "") -> Listing:
             previous = entry
     except ValueError as exc:
         listing.problems.append(Problem(_here(path), f"unparseable tree: {exc}"))
+    return listing
+
+
+def _plain(raw: bytes) -> Listing | None:
+    """The listing of a tree that breaks no rule of ``parse`` by construction, or None to let
+    ``parse`` judge it entry by entry.
+
+    Plain means: the bytes are exactly the canonical serialization of what dulwich's C parser reads
+    (so no zero-padded or malformed mode, nothing truncated), every name is ASCII letters, digits,
+    ``.``, ``_`` or ``-`` starting with a letter or digit (none can spell ``.git`` or a control
+    character), names strictly in git's order, modes directories or regular files, no null id.
+    Every manifest tree is plain, and shard directories hold tens of thousands of entries.
+    """
+    try:
+        entries = list(parse_tree(raw, _SHA_LEN))
+    except (ValueError, ObjectFormatException):
+        return None
+    previous = b""
+    for name, mode, hexsha in entries:
+        key = name + b"/" if mode == TREE else name
+        if key <= previous or mode not in _PLAIN_MODES or not _PLAIN_NAME.fullmatch(name) or hexsha == _NULL_HEX:
+            return None
+        previous = key
+    canonical = b"".join(b"%o %s\0%s" % (mode, name, binascii.unhexlify(hexsha)) for name, mode, hexsha in entries)
+    listing = Listing({name: (mode, ObjectID(hexsha)) for name, mode, hexsha in entries})
+    if canonical != raw or len(listing.entries) != len(entries):  # a file and a directory of one name
+        return None
     return listing
 
 

@@ -23,6 +23,7 @@ from ..model.limits import DEADLINE_SECONDS, MAX_UNANNOUNCED_BYTES, MIN_RATE, Li
 from ..model.names import UnsafeNameError, normalize
 from ..storage.refpolicy import name_problem
 from ..storage.s3client import S3Settings
+from .all_settings import FullIndex, parse_full_index
 from .proxy_settings import ProxySettings, parse_proxy
 from .serve_settings import ServeSettings, parse_serve
 from .signing_config import SigningSettings, parse_signing
@@ -100,6 +101,7 @@ class Config:
     hosted: HostedSettings = field(default_factory=HostedSettings)  # projects uploaded here (docs/hosted.md)
     serve: ServeSettings = field(default_factory=ServeSettings)
     proxy: ProxySettings | None = None  # pull-through mode (gitmirror/sync/proxy_settings.py)
+    full_index: FullIndex | None = None  # ``projects: all`` (gitmirror/sync/all_settings.py)
     source: Path | None = field(default=None, compare=False)
     source_sha256: str | None = field(default=None, compare=False)  # of the bytes read (gitmirror.sync.unchanged)
 
@@ -115,7 +117,9 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "repo": (str, "a path"),
     "store": (str, "a path or s3://BUCKET/PREFIX"),
     "s3": (dict, "a mapping with endpoint_url, region, profile, presign_seconds, local_dir"),
-    "projects": (list, "a list of project names or requirements"),
+    "projects": ((list, str), "a list of project names or requirements, or 'all'"),
+    "batch_projects": (int, "a positive integer"),
+    "batch_minutes": ((int, float), "a number of minutes"),
     "concurrency": (int, "a positive integer"),
     "timeout": ((int, float), "a number of seconds"),
     "retries": (int, "a non-negative integer"),
@@ -208,7 +212,9 @@ def from_mapping(data: dict[str, Any], base: Path = Path("."), source: Path | No
     deadline = float(data.get("download_deadline", DEADLINE_SECONDS))
     if not 0 < deadline < float("inf"):
         raise ConfigError(f"{where}download_deadline must be a positive number of seconds")
-    selections = tuple(parse_selection(entry, f"{where}projects") for entry in data.get("projects", []))
+    full_index = parse_full_index(data, where)
+    listed = data.get("projects", []) if full_index is None else []
+    selections = tuple(parse_selection(entry, f"{where}projects") for entry in listed)
     if data.get("proxy") not in (None, False) and str(data.get("store", "")).startswith("s3://"):
         raise ConfigError(f"{where}proxy: needs a directory store; the proxy does not write into an s3:// store yet")
     return Config(
@@ -229,6 +235,7 @@ def from_mapping(data: dict[str, Any], base: Path = Path("."), source: Path | No
         hosted=_hosted(data, upstream, where),
         serve=parse_serve(data.get("serve", {}), where),
         proxy=parse_proxy(data.get("proxy", False), where),
+        full_index=full_index,
         source=source,
     )
 

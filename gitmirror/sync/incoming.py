@@ -14,7 +14,7 @@ The same two functions serve both directions: ``project_changes(base, target, so
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -32,7 +32,7 @@ from ..model.manifest import (
 )
 from ..model.policy import CONFLICTS_DIR, check
 from ..model.takedowns import TAKEDOWNS_DIR, TakedownRecord, is_shard_path, parse
-from ..storage.gittree import TREE
+from ..storage.gittree import FILE_MODES, TREE
 from ..storage.repo import MetadataRepo, RepoError
 
 _MISSING = object()
@@ -209,11 +209,8 @@ def _conflict_blobs(repo: MetadataRepo, commit: bytes | None) -> dict[str, bytes
 def pending(repo: MetadataRepo, target: bytes | None, source: bytes | None) -> list[ProjectPending]:
     """Per project, what ``source`` (incoming) holds that ``target`` (main) does not serve yet."""
     base = repo.merge_base(target, source)
-    target_blobs = dict(repo.manifest_blobs(target))
     result: dict[str, ProjectPending] = {}
-    for name, blob_id in repo.manifest_blobs(source):
-        if target_blobs.get(name) == blob_id:
-            continue
+    for name, blob_id in _changed_manifests(repo, target, source):
         path = manifest_path(name)
         head = loads(repo.blob(blob_id, path), path)
         main = repo.manifest(target, name)
@@ -232,6 +229,16 @@ def pending(repo: MetadataRepo, target: bytes | None, source: bytes | None) -> l
         item.changes += [Change(name, "conflict", record.get("filename"), after=record) for record in records]
         result[name] = item
     return [result[name] for name in sorted(result)]
+
+
+def _changed_manifests(repo: MetadataRepo, target: bytes | None, source: bytes | None) -> Iterator[tuple[str, bytes]]:
+    """(project, manifest blob id at ``source``) for every manifest ``source`` holds with other bytes
+    than ``target``: the pruned tree diff, so the cost follows the change, not the repository."""
+    for change in repo.changes(target, source):
+        if change.new is not None and change.new.mode in FILE_MODES:
+            name = project_of_path(change.new.path.decode())
+            if name is not None:
+                yield name, change.new.sha
 
 
 def merged_conflicts(repo: MetadataRepo, target: bytes | None, name: str, records: list[dict[str, Any]]) -> bytes:

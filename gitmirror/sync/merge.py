@@ -20,6 +20,8 @@ from ..model.takedowns import TakedownRecord
 
 EXIT_OK, EXIT_ERRORS, EXIT_CONFLICTS = 0, 1, 3
 KNOWN_CONFLICT = " (conflict recorded before)"
+#: changes a commit message lists one per line; beyond, it gives counts and the first ones
+LISTED_CHANGES = 50
 
 
 class FileChoice(Protocol):
@@ -253,19 +255,37 @@ def recorded_conflicts(log: bytes) -> set[tuple[str, str]]:
 
 
 def commit_message(outcomes: list[ProjectOutcome]) -> str:
-    """A subject a reviewer can scan in ``git log --oneline`` and a body listing every change."""
+    """A subject a reviewer can scan in ``git log --oneline``, and a body of the changes: every one
+    when there are at most ``LISTED_CHANGES``, else counts and the first of them (conflicts first).
+
+    Bounded because every reader of the commit (the server, the hook, the next commit) parses the
+    whole message, and a full-index sync adds millions of files; the diff is the complete list.
+    """
     touched = [outcome for outcome in outcomes if outcome.added or outcome.changes or outcome.conflicts]
     files = sum(len(outcome.added) for outcome in touched)
     new_projects = sum(1 for outcome in touched if outcome.old is None)
     subject = f"sync: {_count(len(touched), 'project')}, {_count(files, 'file')} added"
     if new_projects:
         subject += f" ({new_projects} new)"
-    body = []
+    listed: list[str] = []  # every project's lines, its conflicts last
+    conflicts: list[str] = []
     for outcome in sorted(touched, key=lambda item: item.name):
-        body += [f"{outcome.name}: + {filename}" for filename in sorted(outcome.added)]
-        body += [f"{outcome.name}: {change}" for change in outcome.changes]
-        body += [f"{outcome.name}: CONFLICT {conflict.filename}" for conflict in outcome.conflicts]
-    return subject + "\n\n" + "\n".join(body) + "\n"
+        found = [f"{outcome.name}: CONFLICT {conflict.filename}" for conflict in outcome.conflicts]
+        conflicts += found[: LISTED_CHANGES + 1 - len(conflicts)]
+        if len(listed) <= LISTED_CHANGES:
+            listed += [f"{outcome.name}: + {filename}" for filename in sorted(outcome.added)]
+            listed += [f"{outcome.name}: {change}" for change in outcome.changes] + found
+    if len(listed) <= LISTED_CHANGES:
+        return subject + "\n\n" + "\n".join(listed) + "\n"
+    changes = sum(len(outcome.changes) for outcome in touched)
+    conflicted = sum(len(outcome.conflicts) for outcome in touched)
+    total = files + changes + conflicted
+    shown = (conflicts + [line for line in listed if ": CONFLICT " not in line])[:LISTED_CHANGES]
+    summary = (
+        f"{_count(total, 'change')}: {_count(files, 'file')} added, {_count(changes, 'other change')}, "
+        f"{_count(conflicted, 'conflict')}; the first {len(shown)} (`git diff --stat` lists every manifest):"
+    )
+    return subject + "\n\n" + summary + "\n" + "\n".join(shown) + f"\n... and {total - len(shown)} more\n"
 
 
 def _count(number: int, noun: str) -> str:

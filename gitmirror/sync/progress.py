@@ -168,6 +168,16 @@ def make_progress(quiet: bool = False, as_json: bool = False, stream: TextIO | N
     return PlainProgress(stream)
 
 
+def eta(done: int, total: int, elapsed: float, noun: str) -> str:
+    """``3000 of 40000 projects (7.5 %), 2 h 5 min left`` at the rate so far."""
+    share = f"{done} of {total} {noun} ({100 * done / total if total else 100:.1f} %)"
+    if not done or done >= total:
+        return share
+    left = int(elapsed * (total - done) / done)
+    hours, minutes = divmod(max(left, 60) // 60, 60)
+    return share + (f", {hours} h {minutes} min left" if hours else f", {minutes} min left")
+
+
 def _size(count: float) -> str:
     for unit in ("B", "kB", "MB", "GB"):
         if count < 1000 or unit == "GB":

@@ -143,6 +143,7 @@ class Syncer:
         manifests = [manifest for outcome in outcomes if (manifest := outcome.new or outcome.old) is not None]
         assert self.config.source is not None and self.config.source_sha256 is not None
         branches = sorted({self.config.branch, branch})
+        dirs = unchanged.blob_dirs(served_blobs(manifests))
         unchanged.Record(
             serial=serial,
             config_file=str(self.config.source.resolve()),
@@ -154,12 +155,11 @@ class Syncer:
             branches=branches,
             inputs=dict(roots.sources),
             refs=unchanged.refs_digest(self.repo.path, branches),
-            # served_files() would sort each project's files by version again, after the last download
-            blobs=sorted(served_blobs(manifests)),
+            blob_dirs=dirs,
+            blob_dirs_state=unchanged.blob_dirs_state(str(self.store.root.resolve()), dirs) or "",
             projects=len(outcomes),
-            names=sorted(outcome.name for outcome in outcomes),
             warnings=tuple(self.warnings),
-        ).save(unchanged.record_path(self.config, branch))
+        ).save(unchanged.record_path(self.config, branch), names=(outcome.name for outcome in outcomes))
 
     def _old_manifest(self, parent: bytes | None, name: str) -> ProjectManifest | None:
         """The recorded manifest at ``parent``, read once per run (healing checks and merges share it)."""

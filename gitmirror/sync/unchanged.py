@@ -11,10 +11,10 @@ upstream announced **before** the run read its first page, the configuration and
 read, the branch refs it left, the blobs the chosen files need, and its warnings. The next
 ``gitmirror sync`` repeats that run's outcome without doing it when every one of them still
 holds: same gitmirror, same configuration and requirements/lockfile bytes, refs untouched (no
-commit, yank, approval or push since), every needed blob still in the store (else the full run
-heals it), and upstream's serial where it was. Anything else, or any doubt (no serial header, an
-error), takes the full path, which deletes the record before it starts: a record never
-outlives the state it describes.
+commit, yank, approval or push since), every needed blob still in the store (no directory holding
+one changed since; else the full run heals what is missing), and upstream's serial where it was.
+Anything else, or any doubt (no serial header, an error), takes the full path, which deletes the
+record before it starts: a record never outlives the state it describes.
 
 ``gitmirror sync`` calls this first, so the check needs neither dulwich nor even the
 configuration parser: the record keeps the settings the check
@@ -36,13 +36,13 @@ from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlsplit
 
 from .. import __version__
-from ..model.layout import BLOBS_DIR, blob_path
+from ..model.layout import BLOBS_DIR
 
 if TYPE_CHECKING:
     from ..upstream.transport import Transport
     from .config import Config
 
-SCHEMA = 1
+SCHEMA = 2
 SERIAL_HEADER = "X-PyPI-Last-Serial"
 CHECK_TIMEOUT = 10.0  # at most, per request of the check: a slow upstream gets the full run sooner
 STATE_DIR = "state"
@@ -146,16 +146,23 @@ class Record(NamedTuple):
     branches: list[str]
     inputs: dict[str, str | None]
     refs: str
-    blobs: list[str]
+    #: the store's leaf directories holding the needed blobs (``blob_dirs``) and their state then
+    blob_dirs: str
+    blob_dirs_state: str
     projects: int
-    names: list[str]  # normalized names of every project the run checked (its closure)
     #: the run's warnings; a warm run shows none of them again (each is shown once, when it appears)
     warnings: tuple[str, ...] = ()
     version: str = __version__
     schema: int = SCHEMA
 
-    def save(self, path: Path) -> None:
-        """Beside the store, then the pointer to it (best effort: a cache directory may be read-only)."""
+    def save(self, path: Path, names: Iterable[str] | None = None) -> None:
+        """Beside the store, then the pointer to it (best effort: a cache directory may be read-only).
+
+        ``names``: the normalized names of every project the run checked (its closure), kept in a
+        file of their own (``names_path``), read only when upstream's serial moved.
+        """
+        if names is not None:
+            _write_atomically(names_path(path), "".join(f"{name}\n" for name in sorted(names)))
         _write_atomically(path, json.dumps(self._asdict(), separators=(",", ":")))
         with contextlib.suppress(OSError):
             _write_atomically(pointer_path(Path(self.config_file)), str(path.resolve()))
@@ -176,6 +183,30 @@ def _write_atomically(path: Path, text: str) -> None:
     temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     temporary.write_text(text)
     os.replace(temporary, path)
+
+
+def names_path(record_file: Path) -> Path:
+    return record_file.with_name(record_file.name + ".names")
+
+
+def blob_dirs(digests: Iterable[str]) -> str:
+    """The leaf directories (``blobs/<aa>/<bb>``) of ``digests`` as their sorted 4-digit prefixes, joined."""
+    return "".join(sorted({digest[:4] for digest in digests}))
+
+
+def blob_dirs_state(store: str, dirs: str) -> str | None:
+    """A digest of the inode and modification time of each directory ``blob_dirs`` names; None when
+    one is gone. Removing or adding a blob changes its directory's time, so an equal digest means
+    none of them lost a blob: one ``stat`` per directory (at most 65,536) instead of one per blob."""
+    blobs = os.path.join(store, BLOBS_DIR)
+    digest = hashlib.sha256()
+    for at in range(0, len(dirs), 4):
+        try:
+            status = os.stat(os.path.join(blobs, dirs[at : at + 2], dirs[at + 2 : at + 4]))
+        except OSError:
+            return None
+        digest.update(b"%d %d\n" % (status.st_ino, status.st_mtime_ns))
+    return digest.hexdigest()
 
 
 def forget(config: Config, branch: str) -> None:
@@ -232,20 +263,27 @@ def still_holds(config_path: Path) -> tuple[Record, str] | None:
         return None
     if record.refs != refs_digest(Path(record.repo), record.branches):
         return None
-    blobs = os.path.join(record.store, BLOBS_DIR)  # plain strings: thousands of checks, no Path objects
-    if not all(os.path.isfile(blob_path(blobs, sha)) for sha in record.blobs):
-        return None  # the full run re-fetches (heals) what is missing
+    if blob_dirs_state(record.store, record.blob_dirs) != record.blob_dirs_state:
+        return None  # a blob may be gone: the full run re-fetches (heals) what is missing
     serial = upstream_serial(record.upstream, record.timeout)
     if serial is None:
         return None
     if serial == record.serial:
         return record, f"upstream serial {serial} unchanged since the last complete sync"
     changed = changed_projects(record.upstream, record.timeout, record.serial, serial)
-    if changed is None or not changed.isdisjoint(record.names):
+    names = _names(record_file) if changed is not None else None
+    if changed is None or names is None or not changed.isdisjoint(names):
         return None
     with contextlib.suppress(OSError):
         record._replace(serial=serial).save(record_file)
     return record, f"upstream serial {record.serial} -> {serial}: its changelog names none of these projects"
+
+
+def _names(record_file: Path) -> set[str] | None:
+    try:
+        return set(names_path(record_file).read_text().split())
+    except OSError:
+        return None
 
 
 def warm_sync(config_path: Path | None, quiet: bool) -> int | None:
