@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -47,7 +48,7 @@ class ProxyRoutes:
         media_type = index.choose_format(request.headers.get("accept"))
         if media_type is None:
             return await self.mirror.root(request)  # its 406
-        names = self.proxy.recorded_names()
+        names = await run_in_threadpool(self.proxy.recorded_names)  # a new tip's names come from git: off the loop
         body = index.root_json(names) if media_type == index.JSON_TYPE else index.root_html(names)
         return page_response(request, _page(body, media_type), TIP_MAX_AGE)
 
