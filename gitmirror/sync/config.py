@@ -209,8 +209,6 @@ def from_mapping(data: dict[str, Any], base: Path = Path("."), source: Path | No
     if not 0 < deadline < float("inf"):
         raise ConfigError(f"{where}download_deadline must be a positive number of seconds")
     selections = tuple(parse_selection(entry, f"{where}projects") for entry in data.get("projects", []))
-    if data.get("proxy") not in (None, False) and str(data.get("store", "")).startswith("s3://"):
-        raise ConfigError(f"{where}proxy: needs a directory store; the proxy does not write into an s3:// store yet")
     return Config(
         upstream=upstream,
         repo=base / data.get("repo", "mirror/repo"),
