@@ -159,6 +159,7 @@ class PullThrough:
         await self.refreshes.settle(self.config.timeout)  # what a refresh learnt is recorded, not lost
         await self.refreshes.cancel_all()
         if self.downloads is not None:
+            await self.downloads.settle(self.config.timeout)
             await self.downloads.cancel_all()
         await self.writer.commit()
         if self._upstream is not None:

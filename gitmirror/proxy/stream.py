@@ -225,6 +225,11 @@ class Downloads:
         """Wait until the project's downloads in flight are over (failures are reported where they happen)."""
         await asyncio.gather(*self._by_project.get(project, ()), return_exceptions=True)
 
+    async def settle(self, timeout: float) -> None:
+        """Let the downloads in flight be stored and recorded, ``timeout`` seconds at most: a client
+        may have every byte of a file before its blob is named (a bucket's upload) and recorded."""
+        await self._flights.settle(timeout)
+
     async def cancel_all(self) -> None:
         await self._flights.cancel_all()
 
