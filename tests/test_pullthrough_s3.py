@@ -3,12 +3,19 @@ with a directory store, end to end through real pip and a real server process.""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 from test_pullthrough import JSON, file_requests, recorded
 from test_s3 import bucket_blobs
+
+from gitmirror.proxy.stream import RELEASE_BYTES, SharedBody, TeeWriter
+from gitmirror.storage.s3client import S3Settings
+from gitmirror.storage.s3store import S3Store
 
 from conftest import Mirror, stop_server
 from fakeupstream import build_wheel
@@ -83,3 +90,32 @@ def test_bytes_upstream_got_wrong_never_reach_the_bucket(mirror: Mirror, s3_serv
     assert wheel.sha256 in manifest and manifest.count(wheel.filename) == 1
     verify = mirror.run("verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_late_reader_waits_for_the_upload_then_reads_the_bucket(s3_server: S3Server, tmp_path: Path) -> None:
+    store = S3Store(S3Settings(new_bucket(), "pypi", endpoint_url=s3_server.endpoint), tmp_path)
+    store.init()
+    data = bytes(range(256)) * (3 * RELEASE_BYTES // 256)
+    sha256 = hashlib.sha256(data).hexdigest()
+
+    async def scenario() -> tuple[bool, bool, bytes]:
+        body = SharedBody(asyncio.get_running_loop(), store, sha256, keep=False)  # every byte is let go
+        writer = TeeWriter(store.writer(sha256, len(data)), body)
+        await asyncio.to_thread(writer.write, data)
+        await asyncio.sleep(0)
+        late = asyncio.ensure_future(_joined(body.stream()))
+        await asyncio.to_thread(writer.check)  # verified: the upload starts
+        for _ in range(5):
+            await asyncio.sleep(0)
+        waited = not late.done()
+        await asyncio.to_thread(writer.publish)
+        body.finish()
+        return waited, body.base == len(data), await late
+
+    waited, let_go, late = asyncio.run(scenario())
+    assert waited and let_go and late == data
+    assert store.verify(sha256, len(data)) is None
+
+
+async def _joined(chunks: AsyncIterator[bytes]) -> bytes:
+    return b"".join([chunk async for chunk in chunks])
