@@ -113,10 +113,11 @@ async def _stored(store: Blobs, sha256: str, filename: str, headers: dict[str, s
             return missing
         return BlobResponse(path, media_type="application/octet-stream", headers=headers, stat_result=stat_result)
     try:
+        size = await asyncio.to_thread(store.size, sha256)
         handle = await asyncio.to_thread(store.open, sha256)
     except FileNotFoundError:
         return missing
-    headers = {**headers, "Content-Length": str(await asyncio.to_thread(store.size, sha256))}
+    headers = {**headers, "Content-Length": str(size)}
     return StreamingResponse(read_blob(handle), media_type="application/octet-stream", headers=headers)
 
 
