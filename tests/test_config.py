@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pypi_simple import PYPI_SIMPLE_ENDPOINT
 
-from gitmirror.sync.config import Config, ConfigError, from_mapping, load
+from gitmirror.sync.config import Config, ConfigError, load
 
 from conftest import Mirror
 
@@ -75,8 +75,3 @@ def test_explicit_config_path(mirror: Mirror, sample, tmp_path: Path) -> None:
     result = mirror.run("sync", "--config", str(other / "conf.yaml"), check=True)
     assert "2 files added" in result.stdout
     assert (other / "mirror" / "repo" / "HEAD").exists()
-
-
-def test_proxy_with_an_s3_store_is_refused_in_one_line(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"^proxy: needs a directory store"):
-        from_mapping({"proxy": True, "store": "s3://bucket/prefix", "s3": {"endpoint_url": "http://127.0.0.1:1"}})

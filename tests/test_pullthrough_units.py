@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from gitmirror.proxy.batch import Batch, Pending, commit_batch, due
 from gitmirror.proxy.singleflight import SingleFlight
 from gitmirror.proxy.stream import RELEASE_BYTES, DownloadFailed, SharedBody
 from gitmirror.storage.repo import MetadataRepo
+from gitmirror.storage.store import BlobStore
 from gitmirror.sync.config import ConfigError, from_mapping
 from gitmirror.sync.proxy_settings import ProxySettings
 
@@ -143,9 +146,9 @@ def test_a_batch_is_replayed_onto_a_branch_another_writer_moved(tmp_path: Path) 
 # -- shared bodies -------------------------------------------------------------------------------
 
 
-def test_a_shared_body_holds_its_last_byte_until_verified_and_skips_repeated_bytes() -> None:
+def test_a_shared_body_holds_its_last_byte_until_verified_and_skips_repeated_bytes(tmp_path: Path) -> None:
     async def scenario() -> tuple[list[bytes], list[bytes]]:
-        body = SharedBody(asyncio.get_running_loop(), Path("/nonexistent"))
+        body = SharedBody(asyncio.get_running_loop(), BlobStore(tmp_path), SHA)
         received: list[bytes] = []
 
         async def read() -> None:
@@ -158,7 +161,7 @@ def test_a_shared_body_holds_its_last_byte_until_verified_and_skips_repeated_byt
         body.extend(9, b"ld")
         await asyncio.sleep(0)
         held = list(received)
-        body.finish()
+        body.checked()
         await reader
         return held, received
 
@@ -167,9 +170,9 @@ def test_a_shared_body_holds_its_last_byte_until_verified_and_skips_repeated_byt
     assert b"".join(received) == b"hello world"
 
 
-def test_a_failed_shared_body_ends_every_reader_with_the_reason() -> None:
+def test_a_failed_shared_body_ends_every_reader_with_the_reason(tmp_path: Path) -> None:
     async def scenario() -> bytes:
-        body = SharedBody(asyncio.get_running_loop(), Path("/nonexistent"))
+        body = SharedBody(asyncio.get_running_loop(), BlobStore(tmp_path), SHA)
         body.extend(0, b"abc")
         body.finish("sha256 mismatch")
         got = b""
@@ -181,12 +184,12 @@ def test_a_failed_shared_body_ends_every_reader_with_the_reason() -> None:
     assert asyncio.run(scenario()) == b"ab"
 
 
-def test_bytes_every_reader_took_are_let_go_and_a_late_reader_reads_the_blob(tmp_path: Path) -> None:
-    blob = tmp_path / "blob"
+def test_bytes_every_reader_took_are_let_go_and_a_late_reader_reads_the_named_blob(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
     data = bytes(range(256)) * (3 * RELEASE_BYTES // 256)
 
-    async def scenario() -> tuple[int, bytes, bytes]:
-        body = SharedBody(asyncio.get_running_loop(), blob)
+    async def scenario() -> tuple[int, bytes, bool, bytes]:
+        body = SharedBody(asyncio.get_running_loop(), store, hashlib.sha256(data).hexdigest())
         early = bytearray()
 
         async def read_early() -> None:
@@ -199,12 +202,20 @@ def test_bytes_every_reader_took_are_let_go_and_a_late_reader_reads_the_blob(tmp
             body.extend(offset, data[offset : offset + 65536])
             await asyncio.sleep(0)
         kept = len(body.body)
-        blob.write_bytes(data)  # what the writer names once the bytes are verified
-        body.finish()
+        body.checked()  # verified: a reader along gets its last byte
         await reader
-        late = b"".join([chunk async for chunk in body.stream()])
-        return kept, bytes(early), late
+        late_reader = asyncio.ensure_future(_joined(body.stream()))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        waited = not late_reader.done()  # verified, not yet named: a late reader waits
+        store.put_bytes(data)  # what the writer names once the bytes are verified
+        body.finish()
+        return kept, bytes(early), waited, await late_reader
 
-    kept, early, late = asyncio.run(scenario())
+    kept, early, waited, late = asyncio.run(scenario())
     assert kept < 2 * RELEASE_BYTES  # not the whole body
-    assert early == data and late == data
+    assert early == data and waited and late == data
+
+
+async def _joined(chunks: AsyncIterator[bytes]) -> bytes:
+    return b"".join([chunk async for chunk in chunks])

@@ -31,8 +31,8 @@ from ..model.manifest import FileEntry, ProjectManifest, now
 from ..model.page import ProjectNotFound, RemoteFile, UpstreamError
 from ..model.policy import CONFLICTS_DIR
 from ..model.takedowns import Lookup, repo_reader
+from ..storage.blobs import Blobs
 from ..storage.repo import MetadataRepo
-from ..storage.store import BlobStore
 from ..sync.closure import ProjectChoice, Resolver
 from ..sync.config import Config
 from ..sync.downloads import RunDownloads
@@ -113,7 +113,7 @@ class PullThrough:
         self,
         config: Config,
         repo: MetadataRepo,
-        store: BlobStore,
+        store: Blobs,
         recording: BranchReader,
         serving: BranchReader,
         log: Log,
@@ -159,6 +159,7 @@ class PullThrough:
         await self.refreshes.settle(self.config.timeout)  # what a refresh learnt is recorded, not lost
         await self.refreshes.cancel_all()
         if self.downloads is not None:
+            await self.downloads.settle(self.config.timeout)
             await self.downloads.cancel_all()
         await self.writer.commit()
         if self._upstream is not None:
@@ -352,12 +353,12 @@ class PullThrough:
         if filename.endswith(".metadata"):
             if offer.filename == filename or not (offer.core_metadata and offer.metadata_url):
                 return None
-            if self.store.has(offer.core_metadata):
+            if await asyncio.to_thread(self.store.has, offer.core_metadata):
                 return Stored(offer.core_metadata)  # stored on its own, recorded with its wheel
             label = offer.filename + ".metadata"
             body = self._downloads.start(offer.core_metadata, offer.metadata_url, None, label)
             return Streaming(body, None, offer.core_metadata)
-        if self.store.has(offer.sha256):
+        if await asyncio.to_thread(self.store.has, offer.sha256):
             await self._stored(name, offer)
             return Stored(offer.sha256)
         then = functools.partial(self._stored, name, offer)
@@ -376,7 +377,7 @@ class PullThrough:
         base = current or ProjectManifest(name=name)
         size = size if size is not None else offer.size
         if size is None:
-            size = self.store.path(offer.sha256).stat().st_size
+            size = await asyncio.to_thread(self.store.size, offer.sha256)
         entry = new_entry(offer, now(), has_metadata, size)
         self.writer.record(name, Pending(current, base.with_file(entry), added=[offer.filename]))
 

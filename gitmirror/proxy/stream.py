@@ -1,25 +1,25 @@
 """A file downloaded once (``Downloads``) and streamed to every client asking for it meanwhile.
 
-Bytes go from upstream into a ``BlobWriter`` (hashed, written to the store's temporary file) and,
-as they arrive, to every waiting client. The last byte is held back until the writer verified the
-sha256 and size and named the blob: a client never receives a whole body that failed, and a
+Bytes go from upstream into the store's writer (``Blobs.writer``: hashed, kept aside unnamed) and,
+as they arrive, to every waiting client, whichever store it is. The last byte is held back until the
+writer verified the sha256 and size: a client never receives a whole body that failed, and a
 mismatch aborts its response while the store keeps nothing. A retried attempt restreams from the
 start; only bytes past what the clients already got are passed on (the hash check at the end
 proves they were the same).
 
 Memory stays bounded by the slowest reader's lag, not the file's size: bytes every reader has
-taken are let go, and a client arriving after that waits for the verified blob and reads it from
-the store.
+taken are let go, and a client arriving after that waits until the verified blob is named and
+reads it from the store (``Blobs.open``).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from typing import IO
 
 from ..model.page import UpstreamError
-from ..storage.store import BlobStore, BlobWriter
+from ..storage.blobs import Blobs, BlobWriting
 from ..upstream.upstream import Upstream
 from .singleflight import SingleFlight
 
@@ -35,17 +35,19 @@ class DownloadFailed(Exception):
 class SharedBody:
     """The bytes of one download not yet taken by every reader, and how it ended.
 
-    ``blob``: where the verified blob will be, for readers arriving after bytes were let go;
-    ``keep`` False: nobody reads along (a download for the record only), nothing is kept.
+    ``store`` and ``sha256``: where the verified blob will be, for readers arriving after bytes were
+    let go; ``keep`` False: nobody reads along (a download for the record only), nothing is kept.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, blob: Path, keep: bool = True) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, store: Blobs, sha256: str, keep: bool = True) -> None:
         self.loop = loop
-        self.blob = blob
+        self.store = store
+        self.sha256 = sha256
         self.keep = keep
         self.body = bytearray()
         self.base = 0  # the offset of ``body[0]``: bytes before it were let go
-        self.verified = False
+        self.verified = False  # the bytes are the announced ones: readers may take the last byte
+        self.stored = False  # the blob is named in the store: late readers may read it there
         self.error: str | None = None
         self._readers: dict[object, int] = {}  # reader -> bytes it has taken
         self._changed = asyncio.Event()
@@ -68,9 +70,14 @@ class SharedBody:
                 self.base += offset + len(data) - known
             self._wake()
 
+    def checked(self) -> None:
+        """The bytes are verified; the blob is named next (``finish``)."""
+        self.verified = True
+        self._wake()
+
     def finish(self, error: str | None = None) -> None:
         """The blob is verified and named (``error`` None), or the download failed."""
-        self.verified, self.error = error is None, error
+        self.verified, self.stored, self.error = error is None, error is None, error
         self._wake()
 
     def _wake(self) -> None:
@@ -112,31 +119,64 @@ class SharedBody:
             self._let_go()
 
     async def _from_store(self) -> AsyncIterator[bytes]:
-        while not self.verified and self.error is None:
+        while not self.stored and self.error is None:
             await self._changed.wait()
         if self.error is not None:
             raise DownloadFailed(self.error)
-        with open(self.blob, "rb") as handle:
-            while chunk := await asyncio.to_thread(handle.read, CHUNK_BYTES):
-                yield chunk
+        async for chunk in read_blob(await asyncio.to_thread(self.store.open, self.sha256)):
+            yield chunk
 
 
-class TeeWriter(BlobWriter):
-    """A ``BlobWriter`` that also hands every chunk to the clients of a ``SharedBody``."""
+async def read_blob(handle: IO[bytes]) -> AsyncIterator[bytes]:
+    """A blob opened with ``Blobs.open``, read in a thread a chunk at a time, then closed (any store:
+    a file here or ranges of an object in a bucket)."""
+    try:
+        while chunk := await asyncio.to_thread(handle.read, CHUNK_BYTES):
+            yield chunk
+    finally:
+        handle.close()
 
-    def __init__(self, store: BlobStore, sha256: str, size: int | None, shared: SharedBody) -> None:
-        super().__init__(store, sha256, size)
+
+class TeeWriter:
+    """A store's writer (``BlobWriting``) that also hands every chunk to the clients of a ``SharedBody``."""
+
+    def __init__(self, writer: BlobWriting, shared: SharedBody) -> None:
+        self.writer = writer
         self.shared = shared
+        self.expected_sha256 = writer.expected_sha256
+        self.expected_size = writer.expected_size
+        self.size = 0
+
+    @property
+    def store(self) -> Blobs:
+        return self.writer.store
 
     def write(self, chunk: bytes | memoryview) -> None:
         offset = self.size
-        super().write(chunk)  # refuses a body past its announced size before anyone sees it
+        self.writer.write(chunk)  # refuses a body past its announced size before anyone sees it
+        self.size += len(chunk)
         self.shared.from_thread(offset, bytes(chunk))
 
     def check(self) -> None:
         """Once the bytes are the announced ones, readers get the last byte (the blob is named next)."""
-        super().check()
-        self.shared.loop.call_soon_threadsafe(self.shared.finish)
+        self.writer.check()
+        self.shared.loop.call_soon_threadsafe(self.shared.checked)
+
+    def publish(self, durable: bool = False) -> str:
+        return self.writer.publish(durable)
+
+    def commit(self) -> str:
+        self.check()
+        return self.publish()
+
+    def abort(self) -> None:
+        self.writer.abort()
+
+    def __enter__(self) -> TeeWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.abort()
 
 
 class Downloads:
@@ -145,7 +185,7 @@ class Downloads:
     ``keep`` False: nobody reads along (review mode records files without serving them).
     """
 
-    def __init__(self, upstream: Upstream, store: BlobStore, log: Callable[[str], None], keep: bool = True) -> None:
+    def __init__(self, upstream: Upstream, store: Blobs, log: Callable[[str], None], keep: bool = True) -> None:
         self.upstream = upstream
         self.store = store
         self.log = log
@@ -167,7 +207,7 @@ class Downloads:
         once it is stored. ``project``: counted among that project's downloads (``of_project``)."""
         body = self._bodies.get(sha256)
         if body is None:
-            body = self._bodies[sha256] = SharedBody(asyncio.get_running_loop(), self.store.path(sha256), self.keep)
+            body = self._bodies[sha256] = SharedBody(asyncio.get_running_loop(), self.store, sha256, self.keep)
             task = self._flights.start(sha256, lambda: self._fetch(sha256, url, size, label, body, then))
             task.add_done_callback(lambda _: self._bodies.pop(sha256, None))
             if project is not None:
@@ -185,6 +225,11 @@ class Downloads:
         """Wait until the project's downloads in flight are over (failures are reported where they happen)."""
         await asyncio.gather(*self._by_project.get(project, ()), return_exceptions=True)
 
+    async def settle(self, timeout: float) -> None:
+        """Let the downloads in flight be stored and recorded, ``timeout`` seconds at most: a client
+        may have every byte of a file before its blob is named (a bucket's upload) and recorded."""
+        await self._flights.settle(timeout)
+
     async def cancel_all(self) -> None:
         await self._flights.cancel_all()
 
@@ -198,7 +243,7 @@ class Downloads:
         then: Callable[[int], Awaitable[None]] | None,
     ) -> None:
         try:
-            stored = await self.upstream.download(url, lambda: TeeWriter(self.store, sha256, size, body), label)
+            stored = await self.upstream.download(url, lambda: TeeWriter(self.store.writer(sha256, size), body), label)
         except UpstreamError as exc:
             self.log(f"proxy: {exc}")
             body.finish(str(exc))

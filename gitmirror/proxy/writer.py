@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 
 from ..review.approve import ApproveError, approve
+from ..storage.blobs import Blobs
 from ..storage.repo import MetadataRepo, RepoError
-from ..storage.store import BlobStore
 from ..sync.config import Config
 from .batch import Batch, Pending, commit_batch, due
 
@@ -24,7 +24,7 @@ from .batch import Batch, Pending, commit_batch, due
 class BatchWriter:
     """Commits the proxy's records to ``branch`` (with ``review:``, the review branch of ``main``)."""
 
-    def __init__(self, config: Config, repo: MetadataRepo, store: BlobStore, log: Callable[[str], None]) -> None:
+    def __init__(self, config: Config, repo: MetadataRepo, store: Blobs, log: Callable[[str], None]) -> None:
         assert config.proxy is not None
         self.config = config
         self.settings = config.proxy

@@ -8,6 +8,8 @@ snapshot) goes to the mirror's routes unchanged.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,8 +23,8 @@ from starlette.routing import Route
 
 from ..model.names import UnsafeNameError, check_filename, normalize
 from ..proxy.pullthrough import BranchReader, PullThrough, Stored, Unavailable
-from ..proxy.stream import DownloadFailed, SharedBody
-from ..storage.store import BlobStore
+from ..proxy.stream import DownloadFailed, SharedBody, read_blob
+from ..storage.blobs import Blobs
 from ..sync.config import Config
 from . import index
 from .metrics import PROXY_UPSTREAM_ERRORS
@@ -95,13 +97,29 @@ class ProxyRoutes:
         if answer.sha256 in request.headers.get("if-none-match", ""):
             return Response(status_code=304, headers=headers)
         if isinstance(answer, Stored):
-            path = self.proxy.store.path(answer.sha256)
-            if not path.exists():
-                return PlainTextResponse(f"{filename} is recorded but its blob is not in this store", status_code=404)
-            return BlobResponse(path, media_type="application/octet-stream", headers=headers)
+            return await _stored(self.proxy.store, answer.sha256, filename, headers)
         if answer.size is not None:
             headers["Content-Length"] = str(answer.size)
         return StreamingResponse(_body(answer.body, filename), media_type="application/octet-stream", headers=headers)
+
+
+async def _stored(store: Blobs, sha256: str, filename: str, headers: dict[str, str]) -> Response:
+    """A stored blob: sent by file when the store keeps it on this machine, else read through the store."""
+    missing = PlainTextResponse(f"{filename} is recorded but its blob is not in this store", status_code=404)
+    path = store.local_file(sha256)
+    if path is not None:
+        try:
+            stat_result = os.stat(path)
+        except OSError:
+            return missing
+        return BlobResponse(path, media_type="application/octet-stream", headers=headers, stat_result=stat_result)
+    try:
+        size = await asyncio.to_thread(store.size, sha256)
+        handle = await asyncio.to_thread(store.open, sha256)
+    except FileNotFoundError:
+        return missing
+    headers = {**headers, "Content-Length": str(size)}
+    return StreamingResponse(read_blob(handle), media_type="application/octet-stream", headers=headers)
 
 
 async def _body(body: SharedBody, filename: str) -> AsyncIterator[bytes]:
@@ -130,7 +148,6 @@ def install(app: Starlette, config: Config, view: MirrorView) -> None:
     """With ``proxy:`` configured: the proxy's routes before the mirror's, started and stopped with the app."""
     if config.proxy is None:
         return
-    assert isinstance(view.store, BlobStore)  # mirror.yaml refuses proxy: with an s3:// store
     serving = _reader(view)
     recording = _reader(MirrorView(view.repo, view.store, config.review.branch)) if config.review.enabled else serving
     proxy = PullThrough(config, view.repo, view.store, recording, serving, log=_log)

@@ -215,8 +215,6 @@ def from_mapping(data: dict[str, Any], base: Path = Path("."), source: Path | No
     full_index = parse_full_index(data, where)
     listed = data.get("projects", []) if full_index is None else []
     selections = tuple(parse_selection(entry, f"{where}projects") for entry in listed)
-    if data.get("proxy") not in (None, False) and str(data.get("store", "")).startswith("s3://"):
-        raise ConfigError(f"{where}proxy: needs a directory store; the proxy does not write into an s3:// store yet")
     return Config(
         upstream=upstream,
         repo=base / data.get("repo", "mirror/repo"),
