@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from test_render import NGINX_MAIN
 
 from conftest import Mirror, free_port, wait_until_answering
 
@@ -31,25 +32,6 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
     assert "OnCalendar=" in timer and "Persistent=true" in timer
 
 
-NGINX_MAIN = """
-daemon off;
-master_process off;
-worker_processes 1;
-pid {root}/nginx.pid;
-error_log {root}/error.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {root}/tmp;
-    proxy_temp_path {root}/tmp;
-    fastcgi_temp_path {root}/tmp;
-    uwsgi_temp_path {root}/tmp;
-    scgi_temp_path {root}/tmp;
-    include {site_conf};
-}}
-"""
-
-
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
 def test_nginx_front_serves_the_render_and_passes_pages_to_serve(
     mirror: Mirror, sample: dict, serve, tmp_path: Path
@@ -68,7 +50,7 @@ def test_nginx_front_serves_the_render_and_passes_pages_to_serve(
         .replace("127.0.0.1:8080", server.url.removeprefix("http://"))
     )
     (root / "gitmirror.conf").write_text(conf)
-    (root / "nginx.conf").write_text(NGINX_MAIN.format(root=root, site_conf=root / "gitmirror.conf"))
+    (root / "nginx.conf").write_text(NGINX_MAIN.format(root=root, http=f"    include {root / 'gitmirror.conf'};"))
     process = subprocess.Popen(["nginx", "-p", str(root), "-c", str(root / "nginx.conf")], stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -204,7 +204,7 @@ def test_pages_branch_with_files_elsewhere(mirror: Mirror, sample, upstream, ser
         assert venv.run("import other_lib; print(other_lib.__version__)") == "0.3"
 
 
-NGINX_CONF = """
+NGINX_MAIN = """
 daemon off;
 master_process off;
 worker_processes 1;
@@ -218,13 +218,15 @@ http {{
     fastcgi_temp_path {root}/tmp;
     uwsgi_temp_path {root}/tmp;
     scgi_temp_path {root}/tmp;
-{snippet}
+{http}
+}}
+"""
+NGINX_SERVER = """
     server {{
         listen 127.0.0.1:{port};
         root {site};
 {locations}
     }}
-}}
 """
 
 
@@ -251,9 +253,9 @@ def test_readme_nginx_config_chooses_json_or_html(mirror: Mirror, sample, tmp_pa
     http_part, locations = readme_nginx_config()
     conf = nginx_root / "nginx.conf"
     conf.write_text(
-        NGINX_CONF.format(root=nginx_root, port=port, site=site, snippet=http_part, locations=locations).replace(
-            "/srv/mirror/site", str(site)
-        )
+        NGINX_MAIN.format(
+            root=nginx_root, http=http_part + NGINX_SERVER.format(port=port, site=site, locations=locations)
+        ).replace("/srv/mirror/site", str(site))
     )
     process = subprocess.Popen(["nginx", "-p", str(nginx_root), "-c", str(conf)], stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
