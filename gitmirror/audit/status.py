@@ -180,6 +180,7 @@ def _count_all(
                 if missing:
                     status.blobs_missing.append(blob.label)
                 yield row_of(blob, missing, in_wheel)
+        status.blobs_needed = len(checked)
 
     if counts is None or dirs is None:
         for _ in rows():
@@ -206,7 +207,7 @@ def following(
     dirs = counts.dir_stats()
     if dirs is None:
         return None
-    for name in TOTALS[:-3]:
+    for name in TOTALS:
         setattr(status, name, before.totals[name])
     status.statuses = dict(before.totals["statuses"])  # type: ignore[call-overload]
     _history(status, repo, commit, before)
@@ -234,13 +235,14 @@ def following(
     missing = {row[0]: row for row in counts.missing() if row[1] not in touched}
     missing.update((row[0], row) for row in fresh.values())
     status.blobs_missing = sorted(f"{row[1]}/{row[2]}" for row in missing.values() if row[5])
-    status.blobs_needed = counts.needed() - len(gone) + sum(row[1] in touched for row in fresh.values())
+    status.blobs_needed += sum(row[1] in touched for row in fresh.values()) - len(gone)
     counts.save(before.commit, commit.decode(), lambda: _totals(status), dirs, touched, fresh.values())
     return status
 
 
-#: the counts a commit's record keeps (the last three: of the branch's history)
+#: the counts a commit's record keeps (``commits`` and ``last_sync*``: of the branch's history)
 TOTALS = (
+    "blobs_needed",
     "projects",
     "files",
     "bytes",

@@ -114,11 +114,6 @@ class StatusCounts:
         assert db is not None
         yield from db.execute("SELECT * FROM blobs WHERE missing = 1")
 
-    def needed(self) -> int:
-        db = self._db
-        assert db is not None
-        return int(db.execute("SELECT count(*) FROM blobs").fetchone()[0])
-
     def save(
         self,
         base: str | None,
