@@ -43,7 +43,7 @@ def test_status_after_a_small_sync_reads_only_the_changed_manifests(mirror: Mirr
     mirror.run("sync", check=True)
     first = mirror.run("status", "--json", check=True).stdout  # counts everything, keeps the counts
     assert first == full_count(mirror, "--json")
-    mirror.run("status", check=True)
+    mirror.run("tag", "v1", check=True)
 
     wheel = build_wheel("demo-pkg", "3.0")
     upstream.add("demo-pkg", wheel, upload_time=datetime.now(UTC) - timedelta(days=30))
@@ -57,6 +57,10 @@ def test_status_after_a_small_sync_reads_only_the_changed_manifests(mirror: Mirr
     again = CountingRepo(mirror.repo)
     text = "\n".join(collect(again, BlobStore(mirror.store), again.tip("main"), "main").lines()) + "\n"
     assert again.read == [] and text == full_count(mirror)  # the same commit: nothing read
+
+    mirror.run("status", check=True)
+    back = mirror.run("status", "--rev", "v1", "--json", check=True).stdout  # the diff walked backwards
+    assert back == full_count(mirror, "--rev", "v1", "--json")
 
 
 def test_a_blob_deleted_after_the_count_is_still_reported(mirror: Mirror, sample) -> None:
