@@ -67,7 +67,9 @@ def test_a_blob_deleted_after_the_count_is_still_reported(mirror: Mirror, sample
     mirror.run("sync", check=True)
     mirror.run("status", check=True)
     other = sample["other-lib"][0]
-    (mirror.store / "blobs" / other.sha256[:2] / other.sha256[2:4] / other.sha256).unlink()
+    path = mirror.store / "blobs" / other.sha256[:2] / other.sha256[2:4] / other.sha256
+    data = path.read_bytes()
+    path.unlink()
 
     repo = CountingRepo(mirror.repo)
     status = collect(repo, BlobStore(mirror.store), repo.tip("main"), "main")
@@ -75,6 +77,9 @@ def test_a_blob_deleted_after_the_count_is_still_reported(mirror: Mirror, sample
     text = mirror.run("status", check=True).stdout
     assert f"missing  other-lib/{other.filename}\n" in text and "1 missing" in text
     assert text == full_count(mirror)
+
+    path.write_bytes(data)  # back (as `gitmirror hydrate` would put it)
+    assert collect(repo, BlobStore(mirror.store), repo.tip("main"), "main").blobs_missing == []
 
 
 def test_a_damaged_counts_file_costs_a_full_count(mirror: Mirror, sample) -> None:
