@@ -8,15 +8,18 @@ review branch, not ``main``: its tip and last sync are reported too, or a stalle
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 
-from ..model.manifest import blobs_needed_by, format_time
+from ..model.manifest import NeededBlob, ProjectManifest, blobs_needed_by, format_time
+from ..serve.root_index import changed_projects
 from ..storage.blobs import Blobs
 from ..storage.metadata import blob_problem
 from ..storage.repo import MetadataRepo
 from ..storage.snapshot import list_tags
-from ..storage.store import MISSING
+from ..storage.store import MISSING, BlobStore
+from .status_counts import Counted, Row, StatusCounts, blob_of, changed_dirs, row_of
 
 SHOWN_MISSING = 20
 
@@ -113,7 +116,11 @@ def collect(
     verify: bool = False,
     review_branch: str | None = None,
 ) -> MirrorStatus:
-    """``review_branch``: the review branch in review mode, reported beside ``commit``."""
+    """``review_branch``: the review branch in review mode, reported beside ``commit``.
+
+    A directory store keeps the counts of the last commit counted (``status_counts``): from them a
+    status reads only the manifests that changed since; ``verify`` re-hashes every blob, a full pass.
+    """
     status = MirrorStatus(branch=branch, review_branch=review_branch)
     review_tip = repo.tip(review_branch) if review_branch else None
     if review_tip is not None:
@@ -126,31 +133,173 @@ def collect(
     status.commit_time = _when(tip.commit_time)
     status.commit_subject = tip.message.decode("utf-8", "replace").split("\n", 1)[0]
     status.tags = len(list_tags(repo))
-    for current in repo.first_parents(commit):  # the branch's own history
-        status.commits += 1
-        if status.last_sync is None and current.message.startswith(b"sync:"):
-            status.last_sync, status.last_sync_commit = _when(current.commit_time), current.id.decode()
-    checked: set[str] = set()  # a blob two files share is checked once
-    for manifest in repo.manifests(commit):  # one pass, one manifest at a time
-        status.projects += 1
-        if manifest.status != "active":
-            status.statuses[manifest.status] = status.statuses.get(manifest.status, 0) + 1
-        for entry in manifest.files.values():
-            if not entry.served:
-                status.tombstoned += 1
-                continue
-            status.files += 1
-            status.bytes += entry.size
-            status.yanked += entry.is_yanked
-            status.upstream_removed += entry.upstream_removed is not None
-        for blob in blobs_needed_by([manifest]).values():
-            if blob.sha256 not in checked:
-                checked.add(blob.sha256)
-                _check(status, blob_problem(store, blob, rehash=verify), blob.label)
+    if isinstance(store, BlobStore) and not verify:
+        counts = StatusCounts(store.root, TOTALS)
+        try:
+            counted = following(_copy(status), repo, store, commit, counts) or _count_all(
+                _copy(status), repo, store, commit, False, counts
+            )
+        finally:
+            counts.close()
+        if counted is not None:
+            return counted
+    counted = _count_all(status, repo, store, commit, verify, None)
+    assert counted is not None, "a count that records nothing always ends"
+    return counted
+
+
+def _copy(status: MirrorStatus) -> MirrorStatus:
+    """``status`` with counts of its own, for an attempt that may be given up."""
+    return replace(status, statuses={}, blobs_missing=[], blobs_damaged=[])
+
+
+def _count_all(
+    status: MirrorStatus, repo: MetadataRepo, store: Blobs, commit: bytes, verify: bool, counts: StatusCounts | None
+) -> MirrorStatus | None:
+    """Every manifest of ``commit``, one at a time, and every blob they need; with ``counts``, recorded
+    there as they are counted (None when that fails: then count without)."""
+    _history(status, repo, commit, None)
+    dirs = counts.dir_stats() if counts is not None else None
+    checked: dict[str, str] = {}  # a blob two files share is checked once; the project naming it
+    shared: list[str] = []
+
+    def rows() -> Iterator[Row]:
+        for manifest in repo.manifests(commit):  # one pass, one manifest at a time
+            _add(status, manifest, 1)
+            for blob in blobs_needed_by([manifest]).values():
+                owner = checked.get(blob.sha256)
+                if owner is not None:
+                    if owner != manifest.name:
+                        shared.append(blob.sha256)
+                    continue
+                checked[blob.sha256] = manifest.name
+                if verify:
+                    _check(status, blob_problem(store, blob, rehash=True), blob.label)
+                    continue
+                missing, in_wheel = _presence(store, blob)
+                if missing:
+                    status.blobs_missing.append(blob.label)
+                yield row_of(blob, missing, in_wheel)
+        status.blobs_needed = len(checked)
+
+    if counts is None or dirs is None:
+        for _ in rows():
+            pass
+    elif not counts.save(None, commit.decode(), lambda: None if shared else _totals(status), dirs, (), rows()):
+        if not shared:
+            return None
+        counts.forget()  # its totals would need every manifest naming a blob two projects share
     status.blobs_needed = len(checked)
     status.blobs_missing.sort()
     status.blobs_damaged.sort()
     return status
+
+
+def following(
+    status: MirrorStatus, repo: MetadataRepo, store: BlobStore, commit: bytes, counts: StatusCounts
+) -> MirrorStatus | None:
+    """The status of ``commit`` from the counts of the last commit counted and the changes since:
+    the manifests the tree diff names, and the blobs of the store directories whose state moved.
+    None when there are no counts to follow, or they cannot serve (a blob two projects share)."""
+    before = counts.load()
+    if before is None or repo.peel(before.commit.encode()) != before.commit.encode():
+        return None  # nothing counted, or in another repository sharing the store
+    dirs = counts.dir_stats()
+    if dirs is None:
+        return None
+    for name in TOTALS:
+        setattr(status, name, before.totals[name])
+    status.statuses = dict(before.totals["statuses"])  # type: ignore[call-overload]
+    _history(status, repo, commit, before)
+    old = before.commit.encode()
+    changed, removed = changed_projects(repo, old, commit) if old != commit else (set(), set())
+    touched = changed | removed
+    fresh: dict[str, Row] = {}  # the blobs checked now, by sha256
+    for name in sorted(touched):
+        previous = repo.manifest(old, name)
+        if previous is not None:
+            _add(status, previous, -1)
+        current = repo.manifest(commit, name) if name in changed else None
+        if current is None:
+            continue
+        _add(status, current, 1)
+        for blob in blobs_needed_by([current]).values():
+            owner = fresh[blob.sha256][1] if blob.sha256 in fresh else counts.owner(blob.sha256)
+            if owner not in (None, name) and owner not in removed:
+                return None
+            fresh[blob.sha256] = row_of(blob, *_presence(store, blob))
+    gone = list(counts.rows_of(touched))
+    for row in counts.rows_in(changed_dirs(before.dirs, dirs)):
+        if row[1] not in touched and row[0] not in fresh:
+            fresh[row[0]] = row_of(blob_of(row), *_presence(store, blob_of(row)))
+    missing = {row[0]: row for row in counts.missing() if row[1] not in touched}
+    missing.update((row[0], row) for row in fresh.values())
+    status.blobs_missing = sorted(f"{row[1]}/{row[2]}" for row in missing.values() if row[5])
+    status.blobs_needed += sum(row[1] in touched for row in fresh.values()) - len(gone)
+    counts.save(before.commit, commit.decode(), lambda: _totals(status), dirs, touched, fresh.values())
+    return status
+
+
+#: the counts a commit's record keeps (``commits`` and ``last_sync*``: of the branch's history)
+TOTALS = (
+    "blobs_needed",
+    "projects",
+    "files",
+    "bytes",
+    "yanked",
+    "tombstoned",
+    "upstream_removed",
+    "statuses",
+    "commits",
+    "last_sync",
+    "last_sync_commit",
+)
+
+
+def _totals(status: MirrorStatus) -> dict[str, object]:
+    return {name: getattr(status, name) for name in TOTALS}
+
+
+def _add(status: MirrorStatus, manifest: ProjectManifest, sign: int) -> None:
+    """Count ``manifest`` in (``sign`` 1) or out (-1)."""
+    status.projects += sign
+    if manifest.status != "active":
+        count = status.statuses.get(manifest.status, 0) + sign
+        if count:
+            status.statuses[manifest.status] = count
+        else:
+            status.statuses.pop(manifest.status, None)
+    for entry in manifest.files.values():
+        if not entry.served:
+            status.tombstoned += sign
+            continue
+        status.files += sign
+        status.bytes += sign * entry.size
+        status.yanked += sign * entry.is_yanked
+        status.upstream_removed += sign * (entry.upstream_removed is not None)
+
+
+def _history(status: MirrorStatus, repo: MetadataRepo, commit: bytes, before: Counted | None) -> None:
+    """Commits on the branch's own history and its last sync, down to the commit ``before`` counted."""
+    status.commits, status.last_sync, status.last_sync_commit = 0, None, None
+    for current in repo.first_parents(commit):
+        if before is not None and current.id.decode() == before.commit:
+            status.commits += int(before.totals["commits"])  # type: ignore[call-overload]
+            if status.last_sync is None:
+                status.last_sync = before.totals["last_sync"]  # type: ignore[assignment]
+                status.last_sync_commit = before.totals["last_sync_commit"]  # type: ignore[assignment]
+            return
+        status.commits += 1
+        if status.last_sync is None and current.message.startswith(b"sync:"):
+            status.last_sync, status.last_sync_commit = _when(current.commit_time), current.id.decode()
+
+
+def _presence(store: Blobs, blob: NeededBlob) -> tuple[bool, bool]:
+    """(missing, read out of its wheel) for a blob, without re-hashing."""
+    if store.has(blob.sha256):
+        return False, False
+    problem = blob_problem(store, blob, rehash=False)
+    return problem == MISSING, problem is None
 
 
 def _check(status: MirrorStatus, problem: str | None, label: str) -> None:

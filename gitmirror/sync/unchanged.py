@@ -198,15 +198,40 @@ def blob_dirs_state(store: str, dirs: str) -> str | None:
     """A digest of the inode and modification time of each directory ``blob_dirs`` names; None when
     one is gone. Removing or adding a blob changes its directory's time, so an equal digest means
     none of them lost a blob: one ``stat`` per directory (at most 65,536) instead of one per blob."""
+    stats = blob_dir_stats(store, dirs)
+    if stats is None or GONE in stats:
+        return None
+    return hashlib.sha256(b"".join(stats)).hexdigest()
+
+
+GONE = b"-\n"  # ``blob_dir_stats`` of a directory that is not there
+
+
+def blob_dir_stats(store: str, dirs: str) -> list[bytes] | None:
+    """``b"inode mtime_ns\\n"`` of each directory ``blob_dirs`` names, in order (``GONE`` for one
+    that is not there); None when the store has no blob directory. Each ``stat`` is relative to an
+    open descriptor of its parent, which spares the kernel and Python the full path per directory."""
     blobs = os.path.join(store, BLOBS_DIR)
-    digest = hashlib.sha256()
-    for at in range(0, len(dirs), 4):
-        try:
-            status = os.stat(os.path.join(blobs, dirs[at : at + 2], dirs[at + 2 : at + 4]))
-        except OSError:
-            return None
-        digest.update(b"%d %d\n" % (status.st_ino, status.st_mtime_ns))
-    return digest.hexdigest()
+    if not os.path.isdir(blobs):
+        return None
+    stat, stats, parent, opened = os.stat, [], "", -1
+    try:
+        for at in range(0, len(dirs), 4):
+            if dirs[at : at + 2] != parent:
+                if opened >= 0:
+                    os.close(opened)
+                parent, opened = dirs[at : at + 2], -1
+                with contextlib.suppress(OSError):
+                    opened = os.open(os.path.join(blobs, parent), os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                status = stat(dirs[at + 2 : at + 4], dir_fd=opened) if opened >= 0 else None
+            except OSError:
+                status = None
+            stats.append(GONE if status is None else b"%d %d\n" % (status.st_ino, status.st_mtime_ns))
+    finally:
+        if opened >= 0:
+            os.close(opened)
+    return stats
 
 
 def forget(config: Config, branch: str) -> None:
