@@ -265,7 +265,7 @@ async def stylesheet(request: Request) -> Response:
 def install(app: Starlette, config: Config) -> None:
     """Add the pages, ``/health``, ``/metrics`` and the request metrics (and access log) to ``app``."""
     pages = Pages(config)
-    app.router.routes[:0] = [
+    app.router.routes += [  # after /simple/ and /files/: installers' requests match first
         Route("/", pages.home),
         Route("/search/", pages.search),
         Route("/project/{project}/", pages.project),
