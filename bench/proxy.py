@@ -44,6 +44,8 @@ from fakeupstream import FakeUpstream, build_wheel  # noqa: E402
 PROJECTS = 30
 PAYLOAD_BYTES = 200_000
 ROOT = "bench-root"
+#: seconds after which an install counts as failed (a peer that hangs costs its rows, not the table)
+INSTALL_TIMEOUT = 60
 
 
 def publish(upstream: FakeUpstream) -> None:
@@ -66,14 +68,21 @@ def install(index_url: str, venv: Path) -> float:
     env = quiet_env(UV_NO_CONFIG="1", UV_PYTHON_DOWNLOADS="never")
     subprocess.run([uv(), "venv", "--python", sys.executable, str(venv)], env=env, capture_output=True, check=True)
     command = [uv(), "pip", "install", "--no-cache", "--python", str(venv / "bin" / "python")]
-    return timed([*command, "--index-url", index_url, ROOT], env=env)
+    try:
+        return timed([*command, "--index-url", index_url, ROOT], env=env, timeout=INSTALL_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"uv pip install from {index_url} took over {INSTALL_TIMEOUT} s") from None
 
 
 def tree(pid: int) -> list[int]:
-    """``pid`` and the processes it started, and theirs (from ``/proc``)."""
-    children = [
-        int(child) for task in Path(f"/proc/{pid}/task").iterdir() for child in (task / "children").read_text().split()
-    ]
+    """``pid`` and the processes it started, and theirs (from ``/proc``; threads and processes that
+    end meanwhile are skipped)."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            children += [int(child) for child in task.read_text().split()]
+        except OSError:
+            continue
     return [pid, *(descendant for child in children for descendant in tree(child))]
 
 
@@ -107,7 +116,15 @@ class Contestant:
 def _cpu(roots: list[int]) -> float:
     """Core-seconds of ``roots`` and their descendants (the in-process upstream: this process's own)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
-    return sum(process_cpu(tree(root)) for root in roots) if roots else own.ru_utime + own.ru_stime
+    if not roots:
+        return own.ru_utime + own.ru_stime
+    total = 0.0
+    for pid in (pid for root in roots for pid in tree(root)):
+        try:
+            total += process_cpu([pid])
+        except OSError:  # ended meanwhile
+            continue
+    return total
 
 
 @contextmanager
@@ -145,7 +162,7 @@ def proxpi(upstream_url: str, cache: Path) -> Iterator[tuple[str, list[int]]]:
 def run(workdir: Path, rounds: int) -> Table:
     table = Table(f"Proxy: uv pip install of a {PROJECTS}-project closure, median of {rounds} rounds")
     venv = workdir / "venv"
-    direct, cold, warm, static, peer_cold, peer_warm = (Contestant() for _ in range(6))
+    direct, cold, warm, static, peer_cold, peer_warm, restarted = (Contestant() for _ in range(7))
     has_proxpi = (PEERS_VENV / "lib").exists() and bool(list((PEERS_VENV / "lib").glob("python*/site-packages/proxpi")))
     with FakeUpstream() as upstream:
         publish(upstream)
@@ -174,7 +191,7 @@ def run(workdir: Path, rounds: int) -> Table:
                 nginx_running(workdir / "nginx", port, site_server, "/simple/") as (url, nginx_pids),
                 gitmirror_serve(mirror) as (proxy_url, pids),
             ):
-                install(proxy_url + "/simple/", venv)  # the proxy's pages fetched once again after its restart
+                restarted.install(proxy_url + "/simple/", venv, pids)  # its pages refreshed again after the restart
                 for _ in range(rounds):
                     static.install(url + "/simple/", venv, nginx_pids)
                     warm.install(proxy_url + "/simple/", venv, pids)
@@ -192,6 +209,7 @@ def run(workdir: Path, rounds: int) -> Table:
         table.notes.append(f"proxpi not installed: {PEERS_VENV}/bin/pip install proxpi")
     contestants = [
         ("gitmirror proxy, warm", warm),
+        ("gitmirror proxy, the first warm install after a restart", restarted),
         ("nginx, static site", static),
         ("gitmirror proxy, cold (upstream's CPU not counted)", cold),
         ("straight from upstream (server: the in-process upstream)", direct),
