@@ -3,7 +3,8 @@
 Warm (every file already recorded) against the same install from the rendered static site under
 nginx; cold (a fresh mirror: every page and file pulled through) against installing straight from
 the same upstream; proxpi (from the peers venv) cold and warm over the same upstream. Rounds
-alternate, medians are compared.
+alternate, medians are compared. Each contestant's CPU is noted too (the machine may be shared): its
+server's processes (with their children) and uv's, in core-seconds per install.
 
     python bench/proxy.py [--rounds 3] [--workdir /tmp/gitmirror-bench/proxy]
 """
@@ -11,6 +12,7 @@ alternate, medians are compared.
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import subprocess
 import sys
@@ -26,13 +28,15 @@ from common import (
     Table,
     free_port,
     missing,
+    nginx_running,
     peer,
+    process_cpu,
     quiet_env,
     remove_tree,
     running,
     timed,
 )
-from serve_bench import gitmirror_serve, nginx, render_static
+from serve_bench import SITE_SERVER, render_static
 
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 from fakeupstream import FakeUpstream, build_wheel  # noqa: E402
@@ -40,6 +44,8 @@ from fakeupstream import FakeUpstream, build_wheel  # noqa: E402
 PROJECTS = 30
 PAYLOAD_BYTES = 200_000
 ROOT = "bench-root"
+#: seconds after which an install counts as failed (a peer that hangs costs its rows, not the table)
+INSTALL_TIMEOUT = 60
 
 
 def publish(upstream: FakeUpstream) -> None:
@@ -62,7 +68,72 @@ def install(index_url: str, venv: Path) -> float:
     env = quiet_env(UV_NO_CONFIG="1", UV_PYTHON_DOWNLOADS="never")
     subprocess.run([uv(), "venv", "--python", sys.executable, str(venv)], env=env, capture_output=True, check=True)
     command = [uv(), "pip", "install", "--no-cache", "--python", str(venv / "bin" / "python")]
-    return timed([*command, "--index-url", index_url, ROOT], env=env)
+    try:
+        return timed([*command, "--index-url", index_url, ROOT], env=env, timeout=INSTALL_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"uv pip install from {index_url} took over {INSTALL_TIMEOUT} s") from None
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and the processes it started, and theirs (from ``/proc``; threads and processes that
+    end meanwhile are skipped)."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            children += [int(child) for child in task.read_text().split()]
+        except OSError:
+            continue
+    return [pid, *(descendant for child in children for descendant in tree(child))]
+
+
+def uv_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Contestant:
+    """One contestant's install times, and the CPU its server processes and uv spent on them."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self.server_cpu: list[float] = []
+        self.client_cpu: list[float] = []
+
+    def install(self, index_url: str, venv: Path, server: list[int]) -> None:
+        server_before, client_before = _cpu(server), uv_cpu()
+        self.seconds.append(install(index_url, venv))
+        self.server_cpu.append(_cpu(server) - server_before)
+        self.client_cpu.append(uv_cpu() - client_before)
+
+    def note(self, name: str) -> str:
+        median = statistics.median
+        return (
+            f"{name}: median {median(self.seconds):.2f} s; CPU per install: server "
+            f"{median(self.server_cpu):.2f} core-s, uv {median(self.client_cpu):.2f} core-s"
+        )
+
+
+def _cpu(roots: list[int]) -> float:
+    """Core-seconds of ``roots`` and their descendants (the in-process upstream: this process's own)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    if not roots:
+        return own.ru_utime + own.ru_stime
+    total = 0.0
+    for pid in (pid for root in roots for pid in tree(root)):
+        try:
+            total += process_cpu([pid])
+        except OSError:  # ended meanwhile
+            continue
+    return total
+
+
+@contextmanager
+def gitmirror_serve(mirror_dir: Path) -> Iterator[tuple[str, list[int]]]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [*GITMIRROR, "serve", "--port", str(port), "--config", str(mirror_dir / "mirror.yaml")]
+    with running(command, url + "/simple/", cwd=mirror_dir) as process:
+        yield url, [process.pid]
 
 
 def new_mirror(path: Path, upstream_url: str) -> Path:
@@ -76,7 +147,7 @@ def new_mirror(path: Path, upstream_url: str) -> Path:
 
 
 @contextmanager
-def proxpi(upstream_url: str, cache: Path) -> Iterator[str]:
+def proxpi(upstream_url: str, cache: Path) -> Iterator[tuple[str, list[int]]]:
     """proxpi (Flask's threaded server, as its README runs it) over the same upstream, caching in ``cache``."""
     remove_tree(cache)
     port = free_port()
@@ -84,50 +155,68 @@ def proxpi(upstream_url: str, cache: Path) -> Iterator[str]:
     env = quiet_env(PROXPI_INDEX_URL=upstream_url, PROXPI_CACHE_DIR=str(cache), PROXPI_LOGGING_LEVEL="WARNING")
     command = [flask, "--app", "proxpi.server", "run", "--port", str(port), "--with-threads"]
     url = f"http://127.0.0.1:{port}"
-    with running(command, url + "/health", env=env):
-        yield url + "/index/"
+    with running(command, url + "/health", env=env) as process:
+        yield url + "/index/", [process.pid]
 
 
 def run(workdir: Path, rounds: int) -> Table:
     table = Table(f"Proxy: uv pip install of a {PROJECTS}-project closure, median of {rounds} rounds")
     venv = workdir / "venv"
-    direct, cold, warm, static, peer_cold, peer_warm = [], [], [], [], [], []
+    direct, cold, warm, static, peer_cold, peer_warm, restarted = (Contestant() for _ in range(7))
     has_proxpi = (PEERS_VENV / "lib").exists() and bool(list((PEERS_VENV / "lib").glob("python*/site-packages/proxpi")))
     with FakeUpstream() as upstream:
         publish(upstream)
         mirror = workdir / "mirror"
         for _ in range(rounds):
-            direct.append(install(upstream.url, venv))
+            direct.install(upstream.url, venv, [])
             new_mirror(mirror, upstream.url)
-            with gitmirror_serve(mirror) as url:
-                cold.append(install(url + "/simple/", venv))
-                warm += [install(url + "/simple/", venv) for _ in range(rounds)]
+            with gitmirror_serve(mirror) as (url, pids):
+                cold.install(url + "/simple/", venv, pids)
+                for _ in range(rounds):
+                    warm.install(url + "/simple/", venv, pids)
             if has_proxpi:
                 try:
-                    with proxpi(upstream.url, workdir / "proxpi-cache") as url:
-                        peer_cold.append(install(url, venv))
-                        peer_warm += [install(url, venv) for _ in range(rounds)]
+                    with proxpi(upstream.url, workdir / "proxpi-cache") as (url, pids):
+                        peer_cold.install(url, venv, pids)
+                        for _ in range(rounds):
+                            peer_warm.install(url, venv, pids)
                 except RuntimeError as exc:  # a peer failing costs its rows, not the table
                     table.notes.append(f"proxpi failed a round: {exc}")
         site = workdir / "site"
         count, how = render_static(mirror, site)
         if peer("nginx"):
-            with nginx(site, workdir) as url, gitmirror_serve(mirror) as proxy_url:
-                install(proxy_url + "/simple/", venv)  # the proxy's pages fetched once again after its restart
+            port = free_port()
+            site_server = SITE_SERVER.format(port=port, site=site)
+            with (
+                nginx_running(workdir / "nginx", port, site_server, "/simple/") as (url, nginx_pids),
+                gitmirror_serve(mirror) as (proxy_url, pids),
+            ):
+                restarted.install(proxy_url + "/simple/", venv, pids)  # its pages refreshed again after the restart
                 for _ in range(rounds):
-                    static.append(install(url + "/simple/", venv))
-                    warm.append(install(proxy_url + "/simple/", venv))
+                    static.install(url + "/simple/", venv, nginx_pids)
+                    warm.install(proxy_url + "/simple/", venv, pids)
             table.notes.append(f"nginx (1 worker) serves {count} projects rendered by {how}")
         else:
             table.notes.append(missing("nginx"))
     median = statistics.median
-    table.rows.append(Row("warm install", "nginx (static site)", median(static) if static else None, median(warm), "s"))
-    table.rows.append(Row("cold install", "straight from upstream", median(direct), median(cold), "s"))
-    if peer_cold and peer_warm:
-        table.rows.append(Row("warm install", "proxpi", median(peer_warm), median(warm), "s"))
-        table.rows.append(Row("cold install", "proxpi", median(peer_cold), median(cold), "s"))
+    nginx_warm = median(static.seconds) if static.seconds else None
+    table.rows.append(Row("warm install", "nginx (static site)", nginx_warm, median(warm.seconds), "s"))
+    table.rows.append(Row("cold install", "straight from upstream", median(direct.seconds), median(cold.seconds), "s"))
+    if peer_cold.seconds and peer_warm.seconds:
+        table.rows.append(Row("warm install", "proxpi", median(peer_warm.seconds), median(warm.seconds), "s"))
+        table.rows.append(Row("cold install", "proxpi", median(peer_cold.seconds), median(cold.seconds), "s"))
     elif not has_proxpi:
         table.notes.append(f"proxpi not installed: {PEERS_VENV}/bin/pip install proxpi")
+    contestants = [
+        ("gitmirror proxy, warm", warm),
+        ("gitmirror proxy, the first warm install after a restart", restarted),
+        ("nginx, static site", static),
+        ("gitmirror proxy, cold (upstream's CPU not counted)", cold),
+        ("straight from upstream (server: the in-process upstream)", direct),
+        ("proxpi, warm", peer_warm),
+        ("proxpi, cold", peer_cold),
+    ]
+    table.notes += [contestant.note(name) for name, contestant in contestants if contestant.seconds]
     table.notes.append("devpi-server: not measured (its mirror index needs devpi-client to point it at an upstream)")
     table.notes.append(
         f"upstream: tests/fakeupstream.py on 127.0.0.1, {PROJECTS} projects x 2 releases, wheels of "

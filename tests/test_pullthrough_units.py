@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -11,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from gitmirror.model.manifest import FileEntry, ProjectManifest, manifest_path
+from gitmirror.model.page import RemoteFile, UpstreamError
 from gitmirror.proxy.batch import Batch, Pending, commit_batch, due
+from gitmirror.proxy.pullthrough import BranchReader, PullThrough, Upstreamed
 from gitmirror.proxy.singleflight import SingleFlight
 from gitmirror.proxy.stream import RELEASE_BYTES, DownloadFailed, SharedBody
 from gitmirror.storage.repo import MetadataRepo
@@ -99,6 +102,53 @@ def test_single_flight_shares_a_failure() -> None:
 
     failures = asyncio.run(scenario())
     assert len({id(failure) for failure in failures}) == 1 and str(failures[0]) == "upstream said no"
+
+
+# -- stale-while-revalidate ----------------------------------------------------------------------
+
+
+def test_a_recorded_project_past_its_ttl_answers_at_once_while_one_refresh_runs(tmp_path: Path) -> None:
+    record = ProjectManifest("demo").with_file(entry("demo-1.0.tar.gz"))
+    offer = RemoteFile(
+        "demo-1.1.tar.gz", "http://127.0.0.1:9/demo-1.1.tar.gz", "1.1", "b" * 64, 3, None, None, False, None, None
+    )
+    lines: list[str] = []
+    counted: list[str] = []
+
+    async def scenario() -> None:
+        config = from_mapping({"upstream": "http://127.0.0.1:9/simple/", "proxy": {"ttl": "1m"}})
+        reader = BranchReader(lambda name: record if name == "demo" else None, lambda: ["demo"])
+        proxy = PullThrough(
+            config, MetadataRepo.init(tmp_path / "repo"), BlobStore(tmp_path / "store"), reader, reader,
+            log=lines.append, count_failure=counted.append,
+        )  # fmt: skip
+        proxy.known["demo"] = Upstreamed(time.monotonic() - 61, {offer.filename: offer})  # fetched 61 s ago
+        fetches: list[str] = []
+        upstream_answers = asyncio.Event()
+
+        async def fetch(name: str, known: Upstreamed) -> None:  # upstream, as slow as the test says
+            fetches.append(name)
+            await upstream_answers.wait()
+            raise UpstreamError(f"{name}: timed out")
+
+        proxy._fetch = fetch  # type: ignore[method-assign]
+        served = await asyncio.wait_for(asyncio.gather(*(proxy.project("demo") for _ in range(20))), timeout=1)
+        assert {tuple(sorted(page.manifest.files)) for page in served} == {("demo-1.0.tar.gz", "demo-1.1.tar.gz")}
+        assert {page.stale for page in served} == {None}  # the refresh has not failed (yet)
+        await asyncio.sleep(0)
+        assert fetches == ["demo"]  # twenty answers, one refresh in flight
+        upstream_answers.set()
+        running = proxy.refreshes.running("demo")
+        assert running is not None
+        await asyncio.gather(running, return_exceptions=True)
+        await asyncio.sleep(0)  # its done callbacks
+        assert counted == ["timeout"] and "refreshing demo in the background failed: demo: timed out" in lines[-1]
+        after = await asyncio.wait_for(proxy.project("demo"), timeout=1)
+        assert after.stale == "upstream unavailable: demo: timed out"  # X-Gitmirror-Stale and Warning: 110
+        assert sorted(after.manifest.files) == ["demo-1.0.tar.gz", "demo-1.1.tar.gz"]
+        await proxy.refreshes.cancel_all()
+
+    asyncio.run(scenario())
 
 
 # -- batching ------------------------------------------------------------------------------------

@@ -8,8 +8,10 @@ upstream's sha256 and size, stored on their first request (``stream``) and recor
 manifest never names a blob the store lacks. Everything recorded goes to the one writer
 (``writer.BatchWriter``), whose uncommitted batch is the record until it commits.
 
-Upstream down or slow: what is recorded is served as it is, marked stale; an unrecorded project is
-an ``Unavailable`` (502/504) with one line of why.
+A recorded project past its TTL is served at once as recorded (with the offers already known)
+while one refresh runs in the background: only an unrecorded project waits for upstream. Upstream
+down or slow: what is recorded is served as it is, marked stale once a refresh failed; an
+unrecorded project is an ``Unavailable`` (502/504) with one line of why.
 
 With ``review:`` the proxy records into the review branch and downloads what it records at once
 (a reviewer reads it), serves ``main`` only, and after each commit lets review's policy
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -47,12 +50,12 @@ from .singleflight import SingleFlight
 from .stream import Downloads, SharedBody
 from .writer import BatchWriter
 
-#: how long a page request waits for the refresh of a recorded project before it is served as recorded
-STALE_WAIT = 2.0
 #: the most projects whose upstream page the proxy keeps in memory (clients may ask for any name)
 KNOWN_PROJECTS = 50_000
 
 Log = Callable[[str], None]
+#: told why a background refresh failed (``timeout``, ``failed`` or ``error``), for ``/metrics``
+FailureCount = Callable[[str], None]
 
 
 class Unavailable(Exception):
@@ -71,6 +74,7 @@ class Upstreamed:
     fetched_at: float | None = None
     offers: dict[str, RemoteFile] = field(default_factory=dict)
     missing: bool = False
+    failed: str | None = None  # why the last refresh failed (None: it did not)
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,7 @@ class PullThrough:
         recording: BranchReader,
         serving: BranchReader,
         log: Log,
+        count_failure: FailureCount = lambda reason: None,
     ) -> None:
         assert config.proxy is not None
         self.config = config
@@ -128,6 +133,7 @@ class PullThrough:
         self.serving = serving
         self.review = config.review.enabled
         self.log = log
+        self.count_failure = count_failure
         self.rules = rules_from(config)
         self.writer = BatchWriter(config, repo, store, log)
         self.known: dict[str, Upstreamed] = {}
@@ -205,8 +211,9 @@ class PullThrough:
             and not self.config.hosted.kept_from_upstream(name)
         )
 
-    async def project(self, name: str) -> Served:
-        """The page of ``name``: refreshed when older than the TTL; raises ``Unavailable``."""
+    async def project(self, name: str, *, wait: bool = False) -> Served:
+        """The page of ``name``, refreshed when older than the TTL (a recorded one in the background
+        unless ``wait``); raises ``Unavailable``."""
         if self.review:
             return await self._reviewed(name)
         recorded = self.recorded(name)
@@ -214,7 +221,7 @@ class PullThrough:
             if recorded is None:
                 raise Unavailable(404, f"{name} is not offered by this proxy (proxy allow/deny, exclude, hosted)")
             return Served(recorded)
-        stale = await self._refreshed(name, recorded)
+        stale = await self._refreshed(name, recorded, wait)
         recorded = self.recorded(name)
         if recorded is None:
             raise Unavailable(404, f"no project {name} upstream")
@@ -243,41 +250,79 @@ class PullThrough:
             raise Unavailable(404, f"{name}: nothing approved yet (review: new releases wait for approval)")
         return Served(served, stale)
 
-    async def _refreshed(self, name: str, recorded: ProjectManifest | None) -> str | None:
+    async def _refreshed(self, name: str, recorded: ProjectManifest | None, wait: bool = False) -> str | None:
         """Refresh ``name`` when its page is older than the TTL; why what is served is stale (None: it is not).
 
-        Waits for the refresh of an unrecorded project (raising ``Unavailable`` when it fails),
-        ``STALE_WAIT`` at most for a recorded one, which is served as recorded meanwhile.
+        An unrecorded project (or any, with ``wait``) waits for its refresh, raising ``Unavailable``
+        when it fails. A recorded one is served as recorded at once while one refresh runs in the
+        background (stale-while-revalidate): no client waits for upstream where the record answers.
+        It is stale while its last refresh failed.
         """
-        stale = None
-        if self._fresh(name) is None:
-            refresh = asyncio.shield(self.refreshes.start(name, lambda: self._refresh(name)))
+        if self._fresh(name) is not None:
+            return None
+        if recorded is None or wait:
             try:
-                await (refresh if recorded is None else asyncio.wait_for(refresh, STALE_WAIT))
-            except TimeoutError:
-                stale = "upstream is slow, refresh in flight"
+                await asyncio.shield(self.refreshes.start(name, lambda: self._refresh(name)))
             except ProjectNotFound:
                 if recorded is None:
                     raise Unavailable(404, f"no project {name} upstream") from None
             except UpstreamError as exc:
                 if recorded is None:
                     raise Unavailable(504 if "timed out" in str(exc) else 502, f"upstream: {exc}") from None
-                stale = f"upstream unavailable: {exc}"
-            if stale is not None:
-                self.log(f"proxy: serving {name} as recorded ({stale})")
+        else:
+            self._revalidate(name)
+        known = self.known.get(name)
+        stale = known.failed if known is not None else None
+        if stale is not None:
+            self.log(f"proxy: serving {name} as recorded ({stale})")
         return stale
 
+    def _revalidate(self, name: str) -> None:
+        """Refresh ``name`` in the background (joining a refresh that runs): nobody awaits it, so its
+        failure is logged and counted here."""
+        if self.refreshes.running(name) is None:
+            refresh = self.refreshes.start(name, lambda: self._refresh(name))
+            refresh.add_done_callback(functools.partial(self._revalidated, name))
+
+    def _revalidated(self, name: str, refresh: asyncio.Future[None]) -> None:
+        if refresh.cancelled() or refresh.exception() is None:
+            return
+        exc = refresh.exception()
+        if isinstance(exc, ProjectNotFound):
+            return  # not a failure: the record marks the removal
+        if isinstance(exc, UpstreamError):
+            self.log(f"proxy: refreshing {name} in the background failed: {exc}")
+            self.count_failure("timeout" if "timed out" in str(exc) else "failed")
+        else:
+            trace = "".join(traceback.format_exception(exc)).rstrip()
+            self.log(f"proxy: refreshing {name} in the background failed: {trace}")
+            self.count_failure("error")
+
     async def _refresh(self, name: str) -> None:
-        """Fetch the page as sync does, merge it into the record, and keep its offers."""
+        """Fetch the page as sync does, merge it into the record, and keep its offers (or why it failed)."""
+        known = self.known.pop(name, None) or Upstreamed()
+        self.known[name] = known  # the most recently fetched last: the oldest go first
+        if len(self.known) > KNOWN_PROJECTS:
+            del self.known[next(iter(self.known))]
+        try:
+            await self._fetch(name, known)
+        except ProjectNotFound:
+            known.failed = None
+            raise
+        except UpstreamError as exc:
+            known.failed = f"upstream unavailable: {exc}"
+            raise
+        except Exception as exc:
+            known.failed = f"refresh failed: {exc}"
+            raise
+        known.failed = None
+
+    async def _fetch(self, name: str, known: Upstreamed) -> None:
         seen_at = now()
         pages = Pages(self.upstream)
         choices = await Resolver(self.rules, pages, None, follow=False).resolve(
             Roots(requirements=[Root(Requirement(name), "proxy request")])
         )
-        known = self.known.pop(name, None) or Upstreamed()
-        self.known[name] = known  # the most recently fetched last: the oldest go first
-        if len(self.known) > KNOWN_PROJECTS:
-            del self.known[next(iter(self.known))]
         try:
             remote = await pages.get(name)
         except ProjectNotFound:
@@ -343,7 +388,7 @@ class PullThrough:
             return None
         if self._fresh(name) is None:
             try:
-                await self.project(name)  # a page served before a restart names files this process never saw
+                await self.project(name, wait=True)  # a page served before a restart names files this process never saw
             except Unavailable:
                 return None
         known = self.known.get(name)

@@ -139,6 +139,20 @@ def _count_upstream_error(status: int) -> None:
         PROXY_UPSTREAM_ERRORS.labels(reason="timeout" if status == 504 else "failed").inc()
 
 
+def _count_failure(reason: str) -> None:
+    """``/metrics``: a background refresh upstream failed (nobody's answer waited for it)."""
+    PROXY_UPSTREAM_ERRORS.labels(reason=reason).inc()
+
+
+async def _start_workers(proxy: PullThrough) -> None:
+    """The download processes started before the first request needs them; a failure is logged and
+    the server runs on (its requests then fail with the same line)."""
+    try:
+        await proxy.upstream.start_workers()
+    except Exception as exc:  # noqa: BLE001 - logged; the server runs on
+        _log(f"proxy: cannot start the download processes ahead of requests: {exc}")
+
+
 def _reader(view: MirrorView) -> BranchReader:
     """The tip of ``view``'s branch, read through its cache."""
     return BranchReader(lambda name: view.manifest(view.tip(), name), lambda: view.projects(view.tip()))
@@ -150,7 +164,7 @@ def install(app: Starlette, config: Config, view: MirrorView) -> None:
         return
     serving = _reader(view)
     recording = _reader(MirrorView(view.repo, view.store, config.review.branch)) if config.review.enabled else serving
-    proxy = PullThrough(config, view.repo, view.store, recording, serving, log=_log)
+    proxy = PullThrough(config, view.repo, view.store, recording, serving, log=_log, count_failure=_count_failure)
     handlers = ProxyRoutes(proxy, SimpleRoutes(view))
     app.router.routes[0:0] = [
         Route("/simple/", handlers.root),
@@ -164,9 +178,12 @@ def install(app: Starlette, config: Config, view: MirrorView) -> None:
     async def lifespan(app: Any) -> AsyncIterator[Any]:
         async with previous(app) as state:
             await proxy.start()
+            starting = asyncio.create_task(_start_workers(proxy))  # in the background: startup does not wait
             try:
                 yield state
             finally:
+                starting.cancel()
+                await asyncio.gather(starting, return_exceptions=True)
                 await proxy.stop()
 
     app.router.lifespan_context = lifespan

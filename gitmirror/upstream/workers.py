@@ -80,8 +80,29 @@ class DownloadProcesses:
         self._closed = False
         self._spawned: list[_Worker] = []  # every worker started, joined or not, for close()
         self._start_requests: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        self._joining: list[asyncio.Future[None]] = []  # ``start`` waiting for a worker to join
         self._starter = threading.Thread(target=self._start_workers, name="gitmirror-workers-start", daemon=True)
         self._starter.start()
+
+    async def start(self) -> None:
+        """Start every worker now rather than as jobs come (a server's first request need not wait for
+        them); returns once one has joined, raises when none could start."""
+        wanted = self._limit - len(self._workers) - self._starting
+        for _ in range(wanted if not self._closed else 0):
+            self._starting += 1
+            self._start_requests.put(True)
+        while not self._workers and self._starting and self._failed is None and not self._closed:
+            joined = self._loop.create_future()
+            self._joining.append(joined)
+            await joined
+        if self._failed is not None:
+            raise self._failed
+
+    def _wake_start(self) -> None:
+        joining, self._joining = self._joining, []
+        for joined in joining:
+            if not joined.done():
+                joined.set_result(None)
 
     async def store_file(self, store_root: str, url: str, sha256: str, size: int | None) -> int:
         """Have a worker download ``url`` into the store; returns the bytes stored."""
@@ -182,10 +203,12 @@ class DownloadProcesses:
         self._workers.append(worker)
         self._loop.add_reader(worker.pipe.fileno(), self._answered, worker)
         self._idle.append(worker)
+        self._wake_start()
         self._dispatch()
 
     def _start_failed(self, exc: BaseException) -> None:
         self._starting -= 1
+        self._wake_start()
         if self._workers or self._starting:
             return  # fewer workers than asked for, but working ones
         self._failed = RuntimeError(f"cannot start download processes: {exc}")
@@ -223,6 +246,7 @@ class DownloadProcesses:
     def close(self) -> None:
         """Stop every worker (on the loop's thread): a closed pipe is their signal to leave."""
         self._closed = True
+        self._wake_start()
         for _job, future in self._queue:
             future.cancel()
         self._queue.clear()
