@@ -146,14 +146,7 @@ class PullThrough:
 
     async def start(self) -> None:
         self.store.init()
-        self._upstream = Upstream(
-            self.config.upstream,
-            concurrency=self.config.concurrency,
-            timeout=self.config.timeout,
-            retries=self.config.retries,
-            allowed_hosts=self.config.allowed_hosts,
-            limits=self.config.limits,
-        )
+        self._upstream = self.config.open_upstream()
         self.downloads = Downloads(self._upstream, self.store, self.log, keep=not self.review)
         self._writing = asyncio.create_task(self.writer.run())
 

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import yaml
@@ -28,6 +28,9 @@ from .proxy_settings import ProxySettings, parse_proxy
 from .serve_settings import ServeSettings, parse_serve
 from .signing_config import SigningSettings, parse_signing
 from .store_config import parse_store
+
+if TYPE_CHECKING:
+    from ..upstream.upstream import Upstream
 
 CONFIG_NAME = "mirror.yaml"
 # libyaml's safe loader when PyYAML was built with it: same documents, same errors, ten times faster
@@ -109,6 +112,19 @@ class Config:
     def limits(self) -> Limits:
         """What one download may take, in bytes and time."""
         return Limits(self.max_unannounced_size, self.download_deadline, self.download_min_rate)
+
+    def open_upstream(self) -> Upstream:
+        """The upstream client of every writer (sync, plan, the proxy): this file's bounds and host policy."""
+        from ..upstream.upstream import Upstream
+
+        return Upstream(
+            self.upstream,
+            concurrency=self.concurrency,
+            timeout=self.timeout,
+            retries=self.retries,
+            allowed_hosts=self.allowed_hosts,
+            limits=self.limits,
+        )
 
 
 # key -> (type check, description used in the error message)

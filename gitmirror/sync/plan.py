@@ -18,7 +18,6 @@ from ..model.manifest import now
 from ..model.page import RemoteFile, UpstreamError
 from ..storage.blobs import Blobs
 from ..storage.repo import MetadataRepo, RepoError
-from ..upstream.upstream import Upstream
 from .closure import choose
 from .config import Config, Selection
 from .merge import merge
@@ -133,13 +132,7 @@ async def _plan(
     state: LocalState,
 ) -> Plan:
     seen_at = now()
-    async with Upstream(
-        config.upstream,
-        concurrency=config.concurrency,
-        timeout=config.timeout,
-        retries=config.retries,
-        limits=config.limits,
-    ) as upstream:
+    async with config.open_upstream() as upstream:
         pages, choices = await choose(config, roots, upstream, store, state, persist=False)
         planned, skipped = [], []
         for choice in choices.values():

@@ -209,14 +209,7 @@ class Syncer:
         seen_at: str,
         state: LocalState,
     ) -> list[ProjectOutcome]:
-        async with Upstream(
-            self.config.upstream,
-            concurrency=self.config.concurrency,
-            timeout=self.config.timeout,
-            retries=self.config.retries,
-            allowed_hosts=self.config.allowed_hosts,
-            limits=self.config.limits,
-        ) as upstream:
+        async with self.config.open_upstream() as upstream:
 
             def start_downloads(name: str, files: list[RemoteFile]) -> None:
                 """Files join a choice for good: download them now, not after the whole walk."""
