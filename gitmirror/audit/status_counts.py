@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from ..model.manifest import NeededBlob
+from ..sync.state import lay_out
 from ..sync.unchanged import STATE_DIR, blob_dir_stats
 
 FILE_NAME = "status.sqlite3"
@@ -177,7 +178,7 @@ class StatusCounts:
                 if not create:
                     db.close()
                     return None
-                _rebuild(db, self.format)
+                lay_out(db, SCHEMA, self.format)
         except (sqlite3.Error, OSError) as exc:
             self._failed(exc)
             return None
@@ -198,20 +199,6 @@ _DAMAGE = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
 
 class _Abandoned(Exception):
     """Rolls the transaction of ``save`` back."""
-
-
-def _rebuild(db: sqlite3.Connection, format_: int) -> None:
-    with db:
-        db.execute("BEGIN IMMEDIATE")
-        if db.execute("PRAGMA user_version").fetchone()[0] == format_:
-            return
-        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        for table in tables:
-            if not table.startswith("sqlite_"):
-                db.execute(f'DROP TABLE "{table}"')
-        for statement in SCHEMA:
-            db.execute(statement)
-        db.execute(f"PRAGMA user_version = {format_}")
 
 
 def row_of(blob: NeededBlob, missing: bool, in_wheel: bool) -> Row:

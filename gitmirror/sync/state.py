@@ -27,7 +27,7 @@ import json
 import os
 import sqlite3
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -285,18 +285,23 @@ def _reason(exc: sqlite3.Error) -> str:
 
 
 def _rebuild(db: sqlite3.Connection) -> None:
-    """Empty a database of another format and lay out this one, in one transaction."""
+    lay_out(db, SCHEMA, FORMAT)
+
+
+def lay_out(db: sqlite3.Connection, schema: Iterable[str], format_: int) -> None:
+    """Empty a database of another format and lay out this one (``schema``, ``format_``), in one
+    transaction: the one rule every local-state file follows (a damaged or older file is rebuilt)."""
     with db:
         db.execute("BEGIN IMMEDIATE")
-        if db.execute("PRAGMA user_version").fetchone()[0] == FORMAT:
+        if db.execute("PRAGMA user_version").fetchone()[0] == format_:
             return  # another run laid it out while this one waited for the lock
         tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
         for table in tables:
             if not table.startswith("sqlite_"):
                 db.execute(f'DROP TABLE "{table}"')
-        for statement in SCHEMA:
+        for statement in schema:
             db.execute(statement)
-        db.execute(f"PRAGMA user_version = {FORMAT}")
+        db.execute(f"PRAGMA user_version = {format_}")
 
 
 def _move_aside(path: Path) -> Path:
