@@ -25,7 +25,6 @@ import functools
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from packaging.requirements import Requirement
 
@@ -45,9 +44,10 @@ from ..sync.progress import Progress
 from ..sync.roots import Root, Roots
 from ..sync.selection import rules_from
 from ..upstream.upstream import Upstream
+from .answers import BranchReader, Served, Stored, Streaming, Unavailable, Upstreamed
 from .batch import Pending
 from .singleflight import SingleFlight
-from .stream import Downloads, SharedBody
+from .stream import Downloads
 from .writer import BatchWriter
 
 #: the most projects whose upstream page the proxy keeps in memory (clients may ask for any name)
@@ -56,57 +56,6 @@ KNOWN_PROJECTS = 50_000
 Log = Callable[[str], None]
 #: told why a background refresh failed (``timeout``, ``failed`` or ``error``), for ``/metrics``
 FailureCount = Callable[[str], None]
-
-
-class Unavailable(Exception):
-    """No answer for a request: an HTTP status and one line of why."""
-
-    def __init__(self, status: int, line: str) -> None:
-        super().__init__(line)
-        self.status = status
-        self.line = line
-
-
-@dataclass
-class Upstreamed:
-    """What the last refresh of a project learnt upstream (kept in memory only)."""
-
-    fetched_at: float | None = None
-    offers: dict[str, RemoteFile] = field(default_factory=dict)
-    missing: bool = False
-    failed: str | None = None  # why the last refresh failed (None: it did not)
-
-
-@dataclass(frozen=True)
-class Served:
-    """A project page to render: the record plus the offers, and why it may be stale (None: current)."""
-
-    manifest: ProjectManifest
-    stale: str | None = None
-
-
-@dataclass(frozen=True)
-class Stored:
-    """A file whose verified blob (``sha256``) is in the store."""
-
-    sha256: str
-
-
-@dataclass(frozen=True)
-class Streaming:
-    """A file on its way from upstream; ``size`` as announced."""
-
-    body: SharedBody
-    size: int | None
-    sha256: str
-
-
-@dataclass(frozen=True)
-class BranchReader:
-    """The manifests and project names at the tip of one branch (the server's cached view)."""
-
-    manifest: Callable[[str], ProjectManifest | None]
-    names: Callable[[], list[str]]
 
 
 class PullThrough:

@@ -22,7 +22,8 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..model.names import UnsafeNameError, check_filename, normalize
-from ..proxy.pullthrough import BranchReader, PullThrough, Stored, Unavailable
+from ..proxy.answers import BranchReader, Stored, Unavailable
+from ..proxy.pullthrough import PullThrough
 from ..proxy.stream import DownloadFailed, SharedBody, read_blob
 from ..storage.blobs import Blobs
 from ..sync.config import Config
