@@ -13,8 +13,8 @@ import pytest
 
 from gitmirror.model.manifest import FileEntry, ProjectManifest, manifest_path
 from gitmirror.model.page import RemoteFile, UpstreamError
-from gitmirror.proxy.batch import Batch, Pending, commit_batch, due
 from gitmirror.proxy.answers import BranchReader, Upstreamed
+from gitmirror.proxy.batch import Batch, Pending, commit_batch, due
 from gitmirror.proxy.pullthrough import PullThrough
 from gitmirror.proxy.singleflight import SingleFlight
 from gitmirror.proxy.stream import RELEASE_BYTES, DownloadFailed, SharedBody
