@@ -113,7 +113,7 @@ def _wait_until_writable(server: S3Server, log: Path, seconds: float = 90) -> No
             time.sleep(0.3)
 
 
-def stop_seaweedfs(server: S3Server, grace: float = 10) -> None:
+def stop_seaweedfs(server: S3Server, grace: float = 2) -> None:
     """SIGTERM, then SIGKILL after ``grace`` seconds (to the whole process group it started)."""
     if server.process.poll() is None:
         os.killpg(server.process.pid, signal.SIGTERM)
