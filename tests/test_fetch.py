@@ -16,6 +16,7 @@ import json
 import os
 import socket
 import threading
+import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -47,6 +48,7 @@ class ScriptedServer:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.connections = 0
+        self.hung_up = 0  # connections this server has closed
         self.paths: list[str] = []
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -65,6 +67,12 @@ class ScriptedServer:
             threading.Thread(target=self._connection, args=(client,), daemon=True).start()
 
     def _connection(self, client: socket.socket) -> None:
+        try:
+            self._answer(client)
+        finally:
+            self.hung_up += 1
+
+    def _answer(self, client: socket.socket) -> None:
         with client, contextlib.suppress(OSError):  # a client that hangs up mid-answer ends it
             buffer = b""
             while True:
@@ -137,8 +145,13 @@ def test_connections_are_reused_or_replaced(
     server = server_for(lambda path: (answer("200 OK", BODY), server_closes))
     fetcher = fetcher_for(server)
     store = BlobStore(tmp_path)
-    for _ in range(4):
+    for number in range(1, 5):
         assert fetch(server, store, fetcher) == BODY
+        # the server's close reaches the client before its next request (on a loaded machine the
+        # server's thread may close only after it: a request then meets the close, which is retried)
+        deadline = time.monotonic() + 5
+        while server_closes and server.hung_up < number and time.monotonic() < deadline:
+            time.sleep(0.01)
     assert server.connections == connections and len(server.paths) == 4
 
 
