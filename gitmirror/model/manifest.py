@@ -234,7 +234,7 @@ def _file_order(entry: FileEntry) -> tuple[int, Any, str]:
         return (0, entry.version, entry.filename)
 
 
-_FILE_KEYS = {
+FILE_KEYS = {
     "filename",
     "version",
     "sha256",
@@ -292,7 +292,7 @@ def loads(data: bytes, path: str = "<manifest>") -> ProjectManifest:
     files: dict[str, FileEntry] = {}
     for number, line in enumerate(lines[1:], start=2):
         try:
-            entry = _file_entry(_object(line, _FILE_KEYS))
+            entry = _file_entry(_object(line, FILE_KEYS))
         except (ValueError, UnsafeNameError) as exc:
             raise ManifestError(f"{path}:{number}: {exc}") from exc
         if entry.filename in files:

@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
@@ -19,6 +20,9 @@ from packaging.version import InvalidVersion
 
 from .manifest import format_time, is_page_url
 from .names import UnsafeNameError, check_filename, check_sha256, normalize
+
+if TYPE_CHECKING:
+    from pypi_simple import ProjectPage
 
 MAX_PAGE_BYTES = 64 * 1024 * 1024
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
@@ -144,23 +148,14 @@ def parse_page(name: str, answer: PageAnswer) -> RemoteProject:
         return _json_page(name, answer)
     if content_type not in ("text/html", "application/vnd.pypi.simple.v1+html"):
         raise UpstreamError(f"{name}: unsupported page content type {content_type!r}")
-    from pypi_simple import ProjectPage  # 0.34 s (bs4, pydantic, requests): for HTML pages only
+    from pypi_simple import ProjectPage  # imported here: it brings bs4, pydantic and requests
 
     _check_html_text(name, answer.body, answer.charset)
     try:
         page = ProjectPage.from_html(name, answer.body, base_url=answer.url, from_encoding=answer.charset)
     except Exception as exc:  # pypi_simple raises many kinds on garbage; all mean "invalid page"
         raise UpstreamError(f"{name}: invalid project page ({type(exc).__name__})") from None
-    project = RemoteProject(
-        name=name,
-        files=[],
-        status=str(page.status.value) if page.status else "active",
-        status_reason=page.status_reason,
-        etag=answer.headers.get("etag"),
-        last_serial=str(page.last_serial or answer.headers.get("x-pypi-last-serial") or "") or None,
-    )
-    project.tracks = _page_urls(project, "tracks", page.tracks)
-    project.alternate_locations = _page_urls(project, "alternate-locations", page.alternate_locations)
+    project = _project_of(name, page, answer, page.tracks, page.alternate_locations)
     for package in page.packages:
         try:
             project.files.append(_remote_file(name, package, answer.url))
@@ -190,6 +185,22 @@ def _json_page(name: str, answer: PageAnswer) -> RemoteProject:
         raise UpstreamError(f"{name}: invalid project page (unsupported api-version {version!r})") from None
     except ValueError:  # pydantic's ValidationError
         raise UpstreamError(f"{name}: invalid project page (not a PEP 691 project page)") from None
+    project = _project_of(name, page, answer, data.get("tracks", []), data.get("alternate-locations", []))
+    for item in files:
+        try:
+            project.files.append(_remote_file(name, _json_file(item, name, answer.url), answer.url))
+        except LegacyFile as exc:
+            project.skipped[exc.filename] = exc.kind
+        except (UpstreamError, UnsafeNameError) as exc:
+            project.rejected.append(str(exc))
+    return project
+
+
+def _project_of(
+    name: str, page: ProjectPage, answer: PageAnswer, tracks: object, alternate_locations: object
+) -> RemoteProject:
+    """The page-level facts of a pypi_simple ``ProjectPage`` (HTML or JSON alike), its files to come;
+    PEP 708's lists come apart (pypi_simple reads them from HTML only)."""
     project = RemoteProject(
         name=name,
         files=[],
@@ -198,15 +209,8 @@ def _json_page(name: str, answer: PageAnswer) -> RemoteProject:
         etag=answer.headers.get("etag"),
         last_serial=str(page.last_serial or answer.headers.get("x-pypi-last-serial") or "") or None,
     )
-    project.tracks = _page_urls(project, "tracks", data.get("tracks", []))
-    project.alternate_locations = _page_urls(project, "alternate-locations", data.get("alternate-locations", []))
-    for item in files:
-        try:
-            project.files.append(_remote_file(name, _json_file(item, name, answer.url), answer.url))
-        except LegacyFile as exc:
-            project.skipped[exc.filename] = exc.kind
-        except (UpstreamError, UnsafeNameError) as exc:
-            project.rejected.append(str(exc))
+    project.tracks = _page_urls(project, "tracks", tracks)
+    project.alternate_locations = _page_urls(project, "alternate-locations", alternate_locations)
     return project
 
 

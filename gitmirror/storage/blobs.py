@@ -8,7 +8,8 @@ store in one string, so that a download process, which gets only strings, opens 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -84,6 +85,31 @@ class Blobs(Protocol):
     def sync_handle(self) -> int | None: ...
 
     def sync_all(self, handle: int) -> None: ...
+
+
+def store_bytes(store: Blobs, data: bytes, sha256: str | None = None) -> str:
+    """``Blobs.put_bytes`` for every backend: store ``data`` (checked against ``sha256`` when given)
+    through the store's own writer, once, and return its digest."""
+    digest = hashlib.sha256(data).hexdigest()
+    if store.has(digest) and (sha256 is None or sha256 == digest):
+        return digest
+    with store.writer(sha256 or digest, len(data)) as writer:
+        writer.write(data)
+        writer.commit()
+    return digest
+
+
+def problem_of(chunks: Iterable[bytes], sha256: str, size: int | None) -> str | None:
+    """``Blobs.verify``'s verdict on a blob read as ``chunks``: None when intact, else what is wrong."""
+    digest, length = hashlib.sha256(), 0
+    for chunk in chunks:
+        digest.update(chunk)
+        length += len(chunk)
+    if size is not None and length != size:
+        return f"size {length}, expected {size}"
+    if digest.hexdigest() != sha256:
+        return f"content hashes to {digest.hexdigest()}"
+    return None
 
 
 def open_location(location: str) -> Blobs:

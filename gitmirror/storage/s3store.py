@@ -28,6 +28,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ..model.layout import BLOBS_DIR
 from ..model.names import check_sha256
+from .blobs import problem_of, store_bytes
 from .s3client import S3Error, S3Settings, client_for, create_bucket, endpoint_url, parse_url
 from .s3present import PresentRecord
 from .store import MISSING, IntegrityError, check_announced
@@ -128,13 +129,7 @@ class S3Store:
         return S3Writer(self, sha256, size)
 
     def put_bytes(self, data: bytes, sha256: str | None = None) -> str:
-        digest = hashlib.sha256(data).hexdigest()
-        if self.has(digest) and (sha256 is None or sha256 == digest):
-            return digest
-        with self.writer(sha256 or digest, len(data)) as writer:
-            writer.write(data)
-            writer.commit()
-        return digest
+        return store_bytes(self, data, sha256)
 
     def open(self, sha256: str) -> IO[bytes]:
         """A seekable reader that fetches ranges as they are read (a wheel's METADATA costs a few)."""
@@ -182,18 +177,10 @@ class S3Store:
         return True
 
     def verify(self, sha256: str, size: int | None = None) -> str | None:
-        digest, length = hashlib.sha256(), 0
         try:
-            for chunk in self.chunks(sha256):
-                digest.update(chunk)
-                length += len(chunk)
+            return problem_of(self.chunks(sha256), sha256, size)
         except FileNotFoundError:
             return MISSING
-        if size is not None and length != size:
-            return f"size {length}, expected {size}"
-        if digest.hexdigest() != sha256:
-            return f"content hashes to {digest.hexdigest()}"
-        return None
 
     def remove(self, sha256: str) -> bool:
         """Delete a blob (takedown only); returns whether it existed."""

@@ -22,6 +22,7 @@ from typing import IO
 from ..model.layout import BLOBS_DIR, blob_path
 from ..model.names import check_sha256
 from . import durable
+from .blobs import problem_of, store_bytes
 
 #: ``BlobStore.verify``'s word for a blob that is not there
 MISSING = "missing from the store"
@@ -304,30 +305,15 @@ class BlobStore:
 
     def put_bytes(self, data: bytes, sha256: str | None = None) -> str:
         """Store ``data`` (checked against ``sha256`` when given) and return its digest."""
-        digest = hashlib.sha256(data).hexdigest()
-        if self.has(digest) and (sha256 is None or sha256 == digest):
-            return digest
-        with self.writer(sha256 or digest, len(data)) as writer:
-            writer.write(data)
-            writer.commit()
-        return digest
+        return store_bytes(self, data, sha256)
 
     def verify(self, sha256: str, size: int | None = None) -> str | None:
         """Re-hash a stored blob; returns a problem description, or None when it is intact."""
         path = self.path(sha256)
         if not path.is_file():
             return MISSING
-        digest = hashlib.sha256()
-        length = 0
         with path.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-                length += len(chunk)
-        if size is not None and length != size:
-            return f"size {length}, expected {size}"
-        if digest.hexdigest() != sha256:
-            return f"content hashes to {digest.hexdigest()}"
-        return None
+            return problem_of(iter(lambda: handle.read(1 << 20), b""), sha256, size)
 
     def remove(self, sha256: str) -> bool:
         """Delete a blob (takedown only); returns whether it existed."""

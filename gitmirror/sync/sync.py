@@ -214,7 +214,7 @@ class Syncer:
             def start_downloads(name: str, files: list[RemoteFile]) -> None:
                 """Files join a choice for good: download them now, not after the whole walk."""
                 for remote_file in files:
-                    if not self.store.has(remote_file.sha256):  # a warm run stops here, 3,000 times
+                    if not self.store.has(remote_file.sha256):  # a warm run stops here, once per file
                         self._chosen_download(upstream, parent, name, remote_file)
 
             self.pages, choices = await choose(

@@ -41,7 +41,7 @@ def serve(
     number: int,
 ) -> None:
     _exit_with(owner)
-    gc.freeze()  # the modules the fork server imported: never garbage (each worker collected 100 times)
+    gc.freeze()  # the modules the fork server imported are never garbage: no worker's collector walks them
     gc.set_threshold(50_000, *gc.get_threshold()[1:])
     fetcher = Transport(hosts, timeout, limits, connections=4)  # one job at a time; an index and a file host
     unnamed = Unnamed()

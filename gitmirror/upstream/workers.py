@@ -64,7 +64,7 @@ class DownloadProcesses:
 
     def __init__(self, processes: int, hosts: HostPolicy, timeout: float, limits: Limits | None = None) -> None:
         import asyncio  # the sync's, imported already; the fork server need not import it
-        import multiprocessing  # 0.05 s that a run without downloads need not pay
+        import multiprocessing  # imported when the first download needs it: a run without downloads never pays it
 
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(PRELOAD)
