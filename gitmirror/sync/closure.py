@@ -293,8 +293,8 @@ async def choose(
 
 def _by_version(remote: RemoteProject) -> dict[str, list[RemoteFile]]:
     """A project's files by the version they claim, in the page's order, once per visit: picking
-    each release's files out of the whole page made the walk quadratic, 2.06 s of the sync's event
-    loop for a project of 4,000 releases, 0.26 s now (``bench/walk_bench.py``)."""
+    each release's files out of the whole page would make the walk quadratic in its releases
+    (``bench/walk_bench.py``)."""
     releases: dict[str, list[RemoteFile]] = {}
     for remote_file in remote.files:
         releases.setdefault(remote_file.version, []).append(remote_file)

@@ -68,7 +68,7 @@ class ReviewSettings:
 
 
 def _default_upstream() -> str:
-    from pypi_simple import PYPI_SIMPLE_ENDPOINT  # imported when needed: pypi_simple takes ~0.2 s to import
+    from pypi_simple import PYPI_SIMPLE_ENDPOINT  # imported when needed: pypi_simple is slow to import
 
     return PYPI_SIMPLE_ENDPOINT
 
