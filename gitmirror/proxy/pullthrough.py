@@ -358,13 +358,16 @@ class PullThrough:
         stored, has_metadata, errors = await RunDownloads(self.store, Progress()).fetch(self.upstream, offer)
         for error in errors:
             self.log(f"proxy: {error}")
-        current = self.recorded(name)
-        if not stored or (current is not None and offer.filename in current.files):
+        if not stored:
             return
-        base = current or ProjectManifest(name=name)
         size = size if size is not None else offer.size
         if size is None:
             size = await asyncio.to_thread(self.store.size, offer.sha256)
+        # read and record with no await between: a concurrent _stored of this project must not be lost
+        current = self.recorded(name)
+        if current is not None and offer.filename in current.files:
+            return
+        base = current or ProjectManifest(name=name)
         entry = new_entry(offer, now(), has_metadata, size)
         self.writer.record(name, Pending(current, base.with_file(entry), added=[offer.filename]))
 
