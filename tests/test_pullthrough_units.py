@@ -152,6 +152,28 @@ def test_a_recorded_project_past_its_ttl_answers_at_once_while_one_refresh_runs(
     asyncio.run(scenario())
 
 
+def test_files_stored_at_once_are_all_recorded(tmp_path: Path) -> None:
+    """Two unsized files of one project stored concurrently: each record keeps the other's file."""
+    store = BlobStore(tmp_path / "store")
+    offers = [
+        RemoteFile(name, f"http://127.0.0.1:9/{name}", "1.0", store.put_bytes(name.encode()), None, None, None, False,
+                   None, None)
+        for name in ("demo-1.0.tar.gz", "demo-1.0-py3-none-any.whl")
+    ]  # fmt: skip
+
+    async def scenario() -> ProjectManifest | None:
+        config = from_mapping({"upstream": "http://127.0.0.1:9/simple/", "proxy": True})
+        reader = BranchReader(lambda name: None, lambda: [])
+        proxy = PullThrough(config, MetadataRepo.init(tmp_path / "repo"), store, reader, reader, log=print)
+        proxy._upstream = object()  # type: ignore[assignment]  # never asked: both blobs are stored
+        await asyncio.gather(*(proxy._stored("demo", offer) for offer in offers))
+        return proxy.recorded("demo")
+
+    recorded = asyncio.run(scenario())
+    assert recorded is not None
+    assert {name: item.size for name, item in recorded.files.items()} == {o.filename: len(o.filename) for o in offers}
+
+
 # -- batching ------------------------------------------------------------------------------------
 
 
