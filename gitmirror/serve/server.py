@@ -75,6 +75,11 @@ def _chosen_format(accept: str | None) -> str | None:
     return index.choose_format(accept)
 
 
+#: ``normalize``, kept for the project names clients ask for (it runs per request; a name it
+#: rejects raises again each time)
+_normalized = functools.lru_cache(maxsize=8192)(normalize)
+
+
 class SimpleRoutes:
     """Request handlers over a ``MirrorView``; ``commit_of`` picks the commit a request reads."""
 
@@ -95,7 +100,7 @@ class SimpleRoutes:
     async def project(self, request: Request) -> Response:
         raw = request.path_params["project"]
         try:
-            name = normalize(raw)
+            name = _normalized(raw)
         except UnsafeNameError:
             return PlainTextResponse("no such project", status_code=404)
         if name != raw:
@@ -113,7 +118,7 @@ class SimpleRoutes:
         """``/simple/<project>``: 301 to the page's one URL (normalized, with the slash)."""
         raw = request.path_params["project"]
         try:
-            name = normalize(raw)
+            name = _normalized(raw)
         except UnsafeNameError:
             return PlainTextResponse("no such project", status_code=404)
         return RedirectResponse(_sibling_url(request, raw, name), status_code=301)
@@ -121,7 +126,7 @@ class SimpleRoutes:
     async def file(self, request: Request) -> Response:
         project, filename = request.path_params["project"], request.path_params["filename"]
         try:
-            name = normalize(project)
+            name = _normalized(project)
             check_filename(filename.removesuffix(".metadata").removesuffix(PROVENANCE_SUFFIX))
         except UnsafeNameError:
             return PlainTextResponse("no such file", status_code=404)
