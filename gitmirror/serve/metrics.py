@@ -73,10 +73,9 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, observed)
         finally:
-            route = scope.get("route")
+            route = getattr(scope.get("route"), "path", UNMATCHED)
             method = scope["method"] if scope["method"] in METHODS else "other"  # a client's method is any token
-            path = route.path if route is not None and hasattr(route, "path") else UNMATCHED
-            self.counts.count(path, method, status, time.perf_counter() - started, sent)
+            self.counts.count(route, method, status, time.perf_counter() - started, sent)
             if ACCESS.isEnabledFor(logging.INFO):
                 ACCESS.info(access_line(scope, status, sent))
 
