@@ -166,6 +166,7 @@ class MirrorCollector(Collector):
 
 
 def exposition(app_registry: CollectorRegistry) -> Response:
-    """The ``/metrics`` response: the shared request metrics, then one app's mirror state."""
+    """The ``/metrics`` response: the process's and the proxy's metrics, then one app's request counts
+    and mirror state."""
     body = generate_latest(REGISTRY) + generate_latest(app_registry)
     return Response(body, headers={"content-type": CONTENT_TYPE_LATEST, "cache-control": "no-store"})
