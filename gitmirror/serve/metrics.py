@@ -1,9 +1,10 @@
 """What ``/metrics`` reports (Prometheus exposition format), and the middleware that counts requests.
 
-The request metrics live in one module-level registry, so any serving feature can count into them
-(``PROXY_UPSTREAM_ERRORS.labels(reason="timeout").inc()``); the mirror's state (store size, last
-sync) is read per app by ``MirrorCollector`` when scraped, from cached or cheap sources only, so a
-scrape never walks a large store on the event loop. Routes are labelled by their template
+Counters a serving feature adds to live in one module-level registry
+(``PROXY_UPSTREAM_ERRORS.labels(reason="timeout").inc()``). Each app's request counts
+(``request_counts``, added to on every request) and its mirror's state (store size, last sync,
+``MirrorCollector``) are read per app when scraped, from cached or cheap sources only, so a scrape
+never walks a large store on the event loop. Routes are labelled by their template
 (``/simple/{project}/``), never by the path a client sent: the label set stays bounded.
 """
 
@@ -15,9 +16,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
+from prometheus_client import CollectorRegistry, Counter, ProcessCollector, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
@@ -27,26 +27,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..storage.store import BlobStore
 from ..sync.config import Config
 from .logs import ACCESS, access_line
+from .request_counts import RequestCounts
 from .web_data import last_clean_sync
 
 REGISTRY = CollectorRegistry()
 ProcessCollector(registry=REGISTRY)  # memory, CPU time, open file descriptors of this process
-REQUESTS = Counter(
-    "gitmirror_http_requests",
-    "HTTP requests answered, by route, method and status",
-    ["route", "method", "status"],
-    registry=REGISTRY,
-)
-LATENCY = Histogram(
-    "gitmirror_http_request_duration_seconds",
-    "Time from a request's arrival to its response's last byte, by route",
-    ["route"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0),
-    registry=REGISTRY,
-)
-BYTES_SERVED = Counter(
-    "gitmirror_http_response_bytes", "Response body bytes sent, by route", ["route"], registry=REGISTRY
-)
 #: counted by the pull-through proxy when upstream fails it (reason: timeout, status, refused, ...)
 PROXY_UPSTREAM_ERRORS = Counter(
     "gitmirror_proxy_upstream_errors",
@@ -63,11 +48,11 @@ log = logging.getLogger("gitmirror.serve")
 
 class RequestMetrics:
     """Pure ASGI middleware: counts each HTTP request by route and status, its latency and body
-    bytes, and writes its access-log line when that log is on. A few dictionary lookups per request."""
+    bytes (into ``counts``), and writes its access-log line when that log is on."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, counts: RequestCounts) -> None:
         self.app = app
-        self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
+        self.counts = counts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -88,22 +73,11 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, observed)
         finally:
-            route = scope.get("route")
+            route = getattr(scope.get("route"), "path", UNMATCHED)
             method = scope["method"] if scope["method"] in METHODS else "other"  # a client's method is any token
-            key = (route.path if route is not None and hasattr(route, "path") else UNMATCHED, method, status)
-            children = self._children.get(key) or self._labelled(key)
-            children[0].inc()
-            children[1].observe(time.perf_counter() - started)
-            children[2].inc(sent)
+            self.counts.count(route, method, status, time.perf_counter() - started, sent)
             if ACCESS.isEnabledFor(logging.INFO):
                 ACCESS.info(access_line(scope, status, sent))
-
-    def _labelled(self, key: tuple[str, str, int]) -> tuple[Any, Any, Any]:
-        """The metric children of one (route, method, status), looked up once (``labels`` takes a lock)."""
-        route, method, status = key
-        children = (REQUESTS.labels(route, method, str(status)), LATENCY.labels(route), BYTES_SERVED.labels(route))
-        self._children[key] = children  # routes, methods and statuses are few
-        return children
 
 
 class StoreSize:
@@ -192,6 +166,7 @@ class MirrorCollector(Collector):
 
 
 def exposition(app_registry: CollectorRegistry) -> Response:
-    """The ``/metrics`` response: the shared request metrics, then one app's mirror state."""
+    """The ``/metrics`` response: the process's and the proxy's metrics, then one app's request counts
+    and mirror state."""
     body = generate_latest(REGISTRY) + generate_latest(app_registry)
     return Response(body, headers={"content-type": CONTENT_TYPE_LATEST, "cache-control": "no-store"})

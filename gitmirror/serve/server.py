@@ -43,7 +43,14 @@ SNAPSHOT_MAX_AGE = "public, max-age=300"  # tags and dates: stable in practice, 
 
 def page_response(request: Request, page: Page, cache_control: str) -> Response:
     """A page with its ETag, or 304 when the client holds it; one ETag per representation, so ``Vary: Accept``."""
-    return _page_answer(page, cache_control, page.etag in request.headers.get("if-none-match", ""))
+    return _page_answer(page, cache_control, page.etag in (header(request, "if-none-match") or ""))
+
+
+def header(request: Request, name: str) -> str | None:
+    """A request header's (first) value, or None, looked up without ``Headers.get``: that raises and
+    catches a KeyError for an absent header, and most requests carry no If-None-Match."""
+    headers = request.headers
+    return headers[name] if name in headers else None  # noqa: SIM401 - that is the point
 
 
 @functools.lru_cache(maxsize=4096)
@@ -58,7 +65,7 @@ def _page_answer(page: Page, cache_control: str, held: bool) -> Response:
 
 def _media_type(request: Request) -> str | None:
     """The page type the request's Accept header asks for (PEP 691), or None for 406."""
-    accept = request.headers.get("accept")
+    accept = header(request, "accept")
     return _chosen_format(accept) if accept is None or len(accept) <= 512 else index.choose_format(accept)
 
 
@@ -66,6 +73,11 @@ def _media_type(request: Request) -> str | None:
 def _chosen_format(accept: str | None) -> str | None:
     """``index.choose_format``, kept for the few Accept headers installers send (it runs per request)."""
     return index.choose_format(accept)
+
+
+#: ``normalize``, kept for the project names clients ask for (it runs per request; a name it
+#: rejects raises again each time)
+_normalized = functools.lru_cache(maxsize=8192)(normalize)
 
 
 class SimpleRoutes:
@@ -88,7 +100,7 @@ class SimpleRoutes:
     async def project(self, request: Request) -> Response:
         raw = request.path_params["project"]
         try:
-            name = normalize(raw)
+            name = _normalized(raw)
         except UnsafeNameError:
             return PlainTextResponse("no such project", status_code=404)
         if name != raw:
@@ -106,7 +118,7 @@ class SimpleRoutes:
         """``/simple/<project>``: 301 to the page's one URL (normalized, with the slash)."""
         raw = request.path_params["project"]
         try:
-            name = normalize(raw)
+            name = _normalized(raw)
         except UnsafeNameError:
             return PlainTextResponse("no such project", status_code=404)
         return RedirectResponse(_sibling_url(request, raw, name), status_code=301)
@@ -114,7 +126,7 @@ class SimpleRoutes:
     async def file(self, request: Request) -> Response:
         project, filename = request.path_params["project"], request.path_params["filename"]
         try:
-            name = normalize(project)
+            name = _normalized(project)
             check_filename(filename.removesuffix(".metadata").removesuffix(PROVENANCE_SUFFIX))
         except UnsafeNameError:
             return PlainTextResponse("no such file", status_code=404)
@@ -135,7 +147,7 @@ class SimpleRoutes:
         store = self.view.store
         if isinstance(store, S3Store):
             headers = {"ETag": f'"{digest}"', "Cache-Control": IMMUTABLE}
-            etags = request.headers.get("if-none-match", "")
+            etags = header(request, "if-none-match") or ""
             return await bucket_file(self.view, store, name, entry, digest, is_metadata, etags, headers)
         path = store.local_file(digest)
         assert path is not None, "a store that is not a bucket has its blobs on this machine"
@@ -149,7 +161,7 @@ class SimpleRoutes:
         if stat_result is None and kept_in_wheel is None:
             return PlainTextResponse(f"{filename} is recorded but its blob is not in this store", status_code=404)
         headers = {"ETag": f'"{digest}"', "Cache-Control": IMMUTABLE}
-        if digest in request.headers.get("if-none-match", ""):
+        if digest in (header(request, "if-none-match") or ""):
             return Response(status_code=304, headers=headers)
         if kept_in_wheel is not None:
             return Response(kept_in_wheel, media_type="application/octet-stream", headers=headers)
@@ -191,8 +203,8 @@ class ProjectPages:
 
 def routes_for(handlers: SimpleRoutes, prefix: str = "") -> list[Route]:
     return [
+        Route(prefix + "/simple/{project}/", ProjectPages(handlers), methods=["GET", "HEAD"]),  # first: asked most
         Route(prefix + "/simple/", handlers.root),
-        Route(prefix + "/simple/{project}/", ProjectPages(handlers), methods=["GET", "HEAD"]),
         Route(prefix + "/simple/{project}", handlers.project_without_slash),
         Route(prefix + "/files/{project}/{filename}", handlers.file),
     ]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from ..storage.blobs import Blobs
 from ..storage.metadata import in_wheel
 from ..storage.repo import MetadataRepo
 from . import index
+from .ref_watch import RefWatch
 from .root_index import RootIndex
 
 
@@ -58,21 +58,19 @@ class MirrorView:
         self._cache = _LRU(8192)
         self._root = RootIndex(repo.path)
         self._tip: tuple[object, float, bytes | None] | None = None
-        self._ref_files = tuple(str(repo.path / name) for name in (f"refs/heads/{branch}", "packed-refs"))
+        self._ref = RefWatch(repo.path, branch)
 
     def tip(self) -> bytes | None:
-        """The branch tip, re-read when its ref file changed (a ref moves by rename: new inode) or after 1 s.
+        """The branch tip, re-read when its ref file changed (``ref_watch``) or after 1 s.
 
-        One stat per request instead of reading and parsing the ref: a loose ref wins over
-        ``packed-refs``, so that file matters only while the loose one is absent; the 1 s bound
-        covers an inode reused within one mtime tick.
+        One ``fstat`` per request instead of reading and parsing the ref; the 1 s bound covers
+        what a stamp cannot see (an in-place write of the same size within one mtime tick, an
+        inode reused while the ref is read by name).
         """
-        stamp: object = _stat_key(self._ref_files[0])
-        if stamp is None:  # packed (git pack-refs, gc) or not created yet
-            stamp = (None, _stat_key(self._ref_files[1]))
+        stamp = self._ref.stamp()
         now = time.monotonic()
         if self._tip is None or self._tip[0] != stamp or now - self._tip[1] > 1.0:
-            self._tip = (stamp, now, self.repo.tip(self.branch))
+            self._tip = (self._ref.hold(), now, self.repo.tip(self.branch))
         return self._tip[2]
 
     def _manifest_blob(self, commit: bytes | None, name: str) -> bytes | None:
@@ -156,14 +154,6 @@ class MirrorView:
             if entry is not None and entry.core_metadata:
                 return entry, True
         return None
-
-
-def _stat_key(path: str) -> tuple[int, int, int] | None:
-    try:
-        status = os.stat(path)
-    except OSError:
-        return None
-    return status.st_ino, status.st_mtime_ns, status.st_size
 
 
 def _root_page(names: list[str], media_type: str) -> Page:

@@ -33,6 +33,7 @@ from ..sync.config import Config
 from . import metrics, web_data
 from .health import health_routes
 from .names_index import NameIndex, search_key
+from .request_counts import RequestCounts
 from .revisions import check_shape
 from .view import MirrorView
 from .web_history import HistoryCache
@@ -67,7 +68,9 @@ class Pages:
         self.histories = HistoryCache()
         self.activity = WriterActivity()
         self.collector = metrics.MirrorCollector(config, self.last_sync_time)
+        self.requests = RequestCounts()  # counted by ``metrics.RequestMetrics``
         self.registry = CollectorRegistry()
+        self.registry.register(self.requests)
         self.registry.register(self.collector)
 
     # -- running work off the event loop -------------------------------------------------------
@@ -277,5 +280,5 @@ def install(app: Starlette, config: Config) -> None:
         Route("/metrics", pages.metrics),
         *health_routes(),
     ]
-    app.add_middleware(metrics.RequestMetrics)
+    app.add_middleware(metrics.RequestMetrics, counts=pages.requests)
     app.state.pages = pages
