@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import inspect
 import json
@@ -112,6 +113,8 @@ def build(workdir: Path, count: int) -> Path:
     (branch ``changed``); ``main`` stands at ``base``. Built once per key."""
     where = workdir / build_key(count)
     if (where / "built").exists():
+        if count > 100_000 and not (where / "store-linked").exists():
+            _linked_store(where)
         return where
     shutil.rmtree(where, ignore_errors=True)
     where.mkdir(parents=True)
@@ -152,6 +155,36 @@ def _empty_store(store: Path, repo: MetadataRepo, tip: bytes, count: int) -> Non
                     path = blob_path(blobs, digest)
                     os.makedirs(os.path.dirname(path), exist_ok=True)
                     os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o444))
+
+
+def _linked_store(where: Path) -> None:
+    """Above 100k projects: every blob the served files need as a hard link to one of a few empty
+    files (a directory entry each, not an inode each). What the timed operations see is the same
+    (an existence check per blob, a ``stat`` per leaf directory), only the inodes are shared."""
+    from gitmirror.model.layout import BLOBS_DIR, blob_path
+
+    start = time.perf_counter()
+    repo = MetadataRepo(where / "repo")
+    blobs = os.path.join(where / "store", BLOBS_DIR)
+    for prefix in range(0x10000):
+        os.makedirs(os.path.join(blobs, f"{prefix:04x}"[:2], f"{prefix:04x}"[2:]), exist_ok=True)
+    sources, links = where / "store-sources", 0
+    sources.mkdir(exist_ok=True)
+    source = ""
+    for recorded in repo.manifests(repo.tip("changed")):
+        for entry in recorded.files.values():
+            for digest in (entry.sha256, entry.core_metadata):
+                if not digest:
+                    continue
+                if links % 50_000 == 0:  # ext4 allows 65,000 links to one inode
+                    source = str(sources / str(links))
+                    os.close(os.open(source, os.O_CREAT | os.O_WRONLY, 0o444))
+                with contextlib.suppress(FileExistsError):
+                    os.link(source, blob_path(blobs, digest))
+                links += 1
+    repo.close()
+    (where / "store-linked").write_text(f"{links}\n")
+    print(f"linked {links:,} blobs in {time.perf_counter() - start:.0f} s", flush=True)
 
 
 def _changed_names(names: list[str]) -> list[str]:
@@ -393,36 +426,47 @@ def _done(start: float, note: str = "") -> str:
 
 def cold_sync(workdir: Path, projects: int) -> str:
     """``projects: all`` from a loopback upstream of ``projects`` one-wheel projects, into an empty
-    mirror: wall time per upstream request (pages, files, PEP 658 files) and the sync's peak RSS."""
+    mirror: wall time per upstream request (pages, files, PEP 658 files), the sync's own CPU per
+    request (it and its download processes, through ``cpu_of.py``) beside the upstream's (this
+    process's threads serve it), and the sync's peak RSS."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from fakeupstream import FakeUpstream, build_wheel
 
     where = workdir / f"cold-{projects}"
     shutil.rmtree(where, ignore_errors=True)
     where.mkdir(parents=True)
+    cpu_of = [sys.executable, str(Path(__file__).resolve().parent / "cpu_of.py"), str(where / "cpu")]
     with FakeUpstream() as upstream:
         for number in range(projects):
             upstream.add(f"cold-{number}", build_wheel(f"cold-{number}", "1.0"))
         (where / "mirror.yaml").write_text(f"upstream: {upstream.url}\nprojects: all\nbatch_projects: 1000\n")
-        start = time.perf_counter()
+        start, upstream_start = time.perf_counter(), time.process_time()
         done = subprocess.run(
-            [sys.executable, "-c", _COLD_SYNC, str(where / "mirror.yaml")], capture_output=True, text=True
+            [*cpu_of, sys.executable, "-c", _COLD_SYNC, str(where / "mirror.yaml")], capture_output=True, text=True
         )
-        seconds = time.perf_counter() - start
+        seconds, upstream_cpu = time.perf_counter() - start, time.process_time() - upstream_start
         requests = len(upstream.requests)
     if done.returncode != 0:
         return f"error: {done.stderr.strip().splitlines()[-1:]}"
-    peak = float(done.stdout.split()[-1])
-    return f"{1000 * seconds / requests:.2f} ms per request ({requests} requests, {seconds:.1f} s), {peak:.0f} MB"
+    main_cpu, peak = map(float, done.stdout.split()[-2:])
+    sync_cpu = float((where / "cpu").read_text().split()[1])
+    return (
+        f"{1000 * seconds / requests:.2f} ms wall per request ({requests} requests, {seconds:.1f} s); "
+        f"sync's own CPU {1000 * sync_cpu / requests:.2f} ms per request ({sync_cpu:.2f} core-s, "
+        f"{main_cpu:.2f} of them its main process), "
+        f"upstream's {1000 * upstream_cpu / requests:.2f} ms; {peak:.0f} MB"
+    )
 
 
 _COLD_SYNC = """
+import os
 import sys
 from pathlib import Path
 from gitmirror.cli.cli_sync import run
 code = run(Path(sys.argv[1]), quiet=True)
 hwm = [line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:")]
-print(int(hwm[0].split()[1]) / 1024)
+own = os.times()
+print(own.user + own.system, int(hwm[0].split()[1]) / 1024)
 sys.exit(code)
 """
 
