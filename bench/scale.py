@@ -330,17 +330,19 @@ def op_status(where: Path) -> str:
     counted = StatusCounts(store.root, ()).path
     primed = where / "status-primed"
     base = repo.tip("base")
-    if not primed.exists() or primed.read_text() != f"{base!r} {counted.stat().st_mtime_ns}":
+    if not primed.exists() or primed.read_text().split("\n")[0] != f"{base!r} {counted.stat().st_mtime_ns}":
         start = time.perf_counter()
         collect(repo, store, base, branch="base")  # measured in a fresh process: the priming is not the figure
-        print(f"status of base: {time.perf_counter() - start:.2f} s", file=sys.stderr)
-        primed.write_text(f"{base!r} {counted.stat().st_mtime_ns}")
+        priming = json.loads(_done(start))
+        figure = f"{priming['seconds']:.1f} s, {priming['rss_mb']:.0f} MB"
+        primed.write_text(f"{base!r} {counted.stat().st_mtime_ns}\n{figure}")
         return json.dumps({"again": True})
+    priming = primed.read_text().split("\n")[1]
     primed.unlink()
     start = time.perf_counter()
     status = collect(repo, store, repo.tip("changed"), branch="changed")
     assert status.projects > 0
-    return _done(start)
+    return _done(start, f"(priming status of the commit before: {priming})")
 
 
 def op_status_full(where: Path) -> str:
