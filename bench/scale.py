@@ -320,29 +320,31 @@ def op_review(where: Path) -> str:
 
 
 def op_status(where: Path) -> str:
-    """A status of the commit of 1,000 changed projects, after one of the commit before it."""
-    from gitmirror.audit.status import collect
+    """A status of the commit of 1,000 changed projects after one of the commit before it, or of
+    that commit after one of the changed commit (the same diff): whichever the kept counts allow."""
+    from gitmirror.audit.status import TOTALS, collect
     from gitmirror.audit.status_counts import StatusCounts
     from gitmirror.storage.store import BlobStore
 
     repo = MetadataRepo(where / "repo")
     store = BlobStore(where / "store")
-    counted = StatusCounts(store.root, ()).path
+    counts = StatusCounts(store.root, TOTALS)
+    before = counts.load()
+    counts.close()
+    tips = {branch: repo.tip(branch) for branch in ("base", "changed")}
+    following = {tips["base"]: "changed", tips["changed"]: "base"}.get(before.commit.encode() if before else b"")
     primed = where / "status-primed"
-    base = repo.tip("base")
-    if not primed.exists() or primed.read_text().split("\n")[0] != f"{base!r} {counted.stat().st_mtime_ns}":
+    if following is None:
         start = time.perf_counter()
-        collect(repo, store, base, branch="base")  # measured in a fresh process: the priming is not the figure
+        collect(repo, store, tips["base"], branch="base")  # in a fresh process: the priming is not the figure
         priming = json.loads(_done(start))
-        figure = f"{priming['seconds']:.1f} s, {priming['rss_mb']:.0f} MB"
-        primed.write_text(f"{base!r} {counted.stat().st_mtime_ns}\n{figure}")
+        primed.write_text(f"{priming['seconds']:.1f} s, {priming['rss_mb']:.0f} MB")
         return json.dumps({"again": True})
-    priming = primed.read_text().split("\n")[1]
-    primed.unlink()
     start = time.perf_counter()
-    status = collect(repo, store, repo.tip("changed"), branch="changed")
+    status = collect(repo, store, tips[following], branch=following)
     assert status.projects > 0
-    return _done(start, f"(priming status of the commit before: {priming})")
+    priming = primed.read_text().strip() if primed.exists() else "not in this run"
+    return _done(start, f"({following} after the other; priming status: {priming})")
 
 
 def op_status_full(where: Path) -> str:
