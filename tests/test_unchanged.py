@@ -284,7 +284,7 @@ def test_the_warm_check_sends_nothing_it_cannot_send_as_one_request(upstream: Fa
 
 
 def test_the_store_directories_are_stated_in_order_and_a_lost_blob_shows(tmp_path: Path) -> None:
-    """Spread over several threads, the directories' states still come back in the order asked."""
+    """One state per directory asked, in order: a blob removed or a directory gone changes its own entry only."""
     prefixes = [f"{number * 997 % 0x10000:04x}" for number in range(200)]
     for prefix in prefixes:
         leaf = tmp_path / "blobs" / prefix[:2] / prefix[2:]

@@ -209,26 +209,11 @@ GONE = b"-\n"  # ``blob_dir_stats`` of a directory that is not there
 
 def blob_dir_stats(store: str, dirs: str) -> list[bytes] | None:
     """``b"inode mtime_ns\\n"`` of each directory ``blob_dirs`` names, in order (``GONE`` for one
-    that is not there); None when the store has no blob directory. The ``stat`` calls are spread
-    over a few threads (the kernel's part runs without the GIL), each relative to an open
-    descriptor of its parent, which spares the kernel and Python the full path per directory."""
+    that is not there); None when the store has no blob directory. Each ``stat`` is relative to an
+    open descriptor of its parent, which spares the kernel and Python the full path per directory."""
     blobs = os.path.join(store, BLOBS_DIR)
     if not os.path.isdir(blobs):
         return None
-    step = -(-len(dirs) // (4 * STAT_THREADS)) * 4
-    parts = [dirs[at : at + step] for at in range(0, len(dirs), step)]
-    if len(parts) < 2:
-        return _stats_in(blobs, dirs)
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(len(parts)) as pool:
-        return [stats for part in pool.map(_stats_in, [blobs] * len(parts), parts) for stats in part]
-
-
-STAT_THREADS = 4
-
-
-def _stats_in(blobs: str, dirs: str) -> list[bytes]:
     stat, stats, parent, opened = os.stat, [], "", -1
     try:
         for at in range(0, len(dirs), 4):
