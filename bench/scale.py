@@ -290,7 +290,7 @@ def _render(where: Path, commit: bytes, full: bool) -> None:
 def op_render_full(where: Path) -> str:
     start = _start()
     _render(where, _reset(MetadataRepo(where / "repo"), where)[0], full=True)
-    return _done(start)
+    return _done(start, _rss_split())
 
 
 def op_render_incremental(where: Path) -> str:
@@ -369,7 +369,7 @@ def op_verify(where: Path) -> str:
     start = _start()
     report = verify(repo, None, "changed")
     assert report.ok, report.problems[:3]
-    return _done(start)
+    return _done(start, _rss_split())
 
 
 def op_warm(where: Path) -> str:
@@ -412,6 +412,14 @@ def _write_warm_record(where: Path, record_file: Path, config: Path) -> None:
         blob_dirs_state=unchanged.blob_dirs_state(str(where / "store"), dirs) or "",
         projects=len(names),
     ).save(record_file, names)
+
+
+def _rss_split() -> str:
+    """This process's resident memory now: its own (``RssAnon``) and the mapped pack files' pages
+    (``RssFile``, shared with the page cache and reclaimable)."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    anon, mapped = (int(fields[name].split()[0]) // 1024 for name in ("RssAnon", "RssFile"))
+    return f"(at the end {anon} MB anonymous, {mapped} MB file-backed)"
 
 
 def _peak_rss_mb() -> float:
