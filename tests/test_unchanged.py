@@ -15,6 +15,8 @@ import httpx
 import pytest
 
 from gitmirror.sync.unchanged import (
+    GONE,
+    blob_dir_stats,
     pointer_path,
     serial_of,
     upstream_serial,
@@ -279,3 +281,28 @@ def test_the_warm_check_sends_nothing_it_cannot_send_as_one_request(upstream: Fa
     sent = upstream.requests[mark:]
     assert len(sent) <= 3 and all(record.method == "HEAD" and " " not in record.path for record in sent)
     assert not any("x-injected" in {name.lower() for name in record.headers} for record in sent)
+
+
+def test_the_store_directories_are_stated_in_order_and_a_lost_blob_shows(tmp_path: Path) -> None:
+    """One state per directory asked, in order: a blob removed or a directory gone changes its own entry only."""
+    prefixes = [f"{number * 997 % 0x10000:04x}" for number in range(200)]
+    for prefix in prefixes:
+        leaf = tmp_path / "blobs" / prefix[:2] / prefix[2:]
+        leaf.mkdir(parents=True, exist_ok=True)
+        (leaf / (prefix + "0" * 60)).write_bytes(b"")
+        os.utime(leaf, ns=(10**18, 10**18))  # a removal within the same clock tick still shows
+    dirs = "".join(sorted(prefixes))
+    before = blob_dir_stats(str(tmp_path), dirs)
+    expected = []
+    for at in range(0, len(dirs), 4):
+        status = os.stat(tmp_path / "blobs" / dirs[at : at + 2] / dirs[at + 2 : at + 4])
+        expected.append(b"%d %d\n" % (status.st_ino, status.st_mtime_ns))
+    assert before == expected
+    lost, gone = dirs[400:404], dirs[404:408]
+    (tmp_path / "blobs" / lost[:2] / lost[2:] / (lost + "0" * 60)).unlink()
+    (tmp_path / "blobs" / gone[:2] / gone[2:] / (gone + "0" * 60)).unlink()
+    (tmp_path / "blobs" / gone[:2] / gone[2:]).rmdir()
+    after = blob_dir_stats(str(tmp_path), dirs)
+    assert after is not None and after[102:] == before[102:] and after[:100] == before[:100]
+    assert after[100] != before[100] and after[101] == GONE
+    assert blob_dir_stats(str(tmp_path / "nothing"), dirs) is None
