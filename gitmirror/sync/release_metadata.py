@@ -38,20 +38,12 @@ class MemoryWriter:
             raise IntegrityError(f"body longer than the announced {self.expected_size} bytes")
         self.file.write(chunk)
 
-    def check(self) -> None:
+    def commit(self) -> None:
         if self.expected_size is not None and self.size != self.expected_size:
             raise IntegrityError(f"got {self.size} bytes, announced {self.expected_size}")
         if self._hash.hexdigest() != self.expected_sha256:
             raise IntegrityError(f"sha256 mismatch: announced {self.expected_sha256}, got {self._hash.hexdigest()}")
-
-    def publish(self, durable: bool = False) -> str:
-        """Nothing is named: the checked bytes are read back from the start."""
         self.file.seek(0)
-        return ""
-
-    def commit(self) -> None:
-        self.check()
-        self.publish()
 
     def abort(self) -> None:
         pass

@@ -358,11 +358,22 @@ def _decoded(answer: Answer, limit: int, too_large: str) -> bytes:
     return bytes(body)
 
 
+def store_with(stream: Callable[[str, BlobWriting], object], url: str, writer: BlobWriting) -> int:
+    """Stream ``url`` into ``writer`` and publish it (hash and size checked); returns the size.
+
+    The writer is discarded whatever happens: a failed attempt leaves nothing behind.
+    """
+    try:
+        stream(url, writer)
+        writer.commit()
+        return writer.size
+    finally:
+        writer.abort()
+
+
 def stream_checked(stream: Callable[[str, BlobWriting], T], url: str, writer: BlobWriting) -> T:
-    """Stream ``url`` into ``writer`` and check it (hash and size), unpublished: its caller names it
-    (the download processes make a message's blobs durable together, ``worker_process.Unnamed``;
-    ``Upstream.download`` publishes beside its downloads). Returns ``stream``'s answer; the writer is
-    discarded on any failure."""
+    """``store_with`` without the publishing: the download processes make a message's blobs durable
+    together (``worker_process.Unnamed``); returns ``stream``'s answer. The writer is discarded on any failure."""
     try:
         answer = stream(url, writer)
         writer.check()

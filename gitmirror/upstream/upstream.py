@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TypeVar
 from urllib.parse import urljoin
@@ -23,7 +23,7 @@ from ..storage.blobs import Blobs, BlobWriting
 from ..storage.metadata import WheelMetadata
 from ..storage.store import IntegrityError
 from . import workers
-from .transport import FetchError, Transient, Transport, stream_checked, with_retries
+from .transport import FetchError, Transient, Transport, store_with, with_retries
 
 T = TypeVar("T")
 
@@ -55,7 +55,6 @@ class Upstream:
         self._timeout = timeout
         self._concurrency = concurrency
         self._threads: ThreadPoolExecutor | None = None
-        self._publishing: ThreadPoolExecutor | None = None
         self._transport: Transport | None = None
         self._processes: workers.DownloadProcesses | None = None
 
@@ -71,8 +70,6 @@ class Upstream:
     def _close(self) -> None:
         if self._threads is not None:
             self._threads.shutdown(wait=True, cancel_futures=True)
-        if self._publishing is not None:  # after the downloads, which hand it their files
-            self._publishing.shutdown(wait=True)
         if self._transport is not None:
             self._transport.close()
 
@@ -93,23 +90,16 @@ class Upstream:
         return await self._retrying_async(name, lambda: processes.project(name, url, headers))
 
     async def download(self, url: str, open_writer: Callable[[], BlobWriting], label: str) -> int:
-        """Stream ``url`` into a fresh writer per attempt, in this process, verify hash and size, and
-        publish it; returns the size. Publishing (an fsync, an upload) runs in threads of its own: it
-        holds none of the ``concurrency`` threads that ask upstream, so the next download need not wait."""
+        """Stream ``url`` into a fresh writer per attempt, in this process, and commit it (verifying
+        hash and size); returns the size."""
         self._check_file_url(url, label)
         transport, threads, loop = self._threaded()
-        publishing = self._publishing
-        assert publishing is not None
 
-        def attempt() -> tuple[int, Future[str]]:
+        def attempt() -> int:
             with _one_line(label):
-                writer = open_writer()
-                stream_checked(transport.fetch, url, writer)
-                return writer.size, publishing.submit(writer.publish)  # published even if nobody waits
+                return store_with(transport.fetch, url, open_writer())
 
-        size, published = await self._retrying_async(label, lambda: loop.run_in_executor(threads, attempt))
-        await asyncio.wrap_future(published)
-        return size
+        return await self._retrying_async(label, lambda: loop.run_in_executor(threads, attempt))
 
     async def document(self, url: str, label: str, limit: int) -> bytes:
         """A small document kept in memory (a PEP 740 provenance object), in this process's threads:
@@ -136,7 +126,6 @@ class Upstream:
         if self._transport is None or self._threads is None:
             self._transport = Transport(self.hosts, self._timeout, self.limits, connections=self._concurrency)
             self._threads = ThreadPoolExecutor(self._concurrency, thread_name_prefix="gitmirror-upstream")
-            self._publishing = ThreadPoolExecutor(self._concurrency, thread_name_prefix="gitmirror-publish")
         return self._transport, self._threads, asyncio.get_running_loop()
 
     async def store_file(self, store: Blobs, url: str, sha256: str, size: int | None, label: str) -> int:
