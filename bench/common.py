@@ -144,15 +144,19 @@ def timed(
 def running(
     command: list[str], url: str, *, cwd: Path | None = None, deadline: float = 60, env: dict | None = None
 ) -> Iterator[subprocess.Popen]:
-    """Start a server, wait (bounded) until ``url`` answers, and always stop it afterwards."""
-    process = subprocess.Popen(
-        command, cwd=cwd, env=env or quiet_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    """Start a server, wait (bounded) until ``url`` answers, and always stop it afterwards.
+
+    Its stderr goes to a temporary file, not a pipe: a pipe nobody reads fills up, and a server that
+    logs every request then blocks in its next write (proxpi under Flask did, after 64 KB).
+    """
+    stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
+    process = subprocess.Popen(command, cwd=cwd, env=env or quiet_env(), stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         end = time.monotonic() + deadline
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"{command[0]} exited: {process.stderr.read().decode()[-500:]}")
+                stderr.seek(0)
+                raise RuntimeError(f"{command[0]} exited: {stderr.read().decode(errors='replace')[-500:]}")
             try:
                 httpx.get(url, timeout=2, trust_env=False)
                 break
@@ -168,6 +172,7 @@ def running(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+        stderr.close()
 
 
 NGINX_CONF = """

@@ -8,6 +8,7 @@ request and still work with upstream gone.
 from __future__ import annotations
 
 import hashlib
+import json
 import signal
 import subprocess
 import sys
@@ -285,9 +286,12 @@ def test_what_the_proxy_recorded_is_history_like_any_other(mirror: Mirror, sampl
     proxy_mirror(mirror)
     server = serve()
     wheel = "other_lib-0.2-py3-none-any.whl"
-    for path in ("/simple/other-lib/", f"/files/other-lib/{wheel}.metadata", f"/files/other-lib/{wheel}"):
-        assert httpx.get(server.url + path).status_code == 200
+    paths = ("/simple/other-lib/", f"/files/other-lib/{wheel}.metadata", f"/files/other-lib/{wheel}")
+    answers = [httpx.get(server.url + path) for path in paths]  # one after the other, as an installer asks
+    assert [answer.status_code for answer in answers] == [200, 200, 200]
     stop_server(server)
+    entry = next(json.loads(line) for line in recorded(mirror, "other-lib").splitlines() if wheel in line)
+    assert entry["core-metadata"] == hashlib.sha256(answers[1].content).hexdigest()  # asked for first, recorded with it
     mirror.run("tag", "v1", check=True)
 
     pushed = tmp_path / "pushed.git"

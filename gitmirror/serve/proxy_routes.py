@@ -146,8 +146,8 @@ def _count_failure(reason: str) -> None:
 
 
 async def _start_workers(proxy: PullThrough) -> None:
-    """The download processes started before the first request needs them; a failure is logged and
-    the server runs on (its requests then fail with the same line)."""
+    """The download processes started, and the server's own transport made, before the first request
+    needs them; a failure is logged and the server runs on (its requests then fail with the same line)."""
     try:
         await proxy.upstream.start_workers()
     except Exception as exc:  # noqa: BLE001 - logged; the server runs on

@@ -102,7 +102,8 @@ class RunDownloads:
         if settled is not None:
             return settled
         assert remote_file.core_metadata and remote_file.metadata_url
-        if wheel is None and await self._from_stored_wheel(remote_file):
+        # stored already (a proxy's client asks for it before its wheel), else maybe inside the stored wheel
+        if self.store.has(remote_file.core_metadata) or (wheel is None and await self._from_stored_wheel(remote_file)):
             sys.audit("gitmirror.crashpoint", "sync.file-stored")
             return True, True, []
         errors: list[str] = []

@@ -169,6 +169,11 @@ class Transport:
         self._lock = threading.Lock()
         self._local = threading.local()
 
+    def prepare(self, url: str) -> None:
+        """Make the pool ``url`` goes through now (the HTTP client imported, its TLS context made), not
+        on its first request."""
+        self._pool(url)
+
     def _pool(self, url: str) -> httpcore.ConnectionPool:
         """The pool for ``url``: direct, or through the proxy the environment names for its scheme."""
         from urllib.parse import urlsplit

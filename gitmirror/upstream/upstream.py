@@ -117,9 +117,13 @@ class Upstream:
         return await self._retrying_async(label, lambda: loop.run_in_executor(threads, attempt))
 
     async def start_workers(self) -> None:
-        """Start the download processes now rather than on the first page or file (a server's first
-        request need not wait for them); returns once one is ready, raises ``RuntimeError`` when none can start."""
-        await self._processes_started().start()
+        """Start the download processes, and this process's own transport, now rather than on the first
+        page or file (a server's first request need not wait for them); returns once one process is
+        ready, raises ``RuntimeError`` when none can start."""
+        transport, threads, loop = self._threaded()
+        await asyncio.gather(
+            self._processes_started().start(), loop.run_in_executor(threads, transport.prepare, self.base_url)
+        )
 
     def _threaded(self) -> tuple[Transport, ThreadPoolExecutor, asyncio.AbstractEventLoop]:
         """This process's transport and threads (started by the first request that needs them)."""
