@@ -13,20 +13,21 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from conftest import Mirror, RunningServer, start_server, stop_server
-from fakeupstream import FakeUpstream, make_sample_index
+from fakeupstream import Artifact, FakeUpstream, make_sample_index
 
 
 @contextmanager
-def sample_site(root: Path) -> Iterator[tuple[Mirror, RunningServer]]:
-    """``mirror``'s setup (the sample index, its two projects) synced into ``root`` and served."""
+def sample_site(root: Path) -> Iterator[tuple[Mirror, RunningServer, dict[str, list[Artifact]]]]:
+    """``mirror``'s setup (the sample index, its two projects) synced into ``root`` and served; also
+    yields ``make_sample_index``'s answer, as the ``sample`` fixture gives it."""
     root.mkdir(parents=True)
     with FakeUpstream() as upstream:
-        make_sample_index(upstream)
+        sample = make_sample_index(upstream)
         mirror = Mirror(root=root, upstream=upstream)
         mirror.configure("projects:\n  - demo-pkg\n  - other_lib\n")
         mirror.run("sync", check=True)
         server = start_server(root)
         try:
-            yield mirror, server
+            yield mirror, server, sample
         finally:
             stop_server(server)

@@ -119,7 +119,7 @@ def served(mirror: Mirror, sample, serve) -> tuple[RunningServer, str]:
 @pytest.fixture(scope="module")
 def served_once(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, str]]:
     """``served`` shared by the tests that only read it (``presynced.sample_site``)."""
-    with sample_site(tmp_path_factory.mktemp("wire") / "site") as (mirror, server):
+    with sample_site(tmp_path_factory.mktemp("wire") / "site") as (mirror, server, _sample):
         yield server, mirror.git("rev-parse", "main").strip()
 
 
