@@ -28,9 +28,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from gitmirror.storage.store import BlobStore  # noqa: E402
 
 from fakeupstream import FakeUpstream, make_sample_index  # noqa: E402
+from nofsync import ENVIRONMENT as NO_FSYNC  # noqa: E402
 
 GITMIRROR = [sys.executable, "-m", "gitmirror"]
 
+
+#: two download processes per sync (one per core; ``concurrency`` defaults to 8): each one the machine
+#: forks and tears down costs every sync of the suite CPU; a test's own ``concurrency:`` comes later, and wins
+TEST_SETTINGS = "concurrency: 2\n"
 
 _CACHE_HOME = tempfile.mkdtemp(prefix="gitmirror-test-cache-")
 atexit.register(shutil.rmtree, _CACHE_HOME, ignore_errors=True)  # one per test run, gone with it
@@ -61,6 +66,7 @@ def isolated_env(**extra: str) -> dict[str, str]:
         GIT_COMMITTER_EMAIL="mirror@example.invalid",
         XDG_CACHE_HOME=_CACHE_HOME,  # the warm-sync pointers (gitmirror/sync/unchanged.py), never the user's
     )
+    env.update(NO_FSYNC)  # no disk flushes in the processes tests start (tests/nofsync.py)
     env.update(extra)
     return env
 
@@ -114,7 +120,9 @@ class Mirror:
         return self.root / "mirror" / "store"
 
     def configure(self, text: str = "") -> None:
-        (self.root / "mirror.yaml").write_text(f"upstream: {self.upstream.url}\nretries: 1\ntimeout: 5\n{text}")
+        (self.root / "mirror.yaml").write_text(
+            f"upstream: {self.upstream.url}\nretries: 1\ntimeout: 5\n{TEST_SETTINGS}{text}"
+        )
 
     def run(
         self, *args: str, check: bool = False, timeout: float = 120, env: dict[str, str] | None = None

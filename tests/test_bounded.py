@@ -142,13 +142,17 @@ def test_endless_metadata_file_is_cut_at_its_cap(mirror: Mirror, upstream: FakeU
 # -- sync: time --------------------------------------------------------------------------------
 
 
+#: short, so that the two attempts of a trickle test take little of the suite's time
+TRICKLE_DEADLINE = 0.6
+
+
 @pytest.mark.parametrize(("match", "name"), [(WHEEL, WHEEL), (DEMO_PAGE, "demo-pkg")], ids=["file", "page"])
 def test_trickle_fails_within_the_deadline(
     mirror: Mirror, sample, upstream: FakeUpstream, match: str, name: str
 ) -> None:
-    # a byte every 0.5 s: the wheel (and the page) would take more than ten minutes
-    upstream.fault(match, "trickle", times=-1, interval=0.5)
-    mirror.configure("projects: [demo-pkg, other_lib]\ndownload_deadline: 1.5\n")  # and retries: 1
+    # a byte every 0.2 s: the wheel (and the page) would take minutes
+    upstream.fault(match, "trickle", times=-1, interval=0.2)
+    mirror.configure(f"projects: [demo-pkg, other_lib]\ndownload_deadline: {TRICKLE_DEADLINE}\n")  # and retries: 1
     started = time.monotonic()
     result = mirror.run("sync", timeout=60)
     elapsed = time.monotonic() - started
@@ -157,7 +161,9 @@ def test_trickle_fails_within_the_deadline(
     errors = [line for line in result.stderr.splitlines() if line.startswith(f"error: {name}: ")]
     assert errors, result.stderr  # (a page: once per chain of requirements that led to it)
     for line in errors:
-        assert "too slow: download_deadline exceeded after 1." in line and "(after 2 attempts)" in line
+        assert "too slow: download_deadline exceeded after " in line and "(after 2 attempts)" in line
+        waited = float(line.split("exceeded after ")[1].split(" s")[0])
+        assert TRICKLE_DEADLINE <= waited < TRICKLE_DEADLINE + 0.5, line  # the deadline, not the rate or a timeout
     assert len(manifest_files(mirror, "other-lib")) == 2
     if name == WHEEL:
         assert upstream.artifact("demo-pkg", WHEEL).sha256 not in stored(mirror.store)
@@ -368,9 +374,10 @@ def test_hydrate_from_a_directory_reads_only_regular_files_inside_it(
 def test_hydrate_from_http_is_capped_and_timed(mirror: Mirror, sample, upstream: FakeUpstream, tmp_path: Path) -> None:
     """The fake upstream serves ``files/<project>/<filename>`` like a mirror: it is the hostile source."""
     mirror.run("sync", check=True)
-    clone = clone_of(mirror, tmp_path / "airgap", f"download_deadline: 1\nmax_unannounced_size: {CAP}\n")
+    settings = f"download_deadline: {TRICKLE_DEADLINE}\nmax_unannounced_size: {CAP}\n"
+    clone = clone_of(mirror, tmp_path / "airgap", settings)
     upstream.fault(WHEEL, "endless", times=-1)
-    upstream.fault(SDIST, "trickle", times=-1, interval=0.5)
+    upstream.fault(SDIST, "trickle", times=-1, interval=0.2)
     started = time.monotonic()
     result = clone.run("hydrate", "--from", upstream.base_url, timeout=60)
     assert time.monotonic() - started < 20

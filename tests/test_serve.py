@@ -9,8 +9,9 @@ import httpx
 import pytest
 from pypi_simple import ProjectPage
 
-from conftest import Mirror, RunningServer, start_server, stop_server
+from conftest import Mirror, RunningServer
 from fakeupstream import FakeUpstream, build_wheel, make_sample_index
+from presynced import sample_site
 
 JSON = "application/vnd.pypi.simple.v1+json"
 HTML = "application/vnd.pypi.simple.v1+html"
@@ -19,18 +20,8 @@ HTML = "application/vnd.pypi.simple.v1+html"
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, dict]]:
     """One synced mirror and its server, shared by the tests that only read from it."""
-    with FakeUpstream() as upstream:
-        sample = make_sample_index(upstream)
-        root = tmp_path_factory.mktemp("served") / "site"
-        root.mkdir()
-        mirror = Mirror(root=root, upstream=upstream)
-        mirror.configure("projects:\n  - demo-pkg\n  - other_lib\n")
-        mirror.run("sync", check=True)
-        server = start_server(root)
-        try:
-            yield server, sample
-        finally:
-            stop_server(server)
+    with sample_site(tmp_path_factory.mktemp("served") / "site") as (_mirror, server, sample):
+        yield server, sample
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ HTTP/1.0. Raw sockets are used wherever the wire format matters.
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -17,6 +18,7 @@ import pytest
 from gitmirror.serve.server import IMMUTABLE, TIP_MAX_AGE
 
 from conftest import Mirror, RunningServer
+from presynced import sample_site
 
 JSON = "application/vnd.pypi.simple.v1+json"
 HTML = "application/vnd.pypi.simple.v1+html"
@@ -109,15 +111,22 @@ def fetch(server: RunningServer, data: bytes, method: str = "GET") -> Answer:
 
 @pytest.fixture
 def served(mirror: Mirror, sample, serve) -> tuple[RunningServer, str]:
-    """A running ``gitmirror serve`` and the commit id of its tip."""
+    """A running ``gitmirror serve`` and the commit id of its tip, for a test that syncs again."""
     mirror.run("sync", check=True)
     return serve(), mirror.git("rev-parse", "main").strip()
 
 
+@pytest.fixture(scope="module")
+def served_once(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, str]]:
+    """``served`` shared by the tests that only read it (``presynced.sample_site``)."""
+    with sample_site(tmp_path_factory.mktemp("wire") / "site") as (mirror, server, _sample):
+        yield server, mirror.git("rev-parse", "main").strip()
+
+
 @pytest.mark.parametrize("accept", ACCEPTS)
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
-def test_tip_page_is_the_snapshot_page(served, accept: str | None, method: str) -> None:
-    server, commit = served
+def test_tip_page_is_the_snapshot_page(served_once, accept: str | None, method: str) -> None:
+    server, commit = served_once
     tip = fetch(server, request("/simple/demo-pkg/", accept, method), method)
     routed = fetch(server, request(f"/snapshot/{commit}/simple/demo-pkg/", accept, method), method)
     assert tip.status == 200 and tip.comparable() == routed.comparable()
@@ -129,8 +138,8 @@ def test_tip_page_is_the_snapshot_page(served, accept: str | None, method: str) 
     assert int(tip.header(b"content-length")) == len(fetch(server, request("/simple/demo-pkg/", accept)).body)
 
 
-def test_if_none_match_answers_304_at_the_tip_and_in_snapshots(served) -> None:
-    server, commit = served
+def test_if_none_match_answers_304_at_the_tip_and_in_snapshots(served_once) -> None:
+    server, commit = served_once
     etag = fetch(server, request("/simple/demo-pkg/", JSON)).header(b"etag").decode()
     for method in ("GET", "HEAD"):
         tip = fetch(server, request("/simple/demo-pkg/", JSON, method, If_None_Match=etag), method)
@@ -145,8 +154,8 @@ def test_if_none_match_answers_304_at_the_tip_and_in_snapshots(served) -> None:
     assert httpx.get(url, headers={"Accept": HTML, "If-None-Match": etag}).status_code == 200
 
 
-def test_repeated_headers_count_once(served) -> None:
-    server, commit = served
+def test_repeated_headers_count_once(served_once) -> None:
+    server, commit = served_once
     for path in ("/simple/demo-pkg/", f"/snapshot/{commit}/simple/demo-pkg/"):
         data = request(path, JSON)[:-2] + f"Accept: {HTML}\r\nIf-None-Match: x\r\nIf-None-Match: y\r\n\r\n".encode()
         answer = fetch(server, data)
@@ -156,8 +165,8 @@ def test_repeated_headers_count_once(served) -> None:
     assert tip.comparable() == answer.comparable()
 
 
-def test_keep_alive_serves_every_kind_of_request_in_turn(served) -> None:
-    server, commit = served
+def test_keep_alive_serves_every_kind_of_request_in_turn(served_once) -> None:
+    server, commit = served_once
     asks = [
         ("/simple/demo-pkg/", 200),
         ("/simple/Demo_Pkg/", 301),
@@ -178,8 +187,8 @@ def test_keep_alive_serves_every_kind_of_request_in_turn(served) -> None:
     assert all(other.comparable() == first.comparable() for other in others)
 
 
-def test_pipelined_requests_are_answered_in_order(served) -> None:
-    server, commit = served
+def test_pipelined_requests_are_answered_in_order(served_once) -> None:
+    server, commit = served_once
     paths = [
         "/simple/demo-pkg/",
         f"/snapshot/{commit}/simple/other-lib/",
@@ -200,8 +209,8 @@ def test_pipelined_requests_are_answered_in_order(served) -> None:
     assert b'"name":"other-lib"' in answers[2].body and b'"name":"demo-pkg"' in answers[4].body
 
 
-def test_connection_close_and_http_10_close_after_the_answer(served) -> None:
-    server, commit = served
+def test_connection_close_and_http_10_close_after_the_answer(served_once) -> None:
+    server, commit = served_once
     for data in (
         request("/simple/demo-pkg/", JSON, Connection="close"),
         request("/simple/demo-pkg/", JSON, version="1.0"),
@@ -217,8 +226,8 @@ def test_connection_close_and_http_10_close_after_the_answer(served) -> None:
         assert answer.comparable() == routed.comparable()
 
 
-def test_names_methods_queries_and_bodies(served) -> None:
-    server, _commit = served
+def test_names_methods_queries_and_bodies(served_once) -> None:
+    server, _commit = served_once
     redirect = httpx.get(f"{server.url}/simple/Other_Lib/")
     assert redirect.status_code == 301 and redirect.headers["location"] == "/simple/other-lib/"
     assert httpx.get(f"{server.url}/simple/other-lib").headers["location"] == "/simple/other-lib/"

@@ -14,27 +14,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import Mirror, RunningServer, start_server, stop_server
-from fakeupstream import FakeUpstream, make_sample_index
+from conftest import Mirror, RunningServer
+from presynced import sample_site
 
 WHEEL = "demo_pkg-1.0-py3-none-any.whl"
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, Mirror, dict]]:
-    with FakeUpstream() as upstream:
-        sample = make_sample_index(upstream)
-        root = tmp_path_factory.mktemp("served") / "site"
-        root.mkdir()
-        mirror = Mirror(root=root, upstream=upstream)
-        mirror.configure("projects:\n  - demo-pkg\n  - other_lib\n")
-        mirror.run("sync", check=True)
-        (root.parent / "secret.txt").write_text("TOP SECRET outside the mirror\n")
-        server = start_server(root)
-        try:
-            yield server, mirror, sample
-        finally:
-            stop_server(server)
+    root = tmp_path_factory.mktemp("served") / "site"
+    (root.parent / "secret.txt").write_text("TOP SECRET outside the mirror\n")
+    with sample_site(root) as (mirror, server, sample):
+        yield server, mirror, sample
 
 
 def raw_get(server: RunningServer, path: str, method: str = "GET") -> tuple[int, bytes]:

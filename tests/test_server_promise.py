@@ -14,6 +14,7 @@ import http.client
 import json
 import secrets
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from gitmirror.storage.repo import MetadataRepo
 from gitmirror.storage.snapshot import RevisionError, Snapshot
 
 from conftest import Mirror, RunningServer
+from presynced import sample_site
 
 JSON = "application/vnd.pypi.simple.v1+json"
 HTML = "application/vnd.pypi.simple.v1+html"
@@ -42,6 +44,13 @@ STATUS_REASON = "logiciel malveillant signalé — ne pas installer"
 def synced(mirror: Mirror, sample) -> Mirror:
     mirror.run("sync", check=True)
     return mirror
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mirror, RunningServer]]:
+    """``synced`` and its server, shared by the tests that only read them (``presynced.sample_site``)."""
+    with sample_site(tmp_path_factory.mktemp("promise") / "site") as (mirror, server, _sample):
+        yield mirror, server
 
 
 def raw_get(server: RunningServer, path: str) -> tuple[int, dict[str, str], bytes]:
@@ -121,7 +130,7 @@ def test_abbreviated_id_misses_do_not_stall_other_requests(synced: Mirror, serve
     print(f"page alone {baseline:.3f} s, one miss {one_miss:.3f} s, page during eight misses {during:.3f} s")
 
 
-def test_the_same_miss_again_is_answered_from_memory(synced: Mirror, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_same_miss_again_is_answered_from_memory(site, monkeypatch: pytest.MonkeyPatch) -> None:
     """A miss is remembered per tip, briefly: asking again costs no worker thread and no resolution."""
     resolved: list[str] = []
     real = revisions.Resolver.__call__
@@ -131,7 +140,7 @@ def test_the_same_miss_again_is_answered_from_memory(synced: Mirror, monkeypatch
         return real(self, rev)
 
     monkeypatch.setattr(revisions.Resolver, "__call__", counting)
-    repo = MetadataRepo(synced.repo)
+    repo = MetadataRepo(site[0].repo)
     resolver = revisions.BoundedResolver(repo, lambda: repo.tip())
 
     async def ask_three_times() -> list[str]:
@@ -168,8 +177,8 @@ UNRESOLVABLE = [
 ]
 
 
-def test_unresolvable_revisions_answer_404_in_one_line(synced: Mirror, serve) -> None:
-    server = serve()
+def test_unresolvable_revisions_answer_404_in_one_line(site) -> None:
+    _mirror, server = site
     for rev in UNRESOLVABLE:
         for tail in ("simple/", "simple/demo-pkg/", f"files/demo-pkg/{WHEEL}"):
             status, _headers, body = raw_get(server, f"/snapshot/{rev}/{tail}")
@@ -177,9 +186,9 @@ def test_unresolvable_revisions_answer_404_in_one_line(synced: Mirror, serve) ->
             assert one_line(body) and len(body) < 400, body[:300]
 
 
-def test_files_under_non_normalized_names_redirect_or_answer_404(synced: Mirror, serve) -> None:
-    server = serve()
-    commit = synced.git("rev-parse", "main").strip()
+def test_files_under_non_normalized_names_redirect_or_answer_404(site) -> None:
+    mirror, server = site
+    commit = mirror.git("rev-parse", "main").strip()
     for path, target in (
         (f"/files/Demo_Pkg/{WHEEL}", f"/files/demo-pkg/{WHEEL}"),
         (f"/files/demo.pkg/{WHEEL}.metadata", f"/files/demo-pkg/{WHEEL}.metadata"),
@@ -349,8 +358,8 @@ LATEST_CASES = [
 ]
 
 
-def test_pep_691_latest_media_types(synced: Mirror, serve) -> None:
-    server = serve()
+def test_pep_691_latest_media_types(site) -> None:
+    _mirror, server = site
     for accept, expected in LATEST_CASES:
         for path in ("/simple/", "/simple/demo-pkg/"):
             response = httpx.get(server.url + path, headers={"Accept": accept})

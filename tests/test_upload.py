@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 
 from conftest import Mirror, RunningServer, isolated_env
 from fakeupstream import Artifact, build_sdist, build_wheel
+from presynced import served, synced_sample
 
 HOSTED = """projects:
   - demo-pkg
@@ -92,6 +94,15 @@ def hosted(mirror: Mirror, sample: dict, serve) -> tuple[Mirror, RunningServer, 
     mirror.run("sync", check=True)
     token = create_token(mirror, "ci")
     return mirror, serve(), token
+
+
+@pytest.fixture(scope="module")
+def hosted_once(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mirror, RunningServer, str]]:
+    """``hosted`` shared by the tests whose uploads are all refused: they write nothing."""
+    with synced_sample(tmp_path_factory.mktemp("hosted") / "site", HOSTED) as (mirror, _sample):
+        token = create_token(mirror, "ci")
+        with served(mirror) as server:
+            yield mirror, server, token
 
 
 def test_twine_upload_then_pip_and_uv_install_private_and_public_through_one_index(
@@ -169,8 +180,8 @@ def test_tokens_missing_wrong_and_revoked_are_refused(hosted: tuple[Mirror, Runn
     assert "uploaded-by: ci-2" in log
 
 
-def test_a_name_not_hosted_is_refused_with_how_to_allow_it(hosted: tuple[Mirror, RunningServer, str]) -> None:
-    _mirror, server, token = hosted
+def test_a_name_not_hosted_is_refused_with_how_to_allow_it(hosted_once: tuple[Mirror, RunningServer, str]) -> None:
+    _mirror, server, token = hosted_once
     answer = form_post(server, token, build_wheel("demo-pkg", "9.0"))
     assert answer.status_code == 403
     assert answer.text == (
@@ -231,9 +242,9 @@ def _not_a_zip(filename: str) -> Artifact:
     ],
 )
 def test_bad_uploads_get_one_line_and_leave_nothing(
-    hosted: tuple[Mirror, RunningServer, str], artifact: Artifact, overrides: dict[str, str | None], line: str
+    hosted_once: tuple[Mirror, RunningServer, str], artifact: Artifact, overrides: dict[str, str | None], line: str
 ) -> None:
-    mirror, server, token = hosted
+    mirror, server, token = hosted_once
     tip = mirror.git("rev-parse", "main")
     answer = form_post(server, token, artifact, **overrides)
     assert (answer.status_code, answer.text) == (400, line.format(sha256=artifact.sha256) + "\n")
@@ -241,8 +252,10 @@ def test_bad_uploads_get_one_line_and_leave_nothing(
     assert not (mirror.store / "blobs" / artifact.sha256[:2] / artifact.sha256[2:4] / artifact.sha256).exists()
 
 
-def test_a_wheel_whose_metadata_names_another_version_is_refused(hosted: tuple[Mirror, RunningServer, str]) -> None:
-    _mirror, server, token = hosted
+def test_a_wheel_whose_metadata_names_another_version_is_refused(
+    hosted_once: tuple[Mirror, RunningServer, str],
+) -> None:
+    _mirror, server, token = hosted_once
     real = build_wheel("acme-lib", "1.0")
     import io
     import zipfile
@@ -262,10 +275,10 @@ def test_a_wheel_whose_metadata_names_another_version_is_refused(hosted: tuple[M
     )
 
 
-def test_a_body_over_the_limit_is_refused_unread(hosted: tuple[Mirror, RunningServer, str]) -> None:
+def test_a_body_over_the_limit_is_refused_unread(hosted_once: tuple[Mirror, RunningServer, str]) -> None:
     """A 2 GB upload announced by Content-Length is refused before its body; a streamed one
     (no length) once it passes the limit: the server never holds it."""
-    _mirror, server, token = hosted
+    _mirror, server, token = hosted_once
     host, port = server.url.removeprefix("http://").split(":")
     import base64
 
