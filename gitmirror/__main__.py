@@ -2,4 +2,5 @@
 
 from .cli.cli import main
 
-main()
+if __name__ == "__main__":  # not in a process multiprocessing starts, which imports the main module again
+    main()

@@ -299,3 +299,50 @@ def test_an_incremental_render_moves_the_project_list_with_the_diff(mirror: Mirr
     removed = mirror.run("render", "--out", str(site), "--rev", first, check=True)
     assert "1 projects, 0 re-rendered, 1 removed" in removed.stdout
     assert "other-lib" not in (site / "simple/index.html").read_text()
+
+
+def site_listing(root: Path) -> dict[str, bytes | str]:
+    """Every page's bytes and every file link's target (as ``link:<target>``), state file aside."""
+    return {
+        str(path.relative_to(root)): f"link:{os.readlink(path)}" if path.is_symlink() else path.read_bytes()
+        for path in sorted(root.rglob("*"))
+        if (path.is_file() or path.is_symlink()) and path.name != ".gitmirror-render.json"
+    }
+
+
+def test_a_render_in_several_processes_writes_what_one_process_writes(
+    mirror: Mirror, sample, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gitmirror.serve import site_writer
+    from gitmirror.serve.render import render_site
+    from gitmirror.storage.repo import MetadataRepo
+    from gitmirror.storage.store import BlobStore
+
+    mirror.run("sync", check=True)
+    repo, store = MetadataRepo(mirror.repo), BlobStore(mirror.store)
+    commit = repo.tip("main")
+    assert commit is not None
+    alone = render_site(repo, store, commit, tmp_path / "alone")
+    monkeypatch.setattr(site_writer, "IN_PROCESSES_FROM", 1)
+    monkeypatch.setattr(site_writer, "CHUNK", 1)  # one project per task: every process writes some
+    monkeypatch.setattr(site_writer.os, "cpu_count", lambda: 2)
+    pools: list[int] = []
+
+    class CountedPool(site_writer.ProcessPoolExecutor):
+        def __init__(self, processes: int, *args: object, **kwargs: object) -> None:
+            pools.append(processes)
+            super().__init__(processes, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(site_writer, "ProcessPoolExecutor", CountedPool)
+    shared = render_site(repo, store, commit, tmp_path / "shared")
+    assert (shared.rendered, shared.pages_written, shared.links_written, shared.missing) == (
+        alone.rendered,
+        alone.pages_written,
+        alone.links_written,
+        alone.missing,
+    )
+    assert pools == [2] and site_listing(tmp_path / "shared") == site_listing(tmp_path / "alone") != {}
+    store.remove(sample["demo-pkg"][0].sha256)  # a blob gone: each process reports the files it could not link
+    again = render_site(repo, store, commit, tmp_path / "shared", full=True)
+    assert again.missing == [f"demo-pkg/{sample['demo-pkg'][0].filename}"] and again.pages_written == 0
+    assert json.loads((tmp_path / "shared" / ".gitmirror-render.json").read_text())["incomplete"] == ["demo-pkg"]

@@ -18,33 +18,26 @@ one a full render instead of trusting a half-updated directory.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..model.manifest import ProjectManifest, blobs_of, loads, manifest_path
+from ..model.manifest import ProjectManifest, loads, manifest_path
 from ..model.names import is_normalized
 from ..storage.blobs import Blobs
 from ..storage.gittree import TREE
-from ..storage.metadata import materialize
-from ..storage.repo import MetadataRepo, RepoError
+from ..storage.repo import MetadataRepo
 from ..storage.s3store import S3Store
 from . import index
-from .bucket_files import place_from_bucket
 from .root_index import changed_projects, updated
+from .site_writer import RenderError, Site, project_pages, write_if_changed, write_projects
 
 STATE_FILE = ".gitmirror-render.json"
 FILE_MODES = ("symlink", "hardlink", "copy", "bucket", "none")
 DIRECTORY_MODES = ("symlink", "hardlink", "copy", "none")
 BUCKET_MODES = ("copy", "bucket", "none")  # a store in a bucket has no file to link to
 RELATIVE_FILES = "../../"
-
-
-class RenderError(RepoError):
-    """A render that cannot proceed (bad option, unusable output); one line for the user."""
 
 
 @dataclass
@@ -78,14 +71,6 @@ def files_base(base_url: str | None) -> str:
     if not (parts.scheme in ("http", "https") and parts.netloc) and not base_url.startswith("/"):
         raise RenderError(f"--base-url must be an http(s) URL or an absolute path, got {base_url!r}")
     return base_url if base_url.endswith("/") else base_url + "/"
-
-
-def project_pages(manifest: ProjectManifest, base: str) -> dict[str, bytes]:
-    prefix = f"simple/{manifest.name}/"
-    return {
-        prefix + "index.html": index.project_html(manifest, base),
-        prefix + "index.json": index.project_json(manifest, base),
-    }
 
 
 def root_pages(names: list[str]) -> dict[str, bytes]:
@@ -171,32 +156,22 @@ def render_site(
         changed = set(names)
         removed = (_project_dirs(out / "simple") | _project_dirs(out / "files")) - set(names)
     (out / STATE_FILE).unlink(missing_ok=True)
-    incomplete_projects: list[str] = []
     for name in sorted(removed):
         shutil.rmtree(out / "simple" / name, ignore_errors=True)
         shutil.rmtree(out / "files" / name, ignore_errors=True)
         result.removed.append(name)
-    for name in sorted(changed):
-        manifest = _manifest(repo, blobs, name)
-        if manifest is None:
-            continue
-        for path, data in project_pages(manifest, base).items():
-            result.pages_written += _write_if_changed(out / path, data)
-        if files_mode != "none":
-            missing = _link_files(manifest, store, out / "files" / name, files_mode, result)
-            if missing:
-                incomplete_projects.append(name)
-                result.missing += missing
-        result.rendered.append(name)
+    written = write_projects(repo, store, Site(out, base, files_mode), blobs)  # the changed projects' manifests
+    result.rendered, result.pages_written, result.links_written = written.rendered, written.pages, written.links
+    result.missing = written.missing
     for path, data in root_pages(names).items() if names is not None else ():
-        result.pages_written += _write_if_changed(out / path, data)
+        result.pages_written += write_if_changed(out / path, data)
     state_data = {
         "commit": commit.decode(),
         "settings": settings,
-        "incomplete": sorted(incomplete_projects),
+        "incomplete": sorted(written.incomplete),
         "projects": result.projects,
     }
-    _write_if_changed(out / STATE_FILE, (json.dumps(state_data, indent=1, sort_keys=True) + "\n").encode())
+    write_if_changed(out / STATE_FILE, (json.dumps(state_data, indent=1, sort_keys=True) + "\n").encode())
     return result
 
 
@@ -213,93 +188,6 @@ def _project_dirs(root: Path) -> set[str]:
     if not root.is_dir():
         return set()
     return {entry.name for entry in root.iterdir() if entry.is_dir() and is_normalized(entry.name)}
-
-
-def _write_if_changed(path: Path, data: bytes) -> int:
-    """Atomically replace ``path`` when its bytes differ; untouched pages keep their mtime (and caches)."""
-    try:
-        if path.read_bytes() == data:
-            return 0
-    except OSError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".render-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return 1
-
-
-def _link_files(manifest: ProjectManifest, store: Blobs, folder: Path, mode: str, result: RenderResult) -> list[str]:
-    """Make ``folder`` hold exactly the offered files of ``manifest`` (none while it is quarantined);
-    returns the ones with no blob."""
-    wanted = {blob.filename: blob for entry in index.offered_files(manifest) for blob in blobs_of(manifest.name, entry)}
-    folder.mkdir(parents=True, exist_ok=True)
-    for present in sorted(os.listdir(folder)):
-        if present not in wanted:
-            (folder / present).unlink()
-    missing = []
-    for filename, needed in sorted(wanted.items()):
-        target = folder / filename
-        local = store.local_file(needed.sha256)
-        stored = os.path.isfile(local) if local else store.has(needed.sha256)
-        if not stored and not materialize(store, needed):  # a PEP 658 file in its wheel is written out
-            missing.append(needed.label)
-            if os.path.lexists(target):
-                target.unlink()  # a dangling link would answer 500s instead of 404s
-            continue
-        if isinstance(store, S3Store):
-            result.links_written += place_from_bucket(store, needed.sha256, manifest.name, target, mode)
-            continue
-        blob = Path(store.local_file(needed.sha256) or "")
-        if _is_current(target, blob, mode, folder):
-            continue
-        _place(target, blob, mode, folder)
-        result.links_written += 1
-    return missing
-
-
-def _relative_target(blob: Path, folder: Path) -> str:
-    return os.path.relpath(blob.resolve(), folder.resolve())
-
-
-def _is_current(target: Path, blob: Path, mode: str, folder: Path) -> bool:
-    if not os.path.lexists(target):
-        return False
-    if mode == "symlink":
-        return target.is_symlink() and os.readlink(target) == _relative_target(blob, folder)
-    if target.is_symlink():
-        return False
-    if mode == "hardlink":
-        return os.path.samefile(target, blob)
-    # A filename always names the same bytes in one mirror (settings include the store path).
-    return target.stat().st_size == blob.stat().st_size
-
-
-def _place(target: Path, blob: Path, mode: str, folder: Path) -> None:
-    tmp = folder / f".render-{target.name}.tmp"
-    tmp.unlink(missing_ok=True)
-    try:
-        if mode == "symlink":
-            os.symlink(_relative_target(blob, folder), tmp)
-        elif mode == "hardlink":
-            try:
-                os.link(blob, tmp)
-            except OSError as exc:
-                raise RenderError(
-                    f"cannot hard-link {blob} into {folder} ({exc.strerror}); use --files symlink or copy"
-                ) from None
-        else:
-            shutil.copyfile(blob, tmp)
-            os.chmod(tmp, 0o444)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # -- the pages branch --------------------------------------------------------------------------
