@@ -26,6 +26,12 @@ from gitmirror.audit.hooks import install
 from conftest import Mirror, RunningServer, isolated_env, start_server, stop_server
 from fakeupstream import FakeUpstream, build_wheel
 
+
+def get(url: str, **options: object) -> httpx.Response:
+    """``httpx.get`` with a deadline a loaded machine meets (a first request starts the download processes)."""
+    return httpx.get(url, **{"timeout": 30, **options})  # type: ignore[arg-type]
+
+
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
 
 
@@ -54,7 +60,7 @@ def stale_page(url: str, within: float = 15.0) -> httpx.Response:
     """The page at ``url`` once it is marked stale (its background refresh failed)."""
     deadline = time.monotonic() + within
     while True:
-        page = httpx.get(url, headers=JSON, timeout=30)
+        page = get(url, headers=JSON, timeout=30)
         if "x-gitmirror-stale" in page.headers or time.monotonic() > deadline:
             return page
         time.sleep(0.1)
@@ -84,7 +90,7 @@ def test_pip_and_uv_install_an_unlisted_project_then_from_the_record_alone(
 
     mirror.upstream.stop()
     server = serve()
-    page = httpx.get(server.index_url + "demo-pkg/", headers=JSON)  # the record, while its refresh fails
+    page = get(server.index_url + "demo-pkg/", headers=JSON)  # the record, while its refresh fails
     assert page.status_code == 200
     assert [item["filename"] for item in page.json()["files"]] == ["demo_pkg-1.0-py3-none-any.whl"]
     page = stale_page(server.index_url + "demo-pkg/")
@@ -95,11 +101,11 @@ def test_pip_and_uv_install_an_unlisted_project_then_from_the_record_alone(
     result = offline.pip_install(server.index_url, "other-lib==0.2")
     assert result.returncode == 0, result.stderr
     assert offline.run("import demo_pkg; print(demo_pkg.__version__)") == "1.0"
-    missing = httpx.get(server.index_url + "never-seen/")
+    missing = get(server.index_url + "never-seen/")
     assert missing.status_code == 502
     assert missing.text.startswith("upstream: never-seen")
-    assert "/simple/never-seen/" not in httpx.get(server.index_url).text
-    assert 'href="other-lib/"' in httpx.get(server.index_url).text
+    assert "/simple/never-seen/" not in get(server.index_url).text
+    assert 'href="other-lib/"' in get(server.index_url).text
 
 
 def test_a_replaced_file_is_a_conflict_and_the_original_bytes_stay(mirror: Mirror, sample, serve) -> None:
@@ -107,14 +113,14 @@ def test_a_replaced_file_is_a_conflict_and_the_original_bytes_stay(mirror: Mirro
     server = serve()
     wheel = "demo_pkg-1.0-py3-none-any.whl"
     original = next(art for art in sample["demo-pkg"] if art.filename == wheel)
-    assert httpx.get(server.index_url + "demo-pkg/").status_code == 200
-    served = httpx.get(f"{server.url}/files/demo-pkg/{wheel}")
+    assert get(server.index_url + "demo-pkg/").status_code == 200
+    served = get(f"{server.url}/files/demo-pkg/{wheel}")
     assert served.content == original.data
     mirror.upstream.replace_file("demo-pkg", wheel, b"other bytes under the same name")
-    page = httpx.get(server.index_url + "demo-pkg/", headers=JSON).json()
+    page = get(server.index_url + "demo-pkg/", headers=JSON).json()
     listed = next(item for item in page["files"] if item["filename"] == wheel)
     assert listed["hashes"]["sha256"] == original.sha256
-    assert httpx.get(f"{server.url}/files/demo-pkg/{wheel}").content == original.data
+    assert get(f"{server.url}/files/demo-pkg/{wheel}").content == original.data
     stop_server(server)
     conflicts = mirror.git("show", "main:conflicts/demo-pkg.jsonl")
     assert wheel in conflicts and hashlib.sha256(b"other bytes under the same name").hexdigest() in conflicts
@@ -129,9 +135,9 @@ def test_fifty_clients_one_page_request_and_one_download_per_file(mirror: Mirror
     mirror.upstream.fault(wheel, "delay", seconds=0.5)
     server = serve()
     with ThreadPoolExecutor(50) as pool:
-        pages = list(pool.map(lambda _: httpx.get(server.index_url + "other-lib/", timeout=30), range(50)))
+        pages = list(pool.map(lambda _: get(server.index_url + "other-lib/", timeout=30), range(50)))
         assert {page.status_code for page in pages} == {200}
-        files = list(pool.map(lambda _: httpx.get(f"{server.url}/files/other-lib/{wheel}", timeout=30), range(50)))
+        files = list(pool.map(lambda _: get(f"{server.url}/files/other-lib/{wheel}", timeout=30), range(50)))
     assert mirror.upstream.count("/simple/other-lib/") == 1
     assert mirror.upstream.count(f"/files/other-lib/{wheel}") == 1
     expected = next(art.data for art in sample["other-lib"] if art.filename == wheel)
@@ -145,12 +151,12 @@ def test_kill_9_mid_download_leaves_store_and_repo_consistent(mirror: Mirror, up
     upstream.add("big-pkg", big)
     upstream.fault(big.filename, "trickle", interval=0.5)
     server = start_server(mirror.root)
-    assert httpx.get(server.index_url + "big-pkg/").status_code == 200
+    assert get(server.index_url + "big-pkg/").status_code == 200
     path = f"/files/big-pkg/{big.filename}"
 
     def download() -> None:
         with pytest.raises(httpx.HTTPError):  # the server dies under it
-            httpx.get(server.url + path, timeout=30)
+            get(server.url + path, timeout=30)
 
     started = threading.Thread(target=download, daemon=True)
     started.start()
@@ -166,7 +172,7 @@ def test_kill_9_mid_download_leaves_store_and_repo_consistent(mirror: Mirror, up
     upstream.clear_faults()
     restarted = start_server(mirror.root)
     try:
-        assert httpx.get(restarted.url + path, timeout=30).content == big.data
+        assert get(restarted.url + path, timeout=30).content == big.data
     finally:
         stop_server(restarted)
     assert big.filename in recorded(mirror, "big-pkg")
@@ -185,13 +191,13 @@ def test_a_hostile_upstream_never_poisons_the_record(
     upstream.add("target", wheel)
     upstream.fault(wheel.filename, kind, **params)
     server = serve()
-    assert httpx.get(server.index_url + "target/").status_code == 200
+    assert get(server.index_url + "target/").status_code == 200
     url = f"{server.url}/files/target/{wheel.filename}"
     with pytest.raises(httpx.HTTPError):
-        httpx.get(url, timeout=30).raise_for_status()
+        get(url, timeout=30).raise_for_status()
     upstream.clear_faults()
-    assert httpx.get(server.index_url + "target/").status_code == 200
-    good = httpx.get(url, timeout=30)
+    assert get(server.index_url + "target/").status_code == 200
+    good = get(url, timeout=30)
     assert good.content == wheel.data
     stop_server(server)
     manifest = recorded(mirror, "target")
@@ -207,12 +213,12 @@ def test_sync_and_the_proxy_record_into_one_mirror(mirror: Mirror, sample, serve
     proxy_mirror(mirror, "  commit_interval: 600\n", extra="projects:\n  - demo-pkg\n")
     server = serve()
     wheel = "other_lib-0.1-py3-none-any.whl"
-    assert httpx.get(server.index_url + "other-lib/").status_code == 200
-    assert httpx.get(f"{server.url}/files/other-lib/{wheel}").status_code == 200
+    assert get(server.index_url + "other-lib/").status_code == 200
+    assert get(f"{server.url}/files/other-lib/{wheel}").status_code == 200
     assert recorded(mirror, "other-lib") == ""  # in the batch, served, not committed yet
     mirror.run("sync", "demo-pkg", check=True)
     assert "demo_pkg-2.0.tar.gz" in recorded(mirror, "demo-pkg")
-    page = httpx.get(server.index_url + "other-lib/", headers=JSON).json()
+    page = get(server.index_url + "other-lib/", headers=JSON).json()
     assert wheel in [item["filename"] for item in page["files"]]
     stop_server(server)  # the batch is flushed on top of the sync's commit
     assert wheel in recorded(mirror, "other-lib")
@@ -233,20 +239,20 @@ def test_with_review_new_releases_wait_for_the_cooldown_or_an_approval(
     mirror.upstream.add("other_lib", fresh)  # uploaded now: within the cooldown
     proxy_mirror(mirror, extra="review:\n  enabled: true\n  cooldown: 7d\n")
     server = serve()
-    page = httpx.get(server.index_url + "other-lib/", headers=JSON)
+    page = get(server.index_url + "other-lib/", headers=JSON)
     assert page.status_code == 200, page.text
     assert page.json()["versions"] == ["0.1", "0.2"]
     venv = make_venv("review")
     result = venv.pip_install(server.index_url, "other-lib")
     assert result.returncode == 0, result.stderr
     assert venv.run("import importlib.metadata as m; print(m.version('other-lib'))") == "0.2"
-    assert httpx.get(f"{server.url}/files/other-lib/{fresh.filename}").status_code == 404
+    assert get(f"{server.url}/files/other-lib/{fresh.filename}").status_code == 404
     report = mirror.run("review", check=True).stdout
     assert "0.3" in report
     mirror.run("approve", "other-lib==0.3", check=True)
-    page = httpx.get(server.index_url + "other-lib/", headers=JSON).json()
+    page = get(server.index_url + "other-lib/", headers=JSON).json()
     assert page["versions"] == ["0.1", "0.2", "0.3"]
-    assert httpx.get(f"{server.url}/files/other-lib/{fresh.filename}").content == fresh.data
+    assert get(f"{server.url}/files/other-lib/{fresh.filename}").content == fresh.data
     stop_server(server)
     assert mirror.run("verify").returncode == 0
 
@@ -256,10 +262,10 @@ def test_a_slow_upstream_gets_504_for_the_unrecorded_and_the_record_at_once_for_
 ) -> None:
     proxy_mirror(mirror, "  ttl: 0\n  commit_interval: 1\n", extra="timeout: 1\nretries: 0\n")
     server = serve()
-    assert httpx.get(server.index_url + "demo-pkg/").status_code == 200
+    assert get(server.index_url + "demo-pkg/").status_code == 200
     mirror.upstream.fault("/simple/", "delay", times=-1, seconds=4)
     started = time.monotonic()
-    page = httpx.get(server.index_url + "demo-pkg/", headers=JSON, timeout=30)
+    page = get(server.index_url + "demo-pkg/", headers=JSON, timeout=30)
     assert page.status_code == 200 and time.monotonic() - started < 0.9  # not waiting for its 1 s timeout
     assert "x-gitmirror-stale" not in page.headers  # its refresh is in flight, nothing failed yet
     assert page.json()["name"] == "demo-pkg"
@@ -267,12 +273,12 @@ def test_a_slow_upstream_gets_504_for_the_unrecorded_and_the_record_at_once_for_
     assert page.headers["x-gitmirror-stale"].startswith("upstream unavailable")
     assert "timed out" in page.headers["x-gitmirror-stale"]
     assert page.headers["warning"] == '110 gitmirror "Response is Stale"'
-    unrecorded = httpx.get(server.index_url + "other-lib/", timeout=30)
+    unrecorded = get(server.index_url + "other-lib/", timeout=30)
     assert unrecorded.status_code == 504
     assert unrecorded.text.startswith("upstream: other-lib") and "timed out" in unrecorded.text
     errors = {
         metric.labels["reason"]: metric.value
-        for family in text_string_to_metric_families(httpx.get(server.url + "/metrics").text)
+        for family in text_string_to_metric_families(get(server.url + "/metrics").text)
         if family.name == "gitmirror_proxy_upstream_errors"
         for metric in family.samples
         if metric.name.endswith("_total")
@@ -287,7 +293,7 @@ def test_what_the_proxy_recorded_is_history_like_any_other(mirror: Mirror, sampl
     server = serve()
     wheel = "other_lib-0.2-py3-none-any.whl"
     paths = ("/simple/other-lib/", f"/files/other-lib/{wheel}.metadata", f"/files/other-lib/{wheel}")
-    answers = [httpx.get(server.url + path) for path in paths]  # one after the other, as an installer asks
+    answers = [get(server.url + path) for path in paths]  # one after the other, as an installer asks
     assert [answer.status_code for answer in answers] == [200, 200, 200]
     stop_server(server)
     entry = next(json.loads(line) for line in recorded(mirror, "other-lib").splitlines() if wheel in line)
@@ -319,40 +325,40 @@ def test_what_the_proxy_recorded_is_history_like_any_other(mirror: Mirror, sampl
     hydrated = clone.run("hydrate", "--from", server.index_url)
     assert hydrated.returncode == 0, hydrated.stderr
     assert clone.run("verify").returncode == 0
-    snapshot = httpx.get(server.url + "/snapshot/v1/simple/other-lib/").text
+    snapshot = get(server.url + "/snapshot/v1/simple/other-lib/").text
     assert wheel in snapshot
 
 
 def test_allow_deny_and_the_sync_filters_shape_what_is_offered(mirror: Mirror, sample, serve) -> None:
     proxy_mirror(mirror, '  allow: ["demo-*", "other-*"]\n  deny: ["other-*"]\n', extra="sdists: false\n")
     server = serve()
-    denied = httpx.get(server.index_url + "other-lib/")
+    denied = get(server.index_url + "other-lib/")
     assert (
         denied.status_code == 404
         and denied.text == "other-lib is not offered by this proxy (proxy allow/deny, exclude, hosted)"
     )
-    assert httpx.get(server.index_url + "six/").status_code == 404  # not allowed
+    assert get(server.index_url + "six/").status_code == 404  # not allowed
     assert mirror.upstream.count("/simple/") == 0
-    page = httpx.get(server.index_url + "demo-pkg/", headers=JSON).json()
+    page = get(server.index_url + "demo-pkg/", headers=JSON).json()
     assert {item["filename"] for item in page["files"]} == {
         "demo_pkg-1.0-py3-none-any.whl",
         "demo_pkg-1.1-py3-none-any.whl",
         "demo_pkg-2.0-py3-none-any.whl",
     }
     assert next(item for item in page["files"] if "1.1" in item["filename"])["yanked"] == "broken build"
-    assert httpx.get(f"{server.url}/files/demo-pkg/demo_pkg-1.0.tar.gz").status_code == 404
+    assert get(f"{server.url}/files/demo-pkg/demo_pkg-1.0.tar.gz").status_code == 404
 
 
 def test_a_hosted_name_is_never_filled_from_upstream(mirror: Mirror, sample, serve) -> None:
     proxy_mirror(mirror, extra='hosted: ["demo-*"]\n')
     server = serve()
-    refused = httpx.get(server.index_url + "demo-pkg/")
+    refused = get(server.index_url + "demo-pkg/")
     assert (refused.status_code, refused.text) == (
         404,
         "demo-pkg is not offered by this proxy (proxy allow/deny, exclude, hosted)",
     )
     assert mirror.upstream.count("/simple/demo-pkg") == 0  # dependency confusion: upstream is never asked
-    assert httpx.get(server.index_url + "other-lib/").status_code == 200  # other names still pass through
+    assert get(server.index_url + "other-lib/").status_code == 200  # other names still pass through
 
 
 def test_files_an_upstream_announces_no_size_for_are_stored_before_their_page(mirror: Mirror, sample, serve) -> None:
@@ -360,7 +366,7 @@ def test_files_an_upstream_announces_no_size_for_are_stored_before_their_page(mi
     mirror.upstream.announce_sizes = False
     proxy_mirror(mirror)
     server = serve()
-    page = httpx.get(server.index_url + "other-lib/", headers=JSON).json()
+    page = get(server.index_url + "other-lib/", headers=JSON).json()
     sizes = {item["filename"]: item["size"] for item in page["files"]}
     assert sizes == {art.filename: len(art.data) for art in sample["other-lib"]}
     assert file_requests(mirror.upstream) == 2
@@ -385,10 +391,10 @@ def test_the_download_processes_start_with_the_server_not_with_its_first_request
     while len(descendants(server.process.pid)) < 2 and time.monotonic() < deadline:  # the fork server, a worker
         time.sleep(0.1)
     assert len(descendants(server.process.pid)) >= 2, "no download process started before any request"
-    page = httpx.get(server.index_url + "demo-pkg/", headers=JSON, timeout=30)
+    page = get(server.index_url + "demo-pkg/", headers=JSON, timeout=30)
     assert page.status_code == 200
     (wheel,) = [item for item in page.json()["files"] if item["filename"] == "demo_pkg-1.0-py3-none-any.whl"]
-    download = httpx.get(str(httpx.URL(server.index_url + "demo-pkg/").join(wheel["url"])), timeout=30)
+    download = get(str(httpx.URL(server.index_url + "demo-pkg/").join(wheel["url"])), timeout=30)
     assert download.status_code == 200
     assert hashlib.sha256(download.content).hexdigest() == wheel["hashes"]["sha256"]
     assert file_requests(mirror.upstream) == 1

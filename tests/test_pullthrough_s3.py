@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_pullthrough import JSON, file_requests, recorded
+from test_pullthrough import JSON, file_requests, get, recorded
 from test_s3 import bucket_blobs
 
 from gitmirror.proxy.stream import RELEASE_BYTES, SharedBody, TeeWriter
@@ -72,18 +72,18 @@ def test_bytes_upstream_got_wrong_never_reach_the_bucket(mirror: Mirror, s3_serv
     mirror.upstream.add("target", wheel)
     mirror.upstream.fault(wheel.filename, kind, times=-1)
     server = serve()
-    page = httpx.get(server.index_url + "target/", headers=JSON)
+    page = get(server.index_url + "target/", headers=JSON)
     announced = next(item["hashes"]["sha256"] for item in page.json()["files"] if item["filename"] == wheel.filename)
     url = f"{server.url}/files/target/{wheel.filename}"
     with pytest.raises(httpx.HTTPError):
-        httpx.get(url, timeout=30).raise_for_status()
+        get(url, timeout=30).raise_for_status()
     stored = bucket_blobs(mirror)
     assert announced not in stored and wheel.sha256 not in stored  # nothing under the final key
     assert all(hashlib.sha256(data).hexdigest() == name for name, data in stored.items())
 
     mirror.upstream.clear_faults()
-    assert httpx.get(server.index_url + "target/").status_code == 200
-    assert httpx.get(url, timeout=30).content == wheel.data
+    assert get(server.index_url + "target/").status_code == 200
+    assert get(url, timeout=30).content == wheel.data
     stop_server(server)
     assert bucket_blobs(mirror)[wheel.sha256] == wheel.data
     manifest = recorded(mirror, "target")
