@@ -2,8 +2,8 @@
 the server's app by ``install`` (docs/hosted.md).
 
 The body is parsed as it streams (Starlette's multipart parser spools the file to a temporary file
-on disk past 1 MiB) and counted: past ``hosted.max_upload_size`` the upload stops with 400, so a
-2 GB body never sits in memory. Checking and recording run in a worker thread (hashing, zip checks
+on disk past 1 MiB) and counted: past ``hosted.max_upload_size`` the upload stops with 400, so no
+body, however large, sits in memory. Checking and recording run in a worker thread (hashing, zip checks
 and the writer lock block).
 """
 

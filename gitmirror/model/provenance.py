@@ -16,7 +16,7 @@ from typing import Any
 
 from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
 
-#: the most bytes of one provenance object (an attestation is about 5 KB of JSON)
+#: the most bytes of one provenance object kept (an attestation is a small JSON document)
 MAX_PROVENANCE_BYTES = 1 << 20
 #: the publisher kind of uploads' provenance: an API token of this mirror, not a Trusted Publisher
 TOKEN_PUBLISHER = "gitmirror-token"

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..model.manifest import ProjectManifest, loads, manifest_path
+from ..model.manifest import ProjectManifest, manifest_path
 from ..model.names import is_normalized
 from ..storage.blobs import Blobs
 from ..storage.gittree import TREE
@@ -31,7 +31,7 @@ from ..storage.repo import MetadataRepo
 from ..storage.s3store import S3Store
 from . import index
 from .root_index import changed_projects, updated
-from .site_writer import RenderError, Site, project_pages, write_if_changed, write_projects
+from .site_writer import RenderError, Site, project_pages, read_manifest, write_if_changed, write_projects
 
 STATE_FILE = ".gitmirror-render.json"
 FILE_MODES = ("symlink", "hardlink", "copy", "bucket", "none")
@@ -93,10 +93,8 @@ def _manifest_blob(repo: MetadataRepo, commit: bytes, name: str) -> bytes | None
 
 
 def _manifest(repo: MetadataRepo, blobs: dict[str, bytes], name: str) -> ProjectManifest | None:
-    """A manifest by its blob id (from one tree walk), not by path: no tree is parsed twice."""
     blob_id = blobs.get(name)
-    path = manifest_path(name)
-    return None if blob_id is None else loads(repo.blob(blob_id, path), path)
+    return None if blob_id is None else read_manifest(repo, name, blob_id)
 
 
 def _commit_known(repo: MetadataRepo, hexsha: object) -> bool:

@@ -78,10 +78,9 @@ def write_projects(repo: MetadataRepo, store: Blobs, site: Site, blobs: dict[str
     items = sorted(blobs.items())
     chunks = [items[start : start + CHUNK] for start in range(0, len(items), CHUNK)]
     processes = min(os.cpu_count() or 1, len(chunks)) if len(items) >= IN_PROCESSES_FROM else 1
-    written = Written()
     if processes < 2:
-        written.add(_write(repo, store, site, items))
-        return written
+        return _write(repo, store, site, items)
+    written = Written()
     settings = (str(repo.path), store.location, site)
     # spawned, not forked: the parent's open pack files must not share offsets with its children
     with ProcessPoolExecutor(processes, get_context("spawn"), initializer=_open, initargs=settings) as pool:
@@ -107,8 +106,7 @@ def _write_chunk(items: list[tuple[str, bytes]]) -> Written:
 def _write(repo: MetadataRepo, store: Blobs, site: Site, items: Iterable[tuple[str, bytes]]) -> Written:
     written = Written()
     for name, blob_id in items:
-        path = manifest_path(name)
-        manifest = loads(repo.blob(blob_id, path), path)
+        manifest = read_manifest(repo, name, blob_id)
         for page, data in project_pages(manifest, site.base).items():
             written.pages += write_if_changed(site.out / page, data)
         if site.files_mode != "none":
@@ -119,6 +117,12 @@ def _write(repo: MetadataRepo, store: Blobs, site: Site, items: Iterable[tuple[s
                 written.missing += missing
         written.rendered.append(name)
     return written
+
+
+def read_manifest(repo: MetadataRepo, name: str, blob_id: bytes) -> ProjectManifest:
+    """The manifest of ``name`` by its blob id (from one tree walk), not by path: no tree is parsed twice."""
+    path = manifest_path(name)
+    return loads(repo.blob(blob_id, path), path)
 
 
 def write_if_changed(path: Path, data: bytes) -> int:

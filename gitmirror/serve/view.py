@@ -25,6 +25,9 @@ from . import index
 from .ref_watch import RefWatch
 from .root_index import RootIndex
 
+#: seconds a branch tip is trusted while its ref file's stamp is unchanged
+TIP_MAX_AGE = 1.0
+
 
 @dataclass(frozen=True)
 class Page:
@@ -61,15 +64,16 @@ class MirrorView:
         self._ref = RefWatch(repo.path, branch)
 
     def tip(self) -> bytes | None:
-        """The branch tip, re-read when its ref file changed (``ref_watch``) or after 1 s.
+        """The branch tip, re-read when its ref file changed (``ref_watch``) or ``TIP_MAX_AGE`` after
+        it was read.
 
-        One ``fstat`` per request instead of reading and parsing the ref; the 1 s bound covers
+        One ``fstat`` per request instead of reading and parsing the ref; the age bound covers
         what a stamp cannot see (an in-place write of the same size within one mtime tick, an
         inode reused while the ref is read by name).
         """
         stamp = self._ref.stamp()
         now = time.monotonic()
-        if self._tip is None or self._tip[0] != stamp or now - self._tip[1] > 1.0:
+        if self._tip is None or self._tip[0] != stamp or now - self._tip[1] > TIP_MAX_AGE:
             self._tip = (self._ref.hold(), now, self.repo.tip(self.branch))
         return self._tip[2]
 

@@ -31,7 +31,7 @@ from ..model.names import check_sha256
 from .blobs import problem_of, store_bytes
 from .s3client import S3Error, S3Settings, client_for, create_bucket, endpoint_url, parse_url
 from .s3present import PresentRecord
-from .store import MISSING, IntegrityError, check_announced
+from .store import MISSING, AnnouncedBody
 
 if TYPE_CHECKING:
     from obstore.store import S3Store as ObjectStore
@@ -214,25 +214,19 @@ class S3Store:
         raise AssertionError("an S3 store has no sync handle")
 
 
-class S3Writer:
+class S3Writer(AnnouncedBody):
     """One blob on its way to the bucket: hashed and spooled locally, sent only once checked."""
 
     def __init__(self, store: S3Store, expected_sha256: str, expected_size: int | None) -> None:
+        super().__init__(expected_sha256, expected_size)
         self.store = store
-        self.expected_sha256 = check_sha256(expected_sha256)
-        self.expected_size = expected_size
-        self.size = 0
-        self._hash = hashlib.sha256()
         store.tmp_dir.mkdir(parents=True, exist_ok=True)
         self._spool: IO[bytes] = tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY, dir=str(store.tmp_dir))  # noqa: SIM115
         self._upload: futures.Future[str] | None = None
         sys.audit("gitmirror.crashpoint", "store.tmp-created")
 
     def write(self, chunk: bytes | memoryview) -> None:
-        self._hash.update(chunk)
-        self.size += len(chunk)
-        if self.expected_size is not None and self.size > self.expected_size:
-            raise IntegrityError(f"body longer than the announced {self.expected_size} bytes")
+        self.received(chunk)
         self._spool.write(chunk)
         sys.audit("gitmirror.crashpoint", "store.chunk-written")
 
@@ -241,7 +235,7 @@ class S3Writer:
         bytes start on their way to the bucket at once (``publish`` waits for them), so a download
         process fetches its next file while this one is sent."""
         try:
-            check_announced(self._hash.hexdigest(), self.size, self.expected_sha256, self.expected_size)
+            self.check_announced()
         except BaseException:
             self.abort()
             raise

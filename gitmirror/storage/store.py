@@ -32,13 +32,31 @@ class IntegrityError(ValueError):
     """Bytes that do not match the sha256 or size they were announced with."""
 
 
-def check_announced(digest: str, size: int, expected_sha256: str, expected_size: int | None) -> None:
-    """Raise IntegrityError unless the bytes received are the ones announced (every backend's check)."""
-    if expected_size is not None and size != expected_size:
-        raise IntegrityError(f"got {size} bytes, announced {expected_size}")
-    if digest != expected_sha256:
-        raise IntegrityError(f"sha256 mismatch: announced {expected_sha256}, got {digest}")
-    sys.audit("gitmirror.crashpoint", "store.verified")
+class AnnouncedBody:
+    """A body on its way in, held to the sha256 and size it was announced with: hashed and counted as
+    it arrives and refused as soon as it runs longer; the one rule of every writer of blobs."""
+
+    def __init__(self, expected_sha256: str, expected_size: int | None) -> None:
+        self.expected_sha256 = check_sha256(expected_sha256)
+        self.expected_size = expected_size
+        self.size = 0
+        self._hash = hashlib.sha256()
+
+    def received(self, chunk: bytes | memoryview) -> None:
+        """Count ``chunk``; raises IntegrityError once the body is longer than announced."""
+        self._hash.update(chunk)
+        self.size += len(chunk)
+        if self.expected_size is not None and self.size > self.expected_size:
+            raise IntegrityError(f"body longer than the announced {self.expected_size} bytes")
+
+    def check_announced(self) -> None:
+        """Raise IntegrityError unless the whole body is the one announced."""
+        if self.expected_size is not None and self.size != self.expected_size:
+            raise IntegrityError(f"got {self.size} bytes, announced {self.expected_size}")
+        digest = self._hash.hexdigest()
+        if digest != self.expected_sha256:
+            raise IntegrityError(f"sha256 mismatch: announced {self.expected_sha256}, got {digest}")
+        sys.audit("gitmirror.crashpoint", "store.verified")
 
 
 #: blobs announced at least this big bypass the page cache (``O_DIRECT``) while they are written
@@ -47,15 +65,15 @@ DIRECT_MIN_BYTES = 1 << 20
 DIRECT_ALIGN = 4096
 
 
-class BlobWriter:
+class BlobWriter(AnnouncedBody):
     """Receives a blob's bytes in chunks, hashing as they arrive; ``commit`` verifies and publishes.
 
     Plain file descriptors and string paths: a cold sync writes thousands of blobs from several
-    threads, and buffered file objects, ``mkstemp`` and ``Path`` objects were a sixth of its samples.
+    threads, and buffered file objects, ``mkstemp`` and ``Path`` objects stood out in its profile.
 
     Large blobs are written with ``O_DIRECT``: the bytes go from the download buffer to the disk
     instead of being copied into fresh page-cache pages first, which was the biggest kernel cost
-    of a cold sync (a sixth of its CPU on a virtual machine, where each new page is expensive).
+    of a cold sync (on a virtual machine, where each new page is expensive).
     The data must then be fsynced anyway; the copy was pure overhead. Direct writes need aligned
     addresses and lengths: the first write that is not (the last piece of a body, a caller with
     odd-sized chunks) turns ``O_DIRECT`` off for the rest of the file, so any caller is correct
@@ -63,21 +81,15 @@ class BlobWriter:
     """
 
     def __init__(self, store: BlobStore, expected_sha256: str, expected_size: int | None) -> None:
+        super().__init__(expected_sha256, expected_size)
         self.store = store  # the store it writes into
-        self.expected_sha256 = check_sha256(expected_sha256)
-        self.expected_size = expected_size
-        self._hash = hashlib.sha256()
-        self.size = 0
         self._published = False
         direct = expected_size is not None and expected_size >= DIRECT_MIN_BYTES
         self._tmp, self._fd, self._direct = store.temporary_file(direct)
         sys.audit("gitmirror.crashpoint", "store.tmp-created")
 
     def write(self, chunk: bytes | memoryview) -> None:
-        self._hash.update(chunk)
-        self.size += len(chunk)
-        if self.expected_size is not None and self.size > self.expected_size:
-            raise IntegrityError(f"body longer than the announced {self.expected_size} bytes")
+        self.received(chunk)
         view = memoryview(chunk)
         try:
             if self._direct:
@@ -112,7 +124,7 @@ class BlobWriter:
     def check(self) -> None:
         """Raise IntegrityError, keeping nothing, unless the bytes are the announced ones."""
         try:
-            check_announced(self._hash.hexdigest(), self.size, self.expected_sha256, self.expected_size)
+            self.check_announced()
         except BaseException:
             self.abort()
             raise

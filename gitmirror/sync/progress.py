@@ -169,7 +169,7 @@ def make_progress(quiet: bool = False, as_json: bool = False, stream: TextIO | N
 
 
 def eta(done: int, total: int, elapsed: float, noun: str) -> str:
-    """``3000 of 40000 projects (7.5 %), 2 h 5 min left`` at the rate so far."""
+    """``<done> of <total> <noun> (<share> %), <time> left``, the time left at the rate so far."""
     share = f"{done} of {total} {noun} ({100 * done / total if total else 100:.1f} %)"
     if not done or done >= total:
         return share

@@ -5,7 +5,6 @@ anyway, the PEP 658 file, or the wheel itself - each checked against its announc
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import tempfile
 from collections.abc import Awaitable, Callable
 from typing import IO
@@ -13,7 +12,7 @@ from typing import IO
 from ..model.page import RemoteFile, UpstreamError
 from ..storage import metadata as core_metadata
 from ..storage.blobs import Blobs
-from ..storage.store import IntegrityError
+from ..storage.store import AnnouncedBody
 from ..upstream.upstream import Upstream
 from .state import METADATA_FILE, WHEEL, LocalState
 
@@ -21,28 +20,19 @@ from .state import METADATA_FILE, WHEEL, LocalState
 StoreFile = Callable[[str, RemoteFile], Awaitable["core_metadata.WheelMetadata | None"]]
 
 
-class MemoryWriter:
+class MemoryWriter(AnnouncedBody):
     """A ``BlobWriter`` look-alike for ``gitmirror plan``: verifies the hash, keeps bytes off the store."""
 
     def __init__(self, expected_sha256: str, expected_size: int | None) -> None:
-        self.expected_sha256 = expected_sha256
-        self.expected_size = expected_size
-        self.size = 0
-        self._hash = hashlib.sha256()
+        super().__init__(expected_sha256, expected_size)
         self.file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115
 
     def write(self, chunk: bytes) -> None:
-        self._hash.update(chunk)
-        self.size += len(chunk)
-        if self.expected_size is not None and self.size > self.expected_size:
-            raise IntegrityError(f"body longer than the announced {self.expected_size} bytes")
+        self.received(chunk)
         self.file.write(chunk)
 
     def commit(self) -> None:
-        if self.expected_size is not None and self.size != self.expected_size:
-            raise IntegrityError(f"got {self.size} bytes, announced {self.expected_size}")
-        if self._hash.hexdigest() != self.expected_sha256:
-            raise IntegrityError(f"sha256 mismatch: announced {self.expected_sha256}, got {self._hash.hexdigest()}")
+        self.check_announced()
         self.file.seek(0)
 
     def abort(self) -> None:
