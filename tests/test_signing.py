@@ -6,14 +6,17 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
 from gitmirror.audit.hooks import install
 from gitmirror.storage.repo import MetadataRepo
 
-from conftest import Mirror, isolated_env
+from conftest import Mirror, isolated_env, stop_server
+from fakeupstream import build_wheel
 from sshkeys import allowed_signers, git, make_key
 
 pytestmark = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="OpenSSH's ssh-keygen is not installed")
@@ -156,3 +159,35 @@ def test_the_hook_requires_pushed_annotated_tags_signed_by_an_allowed_key(synced
     # A lightweight tag has no signature to check; it names a commit of main, as any new tag must.
     git("tag", "light", "origin/main", cwd=work)
     assert git("push", "origin", "refs/tags/light", cwd=work, check=False).returncode == 0
+
+
+def test_proxy_records_uploads_and_approvals_are_signed_too(mirror: Mirror, sample: dict, serve, tmp_path: Path):
+    key = make_key(tmp_path, "mirror-key")
+    allowed = allowed_signers(tmp_path, ("mirror@example.invalid", key))
+    signing = f"signing:\n  key: {key}\n"
+    mirror.configure(f"projects: [demo-pkg]\nhosted: ['acme-*']\nproxy:\n  commit_interval: 1\n{signing}")
+    mirror.run("sync", check=True)
+    token = mirror.run("token", "create", "ci", check=True).stdout.strip().splitlines()[-1]
+    server = serve()
+    # the proxy records a project nobody listed; an upload records a hosted file
+    assert httpx.get(server.index_url + "other-lib/", timeout=30).status_code == 200
+    upload = build_wheel("acme-tool", "1.0")
+    form = {":action": "file_upload", "protocol_version": "1", "name": "acme-tool", "version": "1.0"}
+    form |= {"filetype": "bdist_wheel", "pyversion": "py3", "sha256_digest": upload.sha256}
+    files = {"content": (upload.filename, upload.data, "application/octet-stream")}
+    posted = httpx.post(server.url + "/legacy/", data=form, files=files, auth=("__token__", token), timeout=30)
+    assert posted.status_code == 200, posted.text
+    stop_server(server)  # a clean stop commits the proxy's batch
+    # review mode: a new release waits in incoming until approved
+    mirror.configure(f"projects: [demo-pkg]\nreview:\n  enabled: true\n  cooldown: 7d\n{signing}")
+    newer = build_wheel("demo-pkg", "3.0")
+    mirror.upstream.add("demo-pkg", newer, upload_time=datetime.now(UTC) - timedelta(days=30))
+    mirror.run("sync", check=True)
+    mirror.run("approve", "demo-pkg==3.0", check=True)
+    subjects = git("log", "--format=%s", "main", cwd=mirror.repo).stdout
+    assert "proxy: " in subjects and "acme-tool" in subjects and "approve: " in subjects, subjects
+    trust = ("-c", f"gpg.ssh.allowedSignersFile={allowed}")
+    log = git(*trust, "log", "--format=%G? %s", "main", "incoming", cwd=mirror.repo).stdout.splitlines()
+    assert log and all(line.startswith("G ") for line in log), log
+    verified = mirror.run("verify", "--history-only", "--keys", str(allowed))
+    assert verified.returncode == 0 and f"{len(log)} commits and 0 tags signed" in verified.stdout, verified.stdout
