@@ -186,6 +186,58 @@ def test_check_lock_finds_every_locked_file_in_the_checkpointed_state(signed, se
     assert "not in the mirror's state" in missing.stdout and "1 of 1 locked files" in missing.stdout
 
 
+@pytest.fixture(scope="session")
+def gonote(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/gonote built once: the Go reference parser of signed notes (golang.org/x/mod/sumdb/note)."""
+    if shutil.which("go") is None:
+        pytest.skip("Go is not installed (Debian: golang-go)")
+    built = tmp_path_factory.mktemp("gonote")
+    gopath = "/usr/share/gocode"  # where Debian's golang-golang-x-mod-dev puts the package
+    env = isolated_env(GO111MODULE="off", GOPATH=gopath, GOCACHE=str(built / "cache"), GOFLAGS="")
+    source = Path(__file__).parent / "gonote" / "main.go"
+    result = subprocess.run(["go", "build", "-o", str(built / "gonote"), str(source)], env=env, capture_output=True)
+    if result.returncode != 0 and b"cannot find package" in result.stderr:
+        pytest.skip("golang.org/x/mod is not installed (Debian: golang-golang-x-mod-dev)")
+    assert result.returncode == 0, result.stderr.decode()
+    return built / "gonote"
+
+
+def go_open(gonote: Path, note: bytes, *verifier_keys: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([str(gonote), *verifier_keys], input=note, capture_output=True, timeout=30)
+
+
+def test_the_go_reference_parser_opens_the_served_and_the_cosigned_checkpoint(signed, serve, gonote, tmp_path):
+    mirror, allowed = signed
+    server = serve()
+    served = httpx.get(server.url + "/checkpoint").content
+    mirror_key = load_ssh_public_key((tmp_path / "mirror-key.pub").read_bytes())
+    assert isinstance(mirror_key, Ed25519PublicKey)
+    verifier = signed_note.verifier_key(ORIGIN, mirror_key)
+    opened = go_open(gonote, served, verifier)
+    assert opened.returncode == 0, opened.stderr
+    text = signed_note.parse(served).text
+    assert json.loads(opened.stdout) == {"text": text, "verified": [ORIGIN], "unverified": []}
+    assert text.splitlines()[3] == "commit " + mirror.git("rev-parse", "main").strip()
+    # Go refuses what gitmirror refuses: another text under the mirror's signature, another signer.
+    tampered = go_open(gonote, served.replace(f"{ORIGIN}\n1\n".encode(), f"{ORIGIN}\n2\n".encode(), 1), verifier)
+    assert tampered.returncode == 1 and b"invalid signature" in tampered.stderr
+    stranger = load_ssh_public_key(Path(str(make_key(tmp_path, "stranger")) + ".pub").read_bytes())
+    assert isinstance(stranger, Ed25519PublicKey)
+    unknown = go_open(gonote, served, signed_note.verifier_key(ORIGIN + "-other", stranger))
+    assert unknown.returncode == 1 and unknown.stderr == b"note has no verifiable signatures\n"
+    # A witness's cosignature is one more signature line Go's parser reads (and leaves to cosignature/v1 verifiers).
+    clone = tmp_path / "witness-clone"
+    git("clone", "-q", str(mirror.repo), str(clone), cwd=tmp_path)
+    witness_key = make_key(tmp_path, "witness-key")
+    cosigned = tmp_path / "cosigned" / "witness.note"
+    witness = ("witness", "cosign", "--checkpoint", server.url, "--key", str(witness_key), "--name", "witness.test")
+    done = client(tmp_path, *witness, "--keys", str(allowed), "--repo", str(clone), "--out", str(cosigned))
+    assert done.returncode == 0, done.stderr
+    opened = go_open(gonote, cosigned.read_bytes(), verifier)
+    assert opened.returncode == 0, opened.stderr
+    assert json.loads(opened.stdout) == {"text": text, "verified": [ORIGIN], "unverified": ["witness.test"]}
+
+
 def test_an_unsigned_mirror_publishes_no_checkpoint_until_init_gives_it_a_key(mirror, synced_repo, serve, tmp_path):
     shutil.copytree(synced_repo, mirror.repo)
     unsigned = serve()
