@@ -77,6 +77,8 @@ def test_a_client_accepts_the_checkpoint_of_its_clone_and_detects_a_forked_histo
     clone = tmp_path / "clone"
     git("clone", "-q", str(mirror.repo), str(clone), cwd=tmp_path)
     verify = ("verify", "--repo", str(clone), "--history-only", "--keys", str(allowed), "--checkpoint", server.url)
+    first_note = tmp_path / "first.note"
+    first_note.write_bytes(httpx.get(server.url + "/checkpoint").content)
     accepted = client(tmp_path, *verify)
     assert accepted.returncode == 0, accepted.stderr
     assert f"checkpoint: {ORIGIN} at " in accepted.stdout and "(1 commits) holds" in accepted.stdout
@@ -110,6 +112,11 @@ def test_a_client_accepts_the_checkpoint_of_its_clone_and_detects_a_forked_histo
     stranger = allowed_signers(tmp_path / "client", ("x", make_key(tmp_path, "stranger")))
     untrusted = client(tmp_path, *verify[:-4], "--keys", str(stranger), "--checkpoint", server.url)
     assert untrusted.returncode == 1 and "is not signed by a key of" in untrusted.stderr
+    # An older checkpoint replayed (a mirror frozen in its past) is a rollback, as loud as a fork.
+    rolled_back = client(tmp_path, *verify[:-1], str(first_note))
+    assert rolled_back.returncode == 1, rolled_back.stderr
+    assert f"gitmirror: ROLLBACK: {ORIGIN}'s checkpoint (size 1, commit " in rolled_back.stderr
+    assert "goes back behind the one seen before (size 2" in rolled_back.stderr
 
 
 def test_witness_cosignature_round_trip(signed, serve, tmp_path: Path):
@@ -124,6 +131,12 @@ def test_witness_cosignature_round_trip(signed, serve, tmp_path: Path):
     witness = ("witness", "cosign", "--checkpoint", server.url, "--key", str(witness_key), "--name", "witness.test")
     done = client(tmp_path, *witness, "--keys", str(allowed), "--repo", str(clone), "--out", str(cosigned))
     assert done.returncode == 0, done.stderr
+    nowhere = client(tmp_path, *witness, "--keys", str(allowed), "--repo", str(clone), "--out", str(tmp_path / "no/x"))
+    assert nowhere.returncode == 2 and nowhere.stderr.startswith("gitmirror: error: cannot write the cosigned note")
+    assert nowhere.stderr.count("\n") == 1
+    no_state = client(tmp_path, *witness, "--keys", str(allowed), "--repo", str(clone), "--state", "/proc/gm/w.json")
+    assert no_state.returncode == 1 and no_state.stderr.count("\n") == 1, no_state.stderr
+    assert no_state.stderr.startswith("gitmirror: checkpoint refused: cannot write the checkpoints seen (/proc/gm/")
     note = signed_note.parse(cosigned.read_bytes())
     assert [s.name for s in note.signatures] == [ORIGIN, "witness.test"]
     # The witness's line is a C2SP cosignature/v1, dated now.
@@ -184,6 +197,20 @@ def test_check_lock_finds_every_locked_file_in_the_checkpointed_state(signed, se
     missing = client(tmp_path, *args)
     assert missing.returncode == 1 and f"{wheel.filename} (sha256 abababab" in missing.stdout
     assert "not in the mirror's state" in missing.stdout and "1 of 1 locked files" in missing.stdout
+    # A package not from an index is named (the mirror cannot vouch for it); a taken-down file fails.
+    write_lock(digest)
+    vcs = '{ type = "git", url = "https://vcs.invalid/tool", commit-id = "0123abcd" }'
+    lock.write_text(lock.read_text() + f'\n[[packages]]\nname = "tool"\nvcs = {vcs}\n')
+    mirror.run("takedown", wheel.filename, "--reason", "malware", check=True)
+    taken = client(tmp_path, *args)
+    assert taken.returncode == 1 and f"{wheel.filename} (sha256 {digest[:16]}...): taken down (malware)" in taken.stdout
+    assert taken.stderr.startswith("gitmirror: warning: ") and "tool is not from an index" in taken.stderr
+    # A lockfile that is no PEP 751 lock is one line, before any checkpoint is fetched or remembered.
+    lock.write_text('lock-version = "1.0"\n[[packages]]\nname = "demo-pkg"\n')
+    state = tmp_path / "fresh-state.json"
+    bad = client(tmp_path, *args, "--state", str(state))
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("gitmirror: error: lockfile ")
+    assert not bad.stdout and not state.exists()
 
 
 @pytest.fixture(scope="session")

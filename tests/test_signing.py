@@ -24,6 +24,15 @@ pytestmark = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="Open
 DEMO = "projects/de/mo/demo-pkg.jsonl"
 
 
+def write_commit_object(repo: Path, raw: str) -> str:
+    """Store ``raw`` as a commit object as it is (no check, no signing); returns its id."""
+    command = ["git", "hash-object", "-t", "commit", "-w", "--stdin"]
+    stored = subprocess.run(
+        command, cwd=repo, input=raw, env=isolated_env(), capture_output=True, text=True, check=True
+    )
+    return stored.stdout.strip()
+
+
 def test_every_commit_and_tag_the_mirror_writes_is_signed_git_verifies(mirror: Mirror, sample: dict, tmp_path: Path):
     key = make_key(tmp_path, "mirror-key")
     allowed = allowed_signers(tmp_path, ("mirror@example.invalid", key))
@@ -68,21 +77,22 @@ def test_init_signing_key_signs_and_a_tampered_commit_fails_verify(mirror: Mirro
     assert mirror.run("verify", "--history-only", "--keys", str(allowed), *since).returncode == 0
     # The tip rewritten with its signature kept (its message changed): the signature no longer holds.
     raw = git("cat-file", "commit", "main", cwd=mirror.repo).stdout
-    forged = subprocess.run(
-        ["git", "hash-object", "-t", "commit", "-w", "--stdin"],
-        cwd=mirror.repo,
-        input=raw + "\nA line added after signing.\n",
-        env=isolated_env(),
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    forged = write_commit_object(mirror.repo, raw + "\nA line added after signing.\n")
     git("update-ref", "refs/heads/main", forged, cwd=mirror.repo)
     result = mirror.run("verify", "--history-only", "--keys", str(allowed), *since)
     assert result.returncode == 1
     assert f"commit {forged[:12]}: bad signature" in result.stdout
     trust = f"gpg.ssh.allowedSignersFile={allowed}"
     assert git("-c", trust, "verify-commit", forged, cwd=mirror.repo, check=False).returncode != 0
+    # The tip's content kept and one character of its Ed25519 signature changed: refused the same way.
+    lines = raw.split("\n")
+    last = max(i for i, line in enumerate(lines) if line.startswith(" -----END SSH SIGNATURE")) - 1
+    lines[last] = lines[last][:5] + ("B" if lines[last][5] == "A" else "A") + lines[last][6:]
+    altered = write_commit_object(mirror.repo, "\n".join(lines))
+    git("update-ref", "refs/heads/main", altered, cwd=mirror.repo)
+    result = mirror.run("verify", "--history-only", "--keys", str(allowed), *since)
+    assert result.returncode == 1 and f"commit {altered[:12]}: bad signature" in result.stdout, result.stdout
+    assert git("-c", trust, "verify-commit", altered, cwd=mirror.repo, check=False).returncode != 0
     # an unusable key stops init in one line, before anything is written
     (tmp_path / "not-a-key").write_text("hello\n")
     bad = mirror.run("init", "--signing-key", str(tmp_path / "not-a-key"))

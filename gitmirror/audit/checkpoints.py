@@ -115,13 +115,16 @@ class SeenCheckpoints:
             "origins": {origin: asdict(seen) for origin, seen in sorted(self.origins.items())},
             "forks": self.forks,
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=".checkpoints-", dir=self.path.parent)
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(data, out, indent=1)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(prefix=".checkpoints-", dir=self.path.parent)
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                json.dump(data, out, indent=1)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, self.path)
+        except OSError as exc:
+            raise CheckpointError(f"cannot write the checkpoints seen ({self.path}): {exc.strerror}") from None
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,16 @@ from ..storage.repo import MetadataRepo
 from ..sync.roots import Roots, read_lockfile
 
 
-def unlisted_pins(repo: MetadataRepo, commit: bytes, lockfile: Path) -> tuple[list[str], int]:
-    """(one line per pinned file the state at ``commit`` does not serve, how many files are pinned)."""
+def locked_files(lockfile: Path) -> Roots:
+    """The wheels and sdists ``lockfile`` pins by sha256 (``pins``), and one warning per package not
+    from an index (vcs, directory, archive: nothing the mirror can vouch for)."""
     roots = Roots()
     read_lockfile(lockfile, roots)
+    return roots
+
+
+def unlisted_pins(repo: MetadataRepo, commit: bytes, roots: Roots) -> tuple[list[str], int]:
+    """(one line per pinned file the state at ``commit`` does not serve, how many files are pinned)."""
     missing: list[str] = []
     total = 0
     for project, pins in sorted(roots.pins.items()):

@@ -154,7 +154,10 @@ def cosign(
     if out is None:
         typer.echo(note, nl=False)
     else:
-        out.write_text(note, encoding="utf-8")
+        try:
+            out.write_text(note, encoding="utf-8")
+        except OSError as exc:
+            raise fail(f"cannot write the cosigned note to {out}: {exc.strerror}") from None
 
 
 def check_lock(
@@ -174,16 +177,19 @@ def check_lock(
 
     Exit codes: 0 every locked file is there, 1 some are not or the checkpoint does not hold.
     """
-    from ..audit.locks import unlisted_pins
+    from ..audit.locks import locked_files, unlisted_pins
     from ..storage.repo import MetadataRepo
 
     if (index is None) == (checkpoint is None):
         raise fail("check-lock needs one of --index URL or --checkpoint URL|FILE")
     source = checkpoint or _checkpoint_url(index or "")
     cfg = load_config(config)
+    locked = locked_files(lockfile)  # a bad lockfile fails before any checkpoint is fetched or remembered
+    for warning in locked.warnings:
+        typer.echo(f"gitmirror: warning: {warning}; the mirror cannot vouch for it", err=True)
     repo = MetadataRepo(repo_path or cfg.repo)
     accepted = check_checkpoint(repo, cfg, source, keys, witness_keys, min_witnesses, state)
-    missing, total = unlisted_pins(repo, accepted.checkpoint.commit.encode(), lockfile)
+    missing, total = unlisted_pins(repo, accepted.checkpoint.commit.encode(), locked)
     for line in missing:
         typer.echo(line)
     if missing:
