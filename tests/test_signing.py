@@ -201,3 +201,28 @@ def test_proxy_records_uploads_and_approvals_are_signed_too(mirror: Mirror, samp
     assert log and all(line.startswith("G ") for line in log), log
     verified = mirror.run("verify", "--history-only", "--keys", str(allowed))
     assert verified.returncode == 0 and f"{len(log)} commits and 0 tags signed" in verified.stdout, verified.stdout
+
+
+def test_mirror_yaml_makes_the_hook_require_signed_pushes(mirror: Mirror, sample: dict, tmp_path: Path):
+    key, pusher = make_key(tmp_path, "mirror-key"), make_key(tmp_path, "pusher")
+    allowed = allowed_signers(tmp_path, ("mirror@example.invalid", key), ("pusher@example.invalid", pusher))
+    signing = f"signing:\n  key: {key}\n  allowed_signers: {allowed}\n  require_signed_main: true\n"
+    mirror.configure(f"projects: [demo-pkg]\n{signing}")
+    mirror.run("init", check=True)
+    mirror.run("install-hook", check=True)
+    mirror.run("sync", check=True)
+    work = tmp_path / "work"
+    git("clone", "-q", str(mirror.repo), str(work), cwd=tmp_path)
+    manifest = work / DEMO
+    manifest.write_text(manifest.read_text().replace('"yanked":false', '"yanked":"broken"', 1))
+    git("commit", "-q", "-am", "yank, unsigned", cwd=work)
+    refused = git("push", "origin", "main", cwd=work, check=False)
+    assert refused.returncode != 0 and ": not signed; pushes to main must be signed" in refused.stderr
+    signing_options = ("-c", "gpg.format=ssh", "-c", f"user.signingKey={pusher}")
+    git(*signing_options, "commit", "-q", "--amend", "-S", "--no-edit", cwd=work)
+    pushed = git("push", "origin", "main", cwd=work, check=False)
+    assert pushed.returncode == 0, pushed.stderr
+    mirror.run("deprecate", "demo-pkg", "--reason", "use other-lib", check=True)  # the mirror's own writes sign
+    verified = mirror.run("verify", "--history-only", "--keys", str(allowed))
+    assert verified.returncode == 0, verified.stdout
+    assert "mirror@example.invalid (2), pusher@example.invalid (1)" in verified.stdout, verified.stdout
