@@ -189,10 +189,22 @@ def test_check_lock_finds_every_locked_file_in_the_checkpointed_state(signed, se
             f'hashes = {{ sha256 = "{sha}" }} }}]\n'
         )
 
-    write_lock(digest)
+    # A lock made by a real locker against the mirror: its wheel and sdist are both in the signed state.
+    requirements = lock.parent / "requirements.in"
+    requirements.write_text("demo-pkg==1.0\n")
+    uv = Path(sys.executable).parent / "uv"
+    compile_lock = [str(uv) if uv.exists() else "uv", "pip", "compile", str(requirements), "-o", str(lock)]
+    locked = subprocess.run(
+        [*compile_lock, "--index-url", server.index_url, "--python-version", "3.11"],
+        env=isolated_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert locked.returncode == 0 and f'sha256 = "{digest}"' in lock.read_text(), locked.stderr
     args = ("check-lock", str(lock), "--index", server.index_url, "--keys", str(allowed), "--repo", str(mirror.repo))
     ok = client(tmp_path, *args)
-    assert ok.returncode == 0 and "all 1 locked files are in the checkpointed state" in ok.stdout, ok.stderr
+    assert ok.returncode == 0 and "all 2 locked files are in the checkpointed state" in ok.stdout, ok.stderr
     write_lock("ab" * 32)
     missing = client(tmp_path, *args)
     assert missing.returncode == 1 and f"{wheel.filename} (sha256 abababab" in missing.stdout
