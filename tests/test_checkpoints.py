@@ -151,6 +151,10 @@ def test_witness_cosignature_round_trip(signed, serve, tmp_path: Path):
     verify = ("verify", "--repo", str(clone), "--history-only", "--keys", str(allowed), "--checkpoint", server.url)
     required = client(tmp_path, *verify, "--witness-keys", str(witnesses), "--min-witnesses", "1")
     assert required.returncode == 0 and "cosigned by witness.test" in required.stdout, required.stderr
+    keyless = client(tmp_path, *verify, "--min-witnesses", "1")
+    assert keyless.returncode == 2 and keyless.stderr.startswith(
+        "gitmirror: error: --min-witnesses needs --witness-keys"
+    )
     too_many = client(tmp_path, *verify, "--witness-keys", str(witnesses), "--min-witnesses", "2")
     assert too_many.returncode == 1 and "1 valid cosignature(s)" in too_many.stderr and "2 required" in too_many.stderr
     garbage = tmp_path / "garbage.note"

@@ -87,6 +87,8 @@ def check_checkpoint(
     """``checkpoints.accept`` with its one line printed; a failed check exits 1 (a fork, loudly)."""
     from ..audit.checkpoints import CheckpointError, ForkError, SeenCheckpoints, accept, default_state, read_note
 
+    if min_witnesses and witness_keys is None:
+        raise fail("--min-witnesses needs --witness-keys FILE: the allowed_signers file of the witnesses")
     mirror_keys = allowed_signers(keys, cfg)
     witnesses = allowed_signers(witness_keys, cfg, "--witness-keys") if witness_keys else None
     try:
