@@ -142,6 +142,8 @@ def test_witness_cosignature_round_trip(signed, serve, tmp_path: Path):
     # The witness's line is a C2SP cosignature/v1, dated now.
     witness_public = load_ssh_public_key(Path(str(witness_key) + ".pub").read_bytes())
     assert isinstance(witness_public, Ed25519PublicKey)
+    printed = client(tmp_path, "witness", "key", "--key", str(witness_key), "--name", "witness.test")
+    assert printed.stdout.strip() == cosignature.verifier_key("witness.test", witness_public), printed.stderr
     cosigned_at = cosignature.cosigned_at(note, "witness.test", witness_public)
     assert cosigned_at is not None and abs(cosigned_at - time.time()) < 120
     assert not signed_note.verified_by(note, "witness.test", witness_public)
@@ -255,7 +257,8 @@ def test_the_go_reference_parser_opens_the_served_and_the_cosigned_checkpoint(si
     served = httpx.get(server.url + "/checkpoint").content
     mirror_key = load_ssh_public_key((tmp_path / "mirror-key.pub").read_bytes())
     assert isinstance(mirror_key, Ed25519PublicKey)
-    verifier = signed_note.verifier_key(ORIGIN, mirror_key)
+    verifier = mirror.run("checkpoint-key", check=True).stdout.strip()  # what the operator publishes
+    assert verifier == signed_note.verifier_key(ORIGIN, mirror_key)
     opened = go_open(gonote, served, verifier)
     assert opened.returncode == 0, opened.stderr
     text = signed_note.parse(served).text
@@ -286,8 +289,13 @@ def test_an_unsigned_mirror_publishes_no_checkpoint_until_init_gives_it_a_key(mi
     unsigned = serve()
     answer = httpx.get(unsigned.url + "/checkpoint")
     assert answer.status_code == 404 and answer.text == "this mirror publishes no checkpoint: it has no signing key\n"
+    keyless = mirror.run("checkpoint-key")
+    assert keyless.returncode == 2 and keyless.stderr.startswith("gitmirror: error: this mirror has no signing key")
     key = make_key(tmp_path, "mirror-key")
     mirror.run("init", "--signing-key", str(key), check=True)  # the key goes to the repository's config only
     note = signed_note.parse(httpx.get(serve().url + "/checkpoint").content)
     checkpoint = signed_note.parse_checkpoint(note.text)
     assert checkpoint.origin.startswith("gitmirror-") and checkpoint.size == 1
+    vkey = mirror.run("checkpoint-key", check=True).stdout.strip()
+    assert vkey.startswith(checkpoint.origin + "+")  # the key named as the checkpoint names its origin
+    assert signed_note.verified_by(note, checkpoint.origin, signed_note.parse_verifier_key(vkey)[1])

@@ -52,6 +52,10 @@ def test_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
         ("review: {branch: deadbeef}\n", "looks like a commit id"),
         ("review: {branch: '2026-01-31'}\n", "looks like a date"),
         ("review: {branch: HEAD}\n", "HEAD is reserved"),
+        # signing: the checkpoint's name is a signed-note key name
+        ("signing: {name: 'a b'}\n", "signing.name must be a name without spaces or '\\+'"),
+        ("signing: {name: 7}\n", "signing.name must be a name"),
+        ("signing: {require_signed_main: true}\n", "needs signing.allowed_signers"),
     ],
 )
 def test_bad_config_is_one_clear_error(tmp_path: Path, text: str, message: str) -> None:

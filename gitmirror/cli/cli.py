@@ -41,6 +41,7 @@ COMMANDS = (
     cli_serve.export_store,
     cli_audit.status,
     cli_sign.check_lock,
+    cli_sign.checkpoint_key,
 )
 for command in COMMANDS:
     app.command()(friendly_errors(command))

@@ -1,4 +1,5 @@
-"""Signed history on the command line: ``verify --keys/--checkpoint``, ``witness cosign``, ``check-lock``.
+"""Signed history on the command line: ``verify --keys/--checkpoint``, ``checkpoint-key``, ``witness
+cosign/key``, ``check-lock``.
 
 The mirror's side (signing every commit and tag, ``/checkpoint``) needs no command: ``init
 --signing-key`` or ``signing:`` in mirror.yaml switch it on (docs/signing.md).
@@ -200,6 +201,40 @@ def check_lock(
     typer.echo(f"all {total} locked files are in the checkpointed state {accepted.checkpoint.commit[:12]}")
 
 
+def checkpoint_key(config: ConfigOption = None) -> None:
+    """Print the verifier key of the mirror's checkpoint, as Go's ``note`` package and C2SP tools read it.
+
+    Publish it beside the allowed_signers line: a client that checks notes with those tools needs it.
+    """
+    from ..model.signed_note import verifier_key
+    from ..storage.checkpoint import default_origin
+    from ..storage.repo import MetadataRepo
+    from ..storage.signing import check_key
+
+    cfg = load_config(config)
+    key_path = cfg.signing.key or MetadataRepo(cfg.repo).signing_policy().key
+    if key_path is None:
+        raise fail("this mirror has no signing key: set signing.key in mirror.yaml or run init --signing-key")
+    public_key = check_key(key_path).public_key()
+    typer.echo(verifier_key(cfg.signing.name or default_origin(public_key), public_key))
+
+
+def witness_key(
+    key: Annotated[Path, typer.Option("--key", help="The witness's Ed25519 OpenSSH private key.")],
+    name: Annotated[str, typer.Option("--name", help="The witness's name on its signature line.")],
+) -> None:
+    """Print the witness's C2SP verifier key (cosignature/v1) for ``name``."""
+    from ..model.cosignature import verifier_key
+    from ..model.signed_note import NoteError, check_name
+    from ..storage.signing import check_key
+
+    try:
+        check_name(name)
+    except NoteError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(verifier_key(name, check_key(key).public_key()))
+
+
 def _checkpoint_url(index: str) -> str:
     """``http://mirror/simple/`` (or a snapshot's index) -> ``http://mirror/checkpoint``."""
     root = index.rstrip("/")
@@ -211,3 +246,4 @@ def _checkpoint_url(index: str) -> str:
 
 witness_app = typer.Typer(help="Witness a mirror: cosign its checkpoints after checking them.", no_args_is_help=True)
 witness_app.command("cosign")(friendly_errors(cosign))
+witness_app.command("key")(friendly_errors(witness_key))

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..model.signed_note import NoteError, check_name
+
 _KEYS = ("key", "name", "allowed_signers", "require_signed_main", "cosignatures")
 
 
@@ -42,8 +44,11 @@ def parse_signing(data: dict[str, Any], base: Path, where: str = "") -> SigningS
             raise ConfigError(f"{where}signing.{key} must be a path, got {type(value).__name__}")
         paths[key] = base / Path(value).expanduser() if value else None
     name = data.get("name")
-    if name is not None and not (isinstance(name, str) and name and not any(c.isspace() or c == "+" for c in name)):
-        raise ConfigError(f"{where}signing.name must be a name without spaces or '+', got {name!r}")
+    if name is not None:
+        try:
+            check_name(name if isinstance(name, str) else "")
+        except NoteError:
+            raise ConfigError(f"{where}signing.name must be a name without spaces or '+', got {name!r}") from None
     require = data.get("require_signed_main", False)
     if not isinstance(require, bool):
         raise ConfigError(f"{where}signing.require_signed_main must be true or false, got {type(require).__name__}")
