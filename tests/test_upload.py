@@ -217,6 +217,21 @@ def _not_a_zip(filename: str) -> Artifact:
             "acme_lib-1.0-py3-none-any.whl is not a valid wheel: its acme_zzz-1.0.dist-info does not match "
             "acme-lib 1.0",
         ),
+        (
+            Artifact("acme_lib-1.0.tar.gz", b"this is not a tarball at all"),
+            {},
+            "acme_lib-1.0.tar.gz is not a valid sdist: not a gzip-compressed tar archive",
+        ),
+        (
+            Artifact("acme_lib-1.0.tar.gz", build_sdist("acme-lib", "1.0").data[:-4]),
+            {},
+            "acme_lib-1.0.tar.gz is not a valid sdist: not a gzip-compressed tar archive",
+        ),
+        (
+            Artifact("acme_lib-1.0.tar.gz", build_sdist("acme-zzz", "1.0").data),
+            {},
+            "acme_lib-1.0.tar.gz: its PKG-INFO says acme-zzz 1.0, the upload acme-lib 1.0",
+        ),
         (build_wheel("acme-lib", "1.0"), {"version": None}, "missing field version"),
         (build_wheel("acme-lib", "1.0"), {"sha256_digest": None}, "missing field sha256_digest"),
         (
@@ -235,6 +250,9 @@ def _not_a_zip(filename: str) -> Artifact:
         "version-mismatch",
         "name-mismatch",
         "dist-info-mismatch",
+        "sdist-not-a-tarball",
+        "sdist-truncated",
+        "sdist-pkg-info-mismatch",
         "no-version",
         "no-digest",
         "wrong-action",
@@ -400,3 +418,25 @@ def test_taken_down_bytes_are_refused_under_another_filename(hosted: tuple[Mirro
 
 def test_twine_is_installed() -> None:
     assert shutil.which("twine", path=str(Path(sys.executable).parent)) is not None
+
+
+def test_review_reports_uploads_like_mirrored_releases(hosted: tuple[Mirror, RunningServer, str]) -> None:
+    """``gitmirror review`` of a range of uploads: releases, dependencies from the wheel's PEP 658 file
+    and the sdist's PKG-INFO, and the flags a reviewer reads for mirrored ones."""
+    mirror, server, token = hosted
+    before = mirror.git("rev-parse", "main").strip()
+    assert form_post(server, token, build_sdist("acme-lib", "1.0", requires_dist=["demo-pkg>=1.0"])).status_code == 200
+    wheel = build_wheel("acme-lib", "1.1", requires_dist=["demo-pkg>=2.0", "acme-new>=1"])
+    assert form_post(server, token, wheel).status_code == 200
+    report = json.loads(mirror.run("review", f"{before}..main", "--format", "json", check=True).stdout)
+    (project,) = report["projects"]
+    assert project["name"] == "acme-lib"
+    releases = {release["version"]: release for release in project["releases"]}
+    assert list(releases) == ["1.0", "1.1"]
+    assert releases["1.1"]["previous"] == "1.0"
+    assert releases["1.1"]["dependencies"] == {
+        "added": ["acme-new>=1"],
+        "removed": [],
+        "repinned": [["demo-pkg>=1.0", "demo-pkg>=2.0"]],
+    }
+    assert "new dependency acme-new is not served by this mirror yet" in releases["1.1"]["flags"]
