@@ -158,6 +158,45 @@ def test_uv_publish_uploads_and_the_same_filename_with_other_bytes_is_refused(
     assert httpx.get(server.url + f"/files/acme-lib/{original.filename}").content == original.data
 
 
+def test_flit_publishes_a_wheel_and_an_sdist_both_served(
+    hosted: tuple[Mirror, RunningServer, str], tmp_path: Path
+) -> None:
+    """flit sends the same legacy form (its own metadata fields, md5 and sha256 digests)."""
+    mirror, server, token = hosted
+    project = tmp_path / "acme-flit"
+    (project / "acme_flit").mkdir(parents=True)
+    (project / "acme_flit" / "__init__.py").write_text('"""A hosted package built by flit."""\n__version__ = "0.3"\n')
+    (project / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["flit_core>=3.9"]\nbuild-backend = "flit_core.buildapi"\n\n'
+        '[project]\nname = "acme-flit"\nversion = "0.3"\ndescription = "A hosted package"\n'
+        'requires-python = ">=3.9"\ndependencies = ["demo-pkg>=1.0"]\n'
+    )
+    published = subprocess.run(
+        [str(Path(sys.executable).parent / "flit"), "publish", "--no-use-vcs"],
+        cwd=project,
+        env=isolated_env(
+            HOME=str(tmp_path),
+            FLIT_INDEX_URL=server.url + "/legacy/",
+            FLIT_USERNAME="__token__",
+            FLIT_PASSWORD=token,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert published.returncode == 0, published.stderr
+    page = httpx.get(server.index_url + "acme-flit/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    files = {item["filename"]: item for item in page.json()["files"]}
+    assert set(files) == {"acme_flit-0.3-py3-none-any.whl", "acme_flit-0.3.tar.gz"}
+    assert files["acme_flit-0.3-py3-none-any.whl"]["requires-python"] == ">=3.9"
+    assert files["acme_flit-0.3-py3-none-any.whl"]["core-metadata"]
+    assert files["acme_flit-0.3.tar.gz"]["requires-python"] == ">=3.9"  # the form's field
+    for filename in files:
+        built = (project / "dist" / filename).read_bytes()
+        assert httpx.get(server.url + f"/files/acme-flit/{filename}").content == built
+    assert "uploaded-by: ci" in mirror.git("log", "-1", "--format=%B", "main")
+
+
 def test_tokens_missing_wrong_and_revoked_are_refused(hosted: tuple[Mirror, RunningServer, str]) -> None:
     mirror, server, token = hosted
     wheel = build_wheel("acme-lib", "1.0")
@@ -416,8 +455,9 @@ def test_taken_down_bytes_are_refused_under_another_filename(hosted: tuple[Mirro
     assert not (mirror.store / "blobs" / sdist.sha256[:2] / sdist.sha256[2:4] / sdist.sha256).exists()
 
 
-def test_twine_is_installed() -> None:
-    assert shutil.which("twine", path=str(Path(sys.executable).parent)) is not None
+def test_twine_and_flit_are_installed() -> None:
+    for client in ("twine", "flit"):
+        assert shutil.which(client, path=str(Path(sys.executable).parent)) is not None, client
 
 
 def test_review_reports_uploads_like_mirrored_releases(hosted: tuple[Mirror, RunningServer, str]) -> None:
