@@ -197,6 +197,31 @@ def test_flit_publishes_a_wheel_and_an_sdist_both_served(
     assert "uploaded-by: ci" in mirror.git("log", "-1", "--format=%B", "main")
 
 
+def test_hatch_publishes_and_a_wrong_token_fails_it(hosted: tuple[Mirror, RunningServer, str], tmp_path: Path) -> None:
+    mirror, server, token = hosted
+    wheel, sdist = build_wheel("acme-hatched", "2.1"), build_sdist("acme-hatched", "2.1")
+    paths = [str(write(tmp_path, wheel)), str(write(tmp_path, sdist))]
+
+    def hatch_publish(auth: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(Path(sys.executable).parent / "hatch"), "publish", "--no-prompt", "--repo", server.url + "/legacy/"]
+            + ["--user", "__token__", "--auth", auth, *paths],
+            cwd=tmp_path,
+            env=isolated_env(HOME=str(tmp_path)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    refused = hatch_publish("gitmirror-wrong")
+    assert refused.returncode != 0 and "403" in refused.stdout + refused.stderr
+    published = hatch_publish(token)
+    assert published.returncode == 0, published.stdout + published.stderr
+    for artifact in (wheel, sdist):
+        assert httpx.get(server.url + f"/files/acme-hatched/{artifact.filename}").content == artifact.data
+    assert "uploaded-by: ci" in mirror.git("log", "-1", "--format=%B", "main")
+
+
 def test_tokens_missing_wrong_and_revoked_are_refused(hosted: tuple[Mirror, RunningServer, str]) -> None:
     mirror, server, token = hosted
     wheel = build_wheel("acme-lib", "1.0")
@@ -455,8 +480,8 @@ def test_taken_down_bytes_are_refused_under_another_filename(hosted: tuple[Mirro
     assert not (mirror.store / "blobs" / sdist.sha256[:2] / sdist.sha256[2:4] / sdist.sha256).exists()
 
 
-def test_twine_and_flit_are_installed() -> None:
-    for client in ("twine", "flit"):
+def test_twine_flit_and_hatch_are_installed() -> None:
+    for client in ("twine", "flit", "hatch"):
         assert shutil.which(client, path=str(Path(sys.executable).parent)) is not None, client
 
 
