@@ -287,6 +287,15 @@ def test_a_hosted_project_tracking_upstream_keeps_its_own_pep708_data(
     assert header["tracks"] == [tracks] and "alternate-locations" not in header
     again = mirror.run("sync", check=True)
     assert "0 changed" in again.stdout and "nothing to commit" in again.stdout
+    alternate = "https://other.example/simple/demo-pkg/"
+    mirror.configure(
+        f"projects:\n  - demo-pkg\nhosted:\n  - name: demo-pkg\n    tracks: [{tracks}]\n"
+        f"    alternate-locations: [{alternate}]\n"
+    )
+    declared = mirror.run("sync", check=True)  # upstream's page unchanged: the configuration still reaches it
+    assert "1 changed" in declared.stdout
+    header = json.loads(mirror.git("show", f"main:{MANIFEST}").splitlines()[0])
+    assert (header["tracks"], header["alternate-locations"]) == ([tracks], [alternate])
 
 
 def test_a_lost_provenance_blob_is_healed_by_the_next_sync(

@@ -505,3 +505,39 @@ def test_review_reports_uploads_like_mirrored_releases(hosted: tuple[Mirror, Run
         "repinned": [["demo-pkg>=1.0", "demo-pkg>=2.0"]],
     }
     assert "new dependency acme-new is not served by this mirror yet" in releases["1.1"]["flags"]
+
+
+def test_a_change_of_hosted_pep708_data_reaches_recorded_projects_at_the_next_sync(
+    hosted: tuple[Mirror, RunningServer, str],
+) -> None:
+    """``alternate-locations`` declared after the uploads: ``sync`` writes them into the hosted
+    project's manifest (with projects to mirror, and with none), and takes them away again."""
+    mirror, server, token = hosted
+    assert form_post(server, token, build_wheel("acme-lib", "1.0")).status_code == 200
+    alternate = "https://other.example/simple/acme-lib/"
+
+    def meta() -> list[str]:
+        html = httpx.get(server.index_url + "acme-lib/").text
+        return [line.strip() for line in html.splitlines() if "pypi:alternate-locations" in line]
+
+    assert meta() == []
+    declared = HOSTED.replace(
+        '    - "acme-*"\n', f'    - "acme-*"\n    - name: acme-lib\n      alternate-locations: ["{alternate}"]\n'
+    )
+    mirror.configure(declared)
+    synced = mirror.run("sync", check=True)
+    assert "1 changed" in synced.stdout
+    assert "acme-lib: PEP 708 tracks and alternate-locations set from hosted: in mirror.yaml" in mirror.git(
+        "log", "-1", "--format=%B", "main"
+    )
+    assert meta() == [f'<meta name="pypi:alternate-locations" content="{alternate}">']
+    page = httpx.get(server.index_url + "acme-lib/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    assert page.json()["alternate-locations"] == [alternate]
+    assert "nothing to commit" in mirror.run("sync", check=True).stdout
+
+    mirror.configure(HOSTED.removeprefix("projects:\n  - demo-pkg\n"))  # only hosted projects: no upstream sync
+    tip = mirror.git("rev-parse", "main")
+    assert mirror.run("sync", check=True).stdout.startswith("hosted projects' PEP 708 data written; commit ")
+    assert meta() == [] and mirror.git("rev-parse", "main") != tip
+    assert mirror.run("sync", check=True).stdout == "hosted projects' PEP 708 data unchanged\n"
+    assert mirror.run("verify", check=True).returncode == 0
