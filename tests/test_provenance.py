@@ -240,6 +240,16 @@ def test_twine_uploads_attestations_served_back_as_provenance(
     manifest = loads(mirror.git("show", "main:projects/ac/me/acme-lib.jsonl").encode())
     assert manifest.files[wheel.filename].provenance == hashlib.sha256(served.content).hexdigest()
 
+    first = mirror.git("rev-parse", "main").strip()  # every later commit serves it the same way
+    assert form_post(server, token, build_wheel("acme-lib", "1.1")).status_code == 200
+    assert mirror.git("rev-parse", "main").strip() != first
+    for base in (server.url, f"{server.url}/snapshot/{first}"):
+        page_url = f"{base}/simple/acme-lib/"
+        assert json_files(page_url)[wheel.filename]["provenance"] == item["provenance"]
+        html = httpx.get(page_url).text
+        assert f'data-provenance="../../files/acme-lib/{wheel.filename}.provenance"' in html
+        assert httpx.get(f"{base}/files/acme-lib/{wheel.filename}.provenance").content == served.content
+
 
 def test_an_attestation_for_other_bytes_is_refused(hosted: tuple[Mirror, RunningServer, str]) -> None:
     _mirror, server, token = hosted
