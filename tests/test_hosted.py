@@ -272,6 +272,17 @@ def test_read_auth_requires_a_token_for_every_read(mirror: Mirror, sample: dict,
     mirror.run("token", "revoke", "reader", check=True)
     assert httpx.get(server.index_url, auth=("__token__", token)).status_code == 403
 
+    token_file = mirror.repo / "gitmirror-tokens.json"
+    kept = token_file.read_bytes()
+    token_file.write_text("{damaged")  # every check fails closed, in one line, until it is repaired
+    damaged = "tokens cannot be checked: the server's token file is damaged (its log says why)"
+    read = httpx.get(server.index_url, auth=("__token__", token))
+    assert (read.status_code, read.text) == (503, damaged)
+    upload = form_post(server, token, build_wheel("acme-lib", "2.0"))
+    assert (upload.status_code, upload.text) == (503, damaged + "\n")
+    token_file.write_bytes(kept)
+    assert httpx.get(server.index_url, auth=("__token__", token)).status_code == 403
+
 
 def test_token_commands_print_the_token_last_and_fail_in_one_line(mirror: Mirror) -> None:
     mirror.run("init", check=True)

@@ -24,7 +24,7 @@ from ..model.provenance import ProvenanceError, from_attestations
 from ..storage.repo import MetadataRepo
 from ..storage.store import BlobStore
 from ..sync.config import Config
-from .auth import ReadAuth, token_name
+from .auth import UNAVAILABLE, ReadAuth, TokensUnavailable, token_name
 from .record import Received, record
 from .tokens import TokenStore
 from .upload import UploadForm, UploadRefused, bad, check_file, check_form
@@ -71,7 +71,10 @@ class Uploads:
         return PlainTextResponse(line + "\n")
 
     async def _upload(self, request: Request) -> str:
-        uploader = token_name(self.tokens, request.headers.get("authorization"))
+        try:
+            uploader = token_name(self.tokens, request.headers.get("authorization"))
+        except TokensUnavailable:
+            raise UploadRefused(503, UNAVAILABLE) from None
         if uploader is None:
             raise UploadRefused(403, TOKEN_NEEDED)
         limit = self.config.hosted.max_upload_size
