@@ -334,6 +334,25 @@ def test_bad_uploads_get_one_line_and_leave_nothing(
     assert not (mirror.store / "blobs" / artifact.sha256[:2] / artifact.sha256[2:4] / artifact.sha256).exists()
 
 
+def test_a_gpg_signature_is_ignored_and_any_other_file_refused(hosted: tuple[Mirror, RunningServer, str]) -> None:
+    """twine --sign sends a detached signature beside the file: the upload is taken, the signature
+    is not kept; a second ``content`` or another file field is refused."""
+    _mirror, server, token = hosted
+    wheel = build_wheel("acme-lib", "1.0")
+    fields = {":action": "file_upload", "name": "acme-lib", "version": "1.0", "sha256_digest": wheel.sha256}
+    content = ("content", (wheel.filename, wheel.data, "application/octet-stream"))
+    line = "an upload carries one file, content (and at most a gpg_signature, which is ignored)\n"
+    for extra in ("content", "other_file"):
+        other = (extra, (wheel.filename + ".x", b"-", "application/octet-stream"))
+        refused = httpx.post(server.url + "/legacy/", data=fields, files=[content, other], auth=("__token__", token))
+        assert (refused.status_code, refused.text) == (400, line)
+    signature = ("gpg_signature", (wheel.filename + ".asc", b"-----BEGIN PGP SIGNATURE-----", "text/plain"))
+    signed = httpx.post(server.url + "/legacy/", data=fields, files=[content, signature], auth=("__token__", token))
+    assert signed.status_code == 200, signed.text
+    assert httpx.get(server.url + f"/files/acme-lib/{wheel.filename}").content == wheel.data
+    assert httpx.get(server.url + f"/files/acme-lib/{wheel.filename}.asc").status_code == 404
+
+
 def test_a_wheel_whose_metadata_names_another_version_is_refused(
     hosted_once: tuple[Mirror, RunningServer, str],
 ) -> None:

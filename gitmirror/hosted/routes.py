@@ -86,7 +86,7 @@ class Uploads:
         parser = MultiPartParser(
             request.headers,
             _counted(request.stream(), limit),
-            max_files=1,
+            max_files=2,  # the file and a detached GPG signature (twine --sign), which is ignored
             max_fields=1000,
             max_part_size=MAX_FIELD_BYTES,
         )
@@ -101,6 +101,9 @@ class Uploads:
             for key, value in form.multi_items():
                 if isinstance(value, str):
                     fields.setdefault(key, value)
+            sent = [key for key, value in form.multi_items() if isinstance(value, UploadFile)]
+            if sent.count("content") > 1 or set(sent) - {"content", "gpg_signature"}:
+                raise bad("an upload carries one file, content (and at most a gpg_signature, which is ignored)")
             content = form.get("content")
             content_file = content if isinstance(content, UploadFile) else None
             self._check_hosted(fields.get("name", ""))
