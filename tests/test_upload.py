@@ -560,3 +560,21 @@ def test_a_change_of_hosted_pep708_data_reaches_recorded_projects_at_the_next_sy
     assert meta() == [] and mirror.git("rev-parse", "main") != tip
     assert mirror.run("sync", check=True).stdout == "hosted projects' PEP 708 data unchanged\n"
     assert mirror.run("verify", check=True).returncode == 0
+
+
+def test_an_upload_into_a_bucket_store_is_served_from_it(
+    s3_mirror: Mirror, s3_server, sample: dict, serve, tmp_path: Path
+) -> None:
+    bucket = s3_mirror.bucket  # type: ignore[attr-defined]
+    s3_mirror.configure('projects:\n  - demo-pkg\nhosted: ["acme-*"]\n' + s3_server.settings(bucket))
+    s3_mirror.run("sync", check=True)
+    token = create_token(s3_mirror, "ci")
+    server = serve()
+    wheel = build_wheel("acme-lib", "1.0")
+    published = uv_publish(server, token, write(tmp_path, wheel))
+    assert published.returncode == 0, published.stderr
+    served = httpx.get(server.url + f"/files/acme-lib/{wheel.filename}", follow_redirects=True)
+    assert served.content == wheel.data
+    metadata = httpx.get(server.url + f"/files/acme-lib/{wheel.filename}.metadata", follow_redirects=True)
+    assert metadata.content == wheel.metadata
+    assert s3_mirror.run("verify", check=True).returncode == 0
