@@ -17,8 +17,10 @@ from gitmirror.hosted.auth import credentials, token_name
 from gitmirror.hosted.tokens import TokenError, TokenStore, matching, new_token, record_for, token_digest
 from gitmirror.hosted.upload import UploadRefused, check_file, check_form
 from gitmirror.model.hosted import HostedProject, HostedSettings
-from gitmirror.model.manifest import ProjectManifest, loads
+from gitmirror.model.manifest import ProjectManifest, loads, manifest_path
+from gitmirror.storage.repo import MetadataRepo
 from gitmirror.sync.config import ConfigError, from_mapping
+from gitmirror.sync.hosted_headers import hosted_names
 
 from conftest import Mirror, isolated_env
 from fakeupstream import FakeUpstream, build_wheel
@@ -106,6 +108,20 @@ def test_tracking_the_upstream_page_lets_sync_fill_a_hosted_name() -> None:
     assert not settings.kept_from_upstream("acme-shared")
     assert settings.kept_from_upstream("acme-fork")  # tracks another index: upstream's is still kept out
     assert settings.read_auth and settings.max_upload_size == 10 * 1024 * 1024
+
+
+def test_hosted_names_lists_one_shard_for_a_long_prefix_and_every_shard_else(tmp_path: Path) -> None:
+    repo = MetadataRepo.init(tmp_path / "repo.git")
+    names = ["acme-lib", "acme", "acm", "ab", "tool", "other-acme-x"]
+    files = {manifest_path(name): ProjectManifest(name=name).dumps() for name in names}
+    commit = repo.write_commit(files, "projects")
+    hosting = HostedSettings(
+        projects=(HostedProject("acme*"), HostedProject("*acme-*"), HostedProject("a?"), HostedProject("tool"))
+    )
+    assert hosted_names(repo, commit, hosting) == {"acme-lib", "acme", "other-acme-x", "ab", "tool"}
+    assert sorted(name for name, _ in repo.manifest_blobs(commit, "ac/me")) == ["acme", "acme-lib"]
+    assert list(repo.manifest_blobs(commit, "zz/zz")) == []
+    assert hosted_names(repo, None, hosting) == set()
 
 
 @pytest.mark.parametrize(
@@ -254,6 +270,17 @@ def test_read_auth_requires_a_token_for_every_read(mirror: Mirror, sample: dict,
     uv_installed = uv_venv.uv_install(f"http://__token__:{token}@{host}/simple/", "acme-lib")
     assert uv_installed.returncode == 0, uv_installed.stderr
     mirror.run("token", "revoke", "reader", check=True)
+    assert httpx.get(server.index_url, auth=("__token__", token)).status_code == 403
+
+    token_file = mirror.repo / "gitmirror-tokens.json"
+    kept = token_file.read_bytes()
+    token_file.write_text("{damaged")  # every check fails closed, in one line, until it is repaired
+    damaged = "tokens cannot be checked: the server's token file is damaged (its log says why)"
+    read = httpx.get(server.index_url, auth=("__token__", token))
+    assert (read.status_code, read.text) == (503, damaged)
+    upload = form_post(server, token, build_wheel("acme-lib", "2.0"))
+    assert (upload.status_code, upload.text) == (503, damaged + "\n")
+    token_file.write_bytes(kept)
     assert httpx.get(server.index_url, auth=("__token__", token)).status_code == 403
 
 

@@ -240,6 +240,16 @@ def test_twine_uploads_attestations_served_back_as_provenance(
     manifest = loads(mirror.git("show", "main:projects/ac/me/acme-lib.jsonl").encode())
     assert manifest.files[wheel.filename].provenance == hashlib.sha256(served.content).hexdigest()
 
+    first = mirror.git("rev-parse", "main").strip()  # every later commit serves it the same way
+    assert form_post(server, token, build_wheel("acme-lib", "1.1")).status_code == 200
+    assert mirror.git("rev-parse", "main").strip() != first
+    for base in (server.url, f"{server.url}/snapshot/{first}"):
+        page_url = f"{base}/simple/acme-lib/"
+        assert json_files(page_url)[wheel.filename]["provenance"] == item["provenance"]
+        html = httpx.get(page_url).text
+        assert f'data-provenance="../../files/acme-lib/{wheel.filename}.provenance"' in html
+        assert httpx.get(f"{base}/files/acme-lib/{wheel.filename}.provenance").content == served.content
+
 
 def test_an_attestation_for_other_bytes_is_refused(hosted: tuple[Mirror, RunningServer, str]) -> None:
     _mirror, server, token = hosted
@@ -287,6 +297,15 @@ def test_a_hosted_project_tracking_upstream_keeps_its_own_pep708_data(
     assert header["tracks"] == [tracks] and "alternate-locations" not in header
     again = mirror.run("sync", check=True)
     assert "0 changed" in again.stdout and "nothing to commit" in again.stdout
+    alternate = "https://other.example/simple/demo-pkg/"
+    mirror.configure(
+        f"projects:\n  - demo-pkg\nhosted:\n  - name: demo-pkg\n    tracks: [{tracks}]\n"
+        f"    alternate-locations: [{alternate}]\n"
+    )
+    declared = mirror.run("sync", check=True)  # upstream's page unchanged: the configuration still reaches it
+    assert "1 changed" in declared.stdout
+    header = json.loads(mirror.git("show", f"main:{MANIFEST}").splitlines()[0])
+    assert (header["tracks"], header["alternate-locations"]) == ([tracks], [alternate])
 
 
 def test_a_lost_provenance_blob_is_healed_by_the_next_sync(

@@ -158,6 +158,70 @@ def test_uv_publish_uploads_and_the_same_filename_with_other_bytes_is_refused(
     assert httpx.get(server.url + f"/files/acme-lib/{original.filename}").content == original.data
 
 
+def test_flit_publishes_a_wheel_and_an_sdist_both_served(
+    hosted: tuple[Mirror, RunningServer, str], tmp_path: Path
+) -> None:
+    """flit sends the same legacy form (its own metadata fields, md5 and sha256 digests)."""
+    mirror, server, token = hosted
+    project = tmp_path / "acme-flit"
+    (project / "acme_flit").mkdir(parents=True)
+    (project / "acme_flit" / "__init__.py").write_text('"""A hosted package built by flit."""\n__version__ = "0.3"\n')
+    (project / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["flit_core>=3.9"]\nbuild-backend = "flit_core.buildapi"\n\n'
+        '[project]\nname = "acme-flit"\nversion = "0.3"\ndescription = "A hosted package"\n'
+        'requires-python = ">=3.9"\ndependencies = ["demo-pkg>=1.0"]\n'
+    )
+    published = subprocess.run(
+        [str(Path(sys.executable).parent / "flit"), "publish", "--no-use-vcs"],
+        cwd=project,
+        env=isolated_env(
+            HOME=str(tmp_path),
+            FLIT_INDEX_URL=server.url + "/legacy/",
+            FLIT_USERNAME="__token__",
+            FLIT_PASSWORD=token,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert published.returncode == 0, published.stderr
+    page = httpx.get(server.index_url + "acme-flit/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    files = {item["filename"]: item for item in page.json()["files"]}
+    assert set(files) == {"acme_flit-0.3-py3-none-any.whl", "acme_flit-0.3.tar.gz"}
+    assert files["acme_flit-0.3-py3-none-any.whl"]["requires-python"] == ">=3.9"
+    assert files["acme_flit-0.3-py3-none-any.whl"]["core-metadata"]
+    assert files["acme_flit-0.3.tar.gz"]["requires-python"] == ">=3.9"  # the form's field
+    for filename in files:
+        built = (project / "dist" / filename).read_bytes()
+        assert httpx.get(server.url + f"/files/acme-flit/{filename}").content == built
+    assert "uploaded-by: ci" in mirror.git("log", "-1", "--format=%B", "main")
+
+
+def test_hatch_publishes_and_a_wrong_token_fails_it(hosted: tuple[Mirror, RunningServer, str], tmp_path: Path) -> None:
+    mirror, server, token = hosted
+    wheel, sdist = build_wheel("acme-hatched", "2.1"), build_sdist("acme-hatched", "2.1")
+    paths = [str(write(tmp_path, wheel)), str(write(tmp_path, sdist))]
+
+    def hatch_publish(auth: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(Path(sys.executable).parent / "hatch"), "publish", "--no-prompt", "--repo", server.url + "/legacy/"]
+            + ["--user", "__token__", "--auth", auth, *paths],
+            cwd=tmp_path,
+            env=isolated_env(HOME=str(tmp_path)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    refused = hatch_publish("gitmirror-wrong")
+    assert refused.returncode != 0 and "403" in refused.stdout + refused.stderr
+    published = hatch_publish(token)
+    assert published.returncode == 0, published.stdout + published.stderr
+    for artifact in (wheel, sdist):
+        assert httpx.get(server.url + f"/files/acme-hatched/{artifact.filename}").content == artifact.data
+    assert "uploaded-by: ci" in mirror.git("log", "-1", "--format=%B", "main")
+
+
 def test_tokens_missing_wrong_and_revoked_are_refused(hosted: tuple[Mirror, RunningServer, str]) -> None:
     mirror, server, token = hosted
     wheel = build_wheel("acme-lib", "1.0")
@@ -217,6 +281,21 @@ def _not_a_zip(filename: str) -> Artifact:
             "acme_lib-1.0-py3-none-any.whl is not a valid wheel: its acme_zzz-1.0.dist-info does not match "
             "acme-lib 1.0",
         ),
+        (
+            Artifact("acme_lib-1.0.tar.gz", b"this is not a tarball at all"),
+            {},
+            "acme_lib-1.0.tar.gz is not a valid sdist: not a gzip-compressed tar archive",
+        ),
+        (
+            Artifact("acme_lib-1.0.tar.gz", build_sdist("acme-lib", "1.0").data[:-4]),
+            {},
+            "acme_lib-1.0.tar.gz is not a valid sdist: not a gzip-compressed tar archive",
+        ),
+        (
+            Artifact("acme_lib-1.0.tar.gz", build_sdist("acme-zzz", "1.0").data),
+            {},
+            "acme_lib-1.0.tar.gz: its PKG-INFO says acme-zzz 1.0, the upload acme-lib 1.0",
+        ),
         (build_wheel("acme-lib", "1.0"), {"version": None}, "missing field version"),
         (build_wheel("acme-lib", "1.0"), {"sha256_digest": None}, "missing field sha256_digest"),
         (
@@ -235,6 +314,9 @@ def _not_a_zip(filename: str) -> Artifact:
         "version-mismatch",
         "name-mismatch",
         "dist-info-mismatch",
+        "sdist-not-a-tarball",
+        "sdist-truncated",
+        "sdist-pkg-info-mismatch",
         "no-version",
         "no-digest",
         "wrong-action",
@@ -250,6 +332,25 @@ def test_bad_uploads_get_one_line_and_leave_nothing(
     assert (answer.status_code, answer.text) == (400, line.format(sha256=artifact.sha256) + "\n")
     assert mirror.git("rev-parse", "main") == tip
     assert not (mirror.store / "blobs" / artifact.sha256[:2] / artifact.sha256[2:4] / artifact.sha256).exists()
+
+
+def test_a_gpg_signature_is_ignored_and_any_other_file_refused(hosted: tuple[Mirror, RunningServer, str]) -> None:
+    """twine --sign sends a detached signature beside the file: the upload is taken, the signature
+    is not kept; a second ``content`` or another file field is refused."""
+    _mirror, server, token = hosted
+    wheel = build_wheel("acme-lib", "1.0")
+    fields = {":action": "file_upload", "name": "acme-lib", "version": "1.0", "sha256_digest": wheel.sha256}
+    content = ("content", (wheel.filename, wheel.data, "application/octet-stream"))
+    line = "an upload carries one file, content (and at most a gpg_signature, which is ignored)\n"
+    for extra in ("content", "other_file"):
+        other = (extra, (wheel.filename + ".x", b"-", "application/octet-stream"))
+        refused = httpx.post(server.url + "/legacy/", data=fields, files=[content, other], auth=("__token__", token))
+        assert (refused.status_code, refused.text) == (400, line)
+    signature = ("gpg_signature", (wheel.filename + ".asc", b"-----BEGIN PGP SIGNATURE-----", "text/plain"))
+    signed = httpx.post(server.url + "/legacy/", data=fields, files=[content, signature], auth=("__token__", token))
+    assert signed.status_code == 200, signed.text
+    assert httpx.get(server.url + f"/files/acme-lib/{wheel.filename}").content == wheel.data
+    assert httpx.get(server.url + f"/files/acme-lib/{wheel.filename}.asc").status_code == 404
 
 
 def test_a_wheel_whose_metadata_names_another_version_is_refused(
@@ -398,5 +499,82 @@ def test_taken_down_bytes_are_refused_under_another_filename(hosted: tuple[Mirro
     assert not (mirror.store / "blobs" / sdist.sha256[:2] / sdist.sha256[2:4] / sdist.sha256).exists()
 
 
-def test_twine_is_installed() -> None:
-    assert shutil.which("twine", path=str(Path(sys.executable).parent)) is not None
+def test_twine_flit_and_hatch_are_installed() -> None:
+    for client in ("twine", "flit", "hatch"):
+        assert shutil.which(client, path=str(Path(sys.executable).parent)) is not None, client
+
+
+def test_review_reports_uploads_like_mirrored_releases(hosted: tuple[Mirror, RunningServer, str]) -> None:
+    """``gitmirror review`` of a range of uploads: releases, dependencies from the wheel's PEP 658 file
+    and the sdist's PKG-INFO, and the flags a reviewer reads for mirrored ones."""
+    mirror, server, token = hosted
+    before = mirror.git("rev-parse", "main").strip()
+    assert form_post(server, token, build_sdist("acme-lib", "1.0", requires_dist=["demo-pkg>=1.0"])).status_code == 200
+    wheel = build_wheel("acme-lib", "1.1", requires_dist=["demo-pkg>=2.0", "acme-new>=1"])
+    assert form_post(server, token, wheel).status_code == 200
+    report = json.loads(mirror.run("review", f"{before}..main", "--format", "json", check=True).stdout)
+    (project,) = report["projects"]
+    assert project["name"] == "acme-lib"
+    releases = {release["version"]: release for release in project["releases"]}
+    assert list(releases) == ["1.0", "1.1"]
+    assert releases["1.1"]["previous"] == "1.0"
+    assert releases["1.1"]["dependencies"] == {
+        "added": ["acme-new>=1"],
+        "removed": [],
+        "repinned": [["demo-pkg>=1.0", "demo-pkg>=2.0"]],
+    }
+    assert "new dependency acme-new is not served by this mirror yet" in releases["1.1"]["flags"]
+
+
+def test_a_change_of_hosted_pep708_data_reaches_recorded_projects_at_the_next_sync(
+    hosted: tuple[Mirror, RunningServer, str],
+) -> None:
+    """``alternate-locations`` declared after the uploads: ``sync`` writes them into the hosted
+    project's manifest (with projects to mirror, and with none), and takes them away again."""
+    mirror, server, token = hosted
+    assert form_post(server, token, build_wheel("acme-lib", "1.0")).status_code == 200
+    alternate = "https://other.example/simple/acme-lib/"
+
+    def meta() -> list[str]:
+        html = httpx.get(server.index_url + "acme-lib/").text
+        return [line.strip() for line in html.splitlines() if "pypi:alternate-locations" in line]
+
+    assert meta() == []
+    declared = HOSTED.replace(
+        '    - "acme-*"\n', f'    - "acme-*"\n    - name: acme-lib\n      alternate-locations: ["{alternate}"]\n'
+    )
+    mirror.configure(declared)
+    synced = mirror.run("sync", check=True)
+    assert "1 changed" in synced.stdout
+    assert "acme-lib: PEP 708 tracks and alternate-locations set from hosted: in mirror.yaml" in mirror.git(
+        "log", "-1", "--format=%B", "main"
+    )
+    assert meta() == [f'<meta name="pypi:alternate-locations" content="{alternate}">']
+    page = httpx.get(server.index_url + "acme-lib/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    assert page.json()["alternate-locations"] == [alternate]
+    assert "nothing to commit" in mirror.run("sync", check=True).stdout
+
+    mirror.configure(HOSTED.removeprefix("projects:\n  - demo-pkg\n"))  # only hosted projects: no upstream sync
+    tip = mirror.git("rev-parse", "main")
+    assert mirror.run("sync", check=True).stdout.startswith("hosted projects' PEP 708 data written; commit ")
+    assert meta() == [] and mirror.git("rev-parse", "main") != tip
+    assert mirror.run("sync", check=True).stdout == "hosted projects' PEP 708 data unchanged\n"
+    assert mirror.run("verify", check=True).returncode == 0
+
+
+def test_an_upload_into_a_bucket_store_is_served_from_it(
+    s3_mirror: Mirror, s3_server, sample: dict, serve, tmp_path: Path
+) -> None:
+    bucket = s3_mirror.bucket  # type: ignore[attr-defined]
+    s3_mirror.configure('projects:\n  - demo-pkg\nhosted: ["acme-*"]\n' + s3_server.settings(bucket))
+    s3_mirror.run("sync", check=True)
+    token = create_token(s3_mirror, "ci")
+    server = serve()
+    wheel = build_wheel("acme-lib", "1.0")
+    published = uv_publish(server, token, write(tmp_path, wheel))
+    assert published.returncode == 0, published.stderr
+    served = httpx.get(server.url + f"/files/acme-lib/{wheel.filename}", follow_redirects=True)
+    assert served.content == wheel.data
+    metadata = httpx.get(server.url + f"/files/acme-lib/{wheel.filename}.metadata", follow_redirects=True)
+    assert metadata.content == wheel.metadata
+    assert s3_mirror.run("verify", check=True).returncode == 0

@@ -117,11 +117,18 @@ def run(config_path: Path | None, projects: Sequence[str] = (), quiet: bool = Fa
     if cfg.full_index is not None and not projects:
         return run_all(cfg, quiet=quiet, as_json=as_json)
     selections = select(cfg, projects)
-    if not selections and (projects or not (cfg.requirements or cfg.lockfiles)):
+    nothing = not selections and (projects or not (cfg.requirements or cfg.lockfiles))
+    if nothing and not (cfg.hosted.projects and not projects):
         print("nothing to mirror: list projects in mirror.yaml or on the command line", flush=True)
         return 0
     repo = open_repo(cfg, create=True)
     branch = sync_branch(repo, cfg.branch, cfg.review.branch if cfg.review.enabled else None)
+    if nothing:  # only hosted projects: their PEP 708 data follows mirror.yaml
+        from ..sync.hosted_headers import refresh
+
+        commit = refresh(repo, branch, cfg.hosted)
+        print(f"hosted projects' PEP 708 data {f'written; commit {commit.decode()[:12]}' if commit else 'unchanged'}")
+        return 0
     progress = make_progress(quiet=quiet, as_json=as_json)
     syncer = Syncer(cfg, repo, open_store(cfg, syncing=True), log=progress.log, progress=progress)
     if branch != cfg.branch:

@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 
 from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .tokens import TokenStore
+from .tokens import TokenError, TokenStore
 
 TOKEN_USER = "__token__"
 REALM = 'Basic realm="gitmirror", charset="UTF-8"'
+UNAVAILABLE = "tokens cannot be checked: the server's token file is damaged (its log says why)"
+log = logging.getLogger("gitmirror.serve")
+
+
+class TokensUnavailable(Exception):
+    """The token file cannot be read: every check fails closed (503) until the operator repairs it."""
 
 
 def credentials(authorization: str | None) -> tuple[str, str] | None:
@@ -35,11 +42,16 @@ def credentials(authorization: str | None) -> tuple[str, str] | None:
 
 
 def token_name(tokens: TokenStore, authorization: str | None) -> str | None:
-    """The name of the active token the header carries as ``__token__``'s password, else None."""
+    """The name of the active token the header carries as ``__token__``'s password, else None;
+    ``TokensUnavailable`` when the token file cannot be read (logged)."""
     found = credentials(authorization)
     if found is None or found[0] != TOKEN_USER:
         return None
-    return tokens.check(found[1])
+    try:
+        return tokens.check(found[1])
+    except (TokenError, OSError) as exc:
+        log.error("%s", exc)
+        raise TokensUnavailable from None
 
 
 class ReadAuth:
@@ -61,9 +73,14 @@ class ReadAuth:
             response = PlainTextResponse(
                 "this index needs a token: user __token__, the token as password", 401, {"WWW-Authenticate": REALM}
             )
-        elif token_name(self.tokens, authorization) is None:
-            response = PlainTextResponse("invalid or revoked token (user __token__, the token as password)", 403)
         else:
-            await self.app(scope, receive, send)
-            return
+            try:
+                name = token_name(self.tokens, authorization)
+            except TokensUnavailable:
+                response = PlainTextResponse(UNAVAILABLE, 503)
+            else:
+                if name is not None:
+                    await self.app(scope, receive, send)
+                    return
+                response = PlainTextResponse("invalid or revoked token (user __token__, the token as password)", 403)
         await response(scope, receive, send)

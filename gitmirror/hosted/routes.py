@@ -24,7 +24,7 @@ from ..model.provenance import ProvenanceError, from_attestations
 from ..storage.repo import MetadataRepo
 from ..storage.store import BlobStore
 from ..sync.config import Config
-from .auth import ReadAuth, token_name
+from .auth import UNAVAILABLE, ReadAuth, TokensUnavailable, token_name
 from .record import Received, record
 from .tokens import TokenStore
 from .upload import UploadForm, UploadRefused, bad, check_file, check_form
@@ -71,7 +71,10 @@ class Uploads:
         return PlainTextResponse(line + "\n")
 
     async def _upload(self, request: Request) -> str:
-        uploader = token_name(self.tokens, request.headers.get("authorization"))
+        try:
+            uploader = token_name(self.tokens, request.headers.get("authorization"))
+        except TokensUnavailable:
+            raise UploadRefused(503, UNAVAILABLE) from None
         if uploader is None:
             raise UploadRefused(403, TOKEN_NEEDED)
         limit = self.config.hosted.max_upload_size
@@ -83,7 +86,7 @@ class Uploads:
         parser = MultiPartParser(
             request.headers,
             _counted(request.stream(), limit),
-            max_files=1,
+            max_files=2,  # the file and a detached GPG signature (twine --sign), which is ignored
             max_fields=1000,
             max_part_size=MAX_FIELD_BYTES,
         )
@@ -98,6 +101,9 @@ class Uploads:
             for key, value in form.multi_items():
                 if isinstance(value, str):
                     fields.setdefault(key, value)
+            sent = [key for key, value in form.multi_items() if isinstance(value, UploadFile)]
+            if sent.count("content") > 1 or set(sent) - {"content", "gpg_signature"}:
+                raise bad("an upload carries one file, content (and at most a gpg_signature, which is ignored)")
             content = form.get("content")
             content_file = content if isinstance(content, UploadFile) else None
             self._check_hosted(fields.get("name", ""))

@@ -2,14 +2,17 @@
 
 A multipart POST with ``:action=file_upload``, ``name``, ``version``, ``content`` (the file),
 ``sha256_digest`` and the core metadata fields. ``check_form`` judges the fields (pure), ``check_file``
-the received bytes: the digest, and for a wheel that it is a zip archive whose ``.dist-info`` and
-METADATA name the project and version its filename does (an installer trusts both). Every refusal
+the received bytes: the digest, for a wheel that it is a zip archive whose ``.dist-info`` and
+METADATA name the project and version its filename does (an installer trusts both), for an sdist
+that its archive is whole and its PKG-INFO names them too. Every refusal
 is an ``UploadRefused`` carrying its HTTP status and the one line the client shows.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import tarfile
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -31,6 +34,17 @@ from ..storage import metadata as core_metadata
 #: the forms a file may be uploaded in: what installers take from an index
 WHEEL, SDIST = "bdist_wheel", "sdist"
 _SDIST_SUFFIXES = (".tar.gz", ".zip")
+#: what reading a damaged, hostile or foreign archive raises (RuntimeError: an encrypted zip member)
+_UNREADABLE = (
+    tarfile.TarError,
+    zipfile.BadZipFile,
+    OSError,
+    RuntimeError,
+    NotImplementedError,
+    zlib.error,
+    EOFError,
+    ValueError,
+)
 
 
 class UploadRefused(Exception):
@@ -130,6 +144,7 @@ def check_file(form: UploadForm, handle: IO[bytes]) -> tuple[int, bytes | None, 
     if size == 0:
         raise bad(f"{form.filename} is empty")
     if not form.is_wheel:
+        sdist_pkg_info(form, handle)
         return size, None, form.requires_python
     metadata = wheel_metadata(form, handle)
     parsed = core_metadata.parse(metadata)
@@ -142,7 +157,7 @@ def wheel_metadata(form: UploadForm, handle: IO[bytes]) -> bytes:
     try:
         with zipfile.ZipFile(handle) as archive:
             metadata = _metadata_member(form, archive)
-    except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, zlib.error, EOFError, ValueError):
+    except _UNREADABLE:
         raise bad(f"{form.filename} is not a valid wheel: not a zip archive") from None
     finally:
         handle.seek(0)
@@ -153,6 +168,48 @@ def wheel_metadata(form: UploadForm, handle: IO[bytes]) -> bytes:
             f"the upload {form.project} {form.version}"
         )
     return metadata
+
+
+def sdist_pkg_info(form: UploadForm, handle: IO[bytes]) -> bytes:
+    """The PKG-INFO of an sdist whose archive is whole (gzip's CRC read to the end, a zip's member
+    CRCs) and whose top-level ``<directory>/PKG-INFO`` names the form's project and version, as the
+    build backends that install it will read them."""
+    not_an_sdist = f"{form.filename} is not a valid sdist"
+    zipped = form.filename.endswith(".zip")
+    try:
+        _read_whole(handle, zipped)
+    except _UNREADABLE:
+        raise bad(f"{not_an_sdist}: not a {'zip' if zipped else 'gzip-compressed tar'} archive") from None
+    finally:
+        handle.seek(0)
+    pkg_info = core_metadata.from_sdist(handle, form.filename)
+    handle.seek(0)
+    if pkg_info is None:
+        raise bad(f"{not_an_sdist}: it has no PKG-INFO in its top-level directory")
+    parsed = core_metadata.parse(pkg_info)
+    if not _same(parsed.name, parsed.version, form):
+        raise bad(
+            f"{form.filename}: its PKG-INFO says {parsed.name or '?'} {parsed.version or '?'}, "
+            f"the upload {form.project} {form.version}"
+        )
+    return pkg_info
+
+
+def _read_whole(handle: IO[bytes], zipped: bool) -> None:
+    """Read an archive to its end, so a damaged one fails here rather than at install."""
+    if zipped:
+        with zipfile.ZipFile(handle) as archive:
+            damaged = archive.testzip()
+        if damaged is not None:
+            raise zipfile.BadZipFile(damaged)
+        return
+    with tarfile.open(fileobj=handle, mode="r:gz") as tarball:
+        for _member in tarball:  # every header parses
+            pass
+    handle.seek(0)
+    with gzip.GzipFile(fileobj=handle, mode="rb") as stream:
+        while stream.read(1 << 20):  # to the end: gzip checks its CRC and length there
+            pass
 
 
 def _metadata_member(form: UploadForm, archive: zipfile.ZipFile) -> bytes:

@@ -10,8 +10,6 @@ commit pair is the same wherever and whenever it is produced, except for the age
 from __future__ import annotations
 
 import functools
-import io
-import tarfile
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -40,7 +38,6 @@ from .review_report import (
 
 SIZE_JUMP_RATIO = 2.0
 SIZE_JUMP_MIN_BYTES = 100_000
-_MAX_PKG_INFO = 1_000_000
 _WATCHED_FIELDS = (("author", "Author"), ("author_email", "Author-email"), ("home_page", "Home-page"))
 
 
@@ -269,23 +266,9 @@ def release_metadata(store: Blobs, files: list[FileEntry]) -> metadata.CoreMetad
             return found
     for entry in ordered:
         if entry.filename.endswith(".tar.gz") and store.has(entry.sha256):
-            data = _sdist_pkg_info(store.read_bytes(entry.sha256))
+            data = metadata.from_sdist(store.read_bytes(entry.sha256), entry.filename)
             if data is not None:
                 return metadata.parse(data)
-    return None
-
-
-def _sdist_pkg_info(data: bytes) -> bytes | None:
-    """The top-level PKG-INFO of an sdist, read without extracting anything to disk."""
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
-            for member in archive:
-                parts = member.name.split("/")
-                if len(parts) == 2 and parts[1] == "PKG-INFO" and member.isfile() and member.size < _MAX_PKG_INFO:
-                    handle = archive.extractfile(member)
-                    return handle.read() if handle else None
-    except (tarfile.TarError, OSError, EOFError):
-        return None
     return None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import tarfile
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -99,6 +100,36 @@ def from_wheel(wheel: str | Path | bytes | memoryview | IO[bytes]) -> bytes | No
     except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, zlib.error, EOFError, ValueError):
         return None  # RuntimeError: encrypted; NotImplementedError: a compression zipfile lacks
     return None
+
+
+#: a PKG-INFO larger than this is not read: core metadata is a few kB, the description included
+MAX_PKG_INFO = 1_000_000
+
+
+def from_sdist(sdist: bytes | IO[bytes], filename: str) -> bytes | None:
+    """The top-level ``<directory>/PKG-INFO`` of an sdist (a ``.tar.gz``, or a ``.zip`` by its
+    ``filename``), read without extracting anything; None when it has none or cannot be read."""
+    source = io.BytesIO(sdist) if isinstance(sdist, bytes) else sdist
+    try:
+        if filename.endswith(".zip"):
+            with zipfile.ZipFile(source) as archive:
+                for info in archive.infolist():
+                    if _is_top_pkg_info(info.filename) and info.file_size < MAX_PKG_INFO:
+                        return archive.read(info)
+            return None
+        with tarfile.open(fileobj=source, mode="r:gz") as tarball:
+            for member in tarball:
+                if _is_top_pkg_info(member.name) and member.isfile() and member.size < MAX_PKG_INFO:
+                    handle = tarball.extractfile(member)
+                    return handle.read() if handle else None
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, zlib.error, EOFError):
+        return None
+    return None
+
+
+def _is_top_pkg_info(member: str) -> bool:
+    parts = member.split("/")
+    return len(parts) == 2 and parts[1] == "PKG-INFO"
 
 
 def from_stored_wheel(store: Blobs, sha256: str) -> bytes | None:

@@ -198,14 +198,18 @@ class MetadataRepo(Writer):
         data = self.read_path(commit_id, path)
         return None if data is None else loads(data, path)
 
-    def manifest_blobs(self, commit_id: bytes | None) -> Iterator[tuple[str, bytes]]:
-        """(project, blob id) for every manifest of a commit, without reading the manifests."""
+    def manifest_blobs(self, commit_id: bytes | None, shard: str | None = None) -> Iterator[tuple[str, bytes]]:
+        """(project, blob id) for every manifest of a commit (or of one ``shard`` directory, as
+        ``model.names.shard`` names it), without reading the manifests."""
         if commit_id is None:
             return
-        root = self.tree(self.commit(commit_id).tree)
-        entry = root.get(PROJECTS_DIR.encode())
-        if entry is not None and entry[0] == gittree.TREE:
-            yield from self._manifests_under(entry[1], PROJECTS_DIR)
+        tree_id, path = self.commit(commit_id).tree, ""
+        for part in [PROJECTS_DIR, *(shard.split("/") if shard else [])]:
+            entry = self.tree(tree_id, path).get(part.encode())
+            if entry is None or entry[0] != gittree.TREE:
+                return
+            tree_id, path = entry[1], f"{path}/{part}" if path else part
+        yield from self._manifests_under(tree_id, path)
 
     def _manifests_under(self, tree_id: bytes, prefix: str) -> Iterator[tuple[str, bytes]]:
         for name, (mode, sha) in self.tree(tree_id, prefix).items():

@@ -28,6 +28,7 @@ from . import unchanged
 from .closure import ProjectChoice, choose
 from .config import Config, Selection
 from .downloads import Fetched, RunDownloads
+from .hosted_headers import with_hosted_headers
 from .merge import (
     EXIT_OK,
     KNOWN_CONFLICT,
@@ -103,6 +104,7 @@ class Syncer:
             serial = unchanged.upstream_serial(self.config.upstream, self.config.timeout) if whole_config else None
             try:
                 outcomes = asyncio.run(self._gather(roots, parent, seen_at, state))
+                outcomes = with_hosted_headers(self.repo, parent, self.config.hosted, outcomes)
                 self.store.clean_tmp()  # what a download process killed mid-file left; every writer is done
                 result = SyncResult(outcomes=outcomes)
                 sys.audit("gitmirror.crashpoint", "sync.downloads-done")
