@@ -254,13 +254,20 @@ def test_review_page_shows_what_waits_with_flags_and_dependency_changes(tmp_path
 HOSTILE_REQ = 'evil; python_version < "<script>"'
 
 
-def test_health_readiness_follows_the_store(tmp_path: Path, synced_repo: Path) -> None:
+def test_health_readiness_follows_the_repository_and_the_store(tmp_path: Path, synced_repo: Path) -> None:
     repo, store = tmp_path / "repo", tmp_path / "store"
     shutil.copytree(synced_repo, repo)
     shutil.copytree(synced_repo.parent / "store", store)
     client = TestClient(create_app(from_mapping({"repo": str(repo), "store": str(store)})))
     assert client.get("/health").text == "ok\n"
     assert client.get("/health/ready").text == "ready\n" and client.get("/health?ready=1").status_code == 200
+    (repo / "objects").rename(repo / "objects.away")  # the branch names a commit the server cannot read
+    missing = client.get("/health/ready")
+    assert missing.status_code == 503 and re.fullmatch(
+        r"not ready: branch main cannot be read: its tip [0-9a-f]{12} is not in the repository\n", missing.text
+    )
+    (repo / "objects.away").rename(repo / "objects")
+    assert client.get("/health/ready").text == "ready\n"
     shutil.rmtree(store)
     for url in ("/health/ready", "/health?ready=1"):
         response = client.get(url)
