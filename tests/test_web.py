@@ -122,6 +122,8 @@ def test_home_says_what_the_mirror_is(client: TestClient, site: Mirror) -> None:
     assert site.upstream.url in text
     assert "3" in re.search(r"Projects\s*(\d+)", text).group(1)  # type: ignore[union-attr]
     assert "mirror: syncs land on main" in text
+    tip = site.git("log", "-1", "--format=%H %s", "main").split(" ", 1)
+    assert f"Branch tip {tip[0][:12]} " in text and f"UTC: {tip[1].strip()}" in text
     assert re.search(r"Store (being measured|\d+ files, [\d.]+ [kM]?B)", text)
     assert re.search(r"Last sync commit\s*[0-9a-f]{12} \d{4}-\d\d-\d\d .*sync: 3 projects", text)
     assert "takedown" in text and "deprecate" in text or "status: hostile-pkg" in text  # recent changes
@@ -208,9 +210,38 @@ def test_history_read_before_a_new_commit_gains_it_on_top(mirror: Mirror, sample
     assert again.count("first seen: other_lib-0.1-py3-none-any.whl") == 1
 
 
+def test_upstream_removals_conflicts_and_unyanks_reach_the_project_page_and_history(
+    mirror: Mirror, sample: dict
+) -> None:
+    mirror.run("sync", check=True)
+    removed, replaced, yanked = (
+        sample["other-lib"][0].filename,
+        sample["demo-pkg"][0].filename,
+        sample["other-lib"][1].filename,
+    )
+    mirror.upstream.remove_file("other_lib", removed)
+    mirror.upstream.replace_file("demo-pkg", replaced, b"other bytes under the same name")
+    mirror.upstream.yank("other_lib", yanked, "broken")
+    assert mirror.run("sync").returncode == 3  # a conflict is reported, the original bytes kept
+    mirror.upstream.unyank("other_lib", yanked)
+    mirror.run("sync", check=True)
+    client = TestClient(create_app(load(mirror.root / "mirror.yaml")))
+    project = assert_inert(client.get("/project/other-lib/").text).words
+    assert re.search(
+        rf"{re.escape(removed)} [\d.]+ k?B \d{{4}}-\d\d-\d\dT\S+ >=3.8 served removed upstream \d{{4}}-", project
+    )
+    history = assert_inert(client.get("/project/other-lib/history/").text).words
+    unyank, yank = history.index(f"un-yanked: {yanked}"), history.index(f"yanked: {yanked}: broken")
+    removal = history.index(f"removed upstream (kept here): {removed}")  # the yank's commit, newest first
+    assert unyank < min(yank, removal) and max(yank, removal) < history.index("first seen")
+    demo = assert_inert(client.get("/project/demo-pkg/history/").text).words
+    assert f"conflict: upstream re-published {replaced} with other bytes (kept sha256 " in demo
+
+
 def test_snapshots_list_tags_and_diff_against_the_tip(client: TestClient) -> None:
     html = client.get("/snapshots/").text
     assert 'href="/snapshot/before-marks/simple/"' in html and 'href="/snapshots/before-marks/diff/"' in html
+    assert re.search(r"before-marks \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC [0-9a-f]{12} ", assert_inert(html).words)
     diff = client.get("/snapshots/before-marks/diff/").text
     assert re.findall(r'href="/project/([^"]+)/history/"', diff) == ["demo-pkg", "hostile-pkg"]
     assert client.get("/snapshot/before-marks/simple/").status_code == 200
