@@ -377,7 +377,8 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 COMBINED = re.compile(
-    r'127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] "GET (\S+) HTTP/1\.1" (\d{3}) (\d+|-) "-" "([^"]*)"'
+    r'127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] "(?P<method>GET|HEAD) (?P<target>\S+) HTTP/1\.1" '
+    r'(?P<status>\d{3}) (?P<bytes>\d+|-) "-" "([^"]*)"'
 )
 
 
@@ -401,7 +402,17 @@ def test_metrics_and_access_log_over_real_http(mirror: Mirror, sample: dict, tmp
                 assert httpx.get(url + "/simple/demo-pkg/").status_code == 200
             assert httpx.get(url + "/simple/nope/").status_code == 404
             assert httpx.get(url + "/no/such/page", headers={"user-agent": 'evil "agent"'}).status_code == 404
+            assert httpx.head(url + "/simple/demo-pkg/").status_code == 200
             after = scrape(url)
+            deadline = time.monotonic() + 30
+            while ("gitmirror_store_blobs", ()) not in after and time.monotonic() < deadline:
+                time.sleep(0.05)  # the first scrape started the store's measurement in the background
+                after = scrape(url)
+            (mirror.repo / "objects").rename(mirror.repo / "objects.away")
+            broken = httpx.get(url + "/")
+            assert broken.status_code == 500 and broken.text == "Internal Server Error"
+            assert httpx.get(url + "/health/ready").status_code == 503
+            (mirror.repo / "objects.away").rename(mirror.repo / "objects")
         finally:
             process.terminate()
             process.wait(timeout=10)
@@ -413,21 +424,34 @@ def test_metrics_and_access_log_over_real_http(mirror: Mirror, sample: dict, tmp
 
     assert grew("gitmirror_http_requests_total", ("method", "GET"), route, ("status", "200")) == 3
     assert grew("gitmirror_http_requests_total", ("method", "GET"), route, ("status", "404")) == 1
+    assert grew("gitmirror_http_requests_total", ("method", "HEAD"), route, ("status", "200")) == 1
     assert grew("gitmirror_http_requests_total", ("method", "GET"), ("route", "unmatched"), ("status", "404")) == 1
-    assert grew("gitmirror_http_request_duration_seconds_count", route) == 4
-    assert grew("gitmirror_http_response_bytes_total", route) > 0
+    assert grew("gitmirror_http_request_duration_seconds_count", route) == 5
     assert after[("gitmirror_last_sync_commit_timestamp_seconds", ())] > time.time() - 600
     assert after[("gitmirror_last_sync_clean", ())] == 1
     assert not [key for key in after if key[0] == "gitmirror_proxy_upstream_errors_total"]  # none counted yet
+    blobs = [path for path in (mirror.store / "blobs").rglob("*") if path.is_file()]
+    assert after[("gitmirror_store_blobs", ())] == len(blobs) > 0
+    assert after[("gitmirror_store_bytes", ())] == sum(path.stat().st_size for path in blobs)
     lines = (tmp_path / "access.log").read_text().splitlines()
     parsed = [COMBINED.fullmatch(line) for line in lines]
     assert all(parsed), lines
-    requests = [(match.group(1), match.group(2)) for match in parsed if match]
-    assert requests.count(("/simple/demo-pkg/", "200")) == 3 and ("/no/such/page", "404") in requests
-    assert "evil \\x22agent\\x22" in lines[-2]  # quotes in a client's header cannot end the field
+    requests = [(match["method"], match["target"], match["status"], match["bytes"]) for match in parsed if match]
+    page = next(size for method, target, _, size in requests if (method, target) == ("GET", "/simple/demo-pkg/"))
+    assert requests.count(("GET", "/simple/demo-pkg/", "200", page)) == 3 and int(page) > 0
+    assert ("HEAD", "/simple/demo-pkg/", "200", "-") in requests  # no body goes out for a HEAD
+    assert {("GET", "/", "500"), ("GET", "/health/ready", "503")} <= {request[:3] for request in requests}
+    served = sum(int(size) for _, target, _, size in requests if target.startswith("/simple/") and size != "-")
+    assert grew("gitmirror_http_response_bytes_total", route) == served  # the bytes the access log counts
+    agent = next(line for line in lines if "/no/such/page" in line)
+    assert agent.endswith('" 404 9 "-" "evil \\x22agent\\x22"')  # quotes in a client's header cannot end the field
     errors = (tmp_path / "errors.log").read_text().splitlines()
     assert errors[0].startswith(f"serving mirror/repo at http://127.0.0.1:{port}/")  # the flag beat serve.port
-    assert all(json.loads(line)["level"] for line in errors[1:])
+    records = [json.loads(line) for line in errors[1:]]
+    assert all(record["level"] and record["time"] and record["logger"] for record in records)
+    failure = next(record for record in records if record["level"] == "error")  # the 500: one record, traceback inside
+    assert failure["logger"] == "uvicorn.error" and failure["error"].startswith("Traceback (most recent call last):")
+    assert failure["error"].rstrip().splitlines()[-1].startswith("KeyError")
 
 
 def test_project_page_shows_provenance_and_its_publishers_as_text(client: TestClient) -> None:
