@@ -133,6 +133,35 @@ def test_home_says_what_the_mirror_is(client: TestClient, site: Mirror) -> None:
     assert "pip install --index-url http://testserver/simple/" in text
 
 
+def contrast(one: str, other: str) -> float:
+    """WCAG 2's contrast ratio of two ``#rrggbb`` colours."""
+
+    def luminance(colour: str) -> float:
+        channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+        r, g, b = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    light, dark = sorted((luminance(one), luminance(other)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def test_stylesheet_colours_meet_wcag_aa_contrast(client: TestClient) -> None:
+    """Text 4.5:1 on every background it is set on; the focus ring 3:1 (a user interface component)."""
+    css = client.get("/static/web.css").text
+    colour = dict(re.findall(r"--([a-z]+): (#[0-9a-f]{6});", css))
+    assert re.findall(r"var\(--([a-z]+)\)", css) and set(re.findall(r"var\(--([a-z]+)\)", css)) <= set(colour)
+    rules = re.sub(r":root \{[^}]*\}", "", css)
+    assert not re.findall(r"#[0-9a-fA-F]{3,6}\b", rules)  # every colour a rule uses is one of the named ones
+    text_on = {"paper": ["ink", "muted", "accent", "warn"], "tint": ["ink", "muted", "accent"], "notice": ["ink"]}
+    text_on["accent"] = ["paper"]  # the search button
+    for background, inks in text_on.items():
+        for ink in inks:
+            assert contrast(colour[ink], colour[background]) >= 4.5, (ink, background)
+    for background in ("paper", "tint", "notice"):
+        assert contrast(colour["focus"], colour[background]) >= 3, background
+        assert contrast(colour["muted"], colour[background]) >= 3  # the search field's border
+
+
 def test_search_finds_by_prefix_then_substring_and_escapes_the_query(client: TestClient) -> None:
     response = client.get("/search/", params={"q": "Demo_PKG"})
     assert re.findall(r'href="/project/([^"]+)/"', response.text) == ["demo-pkg"]
