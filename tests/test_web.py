@@ -111,6 +111,8 @@ def assert_inert(html: str) -> Markup:
     page = Markup(html)
     assert [tag for tag, _ in page.tags if tag in ("script", "img", "iframe")] == []
     assert not [attrs for _, attrs in page.tags if any(name.startswith("on") for name in attrs)]
+    names = [tag for tag, _ in page.tags]
+    assert names.count("h1") == names.count("main") == 1 and ("html", {"lang": "en"}) in page.tags  # its outline
     return page
 
 
