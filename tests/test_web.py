@@ -372,11 +372,16 @@ def test_several_workers_serve_the_same_mirror(mirror: Mirror, sample: dict) -> 
 
 
 def test_serve_refuses_bad_settings_in_one_line(mirror: Mirror) -> None:
-    bad_flag = mirror.run("serve", "--log-level", "loud")
-    assert bad_flag.returncode == 2
-    assert bad_flag.stderr.strip().splitlines() == [
-        "gitmirror: error: --log-level must be one of critical, error, warning, info, debug, got 'loud'"
-    ]
+    for flags, message in (
+        (("--log-level", "loud"), "--log-level must be one of critical, error, warning, info, debug, got 'loud'"),
+        (("--port", "70000"), "--port must be a port number from 1 to 65535, got 70000"),
+        (("--port", "-1"), "--port must be a port number from 1 to 65535, got -1"),
+        (("--port", "0"), "--port must be a port number from 1 to 65535, got 0"),
+        (("--workers", "0"), "--workers must be a positive integer, got 0"),
+    ):
+        bad_flag = mirror.run("serve", *flags)
+        assert bad_flag.returncode == 2
+        assert bad_flag.stderr.strip().splitlines() == [f"gitmirror: error: {message}"]
     mirror.configure("serve:\n  port: 0\n")
     bad_file = mirror.run("serve")
     assert bad_file.returncode == 2 and bad_file.stderr.strip().splitlines() == [
