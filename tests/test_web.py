@@ -32,7 +32,7 @@ from gitmirror.storage.repo import Commit, MetadataRepo
 from gitmirror.storage.store import BlobStore
 from gitmirror.sync.config import ConfigError, from_mapping, load
 
-from conftest import GITMIRROR, Mirror, free_port, isolated_env, start_server, stop_server, wait_until_answering
+from conftest import GITMIRROR, Mirror, free_port, isolated_env, stop_server, wait_until_answering
 from fakeupstream import FakeUpstream, build_sdist, build_wheel, make_sample_index
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
@@ -359,16 +359,42 @@ def test_serve_settings_are_checked_in_mirror_yaml() -> None:
             from_mapping({"serve": bad})
 
 
-def test_several_workers_serve_the_same_mirror(mirror: Mirror, sample: dict) -> None:
-    mirror.configure("projects:\n  - demo-pkg\nserve:\n  workers: 2\n  access_log: false\n")
+def test_serve_listens_and_logs_as_mirror_yaml_says(mirror: Mirror, sample: dict, tmp_path: Path) -> None:
+    """No flags: host, port, workers and log level come from ``serve:``; two workers answer one port."""
+    port = free_port()
+    mirror.configure(
+        f"projects:\n  - demo-pkg\nserve:\n  host: 127.0.0.1\n  port: {port}\n  workers: 2\n  log_level: warning\n"
+    )
     mirror.run("sync", check=True)
-    server = start_server(mirror.root)
-    try:
-        assert httpx.get(server.url + "/health/ready").text == "ready\n"
-        assert "demo-pkg" in httpx.get(server.url + "/project/demo-pkg/").text
-        assert httpx.get(server.url + "/simple/demo-pkg/").status_code == 200
-    finally:
-        stop_server(server)
+    url = f"http://127.0.0.1:{port}"
+    with (tmp_path / "errors.log").open("wb") as stderr:
+        process = subprocess.Popen([*GITMIRROR, "serve"], cwd=mirror.root, env=isolated_env(), stderr=stderr)
+        try:
+            wait_until_answering(url + "/health", process, "gitmirror serve")
+            assert httpx.get(url + "/health/ready").text == "ready\n"
+            assert "demo-pkg" in httpx.get(url + "/project/demo-pkg/").text
+            assert httpx.get(url + "/simple/demo-pkg/").status_code == 200
+            assert len(workers(process.pid)) == 2  # spawned by uvicorn's supervisor
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+    lines = (tmp_path / "errors.log").read_text().splitlines()
+    assert lines[0].startswith(f"serving mirror/repo at {url}/")
+    assert not [line for line in lines[1:] if json.loads(line)["level"] == "info"]  # log_level: warning
+
+
+def workers(pid: int) -> list[int]:
+    """The worker processes ``pid`` spawned (from /proc; multiprocessing's resource tracker is not one)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            spawned = re.search(rf"^PPid:\s+{pid}$", status.read_text(), re.M)
+            command = (status.parent / "cmdline").read_bytes()
+        except OSError:
+            continue  # it ended meanwhile
+        if spawned and b"spawn_main" in command:
+            found.append(int(status.parent.name))
+    return found
 
 
 def test_serve_refuses_bad_settings_in_one_line(mirror: Mirror) -> None:
