@@ -23,9 +23,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 from test_upload import create_token, form_post
 
+from gitmirror.model.manifest import manifest_path
 from gitmirror.serve.metrics import StoreSize, measure_store
 from gitmirror.serve.names_index import NameIndex, search_key
 from gitmirror.serve.server import create_app
+from gitmirror.serve.web_data import recent_changes
 from gitmirror.serve.web_provenance import Publisher, publishers
 from gitmirror.serve.web_writers import Writer, WriterActivity, writer_of
 from gitmirror.storage.repo import Commit, MetadataRepo
@@ -187,6 +189,26 @@ def test_name_index_is_fast_on_half_a_million_names() -> None:
     assert index.search("nothing-like-this", 100) == ([], False)
     assert index.search("gamma-124999", 100) == (["gamma-124999"], False)
     assert search_key("<b>") is None and search_key("Foo.Bar_baz") == "foo-bar-baz"
+
+
+def test_search_follows_each_new_tip_and_recent_changes_read_a_bounded_diff(tmp_path: Path) -> None:
+    repo = MetadataRepo.init(tmp_path / "repo")
+    first = {manifest_path(name): b"{}\n" for name in ("alpha", "beta", "alphabet", "gamma", "delta")}
+    repo.write_commit(first, "sync: 5 projects\n", parent=repo.tip())
+    client = TestClient(create_app(from_mapping({"repo": str(repo.path), "store": str(tmp_path / "store")})))
+
+    def found(query: str) -> list[str]:
+        return re.findall(r'<li><a href="/project/([^"]+)/"', client.get("/search/", params={"q": query}).text)
+
+    assert found("alpha") == ["alpha", "alphabet"] and found("ta") == ["beta", "delta"]
+    changes = {manifest_path("alpha"): None, manifest_path("alpha-two"): b"{}\n", manifest_path("beta"): b"[]\n"}
+    tip = repo.write_commit(changes, "sync: 3 projects\n", parent=repo.tip())
+    assert found("alpha") == ["alpha-two", "alphabet"] and found("ta") == ["beta", "delta"]  # the new tip's names
+    assert found("gamma") == ["gamma"]
+    lines = recent_changes(repo, tip, paths_read=3)
+    assert (lines[0].projects, lines[0].more_projects) == (["alpha", "alpha-two", "beta"], 0)
+    assert len(lines[1].projects) == 3 and lines[1].more_projects is None  # five changed: not all read
+    assert recent_changes(repo, tip)[1].projects == ["alpha", "alphabet", "beta", "delta", "gamma"]
 
 
 def test_project_page_shows_every_fact_and_no_markup(client: TestClient, site: Mirror) -> None:
