@@ -291,8 +291,14 @@ def test_upstream_removals_conflicts_and_unyanks_reach_the_project_page_and_hist
     assert f"conflict: upstream re-published {replaced} with other bytes (kept sha256 " in demo
 
 
-def test_snapshots_list_tags_and_diff_against_the_tip(client: TestClient) -> None:
+def test_snapshots_list_tags_and_diff_against_the_tip(client: TestClient, site: Mirror) -> None:
+    site.run("tag", HOSTILE_TAG, check=True)  # a ref name may hold markup: the operator's, or a pushed tag
     html = client.get("/snapshots/").text
+    assert HOSTILE_TAG not in html and "&lt;b&gt;x&#34;onmouseover=alert(1)" in html
+    assert HOSTILE_TAG in assert_inert(html).words  # text on the page, not markup
+    assert 'href="/snapshots/%3Cb%3Ex%22onmouseover%3Dalert%281%29/diff/"' in html
+    hostile = client.get("/snapshots/%3Cb%3Ex%22onmouseover%3Dalert%281%29/diff/")
+    assert hostile.status_code == 200 and HOSTILE_TAG not in hostile.text and "No project changed since" in hostile.text
     assert 'href="/snapshot/before-marks/simple/"' in html and 'href="/snapshots/before-marks/diff/"' in html
     assert re.search(r"before-marks \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC [0-9a-f]{12} ", assert_inert(html).words)
     diff = client.get("/snapshots/before-marks/diff/").text
@@ -335,6 +341,7 @@ def test_review_page_shows_what_waits_with_flags_and_dependency_changes(tmp_path
     ]
 
 
+HOSTILE_TAG = '<b>x"onmouseover=alert(1)'
 HOSTILE_REQ = 'evil; python_version < "<script>"'
 
 
