@@ -179,6 +179,23 @@ def test_search_finds_by_prefix_then_substring_and_escapes_the_query(client: Tes
     assert "No project name contains" in hostile.text
 
 
+def test_projects_are_browsed_a_to_z_a_page_at_a_time(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    def listed(url: str, params: dict[str, str] | None = None) -> tuple[list[str], str]:
+        html = client.get(url, params=params).text
+        assert_inert(html)
+        return re.findall(r'<li><a href="/project/([^"]+)/"', html), html
+
+    assert listed("/search/")[0] == ["demo-pkg", "hostile-pkg", "other-lib"]
+    monkeypatch.setattr("gitmirror.serve.web.SEARCH_LIMIT", 2)
+    first, html = listed("/search/?q=")
+    assert first == ["demo-pkg", "hostile-pkg"] and '<a rel="next" href="/search/?after=hostile-pkg">' in html
+    rest, html = listed("/search/?after=hostile-pkg")
+    assert rest == ["other-lib"] and 'rel="next"' not in html
+    assert "No more projects." in listed("/search/?after=~")[1]  # sorts after every name
+    hostile, html = listed("/search/", params={"after": HOSTILE})  # a value is only a place in the order
+    assert hostile == ["demo-pkg", "hostile-pkg"] and HOSTILE not in html
+
+
 def test_name_index_is_fast_on_half_a_million_names() -> None:
     names = sorted(f"{word}-{number}" for number in range(125_000) for word in ("alpha", "beta", "gamma", "zeta"))
     index = NameIndex(names)
@@ -188,6 +205,8 @@ def test_name_index_is_fast_on_half_a_million_names() -> None:
     assert found[:2] == ["beta-1249", "beta-12490"] and more
     assert index.search("nothing-like-this", 100) == ([], False)
     assert index.search("gamma-124999", 100) == (["gamma-124999"], False)
+    assert index.after("zeta-99998", 2) == (["zeta-99999"], False) and index.after("", 1) == (["alpha-0"], True)
+    assert index.after("gamma-124998", 2) == (["gamma-124999", "gamma-125"], True)  # in string order
     assert search_key("<b>") is None and search_key("Foo.Bar_baz") == "foo-bar-baz"
 
 
