@@ -23,16 +23,18 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 from test_upload import create_token, form_post
 
+from gitmirror.model.manifest import manifest_path
 from gitmirror.serve.metrics import StoreSize, measure_store
 from gitmirror.serve.names_index import NameIndex, search_key
 from gitmirror.serve.server import create_app
+from gitmirror.serve.web_data import recent_changes
 from gitmirror.serve.web_provenance import Publisher, publishers
 from gitmirror.serve.web_writers import Writer, WriterActivity, writer_of
 from gitmirror.storage.repo import Commit, MetadataRepo
 from gitmirror.storage.store import BlobStore
 from gitmirror.sync.config import ConfigError, from_mapping, load
 
-from conftest import GITMIRROR, Mirror, free_port, isolated_env, start_server, stop_server, wait_until_answering
+from conftest import GITMIRROR, Mirror, free_port, isolated_env, stop_server, wait_until_answering
 from fakeupstream import FakeUpstream, build_sdist, build_wheel, make_sample_index
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
@@ -111,6 +113,8 @@ def assert_inert(html: str) -> Markup:
     page = Markup(html)
     assert [tag for tag, _ in page.tags if tag in ("script", "img", "iframe")] == []
     assert not [attrs for _, attrs in page.tags if any(name.startswith("on") for name in attrs)]
+    names = [tag for tag, _ in page.tags]
+    assert names.count("h1") == names.count("main") == 1 and ("html", {"lang": "en"}) in page.tags  # its outline
     return page
 
 
@@ -122,6 +126,8 @@ def test_home_says_what_the_mirror_is(client: TestClient, site: Mirror) -> None:
     assert site.upstream.url in text
     assert "3" in re.search(r"Projects\s*(\d+)", text).group(1)  # type: ignore[union-attr]
     assert "mirror: syncs land on main" in text
+    tip = site.git("log", "-1", "--format=%H %s", "main").split(" ", 1)
+    assert f"Branch tip {tip[0][:12]} " in text and f"UTC: {tip[1].strip()}" in text
     assert re.search(r"Store (being measured|\d+ files, [\d.]+ [kM]?B)", text)
     assert re.search(r"Last sync commit\s*[0-9a-f]{12} \d{4}-\d\d-\d\d .*sync: 3 projects", text)
     assert "takedown" in text and "deprecate" in text or "status: hostile-pkg" in text  # recent changes
@@ -129,6 +135,35 @@ def test_home_says_what_the_mirror_is(client: TestClient, site: Mirror) -> None:
     assert ("input", {"id": "q", "name": "q", "type": "search", "value": "", "autocomplete": "off"}) in page.tags
     assert ("label", {"for": "q"}) in page.tags
     assert "pip install --index-url http://testserver/simple/" in text
+
+
+def contrast(one: str, other: str) -> float:
+    """WCAG 2's contrast ratio of two ``#rrggbb`` colours."""
+
+    def luminance(colour: str) -> float:
+        channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+        r, g, b = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    light, dark = sorted((luminance(one), luminance(other)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def test_stylesheet_colours_meet_wcag_aa_contrast(client: TestClient) -> None:
+    """Text 4.5:1 on every background it is set on; the focus ring 3:1 (a user interface component)."""
+    css = client.get("/static/web.css").text
+    colour = dict(re.findall(r"--([a-z]+): (#[0-9a-f]{6});", css))
+    assert re.findall(r"var\(--([a-z]+)\)", css) and set(re.findall(r"var\(--([a-z]+)\)", css)) <= set(colour)
+    rules = re.sub(r":root \{[^}]*\}", "", css)
+    assert not re.findall(r"#[0-9a-fA-F]{3,6}\b", rules)  # every colour a rule uses is one of the named ones
+    text_on = {"paper": ["ink", "muted", "accent", "warn"], "tint": ["ink", "muted", "accent"], "notice": ["ink"]}
+    text_on["accent"] = ["paper"]  # the search button
+    for background, inks in text_on.items():
+        for ink in inks:
+            assert contrast(colour[ink], colour[background]) >= 4.5, (ink, background)
+    for background in ("paper", "tint", "notice"):
+        assert contrast(colour["focus"], colour[background]) >= 3, background
+        assert contrast(colour["muted"], colour[background]) >= 3  # the search field's border
 
 
 def test_search_finds_by_prefix_then_substring_and_escapes_the_query(client: TestClient) -> None:
@@ -144,6 +179,23 @@ def test_search_finds_by_prefix_then_substring_and_escapes_the_query(client: Tes
     assert "No project name contains" in hostile.text
 
 
+def test_projects_are_browsed_a_to_z_a_page_at_a_time(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    def listed(url: str, params: dict[str, str] | None = None) -> tuple[list[str], str]:
+        html = client.get(url, params=params).text
+        assert_inert(html)
+        return re.findall(r'<li><a href="/project/([^"]+)/"', html), html
+
+    assert listed("/search/")[0] == ["demo-pkg", "hostile-pkg", "other-lib"]
+    monkeypatch.setattr("gitmirror.serve.web.SEARCH_LIMIT", 2)
+    first, html = listed("/search/?q=")
+    assert first == ["demo-pkg", "hostile-pkg"] and '<a rel="next" href="/search/?after=hostile-pkg">' in html
+    rest, html = listed("/search/?after=hostile-pkg")
+    assert rest == ["other-lib"] and 'rel="next"' not in html
+    assert "No more projects." in listed("/search/?after=~")[1]  # sorts after every name
+    hostile, html = listed("/search/", params={"after": HOSTILE})  # a value is only a place in the order
+    assert hostile == ["demo-pkg", "hostile-pkg"] and HOSTILE not in html
+
+
 def test_name_index_is_fast_on_half_a_million_names() -> None:
     names = sorted(f"{word}-{number}" for number in range(125_000) for word in ("alpha", "beta", "gamma", "zeta"))
     index = NameIndex(names)
@@ -153,7 +205,29 @@ def test_name_index_is_fast_on_half_a_million_names() -> None:
     assert found[:2] == ["beta-1249", "beta-12490"] and more
     assert index.search("nothing-like-this", 100) == ([], False)
     assert index.search("gamma-124999", 100) == (["gamma-124999"], False)
+    assert index.after("zeta-99998", 2) == (["zeta-99999"], False) and index.after("", 1) == (["alpha-0"], True)
+    assert index.after("gamma-124998", 2) == (["gamma-124999", "gamma-125"], True)  # in string order
     assert search_key("<b>") is None and search_key("Foo.Bar_baz") == "foo-bar-baz"
+
+
+def test_search_follows_each_new_tip_and_recent_changes_read_a_bounded_diff(tmp_path: Path) -> None:
+    repo = MetadataRepo.init(tmp_path / "repo")
+    first = {manifest_path(name): b"{}\n" for name in ("alpha", "beta", "alphabet", "gamma", "delta")}
+    repo.write_commit(first, "sync: 5 projects\n", parent=repo.tip())
+    client = TestClient(create_app(from_mapping({"repo": str(repo.path), "store": str(tmp_path / "store")})))
+
+    def found(query: str) -> list[str]:
+        return re.findall(r'<li><a href="/project/([^"]+)/"', client.get("/search/", params={"q": query}).text)
+
+    assert found("alpha") == ["alpha", "alphabet"] and found("ta") == ["beta", "delta"]
+    changes = {manifest_path("alpha"): None, manifest_path("alpha-two"): b"{}\n", manifest_path("beta"): b"[]\n"}
+    tip = repo.write_commit(changes, "sync: 3 projects\n", parent=repo.tip())
+    assert found("alpha") == ["alpha-two", "alphabet"] and found("ta") == ["beta", "delta"]  # the new tip's names
+    assert found("gamma") == ["gamma"]
+    lines = recent_changes(repo, tip, paths_read=3)
+    assert (lines[0].projects, lines[0].more_projects) == (["alpha", "alpha-two", "beta"], 0)
+    assert len(lines[1].projects) == 3 and lines[1].more_projects is None  # five changed: not all read
+    assert recent_changes(repo, tip)[1].projects == ["alpha", "alphabet", "beta", "delta", "gamma"]
 
 
 def test_project_page_shows_every_fact_and_no_markup(client: TestClient, site: Mirror) -> None:
@@ -208,9 +282,44 @@ def test_history_read_before_a_new_commit_gains_it_on_top(mirror: Mirror, sample
     assert again.count("first seen: other_lib-0.1-py3-none-any.whl") == 1
 
 
-def test_snapshots_list_tags_and_diff_against_the_tip(client: TestClient) -> None:
+def test_upstream_removals_conflicts_and_unyanks_reach_the_project_page_and_history(
+    mirror: Mirror, sample: dict
+) -> None:
+    mirror.run("sync", check=True)
+    removed, replaced, yanked = (
+        sample["other-lib"][0].filename,
+        sample["demo-pkg"][0].filename,
+        sample["other-lib"][1].filename,
+    )
+    mirror.upstream.remove_file("other_lib", removed)
+    mirror.upstream.replace_file("demo-pkg", replaced, b"other bytes under the same name")
+    mirror.upstream.yank("other_lib", yanked, "broken")
+    assert mirror.run("sync").returncode == 3  # a conflict is reported, the original bytes kept
+    mirror.upstream.unyank("other_lib", yanked)
+    mirror.run("sync", check=True)
+    client = TestClient(create_app(load(mirror.root / "mirror.yaml")))
+    project = assert_inert(client.get("/project/other-lib/").text).words
+    assert re.search(
+        rf"{re.escape(removed)} [\d.]+ k?B \d{{4}}-\d\d-\d\dT\S+ >=3.8 served removed upstream \d{{4}}-", project
+    )
+    history = assert_inert(client.get("/project/other-lib/history/").text).words
+    unyank, yank = history.index(f"un-yanked: {yanked}"), history.index(f"yanked: {yanked}: broken")
+    removal = history.index(f"removed upstream (kept here): {removed}")  # the yank's commit, newest first
+    assert unyank < min(yank, removal) and max(yank, removal) < history.index("first seen")
+    demo = assert_inert(client.get("/project/demo-pkg/history/").text).words
+    assert f"conflict: upstream re-published {replaced} with other bytes (kept sha256 " in demo
+
+
+def test_snapshots_list_tags_and_diff_against_the_tip(client: TestClient, site: Mirror) -> None:
+    site.run("tag", HOSTILE_TAG, check=True)  # a ref name may hold markup: the operator's, or a pushed tag
     html = client.get("/snapshots/").text
+    assert HOSTILE_TAG not in html and "&lt;b&gt;x&#34;onmouseover=alert(1)" in html
+    assert HOSTILE_TAG in assert_inert(html).words  # text on the page, not markup
+    assert 'href="/snapshots/%3Cb%3Ex%22onmouseover%3Dalert%281%29/diff/"' in html
+    hostile = client.get("/snapshots/%3Cb%3Ex%22onmouseover%3Dalert%281%29/diff/")
+    assert hostile.status_code == 200 and HOSTILE_TAG not in hostile.text and "No project changed since" in hostile.text
     assert 'href="/snapshot/before-marks/simple/"' in html and 'href="/snapshots/before-marks/diff/"' in html
+    assert re.search(r"before-marks \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC [0-9a-f]{12} ", assert_inert(html).words)
     diff = client.get("/snapshots/before-marks/diff/").text
     assert re.findall(r'href="/project/([^"]+)/history/"', diff) == ["demo-pkg", "hostile-pkg"]
     assert client.get("/snapshot/before-marks/simple/").status_code == 200
@@ -251,16 +360,24 @@ def test_review_page_shows_what_waits_with_flags_and_dependency_changes(tmp_path
     ]
 
 
+HOSTILE_TAG = '<b>x"onmouseover=alert(1)'
 HOSTILE_REQ = 'evil; python_version < "<script>"'
 
 
-def test_health_readiness_follows_the_store(tmp_path: Path, synced_repo: Path) -> None:
+def test_health_readiness_follows_the_repository_and_the_store(tmp_path: Path, synced_repo: Path) -> None:
     repo, store = tmp_path / "repo", tmp_path / "store"
     shutil.copytree(synced_repo, repo)
     shutil.copytree(synced_repo.parent / "store", store)
     client = TestClient(create_app(from_mapping({"repo": str(repo), "store": str(store)})))
     assert client.get("/health").text == "ok\n"
     assert client.get("/health/ready").text == "ready\n" and client.get("/health?ready=1").status_code == 200
+    (repo / "objects").rename(repo / "objects.away")  # the branch names a commit the server cannot read
+    missing = client.get("/health/ready")
+    assert missing.status_code == 503 and re.fullmatch(
+        r"not ready: branch main cannot be read: its tip [0-9a-f]{12} is not in the repository\n", missing.text
+    )
+    (repo / "objects.away").rename(repo / "objects")
+    assert client.get("/health/ready").text == "ready\n"
     shutil.rmtree(store)
     for url in ("/health/ready", "/health?ready=1"):
         response = client.get(url)
@@ -290,24 +407,55 @@ def test_serve_settings_are_checked_in_mirror_yaml() -> None:
             from_mapping({"serve": bad})
 
 
-def test_several_workers_serve_the_same_mirror(mirror: Mirror, sample: dict) -> None:
-    mirror.configure("projects:\n  - demo-pkg\nserve:\n  workers: 2\n  access_log: false\n")
+def test_serve_listens_and_logs_as_mirror_yaml_says(mirror: Mirror, sample: dict, tmp_path: Path) -> None:
+    """No flags: host, port, workers and log level come from ``serve:``; two workers answer one port."""
+    port = free_port()
+    mirror.configure(
+        f"projects:\n  - demo-pkg\nserve:\n  host: 127.0.0.1\n  port: {port}\n  workers: 2\n  log_level: warning\n"
+    )
     mirror.run("sync", check=True)
-    server = start_server(mirror.root)
-    try:
-        assert httpx.get(server.url + "/health/ready").text == "ready\n"
-        assert "demo-pkg" in httpx.get(server.url + "/project/demo-pkg/").text
-        assert httpx.get(server.url + "/simple/demo-pkg/").status_code == 200
-    finally:
-        stop_server(server)
+    url = f"http://127.0.0.1:{port}"
+    with (tmp_path / "errors.log").open("wb") as stderr:
+        process = subprocess.Popen([*GITMIRROR, "serve"], cwd=mirror.root, env=isolated_env(), stderr=stderr)
+        try:
+            wait_until_answering(url + "/health", process, "gitmirror serve")
+            assert httpx.get(url + "/health/ready").text == "ready\n"
+            assert "demo-pkg" in httpx.get(url + "/project/demo-pkg/").text
+            assert httpx.get(url + "/simple/demo-pkg/").status_code == 200
+            assert len(workers(process.pid)) == 2  # spawned by uvicorn's supervisor
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+    lines = (tmp_path / "errors.log").read_text().splitlines()
+    assert lines[0].startswith(f"serving mirror/repo at {url}/")
+    assert not [line for line in lines[1:] if json.loads(line)["level"] == "info"]  # log_level: warning
+
+
+def workers(pid: int) -> list[int]:
+    """The worker processes ``pid`` spawned (from /proc; multiprocessing's resource tracker is not one)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            spawned = re.search(rf"^PPid:\s+{pid}$", status.read_text(), re.M)
+            command = (status.parent / "cmdline").read_bytes()
+        except OSError:
+            continue  # it ended meanwhile
+        if spawned and b"spawn_main" in command:
+            found.append(int(status.parent.name))
+    return found
 
 
 def test_serve_refuses_bad_settings_in_one_line(mirror: Mirror) -> None:
-    bad_flag = mirror.run("serve", "--log-level", "loud")
-    assert bad_flag.returncode == 2
-    assert bad_flag.stderr.strip().splitlines() == [
-        "gitmirror: error: --log-level must be one of critical, error, warning, info, debug, got 'loud'"
-    ]
+    for flags, message in (
+        (("--log-level", "loud"), "--log-level must be one of critical, error, warning, info, debug, got 'loud'"),
+        (("--port", "70000"), "--port must be a port number from 1 to 65535, got 70000"),
+        (("--port", "-1"), "--port must be a port number from 1 to 65535, got -1"),
+        (("--port", "0"), "--port must be a port number from 1 to 65535, got 0"),
+        (("--workers", "0"), "--workers must be a positive integer, got 0"),
+    ):
+        bad_flag = mirror.run("serve", *flags)
+        assert bad_flag.returncode == 2
+        assert bad_flag.stderr.strip().splitlines() == [f"gitmirror: error: {message}"]
     mirror.configure("serve:\n  port: 0\n")
     bad_file = mirror.run("serve")
     assert bad_file.returncode == 2 and bad_file.stderr.strip().splitlines() == [
@@ -339,7 +487,8 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 COMBINED = re.compile(
-    r'127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] "GET (\S+) HTTP/1\.1" (\d{3}) (\d+|-) "-" "([^"]*)"'
+    r'127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] "(?P<method>GET|HEAD) (?P<target>\S+) HTTP/1\.1" '
+    r'(?P<status>\d{3}) (?P<bytes>\d+|-) "-" "([^"]*)"'
 )
 
 
@@ -363,7 +512,17 @@ def test_metrics_and_access_log_over_real_http(mirror: Mirror, sample: dict, tmp
                 assert httpx.get(url + "/simple/demo-pkg/").status_code == 200
             assert httpx.get(url + "/simple/nope/").status_code == 404
             assert httpx.get(url + "/no/such/page", headers={"user-agent": 'evil "agent"'}).status_code == 404
+            assert httpx.head(url + "/simple/demo-pkg/").status_code == 200
             after = scrape(url)
+            deadline = time.monotonic() + 30
+            while ("gitmirror_store_blobs", ()) not in after and time.monotonic() < deadline:
+                time.sleep(0.05)  # the first scrape started the store's measurement in the background
+                after = scrape(url)
+            (mirror.repo / "objects").rename(mirror.repo / "objects.away")
+            broken = httpx.get(url + "/")
+            assert broken.status_code == 500 and broken.text == "Internal Server Error"
+            assert httpx.get(url + "/health/ready").status_code == 503
+            (mirror.repo / "objects.away").rename(mirror.repo / "objects")
         finally:
             process.terminate()
             process.wait(timeout=10)
@@ -375,21 +534,34 @@ def test_metrics_and_access_log_over_real_http(mirror: Mirror, sample: dict, tmp
 
     assert grew("gitmirror_http_requests_total", ("method", "GET"), route, ("status", "200")) == 3
     assert grew("gitmirror_http_requests_total", ("method", "GET"), route, ("status", "404")) == 1
+    assert grew("gitmirror_http_requests_total", ("method", "HEAD"), route, ("status", "200")) == 1
     assert grew("gitmirror_http_requests_total", ("method", "GET"), ("route", "unmatched"), ("status", "404")) == 1
-    assert grew("gitmirror_http_request_duration_seconds_count", route) == 4
-    assert grew("gitmirror_http_response_bytes_total", route) > 0
+    assert grew("gitmirror_http_request_duration_seconds_count", route) == 5
     assert after[("gitmirror_last_sync_commit_timestamp_seconds", ())] > time.time() - 600
     assert after[("gitmirror_last_sync_clean", ())] == 1
     assert not [key for key in after if key[0] == "gitmirror_proxy_upstream_errors_total"]  # none counted yet
+    blobs = [path for path in (mirror.store / "blobs").rglob("*") if path.is_file()]
+    assert after[("gitmirror_store_blobs", ())] == len(blobs) > 0
+    assert after[("gitmirror_store_bytes", ())] == sum(path.stat().st_size for path in blobs)
     lines = (tmp_path / "access.log").read_text().splitlines()
     parsed = [COMBINED.fullmatch(line) for line in lines]
     assert all(parsed), lines
-    requests = [(match.group(1), match.group(2)) for match in parsed if match]
-    assert requests.count(("/simple/demo-pkg/", "200")) == 3 and ("/no/such/page", "404") in requests
-    assert "evil \\x22agent\\x22" in lines[-2]  # quotes in a client's header cannot end the field
+    requests = [(match["method"], match["target"], match["status"], match["bytes"]) for match in parsed if match]
+    page = next(size for method, target, _, size in requests if (method, target) == ("GET", "/simple/demo-pkg/"))
+    assert requests.count(("GET", "/simple/demo-pkg/", "200", page)) == 3 and int(page) > 0
+    assert ("HEAD", "/simple/demo-pkg/", "200", "-") in requests  # no body goes out for a HEAD
+    assert {("GET", "/", "500"), ("GET", "/health/ready", "503")} <= {request[:3] for request in requests}
+    served = sum(int(size) for _, target, _, size in requests if target.startswith("/simple/") and size != "-")
+    assert grew("gitmirror_http_response_bytes_total", route) == served  # the bytes the access log counts
+    agent = next(line for line in lines if "/no/such/page" in line)
+    assert agent.endswith('" 404 9 "-" "evil \\x22agent\\x22"')  # quotes in a client's header cannot end the field
     errors = (tmp_path / "errors.log").read_text().splitlines()
     assert errors[0].startswith(f"serving mirror/repo at http://127.0.0.1:{port}/")  # the flag beat serve.port
-    assert all(json.loads(line)["level"] for line in errors[1:])
+    records = [json.loads(line) for line in errors[1:]]
+    assert all(record["level"] and record["time"] and record["logger"] for record in records)
+    failure = next(record for record in records if record["level"] == "error")  # the 500: one record, traceback inside
+    assert failure["logger"] == "uvicorn.error" and failure["error"].startswith("Traceback (most recent call last):")
+    assert failure["error"].rstrip().splitlines()[-1].startswith("KeyError")
 
 
 def test_project_page_shows_provenance_and_its_publishers_as_text(client: TestClient) -> None:

@@ -1,5 +1,6 @@
-"""The web pages in a real browser: headless Chromium (Debian's package) loads the home page, a
-search, a project and its history from ``gitmirror serve``; each is screenshotted and its DOM read.
+"""The web pages in a real browser: headless Chromium (Debian's package) loads the home page, submits
+its search form, opens a result and that project's history link from ``gitmirror serve``; each page
+is screenshotted into the test's tmp dir and its DOM read.
 
 Driven through the browser's own command line (``--dump-dom``, ``--screenshot``), no JavaScript and no
 browser download. Skipped only where no ``chromium`` is installed (CI installs it, see ``.ci/run``).
@@ -7,10 +8,12 @@ browser download. Skipped only where no ``chromium`` is installed (CI installs i
 
 from __future__ import annotations
 
+import re
 import shutil
 import struct
 import subprocess
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
@@ -50,26 +53,51 @@ def png_size(path: Path) -> tuple[int, int]:
     return width, height
 
 
-@pytest.mark.parametrize(
-    ("page", "path", "expected", "window"),
-    [
-        ("home", "/", ["A mirror of", "Recent changes", "demo-pkg"], DESKTOP),
-        ("search", "/search/?q=lib", ['href="/project/other-lib/"', "Projects matching"], PHONE),
-        ("project", "/project/demo-pkg/", ["pip install --index-url", "broken build", "2.0", "&gt;=3.99"], PHONE),
-        ("history", "/project/demo-pkg/history/", ["first seen: demo_pkg-1.0-py3-none-any.whl"], DESKTOP),
-    ],
-)
-def test_chromium_renders_the_pages(
-    page: str, path: str, expected: list[str], window: str, mirror: Mirror, sample: dict, serve, tmp_path: Path
-) -> None:
-    mirror.run("sync", check=True)
-    url = serve().url + path
-    profile = tmp_path / "profile"
+def visit(profile: Path, url: str, shot: Path, window: str) -> str:
+    """The DOM Chromium builds for ``url``, and a screenshot of it at ``window`` (width,height) in ``shot``."""
     dom = chromium(profile, "--dump-dom", url).stdout
-    for text in expected:
-        assert text in dom, f"{page}: {text!r} missing from the DOM"
     assert "<script" not in dom
-    shot = tmp_path / f"{page}.png"
     chromium(profile, f"--screenshot={shot}", f"--window-size={window}", "--hide-scrollbars", url)
     assert shot.stat().st_size > 5000  # a page, not a blank
     assert png_size(shot) == tuple(int(side) for side in window.split(","))
+    return dom
+
+
+def test_chromium_searches_and_opens_a_project_and_its_history(
+    mirror: Mirror, sample: dict, serve, tmp_path: Path
+) -> None:
+    """From the home page, as a person goes: the search form, a result, the project, its history link."""
+    mirror.run("sync", check=True)
+    base = serve().url
+    profile = tmp_path / "profile"
+    home = visit(profile, base + "/", tmp_path / "home.png", DESKTOP)
+    assert "A mirror of" in home and "Recent changes" in home
+    form = re.search(r'<form class="search" role="search" action="([^"]+)" method="get">(.*?)</form>', home, re.S)
+    assert form is not None and re.search(r'<label for="q">', form[2])
+    field = re.search(r'<input id="q" name="(\w+)" type="search"', form[2])
+    assert field is not None
+    search = visit(profile, f"{base}{form[1]}?{urlencode({field[1]: 'LIB'})}", tmp_path / "search.png", PHONE)
+    assert "Projects matching" in search
+    result = re.search(r'<ul class="results">\s*<li><a href="(/project/[^"]+/)">other-lib</a>', search)
+    assert result is not None, search
+    project = visit(profile, base + result[1], tmp_path / "project.png", PHONE)
+    assert "pip install --index-url" in project and "demo-pkg&gt;=1.0" in project and "0.2" in project
+    history_link = re.search(r'<a href="(/project/other-lib/history/)">History</a>', project)
+    assert history_link is not None
+    history = visit(profile, base + history_link[1], tmp_path / "history.png", DESKTOP)
+    assert "first seen: other_lib-0.2-py3-none-any.whl" in history
+    assert sorted(path.name for path in tmp_path.glob("*.png")) == [
+        "history.png",
+        "home.png",
+        "project.png",
+        "search.png",
+    ]
+
+
+def test_chromium_shows_a_yank_reason_and_requires_python_on_a_phone(
+    mirror: Mirror, sample: dict, serve, tmp_path: Path
+) -> None:
+    mirror.run("sync", check=True)
+    project = visit(tmp_path / "profile", serve().url + "/project/demo-pkg/", tmp_path / "demo.png", PHONE)
+    for text in ("pip install --index-url", "broken build", "2.0", "&gt;=3.99"):
+        assert text in project

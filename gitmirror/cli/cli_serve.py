@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on (serve.host, else 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (serve.port, else 8080).")] = None,
-    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes (serve.workers, else 1).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (serve.workers, else 1).")] = None,
     log_level: Annotated[
         str | None, typer.Option(help="critical, error, warning, info or debug (serve.log_level, else info).")
     ] = None,
@@ -39,6 +39,10 @@ def serve(
     cfg = load_config(config)
     if log_level is not None and log_level.lower() not in LOG_LEVELS:
         raise fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+    if port is not None and not 0 < port < 65536:
+        raise fail(f"--port must be a port number from 1 to 65535, got {port}")
+    if workers is not None and workers < 1:
+        raise fail(f"--workers must be a positive integer, got {workers}")
     open_repo(cfg)  # fail early and clearly when there is nothing to serve
     if follow is not None:
         start_following(cfg, follow, follow_interval)

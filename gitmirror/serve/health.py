@@ -1,9 +1,9 @@
 """``/health``: liveness (the process answers) and readiness (it can serve what it promises).
 
-Ready means the metadata repository's branch can be read and the blob store answers (its directory
-is there and readable, or its bucket answers a request): a load balancer takes the instance out of
-rotation with the reason, instead of users meeting 404s for files the index lists. Cheap enough to
-be probed every second.
+Ready means the metadata repository's branch and its tip commit can be read and the blob store
+answers (its directory is there and readable, or its bucket answers a request): a load balancer
+takes the instance out of rotation with the reason, instead of users meeting 404s for files the
+index lists. Cheap enough to be probed every second.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ def not_ready_reason(view: MirrorView) -> str | None:
     if not repo_head.is_file():
         return f"metadata repository {view.repo.path} is not reachable"
     try:
-        view.tip()
+        tip = view.tip()
+        if tip is not None and not view.repo.has_object(tip):
+            return f"branch {view.branch} cannot be read: its tip {tip.decode()[:12]} is not in the repository"
     except (OSError, KeyError, ValueError) as exc:
         return f"branch {view.branch} cannot be read: {exc}"
     store = view.store

@@ -61,11 +61,12 @@ class RequestMetrics:
         started = time.perf_counter()
         status = 500
         sent = 0
+        body_sent = scope["method"] != "HEAD"  # the server drops a HEAD answer's body
 
         async def observed(message: Message) -> None:
             nonlocal status, sent
             if message["type"] == "http.response.body":
-                sent += len(message.get("body", b""))
+                sent += len(message.get("body", b"")) if body_sent else 0
             elif message["type"] == "http.response.start":
                 status = message["status"]
             await send(message)

@@ -59,3 +59,8 @@ class NameIndex:
                 return found, True
             found.append(name)
         return found, False
+
+    def after(self, name: str, limit: int = 100) -> tuple[list[str], bool]:
+        """(up to ``limit`` names sorting after ``name``, in order; whether there are more): browsing A-Z."""
+        low = bisect_right(self.names, name)
+        return self.names[low : low + limit], low + limit < len(self.names)

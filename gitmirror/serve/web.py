@@ -153,6 +153,10 @@ class Pages:
     async def search(self, request: Request) -> Response:
         query = request.query_params.get("q", "")[:200]
         key = search_key(query)
+        if not query.strip():  # no query: every project A-Z, a page at a time
+            after = request.query_params.get("after", "")[:200]
+            names, more = await self.run(lambda: self.name_index(self.view().tip()).after(after, SEARCH_LIMIT))
+            return await self.page(request, "search.html", query="", results=names, more=more)
         if key is None:
             return await self.page(request, "search.html", query=query, results=[], more=False)
         results, more = await self.run(lambda: self.name_index(self.view().tip()).search(key, SEARCH_LIMIT))

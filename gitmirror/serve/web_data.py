@@ -11,6 +11,7 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 
 from packaging.version import InvalidVersion, Version
 
@@ -25,6 +26,7 @@ from .index import offers_files
 
 RECENT_COMMITS = 20
 PROJECTS_PER_COMMIT = 12
+RECENT_PATHS = 2000
 
 
 def when(timestamp: float) -> str:
@@ -37,13 +39,14 @@ class CommitLine:
     time: str
     subject: str
     projects: list[str] = field(default_factory=list)
-    more_projects: int = 0
+    more_projects: int | None = 0  # None: more than the diff read counted
 
 
-def commit_line(commit: Commit, projects: list[str] | None = None) -> CommitLine:
+def commit_line(commit: Commit, projects: list[str] | None = None, counted: bool = True) -> CommitLine:
     subject = commit.message.decode("utf-8", "replace").split("\n", 1)[0]
     shown = (projects or [])[:PROJECTS_PER_COMMIT]
-    return CommitLine(commit.id.decode(), when(commit.commit_time), subject, shown, len(projects or []) - len(shown))
+    more = len(projects or []) - len(shown) if counted else None
+    return CommitLine(commit.id.decode(), when(commit.commit_time), subject, shown, more)
 
 
 def synced_branch(config: Config) -> str:
@@ -74,13 +77,19 @@ class PerTip(OrderedDict[tuple[object, ...], object]):
         return value
 
 
-def recent_changes(repo: MetadataRepo, tip: bytes | None, count: int = RECENT_COMMITS) -> list[CommitLine]:
-    """The newest ``count`` commits of the branch with the projects each changed."""
+def recent_changes(
+    repo: MetadataRepo, tip: bytes | None, count: int = RECENT_COMMITS, paths_read: int = RECENT_PATHS
+) -> list[CommitLine]:
+    """The newest ``count`` commits of the branch with the projects each changed.
+
+    At most ``paths_read`` changed paths of a commit are read: a first full sync changes every
+    project, and the home page names a dozen of them, not all."""
     lines = []
     for commit in repo.first_parents(tip):
         parent = commit.parents[0] if commit.parents else None
-        changed = {project_of_path(path) for path in repo.changed_paths(parent, commit.id)}
-        lines.append(commit_line(commit, sorted(name for name in changed if name)))
+        paths = list(islice(repo.changed_paths(parent, commit.id), paths_read + 1))
+        changed = {project_of_path(path) for path in paths[:paths_read]}
+        lines.append(commit_line(commit, sorted(name for name in changed if name), len(paths) <= paths_read))
         if len(lines) == count:
             break
     return lines

@@ -126,7 +126,16 @@ def manifest_event(change: Change) -> Event:
     if change.kind == "status":
         status, reason = change.after
         return Event("status", f"project status: {status}", None, reason)
+    if change.kind in PLAIN_WORDS:
+        return Event(change.kind, f"{PLAIN_WORDS[change.kind]}: {filename}", filename)
     return Event(change.kind, change.describe(), filename)
+
+
+PLAIN_WORDS = {
+    "unyank": "un-yanked",
+    "upstream-removed": "removed upstream (kept here)",
+    "back-upstream": "back upstream",
+}
 
 
 def conflict_event(record: dict[str, Any]) -> Event:
