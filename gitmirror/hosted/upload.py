@@ -161,12 +161,7 @@ def wheel_metadata(form: UploadForm, handle: IO[bytes]) -> bytes:
         raise bad(f"{form.filename} is not a valid wheel: not a zip archive") from None
     finally:
         handle.seek(0)
-    parsed = core_metadata.parse(metadata)
-    if not _same(parsed.name, parsed.version, form):
-        raise bad(
-            f"{form.filename}: its METADATA says {parsed.name or '?'} {parsed.version or '?'}, "
-            f"the upload {form.project} {form.version}"
-        )
+    _check_names_the_upload(metadata, "METADATA", form)
     return metadata
 
 
@@ -186,13 +181,17 @@ def sdist_pkg_info(form: UploadForm, handle: IO[bytes]) -> bytes:
     handle.seek(0)
     if pkg_info is None:
         raise bad(f"{not_an_sdist}: it has no PKG-INFO in its top-level directory")
-    parsed = core_metadata.parse(pkg_info)
+    _check_names_the_upload(pkg_info, "PKG-INFO", form)
+    return pkg_info
+
+
+def _check_names_the_upload(metadata: bytes, member: str, form: UploadForm) -> None:
+    parsed = core_metadata.parse(metadata)
     if not _same(parsed.name, parsed.version, form):
         raise bad(
-            f"{form.filename}: its PKG-INFO says {parsed.name or '?'} {parsed.version or '?'}, "
+            f"{form.filename}: its {member} says {parsed.name or '?'} {parsed.version or '?'}, "
             f"the upload {form.project} {form.version}"
         )
-    return pkg_info
 
 
 def _read_whole(handle: IO[bytes], zipped: bool) -> None:
