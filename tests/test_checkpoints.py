@@ -180,6 +180,96 @@ def test_witness_cosignature_round_trip(signed, serve, tmp_path: Path):
     assert client(tmp_path, *verify, "--witness-keys", str(witnesses), "--min-witnesses", "1").returncode == 1
 
 
+def test_a_witness_submits_its_cosignature_and_the_mirror_keeps_only_valid_ones(mirror, sample, serve, tmp_path):
+    key, witness_key = make_key(tmp_path, "mirror-key"), make_key(tmp_path, "witness-key")
+    (tmp_path / "w").mkdir()
+    witnesses = allowed_signers(tmp_path / "w", ("witness.test", witness_key))
+    kept = tmp_path / "kept"
+    mirror.configure(
+        f"projects: [demo-pkg]\nsigning:\n  key: {key}\n  name: {ORIGIN}\n"
+        f"  cosignatures: {kept}\n  witnesses: {witnesses}\n"
+    )
+    mirror.run("sync", check=True)
+    allowed = allowed_signers(tmp_path, ("mirror", key))
+    server = serve()
+    clone = tmp_path / "witness-clone"
+    git("clone", "-q", str(mirror.repo), str(clone), cwd=tmp_path)
+    witness = ("witness", "cosign", "--checkpoint", server.url, "--key", str(witness_key), "--name", "witness.test")
+    done = client(tmp_path, *witness, "--keys", str(allowed), "--repo", str(clone), "--submit")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.endswith(
+        " (1 commits) holds\n"  # the check's line; stdout carries the note alone
+        "gitmirror: the mirror answered: kept the cosignature of witness.test for checkpoint size 1\n"
+    )
+    assert (
+        signed_note.parse(done.stdout.encode()).text
+        == signed_note.parse(httpx.get(server.url + "/checkpoint").content).text
+    )
+    assert len(list(kept.glob("*.note"))) == 1
+    verify = ("verify", "--repo", str(clone), "--history-only", "--keys", str(allowed), "--checkpoint", server.url)
+    required = client(tmp_path, *verify, "--witness-keys", str(witnesses), "--min-witnesses", "1")
+    assert required.returncode == 0 and "cosigned by witness.test" in required.stdout, required.stderr
+    # What the mirror refuses, each in one line, keeping nothing.
+    submit = server.url + "/checkpoint/cosignature"
+    cosigned = signed_note.parse(done.stdout.encode())
+    stranger = load_ssh_private_key(make_key(tmp_path, "stranger").read_bytes(), password=None)
+    assert isinstance(stranger, Ed25519PrivateKey)
+    now = int(time.time())
+    impostor = signed_note.Note(cosigned.text, (cosignature.cosign(cosigned.text, "witness.test", stranger, now),))
+    unknown = signed_note.Note(cosigned.text, (cosignature.cosign(cosigned.text, "other.test", stranger, now),))
+    refused = {
+        "impostor": httpx.post(submit, content=impostor.render()),
+        "unknown": httpx.post(submit, content=unknown.render()),
+        "garbage": httpx.post(submit, content=b"\xff not a note"),
+        "huge": httpx.post(submit, content=b"x" * (64 * 1024 + 1)),
+    }
+    assert {name: answer.status_code for name, answer in refused.items()} == {
+        "impostor": 403,
+        "unknown": 403,
+        "garbage": 400,
+        "huge": 413,
+    }
+    assert refused["impostor"].text == f"no valid cosignature by a witness of {witnesses}\n"
+    assert all(answer.text.count("\n") == 1 for answer in refused.values())
+    mirror.run("yank", "demo-pkg", "1.0", "--reason", "broken", check=True)
+    stale = httpx.post(submit, content=cosigned.render())
+    assert stale.status_code == 409 and "not this mirror's current checkpoint (size 2, commit" in stale.text
+    # The witness's next cosignature replaces its last: one note per witness.
+    git("fetch", "-q", "origin", cwd=clone)
+    again = client(tmp_path, *witness, "--keys", str(allowed), "--repo", str(clone), "--submit")
+    assert again.returncode == 0 and "for checkpoint size 2" in again.stderr, again.stderr
+    assert [signed_note.parse(p.read_bytes()).text for p in kept.glob("*.note")] == [
+        signed_note.parse(again.stdout.encode()).text
+    ]
+    local = client(tmp_path, *witness[:2], "--checkpoint", str(tmp_path / "first.note"), *witness[4:], "--submit")
+    assert local.returncode == 2 and "--submit needs --checkpoint URL" in local.stderr
+
+
+def test_a_mirror_without_witnesses_takes_no_cosignature(signed, serve, tmp_path: Path):
+    mirror, allowed = signed
+    server = serve()
+    answer = httpx.post(server.url + "/checkpoint/cosignature", content=httpx.get(server.url + "/checkpoint").content)
+    assert answer.status_code == 404
+    assert answer.text == "this mirror takes no cosignatures: signing.witnesses is not set\n"
+    clone = tmp_path / "witness-clone"
+    git("clone", "-q", str(mirror.repo), str(clone), cwd=tmp_path)
+    witness_key = make_key(tmp_path, "witness-key")
+    witness = ("witness", "cosign", "--checkpoint", server.url, "--key", str(witness_key), "--name", "witness.test")
+    done = client(tmp_path, *witness, "--keys", str(allowed), "--repo", str(clone), "--submit")
+    assert done.returncode == 1 and done.stderr.count("\n") == 2, done.stderr  # the check's line, then why
+    assert (
+        done.stderr.splitlines()[1].startswith("gitmirror: cosignature not taken: ") and "answered 404" in done.stderr
+    )
+    # An unreadable witnesses file stops serve before it starts, in one line.
+    missing = tmp_path / "missing"
+    mirror.configure(f"projects: [demo-pkg]\nsigning:\n  cosignatures: {tmp_path}\n  witnesses: {missing}\n")
+    refused = mirror.run("serve", "--port", "1", timeout=60)
+    assert refused.returncode == 2
+    assert refused.stderr == (
+        f"gitmirror: error: cannot read allowed signers file {missing}: No such file or directory\n"
+    )
+
+
 def test_check_lock_finds_every_locked_file_in_the_checkpointed_state(signed, serve, sample, tmp_path: Path):
     mirror, allowed = signed
     server = serve()

@@ -56,6 +56,7 @@ def test_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
         ("signing: {name: 'a b'}\n", "signing.name must be a name without spaces or '\\+'"),
         ("signing: {name: 7}\n", "signing.name must be a name"),
         ("signing: {require_signed_main: true}\n", "needs signing.allowed_signers"),
+        ("signing: {witnesses: witnesses}\n", "signing.witnesses needs signing.cosignatures"),
     ],
 )
 def test_bad_config_is_one_clear_error(tmp_path: Path, text: str, message: str) -> None:

@@ -88,3 +88,26 @@ def test_a_cosignature_verifies_beside_the_mirror_signature_and_not_once_altered
 def test_a_time_outside_the_spec_range_is_refused(timestamp):
     with pytest.raises(NoteError, match="timestamp"):
         cosignature.cosign(SPEC_TEXT, SPEC_WITNESS, Ed25519PrivateKey.generate(), timestamp)
+
+
+def test_witnessed_names_each_listed_witness_with_a_valid_cosignature_dated_in_time():
+    mirror, first, second, stranger = (Ed25519PrivateKey.generate() for _ in range(4))
+    origin = "mirror.test/simple"
+    text = f"{origin}\n3\nASNFZ4mrze8BI0VniavN7wEjRWc=\n"
+    note = signed_note.Note(text, (signed_note.sign(text, origin, mirror),))
+    for line in (
+        cosignature.cosign(text, "a.test", first, 100),
+        cosignature.cosign(text, "b.test", second, 900),  # later than the bound below
+        cosignature.cosign(text, "c.test", stranger, 100),  # a key nobody listed
+        cosignature.cosign(text, origin, mirror, 100),  # the origin cosigning itself
+    ):
+        note = note.with_signature(line)
+    keys = [
+        ("a.test,alias.test", first.public_key()),
+        ("b.test", second.public_key()),
+        ("c.test", first.public_key()),
+        (origin, mirror.public_key()),
+    ]
+    found = cosignature.witnessed(note, keys, latest=500, origin=origin)
+    assert list(found) == ["a.test"] and found["a.test"] == note.signatures[1]
+    assert sorted(cosignature.witnessed(note, keys, latest=900, origin=origin)) == ["a.test", "b.test"]

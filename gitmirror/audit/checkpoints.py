@@ -20,18 +20,15 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..model import cosignature, signed_note
-from ..model.signed_note import Checkpoint, Note, NoteError
+from ..model.cosignature import MAX_CLOCK_SKEW
+from ..model.signed_note import MAX_NOTE_BYTES, Checkpoint, Note, NoteError
 from ..model.ssh_signatures import AllowedSigners
 from ..storage.repo import MetadataRepo
 
 STATE_VERSION = 1
-#: a checkpoint is a few lines and at most 100 signatures (``signed_note.MAX_SIGNATURES``)
-MAX_NOTE_BYTES = 64 * 1024
-#: a cosignature dated later than now plus this (seconds of clock skew) does not count
-MAX_CLOCK_SKEW = 300
 
 
 class CheckpointError(ValueError):
@@ -55,7 +52,7 @@ def read_note(source: str, timeout: float = 30.0) -> bytes:
         from ..model.hosts import HostPolicy
         from ..upstream.transport import FetchError, Transient, Transport
 
-        url = source if source.rstrip("/").endswith("checkpoint") else source.rstrip("/") + "/checkpoint"
+        url = checkpoint_url(source)
         transport = Transport(HostPolicy(url), timeout, peer="mirror")
         try:
             answer = transport.get_page(url, {}, MAX_NOTE_BYTES, what="checkpoint")
@@ -71,6 +68,29 @@ def read_note(source: str, timeout: float = 30.0) -> bytes:
         return Path(source).read_bytes()
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint {source}: {exc.strerror}") from None
+
+
+def checkpoint_url(source: str) -> str:
+    """A mirror's ``/checkpoint`` URL from ``source``: that URL, or the mirror's root."""
+    return source if source.rstrip("/").endswith("checkpoint") else source.rstrip("/") + "/checkpoint"
+
+
+def submit_cosignature(source: str, note: str, timeout: float = 30.0) -> str:
+    """Hand a cosigned ``note`` to the mirror of the checkpoint URL ``source``; its one-line answer.
+
+    Raises ``CheckpointError`` with the mirror's line when it does not keep the cosignature.
+    """
+    import httpx
+
+    url = checkpoint_url(source).rstrip("/") + "/cosignature"
+    try:
+        answer = httpx.post(url, content=note.encode(), headers={"content-type": "text/plain"}, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise CheckpointError(f"cannot submit the cosignature to {url}: {exc}") from None
+    line = " ".join(answer.text.split())[:200]
+    if answer.status_code != 200:
+        raise CheckpointError(f"{url} answered {answer.status_code}: {line}")
+    return line
 
 
 @dataclass(frozen=True)
@@ -145,17 +165,8 @@ def open_checkpoint(
         raise CheckpointError(str(exc)) from None
     if not any(signed_note.verified_by(note, checkpoint.origin, key) for _, key in mirror_keys.ed25519_keys()):
         raise CheckpointError(f"checkpoint of {checkpoint.origin} is not signed by a key of {mirror_keys.source}")
-    latest = int(time.time()) + MAX_CLOCK_SKEW
-    witnesses = tuple(
-        sorted(
-            {
-                name
-                for principals, key in (witness_keys.ed25519_keys() if witness_keys else [])
-                for name in principals.split(",")
-                if name != checkpoint.origin and _cosigned_by(note, name, key, latest)
-            }
-        )
-    )
+    keys = witness_keys.ed25519_keys() if witness_keys else []
+    witnesses = tuple(sorted(cosignature.witnessed(note, keys, int(time.time()) + MAX_CLOCK_SKEW, checkpoint.origin)))
     if len(witnesses) < min_witnesses:
         source = witness_keys.source if witness_keys else "no witness keys"
         raise CheckpointError(
@@ -208,12 +219,6 @@ def accept(
 def cosign(accepted: Accepted, name: str, private_key: Ed25519PrivateKey) -> Note:
     """The accepted note with the witness ``name``'s ``cosignature/v1``, dated now, added."""
     return accepted.note.with_signature(cosignature.cosign(accepted.note.text, name, private_key, int(time.time())))
-
-
-def _cosigned_by(note: Note, name: str, key: Ed25519PublicKey, latest: int) -> bool:
-    """Whether ``name`` validly cosigned ``note`` at a time no later than ``latest``."""
-    when = cosignature.cosigned_at(note, name, key)
-    return when is not None and when <= latest
 
 
 def _extension_problem(line: Sequence[bytes], before: Seen) -> str | None:

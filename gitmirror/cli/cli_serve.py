@@ -44,6 +44,10 @@ def serve(
     if workers is not None and workers < 1:
         raise fail(f"--workers must be a positive integer, got {workers}")
     open_repo(cfg)  # fail early and clearly when there is nothing to serve
+    if cfg.signing.witnesses is not None:
+        from .cli_sign import allowed_signers
+
+        allowed_signers(cfg.signing.witnesses, cfg, "signing.witnesses")  # one line, before the workers read it
     if follow is not None:
         start_following(cfg, follow, follow_interval)
     where = f"http://{host or cfg.serve.host}:{port or cfg.serve.port}/"

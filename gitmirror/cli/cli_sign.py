@@ -84,8 +84,10 @@ def check_checkpoint(
     witness_keys: Path | None = None,
     min_witnesses: int = 0,
     state: Path | None = None,
+    report_to_stderr: bool = False,
 ) -> Accepted:
-    """``checkpoints.accept`` with its one line printed; a failed check exits 1 (a fork, loudly)."""
+    """``checkpoints.accept`` with its one line printed (on stderr when stdout carries a note); a
+    failed check exits 1 (a fork, loudly)."""
     from ..audit.checkpoints import CheckpointError, ForkError, SeenCheckpoints, accept, default_state, read_note
 
     if min_witnesses and witness_keys is None:
@@ -106,7 +108,7 @@ def check_checkpoint(
         raise typer.Exit(1) from None
     cp = accepted.checkpoint
     cosigned = f", cosigned by {', '.join(accepted.witnesses)}" if accepted.witnesses else ""
-    typer.echo(f"checkpoint: {cp.origin} at {cp.commit[:12]} ({cp.size} commits) holds{cosigned}")
+    typer.echo(f"checkpoint: {cp.origin} at {cp.commit[:12]} ({cp.size} commits) holds{cosigned}", err=report_to_stderr)
     return accepted
 
 
@@ -134,6 +136,9 @@ def cosign(
         Path | None,
         typer.Option("--state", help="Checkpoints witnessed before (default: <state dir>/gitmirror/witnessed.json)."),
     ] = None,
+    submit: Annotated[
+        bool, typer.Option("--submit", help="Hand the cosignature to the mirror (POST <checkpoint>/cosignature).")
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Cosign a mirror's checkpoint after checking it against a clone and the last one witnessed."""
@@ -145,6 +150,8 @@ def cosign(
 
     if checkpoint is None or key is None or name is None:
         raise fail("witness cosign needs --checkpoint, --key and --name")
+    if submit and not checkpoint.startswith(("http://", "https://")):
+        raise fail("--submit needs --checkpoint URL: the mirror the cosignature goes to")
     try:
         check_name(name)
     except NoteError as exc:
@@ -152,7 +159,8 @@ def cosign(
     cfg = load_config(config)
     private_key = check_key(key)
     repo = MetadataRepo(repo_path or cfg.repo)
-    accepted = check_checkpoint(repo, cfg, checkpoint, keys, state=state or default_state("witnessed"))
+    witnessed = state or default_state("witnessed")
+    accepted = check_checkpoint(repo, cfg, checkpoint, keys, state=witnessed, report_to_stderr=out is None)
     note = add_cosignature(accepted, name, private_key).render()
     if out is None:
         typer.echo(note, nl=False)
@@ -161,6 +169,14 @@ def cosign(
             out.write_text(note, encoding="utf-8")
         except OSError as exc:
             raise fail(f"cannot write the cosigned note to {out}: {exc.strerror}") from None
+    if submit:
+        from ..audit.checkpoints import CheckpointError, submit_cosignature
+
+        try:
+            typer.echo(f"gitmirror: the mirror answered: {submit_cosignature(checkpoint, note)}", err=True)
+        except CheckpointError as exc:
+            typer.echo(f"gitmirror: cosignature not taken: {exc}", err=True)
+            raise typer.Exit(1) from None
 
 
 def check_lock(

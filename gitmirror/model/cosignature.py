@@ -18,6 +18,7 @@ Pure: no I/O and no clock; the caller passes the time.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -28,6 +29,8 @@ from .signed_note import Note, NoteError, Signature, key_id
 ALG_COSIGNATURE_V1 = 0x04
 HEADER = "cosignature/v1\n"
 MAX_TIMESTAMP = 2**63 - 1
+#: a cosignature dated later than now plus this (seconds of clock skew) does not count
+MAX_CLOCK_SKEW = 300
 _TIMESTAMP_BYTES = 8
 _ED25519_SIGNATURE_BYTES = 64
 
@@ -41,6 +44,24 @@ def verifier_key(name: str, public_key: Ed25519PublicKey) -> str:
     raw = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
     encoded = base64.b64encode(bytes([ALG_COSIGNATURE_V1]) + raw).decode()
     return f"{name}+{cosigner_key_id(name, public_key).hex()}+{encoded}"
+
+
+def witnessed(
+    note: Note, keys: Iterable[tuple[str, Ed25519PublicKey]], latest: int, origin: str
+) -> dict[str, Signature]:
+    """The valid cosignatures of ``note`` by ``keys`` (comma-separated principals, each a witness
+    name, as an allowed_signers file lists them), dated no later than ``latest``, by witness name;
+    the note's ``origin`` is never its own witness."""
+    found: dict[str, Signature] = {}
+    for principals, public_key in keys:
+        for name in principals.split(","):
+            if name == origin or name in found:
+                continue
+            when = cosigned_at(note, name, public_key)
+            if when is not None and when <= latest:
+                wanted = cosigner_key_id(name, public_key)
+                found[name] = next(s for s in note.signatures if s.name == name and s.key_id == wanted)
+    return found
 
 
 def signed_message(text: str, timestamp: int) -> bytes:

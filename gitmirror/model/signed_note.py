@@ -34,6 +34,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 ALG_ED25519 = 0x01
 SIGNATURE_PREFIX = "— "  # U+2014 EM DASH, then a space
 MAX_SIGNATURES = 100
+#: a note is a few lines and at most ``MAX_SIGNATURES`` signature lines
+MAX_NOTE_BYTES = 64 * 1024
 _NAME = re.compile(r"[^\s+]+")
 _HEX_ID = re.compile(r"[0-9a-f]{40}")
 

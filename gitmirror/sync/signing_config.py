@@ -4,7 +4,8 @@
 publishes (named ``name``, the checkpoint's origin line); ``allowed_signers`` with
 ``require_signed_main`` makes the pre-receive hook refuse pushes to main not signed by one of its
 keys; ``cosignatures`` is a directory of witness-cosigned checkpoints served beside the mirror's
-own signature (docs/signing.md).
+own signature, where ``serve`` also keeps the cosignatures that the witnesses of ``witnesses`` (an
+allowed_signers file) submit (docs/signing.md).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from ..model.signed_note import NoteError, check_name
 
-_KEYS = ("key", "name", "allowed_signers", "require_signed_main", "cosignatures")
+_KEYS = ("key", "name", "allowed_signers", "require_signed_main", "cosignatures", "witnesses")
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class SigningSettings:
     allowed_signers: Path | None = None
     require_signed_main: bool = False
     cosignatures: Path | None = None
+    witnesses: Path | None = None
 
     @property
     def configured(self) -> bool:
@@ -38,7 +40,7 @@ def parse_signing(data: dict[str, Any], base: Path, where: str = "") -> SigningS
         if key not in _KEYS:
             raise ConfigError(f"{where}unknown key 'signing.{key}' (known: {', '.join(_KEYS)})")
     paths: dict[str, Path | None] = {}
-    for key in ("key", "allowed_signers", "cosignatures"):
+    for key in ("key", "allowed_signers", "cosignatures", "witnesses"):
         value = data.get(key)
         if value is not None and not (isinstance(value, str) and value):
             raise ConfigError(f"{where}signing.{key} must be a path, got {type(value).__name__}")
@@ -54,4 +56,8 @@ def parse_signing(data: dict[str, Any], base: Path, where: str = "") -> SigningS
         raise ConfigError(f"{where}signing.require_signed_main must be true or false, got {type(require).__name__}")
     if require and paths["allowed_signers"] is None:
         raise ConfigError(f"{where}signing.require_signed_main needs signing.allowed_signers")
-    return SigningSettings(paths["key"], name, paths["allowed_signers"], require, paths["cosignatures"])
+    if paths["witnesses"] is not None and paths["cosignatures"] is None:
+        raise ConfigError(f"{where}signing.witnesses needs signing.cosignatures, where submitted cosignatures are kept")
+    return SigningSettings(
+        paths["key"], name, paths["allowed_signers"], require, paths["cosignatures"], paths["witnesses"]
+    )
