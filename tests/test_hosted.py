@@ -4,26 +4,31 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import subprocess
+import zipfile
 from pathlib import Path
 
 import httpx
 import pytest
 from test_upload import create_token, form_post
 
+from gitmirror.hosted import upload
 from gitmirror.hosted.auth import credentials, token_name
 from gitmirror.hosted.tokens import TokenError, TokenStore, matching, new_token, record_for, token_digest
 from gitmirror.hosted.upload import UploadRefused, check_file, check_form
 from gitmirror.model.hosted import HostedProject, HostedSettings
+from gitmirror.model.limits import MAX_METADATA_BYTES
 from gitmirror.model.manifest import ProjectManifest, loads, manifest_path
+from gitmirror.storage import metadata as core_metadata
 from gitmirror.storage.repo import MetadataRepo
 from gitmirror.sync.config import ConfigError, from_mapping
 from gitmirror.sync.hosted_headers import hosted_names
 
 from conftest import Mirror, isolated_env
-from fakeupstream import FakeUpstream, build_wheel
+from fakeupstream import FakeUpstream, build_sdist, build_wheel
 
 # -- tokens ------------------------------------------------------------------------------------
 
@@ -186,6 +191,42 @@ def test_a_wheel_file_yields_its_metadata_and_requires_python() -> None:
     form = check_form(_fields(sha256_digest=wheel.sha256), wheel.filename)
     size, metadata, requires_python = check_file(form, io.BytesIO(wheel.data))
     assert (size, metadata, requires_python) == (len(wheel.data), wheel.metadata, ">=3.10")
+
+
+def _inflating_wheel(metadata_size: int) -> bytes:
+    """A wheel of acme-lib 1.0 whose METADATA inflates to ``metadata_size`` bytes (mostly zeros)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        header = b"Metadata-Version: 2.1\nName: acme-lib\nVersion: 1.0\n\n"
+        archive.writestr("acme_lib-1.0.dist-info/METADATA", header + bytes(metadata_size - len(header)))
+        archive.writestr("acme_lib-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\n")
+        archive.writestr("acme_lib-1.0.dist-info/RECORD", "")
+    return out.getvalue()
+
+
+def test_a_metadata_that_inflates_past_the_bound_is_never_read_into_memory() -> None:
+    bomb = _inflating_wheel(MAX_METADATA_BYTES + 1)
+    assert len(bomb) < MAX_METADATA_BYTES // 100  # what arrives is small; what it inflates to is not
+    assert core_metadata.from_wheel(bomb) is None  # a mirrored wheel: no metadata, never a crash
+    wheel = "acme_lib-1.0-py3-none-any.whl"
+    form = check_form(_fields(sha256_digest=hashlib.sha256(bomb).hexdigest()), wheel)
+    with pytest.raises(UploadRefused) as refused:
+        check_file(form, io.BytesIO(bomb))
+    assert (refused.value.status, refused.value.line) == (
+        400,
+        f"{wheel} is not a valid wheel: its METADATA inflates to {MAX_METADATA_BYTES + 1} bytes, "
+        f"over {MAX_METADATA_BYTES}",
+    )
+    assert core_metadata.from_wheel(_inflating_wheel(1000)) is not None
+
+
+def test_an_sdist_with_more_members_than_any_source_tree_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    sdist = build_sdist("acme-lib", "1.0")
+    monkeypatch.setattr(upload, "MAX_SDIST_MEMBERS", 1)
+    form = check_form(_fields(sha256_digest=sdist.sha256), sdist.filename)
+    with pytest.raises(UploadRefused) as refused:
+        check_file(form, io.BytesIO(sdist.data))
+    assert refused.value.line == f"{sdist.filename} is not a valid sdist: it has over 1 members"
 
 
 # -- dependency confusion: sync never fills a hosted name from upstream ----------------------------

@@ -28,12 +28,15 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
+from ..model.limits import MAX_METADATA_BYTES
 from ..model.names import UnsafeNameError, check_filename, check_sha256, normalize
 from ..storage import metadata as core_metadata
 
 #: the forms a file may be uploaded in: what installers take from an index
 WHEEL, SDIST = "bdist_wheel", "sdist"
 _SDIST_SUFFIXES = (".tar.gz", ".zip")
+#: an sdist with more members than this is refused: far beyond any real source tree
+MAX_SDIST_MEMBERS = 200_000
 #: what reading a damaged, hostile or foreign archive raises (RuntimeError: an encrypted zip member)
 _UNREADABLE = (
     tarfile.TarError,
@@ -172,7 +175,7 @@ def sdist_pkg_info(form: UploadForm, handle: IO[bytes]) -> bytes:
     not_an_sdist = f"{form.filename} is not a valid sdist"
     zipped = form.filename.endswith(".zip")
     try:
-        _read_whole(handle, zipped)
+        _read_whole(handle, form.filename)
     except _UNREADABLE:
         raise bad(f"{not_an_sdist}: not a {'zip' if zipped else 'gzip-compressed tar'} archive") from None
     finally:
@@ -194,17 +197,18 @@ def _check_names_the_upload(metadata: bytes, member: str, form: UploadForm) -> N
         )
 
 
-def _read_whole(handle: IO[bytes], zipped: bool) -> None:
+def _read_whole(handle: IO[bytes], filename: str) -> None:
     """Read an archive to its end, so a damaged one fails here rather than at install."""
-    if zipped:
+    if filename.endswith(".zip"):
         with zipfile.ZipFile(handle) as archive:
             damaged = archive.testzip()
         if damaged is not None:
             raise zipfile.BadZipFile(damaged)
         return
     with tarfile.open(fileobj=handle, mode="r:gz") as tarball:
-        for _member in tarball:  # every header parses
-            pass
+        for count, _member in enumerate(tarball, 1):  # every header parses
+            if count > MAX_SDIST_MEMBERS:  # tarfile keeps each header in memory
+                raise bad(f"{filename} is not a valid sdist: it has over {MAX_SDIST_MEMBERS} members")
     handle.seek(0)
     with gzip.GzipFile(fileobj=handle, mode="rb") as stream:
         while stream.read(1 << 20):  # to the end: gzip checks its CRC and length there
@@ -227,7 +231,10 @@ def _metadata_member(form: UploadForm, archive: zipfile.ZipFile) -> bytes:
     name, _, version = dist_info.removesuffix(".dist-info").rpartition("-")
     if not _same(name, version, form):
         raise bad(f"{not_a_wheel}: its {dist_info} does not match {form.project} {form.version}")
-    return archive.read(f"{dist_info}/METADATA")
+    metadata = archive.getinfo(f"{dist_info}/METADATA")
+    if metadata.file_size > MAX_METADATA_BYTES:
+        raise bad(f"{not_a_wheel}: its METADATA inflates to {metadata.file_size} bytes, over {MAX_METADATA_BYTES}")
+    return archive.read(metadata)
 
 
 def _same(name: str, version: str, form: UploadForm) -> bool:

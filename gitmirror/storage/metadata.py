@@ -20,6 +20,7 @@ from typing import IO
 
 from packaging.metadata import parse_email
 
+from ..model.limits import MAX_METADATA_BYTES
 from ..model.manifest import FileEntry, NeededBlob
 from .blobs import Blobs
 from .store import MISSING
@@ -88,15 +89,16 @@ def from_wheel(wheel: str | Path | bytes | memoryview | IO[bytes]) -> bytes | No
     or cannot be read (no zip, damaged, encrypted, an unknown compression: a hostile upload must not
     stop a sync or a server).
 
-    The first ``<distribution>.dist-info/METADATA`` at the top of the archive, as installers read it.
+    The first ``<distribution>.dist-info/METADATA`` at the top of the archive, as installers read it;
+    one that says it inflates past ``MAX_METADATA_BYTES`` is not read (a zip bomb would fill memory).
     """
     source = io.BytesIO(wheel) if isinstance(wheel, bytes | memoryview) else wheel
     try:
         with zipfile.ZipFile(source) as archive:
-            for member in archive.namelist():
-                directory, _, file = member.partition("/")
+            for info in archive.infolist():
+                directory, _, file = info.filename.partition("/")
                 if file == "METADATA" and directory.endswith(".dist-info"):
-                    return archive.read(member)
+                    return archive.read(info) if info.file_size <= MAX_METADATA_BYTES else None
     except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, zlib.error, EOFError, ValueError):
         return None  # RuntimeError: encrypted; NotImplementedError: a compression zipfile lacks
     return None
