@@ -65,6 +65,7 @@ def isolated_env(**extra: str) -> dict[str, str]:
         GIT_COMMITTER_NAME="Test Mirror",
         GIT_COMMITTER_EMAIL="mirror@example.invalid",
         XDG_CACHE_HOME=_CACHE_HOME,  # the warm-sync pointers (gitmirror/sync/unchanged.py), never the user's
+        NETRC=os.devnull,  # no credentials of this machine's user (gitmirror/upstream/credentials.py)
     )
     env.update(NO_FSYNC)  # no disk flushes in the processes tests start (tests/nofsync.py)
     env.update(extra)

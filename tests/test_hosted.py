@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
+import shutil
 import subprocess
 import zipfile
 from pathlib import Path
@@ -26,8 +28,9 @@ from gitmirror.storage import metadata as core_metadata
 from gitmirror.storage.repo import MetadataRepo
 from gitmirror.sync.config import ConfigError, from_mapping
 from gitmirror.sync.hosted_headers import hosted_names
+from gitmirror.upstream.credentials import NetrcCredentials
 
-from conftest import Mirror, isolated_env
+from conftest import TEST_SETTINGS, Mirror, isolated_env
 from fakeupstream import FakeUpstream, build_sdist, build_wheel
 
 # -- tokens ------------------------------------------------------------------------------------
@@ -323,6 +326,48 @@ def test_read_auth_requires_a_token_for_every_read(mirror: Mirror, sample: dict,
     assert (upload.status_code, upload.text) == (503, damaged + "\n")
     token_file.write_bytes(kept)
     assert httpx.get(server.index_url, auth=("__token__", token)).status_code == 403
+
+
+def test_netrc_gives_each_host_its_basic_credentials(tmp_path: Path) -> None:
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login __token__ password s3cret\ndefault login anyone password other\n")
+    netrc.chmod(0o600)
+    credentials = NetrcCredentials(netrc)
+    assert credentials.header("127.0.0.1") == "Basic " + base64.b64encode(b"__token__:s3cret").decode()
+    assert credentials.header("elsewhere.test") == "Basic " + base64.b64encode(b"anyone:other").decode()
+    assert NetrcCredentials(tmp_path / "missing").header("127.0.0.1") is None
+    (tmp_path / "broken").write_text("machine\n")
+    assert NetrcCredentials(tmp_path / "broken").header("127.0.0.1") is None
+
+
+def test_a_mirror_of_a_private_index_syncs_and_hydrates_with_netrc_credentials(
+    mirror: Mirror, sample: dict, serve, tmp_path: Path
+) -> None:
+    mirror.configure('projects:\n  - demo-pkg\nhosted:\n  projects: ["acme-*"]\n  read_auth: true\n')
+    mirror.run("sync", check=True)
+    token = create_token(mirror, "downstream")
+    server = serve()
+    assert form_post(server, token, build_wheel("acme-lib", "1.0")).status_code == 200
+    downstream = Mirror(tmp_path / "downstream", mirror.upstream)
+    downstream.root.mkdir()
+    (downstream.root / "mirror.yaml").write_text(
+        f"upstream: {server.index_url}\nretries: 1\ntimeout: 5\n{TEST_SETTINGS}projects: [demo-pkg, acme-lib]\n"
+    )
+    refused = downstream.run("sync")
+    assert refused.returncode != 0 and "upstream answered HTTP 401: credentials are read from $NETRC" in refused.stderr
+    netrc = tmp_path / "netrc"
+    netrc.write_text(f"machine 127.0.0.1 login __token__ password {token}\n")
+    netrc.chmod(0o600)
+    synced = downstream.run("sync", env={"NETRC": str(netrc)})
+    assert synced.returncode == 0, synced.stderr
+    assert set(downstream.git("ls-tree", "-r", "--name-only", "main").split()) >= {
+        "projects/de/mo/demo-pkg.jsonl",
+        "projects/ac/me/acme-lib.jsonl",
+    }
+    shutil.rmtree(downstream.store)  # an offline copy of the private index gets its blobs the same way
+    hydrated = downstream.run("hydrate", "--from", server.url, env={"NETRC": str(netrc)})
+    assert hydrated.returncode == 0, hydrated.stderr
+    assert downstream.run("verify", check=True).returncode == 0
 
 
 def test_token_commands_print_the_token_last_and_fail_in_one_line(mirror: Mirror) -> None:

@@ -146,3 +146,10 @@ def _matches(entry: str, host: str, port: int) -> bool:
     if name.startswith("*."):
         return host.endswith(name[1:])
     return host == name
+
+
+def needs_credentials(status: int) -> str:
+    """What a 401 adds to its error line: where gitmirror reads credentials from (none for other statuses)."""
+    if status != 401:
+        return ""
+    return ": credentials are read from $NETRC or ~/.netrc (machine HOST login ... password ...)"

@@ -18,6 +18,7 @@ from urllib.parse import urljoin, urlsplit
 from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
 from packaging.version import InvalidVersion
 
+from .hosts import needs_credentials
 from .manifest import format_time, is_page_url
 from .names import UnsafeNameError, check_filename, check_sha256, normalize
 
@@ -137,7 +138,7 @@ def project_from(name: str, answer: PageAnswer) -> RemoteProject | None:
     if answer.status == 404:
         raise ProjectNotFound(f"{name}: not found upstream")
     if answer.status != 200:
-        raise UpstreamError(f"{name}: upstream answered HTTP {answer.status}")
+        raise UpstreamError(f"{name}: upstream answered HTTP {answer.status}{needs_credentials(answer.status)}")
     return parse_page(name, answer)
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
+from ..model.hosts import needs_credentials
 from ..model.names import UnsafeNameError, normalize
 from ..model.page import UpstreamError
 from ..storage.repo import MetadataRepo
@@ -89,7 +90,8 @@ def root_names(config: Config) -> list[str]:
     finally:
         transport.close()
     if answer.status != 200:
-        raise UpstreamError(f"the index root {config.upstream} answered HTTP {answer.status}")
+        hint = needs_credentials(answer.status)
+        raise UpstreamError(f"the index root {config.upstream} answered HTTP {answer.status}{hint}")
     if answer.headers.get("content-type", "").startswith(JSON_TYPE):
         page = IndexPage.from_json_data(json.loads(answer.body))
     else:

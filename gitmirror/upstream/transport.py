@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..model.hosts import HostNotAllowed, HostPolicy
+from ..model.hosts import HostNotAllowed, HostPolicy, needs_credentials
 from ..model.limits import Clock, DeadlineExceeded, Limits
 from . import deadline
+from .credentials import NetrcCredentials
 from .tls import USER_AGENT, system_trust
 
 if TYPE_CHECKING:
@@ -168,6 +169,7 @@ class Transport:
         self._pools: dict[str | None, httpcore.ConnectionPool] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
+        self._credentials = NetrcCredentials()
 
     def prepare(self, url: str) -> None:
         """Make the pool ``url`` goes through now (the HTTP client imported, its TLS context made), not
@@ -236,8 +238,9 @@ class Transport:
             for _hop in range(MAX_REDIRECTS + 1):
                 self.hosts.check(url)  # every hop: a redirect cannot lead past the policy
                 with self._pool(url).stream(
-                    method, _ascii(url), headers=list(fields.items()), content=content, extensions=self._timeouts
-                ) as response:
+                    method, _ascii(url), headers=self._with_credentials(url, fields), content=content,
+                    extensions=self._timeouts,
+                ) as response:  # fmt: skip
                     answered = {
                         key.decode("latin-1").lower(): value.decode("latin-1") for key, value in response.headers
                     }
@@ -263,6 +266,14 @@ class Transport:
         finally:
             deadline.attempt.clock = None
 
+    def _with_credentials(self, url: str, fields: dict[str, str]) -> list[tuple[str, str]]:
+        """``fields`` and, where the netrc file names ``url``'s host, its basic credentials (each hop
+        its own host's: a redirect elsewhere never carries them)."""
+        from urllib.parse import urlsplit
+
+        header = self._credentials.header(urlsplit(url).hostname or "")
+        return [*fields.items(), ("Authorization", header)] if header else list(fields.items())
+
     def fetch(self, url: str, writer: BlobWriting) -> memoryview | None:
         """Stream ``url`` into ``writer`` (which hashes and checks the size as bytes arrive).
 
@@ -278,7 +289,7 @@ class Transport:
         filled, whole = 0, True
         with self._request("GET", url, self.limits.clock()) as response:
             if response.status != 200:
-                raise FetchError(f"{self.peer} answered HTTP {response.status}")
+                raise FetchError(f"{self.peer} answered HTTP {response.status}{needs_credentials(response.status)}")
             length = response.headers.get("content-length", "")
             if length.isdigit() and int(length) > cap:
                 raise oversize_error(self.limits.too_large(url, announced, int(length)), announced)
