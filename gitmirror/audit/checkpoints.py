@@ -80,11 +80,19 @@ def submit_cosignature(source: str, note: str, timeout: float = 30.0) -> str:
 
     Raises ``CheckpointError`` with the mirror's line when it does not keep the cosignature.
     """
+    from urllib.parse import urlsplit
+
     import httpx
 
+    from ..upstream.credentials import NetrcCredentials
+
     url = checkpoint_url(source).rstrip("/") + "/cosignature"
+    headers = {"content-type": "text/plain"}
+    login = NetrcCredentials().header(urlsplit(url).hostname or "")  # a private mirror's token, as for reads
+    if login is not None:
+        headers["authorization"] = login
     try:
-        answer = httpx.post(url, content=note.encode(), headers={"content-type": "text/plain"}, timeout=timeout)
+        answer = httpx.post(url, content=note.encode(), headers=headers, timeout=timeout)
     except httpx.HTTPError as exc:
         raise CheckpointError(f"cannot submit the cosignature to {url}: {exc}") from None
     line = " ".join(answer.text.split())[:200]
