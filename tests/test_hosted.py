@@ -172,6 +172,11 @@ def test_the_upload_form_is_checked_against_the_filename() -> None:
         (_fields(), None, "missing field content (the file)"),
         (_fields(name=""), "acme_lib-1.0.tar.gz", "missing field name"),
         (_fields(version="one"), "acme_lib-1.0.tar.gz", "invalid version 'one'"),
+        (
+            _fields(requires_python='>=3.8" onload="x'),
+            "acme_lib-1.0.tar.gz",
+            "invalid requires_python '>=3.8\" onload=\"x' (a version specifier such as >=3.9)",
+        ),
         (_fields(sha256_digest="abc"), "acme_lib-1.0.tar.gz", "sha256_digest 'abc' is not a sha256 hex digest"),
         (_fields(), "acme_lib-1.0.egg", "acme_lib-1.0.egg: only wheels (.whl) and sdists (.tar.gz, .zip) are accepted"),
         (_fields(), "../acme_lib-1.0.tar.gz", "invalid distribution filename '../acme_lib-1.0.tar.gz'"),
@@ -191,6 +196,11 @@ def test_a_wheel_file_yields_its_metadata_and_requires_python() -> None:
     form = check_form(_fields(sha256_digest=wheel.sha256), wheel.filename)
     size, metadata, requires_python = check_file(form, io.BytesIO(wheel.data))
     assert (size, metadata, requires_python) == (len(wheel.data), wheel.metadata, ">=3.10")
+    bad_wheel = build_wheel("acme-lib", "1.0", requires_python="python 3")
+    form = check_form(_fields(sha256_digest=bad_wheel.sha256), bad_wheel.filename)
+    with pytest.raises(UploadRefused) as refused:
+        check_file(form, io.BytesIO(bad_wheel.data))
+    assert refused.value.line == "acme_lib-1.0-py3-none-any.whl: its METADATA has an invalid Requires-Python 'python 3'"
 
 
 def _inflating_wheel(metadata_size: int) -> bytes:

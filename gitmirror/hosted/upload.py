@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO
 
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import (
     InvalidSdistFilename,
     InvalidWheelFilename,
@@ -106,6 +107,8 @@ def check_form(fields: Mapping[str, str], filename: str | None) -> UploadForm:
     if named != project or named_version != version:
         raise bad(f"{filename} does not match the upload's name {project} and version {version}")
     requires_python = fields.get("requires_python", "").strip() or None
+    if requires_python is not None and not _is_specifier(requires_python):
+        raise bad(f"invalid requires_python {requires_python!r} (a version specifier such as >=3.9)")
     return UploadForm(project, fields["version"].strip(), filename, digest, requires_python)
 
 
@@ -150,8 +153,19 @@ def check_file(form: UploadForm, handle: IO[bytes]) -> tuple[int, bytes | None, 
         sdist_pkg_info(form, handle)
         return size, None, form.requires_python
     metadata = wheel_metadata(form, handle)
-    parsed = core_metadata.parse(metadata)
-    return size, metadata, parsed.requires_python
+    requires_python = core_metadata.parse(metadata).requires_python
+    if requires_python is not None and not _is_specifier(requires_python):
+        raise bad(f"{form.filename}: its METADATA has an invalid Requires-Python {requires_python!r}")
+    return size, metadata, requires_python
+
+
+def _is_specifier(text: str) -> bool:
+    """A Requires-Python is recorded forever and installers parse it: only a valid specifier set is kept."""
+    try:
+        SpecifierSet(text)
+    except InvalidSpecifier:
+        return False
+    return True
 
 
 def wheel_metadata(form: UploadForm, handle: IO[bytes]) -> bytes:
