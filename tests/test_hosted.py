@@ -4,11 +4,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import hashlib
 import io
 import json
 import subprocess
+import tarfile
+import tracemalloc
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -237,6 +242,65 @@ def test_an_sdist_with_more_members_than_any_source_tree_is_refused(monkeypatch:
     with pytest.raises(UploadRefused) as refused:
         check_file(form, io.BytesIO(sdist.data))
     assert refused.value.line == f"{sdist.filename} is not a valid sdist: it has over 1 members"
+
+
+def _hostile_sdist(header_type: bytes, header_size: int, members: int = 1, global_keys: int = 0) -> bytes:
+    """acme-lib 1.0's PKG-INFO after ``members`` files, behind an extended header of ``header_type``
+    claiming ``header_size`` bytes (zeros, gzip-compressed to almost nothing) and, with
+    ``global_keys``, a global pax header of that many keys every member inherits."""
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as compressed:
+        if header_size:
+            info = tarfile.TarInfo("acme_lib-1.0/././@LongName")
+            info.type, info.size = header_type, header_size
+            compressed.write(info.tobuf(format=tarfile.USTAR_FORMAT))
+            for _ in range(header_size >> 20):
+                compressed.write(bytes(1 << 20))
+            compressed.write(bytes(-header_size % tarfile.BLOCKSIZE + header_size % (1 << 20)))
+        headers = {f"k{number}": "v" for number in range(global_keys)}
+        with tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT, pax_headers=headers) as tar:
+            for number in range(members):
+                tar.addfile(tarfile.TarInfo(f"acme_lib-1.0/f{number}"))
+            pkg_info = b"Metadata-Version: 2.1\nName: acme-lib\nVersion: 1.0\n"
+            info = tarfile.TarInfo("acme_lib-1.0/PKG-INFO")
+            info.size = len(pkg_info)
+            tar.addfile(info, io.BytesIO(pkg_info))
+    return out.getvalue()
+
+
+def _peak_memory_of(call: Callable[[], object]) -> int:
+    tracemalloc.start()
+    with contextlib.suppress(UploadRefused):
+        call()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+@pytest.mark.parametrize(
+    ("header_type", "header_size"),
+    [
+        (tarfile.XHDTYPE, 64 << 20),
+        (tarfile.GNUTYPE_LONGNAME, 64 << 20),
+        (tarfile.XGLTYPE, 8 << 10),
+        (tarfile.GNUTYPE_SPARSE, 512),
+    ],
+)
+def test_an_sdist_whose_headers_would_fill_memory_is_refused_unread(header_type: bytes, header_size: int) -> None:
+    bomb = _hostile_sdist(header_type, header_size)
+    form = check_form(_fields(sha256_digest=hashlib.sha256(bomb).hexdigest()), "acme_lib-1.0.tar.gz")
+    with pytest.raises(UploadRefused) as refused:
+        check_file(form, io.BytesIO(bomb))
+    assert refused.value.line == "acme_lib-1.0.tar.gz is not a valid sdist: not a gzip-compressed tar archive"
+    assert _peak_memory_of(lambda: check_file(form, io.BytesIO(bomb))) < 4 << 20
+    assert core_metadata.from_sdist(bomb, "acme_lib-1.0.tar.gz") is None  # a mirrored one: no metadata, no crash
+
+
+def test_the_members_of_an_sdist_are_not_all_held_at_once() -> None:
+    sdist = _hostile_sdist(b"", 0, members=2000, global_keys=400)  # each member carries the 400 keys
+    form = check_form(_fields(sha256_digest=hashlib.sha256(sdist).hexdigest()), "acme_lib-1.0.tar.gz")
+    assert check_file(form, io.BytesIO(sdist))[0] == len(sdist)
+    assert _peak_memory_of(lambda: check_file(form, io.BytesIO(sdist))) < 4 << 20
 
 
 # -- dependency confusion: sync never fills a hosted name from upstream ----------------------------

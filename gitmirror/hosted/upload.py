@@ -32,11 +32,12 @@ from packaging.version import InvalidVersion, Version
 from ..model.limits import MAX_METADATA_BYTES
 from ..model.names import UnsafeNameError, check_filename, check_sha256, normalize
 from ..storage import metadata as core_metadata
+from ..storage.sdist_tar import members, open_tar_gz
 
 #: the forms a file may be uploaded in: what installers take from an index
 WHEEL, SDIST = "bdist_wheel", "sdist"
 _SDIST_SUFFIXES = (".tar.gz", ".zip")
-#: an sdist with more members than this is refused: far beyond any real source tree
+#: an sdist with more members than this is refused: far beyond any real source tree (reading each costs time)
 MAX_SDIST_MEMBERS = 200_000
 #: what reading a damaged, hostile or foreign archive raises (RuntimeError: an encrypted zip member)
 _UNREADABLE = (
@@ -219,9 +220,9 @@ def _read_whole(handle: IO[bytes], filename: str) -> None:
         if damaged is not None:
             raise zipfile.BadZipFile(damaged)
         return
-    with tarfile.open(fileobj=handle, mode="r:gz") as tarball:
-        for count, _member in enumerate(tarball, 1):  # every header parses
-            if count > MAX_SDIST_MEMBERS:  # tarfile keeps each header in memory
+    with open_tar_gz(handle) as tarball:
+        for count, _member in enumerate(members(tarball), 1):  # every header parses
+            if count > MAX_SDIST_MEMBERS:
                 raise bad(f"{filename} is not a valid sdist: it has over {MAX_SDIST_MEMBERS} members")
     handle.seek(0)
     with gzip.GzipFile(fileobj=handle, mode="rb") as stream:

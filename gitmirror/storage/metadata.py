@@ -23,6 +23,7 @@ from packaging.metadata import parse_email
 from ..model.limits import MAX_METADATA_BYTES
 from ..model.manifest import FileEntry, NeededBlob
 from .blobs import Blobs
+from .sdist_tar import members, open_tar_gz
 from .store import MISSING
 
 
@@ -119,8 +120,8 @@ def from_sdist(sdist: bytes | IO[bytes], filename: str) -> bytes | None:
                     if _is_top_pkg_info(info.filename) and info.file_size < MAX_PKG_INFO:
                         return archive.read(info)
             return None
-        with tarfile.open(fileobj=source, mode="r:gz") as tarball:
-            for member in tarball:
+        with open_tar_gz(source) as tarball:
+            for member in members(tarball):
                 if _is_top_pkg_info(member.name) and member.isfile() and member.size < MAX_PKG_INFO:
                     handle = tarball.extractfile(member)
                     return handle.read() if handle else None
