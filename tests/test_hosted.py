@@ -9,6 +9,7 @@ import gzip
 import hashlib
 import io
 import json
+import struct
 import subprocess
 import tarfile
 import tracemalloc
@@ -28,6 +29,7 @@ from gitmirror.model.hosted import HostedProject, HostedSettings
 from gitmirror.model.limits import MAX_METADATA_BYTES
 from gitmirror.model.manifest import ProjectManifest, loads, manifest_path
 from gitmirror.storage import metadata as core_metadata
+from gitmirror.storage.bounded_zip import MAX_ZIP_DIRECTORY_BYTES
 from gitmirror.storage.repo import MetadataRepo
 from gitmirror.sync.config import ConfigError, from_mapping
 from gitmirror.sync.hosted_headers import hosted_names
@@ -301,6 +303,42 @@ def test_the_members_of_an_sdist_are_not_all_held_at_once() -> None:
     form = check_form(_fields(sha256_digest=hashlib.sha256(sdist).hexdigest()), "acme_lib-1.0.tar.gz")
     assert check_file(form, io.BytesIO(sdist))[0] == len(sdist)
     assert _peak_memory_of(lambda: check_file(form, io.BytesIO(sdist))) < 4 << 20
+
+
+def _listing_zip(project: str, count: int) -> bytes:
+    """A zip of one empty METADATA whose central directory lists it ``count`` times under other names."""
+    name = f"{project}-1.0.dist-info/METADATA".encode()
+    local = struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, 0, 0, 0, 0, 0, 0, len(name), 0) + name
+    entry = struct.Struct("<4s6H3L5H2L")
+    directory = b"".join(
+        entry.pack(b"PK\x01\x02", 20, 20, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0) + b"m/%07d" % number
+        for number in range(count)
+    )
+    zip64_end = struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, count, count, len(directory), len(local))
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, len(local) + len(directory), 1)
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    return local + directory + zip64_end + locator + end
+
+
+@pytest.mark.parametrize(
+    ("filename", "line"),
+    [
+        ("acme_lib-1.0-py3-none-any.whl", "acme_lib-1.0-py3-none-any.whl is not a valid wheel"),
+        ("acme_lib-1.0.zip", "acme_lib-1.0.zip is not a valid sdist"),
+    ],
+)
+def test_a_zip_whose_directory_would_fill_memory_is_refused_unread(filename: str, line: str) -> None:
+    count = MAX_ZIP_DIRECTORY_BYTES // 55 + 1  # each listed member costs zipfile several hundred bytes
+    bomb = _listing_zip("acme_lib", count)
+    form = check_form(_fields(sha256_digest=hashlib.sha256(bomb).hexdigest()), filename)
+    with pytest.raises(UploadRefused) as refused:
+        check_file(form, io.BytesIO(bomb))
+    assert refused.value.line == (
+        f"{line}: its central directory of {count * 55} bytes is over {MAX_ZIP_DIRECTORY_BYTES} "
+        "(far beyond any real distribution)"
+    )
+    assert _peak_memory_of(lambda: check_file(form, io.BytesIO(bomb))) < 4 << 20
+    assert core_metadata.from_wheel(bomb) is None and core_metadata.from_sdist(bomb, filename) is None
 
 
 # -- dependency confusion: sync never fills a hosted name from upstream ----------------------------

@@ -32,6 +32,7 @@ from packaging.version import InvalidVersion, Version
 from ..model.limits import MAX_METADATA_BYTES
 from ..model.names import UnsafeNameError, check_filename, check_sha256, normalize
 from ..storage import metadata as core_metadata
+from ..storage.bounded_zip import ZipTooLarge, open_zip
 from ..storage.sdist_tar import members, open_tar_gz
 
 #: the forms a file may be uploaded in: what installers take from an index
@@ -173,8 +174,10 @@ def wheel_metadata(form: UploadForm, handle: IO[bytes]) -> bytes:
     """The METADATA of a wheel whose archive, ``.dist-info`` and metadata all name the form's project
     and version; every member's CRC is checked (a damaged wheel fails at install, not here, otherwise)."""
     try:
-        with zipfile.ZipFile(handle) as archive:
+        with open_zip(handle) as archive:
             metadata = _metadata_member(form, archive)
+    except ZipTooLarge as exc:
+        raise bad(f"{form.filename} is not a valid wheel: {exc}") from None
     except _UNREADABLE:
         raise bad(f"{form.filename} is not a valid wheel: not a zip archive") from None
     finally:
@@ -191,6 +194,8 @@ def sdist_pkg_info(form: UploadForm, handle: IO[bytes]) -> bytes:
     zipped = form.filename.endswith(".zip")
     try:
         _read_whole(handle, form.filename)
+    except ZipTooLarge as exc:
+        raise bad(f"{not_an_sdist}: {exc}") from None
     except _UNREADABLE:
         raise bad(f"{not_an_sdist}: not a {'zip' if zipped else 'gzip-compressed tar'} archive") from None
     finally:
@@ -215,7 +220,7 @@ def _check_names_the_upload(metadata: bytes, member: str, form: UploadForm) -> N
 def _read_whole(handle: IO[bytes], filename: str) -> None:
     """Read an archive to its end, so a damaged one fails here rather than at install."""
     if filename.endswith(".zip"):
-        with zipfile.ZipFile(handle) as archive:
+        with open_zip(handle) as archive:
             damaged = archive.testzip()
         if damaged is not None:
             raise zipfile.BadZipFile(damaged)
