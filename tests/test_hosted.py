@@ -78,6 +78,7 @@ def test_basic_credentials_are_parsed_strictly(tmp_path: Path) -> None:
     assert credentials(basic("no-colon")) is None
     assert credentials("Bearer abc") is None
     assert credentials("Basic !!!") is None
+    assert credentials("Basic \xff\xfe") is None  # a header's bytes beyond ASCII, as Starlette decodes them
     tokens = TokenStore(tmp_path)
     token = tokens.create("ci")
     assert token_name(tokens, basic(f"__token__:{token}")) == "ci"
@@ -407,6 +408,9 @@ def test_read_auth_requires_a_token_for_every_read(mirror: Mirror, sample: dict,
     anonymous = httpx.get(server.index_url + "demo-pkg/")
     assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"].startswith("Basic")
     assert httpx.get(server.index_url, auth=("__token__", "gitmirror-wrong")).status_code == 403
+    for path in ("/simple/", "/legacy/"):  # bytes beyond ASCII in the header: refused, no traceback
+        garbled = httpx.post(server.url + path, headers={"Authorization": b"Basic \xff\xfe"})
+        assert garbled.status_code == 403 and "\n" not in garbled.text.strip(), garbled.text
     assert httpx.get(server.index_url + "demo-pkg/", auth=("__token__", token)).status_code == 200
     files = [link for link in sample["demo-pkg"] if link.filename.endswith(".whl")]
     assert httpx.get(server.url + f"/files/demo-pkg/{files[0].filename}").status_code == 401

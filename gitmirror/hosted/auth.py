@@ -8,7 +8,6 @@ pip and uv send the credentials of the index URL (or their keyring's); wrong or 
 from __future__ import annotations
 
 import base64
-import binascii
 import logging
 
 from starlette.datastructures import Headers
@@ -36,7 +35,7 @@ def credentials(authorization: str | None) -> tuple[str, str] | None:
         return None
     try:
         user, colon, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error), bytes beyond ASCII, or not UTF-8 (UnicodeError)
         return None
     return (user, password) if colon else None
 
