@@ -24,7 +24,7 @@ from test_upload import create_token, form_post
 from gitmirror.hosted import upload
 from gitmirror.hosted.auth import credentials, token_name
 from gitmirror.hosted.tokens import TokenError, TokenStore, matching, new_token, record_for, token_digest
-from gitmirror.hosted.upload import UploadRefused, check_file, check_form
+from gitmirror.hosted.upload import UploadRefused, check_file, check_form, same_distribution
 from gitmirror.model.hosted import HostedProject, HostedSettings
 from gitmirror.model.limits import MAX_METADATA_BYTES
 from gitmirror.model.manifest import ProjectManifest, loads, manifest_path
@@ -197,6 +197,22 @@ def test_the_upload_form_is_checked_against_the_filename() -> None:
         with pytest.raises(UploadRefused) as refused:
             check_form(fields, filename)
         assert (refused.value.status, refused.value.line) == (400, line)
+
+
+def test_another_spelling_of_a_recorded_file_is_the_same_distribution() -> None:
+    wheel = "acme_lib-1.0-py3-none-any.whl"
+    for same in ("ACME.lib-1.0.0-py3-none-any.whl", "acme_lib-1.0-py2.py3-none-any.whl"):
+        assert same_distribution(same, wheel)
+    for other in (
+        "acme_lib-1.0-1-py3-none-any.whl",  # a build tag: PEP 427's way to publish a fixed wheel
+        "acme_lib-1.0-cp311-cp311-linux_x86_64.whl",
+        "acme_lib-1.1-py3-none-any.whl",
+        "acme_lib-1.0.tar.gz",
+        "acme_lib-1.0.egg",
+    ):
+        assert not same_distribution(other, wheel)
+    assert same_distribution("Acme_Lib-1.00.zip", "acme_lib-1.0.tar.gz")
+    assert not same_distribution("acme_lib-1.0.tar.gz", "acme-lib-1.0.win32.exe")
 
 
 def test_a_wheel_file_yields_its_metadata_and_requires_python() -> None:

@@ -157,6 +157,25 @@ def test_uv_publish_uploads_and_the_same_filename_with_other_bytes_is_refused(
     assert mirror.git("rev-parse", "main") == tip
     assert httpx.get(server.url + f"/files/acme-lib/{original.filename}").content == original.data
 
+    sdist = build_sdist("acme-lib", "2.0")
+    assert form_post(server, token, sdist).status_code == 200
+    tip = mirror.git("rev-parse", "main")
+    for spelling, data, recorded in [  # another filename for a file installers already choose: refused
+        ("Acme_Lib-2.0-py3-none-any.whl", other.data, original.filename),
+        ("acme_lib-2.0.0-py3-none-any.whl", other.data, original.filename),
+        ("acme_lib-2.0-py2.py3-none-any.whl", other.data, original.filename),  # py3 either way
+        ("acme_lib-2.00.tar.gz", sdist.data, sdist.filename),  # one sdist per release
+    ]:
+        answer = form_post(server, token, Artifact(spelling, data))
+        assert (answer.status_code, answer.text) == (
+            400,
+            f"{spelling} is the same distribution as {recorded}, recorded before: "
+            "upload a new version (or a wheel with a build tag)\n",
+        )
+    assert mirror.git("rev-parse", "main") == tip
+    rebuilt = form_post(server, token, Artifact("acme_lib-2.0-1-py3-none-any.whl", other.data))  # PEP 427's way
+    assert rebuilt.status_code == 200, rebuilt.text
+
 
 def test_flit_publishes_a_wheel_and_an_sdist_both_served(
     hosted: tuple[Mirror, RunningServer, str], tmp_path: Path

@@ -128,6 +128,23 @@ def _name_and_version(filename: str) -> tuple[str, Version]:
     return name, version
 
 
+def same_distribution(filename: str, recorded: str) -> bool:
+    """Whether an installer could take ``recorded`` (a file of the same project) where it takes
+    ``filename``: the same version and, for two wheels, the same build tag and a tag in common; for
+    two sdists, the same version (one per release). A filename that does not parse (a legacy
+    format) is no such file. A second spelling of a recorded file would let other bytes be installed."""
+    try:
+        if filename.endswith(".whl") and recorded.endswith(".whl"):
+            _name, version, build, tags = parse_wheel_filename(filename)
+            _name, other_version, other_build, other_tags = parse_wheel_filename(recorded)
+            return (version, build) == (other_version, other_build) and not tags.isdisjoint(other_tags)
+        if not filename.endswith(".whl") and not recorded.endswith(".whl"):
+            return parse_sdist_filename(filename)[1] == parse_sdist_filename(recorded)[1]
+    except (InvalidWheelFilename, InvalidSdistFilename):
+        pass
+    return False
+
+
 def file_sha256(handle: IO[bytes]) -> tuple[str, int]:
     """The sha256 and size of an uploaded file (read from its start, in chunks)."""
     handle.seek(0)
