@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gzip
 import hashlib
@@ -14,15 +15,18 @@ import subprocess
 import tarfile
 import tracemalloc
 import zipfile
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
 import pytest
+from starlette.datastructures import Headers
+from starlette.formparsers import MultiPartException
 from test_upload import create_token, form_post
 
 from gitmirror.hosted import upload
 from gitmirror.hosted.auth import credentials, token_name
+from gitmirror.hosted.routes import MAX_FIELD_BYTES, MAX_FIELDS_BYTES, UploadFormParser
 from gitmirror.hosted.tokens import TokenError, TokenStore, matching, new_token, record_for, token_digest
 from gitmirror.hosted.upload import UploadRefused, check_file, check_form, same_distribution
 from gitmirror.model.hosted import HostedProject, HostedSettings
@@ -213,6 +217,27 @@ def test_another_spelling_of_a_recorded_file_is_the_same_distribution() -> None:
         assert not same_distribution(other, wheel)
     assert same_distribution("Acme_Lib-1.00.zip", "acme_lib-1.0.tar.gz")
     assert not same_distribution("acme_lib-1.0.tar.gz", "acme-lib-1.0.win32.exe")
+
+
+def test_the_fields_of_an_upload_form_are_bounded_together() -> None:
+    """Each field is within its bound, together they are not: refused before they all sit in memory."""
+    wheel = build_wheel("acme-lib", "1.0")
+    fields = {
+        f"field{number}": "x" * (MAX_FIELD_BYTES - 1) for number in range(MAX_FIELDS_BYTES // MAX_FIELD_BYTES + 1)
+    }
+    request = httpx.Request(
+        "POST", "http://mirror/legacy/", data=fields, files={"content": (wheel.filename, wheel.data)}
+    )
+    body = request.read()
+
+    async def stream() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 1 << 16):
+            yield body[start : start + (1 << 16)]
+
+    parser = UploadFormParser(Headers(headers=dict(request.headers)), stream(), max_part_size=MAX_FIELD_BYTES)
+    with pytest.raises(MultiPartException) as refused:
+        asyncio.run(parser.parse())
+    assert refused.value.message == f"its fields are over {MAX_FIELDS_BYTES} bytes in all"
 
 
 def test_a_wheel_file_yields_its_metadata_and_requires_python() -> None:

@@ -30,6 +30,8 @@ from .tokens import TokenStore
 from .upload import UploadForm, UploadRefused, bad, check_file, check_form
 
 MAX_FIELD_BYTES = 8 << 20  # a long description is the largest field
+#: all fields of one form together (the file is spooled to disk, fields are held in memory)
+MAX_FIELDS_BYTES = 2 * MAX_FIELD_BYTES
 TOKEN_NEEDED = "uploads need a valid token: HTTP basic auth, user __token__, the token as password"
 
 
@@ -45,6 +47,21 @@ def install(app: Starlette, config: Config) -> None:
 
 class _TooLarge(Exception):
     pass
+
+
+class UploadFormParser(MultiPartParser):
+    """Starlette's multipart parser with the fields (not the file) counted together: past
+    ``MAX_FIELDS_BYTES`` the form is refused, so what sits in memory is bounded whatever
+    ``hosted.max_upload_size`` lets through (a thousand fields of 8 MiB would otherwise fit in one)."""
+
+    fields_bytes = 0
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._current_part.file is None:
+            self.fields_bytes += end - start
+            if self.fields_bytes > MAX_FIELDS_BYTES:
+                raise MultiPartException(f"its fields are over {MAX_FIELDS_BYTES} bytes in all")
+        super().on_part_data(data, start, end)
 
 
 async def _counted(stream: AsyncIterator[bytes], limit: int) -> AsyncGenerator[bytes, None]:
@@ -83,7 +100,7 @@ class Uploads:
             raise bad(f"upload of {announced} bytes is over the limit of {limit} bytes (hosted.max_upload_size)")
         if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
             raise bad("an upload is a multipart/form-data POST (as twine and uv publish send it)")
-        parser = MultiPartParser(
+        parser = UploadFormParser(
             request.headers,
             _counted(request.stream(), limit),
             max_files=2,  # the file and a detached GPG signature (twine --sign), which is ignored
