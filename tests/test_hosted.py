@@ -32,8 +32,9 @@ from gitmirror.hosted.upload import UploadRefused, check_file, check_form, same_
 from gitmirror.model.hosted import HostedProject, HostedSettings
 from gitmirror.model.limits import MAX_METADATA_BYTES
 from gitmirror.model.manifest import ProjectManifest, loads, manifest_path
+from gitmirror.storage import bounded_archives
 from gitmirror.storage import metadata as core_metadata
-from gitmirror.storage.bounded_zip import MAX_ZIP_DIRECTORY_BYTES
+from gitmirror.storage.bounded_archives import MAX_UNPACKED_BYTES, MAX_ZIP_DIRECTORY_BYTES
 from gitmirror.storage.repo import MetadataRepo
 from gitmirror.sync.config import ConfigError, from_mapping
 from gitmirror.sync.hosted_headers import hosted_names
@@ -288,19 +289,22 @@ def test_an_sdist_with_more_members_than_any_source_tree_is_refused(monkeypatch:
     assert refused.value.line == f"{sdist.filename} is not a valid sdist: it has over 1 members"
 
 
-def _hostile_sdist(header_type: bytes, header_size: int, members: int = 1, global_keys: int = 0) -> bytes:
-    """acme-lib 1.0's PKG-INFO after ``members`` files, behind an extended header of ``header_type``
-    claiming ``header_size`` bytes (zeros, gzip-compressed to almost nothing) and, with
-    ``global_keys``, a global pax header of that many keys every member inherits."""
+def _hostile_sdist(
+    header_type: bytes, header_size: int, members: int = 1, global_keys: int = 0, claimed_only: bool = False
+) -> bytes:
+    """acme-lib 1.0's PKG-INFO after ``members`` files, behind a header of ``header_type`` claiming
+    ``header_size`` bytes (zeros, gzip-compressed to almost nothing; none with ``claimed_only``)
+    and, with ``global_keys``, a global pax header of that many keys every member inherits."""
     out = io.BytesIO()
     with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as compressed:
         if header_size:
             info = tarfile.TarInfo("acme_lib-1.0/././@LongName")
             info.type, info.size = header_type, header_size
-            compressed.write(info.tobuf(format=tarfile.USTAR_FORMAT))
-            for _ in range(header_size >> 20):
+            compressed.write(info.tobuf(format=tarfile.GNU_FORMAT))
+            for _ in range(0 if claimed_only else header_size >> 20):
                 compressed.write(bytes(1 << 20))
-            compressed.write(bytes(-header_size % tarfile.BLOCKSIZE + header_size % (1 << 20)))
+            if not claimed_only:
+                compressed.write(bytes(-header_size % tarfile.BLOCKSIZE + header_size % (1 << 20)))
         headers = {f"k{number}": "v" for number in range(global_keys)}
         with tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT, pax_headers=headers) as tar:
             for number in range(members):
@@ -322,22 +326,43 @@ def _peak_memory_of(call: Callable[[], object]) -> int:
 
 
 @pytest.mark.parametrize(
-    ("header_type", "header_size"),
+    ("header_type", "header_size", "why"),
     [
-        (tarfile.XHDTYPE, 64 << 20),
-        (tarfile.GNUTYPE_LONGNAME, 64 << 20),
-        (tarfile.XGLTYPE, 8 << 10),
-        (tarfile.GNUTYPE_SPARSE, 512),
+        (tarfile.XHDTYPE, 64 << 20, f"an extended header of {64 << 20} bytes is over {1 << 20}"),
+        (tarfile.GNUTYPE_LONGNAME, 64 << 20, f"an extended header of {64 << 20} bytes is over {1 << 20}"),
+        (tarfile.XGLTYPE, 8 << 10, "its global headers are over 4096 bytes"),
+        (tarfile.GNUTYPE_SPARSE, 512, "acme_lib-1.0/././@LongName is a sparse member (no source tree has one)"),
+        (tarfile.REGTYPE, MAX_UNPACKED_BYTES + 1, f"it unpacks to over {MAX_UNPACKED_BYTES} bytes"),  # the header says
     ],
 )
-def test_an_sdist_whose_headers_would_fill_memory_is_refused_unread(header_type: bytes, header_size: int) -> None:
-    bomb = _hostile_sdist(header_type, header_size)
+def test_an_sdist_whose_headers_would_fill_memory_is_refused_unread(
+    header_type: bytes, header_size: int, why: str
+) -> None:
+    bomb = _hostile_sdist(header_type, header_size, claimed_only=header_type == tarfile.REGTYPE)
     form = check_form(_fields(sha256_digest=hashlib.sha256(bomb).hexdigest()), "acme_lib-1.0.tar.gz")
     with pytest.raises(UploadRefused) as refused:
         check_file(form, io.BytesIO(bomb))
-    assert refused.value.line == "acme_lib-1.0.tar.gz is not a valid sdist: not a gzip-compressed tar archive"
+    assert refused.value.line == f"acme_lib-1.0.tar.gz is not a valid sdist: {why}"
     assert _peak_memory_of(lambda: check_file(form, io.BytesIO(bomb))) < 4 << 20
     assert core_metadata.from_sdist(bomb, "acme_lib-1.0.tar.gz") is None  # a mirrored one: no metadata, no crash
+
+
+def test_an_archive_that_unpacks_past_the_bound_is_refused_before_it_is_all_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bounded_archives, "MAX_UNPACKED_BYTES", 1 << 20)
+    wheel = _inflating_wheel(2 << 20)
+    sdist = io.BytesIO()
+    with gzip.GzipFile(fileobj=sdist, mode="wb", mtime=0) as compressed:
+        compressed.write(gzip.decompress(build_sdist("acme-lib", "1.0").data) + bytes(2 << 20))  # after the tar's end
+    for data, filename, kind in [
+        (wheel, "acme_lib-1.0-py3-none-any.whl", "wheel"),
+        (sdist.getvalue(), "acme_lib-1.0.tar.gz", "sdist"),
+    ]:
+        form = check_form(_fields(sha256_digest=hashlib.sha256(data).hexdigest()), filename)
+        with pytest.raises(UploadRefused) as refused:
+            check_file(form, io.BytesIO(data))
+        assert refused.value.line == f"{filename} is not a valid {kind}: it unpacks to over {1 << 20} bytes"
 
 
 def test_the_members_of_an_sdist_are_not_all_held_at_once() -> None:

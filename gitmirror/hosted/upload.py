@@ -10,7 +10,6 @@ is an ``UploadRefused`` carrying its HTTP status and the one line the client sho
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import tarfile
 import zipfile
@@ -32,8 +31,14 @@ from packaging.version import InvalidVersion, Version
 from ..model.limits import MAX_METADATA_BYTES
 from ..model.names import UnsafeNameError, check_filename, check_sha256, normalize
 from ..storage import metadata as core_metadata
-from ..storage.bounded_zip import ZipTooLarge, open_zip
-from ..storage.sdist_tar import members, open_tar_gz
+from ..storage.bounded_archives import (
+    ArchiveTooLarge,
+    check_unpacked_size,
+    gunzip_to_end,
+    members,
+    open_tar_gz,
+    open_zip,
+)
 
 #: the forms a file may be uploaded in: what installers take from an index
 WHEEL, SDIST = "bdist_wheel", "sdist"
@@ -193,7 +198,7 @@ def wheel_metadata(form: UploadForm, handle: IO[bytes]) -> bytes:
     try:
         with open_zip(handle) as archive:
             metadata = _metadata_member(form, archive)
-    except ZipTooLarge as exc:
+    except ArchiveTooLarge as exc:
         raise bad(f"{form.filename} is not a valid wheel: {exc}") from None
     except _UNREADABLE:
         raise bad(f"{form.filename} is not a valid wheel: not a zip archive") from None
@@ -211,7 +216,7 @@ def sdist_pkg_info(form: UploadForm, handle: IO[bytes]) -> bytes:
     zipped = form.filename.endswith(".zip")
     try:
         _read_whole(handle, form.filename)
-    except ZipTooLarge as exc:
+    except ArchiveTooLarge as exc:
         raise bad(f"{not_an_sdist}: {exc}") from None
     except _UNREADABLE:
         raise bad(f"{not_an_sdist}: not a {'zip' if zipped else 'gzip-compressed tar'} archive") from None
@@ -238,6 +243,7 @@ def _read_whole(handle: IO[bytes], filename: str) -> None:
     """Read an archive to its end, so a damaged one fails here rather than at install."""
     if filename.endswith(".zip"):
         with open_zip(handle) as archive:
+            check_unpacked_size(archive)
             damaged = archive.testzip()
         if damaged is not None:
             raise zipfile.BadZipFile(damaged)
@@ -247,14 +253,13 @@ def _read_whole(handle: IO[bytes], filename: str) -> None:
             if count > MAX_SDIST_MEMBERS:
                 raise bad(f"{filename} is not a valid sdist: it has over {MAX_SDIST_MEMBERS} members")
     handle.seek(0)
-    with gzip.GzipFile(fileobj=handle, mode="rb") as stream:
-        while stream.read(1 << 20):  # to the end: gzip checks its CRC and length there
-            pass
+    gunzip_to_end(handle)
 
 
 def _metadata_member(form: UploadForm, archive: zipfile.ZipFile) -> bytes:
     not_a_wheel = f"{form.filename} is not a valid wheel"
     names = archive.namelist()
+    check_unpacked_size(archive)
     damaged = archive.testzip()
     if damaged is not None:
         raise bad(f"{not_a_wheel}: {damaged} is damaged")

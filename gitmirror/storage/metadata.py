@@ -23,8 +23,7 @@ from packaging.metadata import parse_email
 from ..model.limits import MAX_METADATA_BYTES
 from ..model.manifest import FileEntry, NeededBlob
 from .blobs import Blobs
-from .bounded_zip import open_zip
-from .sdist_tar import members, open_tar_gz
+from .bounded_archives import members, open_tar_gz, open_zip
 from .store import MISSING
 
 
