@@ -479,6 +479,9 @@ def test_read_auth_requires_a_token_for_every_read(mirror: Mirror, sample: dict,
         assert garbled.status_code == 403 and "\n" not in garbled.text.strip(), garbled.text
     assert httpx.get(server.index_url + "demo-pkg/", auth=("__token__", token)).status_code == 200
     files = [link for link in sample["demo-pkg"] if link.filename.endswith(".whl")]
+    for path in ("/simple/demo-pkg/", f"/files/demo-pkg/{files[0].filename}", "/static/web.css"):
+        private = httpx.get(server.url + path, auth=("__token__", token)).headers["cache-control"]
+        assert private.startswith("private") and "public" not in private  # no shared cache hands it to others
     assert httpx.get(server.url + f"/files/demo-pkg/{files[0].filename}").status_code == 401
     assert httpx.get(server.url + "/").status_code == 401  # the pages for people are private too
     assert httpx.get(server.url + "/health/ready").status_code == 200  # load balancers probe without a token
