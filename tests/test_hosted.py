@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import gzip
 import hashlib
@@ -22,11 +23,12 @@ import httpx
 import pytest
 from starlette.datastructures import Headers
 from starlette.formparsers import MultiPartException
+from starlette.requests import Request
 from test_upload import create_token, form_post
 
 from gitmirror.hosted import upload
 from gitmirror.hosted.auth import credentials, token_name
-from gitmirror.hosted.routes import MAX_FIELD_BYTES, MAX_FIELDS_BYTES, UploadFormParser
+from gitmirror.hosted.routes import MAX_FIELD_BYTES, MAX_FIELDS_BYTES, UploadFormParser, Uploads
 from gitmirror.hosted.tokens import TokenError, TokenStore, matching, new_token, record_for, token_digest
 from gitmirror.hosted.upload import UploadRefused, check_file, check_form, same_distribution
 from gitmirror.model.hosted import HostedProject, HostedSettings
@@ -36,6 +38,7 @@ from gitmirror.storage import bounded_archives
 from gitmirror.storage import metadata as core_metadata
 from gitmirror.storage.bounded_archives import MAX_UNPACKED_BYTES, MAX_ZIP_DIRECTORY_BYTES
 from gitmirror.storage.repo import MetadataRepo
+from gitmirror.storage.store import BlobStore
 from gitmirror.sync.config import ConfigError, from_mapping
 from gitmirror.sync.hosted_headers import hosted_names
 
@@ -239,6 +242,38 @@ def test_the_fields_of_an_upload_form_are_bounded_together() -> None:
     with pytest.raises(MultiPartException) as refused:
         asyncio.run(parser.parse())
     assert refused.value.message == f"its fields are over {MAX_FIELDS_BYTES} bytes in all"
+
+
+def test_an_upload_the_client_abandons_is_answered_in_one_line(tmp_path: Path) -> None:
+    """A client that disconnects mid-body (a network failure, a killed twine): one line, no traceback."""
+    config = from_mapping({"hosted": ["acme-*"]}, base=tmp_path)
+    tokens = TokenStore(tmp_path)
+    token = tokens.create("ci")
+    basic = base64.b64encode(f"__token__:{token}".encode())
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/legacy/",
+        "query_string": b"",
+        "headers": [(b"authorization", b"Basic " + basic), (b"content-type", b"multipart/form-data; boundary=B")],
+    }
+    messages = iter(
+        [
+            {
+                "type": "http.request",
+                "body": b'--B\r\nContent-Disposition: form-data; name="x"\r\n\r\n',
+                "more_body": True,
+            },
+            {"type": "http.disconnect"},
+        ]
+    )
+
+    async def receive() -> dict:
+        return next(messages)
+
+    uploads = Uploads(config, BlobStore(tmp_path / "store"), tokens)
+    answer = asyncio.run(uploads.upload(Request(scope, receive)))
+    assert (answer.status_code, answer.body) == (400, b"the upload was interrupted: the client disconnected\n")
 
 
 def test_a_wheel_file_yields_its_metadata_and_requires_python() -> None:

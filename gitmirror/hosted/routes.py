@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
@@ -111,6 +111,8 @@ class Uploads:
             form = await parser.parse()
         except _TooLarge:
             raise bad(f"upload over the limit of {limit} bytes (hosted.max_upload_size)") from None
+        except ClientDisconnect:
+            raise bad("the upload was interrupted: the client disconnected") from None
         except MultiPartException as exc:
             raise bad(f"malformed upload form: {exc.message}") from None
         try:
