@@ -76,6 +76,22 @@ def test_the_token_file_keeps_hashes_only_and_revoked_names_stay_taken(tmp_path:
         tokens.create("../x")
 
 
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"name": "x", "salt": "zz", "sha256": "00", "created": "t"},  # a salt that is no hex
+        {"name": "x", "salt": "0", "sha256": "0", "created": "t"},
+        {"name": 5, "salt": "00", "sha256": "00", "created": "t"},
+        {"name": "x", "salt": "00", "sha256": None, "created": "t"},
+        {"name": "x", "salt": "00", "sha256": "00", "created": "t", "revoked": 1},
+    ],
+)
+def test_a_damaged_token_file_fails_every_check_in_one_line(tmp_path: Path, record: dict) -> None:
+    (tmp_path / "gitmirror-tokens.json").write_text(json.dumps({"gitmirror-tokens": 1, "tokens": [record]}))
+    with pytest.raises(TokenError, match="not a gitmirror token file"):
+        TokenStore(tmp_path).check(new_token())
+
+
 def test_basic_credentials_are_parsed_strictly(tmp_path: Path) -> None:
     import base64
 
