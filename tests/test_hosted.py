@@ -416,6 +416,29 @@ def test_an_archive_that_unpacks_past_the_bound_is_refused_before_it_is_all_read
         assert refused.value.line == f"{filename} is not a valid {kind}: it unpacks to over {1 << 20} bytes"
 
 
+def test_a_zip_that_lists_a_member_twice_is_refused() -> None:
+    """Which of two same-named members counts is up to each reader: the served METADATA could differ
+    from the one an installer reads."""
+    for original, kind in [(build_wheel("acme-lib", "1.0"), "wheel"), (build_sdist("acme-lib", "1.0"), "sdist")]:
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w") as archive:
+            if kind == "wheel":
+                with zipfile.ZipFile(io.BytesIO(original.data)) as source:
+                    for info in source.infolist():
+                        archive.writestr(info, source.read(info))
+                member = "acme_lib-1.0.dist-info/METADATA"
+            else:
+                member = "acme_lib-1.0/PKG-INFO"
+            with pytest.warns(UserWarning, match="Duplicate name"):
+                for _ in range(2):
+                    archive.writestr(member, "Metadata-Version: 2.1\nName: acme-lib\nVersion: 1.0\n")
+        filename = original.filename if kind == "wheel" else "acme_lib-1.0.zip"
+        form = check_form(_fields(sha256_digest=hashlib.sha256(out.getvalue()).hexdigest()), filename)
+        with pytest.raises(UploadRefused) as refused:
+            check_file(form, io.BytesIO(out.getvalue()))
+        assert refused.value.line == f"{filename} is not a valid {kind}: it lists {member} twice"
+
+
 def test_the_members_of_an_sdist_are_not_all_held_at_once() -> None:
     sdist = _hostile_sdist(b"", 0, members=2000, global_keys=400)  # each member carries the 400 keys
     form = check_form(_fields(sha256_digest=hashlib.sha256(sdist).hexdigest()), "acme_lib-1.0.tar.gz")

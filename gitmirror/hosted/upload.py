@@ -243,6 +243,9 @@ def _read_whole(handle: IO[bytes], filename: str) -> None:
     """Read an archive to its end, so a damaged one fails here rather than at install."""
     if filename.endswith(".zip"):
         with open_zip(handle) as archive:
+            twice = _listed_twice(archive.namelist())
+            if twice is not None:
+                raise bad(f"{filename} is not a valid sdist: it lists {twice} twice")
             check_unpacked_size(archive)
             damaged = archive.testzip()
         if damaged is not None:
@@ -256,9 +259,23 @@ def _read_whole(handle: IO[bytes], filename: str) -> None:
     gunzip_to_end(handle)
 
 
+def _listed_twice(names: list[str]) -> str | None:
+    """A member name a zip lists twice: readers differ on which one counts (the served METADATA
+    could differ from the one an installer reads), so such an archive is refused."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
+
+
 def _metadata_member(form: UploadForm, archive: zipfile.ZipFile) -> bytes:
     not_a_wheel = f"{form.filename} is not a valid wheel"
     names = archive.namelist()
+    twice = _listed_twice(names)
+    if twice is not None:
+        raise bad(f"{not_a_wheel}: it lists {twice} twice")
     check_unpacked_size(archive)
     damaged = archive.testzip()
     if damaged is not None:
