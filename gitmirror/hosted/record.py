@@ -2,7 +2,7 @@
 
 Under the writer lock: the filename is looked up at the branch tip (a filename once recorded keeps
 its bytes forever: the same bytes again change nothing, other bytes are refused, and so is another
-spelling of a recorded file, ``same_distribution``), the takedown
+spelling of a file still served, ``same_distribution``), the takedown
 index is asked (taken-down bytes never come back, under any name), then the blob and its PEP 658
 file are published in the store before the commit that names them, and the manifest change passes
 the immutability policy like every other writer's. The commit names the token that uploaded.
@@ -54,7 +54,8 @@ def record(repo: MetadataRepo, store: BlobStore, branch: str, settings: HostedSe
             if recorded.sha256 == form.sha256:
                 return f"{form.filename} was uploaded before with these bytes: nothing changed"
             raise bad(f"{form.filename} already exists with other bytes; a filename is never reused")
-        same = next((name for name in old.files if same_distribution(form.filename, name)), None) if old else None
+        offered = [name for name, entry in old.files.items() if entry.tombstone is None] if old else []
+        same = next((name for name in offered if same_distribution(form.filename, name)), None)
         if same is not None:
             raise bad(
                 f"{form.filename} is the same distribution as {same}, recorded before: "
