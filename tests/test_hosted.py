@@ -439,6 +439,47 @@ def test_a_zip_that_lists_a_member_twice_is_refused() -> None:
         assert refused.value.line == f"{filename} is not a valid {kind}: it lists {member} twice"
 
 
+class _Unseekable(io.RawIOBase):
+    """A sink zipfile cannot seek back in: it then writes each member's sizes after its data."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, chunk: bytes) -> int:  # type: ignore[override]
+        self.data += chunk
+        return len(chunk)
+
+
+def test_a_zip_with_bytes_no_member_accounts_for_is_refused() -> None:
+    """A reader that follows the local headers from the start (a streaming installer) would find
+    other members there than the central directory lists: the METADATA it reads could be another."""
+    wheel = build_wheel("acme-lib", "1.0")
+    hidden = io.BytesIO()
+    with zipfile.ZipFile(hidden, "w") as archive:
+        archive.writestr("acme_lib-1.0.dist-info/METADATA", "Name: acme-lib\nVersion: 1.0\nRequires-Dist: evil\n")
+    local_entries = hidden.getvalue()[: hidden.getvalue().index(b"PK\x01\x02")]
+    streamed = _Unseekable()
+    with (
+        zipfile.ZipFile(streamed, "w", zipfile.ZIP_DEFLATED) as archive,
+        zipfile.ZipFile(io.BytesIO(wheel.data)) as source,
+    ):
+        for info in source.infolist():
+            archive.writestr(info.filename, source.read(info))  # each member followed by a data descriptor
+    for data, accepted in [(local_entries + wheel.data, False), (bytes(streamed.data), True)]:
+        form = check_form(_fields(sha256_digest=hashlib.sha256(data).hexdigest()), wheel.filename)
+        if accepted:
+            assert check_file(form, io.BytesIO(data))[1] == wheel.metadata
+            continue
+        with pytest.raises(UploadRefused) as refused:
+            check_file(form, io.BytesIO(data))
+        assert refused.value.line == (
+            f"{wheel.filename} is not a valid wheel: its bytes 0 to {len(local_entries)} belong to no member it lists"
+        )
+
+
 def test_the_members_of_an_sdist_are_not_all_held_at_once() -> None:
     sdist = _hostile_sdist(b"", 0, members=2000, global_keys=400)  # each member carries the 400 keys
     form = check_form(_fields(sha256_digest=hashlib.sha256(sdist).hexdigest()), "acme_lib-1.0.tar.gz")

@@ -11,6 +11,7 @@ is an ``UploadRefused`` carrying its HTTP status and the one line the client sho
 from __future__ import annotations
 
 import hashlib
+import struct
 import tarfile
 import zipfile
 import zlib
@@ -45,6 +46,11 @@ WHEEL, SDIST = "bdist_wheel", "sdist"
 _SDIST_SUFFIXES = (".tar.gz", ".zip")
 #: an sdist with more members than this is refused: far beyond any real source tree (reading each costs time)
 MAX_SDIST_MEMBERS = 200_000
+#: a zip local file header (zipfile's layout), ending with its name's and extra field's lengths
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
+#: a member whose CRC and sizes follow its data, in a descriptor of one of these sizes
+_DATA_DESCRIPTOR = 0x08
+_DESCRIPTOR_SIZES = (12, 16, 20, 24)
 #: what reading a damaged, hostile or foreign archive raises (RuntimeError: an encrypted zip member)
 _UNREADABLE = (
     tarfile.TarError,
@@ -248,8 +254,11 @@ def _read_whole(handle: IO[bytes], filename: str) -> None:
                 raise bad(f"{filename} is not a valid sdist: it lists {twice} twice")
             check_unpacked_size(archive)
             damaged = archive.testzip()
+            hidden = _unlisted_bytes(archive) if damaged is None else None
         if damaged is not None:
             raise zipfile.BadZipFile(damaged)
+        if hidden is not None:
+            raise bad(f"{filename} is not a valid sdist: {hidden}")
         return
     with open_tar_gz(handle) as tarball:
         for count, _member in enumerate(members(tarball), 1):  # every header parses
@@ -257,6 +266,30 @@ def _read_whole(handle: IO[bytes], filename: str) -> None:
                 raise bad(f"{filename} is not a valid sdist: it has over {MAX_SDIST_MEMBERS} members")
     handle.seek(0)
     gunzip_to_end(handle)
+
+
+def _unlisted_bytes(archive: zipfile.ZipFile) -> str | None:
+    """Where a zip holds bytes none of the members its central directory lists accounts for (before
+    the first, between two, before the directory), or None. A reader that follows the local headers
+    from the start, as a streaming installer does, would find other members there."""
+    handle = archive.fp
+    assert handle is not None  # an open archive
+    position, descriptor = 0, False
+    for info in sorted(archive.infolist(), key=lambda info: info.header_offset):
+        if descriptor and info.header_offset - position in _DESCRIPTOR_SIZES:
+            position = info.header_offset  # the previous member's CRC and sizes, after its data
+        if info.header_offset != position:
+            return f"its bytes {position} to {info.header_offset} belong to no member it lists"
+        handle.seek(info.header_offset)
+        *_fields, name_length, extra_length = _LOCAL_HEADER.unpack(handle.read(_LOCAL_HEADER.size))
+        position = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length + info.compress_size
+        descriptor = bool(info.flag_bits & _DATA_DESCRIPTOR)
+    start = archive.start_dir  # where zipfile found the central directory
+    if descriptor and start - position in _DESCRIPTOR_SIZES:
+        position = start
+    if position != start:
+        return f"its bytes {position} to {start} belong to no member it lists"
+    return None
 
 
 def _listed_twice(names: list[str]) -> str | None:
@@ -280,6 +313,9 @@ def _metadata_member(form: UploadForm, archive: zipfile.ZipFile) -> bytes:
     damaged = archive.testzip()
     if damaged is not None:
         raise bad(f"{not_a_wheel}: {damaged} is damaged")
+    hidden = _unlisted_bytes(archive)
+    if hidden is not None:
+        raise bad(f"{not_a_wheel}: {hidden}")
     dist_infos = {name.split("/", 1)[0] for name in names if name.split("/", 1)[0].endswith(".dist-info")}
     if len(dist_infos) != 1:
         raise bad(f"{not_a_wheel}: it needs exactly one .dist-info directory, has {len(dist_infos)}")
