@@ -10,6 +10,7 @@ and the writer lock block).
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncGenerator, AsyncIterator
 
 from starlette.applications import Starlette
@@ -33,12 +34,14 @@ MAX_FIELD_BYTES = 8 << 20  # a long description is the largest field
 #: all fields of one form together (the file is spooled to disk, fields are held in memory)
 MAX_FIELDS_BYTES = 2 * MAX_FIELD_BYTES
 TOKEN_NEEDED = "uploads need a valid token: HTTP basic auth, user __token__, the token as password"
+#: set by ``serve --follow`` to the remote it follows (read by every worker): such a server takes no upload
+FOLLOWS_VARIABLE = "GITMIRROR_SERVE_FOLLOWS"
 
 
 def install(app: Starlette, config: Config) -> None:
     """Add the upload routes to ``app`` and, with ``hosted.read_auth``, require tokens for reads."""
     tokens = TokenStore(config.repo)
-    uploads = Uploads(config, app.state.view.store, tokens)
+    uploads = Uploads(config, app.state.view.store, tokens, os.environ.get(FOLLOWS_VARIABLE) or None)
     for path in ("/legacy/", "/legacy"):
         app.router.routes.append(Route(path, uploads.upload, methods=["POST"]))
     if config.hosted.read_auth:
@@ -75,10 +78,12 @@ async def _counted(stream: AsyncIterator[bytes], limit: int) -> AsyncGenerator[b
 
 
 class Uploads:
-    def __init__(self, config: Config, store: BlobStore, tokens: TokenStore) -> None:
+    def __init__(self, config: Config, store: BlobStore, tokens: TokenStore, follows: str | None = None) -> None:
         self.config = config
         self.store = store
         self.tokens = tokens
+        #: the remote ``serve --follow`` follows: a commit here would part this branch from it for good
+        self.follows = follows
 
     async def upload(self, request: Request) -> Response:
         try:
@@ -94,6 +99,10 @@ class Uploads:
             raise UploadRefused(503, UNAVAILABLE) from None
         if uploader is None:
             raise UploadRefused(403, TOKEN_NEEDED)
+        if self.follows is not None:
+            raise UploadRefused(
+                403, f"this server follows {self.follows} (serve --follow): upload to the mirror it follows"
+            )
         limit = self.config.hosted.max_upload_size
         announced = request.headers.get("content-length")
         if announced is not None and (not announced.isdigit() or int(announced) > limit):
