@@ -200,6 +200,8 @@ def test_the_upload_form_is_checked_against_the_filename() -> None:
     assert (form.project, form.version, form.is_wheel) == ("acme-lib", "1.0", True)
     sdist = check_form(_fields(requires_python=">=3.9"), "acme_lib-1.0.tar.gz")
     assert sdist.requires_python == ">=3.9" and not sdist.is_wheel
+    recorded = check_form(_fields(version="01.0.0"), "acme_lib-1.0.tar.gz").version
+    assert recorded == "1.0"  # what a sync records for that filename: one release, one version string
     for fields, filename, line in [
         (_fields(), None, "missing field content (the file)"),
         (_fields(name=""), "acme_lib-1.0.tar.gz", "missing field name"),

@@ -82,7 +82,7 @@ class UploadForm:
     """The checked fields of one upload."""
 
     project: str  # normalized
-    version: str
+    version: str  # the filename's, in PEP 440 normal form (what a sync records)
     filename: str
     sha256: str
     requires_python: str | None
@@ -122,7 +122,7 @@ def check_form(fields: Mapping[str, str], filename: str | None) -> UploadForm:
     requires_python = fields.get("requires_python", "").strip() or None
     if requires_python is not None and not _is_specifier(requires_python):
         raise bad(f"invalid requires_python {requires_python!r} (a version specifier such as >=3.9)")
-    return UploadForm(project, fields["version"].strip(), filename, digest, requires_python)
+    return UploadForm(project, str(named_version), filename, digest, requires_python)  # as a sync records it
 
 
 def _name_and_version(filename: str) -> tuple[str, Version]:
