@@ -455,7 +455,7 @@ class _Unseekable(io.RawIOBase):
         return len(chunk)
 
 
-def test_a_zip_with_bytes_no_member_accounts_for_is_refused() -> None:
+def test_a_zip_a_streaming_reader_would_read_otherwise_is_refused() -> None:
     """A reader that follows the local headers from the start (a streaming installer) would find
     other members there than the central directory lists: the METADATA it reads could be another."""
     wheel = build_wheel("acme-lib", "1.0")
@@ -470,16 +470,24 @@ def test_a_zip_with_bytes_no_member_accounts_for_is_refused() -> None:
     ):
         for info in source.infolist():
             archive.writestr(info.filename, source.read(info))  # each member followed by a data descriptor
-    for data, accepted in [(local_entries + wheel.data, False), (bytes(streamed.data), True)]:
+    relabelled = bytearray(wheel.data)
+    with zipfile.ZipFile(io.BytesIO(wheel.data)) as archive:
+        metadata = archive.getinfo("acme_lib-1.0.dist-info/METADATA")
+    relabelled[metadata.header_offset + 8] = zipfile.ZIP_STORED  # a streaming reader would not inflate it
+    disagrees = "the local header of acme_lib-1.0.dist-info/METADATA disagrees with its central directory entry"
+    hidden = f"its bytes 0 to {len(local_entries)} belong to no member it lists"
+    for data, refusal in [
+        (local_entries + wheel.data, hidden),
+        (bytes(relabelled), disagrees),
+        (bytes(streamed.data), None),
+    ]:
         form = check_form(_fields(sha256_digest=hashlib.sha256(data).hexdigest()), wheel.filename)
-        if accepted:
+        if refusal is None:
             assert check_file(form, io.BytesIO(data))[1] == wheel.metadata
             continue
         with pytest.raises(UploadRefused) as refused:
             check_file(form, io.BytesIO(data))
-        assert refused.value.line == (
-            f"{wheel.filename} is not a valid wheel: its bytes 0 to {len(local_entries)} belong to no member it lists"
-        )
+        assert refused.value.line == f"{wheel.filename} is not a valid wheel: {refusal}"
 
 
 def test_the_members_of_an_sdist_are_not_all_held_at_once() -> None:

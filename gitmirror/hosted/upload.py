@@ -51,6 +51,8 @@ _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
 #: a member whose CRC and sizes follow its data, in a descriptor of one of these sizes
 _DATA_DESCRIPTOR = 0x08
 _DESCRIPTOR_SIZES = (12, 16, 20, 24)
+#: a local header's size or CRC field that defers to its zip64 extra field
+_ZIP64_SIZE = 0xFFFFFFFF
 #: what reading a damaged, hostile or foreign archive raises (RuntimeError: an encrypted zip member)
 _UNREADABLE = (
     tarfile.TarError,
@@ -254,7 +256,7 @@ def _read_whole(handle: IO[bytes], filename: str) -> None:
                 raise bad(f"{filename} is not a valid sdist: it lists {twice} twice")
             check_unpacked_size(archive)
             damaged = archive.testzip()
-            hidden = _unlisted_bytes(archive) if damaged is None else None
+            hidden = _read_otherwise(archive) if damaged is None else None
         if damaged is not None:
             raise zipfile.BadZipFile(damaged)
         if hidden is not None:
@@ -268,10 +270,10 @@ def _read_whole(handle: IO[bytes], filename: str) -> None:
     gunzip_to_end(handle)
 
 
-def _unlisted_bytes(archive: zipfile.ZipFile) -> str | None:
-    """Where a zip holds bytes none of the members its central directory lists accounts for (before
-    the first, between two, before the directory), or None. A reader that follows the local headers
-    from the start, as a streaming installer does, would find other members there."""
+def _read_otherwise(archive: zipfile.ZipFile) -> str | None:
+    """Why a reader that follows a zip's local headers from its start, as a streaming installer
+    does, would read other members or other bytes than zipfile, which follows the central directory
+    (bytes no listed member accounts for, a local header that disagrees with its entry), or None."""
     handle = archive.fp
     assert handle is not None  # an open archive
     position, descriptor = 0, False
@@ -281,9 +283,14 @@ def _unlisted_bytes(archive: zipfile.ZipFile) -> str | None:
         if info.header_offset != position:
             return f"its bytes {position} to {info.header_offset} belong to no member it lists"
         handle.seek(info.header_offset)
-        *_fields, name_length, extra_length = _LOCAL_HEADER.unpack(handle.read(_LOCAL_HEADER.size))
+        local = _LOCAL_HEADER.unpack(handle.read(_LOCAL_HEADER.size))
+        flags, method, crc, compressed, size, name_length, extra_length = local[3:5] + local[7:]
+        descriptor = bool(flags & _DATA_DESCRIPTOR)
+        stated = (crc, compressed, size) if not descriptor else (info.CRC, info.compress_size, info.file_size)
+        listed = (info.CRC, info.compress_size, info.file_size)
+        if method != info.compress_type or not all(a in (b, _ZIP64_SIZE) for a, b in zip(stated, listed, strict=True)):
+            return f"the local header of {info.filename} disagrees with its central directory entry"
         position = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length + info.compress_size
-        descriptor = bool(info.flag_bits & _DATA_DESCRIPTOR)
     start = archive.start_dir  # where zipfile found the central directory
     if descriptor and start - position in _DESCRIPTOR_SIZES:
         position = start
@@ -313,7 +320,7 @@ def _metadata_member(form: UploadForm, archive: zipfile.ZipFile) -> bytes:
     damaged = archive.testzip()
     if damaged is not None:
         raise bad(f"{not_a_wheel}: {damaged} is damaged")
-    hidden = _unlisted_bytes(archive)
+    hidden = _read_otherwise(archive)
     if hidden is not None:
         raise bad(f"{not_a_wheel}: {hidden}")
     dist_infos = {name.split("/", 1)[0] for name in names if name.split("/", 1)[0].endswith(".dist-info")}
