@@ -341,6 +341,12 @@ def test_policy_and_manifest_treat_provenance_as_frozen_and_optional() -> None:
         loads(old_form.replace(b'"first-seen"', b'"provenance": "../x", "first-seen"'))
 
 
+def _nested(attestation: dict, depth: int) -> str:
+    """``[attestation]`` whose verification material holds lists nested ``depth`` deep."""
+    material = '{"certificate": "MIIB", "transparency_entries": ' + "[" * depth + "]" * depth + "}"
+    return json.dumps([{**attestation, "verification_material": None}]).replace("null", material)
+
+
 def test_uploaded_attestations_become_one_provenance_object() -> None:
     sent = attestation(WHEEL, "aa" * 32)
     data = from_attestations(json.dumps([sent]), WHEEL, "aa" * 32, "ci")
@@ -355,6 +361,8 @@ def test_uploaded_attestations_become_one_provenance_object() -> None:
         ("[]", "attestations must be a JSON array of one or more attestation objects"),
         ('{"version": 1}', "attestations must be a JSON array of one or more attestation objects"),
         ('[{"version": 2}]', "attestation 1 is not a version 1 attestation object"),
+        (_nested(sent, 40), "attestations nest deeper than 32 levels"),
+        (_nested(sent, 600), "attestations nest deeper than 32 levels"),  # near the stack limit: a 500
     ]:
         with pytest.raises(ProvenanceError) as refused:
             from_attestations(field, WHEEL, "aa" * 32, "ci")

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import Mirror, RunningServer, isolated_env
+from conftest import Mirror, RunningServer, isolated_env, start_server, stop_server
 from fakeupstream import Artifact, build_sdist, build_wheel
 from presynced import served, synced_sample
 
@@ -157,6 +157,25 @@ def test_uv_publish_uploads_and_the_same_filename_with_other_bytes_is_refused(
     assert mirror.git("rev-parse", "main") == tip
     assert httpx.get(server.url + f"/files/acme-lib/{original.filename}").content == original.data
 
+    sdist = build_sdist("acme-lib", "2.0")
+    assert form_post(server, token, sdist).status_code == 200
+    tip = mirror.git("rev-parse", "main")
+    for spelling, data, recorded in [  # another filename for a file installers already choose: refused
+        ("Acme_Lib-2.0-py3-none-any.whl", other.data, original.filename),
+        ("acme_lib-2.0.0-py3-none-any.whl", other.data, original.filename),
+        ("acme_lib-2.0-py2.py3-none-any.whl", other.data, original.filename),  # py3 either way
+        ("acme_lib-2.00.tar.gz", sdist.data, sdist.filename),  # one sdist per release
+    ]:
+        answer = form_post(server, token, Artifact(spelling, data))
+        assert (answer.status_code, answer.text) == (
+            400,
+            f"{spelling} is the same distribution as {recorded}, recorded before: "
+            "upload a new version (or a wheel with a build tag)\n",
+        )
+    assert mirror.git("rev-parse", "main") == tip
+    rebuilt = form_post(server, token, Artifact("acme_lib-2.0-1-py3-none-any.whl", other.data))  # PEP 427's way
+    assert rebuilt.status_code == 200, rebuilt.text
+
 
 def test_flit_publishes_a_wheel_and_an_sdist_both_served(
     hosted: tuple[Mirror, RunningServer, str], tmp_path: Path
@@ -250,6 +269,25 @@ def test_a_name_not_hosted_is_refused_with_how_to_allow_it(hosted_once: tuple[Mi
     assert answer.status_code == 403
     assert answer.text == (
         "demo-pkg is not hosted here: add it (or a matching glob) to hosted: in mirror.yaml to allow uploads\n"
+    )
+
+
+def test_a_follower_takes_no_upload(hosted_once: tuple[Mirror, RunningServer, str], tmp_path: Path) -> None:
+    """A commit on a ``serve --follow`` machine would part its branch from the remote's for good."""
+    mirror, _server, token = hosted_once
+    repo = tmp_path / "mirror" / "repo"
+    subprocess.run(["git", "clone", "--quiet", "--bare", str(mirror.repo), str(repo)], env=isolated_env(), check=True)
+    shutil.copy(mirror.repo / "gitmirror-tokens.json", repo)  # the same tokens
+    (tmp_path / "mirror" / "store").mkdir()
+    (tmp_path / "mirror.yaml").write_text((mirror.root / "mirror.yaml").read_text())
+    follower = start_server(tmp_path, "--follow", str(mirror.repo), "--follow-interval", "60")
+    try:
+        answer = form_post(follower, token, build_wheel("acme-lib", "1.0"))
+    finally:
+        stop_server(follower)
+    assert (answer.status_code, answer.text) == (
+        403,
+        f"this server follows {mirror.repo} (serve --follow): upload to the mirror it follows\n",
     )
 
 

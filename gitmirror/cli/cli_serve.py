@@ -3,6 +3,7 @@ naming its states, and carrying them to other machines."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -58,11 +59,13 @@ def serve(
 def start_following(cfg: Config, remote: str, interval: float) -> None:
     """The follower of ``serve --follow``, its branch guarded by the pre-receive hook (installed if missing)."""
     from ..audit.hooks import install
+    from ..hosted.routes import FOLLOWS_VARIABLE
     from ..serve.follow import Follower
 
     if interval <= 0:
         raise fail("--follow-interval must be a positive number of seconds")
     install(cfg.repo, sys.executable)
+    os.environ[FOLLOWS_VARIABLE] = remote  # the app's workers refuse uploads: only the remote's branch moves this one
     Follower(cfg.repo, remote, cfg.branch, interval, log=lambda line: typer.echo(line, err=True)).start()
 
 

@@ -1,19 +1,19 @@
 """HTTP basic authentication with API tokens (user ``__token__``), and the private-index mode.
 
 Uploads always need a token; with ``hosted.read_auth`` every read does too (``ReadAuth``, an ASGI
-middleware in front of the whole app). A read without credentials answers 401 with a challenge, so
-pip and uv send the credentials of the index URL (or their keyring's); wrong or revoked ones 403.
+middleware in front of the whole app), and every answer is ``Cache-Control: private``. A read
+without credentials answers 401 with a challenge, so pip and uv send the credentials of the index
+URL (or their keyring's); wrong or revoked ones 403.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import logging
 
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import PlainTextResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .tokens import TokenError, TokenStore
 
@@ -36,7 +36,7 @@ def credentials(authorization: str | None) -> tuple[str, str] | None:
         return None
     try:
         user, colon, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error), bytes beyond ASCII, or not UTF-8 (UnicodeError)
         return None
     return (user, password) if colon else None
 
@@ -80,7 +80,20 @@ class ReadAuth:
                 response = PlainTextResponse(UNAVAILABLE, 503)
             else:
                 if name is not None:
-                    await self.app(scope, receive, send)
+                    await self.app(scope, receive, _private(send))
                     return
                 response = PlainTextResponse("invalid or revoked token (user __token__, the token as password)", 403)
         await response(scope, receive, send)
+
+
+def _private(send: Send) -> Send:
+    """``send`` with every answer's ``Cache-Control`` made ``private``: a shared cache (a caching
+    proxy, a CDN) may keep a ``public`` answer to an authenticated request and hand it to anyone."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = MutableHeaders(scope=message)
+            headers["cache-control"] = headers.get("cache-control", "private").replace("public", "private")
+        await send(message)
+
+    return sending

@@ -1,7 +1,8 @@
 """Recording an upload exactly as a sync records a mirrored file: blob, manifest line, one commit.
 
 Under the writer lock: the filename is looked up at the branch tip (a filename once recorded keeps
-its bytes forever: the same bytes again change nothing, other bytes are refused), the takedown
+its bytes forever: the same bytes again change nothing, other bytes are refused, and so is another
+spelling of a file still served, ``same_distribution``), the takedown
 index is asked (taken-down bytes never come back, under any name), then the blob and its PEP 658
 file are published in the store before the commit that names them, and the manifest change passes
 the immutability policy like every other writer's. The commit names the token that uploaded.
@@ -20,7 +21,7 @@ from ..model.policy import check
 from ..model.takedowns import takedown_reason
 from ..storage.repo import MetadataRepo, RepoError
 from ..storage.store import BlobStore
-from .upload import UploadForm, UploadRefused, bad
+from .upload import UploadForm, UploadRefused, bad, same_distribution
 
 #: how long an upload waits for another writer (a sync) to finish before answering 503
 LOCK_WAIT_SECONDS = 30.0
@@ -53,6 +54,13 @@ def record(repo: MetadataRepo, store: BlobStore, branch: str, settings: HostedSe
             if recorded.sha256 == form.sha256:
                 return f"{form.filename} was uploaded before with these bytes: nothing changed"
             raise bad(f"{form.filename} already exists with other bytes; a filename is never reused")
+        offered = [name for name, entry in old.files.items() if entry.tombstone is None] if old else []
+        same = next((name for name in offered if same_distribution(form.filename, name)), None)
+        if same is not None:
+            raise bad(
+                f"{form.filename} is the same distribution as {same}, recorded before: "
+                "upload a new version (or a wheel with a build tag)"
+            )
         reason = takedown_reason(repo, parent, form.sha256)
         if reason is not None:
             raise bad(f"{form.filename}: these bytes were taken down ({reason}); they are never served again")

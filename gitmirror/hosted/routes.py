@@ -10,12 +10,13 @@ and the writer lock block).
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncGenerator, AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
@@ -30,13 +31,17 @@ from .tokens import TokenStore
 from .upload import UploadForm, UploadRefused, bad, check_file, check_form
 
 MAX_FIELD_BYTES = 8 << 20  # a long description is the largest field
+#: all fields of one form together (the file is spooled to disk, fields are held in memory)
+MAX_FIELDS_BYTES = 2 * MAX_FIELD_BYTES
 TOKEN_NEEDED = "uploads need a valid token: HTTP basic auth, user __token__, the token as password"
+#: set by ``serve --follow`` to the remote it follows (read by every worker): such a server takes no upload
+FOLLOWS_VARIABLE = "GITMIRROR_SERVE_FOLLOWS"
 
 
 def install(app: Starlette, config: Config) -> None:
     """Add the upload routes to ``app`` and, with ``hosted.read_auth``, require tokens for reads."""
     tokens = TokenStore(config.repo)
-    uploads = Uploads(config, app.state.view.store, tokens)
+    uploads = Uploads(config, app.state.view.store, tokens, os.environ.get(FOLLOWS_VARIABLE) or None)
     for path in ("/legacy/", "/legacy"):
         app.router.routes.append(Route(path, uploads.upload, methods=["POST"]))
     if config.hosted.read_auth:
@@ -45,6 +50,21 @@ def install(app: Starlette, config: Config) -> None:
 
 class _TooLarge(Exception):
     pass
+
+
+class UploadFormParser(MultiPartParser):
+    """Starlette's multipart parser with the fields (not the file) counted together: past
+    ``MAX_FIELDS_BYTES`` the form is refused, so what sits in memory is bounded whatever
+    ``hosted.max_upload_size`` lets through (a thousand fields of 8 MiB would otherwise fit in one)."""
+
+    fields_bytes = 0
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._current_part.file is None:
+            self.fields_bytes += end - start
+            if self.fields_bytes > MAX_FIELDS_BYTES:
+                raise MultiPartException(f"its fields are over {MAX_FIELDS_BYTES} bytes in all")
+        super().on_part_data(data, start, end)
 
 
 async def _counted(stream: AsyncIterator[bytes], limit: int) -> AsyncGenerator[bytes, None]:
@@ -58,10 +78,12 @@ async def _counted(stream: AsyncIterator[bytes], limit: int) -> AsyncGenerator[b
 
 
 class Uploads:
-    def __init__(self, config: Config, store: BlobStore, tokens: TokenStore) -> None:
+    def __init__(self, config: Config, store: BlobStore, tokens: TokenStore, follows: str | None = None) -> None:
         self.config = config
         self.store = store
         self.tokens = tokens
+        #: the remote ``serve --follow`` follows: a commit here would part this branch from it for good
+        self.follows = follows
 
     async def upload(self, request: Request) -> Response:
         try:
@@ -77,13 +99,17 @@ class Uploads:
             raise UploadRefused(503, UNAVAILABLE) from None
         if uploader is None:
             raise UploadRefused(403, TOKEN_NEEDED)
+        if self.follows is not None:
+            raise UploadRefused(
+                403, f"this server follows {self.follows} (serve --follow): upload to the mirror it follows"
+            )
         limit = self.config.hosted.max_upload_size
         announced = request.headers.get("content-length")
         if announced is not None and (not announced.isdigit() or int(announced) > limit):
             raise bad(f"upload of {announced} bytes is over the limit of {limit} bytes (hosted.max_upload_size)")
         if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
             raise bad("an upload is a multipart/form-data POST (as twine and uv publish send it)")
-        parser = MultiPartParser(
+        parser = UploadFormParser(
             request.headers,
             _counted(request.stream(), limit),
             max_files=2,  # the file and a detached GPG signature (twine --sign), which is ignored
@@ -94,6 +120,8 @@ class Uploads:
             form = await parser.parse()
         except _TooLarge:
             raise bad(f"upload over the limit of {limit} bytes (hosted.max_upload_size)") from None
+        except ClientDisconnect:
+            raise bad("the upload was interrupted: the client disconnected") from None
         except MultiPartException as exc:
             raise bad(f"malformed upload form: {exc.message}") from None
         try:

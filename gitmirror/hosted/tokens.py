@@ -156,7 +156,17 @@ def _parse(data: bytes, path: Path) -> dict[str, TokenRecord]:
         document = json.loads(data)
         if document.get("gitmirror-tokens") != _FORMAT:
             raise ValueError("unknown format")
-        records = [TokenRecord(**item) for item in document["tokens"]]
+        records = [_checked(TokenRecord(**item)) for item in document["tokens"]]
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise TokenError(f"{path}: not a gitmirror token file ({exc})") from None
     return {record.name: record for record in records}
+
+
+def _checked(record: TokenRecord) -> TokenRecord:
+    """``record`` when every field has its type (the hashes hex): a hand-edited file fails here, once."""
+    strings = (record.name, record.salt, record.sha256, record.created)
+    if not all(isinstance(value, str) for value in strings) or not isinstance(record.revoked, str | None):
+        raise TypeError(f"token {record.name!r}: a field of the wrong type")
+    for digest in (record.salt, record.sha256):
+        bytes.fromhex(digest)  # ValueError: not hex
+    return record

@@ -10,8 +10,8 @@ is an ``UploadRefused`` carrying its HTTP status and the one line the client sho
 
 from __future__ import annotations
 
-import gzip
 import hashlib
+import struct
 import tarfile
 import zipfile
 import zlib
@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO
 
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import (
     InvalidSdistFilename,
     InvalidWheelFilename,
@@ -31,12 +32,27 @@ from packaging.version import InvalidVersion, Version
 from ..model.limits import MAX_METADATA_BYTES
 from ..model.names import UnsafeNameError, check_filename, check_sha256, normalize
 from ..storage import metadata as core_metadata
+from ..storage.bounded_archives import (
+    ArchiveTooLarge,
+    check_unpacked_size,
+    gunzip_to_end,
+    members,
+    open_tar_gz,
+    open_zip,
+)
 
 #: the forms a file may be uploaded in: what installers take from an index
 WHEEL, SDIST = "bdist_wheel", "sdist"
 _SDIST_SUFFIXES = (".tar.gz", ".zip")
-#: an sdist with more members than this is refused: far beyond any real source tree
+#: an sdist with more members than this is refused: far beyond any real source tree (reading each costs time)
 MAX_SDIST_MEMBERS = 200_000
+#: a zip local file header (zipfile's layout), ending with its name's and extra field's lengths
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
+#: a member whose CRC and sizes follow its data, in a descriptor of one of these sizes
+_DATA_DESCRIPTOR = 0x08
+_DESCRIPTOR_SIZES = (12, 16, 20, 24)
+#: a local header's size or CRC field that defers to its zip64 extra field
+_ZIP64_SIZE = 0xFFFFFFFF
 #: what reading a damaged, hostile or foreign archive raises (RuntimeError: an encrypted zip member)
 _UNREADABLE = (
     tarfile.TarError,
@@ -68,7 +84,7 @@ class UploadForm:
     """The checked fields of one upload."""
 
     project: str  # normalized
-    version: str
+    version: str  # the filename's, in PEP 440 normal form (what a sync records)
     filename: str
     sha256: str
     requires_python: str | None
@@ -106,7 +122,9 @@ def check_form(fields: Mapping[str, str], filename: str | None) -> UploadForm:
     if named != project or named_version != version:
         raise bad(f"{filename} does not match the upload's name {project} and version {version}")
     requires_python = fields.get("requires_python", "").strip() or None
-    return UploadForm(project, fields["version"].strip(), filename, digest, requires_python)
+    if requires_python is not None and not _is_specifier(requires_python):
+        raise bad(f"invalid requires_python {requires_python!r} (a version specifier such as >=3.9)")
+    return UploadForm(project, str(named_version), filename, digest, requires_python)  # as a sync records it
 
 
 def _name_and_version(filename: str) -> tuple[str, Version]:
@@ -121,6 +139,23 @@ def _name_and_version(filename: str) -> tuple[str, Version]:
     except (InvalidWheelFilename, InvalidSdistFilename) as exc:
         raise bad(f"{filename}: {exc}") from None
     return name, version
+
+
+def same_distribution(filename: str, recorded: str) -> bool:
+    """Whether an installer could take ``recorded`` (a file of the same project) where it takes
+    ``filename``: the same version and, for two wheels, the same build tag and a tag in common; for
+    two sdists, the same version (one per release). A filename that does not parse (a legacy
+    format) is no such file. A second spelling of a recorded file would let other bytes be installed."""
+    try:
+        if filename.endswith(".whl") and recorded.endswith(".whl"):
+            _name, version, build, tags = parse_wheel_filename(filename)
+            _name, other_version, other_build, other_tags = parse_wheel_filename(recorded)
+            return (version, build) == (other_version, other_build) and not tags.isdisjoint(other_tags)
+        if not filename.endswith(".whl") and not recorded.endswith(".whl"):
+            return parse_sdist_filename(filename)[1] == parse_sdist_filename(recorded)[1]
+    except (InvalidWheelFilename, InvalidSdistFilename):
+        pass
+    return False
 
 
 def file_sha256(handle: IO[bytes]) -> tuple[str, int]:
@@ -150,16 +185,29 @@ def check_file(form: UploadForm, handle: IO[bytes]) -> tuple[int, bytes | None, 
         sdist_pkg_info(form, handle)
         return size, None, form.requires_python
     metadata = wheel_metadata(form, handle)
-    parsed = core_metadata.parse(metadata)
-    return size, metadata, parsed.requires_python
+    requires_python = core_metadata.parse(metadata).requires_python
+    if requires_python is not None and not _is_specifier(requires_python):
+        raise bad(f"{form.filename}: its METADATA has an invalid Requires-Python {requires_python!r}")
+    return size, metadata, requires_python
+
+
+def _is_specifier(text: str) -> bool:
+    """A Requires-Python is recorded forever and installers parse it: only a valid specifier set is kept."""
+    try:
+        SpecifierSet(text)
+    except InvalidSpecifier:
+        return False
+    return True
 
 
 def wheel_metadata(form: UploadForm, handle: IO[bytes]) -> bytes:
     """The METADATA of a wheel whose archive, ``.dist-info`` and metadata all name the form's project
     and version; every member's CRC is checked (a damaged wheel fails at install, not here, otherwise)."""
     try:
-        with zipfile.ZipFile(handle) as archive:
+        with open_zip(handle) as archive:
             metadata = _metadata_member(form, archive)
+    except ArchiveTooLarge as exc:
+        raise bad(f"{form.filename} is not a valid wheel: {exc}") from None
     except _UNREADABLE:
         raise bad(f"{form.filename} is not a valid wheel: not a zip archive") from None
     finally:
@@ -176,6 +224,8 @@ def sdist_pkg_info(form: UploadForm, handle: IO[bytes]) -> bytes:
     zipped = form.filename.endswith(".zip")
     try:
         _read_whole(handle, form.filename)
+    except ArchiveTooLarge as exc:
+        raise bad(f"{not_an_sdist}: {exc}") from None
     except _UNREADABLE:
         raise bad(f"{not_an_sdist}: not a {'zip' if zipped else 'gzip-compressed tar'} archive") from None
     finally:
@@ -200,27 +250,79 @@ def _check_names_the_upload(metadata: bytes, member: str, form: UploadForm) -> N
 def _read_whole(handle: IO[bytes], filename: str) -> None:
     """Read an archive to its end, so a damaged one fails here rather than at install."""
     if filename.endswith(".zip"):
-        with zipfile.ZipFile(handle) as archive:
+        with open_zip(handle) as archive:
+            twice = _listed_twice(archive.namelist())
+            if twice is not None:
+                raise bad(f"{filename} is not a valid sdist: it lists {twice} twice")
+            check_unpacked_size(archive)
             damaged = archive.testzip()
+            hidden = _read_otherwise(archive) if damaged is None else None
         if damaged is not None:
             raise zipfile.BadZipFile(damaged)
+        if hidden is not None:
+            raise bad(f"{filename} is not a valid sdist: {hidden}")
         return
-    with tarfile.open(fileobj=handle, mode="r:gz") as tarball:
-        for count, _member in enumerate(tarball, 1):  # every header parses
-            if count > MAX_SDIST_MEMBERS:  # tarfile keeps each header in memory
+    with open_tar_gz(handle) as tarball:
+        for count, _member in enumerate(members(tarball), 1):  # every header parses
+            if count > MAX_SDIST_MEMBERS:
                 raise bad(f"{filename} is not a valid sdist: it has over {MAX_SDIST_MEMBERS} members")
     handle.seek(0)
-    with gzip.GzipFile(fileobj=handle, mode="rb") as stream:
-        while stream.read(1 << 20):  # to the end: gzip checks its CRC and length there
-            pass
+    gunzip_to_end(handle)
+
+
+def _read_otherwise(archive: zipfile.ZipFile) -> str | None:
+    """Why a reader that follows a zip's local headers from its start, as a streaming installer
+    does, would read other members or other bytes than zipfile, which follows the central directory
+    (bytes no listed member accounts for, a local header that disagrees with its entry), or None."""
+    handle = archive.fp
+    assert handle is not None  # an open archive
+    position, descriptor = 0, False
+    for info in sorted(archive.infolist(), key=lambda info: info.header_offset):
+        if descriptor and info.header_offset - position in _DESCRIPTOR_SIZES:
+            position = info.header_offset  # the previous member's CRC and sizes, after its data
+        if info.header_offset != position:
+            return f"its bytes {position} to {info.header_offset} belong to no member it lists"
+        handle.seek(info.header_offset)
+        local = _LOCAL_HEADER.unpack(handle.read(_LOCAL_HEADER.size))
+        flags, method, crc, compressed, size, name_length, extra_length = local[3:5] + local[7:]
+        descriptor = bool(flags & _DATA_DESCRIPTOR)
+        stated = (crc, compressed, size) if not descriptor else (info.CRC, info.compress_size, info.file_size)
+        listed = (info.CRC, info.compress_size, info.file_size)
+        if method != info.compress_type or not all(a in (b, _ZIP64_SIZE) for a, b in zip(stated, listed, strict=True)):
+            return f"the local header of {info.filename} disagrees with its central directory entry"
+        position = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length + info.compress_size
+    start = archive.start_dir  # where zipfile found the central directory
+    if descriptor and start - position in _DESCRIPTOR_SIZES:
+        position = start
+    if position != start:
+        return f"its bytes {position} to {start} belong to no member it lists"
+    return None
+
+
+def _listed_twice(names: list[str]) -> str | None:
+    """A member name a zip lists twice: readers differ on which one counts (the served METADATA
+    could differ from the one an installer reads), so such an archive is refused."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
 
 
 def _metadata_member(form: UploadForm, archive: zipfile.ZipFile) -> bytes:
     not_a_wheel = f"{form.filename} is not a valid wheel"
     names = archive.namelist()
+    twice = _listed_twice(names)
+    if twice is not None:
+        raise bad(f"{not_a_wheel}: it lists {twice} twice")
+    check_unpacked_size(archive)
     damaged = archive.testzip()
     if damaged is not None:
         raise bad(f"{not_a_wheel}: {damaged} is damaged")
+    hidden = _read_otherwise(archive)
+    if hidden is not None:
+        raise bad(f"{not_a_wheel}: {hidden}")
     dist_infos = {name.split("/", 1)[0] for name in names if name.split("/", 1)[0].endswith(".dist-info")}
     if len(dist_infos) != 1:
         raise bad(f"{not_a_wheel}: it needs exactly one .dist-info directory, has {len(dist_infos)}")

@@ -18,6 +18,9 @@ from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sd
 
 #: the most bytes of one provenance object kept (an attestation is a small JSON document)
 MAX_PROVENANCE_BYTES = 1 << 20
+#: the deepest an upload's attestations may nest (real ones: a handful of levels); deeper ones would
+#: leave too little of the stack to write the provenance object, or to read it back
+MAX_ATTESTATION_DEPTH = 32
 #: the publisher kind of uploads' provenance: an API token of this mirror, not a Trusted Publisher
 TOKEN_PUBLISHER = "gitmirror-token"
 
@@ -52,6 +55,8 @@ def from_attestations(field: str, filename: str, sha256: str, uploader: str) -> 
         raise ProvenanceError("attestations is not JSON") from None
     if not isinstance(attestations, list) or not attestations:
         raise ProvenanceError("attestations must be a JSON array of one or more attestation objects")
+    if _depth(attestations) > MAX_ATTESTATION_DEPTH:
+        raise ProvenanceError(f"attestations nest deeper than {MAX_ATTESTATION_DEPTH} levels")
     for number, attestation in enumerate(attestations, start=1):
         _check_attestation(attestation, filename, sha256, number)
     provenance = {
@@ -64,6 +69,17 @@ def from_attestations(field: str, filename: str, sha256: str, uploader: str) -> 
     if len(data) > MAX_PROVENANCE_BYTES:
         raise ProvenanceError(f"attestations larger than {MAX_PROVENANCE_BYTES} bytes")
     return data
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` (parsed JSON) nests arrays and objects, counted without recursing."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            pending += [(child, depth + 1) for child in (item.values() if isinstance(item, dict) else item)]
+    return deepest
 
 
 def _check_attestation(attestation: Any, filename: str, sha256: str, number: int) -> None:

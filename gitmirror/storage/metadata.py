@@ -23,6 +23,7 @@ from packaging.metadata import parse_email
 from ..model.limits import MAX_METADATA_BYTES
 from ..model.manifest import FileEntry, NeededBlob
 from .blobs import Blobs
+from .bounded_archives import members, open_tar_gz, open_zip
 from .store import MISSING
 
 
@@ -94,7 +95,7 @@ def from_wheel(wheel: str | Path | bytes | memoryview | IO[bytes]) -> bytes | No
     """
     source = io.BytesIO(wheel) if isinstance(wheel, bytes | memoryview) else wheel
     try:
-        with zipfile.ZipFile(source) as archive:
+        with open_zip(source) as archive:
             for info in archive.infolist():
                 directory, _, file = info.filename.partition("/")
                 if file == "METADATA" and directory.endswith(".dist-info"):
@@ -114,13 +115,13 @@ def from_sdist(sdist: bytes | IO[bytes], filename: str) -> bytes | None:
     source = io.BytesIO(sdist) if isinstance(sdist, bytes) else sdist
     try:
         if filename.endswith(".zip"):
-            with zipfile.ZipFile(source) as archive:
+            with open_zip(source) as archive:
                 for info in archive.infolist():
                     if _is_top_pkg_info(info.filename) and info.file_size < MAX_PKG_INFO:
                         return archive.read(info)
             return None
-        with tarfile.open(fileobj=source, mode="r:gz") as tarball:
-            for member in tarball:
+        with open_tar_gz(source) as tarball:
+            for member in members(tarball):
                 if _is_top_pkg_info(member.name) and member.isfile() and member.size < MAX_PKG_INFO:
                     handle = tarball.extractfile(member)
                     return handle.read() if handle else None
