@@ -327,6 +327,26 @@ def test_snapshots_list_tags_and_diff_against_the_tip(client: TestClient, site: 
     assert missing.status_code == 404 and "<b>" not in missing.text
 
 
+def test_snapshot_diffs_name_only_states_the_branch_served(tmp_path: Path, synced_repo: Path) -> None:
+    """A branch or commit main never stood at (a review branch, a pushed side branch) is no snapshot:
+    its diff page is 404 like ``/snapshot/<rev>/``, and names none of what it holds."""
+    repo_path, store = tmp_path / "repo", tmp_path / "store"
+    shutil.copytree(synced_repo, repo_path)
+    shutil.copytree(synced_repo.parent / "store", store)
+    repo = MetadataRepo(repo_path)
+    tip = repo.tip("main")
+    assert tip is not None and repo.move_ref(b"refs/heads/side", None, tip)
+    side = repo.write_commit({manifest_path("secret-pkg"): b"{}\n"}, "not served", branch="side", parent=tip)
+    repo.close()
+    client = TestClient(create_app(from_mapping({"repo": str(repo_path), "store": str(store)})))
+    assert client.get("/snapshots/main/diff/").status_code == 200
+    for rev in ("side", side.decode(), side.decode()[:12]):
+        assert client.get(f"/snapshot/{rev}/simple/").status_code == 404
+        page = client.get(f"/snapshots/{rev}/diff/")
+        assert page.status_code == 404 and "names no state main has served" in page.text
+        assert "secret-pkg" not in page.text
+
+
 def test_review_page_is_404_unless_review_is_enabled(client: TestClient) -> None:
     response = client.get("/review/")
     assert response.status_code == 404 and "review is not enabled" in response.text

@@ -27,7 +27,7 @@ from ..model.names import UnsafeNameError, normalize
 from ..review.review import build as build_review
 from ..review.review_report import Report, format_duration, size_text
 from ..storage.repo import Commit, MetadataRepo, RepoError
-from ..storage.snapshot import RevisionError, resolve
+from ..storage.snapshot import Resolver, RevisionError
 from ..storage.store import BlobStore
 from ..sync.config import Config
 from . import metrics, web_data
@@ -235,7 +235,7 @@ class Pages:
         def diff() -> tuple[str, web_data.SnapshotDiff]:
             check_shape(rev)
             view = self.view()
-            snapshot = resolve(view.repo, rev, self.config.branch)
+            snapshot = Resolver(view.repo, self.config.branch)(rev)  # only states the branch served
             return snapshot.commit.decode(), web_data.snapshot_diff(view.repo, snapshot.commit, view.tip())
 
         try:
