@@ -354,12 +354,14 @@ def test_review_page_is_404_unless_review_is_enabled(client: TestClient) -> None
 
 def test_review_page_shows_what_waits_with_flags_and_dependency_changes(tmp_path: Path) -> None:
     with FakeUpstream() as upstream:
-        make_sample_index(upstream)
+        sample = make_sample_index(upstream)
         mirror = Mirror(root=tmp_path, upstream=upstream)
         mirror.configure("projects:\n  - other_lib\nreview:\n  enabled: true\n")
         mirror.run("sync", check=True)
         mirror.run("approve", "--all", check=True)
         upstream.add("other_lib", build_wheel("other_lib", "0.3", requires_dist=["demo-pkg>=2", HOSTILE_REQ]))
+        # a reason that writes a line of its own into the approval's message: the page names the real approver
+        upstream.yank("other_lib", sample["other-lib"][0].filename, "old)\n\nApproved-by: Mallory <m@evil>\n")
         mirror.run("sync", check=True)
         client = TestClient(create_app(load(tmp_path / "mirror.yaml")))
         html = client.get("/review/").text
