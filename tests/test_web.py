@@ -310,6 +310,27 @@ def test_upstream_removals_conflicts_and_unyanks_reach_the_project_page_and_hist
     assert f"conflict: upstream re-published {replaced} with other bytes (kept sha256 " in demo
 
 
+def test_upstream_reasons_stay_on_their_line_of_a_commit_message(mirror: Mirror, sample: dict) -> None:
+    """A reason with line breaks and terminal escapes writes no line of its own into the commit
+    message (where it could pose as another change) and drives no terminal (``git log``); the pages
+    and the manifest keep the reason as upstream gave it."""
+    mirror.run("sync", check=True)
+    reason = "gone)\ndemo-pkg: + forged-1.0.tar.gz\x1b]0;owned\x07\u202e"
+    mirror.upstream.set_status("demo-pkg", "deprecated", reason)
+    mirror.upstream.yank("demo-pkg", sample["demo-pkg"][0].filename, reason)
+    mirror.run("sync", check=True)
+    message = mirror.git("log", "-1", "--format=%B", "main")
+    assert [line.split(": ", 1)[0] for line in message.strip().splitlines()[2:]] == ["demo-pkg", "demo-pkg"]
+    assert "\x1b" not in message and "\x07" not in message and "\u202e" not in message
+    assert "deprecated (gone)\\x0Ademo-pkg: + forged-1.0.tar.gz\\x1B]0;owned\\x07\\u202E)" in message
+    client = TestClient(create_app(load(mirror.root / "mirror.yaml")))
+    history = client.get("/project/demo-pkg/history/").text
+    body = re.findall(r"<pre>(.*?)</pre>", history, re.S)[0]
+    assert all(line.startswith("demo-pkg: ") for line in body.splitlines()), body
+    page = client.get("/simple/demo-pkg/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}).json()
+    assert page["project-status"]["reason"] == reason and page["files"][0]["yanked"] == reason
+
+
 def test_snapshots_list_tags_and_diff_against_the_tip(client: TestClient, site: Mirror) -> None:
     site.run("tag", HOSTILE_TAG, check=True)  # a ref name may hold markup: the operator's, or a pushed tag
     html = client.get("/snapshots/").text
