@@ -9,6 +9,7 @@ as markup. Pages are asked in-process (Starlette's TestClient over ``create_app`
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -23,7 +24,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 from test_upload import create_token, form_post
 
+from gitmirror.hosted.tokens import TokenStore
 from gitmirror.model.manifest import manifest_path
+from gitmirror.serve.logs import ACCESS
 from gitmirror.serve.metrics import StoreSize, measure_store
 from gitmirror.serve.names_index import NameIndex, search_key
 from gitmirror.serve.server import create_app
@@ -504,6 +507,31 @@ def test_serve_refuses_bad_settings_in_one_line(mirror: Mirror) -> None:
     assert bad_file.returncode == 2 and bad_file.stderr.strip().splitlines() == [
         "gitmirror: error: mirror.yaml: serve.port must be a port number from 1 to 65535, got 0"
     ]
+
+
+def test_refused_reads_of_a_private_index_are_counted_and_logged(
+    tmp_path: Path, synced_repo: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With ``read_auth`` the 401s and 403s of strangers reach ``/metrics`` and the access log like
+    every other answer: an operator sees who knocks."""
+    repo, store = tmp_path / "repo", tmp_path / "store"
+    shutil.copytree(synced_repo, repo)
+    shutil.copytree(synced_repo.parent / "store", store)
+    token = TokenStore(repo).create("reader")
+    config = from_mapping({"repo": str(repo), "store": str(store), "hosted": {"read_auth": True}})
+    client = TestClient(create_app(config))
+    ACCESS.propagate = True  # to pytest's capture; the server writes it to stdout
+    try:
+        with caplog.at_level(logging.INFO, logger=ACCESS.name):
+            assert client.get("/simple/", headers={"user-agent": "knock"}).status_code == 401
+            assert client.get("/simple/", auth=("__token__", "gitmirror-wrong")).status_code == 403
+    finally:
+        ACCESS.propagate = False
+    assert re.search(r'"GET /simple/ HTTP/1.1" 401 \d+ "-" "knock"', caplog.text), caplog.text
+    assert '"GET /simple/ HTTP/1.1" 403 ' in caplog.text
+    scraped = client.get("/metrics", auth=("__token__", token)).text
+    assert re.search(r'gitmirror_http_requests_total\{[^}]*status="401"[^}]*\} 1\.0', scraped), scraped
+    assert re.search(r'gitmirror_http_requests_total\{[^}]*status="403"[^}]*\} 1\.0', scraped)
 
 
 def test_store_size_is_measured_in_the_background(store: BlobStore) -> None:
