@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -251,6 +252,29 @@ def test_project_page_shows_every_fact_and_no_markup(client: TestClient, site: M
     demo_text = assert_inert(client.get("/project/demo-pkg/").text).words
     assert "taken down" in demo_text and "tombstone" in demo_text and "broken build" in demo_text
     assert ">=3.99" in demo_text and "1.0 MB" not in demo_text  # Requires-Python; sizes for people
+
+
+def test_a_release_of_huge_core_metadata_shows_a_bounded_list(tmp_path: Path, synced_repo: Path) -> None:
+    """Upstream's PEP 658 file may hold 100,000 ``Requires-Dist`` lines and a summary of a megabyte:
+    the page (and what the server keeps of it) shows the first requirements and the count."""
+    repo_path, store_path = tmp_path / "repo", tmp_path / "store"
+    shutil.copytree(synced_repo, repo_path)
+    shutil.copytree(synced_repo.parent / "store", store_path)
+    head = b"Metadata-Version: 2.1\nName: demo-pkg\nVersion: 2.0\nSummary: " + b"s" * 1_000_000 + b"\n"
+    digest = BlobStore(store_path).put_bytes(head + b"".join(b"Requires-Dist: dep%d\n" % i for i in range(100_000)))
+    repo = MetadataRepo(repo_path)
+    tip = repo.tip("main")
+    manifest = repo.manifest(tip, "demo-pkg")
+    assert tip is not None and manifest is not None
+    entry = next(entry for entry in manifest.files.values() if entry.version == "2.0")
+    changed = manifest.with_file(replace(entry, core_metadata=digest)).dumps()
+    repo.write_commit({manifest_path("demo-pkg"): changed}, "huge metadata", parent=tip)
+    repo.close()
+    client = TestClient(create_app(from_mapping({"repo": str(repo_path), "store": str(store_path)})))
+    page = client.get("/project/demo-pkg/")
+    assert page.status_code == 200 and len(page.content) < 100_000
+    text = assert_inert(page.text).words
+    assert "100000 dependencies" in text and "dep0 dep1" in text and "and 99800 more" in text
 
 
 def test_missing_and_unsafe_projects_are_404_without_reflection(client: TestClient) -> None:
