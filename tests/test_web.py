@@ -395,6 +395,30 @@ def test_snapshot_diffs_name_only_states_the_branch_served(tmp_path: Path, synce
         assert "secret-pkg" not in page.text
 
 
+def test_a_snapshot_diff_lists_a_bounded_number_of_names_with_the_counts(
+    tmp_path: Path, synced_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against the first commit of a large mirror every project changed: the page names the first of
+    each kind and counts them all."""
+    repo_path, store = tmp_path / "repo", tmp_path / "store"
+    shutil.copytree(synced_repo, repo_path)
+    shutil.copytree(synced_repo.parent / "store", store)
+    repo = MetadataRepo(repo_path)
+    first = repo.tip("main")
+    assert first is not None
+    names = [f"new-{index}" for index in range(7)]
+    repo.write_commit(
+        {manifest_path(name): b'{"name": "%s"}\n' % name.encode() for name in names}, "7 new", parent=first
+    )
+    repo.close()
+    monkeypatch.setattr("gitmirror.serve.web_data.SHOWN_NAMES", 5)
+    client = TestClient(create_app(from_mapping({"repo": str(repo_path), "store": str(store)})))
+    html = client.get(f"/snapshots/{first.decode()}/diff/").text
+    text = assert_inert(html).words
+    assert re.findall(r'href="/project/([^"]+)/history/"', html) == sorted(names)[:5]
+    assert "New projects (7)" in text and "and 2 more" in text
+
+
 def test_review_page_is_404_unless_review_is_enabled(client: TestClient) -> None:
     response = client.get("/review/")
     assert response.status_code == 404 and "review is not enabled" in response.text

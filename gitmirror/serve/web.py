@@ -236,7 +236,11 @@ class Pages:
             check_shape(rev)
             view = self.view()
             snapshot = Resolver(view.repo, self.config.branch)(rev)  # only states the branch served
-            return snapshot.commit.decode(), web_data.snapshot_diff(view.repo, snapshot.commit, view.tip())
+            tip = view.tip()
+            changes = self.memo(
+                ("diff", snapshot.commit, tip), lambda: web_data.snapshot_diff(view.repo, snapshot.commit, tip)
+            )
+            return snapshot.commit.decode(), changes
 
         try:
             commit, changes = await self.run(diff)

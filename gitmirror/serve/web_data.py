@@ -30,6 +30,8 @@ RECENT_PATHS = 2000
 #: a release's requirements and summary the page shows (and keeps): upstream's metadata may hold any number
 SHOWN_REQUIREMENTS = 200
 SHOWN_SUMMARY = 1000
+#: the projects a snapshot's diff page names of each kind (added, changed, removed); it counts them all
+SHOWN_NAMES = 1000
 
 
 def when(timestamp: float) -> str:
@@ -207,14 +209,28 @@ def snapshots(repo: MetadataRepo, tip: bytes | None, branch: str) -> list[Snapsh
 
 
 @dataclass
+class Names:
+    """The first ``SHOWN_NAMES`` project names of one kind of change, and how many there are."""
+
+    shown: list[str] = field(default_factory=list)
+    total: int = 0
+
+    def append(self, name: str) -> None:
+        self.total += 1
+        if len(self.shown) < SHOWN_NAMES:
+            self.shown.append(name)
+
+
+@dataclass
 class SnapshotDiff:
-    added: list[str] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
+    added: Names = field(default_factory=Names)
+    changed: Names = field(default_factory=Names)
+    removed: Names = field(default_factory=Names)
 
 
 def snapshot_diff(repo: MetadataRepo, old: bytes, new: bytes | None) -> SnapshotDiff:
-    """The projects whose manifests differ from ``old`` to ``new`` (the tip)."""
+    """The projects whose manifests differ from ``old`` to ``new`` (the tip), the first of each kind
+    named: against an old snapshot of a large mirror nearly every project changed."""
     diff = SnapshotDiff()
     for change in repo.changes(old, new):
         path = ((change.new and change.new.path) or (change.old and change.old.path) or b"").decode()
