@@ -31,6 +31,7 @@ from gitmirror.serve.logs import ACCESS
 from gitmirror.serve.metrics import StoreSize, measure_store
 from gitmirror.serve.names_index import NameIndex, search_key
 from gitmirror.serve.server import create_app
+from gitmirror.serve.web import ENVIRONMENT
 from gitmirror.serve.web_data import recent_changes
 from gitmirror.serve.web_provenance import Publisher, publishers
 from gitmirror.serve.web_writers import Writer, WriterActivity, writer_of
@@ -452,6 +453,27 @@ def test_review_page_shows_what_waits_with_flags_and_dependency_changes(tmp_path
         ("approval", "approval by Test Mirror &lt;mirror@example.invalid&gt;"),
         ("sync", "sync from upstream"),
     ]
+
+
+def test_review_page_lists_a_bounded_number_of_dependency_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A release that adds thousands of dependencies: the page shows the first of them and of its
+    flags, with how many more ``gitmirror review`` lists."""
+    with FakeUpstream() as upstream:
+        make_sample_index(upstream)
+        mirror = Mirror(root=tmp_path, upstream=upstream)
+        mirror.configure("projects:\n  - other_lib\nreview:\n  enabled: true\n")
+        mirror.run("sync", check=True)
+        mirror.run("approve", "--all", check=True)
+        upstream.add("other_lib", build_wheel("other_lib", "0.3", requires_dist=[f"dep{i}" for i in range(8)]))
+        mirror.run("sync")  # the new dependencies are not upstream: errors, and the release waits for review
+    monkeypatch.setitem(ENVIRONMENT.globals, "shown", 5)
+    client = TestClient(create_app(load(tmp_path / "mirror.yaml")))
+    text = assert_inert(client.get("/review/").text).words
+    assert "added dep4" in text and "added dep5" not in text and "and 3 more (gitmirror review lists every one)" in text
+    assert "new dependency dep3 is not served" in text and "new dependency dep4" not in text  # after the age flag
+    assert "(1 projects, 9 flags," in text and "and 4 more (gitmirror review lists every one)" in text
 
 
 HOSTILE_TAG = '<b>x"onmouseover=alert(1)'

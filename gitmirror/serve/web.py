@@ -51,6 +51,7 @@ ENVIRONMENT = Environment(
 )
 ENVIRONMENT.filters["size"] = size_text
 ENVIRONMENT.filters["duration"] = format_duration
+ENVIRONMENT.globals["shown"] = web_data.SHOWN_REQUIREMENTS  # the review page's longest lists
 STYLESHEET = resources.files("gitmirror.serve").joinpath("static/web.css").read_bytes()
 HTML = "text/html; charset=utf-8"
 
