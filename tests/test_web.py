@@ -359,6 +359,48 @@ def test_upstream_reasons_stay_on_their_line_of_a_commit_message(mirror: Mirror,
     assert page["project-status"]["reason"] == reason and page["files"][0]["yanked"] == reason
 
 
+class TextPlaces(HTMLParser):
+    """Each text of a page with the elements it sits in."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.open: list[str] = []
+        self.places: list[tuple[str, list[str]]] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in ("meta", "link", "br", "input"):
+            self.open.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        while self.open and self.open.pop() != tag:
+            pass
+
+    def handle_data(self, data: str) -> None:
+        self.places.append((data, list(self.open)))
+
+
+def test_outside_text_is_isolated_so_its_direction_marks_turn_nothing_else(mirror: Mirror, sample: dict) -> None:
+    """A right-to-left override in a reason, a publisher or a commit subject would turn the text
+    after it round (the mirror's own words: who wrote a commit, a tombstone's date): each such
+    string sits in a ``bdi`` element."""
+    mirror.run("sync", check=True)
+    override = "\u202egnp.exe"
+    mirror.upstream.yank("demo-pkg", sample["demo-pkg"][0].filename, "yank " + override)
+    mirror.upstream.set_status("demo-pkg", "deprecated", "status " + override)
+    mirror.run("sync", check=True)
+    repo = MetadataRepo(mirror.repo)
+    tip = repo.tip("main")
+    manifest = repo.manifest(tip, "demo-pkg")
+    assert tip is not None and manifest is not None
+    repo.write_commit({manifest_path("demo-pkg"): manifest.dumps() + b""}, "hand " + override, parent=tip)
+    repo.close()
+    client = TestClient(create_app(load(mirror.root / "mirror.yaml")))
+    for url in ("/", "/project/demo-pkg/", "/project/demo-pkg/history/"):
+        places = [(text, open) for text, open in TextPlaces(client.get(url).text).places if "\u202e" in text]
+        assert places and all("bdi" in open for _, open in places), (url, places)
+
+
 def test_snapshots_list_tags_and_diff_against_the_tip(client: TestClient, site: Mirror) -> None:
     site.run("tag", HOSTILE_TAG, check=True)  # a ref name may hold markup: the operator's, or a pushed tag
     html = client.get("/snapshots/").text
