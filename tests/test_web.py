@@ -27,6 +27,7 @@ from test_upload import create_token, form_post
 
 from gitmirror.hosted.tokens import TokenStore
 from gitmirror.model.manifest import manifest_path
+from gitmirror.model.text import printable
 from gitmirror.serve.logs import ACCESS
 from gitmirror.serve.metrics import StoreSize, measure_store
 from gitmirror.serve.names_index import NameIndex, search_key
@@ -336,6 +337,12 @@ def test_upstream_removals_conflicts_and_unyanks_reach_the_project_page_and_hist
     assert unyank < min(yank, removal) and max(yank, removal) < history.index("first seen")
     demo = assert_inert(client.get("/project/demo-pkg/history/").text).words
     assert f"conflict: upstream re-published {replaced} with other bytes (kept sha256 " in demo
+
+
+def test_printable_escapes_what_would_break_or_drive_a_line() -> None:
+    assert printable("défaut ✗ (ビルド)") == "défaut ✗ (ビルド)"  # printable text is kept as it is
+    assert printable("a\nb\x1b[2J\u202e\U000e0001") == "a\\x0Ab\\x1B[2J\\u202E\\U000E0001"
+    assert printable('say "hi" \\', also='"\\') == "say \\x22hi\\x22 \\x5C"
 
 
 def test_upstream_reasons_stay_on_their_line_of_a_commit_message(mirror: Mirror, sample: dict) -> None:

@@ -2,14 +2,14 @@
 
 A commit message, a report or a log holds one change per line: a string that carries a line break
 would write a line of its own there (posing as another change or a trailer), and an escape sequence
-would drive the terminal of whoever reads ``git log``. ``one_line`` shows such characters as
+would drive the terminal of whoever reads ``git log``. ``printable`` shows such characters as
 ``\\xNN``/``\\uNNNN`` instead; the string itself is kept as given wherever it is data (manifests, pages).
 """
 
 from __future__ import annotations
 
 
-def one_line(text: str, also: str = "") -> str:
+def printable(text: str, also: str = "") -> str:
     """``text`` with every character that is not printable (and each of ``also``) escaped."""
     if text.isprintable() and not any(char in text for char in also):
         return text

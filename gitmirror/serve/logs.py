@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.types import Scope
 
-from ..model.text import one_line
+from ..model.text import printable
 
 ACCESS = logging.getLogger("gitmirror.access")
 ACCESS.propagate = False  # its lines are the access log, not errors
@@ -44,7 +44,7 @@ def access_line(scope: Scope, status: int, sent: int, now: float | None = None) 
 
 def _quoted(text: str) -> str:
     """A field in double quotes with quotes, backslashes and control characters escaped (as nginx does)."""
-    return '"' + one_line(text, also='"\\') + '"'
+    return '"' + printable(text, also='"\\') + '"'
 
 
 class JsonFormatter(logging.Formatter):

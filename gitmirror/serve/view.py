@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..model.manifest import FileEntry, ProjectManifest, blobs_of, loads, manifest_path
-from ..model.text import one_line
+from ..model.text import printable
 from ..storage import gittree
 from ..storage.blobs import Blobs
 from ..storage.metadata import in_wheel
@@ -141,9 +141,9 @@ class MirrorView:
             recorded = manifest.files.get(entry.filename, entry)
             stone = recorded.tombstone
             if stone is not None:
-                return f"{entry.filename} was taken down on {stone.time}: {one_line(stone.reason)}"
+                return f"{entry.filename} was taken down on {stone.time}: {printable(stone.reason)}"
             if not index.offers_files(manifest):
-                reason = f": {one_line(manifest.status_reason)}" if manifest.status_reason else ""
+                reason = f": {printable(manifest.status_reason)}" if manifest.status_reason else ""
                 return f"{project} is quarantined, its files are not offered{reason}"
         return None
 

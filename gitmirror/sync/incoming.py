@@ -32,7 +32,7 @@ from ..model.manifest import (
 )
 from ..model.policy import CONFLICTS_DIR, check
 from ..model.takedowns import TAKEDOWNS_DIR, TakedownRecord, is_shard_path, parse
-from ..model.text import one_line
+from ..model.text import printable
 from ..storage.gittree import FILE_MODES, TREE
 from ..storage.repo import MetadataRepo, RepoError
 
@@ -64,7 +64,7 @@ class Change:
 
     def describe(self) -> str:
         """One line for commit messages and reports (upstream's reasons escaped onto it)."""
-        return one_line(self._described())
+        return printable(self._described())
 
     def _described(self) -> str:
         if self.kind == "new-file":
