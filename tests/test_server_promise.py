@@ -23,10 +23,13 @@ import pytest
 from dulwich.objects import Commit
 from dulwich.repo import Repo
 from pypi_simple import ProjectPage
+from starlette.testclient import TestClient
 
 from gitmirror.serve import revisions
+from gitmirror.serve.server import create_app
 from gitmirror.storage.repo import MetadataRepo
 from gitmirror.storage.snapshot import RevisionError, Snapshot
+from gitmirror.sync.config import load
 
 from conftest import Mirror, RunningServer
 from presynced import sample_site
@@ -219,6 +222,17 @@ def test_files_under_non_normalized_names_redirect_or_answer_404(site) -> None:
 
 
 # -- item 10: quarantined projects (PEP 792) -----------------------------------------------------------
+
+
+def test_a_quarantine_reason_from_upstream_is_one_line_of_the_410(synced: Mirror) -> None:
+    """Upstream writes the reason; a 410 is still one line of text, the reason escaped onto it."""
+    synced.upstream.set_status("demo-pkg", "quarantined", "malware\n\nsee below\x1b[2J")
+    synced.run("sync")  # fails: a quarantined project offers no release to resolve; its status is recorded
+    client = TestClient(create_app(load(synced.root / "mirror.yaml")))
+    for name in (WHEEL, WHEEL + ".metadata"):
+        gone = client.get(f"/files/demo-pkg/{name}")
+        assert gone.status_code == 410 and one_line(gone.content), gone.text
+        assert "its files are not offered: malware\\x0A\\x0Asee below\\x1B[2J" in gone.text
 
 
 def test_quarantine_offers_no_files_anywhere_and_archived_stays_installable(

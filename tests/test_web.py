@@ -9,11 +9,13 @@ as markup. Pages are asked in-process (Starlette's TestClient over ``create_app`
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -23,10 +25,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 from test_upload import create_token, form_post
 
+from gitmirror.hosted.tokens import TokenStore
 from gitmirror.model.manifest import manifest_path
+from gitmirror.model.text import printable
+from gitmirror.serve.logs import ACCESS
 from gitmirror.serve.metrics import StoreSize, measure_store
 from gitmirror.serve.names_index import NameIndex, search_key
 from gitmirror.serve.server import create_app
+from gitmirror.serve.web import ENVIRONMENT
 from gitmirror.serve.web_data import recent_changes
 from gitmirror.serve.web_provenance import Publisher, publishers
 from gitmirror.serve.web_writers import Writer, WriterActivity, writer_of
@@ -250,6 +256,29 @@ def test_project_page_shows_every_fact_and_no_markup(client: TestClient, site: M
     assert ">=3.99" in demo_text and "1.0 MB" not in demo_text  # Requires-Python; sizes for people
 
 
+def test_a_release_of_huge_core_metadata_shows_a_bounded_list(tmp_path: Path, synced_repo: Path) -> None:
+    """Upstream's PEP 658 file may hold 100,000 ``Requires-Dist`` lines and a summary of a megabyte:
+    the page (and what the server keeps of it) shows the first requirements and the count."""
+    repo_path, store_path = tmp_path / "repo", tmp_path / "store"
+    shutil.copytree(synced_repo, repo_path)
+    shutil.copytree(synced_repo.parent / "store", store_path)
+    head = b"Metadata-Version: 2.1\nName: demo-pkg\nVersion: 2.0\nSummary: " + b"s" * 1_000_000 + b"\n"
+    digest = BlobStore(store_path).put_bytes(head + b"".join(b"Requires-Dist: dep%d\n" % i for i in range(100_000)))
+    repo = MetadataRepo(repo_path)
+    tip = repo.tip("main")
+    manifest = repo.manifest(tip, "demo-pkg")
+    assert tip is not None and manifest is not None
+    entry = next(entry for entry in manifest.files.values() if entry.version == "2.0")
+    changed = manifest.with_file(replace(entry, core_metadata=digest)).dumps()
+    repo.write_commit({manifest_path("demo-pkg"): changed}, "huge metadata", parent=tip)
+    repo.close()
+    client = TestClient(create_app(from_mapping({"repo": str(repo_path), "store": str(store_path)})))
+    page = client.get("/project/demo-pkg/")
+    assert page.status_code == 200 and len(page.content) < 100_000
+    text = assert_inert(page.text).words
+    assert "100000 dependencies" in text and "dep0 dep1" in text and "and 99800 more" in text
+
+
 def test_missing_and_unsafe_projects_are_404_without_reflection(client: TestClient) -> None:
     assert client.get("/project/nope/").status_code == 404
     unsafe = client.get("/project/%3Cscript%3E/")
@@ -310,6 +339,75 @@ def test_upstream_removals_conflicts_and_unyanks_reach_the_project_page_and_hist
     assert f"conflict: upstream re-published {replaced} with other bytes (kept sha256 " in demo
 
 
+def test_printable_escapes_what_would_break_or_drive_a_line() -> None:
+    assert printable("défaut ✗ (ビルド)") == "défaut ✗ (ビルド)"  # printable text is kept as it is
+    assert printable("a\nb\x1b[2J\u202e\U000e0001") == "a\\x0Ab\\x1B[2J\\u202E\\U000E0001"
+    assert printable('say "hi" \\', also='"\\') == "say \\x22hi\\x22 \\x5C"
+
+
+def test_upstream_reasons_stay_on_their_line_of_a_commit_message(mirror: Mirror, sample: dict) -> None:
+    """A reason with line breaks and terminal escapes writes no line of its own into the commit
+    message (where it could pose as another change) and drives no terminal (``git log``); the pages
+    and the manifest keep the reason as upstream gave it."""
+    mirror.run("sync", check=True)
+    reason = "gone)\ndemo-pkg: + forged-1.0.tar.gz\x1b]0;owned\x07\u202e"
+    mirror.upstream.set_status("demo-pkg", "deprecated", reason)
+    mirror.upstream.yank("demo-pkg", sample["demo-pkg"][0].filename, reason)
+    mirror.run("sync", check=True)
+    message = mirror.git("log", "-1", "--format=%B", "main")
+    assert [line.split(": ", 1)[0] for line in message.strip().splitlines()[2:]] == ["demo-pkg", "demo-pkg"]
+    assert "\x1b" not in message and "\x07" not in message and "\u202e" not in message
+    assert "deprecated (gone)\\x0Ademo-pkg: + forged-1.0.tar.gz\\x1B]0;owned\\x07\\u202E)" in message
+    client = TestClient(create_app(load(mirror.root / "mirror.yaml")))
+    history = client.get("/project/demo-pkg/history/").text
+    body = re.findall(r"<pre>(.*?)</pre>", history, re.S)[0]
+    assert all(line.startswith("demo-pkg: ") for line in body.splitlines()), body
+    page = client.get("/simple/demo-pkg/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}).json()
+    assert page["project-status"]["reason"] == reason and page["files"][0]["yanked"] == reason
+
+
+class TextPlaces(HTMLParser):
+    """Each text of a page with the elements it sits in."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.open: list[str] = []
+        self.places: list[tuple[str, list[str]]] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in ("meta", "link", "br", "input"):
+            self.open.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        while self.open and self.open.pop() != tag:
+            pass
+
+    def handle_data(self, data: str) -> None:
+        self.places.append((data, list(self.open)))
+
+
+def test_outside_text_is_isolated_so_its_direction_marks_turn_nothing_else(mirror: Mirror, sample: dict) -> None:
+    """A right-to-left override in a reason, a publisher or a commit subject would turn the text
+    after it round (the mirror's own words: who wrote a commit, a tombstone's date): each such
+    string sits in a ``bdi`` element."""
+    mirror.run("sync", check=True)
+    override = "\u202egnp.exe"
+    mirror.upstream.yank("demo-pkg", sample["demo-pkg"][0].filename, "yank " + override)
+    mirror.upstream.set_status("demo-pkg", "deprecated", "status " + override)
+    mirror.run("sync", check=True)
+    repo = MetadataRepo(mirror.repo)
+    tip = repo.tip("main")
+    manifest = repo.manifest(tip, "demo-pkg")
+    assert tip is not None and manifest is not None
+    repo.write_commit({manifest_path("demo-pkg"): manifest.dumps() + b""}, "hand " + override, parent=tip)
+    repo.close()
+    client = TestClient(create_app(load(mirror.root / "mirror.yaml")))
+    for url in ("/", "/project/demo-pkg/", "/project/demo-pkg/history/"):
+        places = [(text, open) for text, open in TextPlaces(client.get(url).text).places if "\u202e" in text]
+        assert places and all("bdi" in open for _, open in places), (url, places)
+
+
 def test_snapshots_list_tags_and_diff_against_the_tip(client: TestClient, site: Mirror) -> None:
     site.run("tag", HOSTILE_TAG, check=True)  # a ref name may hold markup: the operator's, or a pushed tag
     html = client.get("/snapshots/").text
@@ -327,6 +425,50 @@ def test_snapshots_list_tags_and_diff_against_the_tip(client: TestClient, site: 
     assert missing.status_code == 404 and "<b>" not in missing.text
 
 
+def test_snapshot_diffs_name_only_states_the_branch_served(tmp_path: Path, synced_repo: Path) -> None:
+    """A branch or commit main never stood at (a review branch, a pushed side branch) is no snapshot:
+    its diff page is 404 like ``/snapshot/<rev>/``, and names none of what it holds."""
+    repo_path, store = tmp_path / "repo", tmp_path / "store"
+    shutil.copytree(synced_repo, repo_path)
+    shutil.copytree(synced_repo.parent / "store", store)
+    repo = MetadataRepo(repo_path)
+    tip = repo.tip("main")
+    assert tip is not None and repo.move_ref(b"refs/heads/side", None, tip)
+    side = repo.write_commit({manifest_path("secret-pkg"): b"{}\n"}, "not served", branch="side", parent=tip)
+    repo.close()
+    client = TestClient(create_app(from_mapping({"repo": str(repo_path), "store": str(store)})))
+    assert client.get("/snapshots/main/diff/").status_code == 200
+    for rev in ("side", side.decode(), side.decode()[:12]):
+        assert client.get(f"/snapshot/{rev}/simple/").status_code == 404
+        page = client.get(f"/snapshots/{rev}/diff/")
+        assert page.status_code == 404 and "names no state main has served" in page.text
+        assert "secret-pkg" not in page.text
+
+
+def test_a_snapshot_diff_lists_a_bounded_number_of_names_with_the_counts(
+    tmp_path: Path, synced_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against the first commit of a large mirror every project changed: the page names the first of
+    each kind and counts them all."""
+    repo_path, store = tmp_path / "repo", tmp_path / "store"
+    shutil.copytree(synced_repo, repo_path)
+    shutil.copytree(synced_repo.parent / "store", store)
+    repo = MetadataRepo(repo_path)
+    first = repo.tip("main")
+    assert first is not None
+    names = [f"new-{index}" for index in range(7)]
+    repo.write_commit(
+        {manifest_path(name): b'{"name": "%s"}\n' % name.encode() for name in names}, "7 new", parent=first
+    )
+    repo.close()
+    monkeypatch.setattr("gitmirror.serve.web_data.SHOWN_NAMES", 5)
+    client = TestClient(create_app(from_mapping({"repo": str(repo_path), "store": str(store)})))
+    html = client.get(f"/snapshots/{first.decode()}/diff/").text
+    text = assert_inert(html).words
+    assert re.findall(r'href="/project/([^"]+)/history/"', html) == sorted(names)[:5]
+    assert "New projects (7)" in text and "and 2 more" in text
+
+
 def test_review_page_is_404_unless_review_is_enabled(client: TestClient) -> None:
     response = client.get("/review/")
     assert response.status_code == 404 and "review is not enabled" in response.text
@@ -334,12 +476,14 @@ def test_review_page_is_404_unless_review_is_enabled(client: TestClient) -> None
 
 def test_review_page_shows_what_waits_with_flags_and_dependency_changes(tmp_path: Path) -> None:
     with FakeUpstream() as upstream:
-        make_sample_index(upstream)
+        sample = make_sample_index(upstream)
         mirror = Mirror(root=tmp_path, upstream=upstream)
         mirror.configure("projects:\n  - other_lib\nreview:\n  enabled: true\n")
         mirror.run("sync", check=True)
         mirror.run("approve", "--all", check=True)
         upstream.add("other_lib", build_wheel("other_lib", "0.3", requires_dist=["demo-pkg>=2", HOSTILE_REQ]))
+        # a reason that writes a line of its own into the approval's message: the page names the real approver
+        upstream.yank("other_lib", sample["other-lib"][0].filename, "old)\n\nApproved-by: Mallory <m@evil>\n")
         mirror.run("sync", check=True)
         client = TestClient(create_app(load(tmp_path / "mirror.yaml")))
         html = client.get("/review/").text
@@ -358,6 +502,27 @@ def test_review_page_shows_what_waits_with_flags_and_dependency_changes(tmp_path
         ("approval", "approval by Test Mirror &lt;mirror@example.invalid&gt;"),
         ("sync", "sync from upstream"),
     ]
+
+
+def test_review_page_lists_a_bounded_number_of_dependency_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A release that adds thousands of dependencies: the page shows the first of them and of its
+    flags, with how many more ``gitmirror review`` lists."""
+    with FakeUpstream() as upstream:
+        make_sample_index(upstream)
+        mirror = Mirror(root=tmp_path, upstream=upstream)
+        mirror.configure("projects:\n  - other_lib\nreview:\n  enabled: true\n")
+        mirror.run("sync", check=True)
+        mirror.run("approve", "--all", check=True)
+        upstream.add("other_lib", build_wheel("other_lib", "0.3", requires_dist=[f"dep{i}" for i in range(8)]))
+        mirror.run("sync")  # the new dependencies are not upstream: errors, and the release waits for review
+    monkeypatch.setitem(ENVIRONMENT.globals, "shown", 5)
+    client = TestClient(create_app(load(tmp_path / "mirror.yaml")))
+    text = assert_inert(client.get("/review/").text).words
+    assert "added dep4" in text and "added dep5" not in text and "and 3 more (gitmirror review lists every one)" in text
+    assert "new dependency dep3 is not served" in text and "new dependency dep4" not in text  # after the age flag
+    assert "(1 projects, 9 flags," in text and "and 4 more (gitmirror review lists every one)" in text
 
 
 HOSTILE_TAG = '<b>x"onmouseover=alert(1)'
@@ -461,6 +626,31 @@ def test_serve_refuses_bad_settings_in_one_line(mirror: Mirror) -> None:
     assert bad_file.returncode == 2 and bad_file.stderr.strip().splitlines() == [
         "gitmirror: error: mirror.yaml: serve.port must be a port number from 1 to 65535, got 0"
     ]
+
+
+def test_refused_reads_of_a_private_index_are_counted_and_logged(
+    tmp_path: Path, synced_repo: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With ``read_auth`` the 401s and 403s of strangers reach ``/metrics`` and the access log like
+    every other answer: an operator sees who knocks."""
+    repo, store = tmp_path / "repo", tmp_path / "store"
+    shutil.copytree(synced_repo, repo)
+    shutil.copytree(synced_repo.parent / "store", store)
+    token = TokenStore(repo).create("reader")
+    config = from_mapping({"repo": str(repo), "store": str(store), "hosted": {"read_auth": True}})
+    client = TestClient(create_app(config))
+    ACCESS.propagate = True  # to pytest's capture; the server writes it to stdout
+    try:
+        with caplog.at_level(logging.INFO, logger=ACCESS.name):
+            assert client.get("/simple/", headers={"user-agent": "knock"}).status_code == 401
+            assert client.get("/simple/", auth=("__token__", "gitmirror-wrong")).status_code == 403
+    finally:
+        ACCESS.propagate = False
+    assert re.search(r'"GET /simple/ HTTP/1.1" 401 \d+ "-" "knock"', caplog.text), caplog.text
+    assert '"GET /simple/ HTTP/1.1" 403 ' in caplog.text
+    scraped = client.get("/metrics", auth=("__token__", token)).text
+    assert re.search(r'gitmirror_http_requests_total\{[^}]*status="401"[^}]*\} 1\.0', scraped), scraped
+    assert re.search(r'gitmirror_http_requests_total\{[^}]*status="403"[^}]*\} 1\.0', scraped)
 
 
 def test_store_size_is_measured_in_the_background(store: BlobStore) -> None:

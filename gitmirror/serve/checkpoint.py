@@ -69,7 +69,7 @@ def checkpoint_routes(view: MirrorView, config: Config) -> list[Route]:
             return _line(409, f"the note is not this mirror's current checkpoint ({where}): cosign /checkpoint again")
         found = witnessed(note, witness_keys, int(time.time()) + MAX_CLOCK_SKEW, origin)
         if not found:
-            return _line(403, f"no valid cosignature by a witness of {config.signing.witnesses}")
+            return _line(403, "no valid cosignature by a witness of signing.witnesses")  # not the server's path
         await run_in_threadpool(_keep, cosigned, note.text, found)
         return _line(200, f"kept the cosignature of {', '.join(sorted(found))} for checkpoint size {current.size}")
 

@@ -14,6 +14,8 @@ from typing import Any
 
 from starlette.types import Scope
 
+from ..model.text import printable
+
 ACCESS = logging.getLogger("gitmirror.access")
 ACCESS.propagate = False  # its lines are the access log, not errors
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -42,8 +44,7 @@ def access_line(scope: Scope, status: int, sent: int, now: float | None = None) 
 
 def _quoted(text: str) -> str:
     """A field in double quotes with quotes, backslashes and control characters escaped (as nginx does)."""
-    escaped = "".join(f"\\x{ord(char):02X}" if char in '"\\' or not char.isprintable() else char for char in text)
-    return f'"{escaped}"'
+    return '"' + printable(text, also='"\\') + '"'
 
 
 class JsonFormatter(logging.Formatter):

@@ -236,8 +236,8 @@ def create_app(config: Config) -> Starlette:
     from .proxy_routes import install as install_proxy  # here: it builds on this module's handlers
 
     install_proxy(app, config, view)
-    web.install(app, config)  # the pages for people, /health, /metrics, request metrics and the access log
     install_hosted(app, config)
+    web.install(app, config)  # last: its request metrics and access log wrap every answer (a 401 too)
     return app
 
 

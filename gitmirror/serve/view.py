@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..model.manifest import FileEntry, ProjectManifest, blobs_of, loads, manifest_path
+from ..model.text import printable
 from ..storage import gittree
 from ..storage.blobs import Blobs
 from ..storage.metadata import in_wheel
@@ -127,7 +128,7 @@ class MirrorView:
         return data if data is None else self._cache.remember(key, data)
 
     def withheld(self, commit: bytes | None, project: str, entry: FileEntry) -> str | None:
-        """Why a file recorded at ``commit`` must not be served, or None when it may be.
+        """Why a file recorded at ``commit`` must not be served (one line), or None when it may be.
 
         A tombstone or a quarantine (PEP 792) at that commit or at the tip of the branch withholds
         it: a file taken down or a project quarantined after a snapshot is not offered through
@@ -138,10 +139,11 @@ class MirrorView:
             if manifest is None:
                 continue
             recorded = manifest.files.get(entry.filename, entry)
-            if recorded.tombstone is not None:
-                return f"{entry.filename} was taken down on {recorded.tombstone.time}: {recorded.tombstone.reason}"
+            stone = recorded.tombstone
+            if stone is not None:
+                return f"{entry.filename} was taken down on {stone.time}: {printable(stone.reason)}"
             if not index.offers_files(manifest):
-                reason = f": {manifest.status_reason}" if manifest.status_reason else ""
+                reason = f": {printable(manifest.status_reason)}" if manifest.status_reason else ""
                 return f"{project} is quarantined, its files are not offered{reason}"
         return None
 

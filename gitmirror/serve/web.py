@@ -27,7 +27,7 @@ from ..model.names import UnsafeNameError, normalize
 from ..review.review import build as build_review
 from ..review.review_report import Report, format_duration, size_text
 from ..storage.repo import Commit, MetadataRepo, RepoError
-from ..storage.snapshot import RevisionError, resolve
+from ..storage.snapshot import Resolver, RevisionError
 from ..storage.store import BlobStore
 from ..sync.config import Config
 from . import metrics, web_data
@@ -51,6 +51,7 @@ ENVIRONMENT = Environment(
 )
 ENVIRONMENT.filters["size"] = size_text
 ENVIRONMENT.filters["duration"] = format_duration
+ENVIRONMENT.globals["shown"] = web_data.SHOWN_REQUIREMENTS  # the review page's longest lists
 STYLESHEET = resources.files("gitmirror.serve").joinpath("static/web.css").read_bytes()
 HTML = "text/html; charset=utf-8"
 
@@ -235,8 +236,12 @@ class Pages:
         def diff() -> tuple[str, web_data.SnapshotDiff]:
             check_shape(rev)
             view = self.view()
-            snapshot = resolve(view.repo, rev, self.config.branch)
-            return snapshot.commit.decode(), web_data.snapshot_diff(view.repo, snapshot.commit, view.tip())
+            snapshot = Resolver(view.repo, self.config.branch)(rev)  # only states the branch served
+            tip = view.tip()
+            changes = self.memo(
+                ("diff", snapshot.commit, tip), lambda: web_data.snapshot_diff(view.repo, snapshot.commit, tip)
+            )
+            return snapshot.commit.decode(), changes
 
         try:
             commit, changes = await self.run(diff)

@@ -27,6 +27,11 @@ from .index import offers_files
 RECENT_COMMITS = 20
 PROJECTS_PER_COMMIT = 12
 RECENT_PATHS = 2000
+#: a release's requirements and summary the page shows (and keeps): upstream's metadata may hold any number
+SHOWN_REQUIREMENTS = 200
+SHOWN_SUMMARY = 1000
+#: the projects a snapshot's diff page names of each kind (added, changed, removed); it counts them all
+SHOWN_NAMES = 1000
 
 
 def when(timestamp: float) -> str:
@@ -109,11 +114,31 @@ class FileRow:
         return "yanked" if self.entry.is_yanked else "served"
 
 
+@dataclass(frozen=True)
+class ShownMetadata:
+    """What the page shows of a release's core metadata: the first requirements, their count, the
+    start of the summary (kept per digest, so never more than a page's worth)."""
+
+    requires_dist: tuple[str, ...]
+    requires_total: int
+    requires_python: str | None
+    summary: str | None
+
+    @classmethod
+    def of(cls, parsed: metadata.CoreMetadata) -> ShownMetadata:
+        summary = parsed.summary
+        if summary is not None and len(summary) > SHOWN_SUMMARY:
+            summary = summary[:SHOWN_SUMMARY] + "…"
+        requires = parsed.requires_dist
+        return cls(requires[:SHOWN_REQUIREMENTS], len(requires), parsed.requires_python, summary)
+
+
 @dataclass
 class Release:
     version: str
     files: list[FileRow]
-    requires_dist: tuple[str, ...] | None  # None: no PEP 658 file in the store
+    requires_dist: tuple[str, ...] | None  # the first SHOWN_REQUIREMENTS; None: no PEP 658 file in the store
+    requires_total: int
     requires_python: str | None
     summary: str | None
 
@@ -134,6 +159,7 @@ def releases(manifest: ProjectManifest, store: Blobs, cache: PerTip) -> list[Rel
                 version=version,
                 files=[FileRow(entry, offered and entry.served) for entry in entries],
                 requires_dist=parsed.requires_dist if parsed else None,
+                requires_total=parsed.requires_total if parsed else 0,
                 requires_python=parsed.requires_python if parsed else None,
                 summary=parsed.summary if parsed else None,
             )
@@ -148,7 +174,7 @@ def _version_order(version: str) -> tuple[int, Version | str]:
         return (0, version)
 
 
-def _release_metadata(entries: list[FileEntry], store: Blobs, cache: PerTip) -> metadata.CoreMetadata | None:
+def _release_metadata(entries: list[FileEntry], store: Blobs, cache: PerTip) -> ShownMetadata | None:
     for entry in entries:
         digest = entry.core_metadata
         if digest is None or entry.tombstone is not None:
@@ -158,7 +184,7 @@ def _release_metadata(entries: list[FileEntry], store: Blobs, cache: PerTip) -> 
             return cache[key]  # type: ignore[return-value]
         if store.has(digest):
             try:
-                parsed = metadata.parse(store.read_bytes(digest))
+                parsed = ShownMetadata.of(metadata.parse(store.read_bytes(digest)))
             except OSError:
                 continue
             cache.remember(key, parsed)
@@ -183,14 +209,28 @@ def snapshots(repo: MetadataRepo, tip: bytes | None, branch: str) -> list[Snapsh
 
 
 @dataclass
+class Names:
+    """The first ``SHOWN_NAMES`` project names of one kind of change, and how many there are."""
+
+    shown: list[str] = field(default_factory=list)
+    total: int = 0
+
+    def append(self, name: str) -> None:
+        self.total += 1
+        if len(self.shown) < SHOWN_NAMES:
+            self.shown.append(name)
+
+
+@dataclass
 class SnapshotDiff:
-    added: list[str] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
+    added: Names = field(default_factory=Names)
+    changed: Names = field(default_factory=Names)
+    removed: Names = field(default_factory=Names)
 
 
 def snapshot_diff(repo: MetadataRepo, old: bytes, new: bytes | None) -> SnapshotDiff:
-    """The projects whose manifests differ from ``old`` to ``new`` (the tip)."""
+    """The projects whose manifests differ from ``old`` to ``new`` (the tip), the first of each kind
+    named: against an old snapshot of a large mirror nearly every project changed."""
     diff = SnapshotDiff()
     for change in repo.changes(old, new):
         path = ((change.new and change.new.path) or (change.old and change.old.path) or b"").decode()

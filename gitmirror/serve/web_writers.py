@@ -68,8 +68,10 @@ def writer_of(message: str, author: str) -> Writer:
 
 
 def _trailer(message: str, key: str) -> str | None:
-    """The value of the message's first ``key: value`` line."""
-    for line in message.splitlines()[1:]:
+    """The value of the first ``key: value`` line of the body's last paragraph, where git reads
+    trailers: lines above it may quote upstream text (a yank reason) that spells a trailer too."""
+    body = message.partition("\n")[2].strip("\n")
+    for line in body.rsplit("\n\n", 1)[-1].splitlines():
         name, colon, value = line.partition(":")
         if colon and name.strip() == key:
             return value.strip() or None

@@ -32,6 +32,7 @@ from ..model.manifest import (
 )
 from ..model.policy import CONFLICTS_DIR, check
 from ..model.takedowns import TAKEDOWNS_DIR, TakedownRecord, is_shard_path, parse
+from ..model.text import printable
 from ..storage.gittree import FILE_MODES, TREE
 from ..storage.repo import MetadataRepo, RepoError
 
@@ -62,7 +63,10 @@ class Change:
         return self.after if isinstance(self.after, FileEntry) else None
 
     def describe(self) -> str:
-        """One line for commit messages and reports."""
+        """One line for commit messages and reports (upstream's reasons escaped onto it)."""
+        return printable(self._described())
+
+    def _described(self) -> str:
         if self.kind == "new-file":
             return f"+ {self.filename}"
         if self.kind == "yank":

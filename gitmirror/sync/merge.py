@@ -17,6 +17,7 @@ from ..model.decisions import LocalDecisions
 from ..model.manifest import FileEntry, ProjectManifest
 from ..model.page import RemoteFile, RemoteProject
 from ..model.takedowns import TakedownRecord
+from ..model.text import printable
 
 EXIT_OK, EXIT_ERRORS, EXIT_CONFLICTS = 0, 1, 3
 KNOWN_CONFLICT = " (conflict recorded before)"
@@ -149,7 +150,7 @@ def merge(
     status, status_reason = local.status if local and local.status else (remote.status, remote.status_reason)
     if (status, status_reason) != (manifest.status, manifest.status_reason):
         manifest = replace(manifest, status=status, status_reason=status_reason)
-        reason = f" ({status_reason})" if status_reason else ""
+        reason = f" ({printable(status_reason)})" if status_reason else ""
         outcome.changes.append(f"status {status}{reason}")
     if pep708 is None:
         pep708 = (tuple(remote.tracks), tuple(remote.alternate_locations))
@@ -211,7 +212,7 @@ def _follow_upstream(recorded: FileEntry, remote_file: RemoteFile) -> FileEntry:
 def _describe_change(before: FileEntry, after: FileEntry) -> str:
     if before.yanked != after.yanked:
         if after.is_yanked:
-            reason = f" ({after.yanked_reason})" if after.yanked_reason else ""
+            reason = f" ({printable(after.yanked_reason)})" if after.yanked_reason else ""
             return f"{after.filename} yanked{reason}"
         return f"{after.filename} unyanked"
     if before.upstream_removed and not after.upstream_removed:
