@@ -25,7 +25,7 @@ import pytest
 from starlette.datastructures import Headers
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
-from test_upload import create_token, form_post
+from test_upload import create_token, form_post, serving_an_upload
 
 from gitmirror.hosted import upload
 from gitmirror.hosted.auth import credentials, token_name
@@ -652,11 +652,8 @@ def test_netrc_gives_each_host_its_basic_credentials(tmp_path: Path) -> None:
 def test_a_mirror_of_a_private_index_syncs_and_hydrates_with_netrc_credentials(
     mirror: Mirror, sample: dict, serve, tmp_path: Path
 ) -> None:
-    mirror.configure('projects:\n  - demo-pkg\nhosted:\n  projects: ["acme-*"]\n  read_auth: true\n')
-    mirror.run("sync", check=True)
-    token = create_token(mirror, "downstream")
-    server = serve()
-    assert form_post(server, token, build_wheel("acme-lib", "1.0")).status_code == 200
+    private = 'projects:\n  - demo-pkg\nhosted:\n  projects: ["acme-*"]\n  read_auth: true\n'
+    server, token = serving_an_upload(mirror, serve, private, "downstream")
     downstream = Mirror(tmp_path / "downstream", mirror.upstream)
     downstream.root.mkdir()
     (downstream.root / "mirror.yaml").write_text(

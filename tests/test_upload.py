@@ -10,7 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -35,6 +35,19 @@ hosted:
 def create_token(mirror: Mirror, name: str) -> str:
     result = mirror.run("token", "create", name, check=True)
     return result.stdout.strip().splitlines()[-1]
+
+
+def serving_an_upload(
+    mirror: Mirror, serve: Callable[[], RunningServer], config: str, uploader: str
+) -> tuple[RunningServer, str]:
+    """``mirror`` configured with ``config``, synced and served, with acme-lib 1.0 uploaded by a
+    token named ``uploader``; returns the server and the token."""
+    mirror.configure(config)
+    mirror.run("sync", check=True)
+    token = create_token(mirror, uploader)
+    server = serve()
+    assert form_post(server, token, build_wheel("acme-lib", "1.0")).status_code == 200
+    return server, token
 
 
 def write(tmp_path: Path, artifact: Artifact) -> Path:

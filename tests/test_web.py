@@ -23,7 +23,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
-from test_upload import create_token, form_post
+from test_upload import serving_an_upload
 
 from gitmirror.hosted.tokens import TokenStore
 from gitmirror.model.manifest import manifest_path
@@ -792,11 +792,8 @@ def test_home_and_history_show_each_writer_and_hosted_projects(
     mirror: Mirror, sample: dict, serve, tmp_path: Path
 ) -> None:
     """Sync, an upload over HTTP, the pull-through proxy and a yank write one mirror; the pages say who wrote what."""
-    mirror.configure('projects:\n  - demo-pkg\nproxy:\n  commit_interval: 600\nhosted:\n  - "acme-*"\n')
-    mirror.run("sync", check=True)
-    token = create_token(mirror, "ci-bot")
-    server = serve()
-    assert form_post(server, token, build_wheel("acme-lib", "1.0")).status_code == 200
+    config = 'projects:\n  - demo-pkg\nproxy:\n  commit_interval: 600\nhosted:\n  - "acme-*"\n'
+    server, _token = serving_an_upload(mirror, serve, config, "ci-bot")
     assert httpx.get(server.index_url + "other-lib/").status_code == 200  # fetched and recorded by the proxy
     stop_server(server)  # the proxy's batch is committed on the way out
     mirror.run("yank", "demo-pkg", "1.0", "--reason", HOSTILE, check=True)

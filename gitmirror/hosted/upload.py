@@ -15,7 +15,8 @@ import struct
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO
 
@@ -203,15 +204,8 @@ def _is_specifier(text: str) -> bool:
 def wheel_metadata(form: UploadForm, handle: IO[bytes]) -> bytes:
     """The METADATA of a wheel whose archive, ``.dist-info`` and metadata all name the form's project
     and version; every member's CRC is checked (a damaged wheel fails at install, not here, otherwise)."""
-    try:
-        with open_zip(handle) as archive:
-            metadata = _metadata_member(form, archive)
-    except ArchiveTooLarge as exc:
-        raise bad(f"{form.filename} is not a valid wheel: {exc}") from None
-    except _UNREADABLE:
-        raise bad(f"{form.filename} is not a valid wheel: not a zip archive") from None
-    finally:
-        handle.seek(0)
+    with _reading(form, handle, "wheel", "not a zip archive"), open_zip(handle) as archive:
+        metadata = _metadata_member(form, archive)
     _check_names_the_upload(metadata, "METADATA", form)
     return metadata
 
@@ -220,22 +214,29 @@ def sdist_pkg_info(form: UploadForm, handle: IO[bytes]) -> bytes:
     """The PKG-INFO of an sdist whose archive is whole (gzip's CRC read to the end, a zip's member
     CRCs) and whose top-level ``<directory>/PKG-INFO`` names the form's project and version, as the
     build backends that install it will read them."""
-    not_an_sdist = f"{form.filename} is not a valid sdist"
-    zipped = form.filename.endswith(".zip")
-    try:
+    kind = "zip" if form.filename.endswith(".zip") else "gzip-compressed tar"
+    with _reading(form, handle, "sdist", f"not a {kind} archive"):
         _read_whole(handle, form.filename)
-    except ArchiveTooLarge as exc:
-        raise bad(f"{not_an_sdist}: {exc}") from None
-    except _UNREADABLE:
-        raise bad(f"{not_an_sdist}: not a {'zip' if zipped else 'gzip-compressed tar'} archive") from None
-    finally:
-        handle.seek(0)
     pkg_info = core_metadata.from_sdist(handle, form.filename)
     handle.seek(0)
     if pkg_info is None:
-        raise bad(f"{not_an_sdist}: it has no PKG-INFO in its top-level directory")
+        raise bad(f"{form.filename} is not a valid sdist: it has no PKG-INFO in its top-level directory")
     _check_names_the_upload(pkg_info, "PKG-INFO", form)
     return pkg_info
+
+
+@contextmanager
+def _reading(form: UploadForm, handle: IO[bytes], kind: str, unreadable: str) -> Iterator[None]:
+    """Read the upload's archive: what cannot be read, or is past a bound, is one 400 line; the
+    file is rewound for the next reader either way."""
+    try:
+        yield
+    except ArchiveTooLarge as exc:
+        raise bad(f"{form.filename} is not a valid {kind}: {exc}") from None
+    except _UNREADABLE:
+        raise bad(f"{form.filename} is not a valid {kind}: {unreadable}") from None
+    finally:
+        handle.seek(0)
 
 
 def _check_names_the_upload(metadata: bytes, member: str, form: UploadForm) -> None:
