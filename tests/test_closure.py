@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+
+from gitmirror.model.page import RemoteFile, RemoteProject
+from gitmirror.storage.metadata import CoreMetadata
+from gitmirror.sync import closure
+from gitmirror.sync.config import from_mapping
+from gitmirror.sync.roots import Root, Roots
+from gitmirror.sync.selection import rules_from
 
 from conftest import Mirror
 from fakeupstream import FakeUpstream, build_sdist, build_wheel
@@ -254,3 +263,34 @@ def test_a_walk_over_stored_wheels_reads_their_dependencies_from_the_cache(
     mirror.run("sync", "--full", check=True)
     asked = [record.path for record in upstream.requests[mark:] if record.path.startswith("/files/")]
     assert asked == [f"/files/top/{top.filename}.metadata"]
+
+
+def test_a_release_listing_more_requirements_than_any_real_one_is_followed_only_so_far(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hostile upstream's metadata may list a million requirements, each a page request: the walk
+    follows the first ``MAX_REQUIREMENTS_FOLLOWED`` and says so once."""
+    monkeypatch.setattr(closure, "MAX_REQUIREMENTS_FOLLOWED", 3)
+    asked: list[str] = []
+
+    def page(name: str) -> RemoteProject:
+        filename = f"{name.replace('-', '_')}-1.0-py3-none-any.whl"
+        url = f"http://127.0.0.1:9/files/{filename}"
+        wheel = RemoteFile(filename, url, "1.0", "0" * 64, 1, None, None, False, None, None)
+        return RemoteProject(name, [wheel])
+
+    class Pages:
+        async def get(self, name: str) -> RemoteProject:
+            asked.append(name)
+            return page(name)
+
+    class Metadata:
+        async def get(self, project: str, version: str, files: list, chosen: set) -> CoreMetadata:
+            wide = tuple(f"dep-{number}" for number in range(10)) if project == "wide" else ()
+            return CoreMetadata(project, version, requires_dist=wide)
+
+    resolver = closure.Resolver(rules_from(from_mapping({"projects": ["wide"]})), Pages(), Metadata(), follow=True)  # type: ignore[arg-type]
+    roots = Roots(requirements=[Root(Requirement("wide"), "mirror.yaml")])
+    choices = asyncio.run(resolver.resolve(roots))
+    assert sorted(asked) == ["dep-0", "dep-1", "dep-2", "wide"]
+    assert choices["wide"].notes == ["wide 1.0 lists 10 requirements: only the first 3 are followed"]

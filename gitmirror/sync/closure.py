@@ -32,6 +32,10 @@ from .state import LocalState
 if TYPE_CHECKING:
     from .config import Config
 
+#: the requirements of one release the walk follows: each may cost a page request, and a hostile
+#: upstream's metadata can list a million; real releases list at most a few hundred
+MAX_REQUIREMENTS_FOLLOWED = 5_000
+
 
 @dataclass
 class ProjectChoice:
@@ -243,7 +247,14 @@ class Resolver:
         if metadata is None:
             choice.without_metadata[version] = None
             return
-        for text in metadata.requires_dist:
+        requires_dist = metadata.requires_dist
+        if len(requires_dist) > MAX_REQUIREMENTS_FOLLOWED:
+            choice.notes.append(
+                f"{demand.name} {version} lists {len(requires_dist)} requirements: "
+                f"only the first {MAX_REQUIREMENTS_FOLLOWED} are followed"
+            )
+            requires_dist = requires_dist[:MAX_REQUIREMENTS_FOLLOWED]
+        for text in requires_dist:
             try:
                 requirement = Requirement(text)
                 name = normalize(requirement.name)
