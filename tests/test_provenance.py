@@ -77,6 +77,7 @@ def test_a_sync_records_provenance_and_every_commit_serves_it(
         served = httpx.get(f"{base}/files/demo-pkg/{WHEEL}.provenance")
         assert (served.status_code, served.content) == (200, provenance)
         assert served.headers["content-type"] == "application/json"
+        assert served.headers["x-content-type-options"] == "nosniff"
     assert httpx.get(f"{server.url}/files/demo-pkg/{SDIST}.provenance").status_code == 404
 
     site = tmp_path / "site"

@@ -115,7 +115,7 @@ def test_a_replaced_file_is_a_conflict_and_the_original_bytes_stay(mirror: Mirro
     original = next(art for art in sample["demo-pkg"] if art.filename == wheel)
     assert get(server.index_url + "demo-pkg/").status_code == 200
     served = get(f"{server.url}/files/demo-pkg/{wheel}")
-    assert served.content == original.data
+    assert served.content == original.data and served.headers["x-content-type-options"] == "nosniff"
     mirror.upstream.replace_file("demo-pkg", wheel, b"other bytes under the same name")
     page = get(server.index_url + "demo-pkg/", headers=JSON).json()
     listed = next(item for item in page["files"] if item["filename"] == wheel)

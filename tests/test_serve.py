@@ -105,6 +105,7 @@ def test_file_serving_headers_range_and_head(server, sample) -> None:
     assert response.headers["etag"] == f'"{wheel.sha256}"'
     assert response.headers["content-length"] == str(wheel.size)
     assert "immutable" in response.headers["cache-control"]
+    assert response.headers["x-content-type-options"] == "nosniff"  # a browser never runs it as a page
     partial = httpx.get(url, headers={"Range": "bytes=10-19"})
     assert partial.status_code == 206 and partial.content == wheel.data[10:20]
     head = httpx.head(url)

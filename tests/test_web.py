@@ -552,6 +552,23 @@ def test_health_readiness_follows_the_repository_and_the_store(tmp_path: Path, s
     assert "metadata repository" in client.get("/health/ready").text
 
 
+def test_a_private_index_answers_health_without_paths_and_keeps_look_alike_paths_private(
+    tmp_path: Path, synced_repo: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo, store = tmp_path / "repo", tmp_path / "store"
+    shutil.copytree(synced_repo, repo)
+    settings = {"repo": str(repo), "store": str(store), "hosted": {"projects": ["acme-*"], "read_auth": True}}
+    client = TestClient(create_app(from_mapping(settings)))
+    with caplog.at_level(logging.WARNING, logger="gitmirror.serve"):
+        answer = client.get("/health/ready")  # the store was never copied: not ready
+    assert answer.status_code == 503 and str(tmp_path) not in answer.text
+    assert answer.text == "not ready: the repository or the store cannot be read (the server's log says why)\n"
+    assert str(store) in caplog.text  # the operator still learns which
+    assert client.get("/health").status_code == 200
+    for spelled_alike in ("/healthy", "/health-check", "/legacyx"):
+        assert client.get(spelled_alike).status_code == 401, spelled_alike
+
+
 def test_serve_settings_are_checked_in_mirror_yaml() -> None:
     settings = from_mapping({"serve": {"host": "0.0.0.0", "port": 9000, "workers": 2, "log_level": "WARNING"}}).serve
     assert (settings.host, settings.port, settings.workers, settings.log_level, settings.access_log) == (

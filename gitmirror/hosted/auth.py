@@ -57,15 +57,18 @@ def token_name(tokens: TokenStore, authorization: str | None) -> str | None:
 class ReadAuth:
     """Every request needs a valid token (the upload route checks its own: 403 without a challenge)."""
 
-    def __init__(
-        self, app: ASGIApp, tokens: TokenStore, open_prefixes: tuple[str, ...] = ("/legacy", "/health")
-    ) -> None:
+    def __init__(self, app: ASGIApp, tokens: TokenStore, open_paths: tuple[str, ...] = ("/legacy", "/health")) -> None:
         self.app = app
         self.tokens = tokens
-        self.open_prefixes = open_prefixes
+        self.open_paths = open_paths
+
+    def _is_open(self, path: str) -> bool:
+        """``path`` is one of ``open_paths`` or below one (``/health/ready``), never merely spelled
+        like one (``/healthy``): a route added later stays private unless it is listed."""
+        return any(path == open_path or path.startswith(open_path + "/") for open_path in self.open_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or str(scope["path"]).startswith(self.open_prefixes):
+        if scope["type"] != "http" or self._is_open(str(scope["path"])):
             await self.app(scope, receive, send)
             return
         authorization = Headers(scope=scope).get("authorization")

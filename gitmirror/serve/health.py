@@ -8,6 +8,7 @@ index lists. Cheap enough to be probed every second.
 
 from __future__ import annotations
 
+import logging
 import os
 
 from starlette.requests import Request
@@ -16,6 +17,8 @@ from starlette.routing import Route
 
 from ..storage.store import BlobStore
 from .view import MirrorView
+
+log = logging.getLogger("gitmirror.serve")
 
 PROBE_SHA256 = "0" * 64  # a name no blob has: asking for it shows the store answers
 
@@ -54,6 +57,9 @@ async def ready(request: Request) -> Response:
     """``/health/ready``: 200 ``ready``, or 503 with the reason."""
     reason = not_ready_reason(request.app.state.view)
     if reason is not None:
+        if request.app.state.config.hosted.read_auth:  # a private index names no paths to anonymous probes
+            log.warning("not ready: %s", reason)
+            reason = "the repository or the store cannot be read (the server's log says why)"
         return PlainTextResponse(f"not ready: {reason}\n", status_code=503, headers={"cache-control": "no-store"})
     return PlainTextResponse("ready\n", headers={"cache-control": "no-store"})
 

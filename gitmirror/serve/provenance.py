@@ -26,7 +26,7 @@ def provenance_response(
     withheld = view.withheld(commit, project, entry)
     if withheld is not None:
         return PlainTextResponse(withheld, status_code=410)
-    headers = {"ETag": f'"{entry.provenance}"', "Cache-Control": cache}
+    headers = {"ETag": f'"{entry.provenance}"', "Cache-Control": cache, "X-Content-Type-Options": "nosniff"}
     if entry.provenance in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
     try:

@@ -29,7 +29,7 @@ from ..storage.blobs import Blobs
 from ..sync.config import Config
 from . import index
 from .metrics import PROXY_UPSTREAM_ERRORS
-from .server import IMMUTABLE, TIP_MAX_AGE, BlobResponse, SimpleRoutes, page_response
+from .server import TIP_MAX_AGE, BlobResponse, SimpleRoutes, file_headers, page_response
 from .view import MirrorView, _page
 
 #: the header a page served as recorded while upstream cannot be asked carries
@@ -94,7 +94,7 @@ class ProxyRoutes:
             return PlainTextResponse(exc.line, status_code=exc.status)
         if answer is None:
             return await self.mirror.file(request)
-        headers = {"ETag": f'"{answer.sha256}"', "Cache-Control": IMMUTABLE}
+        headers = file_headers(answer.sha256)
         if answer.sha256 in request.headers.get("if-none-match", ""):
             return Response(status_code=304, headers=headers)
         if isinstance(answer, Stored):

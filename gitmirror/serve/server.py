@@ -41,6 +41,12 @@ TIP_MAX_AGE = "public, max-age=60"
 SNAPSHOT_MAX_AGE = "public, max-age=300"  # tags and dates: stable in practice, not by construction
 
 
+def file_headers(digest: str) -> dict[str, str]:
+    """A stored file's headers: named by its digest, never changing, and never sniffed by a browser
+    as another type (a hostile upload's bytes shown as a page of this origin)."""
+    return {"ETag": f'"{digest}"', "Cache-Control": IMMUTABLE, "X-Content-Type-Options": "nosniff"}
+
+
 def page_response(request: Request, page: Page, cache_control: str) -> Response:
     """A page with its ETag, or 304 when the client holds it; one ETag per representation, so ``Vary: Accept``."""
     return _page_answer(page, cache_control, page.etag in (header(request, "if-none-match") or ""))
@@ -146,7 +152,7 @@ class SimpleRoutes:
         assert digest is not None
         store = self.view.store
         if isinstance(store, S3Store):
-            headers = {"ETag": f'"{digest}"', "Cache-Control": IMMUTABLE}
+            headers = file_headers(digest)
             etags = header(request, "if-none-match") or ""
             return await bucket_file(self.view, store, name, entry, digest, is_metadata, etags, headers)
         path = store.local_file(digest)
@@ -160,7 +166,7 @@ class SimpleRoutes:
         )
         if stat_result is None and kept_in_wheel is None:
             return PlainTextResponse(f"{filename} is recorded but its blob is not in this store", status_code=404)
-        headers = {"ETag": f'"{digest}"', "Cache-Control": IMMUTABLE}
+        headers = file_headers(digest)
         if digest in (header(request, "if-none-match") or ""):
             return Response(status_code=304, headers=headers)
         if kept_in_wheel is not None:
