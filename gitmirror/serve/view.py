@@ -27,7 +27,7 @@ from .ref_watch import RefWatch
 from .root_index import RootIndex
 
 #: seconds a branch tip is trusted while its ref file's stamp is unchanged
-TIP_MAX_AGE = 1.0
+TIP_REREAD_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class MirrorView:
         self._ref = RefWatch(repo.path, branch)
 
     def tip(self) -> bytes | None:
-        """The branch tip, re-read when its ref file changed (``ref_watch``) or ``TIP_MAX_AGE`` after
+        """The branch tip, re-read when its ref file changed (``ref_watch``) or ``TIP_REREAD_SECONDS`` after
         it was read.
 
         One ``fstat`` per request instead of reading and parsing the ref; the age bound covers
@@ -74,7 +74,7 @@ class MirrorView:
         """
         stamp = self._ref.stamp()
         now = time.monotonic()
-        if self._tip is None or self._tip[0] != stamp or now - self._tip[1] > TIP_MAX_AGE:
+        if self._tip is None or self._tip[0] != stamp or now - self._tip[1] > TIP_REREAD_SECONDS:
             self._tip = (self._ref.hold(), now, self.repo.tip(self.branch))
         return self._tip[2]
 
