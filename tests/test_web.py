@@ -28,6 +28,7 @@ from test_upload import serving_an_upload
 from gitmirror.hosted.tokens import TokenStore
 from gitmirror.model.manifest import manifest_path
 from gitmirror.model.text import printable
+from gitmirror.serve import web
 from gitmirror.serve.logs import ACCESS
 from gitmirror.serve.metrics import StoreSize, measure_store
 from gitmirror.serve.names_index import NameIndex, search_key
@@ -296,6 +297,24 @@ def test_history_lists_each_change_with_its_commit(client: TestClient, site: Mir
     assert "decided by" in text
     demo = assert_inert(client.get("/project/demo-pkg/history/").text).words
     assert "taken down: demo_pkg-1.0.tar.gz" in demo and "legal" in demo
+
+
+def test_history_comes_a_page_at_a_time_and_a_commits_events_so_far(
+    client: TestClient, site: Mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(web, "HISTORY_PAGE", 1)
+    monkeypatch.setattr(web, "HISTORY_EVENTS", 1)
+    newest, oldest = site.git("log", "--format=%H", "main", "--", "projects/de/mo/demo-pkg.jsonl").split()
+    first = assert_inert(client.get("/project/demo-pkg/history/").text)
+    assert newest[:12] in first.words and oldest[:12] not in first.words
+    assert ("a", {"rel": "next", "href": "?page=2"}) in first.tags
+    second = assert_inert(client.get("/project/demo-pkg/history/?page=2").text)
+    assert oldest[:12] in second.words and newest[:12] not in second.words
+    assert ("a", {"rel": "prev", "href": "?page=1"}) in second.tags
+    assert not any(attrs.get("rel") == "next" for _, attrs in second.tags)
+    assert re.search(rf"and \d+ more \( git show {oldest[:12]} \)", second.words)  # the sync's files
+    for beyond in ("3", "0", "-1", "x", "9" * 30):
+        assert client.get(f"/project/demo-pkg/history/?page={beyond}").status_code == 404, beyond
 
 
 def test_history_read_before_a_new_commit_gains_it_on_top(mirror: Mirror, sample: dict) -> None:

@@ -42,6 +42,10 @@ from .web_writers import WriterActivity, writer_of
 
 T = TypeVar("T")
 SEARCH_LIMIT = 100
+#: commits per page of a project's history, and events shown per commit (a first sync of a large
+#: project records thousands of files in one commit)
+HISTORY_PAGE = 50
+HISTORY_EVENTS = 200
 ENVIRONMENT = Environment(
     loader=PackageLoader("gitmirror.serve", "templates"),
     autoescape=True,  # every template, whatever its name: upstream strings are never markup
@@ -205,7 +209,20 @@ class Pages:
         found = await self.run(entries)
         if found is None:
             return await self.page(request, "missing.html", 404, what=f"no project {name} in this mirror")
-        return await self.page(request, "history.html", name=name, history=found)
+        number = request.query_params.get("page", "1")
+        start = (int(number) - 1) * HISTORY_PAGE if number.isdigit() and 0 < int(number) < 10**6 else -1
+        if start < 0 or (start and start >= len(found)):
+            return await self.page(request, "missing.html", 404, what=f"no page {number[:20]} of {name}'s history")
+        shown = found[start : start + HISTORY_PAGE]
+        return await self.page(
+            request,
+            "history.html",
+            name=name,
+            history=shown,
+            page=int(number),
+            older=start + HISTORY_PAGE < len(found),
+            events_shown=HISTORY_EVENTS,
+        )
 
     async def review(self, request: Request) -> Response:
         if not self.config.review.enabled:
