@@ -677,6 +677,12 @@ def test_a_mirror_of_a_private_index_syncs_and_hydrates_with_netrc_credentials(
 
 
 def test_token_commands_print_the_token_last_and_fail_in_one_line(mirror: Mirror) -> None:
+    mirror.configure()
+    for command in (("list",), ("create", "ci"), ("revoke", "ci")):  # before init: one line, no file written
+        early = mirror.run("token", *command)
+        no_repository = "gitmirror: error: no repository at mirror/repo (run `gitmirror init`)\n"
+        assert (early.returncode, early.stderr) == (2, no_repository), command
+    assert not (mirror.root / "mirror").exists()
     mirror.run("init", check=True)
     created = mirror.run("token", "create", "ci", check=True)
     token = created.stdout.strip().splitlines()[-1]

@@ -58,6 +58,8 @@ def list_tokens(config: ConfigOption = None) -> None:
     """The tokens by name: when created, and whether revoked."""
     from ..hosted.tokens import TokenStore
 
-    for record in TokenStore(load_config(config).repo).records().values():
+    store = TokenStore(load_config(config).repo)
+    store.check_repository()  # a mistyped repo path lists no tokens silently otherwise
+    for record in store.records().values():
         state = f"revoked {record.revoked}" if record.revoked else "active"
         typer.echo(f"{record.name}\tcreated {record.created}\t{state}")

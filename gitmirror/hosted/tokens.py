@@ -124,10 +124,14 @@ class TokenStore:
             self._write(records)
             return records[name]
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[dict[str, TokenRecord]]:
+    def check_repository(self) -> None:
+        """``TokenError`` when the repository the tokens belong to is not there."""
         if not self.path.parent.is_dir():
             raise TokenError(f"no repository at {self.path.parent} (run `gitmirror init`)")
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[dict[str, TokenRecord]]:
+        self.check_repository()
         with open(self.path.with_name(TOKENS_FILE + ".lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
