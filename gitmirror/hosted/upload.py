@@ -11,7 +11,6 @@ is an ``UploadRefused`` carrying its HTTP status and the one line the client sho
 from __future__ import annotations
 
 import hashlib
-import struct
 import tarfile
 import zipfile
 import zlib
@@ -35,25 +34,18 @@ from ..model.names import UnsafeNameError, check_filename, check_sha256, normali
 from ..storage import metadata as core_metadata
 from ..storage.bounded_archives import (
     ArchiveTooLarge,
-    check_unpacked_size,
     gunzip_to_end,
     members,
     open_tar_gz,
     open_zip,
 )
+from .archive_checks import zip_problem
 
 #: the forms a file may be uploaded in: what installers take from an index
 WHEEL, SDIST = "bdist_wheel", "sdist"
 _SDIST_SUFFIXES = (".tar.gz", ".zip")
 #: an sdist with more members than this is refused: far beyond any real source tree (reading each costs time)
 MAX_SDIST_MEMBERS = 200_000
-#: a zip local file header (zipfile's layout), ending with its name's and extra field's lengths
-_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
-#: a member whose CRC and sizes follow its data, in a descriptor of one of these sizes
-_DATA_DESCRIPTOR = 0x08
-_DESCRIPTOR_SIZES = (12, 16, 20, 24)
-#: a local header's size or CRC field that defers to its zip64 extra field
-_ZIP64_SIZE = 0xFFFFFFFF
 #: what reading a damaged, hostile or foreign archive raises (RuntimeError: an encrypted zip member)
 _UNREADABLE = (
     tarfile.TarError,
@@ -252,16 +244,9 @@ def _read_whole(handle: IO[bytes], filename: str) -> None:
     """Read an archive to its end, so a damaged one fails here rather than at install."""
     if filename.endswith(".zip"):
         with open_zip(handle) as archive:
-            twice = _listed_twice(archive.namelist())
-            if twice is not None:
-                raise bad(f"{filename} is not a valid sdist: it lists {twice} twice")
-            check_unpacked_size(archive)
-            damaged = archive.testzip()
-            hidden = _read_otherwise(archive) if damaged is None else None
-        if damaged is not None:
-            raise zipfile.BadZipFile(damaged)
-        if hidden is not None:
-            raise bad(f"{filename} is not a valid sdist: {hidden}")
+            problem = zip_problem(archive)
+        if problem is not None:
+            raise bad(f"{filename} is not a valid sdist: {problem}")
         return
     with open_tar_gz(handle) as tarball:
         for count, _member in enumerate(members(tarball), 1):  # every header parses
@@ -271,59 +256,12 @@ def _read_whole(handle: IO[bytes], filename: str) -> None:
     gunzip_to_end(handle)
 
 
-def _read_otherwise(archive: zipfile.ZipFile) -> str | None:
-    """Why a reader that follows a zip's local headers from its start, as a streaming installer
-    does, would read other members or other bytes than zipfile, which follows the central directory
-    (bytes no listed member accounts for, a local header that disagrees with its entry), or None."""
-    handle = archive.fp
-    assert handle is not None  # an open archive
-    position, descriptor = 0, False
-    for info in sorted(archive.infolist(), key=lambda info: info.header_offset):
-        if descriptor and info.header_offset - position in _DESCRIPTOR_SIZES:
-            position = info.header_offset  # the previous member's CRC and sizes, after its data
-        if info.header_offset != position:
-            return f"its bytes {position} to {info.header_offset} belong to no member it lists"
-        handle.seek(info.header_offset)
-        local = _LOCAL_HEADER.unpack(handle.read(_LOCAL_HEADER.size))
-        flags, method, crc, compressed, size, name_length, extra_length = local[3:5] + local[7:]
-        descriptor = bool(flags & _DATA_DESCRIPTOR)
-        stated = (crc, compressed, size) if not descriptor else (info.CRC, info.compress_size, info.file_size)
-        listed = (info.CRC, info.compress_size, info.file_size)
-        if method != info.compress_type or not all(a in (b, _ZIP64_SIZE) for a, b in zip(stated, listed, strict=True)):
-            return f"the local header of {info.filename} disagrees with its central directory entry"
-        position = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length + info.compress_size
-    start = archive.start_dir  # where zipfile found the central directory
-    if descriptor and start - position in _DESCRIPTOR_SIZES:
-        position = start
-    if position != start:
-        return f"its bytes {position} to {start} belong to no member it lists"
-    return None
-
-
-def _listed_twice(names: list[str]) -> str | None:
-    """A member name a zip lists twice: readers differ on which one counts (the served METADATA
-    could differ from the one an installer reads), so such an archive is refused."""
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            return name
-        seen.add(name)
-    return None
-
-
 def _metadata_member(form: UploadForm, archive: zipfile.ZipFile) -> bytes:
     not_a_wheel = f"{form.filename} is not a valid wheel"
     names = archive.namelist()
-    twice = _listed_twice(names)
-    if twice is not None:
-        raise bad(f"{not_a_wheel}: it lists {twice} twice")
-    check_unpacked_size(archive)
-    damaged = archive.testzip()
-    if damaged is not None:
-        raise bad(f"{not_a_wheel}: {damaged} is damaged")
-    hidden = _read_otherwise(archive)
-    if hidden is not None:
-        raise bad(f"{not_a_wheel}: {hidden}")
+    problem = zip_problem(archive)
+    if problem is not None:
+        raise bad(f"{not_a_wheel}: {problem}")
     dist_infos = {name.split("/", 1)[0] for name in names if name.split("/", 1)[0].endswith(".dist-info")}
     if len(dist_infos) != 1:
         raise bad(f"{not_a_wheel}: it needs exactly one .dist-info directory, has {len(dist_infos)}")
