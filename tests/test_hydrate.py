@@ -12,6 +12,12 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
+
+from gitmirror.serve.hydrate import hydrate
+from gitmirror.serve.hydrate_sources import ServerSource
+from gitmirror.storage.repo import MetadataRepo
+from gitmirror.storage.store import BlobStore, BlobWriter
 
 from conftest import Mirror, isolated_env, start_server, stop_server
 from fakeupstream import FakeUpstream, build_wheel
@@ -250,3 +256,34 @@ def test_hydrate_follows_the_host_policy_of_a_sync(mirror: Mirror, sample, tmp_p
     assert missing and all(f"refusing '{target}/files/" in line for line in missing)
     assert source.paths and elsewhere.paths == []  # type: ignore[attr-defined]
     assert store_blobs(clone.store) == set()
+
+
+def test_hydrate_from_a_server_opens_no_more_temporary_files_than_downloads_run(
+    mirror: Mirror, sample, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store of a million blobs must not open a million temporary files at once (EMFILE): one per slot."""
+    mirror.run("sync", check=True)
+    clone = clone_mirror(mirror, tmp_path / "airgap")
+    repo = MetadataRepo(clone.repo)
+    open_now, most = [0], [0]
+    opened, closed = BlobWriter.__init__, BlobWriter._close
+
+    def counting_init(self: BlobWriter, *args: object) -> None:
+        opened(self, *args)  # type: ignore[arg-type]
+        open_now[0] += 1
+        most[0] = max(most[0], open_now[0])
+
+    def counting_close(self: BlobWriter) -> None:
+        open_now[0] -= self._fd >= 0
+        closed(self)
+
+    monkeypatch.setattr(BlobWriter, "__init__", counting_init)
+    monkeypatch.setattr(BlobWriter, "_close", counting_close)
+    source = start_server(mirror.root)
+    try:
+        result = hydrate(repo, BlobStore(clone.store), repo.tip("main"), ServerSource(source.url + "/", concurrency=1))
+    finally:
+        stop_server(source)
+        repo.close()
+    assert result.fetched > 2 and not result.missing
+    assert most[0] == 1

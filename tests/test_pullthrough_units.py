@@ -13,6 +13,7 @@ import pytest
 
 from gitmirror.model.manifest import FileEntry, ProjectManifest, manifest_path
 from gitmirror.model.page import RemoteFile, UpstreamError
+from gitmirror.proxy import stream
 from gitmirror.proxy.answers import BranchReader, Upstreamed
 from gitmirror.proxy.batch import Batch, Pending, commit_batch, due
 from gitmirror.proxy.pullthrough import PullThrough
@@ -292,3 +293,42 @@ def test_bytes_every_reader_took_are_let_go_and_a_late_reader_reads_the_named_bl
 
 async def _joined(chunks: AsyncIterator[bytes]) -> bytes:
     return b"".join([chunk async for chunk in chunks])
+
+
+def test_a_reader_that_stops_reading_holds_no_more_than_the_lag_bound_and_resumes_from_the_blob(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that stops reading (or reads a byte a minute) must not pin the whole file in memory."""
+    monkeypatch.setattr(stream, "MAX_LAG_BYTES", 2 * RELEASE_BYTES)
+    store = BlobStore(tmp_path)
+    data = bytes(range(256)) * (8 * RELEASE_BYTES // 256)
+
+    async def scenario() -> tuple[int, bytes]:
+        body = SharedBody(asyncio.get_running_loop(), store, hashlib.sha256(data).hexdigest())
+        chunks = body.stream()
+        body.extend(0, data[:65536])
+        first = await anext(chunks)  # the stalled client took one chunk, then stopped reading
+        for offset in range(65536, len(data), 65536):
+            body.extend(offset, data[offset : offset + 65536])
+        kept = len(body.body)
+        body.checked()
+        store.put_bytes(data)
+        body.finish()
+        return kept, first + b"".join([chunk async for chunk in chunks])
+
+    kept, got = asyncio.run(scenario())
+    assert kept <= 3 * RELEASE_BYTES
+    assert got == data
+
+
+def test_a_download_every_client_left_keeps_no_more_than_the_lag_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clients that hang up mid-download leave it running for the store: its bytes are not kept for nobody."""
+    monkeypatch.setattr(stream, "MAX_LAG_BYTES", 2 * RELEASE_BYTES)
+    loop = asyncio.new_event_loop()
+    body = SharedBody(loop, BlobStore(tmp_path), SHA)
+    for offset in range(0, 8 * RELEASE_BYTES, 65536):
+        body.extend(offset, b"x" * 65536)
+    loop.close()
+    assert body.received == 8 * RELEASE_BYTES and len(body.body) <= 3 * RELEASE_BYTES

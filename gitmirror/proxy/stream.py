@@ -8,8 +8,9 @@ start; only bytes past what the clients already got are passed on (the hash chec
 proves they were the same).
 
 Memory stays bounded by the slowest reader's lag, not the file's size: bytes every reader has
-taken are let go, and a client arriving after that waits until the verified blob is named and
-reads it from the store (``Blobs.open``).
+taken are let go, and so are bytes more than ``MAX_LAG_BYTES`` behind the download (a client that
+stops reading, or a download every client left). A reader that fell that far behind, or arrives
+after bytes were let go, waits until the verified blob is named and reads it from the store.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from .singleflight import SingleFlight
 #: bytes every reader has taken are let go in steps of at least this many
 RELEASE_BYTES = 1 << 20
 CHUNK_BYTES = 256 * 1024
+#: the most bytes a reader may fall behind the download before it reads the rest from the stored blob
+MAX_LAG_BYTES = 32 << 20
 
 
 class DownloadFailed(Exception):
@@ -66,6 +69,8 @@ class SharedBody:
         if offset <= known < offset + len(data) and not self.verified:
             if self.keep:
                 self.body += data[known - offset :]
+                if self.received - MAX_LAG_BYTES - self.base >= RELEASE_BYTES:  # nobody took them in time
+                    self._drop_to(self.received - MAX_LAG_BYTES)
             else:
                 self.base += offset + len(data) - known
             self._wake()
@@ -85,11 +90,15 @@ class SharedBody:
         self._changed = asyncio.Event()
 
     def _let_go(self) -> None:
-        """Drop the bytes every reader has taken (all of them once nobody reads along)."""
-        low = min(self._readers.values(), default=self.received)
+        """Drop the bytes every reader has taken (all of them once nobody reads along), and those more
+        than ``MAX_LAG_BYTES`` behind: a client that stops reading must not pin the file in memory."""
+        low = max(min(self._readers.values(), default=self.received), self.received - MAX_LAG_BYTES)
         if low - self.base >= RELEASE_BYTES or (not self._readers and low > self.base):
-            del self.body[: low - self.base]
-            self.base = low
+            self._drop_to(low)
+
+    def _drop_to(self, low: int) -> None:
+        del self.body[: low - self.base]
+        self.base = low
 
     async def stream(self) -> AsyncIterator[bytes]:
         """The body from its first byte, as it arrives; raises ``DownloadFailed`` when it fails."""
@@ -100,7 +109,7 @@ class SharedBody:
         reader = object()  # alive while it reads: its key is its own
         self._readers[reader] = sent = 0
         try:
-            while True:
+            while sent >= self.base:  # else it fell too far behind: the rest comes from the blob
                 changed = self._changed
                 ready = self.received if self.verified else self.received - 1
                 if sent < ready:
@@ -117,14 +126,23 @@ class SharedBody:
         finally:
             del self._readers[reader]
             self._let_go()
+        async for chunk in self._from_store(sent):
+            yield chunk
 
-    async def _from_store(self) -> AsyncIterator[bytes]:
+    async def _from_store(self, offset: int = 0) -> AsyncIterator[bytes]:
+        """The verified blob from ``offset`` on, once it is named."""
         while not self.stored and self.error is None:
             await self._changed.wait()
         if self.error is not None:
             raise DownloadFailed(self.error)
-        async for chunk in read_blob(await asyncio.to_thread(self.store.open, self.sha256)):
-            yield chunk
+        handle = await asyncio.to_thread(self.store.open, self.sha256)
+        skip = offset
+        async for chunk in read_blob(handle):
+            if skip >= len(chunk):
+                skip -= len(chunk)
+                continue
+            yield chunk[skip:]
+            skip = 0
 
 
 async def read_blob(handle: IO[bytes]) -> AsyncIterator[bytes]:

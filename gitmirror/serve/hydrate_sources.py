@@ -175,13 +175,13 @@ class ServerSource:
         slots = self._slots
 
         async def attempt() -> BlobWriting:
-            writer = open_writer()
-            try:
-                async with slots:
+            async with slots:  # a writer holds a temporary file: one per slot, not one per blob
+                writer = open_writer()
+                try:
                     await asyncio.to_thread(self._transport.fetch, url, writer)
-            except BaseException:
-                writer.abort()
-                raise
+                except BaseException:
+                    writer.abort()
+                    raise
             return writer
 
         try:
