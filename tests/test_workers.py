@@ -28,7 +28,7 @@ from gitmirror.upstream.transport import Transient
 
 import crashhook
 from conftest import GITMIRROR, Mirror, isolated_env
-from fakeupstream import Artifact, FakeUpstream
+from fakeupstream import Artifact, FakeUpstream, build_wheel
 
 
 def children(pid: int) -> list[int]:
@@ -354,3 +354,23 @@ def test_a_worker_killed_with_several_files_fails_each_of_them_for_a_retry(
     assert all(isinstance(answers[number], Transient) for number in failed)
     assert all(answers[number] == artifacts[number].size for number in range(64) if number not in failed)
     assert os.listdir(store.root / "tmp") == []
+
+
+def test_a_page_answer_longer_than_the_pipe_buffer_arrives_whole_under_uvloop(upstream: FakeUpstream) -> None:
+    """``serve`` runs on uvloop, which makes every watched descriptor non-blocking: an answer longer
+    than the socket's buffer (a page of 1,500 files) must still be read whole, not taken for a dead
+    download process."""
+    uvloop = pytest.importorskip("uvloop")
+    upstream.add("wide", build_wheel("wide", "1.0"))
+    upstream.fault("wide", "huge_page", times=-1, entries=1500)
+
+    async def read_page() -> object:
+        processes = workers.DownloadProcesses(1, HostPolicy(upstream.url), 10)
+        try:
+            headers = {"Accept": "application/vnd.pypi.simple.v1+json"}
+            return await processes.project("wide", upstream.url + "wide/", headers)
+        finally:
+            processes.close()
+
+    page = uvloop.run(read_page())
+    assert page is not None and len(page.files) == 1500  # type: ignore[attr-defined]

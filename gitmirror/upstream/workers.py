@@ -202,6 +202,9 @@ class DownloadProcesses:
             return
         self._workers.append(worker)
         self._loop.add_reader(worker.pipe.fileno(), self._answered, worker)
+        # uvloop (libuv) makes a watched descriptor non-blocking: a message longer than the socket's
+        # buffer (a page of many files) would then end in EAGAIN half read, and look like a dead worker
+        os.set_blocking(worker.pipe.fileno(), True)
         self._idle.append(worker)
         self._wake_start()
         self._dispatch()
