@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
@@ -214,10 +215,23 @@ def mirror(tmp_path: Path, upstream: FakeUpstream) -> Mirror:
 class RunningServer:
     url: str
     process: subprocess.Popen[bytes]
+    #: the server's stderr, a file: a pipe nobody reads would stop a server that logs more than it holds
+    log: IO[bytes] | None = None
 
     @property
     def index_url(self) -> str:
         return self.url + "/simple/"
+
+    def stderr(self) -> str:
+        """What the server wrote to stderr so far."""
+        return _written(self.log)
+
+
+def _written(log: IO[bytes] | None) -> str:
+    if log is None:
+        return ""
+    log.seek(0)
+    return log.read().decode(errors="replace")
 
 
 def start_server(root: Path, *args: str) -> RunningServer:
@@ -228,26 +242,30 @@ def start_server(root: Path, *args: str) -> RunningServer:
     """
     for attempt in range(3):
         port = free_port()
+        log = tempfile.TemporaryFile()  # noqa: SIM115 - the server's, read by RunningServer.stderr
         process = subprocess.Popen(
             [*GITMIRROR, "serve", "--port", str(port), *args],
             cwd=root,
             env=isolated_env(),
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=log,
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            wait_until_answering(url + "/simple/", process, "gitmirror serve")
+            wait_until_answering(url + "/simple/", process, "gitmirror serve", log=log)
         except AssertionError as error:
             if attempt < 2 and "address already in use" in str(error).lower():
                 continue
             raise
-        return RunningServer(url=url, process=process)
+        return RunningServer(url=url, process=process, log=log)
     raise AssertionError("unreachable")
 
 
-def wait_until_answering(url: str, process: subprocess.Popen[bytes], what: str, seconds: float = 30) -> None:
-    """Poll ``url`` until the server started as ``process`` answers; kill it and fail if it never does."""
+def wait_until_answering(
+    url: str, process: subprocess.Popen[bytes], what: str, seconds: float = 30, log: IO[bytes] | None = None
+) -> None:
+    """Poll ``url`` until the server started as ``process`` answers; kill it and fail if it never does
+    (saying what it wrote to its stderr pipe, or to ``log``)."""
     deadline = time.monotonic() + seconds
     while True:
         try:
@@ -256,7 +274,8 @@ def wait_until_answering(url: str, process: subprocess.Popen[bytes], what: str, 
         except httpx.TransportError:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
-                output = process.stderr.read().decode() if process.stderr else ""
+                process.wait(timeout=10)
+                output = process.stderr.read().decode() if process.stderr else _written(log)
                 raise AssertionError(f"{what} did not start: {output}") from None
             time.sleep(0.1)
 

@@ -398,3 +398,15 @@ def test_the_download_processes_start_with_the_server_not_with_its_first_request
     assert download.status_code == 200
     assert hashlib.sha256(download.content).hexdigest() == wheel["hashes"]["sha256"]
     assert file_requests(mirror.upstream) == 1
+
+
+def test_a_page_of_thousands_of_files_upstream_cannot_deliver_is_answered(mirror: Mirror, sample, serve) -> None:
+    """3,000 unsized files that all fail: the page (an answer longer than any pipe buffer, read on
+    uvloop) comes back without them, each failure logged (more than a pipe holds: the log is a file)."""
+    mirror.upstream.fault("demo-pkg", "huge_page", times=-1, entries=3000)
+    proxy_mirror(mirror)
+    server = serve()
+    page = get(server.index_url + "demo-pkg/", headers=JSON, timeout=120)
+    assert page.status_code == 200 and page.json()["files"] == []
+    assert len(server.stderr()) > 64 * 1024
+    assert get(server.url + "/health").status_code == 200  # still answering

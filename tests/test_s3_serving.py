@@ -55,7 +55,7 @@ def test_two_followers_serve_identical_bytes_while_a_sync_runs(s3_mirror: Mirror
         while any(m.git("rev-parse", "main").strip() != tip for m in machines):
             if time.monotonic() > deadline:
                 stop_server(servers[0])
-                said = servers[0].process.stderr.read().decode() if servers[0].process.stderr else ""
+                said = servers[0].stderr()
                 raise AssertionError(f"the followers did not reach the sync's commit:\n{said}")
             time.sleep(0.2)
         time.sleep(1.2)  # the server re-reads its branch tip at least once a second
@@ -77,7 +77,7 @@ def test_two_followers_serve_identical_bytes_while_a_sync_runs(s3_mirror: Mirror
     finally:
         for server in servers:
             stop_server(server)
-    refusal = servers[0].process.stderr.read().decode() if servers[0].process.stderr else ""
+    refusal = servers[0].stderr()
     assert "follow: refused main" in refusal
 
 
