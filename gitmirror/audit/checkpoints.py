@@ -71,8 +71,15 @@ def read_note(source: str, timeout: float = 30.0) -> bytes:
 
 
 def checkpoint_url(source: str) -> str:
-    """A mirror's ``/checkpoint`` URL from ``source``: that URL, or the mirror's root."""
-    return source if source.rstrip("/").endswith("checkpoint") else source.rstrip("/") + "/checkpoint"
+    """A mirror's ``/checkpoint`` URL from ``source``: that URL, the mirror's root, or an index of it
+    (``http://mirror/simple/``, a snapshot's)."""
+    root = source.rstrip("/")
+    if root.endswith("checkpoint"):
+        return source
+    root = root.removesuffix("/simple")
+    if "/snapshot/" in root:
+        root = root[: root.index("/snapshot/")]
+    return root + "/checkpoint"
 
 
 def submit_cosignature(source: str, note: str, timeout: float = 30.0) -> str:

@@ -9,6 +9,7 @@ import errno
 
 from ..model.manifest import ManifestError
 from ..model.names import UnsafeNameError
+from ..model.signed_note import NoteError
 from ..storage.repo import RepoError
 from ..storage.s3client import S3Error
 from ..storage.store import IntegrityError
@@ -24,6 +25,7 @@ KNOWN_FAILURES: tuple[type[Exception], ...] = (
     IntegrityError,
     SelectionError,
     S3Error,
+    NoteError,
 )
 
 

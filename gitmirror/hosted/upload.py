@@ -11,9 +11,7 @@ is an ``UploadRefused`` carrying its HTTP status and the one line the client sho
 from __future__ import annotations
 
 import hashlib
-import tarfile
 import zipfile
-import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ from ..model.limits import MAX_METADATA_BYTES
 from ..model.names import UnsafeNameError, check_filename, check_sha256, normalize
 from ..storage import metadata as core_metadata
 from ..storage.bounded_archives import (
+    UNREADABLE,
     ArchiveTooLarge,
     gunzip_to_end,
     members,
@@ -46,17 +45,6 @@ WHEEL, SDIST = "bdist_wheel", "sdist"
 _SDIST_SUFFIXES = (".tar.gz", ".zip")
 #: an sdist with more members than this is refused: far beyond any real source tree (reading each costs time)
 MAX_SDIST_MEMBERS = 200_000
-#: what reading a damaged, hostile or foreign archive raises (RuntimeError: an encrypted zip member)
-_UNREADABLE = (
-    tarfile.TarError,
-    zipfile.BadZipFile,
-    OSError,
-    RuntimeError,
-    NotImplementedError,
-    zlib.error,
-    EOFError,
-    ValueError,
-)
 
 
 class UploadRefused(Exception):
@@ -225,7 +213,7 @@ def _reading(form: UploadForm, handle: IO[bytes], kind: str, unreadable: str) ->
         yield
     except ArchiveTooLarge as exc:
         raise bad(f"{form.filename} is not a valid {kind}: {exc}") from None
-    except _UNREADABLE:
+    except UNREADABLE:
         raise bad(f"{form.filename} is not a valid {kind}: {unreadable}") from None
     finally:
         handle.seek(0)

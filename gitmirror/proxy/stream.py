@@ -136,13 +136,13 @@ class SharedBody:
         if self.error is not None:
             raise DownloadFailed(self.error)
         handle = await asyncio.to_thread(self.store.open, self.sha256)
-        skip = offset
+        try:  # a reader that fell behind has the bytes before ``offset``: not read again (both stores seek)
+            await asyncio.to_thread(handle.seek, offset)
+        except BaseException:
+            handle.close()
+            raise
         async for chunk in read_blob(handle):
-            if skip >= len(chunk):
-                skip -= len(chunk)
-                continue
-            yield chunk[skip:]
-            skip = 0
+            yield chunk
 
 
 async def read_blob(handle: IO[bytes]) -> AsyncIterator[bytes]:

@@ -11,8 +11,6 @@ cosignatures directory then holds nothing anyone else wrote, and stays one note 
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -98,13 +96,11 @@ async def _bounded_body(request: Request, limit: int) -> bytes | None:
 
 def _keep(directory: Path, text: str, cosignatures: dict[str, Signature]) -> None:
     """Each witness's cosignature as ``witness-<hash of its name>.note``, replaced atomically."""
-    directory.mkdir(parents=True, exist_ok=True)
+    from .site_writer import write_if_changed  # here: the render's module (and its process pool) is no start-up cost
+
     for name, signature in cosignatures.items():
         path = directory / f"witness-{hashlib.sha256(name.encode()).hexdigest()[:16]}.note"
-        handle, temporary = tempfile.mkstemp(prefix=".cosignature-", dir=directory)
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(Note(text, (signature,)).render())
-        os.replace(temporary, path)
+        write_if_changed(path, Note(text, (signature,)).render().encode())
 
 
 def _line(status: int, line: str) -> Response:

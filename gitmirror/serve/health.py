@@ -3,7 +3,7 @@
 Ready means the metadata repository's branch and its tip commit can be read and the blob store
 answers (its directory is there and readable, or its bucket answers a request): a load balancer
 takes the instance out of rotation with the reason, instead of users meeting 404s for files the
-index lists. Cheap enough to be probed every second.
+index lists. Cheap enough for a load balancer's frequent probes.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -29,6 +30,18 @@ MAX_GLOBAL_HEADER_BYTES = 4 << 10
 #: the largest zip central directory opened: about 150,000 members, far beyond any real distribution
 MAX_ZIP_DIRECTORY_BYTES = 8 << 20
 _EXTENDED = (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+#: what reading a damaged, hostile or foreign archive raises (RuntimeError: an encrypted zip member;
+#: NotImplementedError: a compression zipfile lacks): every reader gives up on these the same way
+UNREADABLE = (
+    tarfile.TarError,
+    zipfile.BadZipFile,
+    OSError,
+    RuntimeError,
+    NotImplementedError,
+    zlib.error,
+    EOFError,
+    ValueError,
+)
 
 
 class ArchiveTooLarge(tarfile.ReadError, zipfile.BadZipFile):

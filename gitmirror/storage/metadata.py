@@ -10,9 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-import tarfile
-import zipfile
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +20,7 @@ from packaging.metadata import parse_email
 from ..model.limits import MAX_METADATA_BYTES
 from ..model.manifest import FileEntry, NeededBlob
 from .blobs import Blobs
-from .bounded_archives import members, open_tar_gz, open_zip
+from .bounded_archives import UNREADABLE, members, open_tar_gz, open_zip
 from .store import MISSING
 
 
@@ -100,8 +97,8 @@ def from_wheel(wheel: str | Path | bytes | memoryview | IO[bytes]) -> bytes | No
                 directory, _, file = info.filename.partition("/")
                 if file == "METADATA" and directory.endswith(".dist-info"):
                     return archive.read(info) if info.file_size <= MAX_METADATA_BYTES else None
-    except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, zlib.error, EOFError, ValueError):
-        return None  # RuntimeError: encrypted; NotImplementedError: a compression zipfile lacks
+    except UNREADABLE:
+        return None
     return None
 
 
@@ -125,7 +122,7 @@ def from_sdist(sdist: bytes | IO[bytes], filename: str) -> bytes | None:
                 if _is_top_pkg_info(member.name) and member.isfile() and member.size < MAX_PKG_INFO:
                     handle = tarball.extractfile(member)
                     return handle.read() if handle else None
-    except (tarfile.TarError, zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, zlib.error, EOFError):
+    except UNREADABLE:
         return None
     return None
 

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from ..model.decisions import local_decisions, marks_path
-from ..model.hosted import with_pep708
 from ..model.manifest import FileEntry, ProjectManifest, manifest_path, now
 from ..model.page import ProjectNotFound, RemoteFile, UpstreamError
 from ..model.policy import CONFLICTS_DIR, check
@@ -339,7 +338,6 @@ class Syncer:
         changes: dict[str, bytes | None] = {}
         for outcome in outcomes:
             if outcome.new is not None and (outcome.added or outcome.changes or outcome.old is None):
-                outcome.new = with_pep708(outcome.new, self.config.hosted)  # a hosted project that tracks upstream
                 path = manifest_path(outcome.name)
                 violations = check(outcome.old, outcome.new, path)
                 if violations:  # a bug in merge(), never a reason to break the promise

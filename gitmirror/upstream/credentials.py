@@ -20,26 +20,40 @@ def netrc_path() -> Path:
 
 
 class NetrcCredentials:
-    """The ``Authorization`` header the netrc file gives each host (its ``default`` entry included),
-    the file read once per instance."""
+    """The ``Authorization`` header the netrc file gives each host (its ``default`` entry for the
+    rest), the file read once, on first use; false when it gives none, so a request asks nothing more."""
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or netrc_path()
         self._lock = threading.Lock()
-        self._parsed: netrc.netrc | None = None
-        self._read = False
+        self._headers: dict[str, str] | None = None
 
     def header(self, host: str) -> str | None:
         """``Basic <base64(login:password)>`` for ``host`` (a hostname, no port), or None."""
-        with self._lock:
-            if not self._read:
-                self._read = True
-                try:
-                    self._parsed = netrc.netrc(str(self.path))
-                except (OSError, netrc.NetrcParseError):
-                    self._parsed = None
-        found = self._parsed.authenticators(host.lower()) if self._parsed is not None else None
-        if found is None:
-            return None
-        login, _account, password = found
-        return "Basic " + base64.b64encode(f"{login}:{password or ''}".encode()).decode("ascii")
+        headers = self._loaded()
+        return headers.get(host.lower(), headers.get(_DEFAULT))
+
+    def __bool__(self) -> bool:
+        return bool(self._loaded())
+
+    def _loaded(self) -> dict[str, str]:
+        if self._headers is None:
+            with self._lock:
+                if self._headers is None:
+                    self._headers = _read(self.path)
+        return self._headers
+
+
+#: netrc's entry for every host it does not name (``netrc.netrc`` files it under this key)
+_DEFAULT = "default"
+
+
+def _read(path: Path) -> dict[str, str]:
+    try:
+        parsed = netrc.netrc(str(path))
+    except (OSError, netrc.NetrcParseError):
+        return {}
+    return {
+        host.lower(): "Basic " + base64.b64encode(f"{login}:{password or ''}".encode()).decode("ascii")
+        for host, (login, _account, password) in parsed.hosts.items()
+    }

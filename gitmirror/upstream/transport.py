@@ -269,6 +269,8 @@ class Transport:
     def _with_credentials(self, url: str, fields: dict[str, str]) -> list[tuple[str, str]]:
         """``fields`` and, where the netrc file names ``url``'s host, its basic credentials (each hop
         its own host's: a redirect elsewhere never carries them)."""
+        if not self._credentials:  # no netrc file (the usual case): nothing to look up per request
+            return list(fields.items())
         from urllib.parse import urlsplit
 
         header = self._credentials.header(urlsplit(url).hostname or "")
